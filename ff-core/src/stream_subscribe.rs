@@ -1,0 +1,437 @@
+//! [`StreamCursor`]: an opaque, backend-versioned resume position.
+//!
+//! Byte 0 names the backend and format version, byte 1 the family, the rest
+//! the position, so a cursor can never be misread by another backend or used
+//! on another family's stream. The text form is unpadded base64url.
+//!
+//! | byte 0 | backend | layout |
+//! |---|---|---|
+//! | (empty) | any | tail: "after everything committed at subscribe time" |
+//! | `0x00` | any | beginning: everything still retained |
+//! | `0x01` | Valkey | family ++ entry-id ms (u64 BE) ++ entry-id seq (u64 BE) |
+//! | `0x02` | Postgres | family ++ xid8 (u64 BE) ++ row id (u64 BE) |
+//! | `0x03` | memory | family ++ instance epoch (u64 BE) ++ sequence (u64 BE) |
+//! | `0x80`–`0xFE` | third-party backends | theirs (`0xFF` reserved) |
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::str::FromStr;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use bytes::Bytes;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::engine_error::EngineError;
+use crate::stream_events::Family;
+
+/// Byte 0 of the beginning cursor.
+pub const BEGINNING_BYTE: u8 = 0x00;
+/// Byte 0 of Valkey single-stream cursors.
+pub const VALKEY_BYTE: u8 = 0x01;
+/// Byte 0 of Postgres cursors.
+pub const POSTGRES_BYTE: u8 = 0x02;
+/// Byte 0 of memory-backend cursors.
+pub const MEMORY_BYTE: u8 = 0x03;
+/// Length of every built-in positioned cursor.
+pub const POSITIONED_LEN: usize = 18;
+
+/// An opaque resume position. Subscribing with a cursor an event carried
+/// yields exactly the events after that event.
+///
+/// ```
+/// use ff_core::stream_subscribe::StreamCursor;
+/// let c: StreamCursor = "AwIAAAAAAAAAKgAAAAAAAAAH".parse().unwrap();
+/// assert_eq!(c.to_string(), "AwIAAAAAAAAAKgAAAAAAAAAH");
+/// assert!(StreamCursor::empty().is_tail());
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
+pub struct StreamCursor(pub Bytes);
+
+impl StreamCursor {
+    /// A cursor from raw bytes (no validation: backends validate at subscribe).
+    pub fn new(bytes: impl Into<Bytes>) -> Self {
+        Self(bytes.into())
+    }
+
+    /// The tail cursor: start after everything already committed.
+    pub fn empty() -> Self {
+        Self(Bytes::new())
+    }
+
+    /// The beginning cursor: replay everything still retained.
+    pub fn beginning() -> Self {
+        Self(Bytes::from_static(&[BEGINNING_BYTE]))
+    }
+
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// `true` for the tail (empty) cursor.
+    pub fn is_tail(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `true` for the beginning cursor.
+    pub fn is_beginning(&self) -> bool {
+        self.0.as_ref() == [BEGINNING_BYTE]
+    }
+
+    /// Byte 0 (backend and format), if any.
+    pub fn format_byte(&self) -> Option<u8> {
+        self.0.first().copied()
+    }
+
+    /// The family of a positioned cursor (byte 1), if it names one.
+    pub fn family(&self) -> Option<Family> {
+        match self.0.as_ref() {
+            [b0, fam, ..] if *b0 != BEGINNING_BYTE => Family::from_cursor_byte(*fam),
+            _ => None,
+        }
+    }
+
+    /// Compare two positions of the same format and family by byte order;
+    /// `None` when they are not comparable (different backend or family,
+    /// or either is tail/beginning).
+    pub fn position_cmp(&self, other: &StreamCursor) -> Option<Ordering> {
+        let (a, b) = (self.as_bytes(), other.as_bytes());
+        if a.len() < 2 || b.len() < 2 || a[..2] != b[..2] || a[0] == BEGINNING_BYTE {
+            return None;
+        }
+        Some(a[2..].cmp(&b[2..]))
+    }
+}
+
+impl fmt::Display for StreamCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&URL_SAFE_NO_PAD.encode(&self.0))
+    }
+}
+
+impl fmt::Debug for StreamCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_tail() {
+            f.write_str("StreamCursor(tail)")
+        } else if self.is_beginning() {
+            f.write_str("StreamCursor(beginning)")
+        } else {
+            write!(f, "StreamCursor({self})")
+        }
+    }
+}
+
+impl FromStr for StreamCursor {
+    type Err = EngineError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() > 256 {
+            return Err(EngineError::invalid_cursor(format!(
+                "cursor text is {} characters long; cursors are short base64url strings",
+                s.len()
+            )));
+        }
+        URL_SAFE_NO_PAD
+            .decode(s)
+            .map(|b| Self(Bytes::from(b)))
+            .map_err(|_| {
+                EngineError::invalid_cursor(format!(
+                    "{s:?} is not unpadded base64url; pass a cursor exactly as ff printed it"
+                ))
+            })
+    }
+}
+
+impl Serialize for StreamCursor {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for StreamCursor {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Where a decoded cursor says to start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CursorStart<P> {
+    /// After everything committed at subscribe time.
+    Tail,
+    /// From the oldest retained event.
+    Beginning,
+    /// Exactly after position `P`.
+    After(P),
+}
+
+fn backend_name(byte: u8) -> String {
+    match byte {
+        VALKEY_BYTE => "a Valkey".into(),
+        POSTGRES_BYTE => "a Postgres".into(),
+        MEMORY_BYTE => "a memory-backend".into(),
+        0x80..=0xFE => format!("a third-party (0x{byte:02x})"),
+        _ => format!("an unknown-format (0x{byte:02x})"),
+    }
+}
+
+/// Decode any built-in 18-byte cursor for `family` whose byte 0 is `format`:
+/// tail and beginning are accepted for every backend; anything else of the
+/// wrong backend, family, length or version is `InvalidCursor`.
+pub fn decode_positioned(
+    cursor: &StreamCursor,
+    format: u8,
+    family: Family,
+) -> Result<CursorStart<(u64, u64)>, EngineError> {
+    let b = cursor.as_bytes();
+    if b.is_empty() {
+        return Ok(CursorStart::Tail);
+    }
+    if b[0] == BEGINNING_BYTE {
+        if b.len() == 1 {
+            return Ok(CursorStart::Beginning);
+        }
+        return Err(EngineError::invalid_cursor(format!(
+            "cursor {cursor} starts like the beginning cursor but has {} extra bytes",
+            b.len() - 1
+        )));
+    }
+    if b[0] != format {
+        return Err(EngineError::invalid_cursor(format!(
+            "cursor {cursor} is {} cursor; this is {} backend: use a cursor this backend issued, or --from beginning/tail",
+            backend_name(b[0]),
+            backend_name(format).trim_start_matches("a ").trim_start_matches("an "),
+        )));
+    }
+    if b.len() != POSITIONED_LEN {
+        return Err(EngineError::invalid_cursor(format!(
+            "cursor {cursor} is {} bytes long; {} cursors are {POSITIONED_LEN} bytes (truncated or corrupted?)",
+            b.len(),
+            backend_name(format).trim_start_matches("a ").trim_start_matches("an "),
+        )));
+    }
+    match Family::from_cursor_byte(b[1]) {
+        Some(f) if f == family => {}
+        Some(f) => {
+            return Err(EngineError::invalid_cursor(format!(
+                "cursor {cursor} belongs to the {f} stream, not {family}"
+            )))
+        }
+        None => {
+            return Err(EngineError::invalid_cursor(format!(
+                "cursor {cursor} names unknown family byte {}",
+                b[1]
+            )))
+        }
+    }
+    let hi = u64::from_be_bytes(b[2..10].try_into().expect("8 bytes"));
+    let lo = u64::from_be_bytes(b[10..18].try_into().expect("8 bytes"));
+    Ok(CursorStart::After((hi, lo)))
+}
+
+/// Encode a built-in 18-byte cursor.
+pub fn encode_positioned(format: u8, family: Family, hi: u64, lo: u64) -> StreamCursor {
+    let mut b = Vec::with_capacity(POSITIONED_LEN);
+    b.push(format);
+    b.push(family.cursor_byte());
+    b.extend_from_slice(&hi.to_be_bytes());
+    b.extend_from_slice(&lo.to_be_bytes());
+    StreamCursor(Bytes::from(b))
+}
+
+/// A Valkey stream entry id `ms-seq`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ValkeyPosition {
+    /// Milliseconds part.
+    pub ms: u64,
+    /// Sequence part.
+    pub seq: u64,
+}
+
+/// A Postgres outbox position: (transaction id, row id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PostgresPosition {
+    /// The writing transaction's xid8.
+    pub xid: u64,
+    /// The row id.
+    pub id: u64,
+}
+
+/// A memory-backend position: (instance epoch, sequence).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MemoryPosition {
+    /// Random per backend instance.
+    pub epoch: u64,
+    /// Sequence within the family's log (first event is 1).
+    pub seq: u64,
+}
+
+/// Encode a Valkey cursor for entry id `ms-seq`.
+pub fn encode_valkey(family: Family, ms: u64, seq: u64) -> StreamCursor {
+    encode_positioned(VALKEY_BYTE, family, ms, seq)
+}
+
+/// Decode a cursor given to the Valkey backend.
+pub fn decode_valkey(
+    cursor: &StreamCursor,
+    family: Family,
+) -> Result<CursorStart<ValkeyPosition>, EngineError> {
+    Ok(match decode_positioned(cursor, VALKEY_BYTE, family)? {
+        CursorStart::Tail => CursorStart::Tail,
+        CursorStart::Beginning => CursorStart::Beginning,
+        CursorStart::After((ms, seq)) => CursorStart::After(ValkeyPosition { ms, seq }),
+    })
+}
+
+/// Encode a Postgres cursor for row `(xid, id)`.
+pub fn encode_postgres(family: Family, xid: u64, id: u64) -> StreamCursor {
+    encode_positioned(POSTGRES_BYTE, family, xid, id)
+}
+
+/// Decode a cursor given to the Postgres backend.
+pub fn decode_postgres(
+    cursor: &StreamCursor,
+    family: Family,
+) -> Result<CursorStart<PostgresPosition>, EngineError> {
+    Ok(match decode_positioned(cursor, POSTGRES_BYTE, family)? {
+        CursorStart::Tail => CursorStart::Tail,
+        CursorStart::Beginning => CursorStart::Beginning,
+        CursorStart::After((xid, id)) => CursorStart::After(PostgresPosition { xid, id }),
+    })
+}
+
+/// Encode a memory-backend cursor.
+pub fn encode_memory(family: Family, epoch: u64, seq: u64) -> StreamCursor {
+    encode_positioned(MEMORY_BYTE, family, epoch, seq)
+}
+
+/// Decode a cursor given to the memory backend.
+pub fn decode_memory(
+    cursor: &StreamCursor,
+    family: Family,
+) -> Result<CursorStart<MemoryPosition>, EngineError> {
+    Ok(match decode_positioned(cursor, MEMORY_BYTE, family)? {
+        CursorStart::Tail => CursorStart::Tail,
+        CursorStart::Beginning => CursorStart::Beginning,
+        CursorStart::After((epoch, seq)) => CursorStart::After(MemoryPosition { epoch, seq }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_invalid(r: Result<impl fmt::Debug, EngineError>, needle: &str) {
+        match r {
+            Err(EngineError::InvalidCursor { detail }) => {
+                assert!(detail.contains(needle), "{detail:?} lacks {needle:?}")
+            }
+            other => panic!("expected InvalidCursor, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_codec_round_trips_for_every_family() {
+        for f in Family::ALL.iter().copied() {
+            let v = encode_valkey(f, 1_700_000_000_000, 3);
+            assert_eq!(
+                decode_valkey(&v, f).unwrap(),
+                CursorStart::After(ValkeyPosition {
+                    ms: 1_700_000_000_000,
+                    seq: 3
+                })
+            );
+            let p = encode_postgres(f, 77, u64::MAX);
+            assert_eq!(
+                decode_postgres(&p, f).unwrap(),
+                CursorStart::After(PostgresPosition {
+                    xid: 77,
+                    id: u64::MAX
+                })
+            );
+            let m = encode_memory(f, 9, 0);
+            assert_eq!(
+                decode_memory(&m, f).unwrap(),
+                CursorStart::After(MemoryPosition { epoch: 9, seq: 0 })
+            );
+            for c in [v, p, m] {
+                assert_eq!(c.family(), Some(f));
+                assert_eq!(c.to_string().parse::<StreamCursor>().unwrap(), c);
+                assert_eq!(c.as_bytes().len(), POSITIONED_LEN);
+            }
+        }
+    }
+
+    #[test]
+    fn tail_and_beginning_decode_on_every_backend() {
+        let f = Family::Completion;
+        assert_eq!(
+            decode_valkey(&StreamCursor::empty(), f).unwrap(),
+            CursorStart::Tail
+        );
+        assert_eq!(
+            decode_postgres(&StreamCursor::beginning(), f).unwrap(),
+            CursorStart::Beginning
+        );
+        assert_eq!(StreamCursor::empty().to_string(), "");
+        assert_eq!("".parse::<StreamCursor>().unwrap(), StreamCursor::empty());
+        assert_eq!(StreamCursor::beginning().to_string(), "AA");
+    }
+
+    #[test]
+    fn foreign_backend_family_length_and_version_are_invalid() {
+        let f = Family::Completion;
+        assert_invalid(decode_valkey(&encode_postgres(f, 1, 1), f), "Postgres");
+        assert_invalid(decode_memory(&encode_valkey(f, 1, 1), f), "Valkey");
+        assert_invalid(
+            decode_valkey(&encode_valkey(Family::LeaseHistory, 1, 1), f),
+            "lease-history",
+        );
+        let good = encode_memory(f, 1, 1);
+        let truncated = StreamCursor::new(good.0.slice(..17));
+        assert_invalid(decode_memory(&truncated, f), "17 bytes");
+        let mut long = good.as_bytes().to_vec();
+        long.push(0);
+        assert_invalid(decode_memory(&StreamCursor::new(long), f), "19 bytes");
+        let mut unknown_version = good.as_bytes().to_vec();
+        unknown_version[0] = 0x7f;
+        assert_invalid(
+            decode_memory(&StreamCursor::new(unknown_version), f),
+            "0x7f",
+        );
+        let mut bad_family = good.as_bytes().to_vec();
+        bad_family[1] = 9;
+        assert_invalid(decode_memory(&StreamCursor::new(bad_family), f), "family");
+        assert_invalid(
+            decode_memory(&StreamCursor::new(vec![0u8, 1]), f),
+            "beginning",
+        );
+        assert_invalid("not base64!".parse::<StreamCursor>(), "base64url");
+        assert_invalid("A".repeat(300).parse::<StreamCursor>(), "300");
+    }
+
+    #[test]
+    fn positions_compare_by_byte_order_within_one_stream() {
+        let f = Family::SignalDelivery;
+        let a = encode_valkey(f, 5, u64::MAX);
+        let b = encode_valkey(f, 6, 0);
+        assert_eq!(a.position_cmp(&b), Some(Ordering::Less));
+        assert_eq!(b.position_cmp(&a), Some(Ordering::Greater));
+        assert_eq!(a.position_cmp(&a), Some(Ordering::Equal));
+        assert_eq!(a.position_cmp(&encode_postgres(f, 5, 0)), None);
+        assert_eq!(
+            a.position_cmp(&encode_valkey(Family::Completion, 5, 0)),
+            None
+        );
+        assert_eq!(StreamCursor::beginning().position_cmp(&a), None);
+    }
+
+    #[test]
+    fn cursor_serde_is_its_text() {
+        let c = encode_memory(Family::InstanceTags, 3, 4);
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(json, format!("\"{c}\""));
+        assert_eq!(serde_json::from_str::<StreamCursor>(&json).unwrap(), c);
+    }
+}

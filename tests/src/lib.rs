@@ -1,0 +1,9 @@
+//! Integration tests for the ff workspace.
+//!
+//! The conformance suite runs every backend (memory, Valkey, Postgres, HTTP)
+//! against real servers, and the fault tests kill and restart those servers
+//! mid-stream. [`support`] starts the servers: throwaway Valkey and Postgres
+//! processes on free loopback ports, or the external ones named by
+//! `FF_TEST_VALKEY_URL` / `FF_TEST_POSTGRES_URL`. No server is mocked.
+
+pub mod support;

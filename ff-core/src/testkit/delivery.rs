@@ -1,0 +1,236 @@
+//! Semantics 1–4: order, exactly-after resume, tail, live delivery; plus
+//! `CaughtUp` once and the typed per-family subscriptions.
+
+use futures::StreamExt;
+
+use crate::backend::DeliveryItem;
+use crate::filter::SubscriptionFilter;
+use crate::stream_events::{Family, FamilyEvent};
+use crate::stream_subscribe::StreamCursor;
+use crate::testkit::support::*;
+use crate::testkit::Harness;
+
+/// §3.7.1: one total order per family, consistent with the cursors, equal
+/// to publish order, and the cursors publish returned are the delivered ones.
+pub async fn order_is_total_and_matches_cursors<H: Harness>(h: &H) {
+    let run = run_label("order");
+    let publisher = h.publisher();
+    for family in Family::ALL.iter().copied() {
+        let drafts = drafts(family, 30, &run);
+        let mut cursors = publish_each(&*publisher, &drafts[..10]).await;
+        cursors.extend(publish_batch(&*publisher, &drafts[10..]).await);
+        let mut sub = subscribe(h, family, StreamCursor::beginning(), &Default::default()).await;
+        let (events, _) = until_caught_up(&mut sub, "the published backlog").await;
+        assert_delivered(&events, &drafts, &format!("{family} from beginning"));
+        let delivered: Vec<&StreamCursor> = events.iter().map(|(e, _)| e.cursor()).collect();
+        assert_eq!(
+            delivered,
+            cursors.iter().collect::<Vec<_>>(),
+            "{family}: delivered cursors differ from the cursors publish returned"
+        );
+        assert_increasing(&delivered, &format!("{family} delivery order"));
+        for (event, _) in &events {
+            assert_eq!(
+                event.family(),
+                family,
+                "an event of the wrong family arrived"
+            );
+        }
+    }
+}
+
+/// §3.7.2: subscribing from any yielded cursor yields exactly the events
+/// after it, including events appended while nobody was subscribed.
+pub async fn resume_from_any_cursor_yields_exactly_the_rest<H: Harness>(h: &H) {
+    let run = run_label("resume");
+    let publisher = h.publisher();
+    for family in Family::ALL.iter().copied() {
+        let drafts = drafts(family, 17, &run);
+        let (first, later) = drafts.split_at(12);
+        publish_batch(&*publisher, first).await;
+        let mut sub = subscribe(h, family, StreamCursor::beginning(), &Default::default()).await;
+        let (events, caught_up) = until_caught_up(&mut sub, "the first 12 events").await;
+        drop(sub);
+        assert_delivered(&events, first, &format!("{family} initial read"));
+        for (i, (event, _)) in events.iter().enumerate() {
+            let mut sub = subscribe(h, family, event.cursor().clone(), &Default::default()).await;
+            let (rest, _) = until_caught_up(&mut sub, "the rest after a resume").await;
+            assert_delivered(
+                &rest,
+                &first[i + 1..],
+                &format!("{family} resumed after event {i}"),
+            );
+        }
+        // Appended while nobody was subscribed.
+        publish_each(&*publisher, later).await;
+        for start in [events.last().unwrap().0.cursor().clone(), caught_up] {
+            let mut sub = subscribe(h, family, start, &Default::default()).await;
+            let (rest, _) = until_caught_up(&mut sub, "events appended while away").await;
+            assert_delivered(&rest, later, &format!("{family} resumed after a gap"));
+        }
+    }
+}
+
+/// §3.7.3: a tail subscription yields every event committed after the
+/// subscribe call and none before; `beginning()` replays everything.
+pub async fn tail_yields_only_later_events<H: Harness>(h: &H) {
+    let run = run_label("tail");
+    let publisher = h.publisher();
+    for family in Family::ALL.iter().copied() {
+        let drafts = drafts(family, 10, &run);
+        let (before, after) = drafts.split_at(5);
+        publish_each(&*publisher, before).await;
+        let mut sub = subscribe(h, family, StreamCursor::empty(), &Default::default()).await;
+        let first = next_item(&mut sub, ITEM_DEADLINE, "CaughtUp of a tail subscription").await;
+        let DeliveryItem::CaughtUp { cursor: resolved } = first else {
+            panic!("{family}: a tail subscription must start with CaughtUp, got {first:?}");
+        };
+        assert!(
+            !resolved.is_tail(),
+            "{family}: CaughtUp must carry the resolved position, not the empty cursor"
+        );
+        publish_each(&*publisher, after).await;
+        let got = take_events(&mut sub, 5, "events published after subscribing").await;
+        assert_delivered(&got, after, &format!("{family} tail"));
+        let mut again = subscribe(h, family, resolved, &Default::default()).await;
+        let (from_resolved, _) =
+            until_caught_up(&mut again, "events after the resolved tail").await;
+        assert_delivered(
+            &from_resolved,
+            after,
+            &format!("{family} from resolved tail"),
+        );
+        let mut all = subscribe(h, family, StreamCursor::beginning(), &Default::default()).await;
+        let (everything, _) = until_caught_up(&mut all, "everything from beginning").await;
+        assert_delivered(&everything, &drafts, &format!("{family} beginning"));
+    }
+}
+
+/// §3.7.4: a tailing subscriber receives each new event within 5 s, by
+/// wake-up rather than the (≥ 30 s) safety-net poll.
+pub async fn live_events_arrive_promptly<H: Harness>(h: &H) {
+    if let Some(poll) = h.safety_net_poll() {
+        assert!(
+            poll >= std::time::Duration::from_secs(30),
+            "configure the harness's safety-net poll to at least 30 s (got {poll:?}) so this test proves wake-ups"
+        );
+    }
+    let run = run_label("live");
+    let publisher = h.publisher();
+    for family in Family::ALL.iter().copied() {
+        let drafts = drafts(family, 4, &run);
+        let mut sub = subscribe(h, family, StreamCursor::empty(), &Default::default()).await;
+        let first = next_item(&mut sub, ITEM_DEADLINE, "CaughtUp").await;
+        assert!(
+            matches!(first, DeliveryItem::CaughtUp { .. }),
+            "got {first:?}"
+        );
+        for (i, d) in drafts.iter().enumerate() {
+            publish_retrying(&*publisher, d.0.clone(), d.1.clone()).await;
+            let item = loop {
+                match next_item(&mut sub, LIVE_DEADLINE, "a live event within 5 s").await {
+                    DeliveryItem::Checkpoint { .. } => continue,
+                    item => break item,
+                }
+            };
+            let DeliveryItem::Event { event, meta } = item else {
+                panic!("{family}: expected live event {i}, got {item:?}");
+            };
+            assert_delivered(&[(event, meta)], std::slice::from_ref(d), "live event");
+        }
+    }
+}
+
+/// §3.6: `CaughtUp` comes exactly once, after the backlog, and never again.
+pub async fn caught_up_is_yielded_exactly_once<H: Harness>(h: &H) {
+    let run = run_label("caughtup");
+    let publisher = h.publisher();
+    for family in Family::ALL.iter().copied() {
+        let drafts = drafts(family, 8, &run);
+        publish_batch(&*publisher, &drafts[..5]).await;
+        let mut sub = subscribe(h, family, StreamCursor::beginning(), &Default::default()).await;
+        let (backlog, caught_up) = until_caught_up(&mut sub, "the backlog").await;
+        assert_delivered(&backlog, &drafts[..5], "backlog before CaughtUp");
+        assert_eq!(
+            caught_up.position_cmp(backlog.last().unwrap().0.cursor()),
+            Some(std::cmp::Ordering::Equal),
+            "{family}: CaughtUp after a backlog must carry the last event's cursor"
+        );
+        publish_each(&*publisher, &drafts[5..]).await;
+        let mut live = Vec::new();
+        while live.len() < 3 {
+            match next_item(&mut sub, ITEM_DEADLINE, "live events after CaughtUp").await {
+                DeliveryItem::Event { event, meta } => live.push((event, meta)),
+                DeliveryItem::Checkpoint { .. } => {}
+                other => panic!(
+                    "{family}: after CaughtUp only events/checkpoints may follow, got {other:?}"
+                ),
+            }
+        }
+        assert_delivered(&live, &drafts[5..], "events after CaughtUp");
+    }
+}
+
+/// Read `n` items of a typed subscription, panicking on errors or timeout.
+async fn drain_typed<T>(
+    mut sub: std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<T, crate::engine_error::EngineError>> + Send>,
+    >,
+    n: usize,
+) -> Vec<T> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let item = tokio::time::timeout(ITEM_DEADLINE, sub.next())
+            .await
+            .expect("typed event within the deadline")
+            .expect("typed stream ended early")
+            .expect("typed stream yielded an error");
+        out.push(item);
+    }
+    out
+}
+
+/// The typed per-family methods yield that family's events with the
+/// cursors publish returned.
+pub async fn typed_subscriptions_yield_each_family<H: Harness>(h: &H) {
+    let run = run_label("typed");
+    let backend = h.backend();
+    let publisher = h.publisher();
+    let f = SubscriptionFilter::default();
+    let mut expected = Vec::new();
+    for family in Family::ALL.iter().copied() {
+        expected.push(publish_batch(&*publisher, &drafts(family, 6, &run)).await);
+    }
+    let start = StreamCursor::beginning;
+    let lease = drain_typed(
+        backend.subscribe_lease_history(start(), &f).await.unwrap(),
+        6,
+    )
+    .await;
+    let completion = drain_typed(backend.subscribe_completion(start(), &f).await.unwrap(), 6).await;
+    let signal = drain_typed(
+        backend
+            .subscribe_signal_delivery(start(), &f)
+            .await
+            .unwrap(),
+        6,
+    )
+    .await;
+    let tags = drain_typed(
+        backend.subscribe_instance_tags(start(), &f).await.unwrap(),
+        6,
+    )
+    .await;
+    let got: [Vec<StreamCursor>; 4] = [
+        lease.iter().map(|e| e.event_cursor().clone()).collect(),
+        completion
+            .iter()
+            .map(|e| e.event_cursor().clone())
+            .collect(),
+        signal.iter().map(|e| e.event_cursor().clone()).collect(),
+        tags.iter().map(|e| e.event_cursor().clone()).collect(),
+    ];
+    for ((family, got), want) in Family::ALL.iter().zip(got).zip(expected) {
+        assert_eq!(got, want, "{family}: typed subscription cursors");
+    }
+}

@@ -1,0 +1,87 @@
+//! Publishing: batches are all-or-none; `bounds` and `cursor_at` agree with
+//! what was published.
+
+use crate::engine_error::EngineError;
+use crate::stream_events::Family;
+use crate::stream_subscribe::StreamCursor;
+use crate::testkit::support::*;
+use crate::testkit::Harness;
+use crate::types::TimestampMs;
+
+/// A batch with one invalid event is rejected whole: nothing of it is
+/// stored, on any family.
+pub async fn publish_batch_is_all_or_none<H: Harness>(h: &H) {
+    let run = run_label("atomic");
+    let publisher = h.publisher();
+    let mut batch = Vec::new();
+    for family in Family::ALL.iter().copied() {
+        batch.extend(drafts(family, 2, &run));
+    }
+    batch[5].1.namespace = Some(String::new()); // invalid: empty namespace
+    match publisher.publish_batch(batch.clone()).await {
+        Err(EngineError::Validation { .. }) => {}
+        other => panic!("a batch with an invalid event must fail with Validation, got {other:?}"),
+    }
+    batch[5].1.namespace = None;
+    let marker = drafts(Family::Completion, 1, &format!("{run}-after"));
+    publish_batch(&*publisher, &batch).await;
+    publish_batch(&*publisher, &marker).await;
+    for family in Family::ALL.iter().copied() {
+        let mut sub = subscribe(h, family, StreamCursor::beginning(), &Default::default()).await;
+        let (got, _) = until_caught_up(&mut sub, "events after a rejected batch").await;
+        let mut expected: Vec<_> = batch
+            .iter()
+            .filter(|(d, _)| d.family() == family)
+            .cloned()
+            .collect();
+        if family == Family::Completion {
+            expected.extend(marker.clone());
+        }
+        assert_delivered(&got, &expected, &format!("{family} after a rejected batch"));
+    }
+}
+
+/// `bounds` reports the newest event as head and an oldest position that
+/// replays everything retained; `cursor_at` starts at the first event
+/// recorded at or after a time.
+pub async fn bounds_and_cursor_at_agree_with_published_events<H: Harness>(h: &H) {
+    let run = run_label("bounds");
+    let publisher = h.publisher();
+    let backend = h.backend();
+    for family in Family::ALL.iter().copied() {
+        let drafts = drafts(family, 6, &run);
+        let cursors = publish_batch(&*publisher, &drafts).await;
+        let bounds = backend.bounds(family).await.expect("bounds");
+        assert_eq!(
+            &bounds.head,
+            cursors.last().unwrap(),
+            "{family}: bounds.head"
+        );
+        let mut sub = subscribe(h, family, bounds.oldest.clone(), &Default::default()).await;
+        let (all, _) = until_caught_up(&mut sub, "events from bounds.oldest").await;
+        assert_delivered(&all, &drafts, &format!("{family} from bounds.oldest"));
+
+        let first_at = all[0].0.at();
+        let from = backend
+            .cursor_at(family, first_at)
+            .await
+            .expect("cursor_at");
+        let mut sub = subscribe(h, family, from, &Default::default()).await;
+        let (got, _) = until_caught_up(&mut sub, "events from cursor_at").await;
+        assert_delivered(
+            &got,
+            &drafts,
+            &format!("{family} from cursor_at(first event's time)"),
+        );
+
+        let future = TimestampMs(all.last().unwrap().0.at().0 + 3_600_000);
+        let from = backend.cursor_at(family, future).await.expect("cursor_at");
+        let mut sub = subscribe(h, family, from, &Default::default()).await;
+        let (got, _) = until_caught_up(&mut sub, "events from a future time").await;
+        assert!(
+            got.is_empty(),
+            "{family}: cursor_at(an hour ahead) yielded {} events",
+            got.len()
+        );
+    }
+}

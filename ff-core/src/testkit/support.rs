@@ -1,0 +1,246 @@
+//! Helpers the suite functions share: drafting events, publishing, and
+//! reading a delivery stream with deadlines instead of sleeps.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::time::{timeout_at, Instant};
+
+use crate::backend::{DeliveryItem, DeliveryStream, EventPublisher};
+use crate::engine_error::EngineError;
+use crate::filter::SubscriptionFilter;
+use crate::stream_events::{EventMeta, Family, NewEvent, StreamEvent};
+use crate::stream_subscribe::StreamCursor;
+use crate::testkit::Harness;
+use crate::types::ExecutionId;
+
+/// How long any single expected item may take to arrive.
+pub const ITEM_DEADLINE: Duration = Duration::from_secs(10);
+/// The DESIGN's bound on live delivery latency.
+pub const LIVE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// `n` drafts of `family` cycling through its shapes, each with a fresh
+/// execution id and `("run", run)`, `("n", i)` tags, so delivered events
+/// can be matched to what was published.
+pub fn drafts(family: Family, n: usize, run: &str) -> Vec<(NewEvent, EventMeta)> {
+    let shapes: Vec<NewEvent> = crate::stream_events::sample_drafts()
+        .into_iter()
+        .filter(|d| d.family() == family)
+        .collect();
+    (0..n)
+        .map(|i| {
+            let mut draft = shapes[i % shapes.len()].clone();
+            set_execution_id(&mut draft, ExecutionId::new((i % 7) as u16));
+            let meta = EventMeta::new()
+                .with_tag("run", run)
+                .with_tag("n", i.to_string());
+            (draft, meta)
+        })
+        .collect()
+}
+
+/// Replace a draft's execution id.
+pub fn set_execution_id(draft: &mut NewEvent, id: ExecutionId) {
+    match draft {
+        NewEvent::LeaseAcquired { execution_id, .. }
+        | NewEvent::LeaseRenewed { execution_id, .. }
+        | NewEvent::LeaseExpired { execution_id, .. }
+        | NewEvent::LeaseReclaimed { execution_id, .. }
+        | NewEvent::LeaseRevoked { execution_id, .. }
+        | NewEvent::Completion { execution_id, .. }
+        | NewEvent::SignalDelivery { execution_id, .. }
+        | NewEvent::TagAttached { execution_id, .. }
+        | NewEvent::TagCleared { execution_id, .. } => *execution_id = id,
+    }
+}
+
+/// Publish each draft on its own, retrying transport errors (a publish that
+/// failed on a killed connection was not applied), and return the cursors.
+pub async fn publish_each(
+    publisher: &dyn EventPublisher,
+    drafts: &[(NewEvent, EventMeta)],
+) -> Vec<StreamCursor> {
+    let mut cursors = Vec::with_capacity(drafts.len());
+    for (draft, meta) in drafts {
+        cursors.push(publish_retrying(publisher, draft.clone(), meta.clone()).await);
+    }
+    cursors
+}
+
+/// Publish one draft, retrying transport errors until [`ITEM_DEADLINE`].
+pub async fn publish_retrying(
+    publisher: &dyn EventPublisher,
+    draft: NewEvent,
+    meta: EventMeta,
+) -> StreamCursor {
+    let deadline = Instant::now() + ITEM_DEADLINE;
+    loop {
+        match publisher.publish(draft.clone(), meta.clone()).await {
+            Ok(c) => return c,
+            Err(e @ (EngineError::Transport { .. } | EngineError::Backend { .. }))
+                if Instant::now() < deadline =>
+            {
+                tracing::debug!("testkit: publish failed ({e}), retrying");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("publish failed: {e}"),
+        }
+    }
+}
+
+/// Publish all drafts as one batch.
+pub async fn publish_batch(
+    publisher: &dyn EventPublisher,
+    drafts: &[(NewEvent, EventMeta)],
+) -> Vec<StreamCursor> {
+    let cursors = publisher
+        .publish_batch(drafts.to_vec())
+        .await
+        .unwrap_or_else(|e| panic!("publish_batch of {} events failed: {e}", drafts.len()));
+    assert_eq!(
+        cursors.len(),
+        drafts.len(),
+        "publish_batch must return one cursor per event"
+    );
+    cursors
+}
+
+/// Subscribe to `family` or panic naming why.
+pub async fn subscribe<H: Harness + ?Sized>(
+    h: &H,
+    family: Family,
+    cursor: StreamCursor,
+    filter: &SubscriptionFilter,
+) -> DeliveryStream {
+    h.backend()
+        .subscribe_family(family, cursor.clone(), filter)
+        .await
+        .unwrap_or_else(|e| panic!("subscribe {family} from {cursor:?} failed: {e}"))
+}
+
+/// The next item, or panic after `deadline` / at end of stream / on error.
+pub async fn next_item(stream: &mut DeliveryStream, within: Duration, what: &str) -> DeliveryItem {
+    match timeout_at(Instant::now() + within, stream.next()).await {
+        Err(_) => panic!("timed out after {within:?} waiting for {what}"),
+        Ok(None) => panic!("stream ended while waiting for {what}"),
+        Ok(Some(Err(e))) => panic!("stream yielded an error while waiting for {what}: {e}"),
+        Ok(Some(Ok(item))) => item,
+    }
+}
+
+/// Read events until `CaughtUp`; panic on `Corrupt` or errors. Returns the
+/// events and the caught-up cursor.
+pub async fn until_caught_up(
+    stream: &mut DeliveryStream,
+    what: &str,
+) -> (Vec<(StreamEvent, EventMeta)>, StreamCursor) {
+    let mut events = Vec::new();
+    loop {
+        match next_item(stream, ITEM_DEADLINE, what).await {
+            DeliveryItem::Event { event, meta } => events.push((event, meta)),
+            DeliveryItem::CaughtUp { cursor } => return (events, cursor),
+            DeliveryItem::Checkpoint { .. } => {}
+            other => panic!("unexpected {other:?} while waiting for {what}"),
+        }
+    }
+}
+
+/// Read exactly `n` events (skipping checkpoints); panic on anything else.
+pub async fn take_events(
+    stream: &mut DeliveryStream,
+    n: usize,
+    what: &str,
+) -> Vec<(StreamEvent, EventMeta)> {
+    let mut events = Vec::with_capacity(n);
+    while events.len() < n {
+        match next_item(stream, ITEM_DEADLINE, what).await {
+            DeliveryItem::Event { event, meta } => events.push((event, meta)),
+            DeliveryItem::Checkpoint { .. } | DeliveryItem::CaughtUp { .. } => {}
+            other => panic!("unexpected {other:?} while waiting for {what}"),
+        }
+    }
+    events
+}
+
+/// Assert delivered events equal the published drafts, in order, with
+/// their metadata.
+pub fn assert_delivered(
+    delivered: &[(StreamEvent, EventMeta)],
+    published: &[(NewEvent, EventMeta)],
+    what: &str,
+) {
+    let got: Vec<(NewEvent, EventMeta)> = delivered
+        .iter()
+        .map(|(e, m)| (e.to_new_event(), m.clone()))
+        .collect();
+    if got != published {
+        let n = |v: &[(NewEvent, EventMeta)]| {
+            v.iter()
+                .map(|(_, m)| {
+                    format!(
+                        "{}/{}",
+                        m.tags.get("run").map_or("?", |s| s),
+                        m.tags.get("n").map_or("?", |s| s)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        panic!(
+            "{what}: delivered {} events [{}], expected {} [{}]",
+            got.len(),
+            n(&got),
+            published.len(),
+            n(published)
+        );
+    }
+}
+
+/// Assert cursors strictly increase in position order.
+pub fn assert_increasing(cursors: &[&StreamCursor], what: &str) {
+    for pair in cursors.windows(2) {
+        assert_eq!(
+            pair[0].position_cmp(pair[1]),
+            Some(std::cmp::Ordering::Less),
+            "{what}: cursor {:?} is not before {:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+}
+
+/// Subscribe from `cursor` and expect `CursorExpired`, either from the
+/// subscribe call or as the stream's first item; return its `oldest`.
+pub async fn expect_expired<H: Harness + ?Sized>(
+    h: &H,
+    family: Family,
+    cursor: &StreamCursor,
+) -> Option<StreamCursor> {
+    let what = format!("CursorExpired for {family} cursor {cursor:?}");
+    let result = h
+        .backend()
+        .subscribe_family(family, cursor.clone(), &SubscriptionFilter::default())
+        .await;
+    let mut stream = match result {
+        Err(EngineError::CursorExpired { oldest, .. }) => return oldest,
+        Err(e) => panic!("{what}: subscribe failed with {e}"),
+        Ok(s) => s,
+    };
+    match timeout_at(Instant::now() + ITEM_DEADLINE, stream.next()).await {
+        Err(_) => panic!("{what}: timed out (an expired cursor must never wait endlessly)"),
+        Ok(Some(Err(EngineError::CursorExpired { oldest, .. }))) => {
+            let after = timeout_at(Instant::now() + ITEM_DEADLINE, stream.next()).await;
+            assert!(
+                matches!(after, Ok(None)),
+                "{what}: CursorExpired is terminal, but the stream went on"
+            );
+            oldest
+        }
+        Ok(other) => panic!("{what}: got {other:?}"),
+    }
+}
+
+/// A unique run label for tagging events.
+pub fn run_label(test: &str) -> String {
+    format!("{test}-{}", uuid::Uuid::new_v4().simple())
+}

@@ -1,0 +1,67 @@
+//! [`MemoryBackendBuilder`]: retention, checkpoint interval, batch size.
+
+use std::time::Duration;
+
+use crate::MemoryBackend;
+
+/// Default events retained per family.
+pub const DEFAULT_RETENTION: usize = 1_000_000;
+/// Default checkpoint interval.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// Default number of records a subscription takes per lock.
+pub const DEFAULT_BATCH_SIZE: usize = 256;
+
+/// Builds a [`MemoryBackend`].
+///
+/// ```
+/// use std::time::Duration;
+/// let backend = ff_backend_memory::MemoryBackend::builder()
+///     .retention(10_000)
+///     .checkpoint_interval(Duration::from_millis(200))
+///     .build();
+/// # drop(backend);
+/// ```
+#[derive(Clone, Debug)]
+pub struct MemoryBackendBuilder {
+    pub(crate) retention: usize,
+    pub(crate) checkpoint_interval: Duration,
+    pub(crate) batch_size: usize,
+}
+
+impl Default for MemoryBackendBuilder {
+    fn default() -> Self {
+        Self {
+            retention: DEFAULT_RETENTION,
+            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+            batch_size: DEFAULT_BATCH_SIZE,
+        }
+    }
+}
+
+impl MemoryBackendBuilder {
+    /// Keep at most `events` per family; older events are evicted and
+    /// cursors pointing before them become `CursorExpired`. At least 1.
+    pub fn retention(mut self, events: usize) -> Self {
+        self.retention = events.max(1);
+        self
+    }
+
+    /// How long a subscription may scan filtered-out events without
+    /// yielding before it yields a `Checkpoint`.
+    pub fn checkpoint_interval(mut self, interval: Duration) -> Self {
+        self.checkpoint_interval = interval;
+        self
+    }
+
+    /// Records a subscription copies out per lock acquisition (memory per
+    /// subscription is O(batch)). At least 1.
+    pub fn batch_size(mut self, records: usize) -> Self {
+        self.batch_size = records.max(1);
+        self
+    }
+
+    /// Build the backend.
+    pub fn build(self) -> MemoryBackend {
+        MemoryBackend::from_builder(self)
+    }
+}

@@ -10,13 +10,13 @@
 //! (`ff-backend-memory`, `ff-backend-valkey`, `ff-backend-postgres`)
 //! implement its traits.
 //!
-//! - [`types`]: ids ([`ExecutionId`](types::ExecutionId), ...).
-//! - [`stream_events`]: the four families, their kinds, drafts for
+//! - [`types`] — ids ([`ExecutionId`](types::ExecutionId), ...).
+//! - [`stream_events`] — the four families, their kinds, drafts for
 //!   publishing, JSON, and the shared record decoder.
-//! - [`stream_subscribe`]: the cursor and its per-backend codecs.
-//! - [`filter`]: [`SubscriptionFilter`](filter::SubscriptionFilter).
-//! - [`engine_error`]: [`EngineError`](engine_error::EngineError).
-//! - [`backend`]: [`StreamBackend`](backend::StreamBackend),
+//! - [`stream_subscribe`] — the cursor and its per-backend codecs.
+//! - [`filter`] — [`SubscriptionFilter`](filter::SubscriptionFilter).
+//! - [`engine_error`] — [`EngineError`](engine_error::EngineError).
+//! - [`backend`] — [`StreamBackend`](backend::StreamBackend),
 //!   [`EventPublisher`](backend::EventPublisher),
 //!   [`CursorStore`](backend::CursorStore) and the delivery stream.
 //! - `testkit` (feature `testkit`): the conformance suite every backend runs.

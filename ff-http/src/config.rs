@@ -1,0 +1,185 @@
+//! [`GatewayConfig`]: authentication, timings, limits and CORS.
+
+use std::time::Duration;
+
+use crate::auth::Auth;
+
+/// What a slow SSE client that fell out of the shared fan-out buffer gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SlowClientPolicy {
+    /// Keep the connection: the client catches up from its last position
+    /// (from the hub's replay buffer, or on a backend subscription of its
+    /// own, which is backpressured) and rejoins the shared subscription.
+    #[default]
+    CatchUp,
+    /// Close the connection after an `ff-error` message (`"lagged"`); the
+    /// client resumes with `Last-Event-ID`.
+    Disconnect,
+}
+
+/// Gateway configuration. Start from [`GatewayConfig::new`] with an explicit
+/// [`Auth`] choice and adjust with the `with_*` methods.
+///
+/// ```
+/// use std::time::Duration;
+/// use ff_http::{Auth, GatewayConfig, Token};
+/// let config = GatewayConfig::new(Auth::tokens(vec![
+///     Token::read_write("s3cret-write-token-0123456789").unwrap(),
+/// ]))
+/// .with_keep_alive(Duration::from_secs(10))
+/// .with_cors_allowed_origins(["https://dashboard.example.com"]);
+/// assert_eq!(config.keep_alive, Duration::from_secs(10));
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct GatewayConfig {
+    /// Who may read and publish.
+    pub auth: Auth,
+    /// Interval of `: keep-alive` comments on an otherwise quiet stream
+    /// (default 15 s), so proxies and load balancers keep it open.
+    pub keep_alive: Duration,
+    /// How long a filtered client on the shared subscription may go without
+    /// a message while events are filtered out before it gets an id-only
+    /// checkpoint message (default 1 s). Clients on their own backend
+    /// subscription get the backend's checkpoints.
+    pub checkpoint_interval: Duration,
+    /// Origins allowed to call the gateway from a browser on another origin
+    /// (`https://host:port`, or `*` for any). Empty (default): no CORS
+    /// headers, so only same-origin pages can read responses.
+    pub cors_allowed_origins: Vec<String>,
+    /// Concurrent SSE clients accepted; more get 503 (default 10,000).
+    pub max_clients: usize,
+    /// Capacity of each family's shared broadcast channel in events
+    /// (default 2,048). A client further behind than this lags; see
+    /// [`GatewayConfig::slow_client`].
+    pub hub_capacity: usize,
+    /// Events each family's shared subscription keeps for replay (default
+    /// 1,024): a client resuming within them (a reconnect after a blip)
+    /// joins the shared subscription without a backend subscription of its
+    /// own.
+    pub hub_replay: usize,
+    /// How long a family's shared backend subscription stays open after its
+    /// last client left (default 10 s), so reconnecting clients find it.
+    pub hub_linger: Duration,
+    /// What a client that lags behind the shared subscription gets.
+    pub slow_client: SlowClientPolicy,
+    /// How long subscribing (and the first read, which detects an expired
+    /// cursor) or publishing may take before the request fails with 503
+    /// (default 10 s).
+    pub backend_timeout: Duration,
+    /// Largest accepted `POST` body in bytes (default 1 MiB); larger ones
+    /// get 413.
+    pub max_body_bytes: usize,
+    /// Most events in one `POST` (default 10,000).
+    pub max_batch_events: usize,
+    /// `Retry-After` sent with 503 answers (default 5 s).
+    pub retry_after: Duration,
+    /// Add `Secure` to the session cookie (set it when the gateway is served
+    /// over HTTPS; default `false`, so a plain-HTTP viewer works).
+    pub secure_cookie: bool,
+}
+
+impl GatewayConfig {
+    /// Defaults with the given authentication.
+    pub fn new(auth: Auth) -> Self {
+        Self {
+            auth,
+            keep_alive: Duration::from_secs(15),
+            checkpoint_interval: Duration::from_secs(1),
+            cors_allowed_origins: Vec::new(),
+            max_clients: 10_000,
+            hub_capacity: 2_048,
+            hub_replay: 1_024,
+            hub_linger: Duration::from_secs(10),
+            slow_client: SlowClientPolicy::CatchUp,
+            backend_timeout: Duration::from_secs(10),
+            max_body_bytes: 1024 * 1024,
+            max_batch_events: 10_000,
+            retry_after: Duration::from_secs(5),
+            secure_cookie: false,
+        }
+    }
+
+    /// Set [`GatewayConfig::keep_alive`].
+    pub fn with_keep_alive(mut self, interval: Duration) -> Self {
+        self.keep_alive = interval;
+        self
+    }
+
+    /// Set [`GatewayConfig::checkpoint_interval`].
+    pub fn with_checkpoint_interval(mut self, interval: Duration) -> Self {
+        self.checkpoint_interval = interval;
+        self
+    }
+
+    /// Set [`GatewayConfig::cors_allowed_origins`].
+    pub fn with_cors_allowed_origins<I, S>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.cors_allowed_origins = origins.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Set [`GatewayConfig::max_clients`].
+    pub fn with_max_clients(mut self, max: usize) -> Self {
+        self.max_clients = max;
+        self
+    }
+
+    /// Set [`GatewayConfig::hub_capacity`] (at least 16).
+    pub fn with_hub_capacity(mut self, events: usize) -> Self {
+        self.hub_capacity = events.max(16);
+        self
+    }
+
+    /// Set [`GatewayConfig::hub_replay`].
+    pub fn with_hub_replay(mut self, events: usize) -> Self {
+        self.hub_replay = events;
+        self
+    }
+
+    /// Set [`GatewayConfig::hub_linger`].
+    pub fn with_hub_linger(mut self, linger: Duration) -> Self {
+        self.hub_linger = linger;
+        self
+    }
+
+    /// Set [`GatewayConfig::slow_client`].
+    pub fn with_slow_client(mut self, policy: SlowClientPolicy) -> Self {
+        self.slow_client = policy;
+        self
+    }
+
+    /// Set [`GatewayConfig::backend_timeout`].
+    pub fn with_backend_timeout(mut self, timeout: Duration) -> Self {
+        self.backend_timeout = timeout;
+        self
+    }
+
+    /// Set [`GatewayConfig::max_body_bytes`].
+    pub fn with_max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// Set [`GatewayConfig::max_batch_events`].
+    pub fn with_max_batch_events(mut self, events: usize) -> Self {
+        self.max_batch_events = events.max(1);
+        self
+    }
+
+    /// Set [`GatewayConfig::retry_after`].
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = after;
+        self
+    }
+
+    /// Set [`GatewayConfig::secure_cookie`].
+    pub fn with_secure_cookie(mut self, secure: bool) -> Self {
+        self.secure_cookie = secure;
+        self
+    }
+}

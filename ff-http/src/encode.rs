@@ -1,0 +1,112 @@
+//! The Server-Sent Events wire format of each message the gateway sends.
+//!
+//! - event: `id: CURSOR`, `event: KIND`, `data: JSON` (one line);
+//! - checkpoint and start position: `id: CURSOR` alone (updates the
+//!   client's `Last-Event-ID` without dispatching an event);
+//! - error: `event: ff-error` with a JSON `data:` line (and `id:` when the
+//!   error has a position to resume from, e.g. a corrupt entry);
+//! - keep-alive: the comment `: keep-alive`.
+//!
+//! Cursor text is base64url and kinds are fixed lower-case names, and
+//! compact JSON escapes every control character, so no field can contain a
+//! line break.
+
+use bytes::Bytes;
+use ff_core::stream_events::{event_to_json, EventMeta, StreamEvent};
+use ff_core::stream_subscribe::StreamCursor;
+use serde_json::Value;
+
+/// The `event:` name of error messages (`error` is reserved by `EventSource`).
+pub const ERROR_EVENT: &str = "ff-error";
+
+/// The keep-alive comment.
+pub(crate) const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+
+/// Append an event message.
+pub(crate) fn push_event(out: &mut Vec<u8>, event: &StreamEvent, meta: &EventMeta) {
+    let data = event_to_json(event, Some(meta)).to_string();
+    push_message(
+        out,
+        Some(event.cursor()),
+        Some(event.kind().as_str()),
+        &data,
+    );
+}
+
+/// One event message as shared bytes (what the fan-out hub broadcasts).
+pub(crate) fn event_frame(event: &StreamEvent, meta: &EventMeta) -> Bytes {
+    let mut out = Vec::with_capacity(256);
+    push_event(&mut out, event, meta);
+    Bytes::from(out)
+}
+
+/// Append an id-only message.
+pub(crate) fn push_id(out: &mut Vec<u8>, cursor: &StreamCursor) {
+    out.extend_from_slice(b"id: ");
+    out.extend_from_slice(cursor.to_string().as_bytes());
+    out.extend_from_slice(b"\n\n");
+}
+
+/// Append an `ff-error` message, with `id:` when `cursor` is given.
+pub(crate) fn push_error(out: &mut Vec<u8>, cursor: Option<&StreamCursor>, json: &Value) {
+    push_message(out, cursor, Some(ERROR_EVENT), &json.to_string());
+}
+
+/// Append a message with the given fields; `data` must be one line.
+fn push_message(out: &mut Vec<u8>, id: Option<&StreamCursor>, event: Option<&str>, data: &str) {
+    debug_assert!(!data.contains('\n') && !data.contains('\r'));
+    if let Some(id) = id {
+        out.extend_from_slice(b"id: ");
+        out.extend_from_slice(id.to_string().as_bytes());
+        out.push(b'\n');
+    }
+    if let Some(event) = event {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(event.as_bytes());
+        out.push(b'\n');
+    }
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(data.as_bytes());
+    out.extend_from_slice(b"\n\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ff_core::stream_events::Family;
+    use ff_core::stream_events::{CompletionOutcome, NewEvent};
+    use ff_core::stream_subscribe::encode_memory;
+    use ff_core::types::{ExecutionId, TimestampMs};
+
+    #[test]
+    fn an_event_is_id_event_and_one_data_line() {
+        let cursor = encode_memory(Family::Completion, 1, 2);
+        let event = NewEvent::completion(
+            ExecutionId::new(1),
+            CompletionOutcome::Other("line\nbreak".into()),
+        )
+        .into_event(cursor.clone(), TimestampMs(5));
+        let frame = event_frame(&event, &EventMeta::new().with_namespace("n\r"));
+        let text = std::str::from_utf8(&frame).unwrap();
+        let lines: Vec<&str> = text.split('\n').collect();
+        assert_eq!(lines[0], format!("id: {cursor}"));
+        assert_eq!(lines[1], "event: other");
+        assert!(lines[2].starts_with("data: {"));
+        assert_eq!(&lines[3..], ["", ""]);
+        let json: Value = serde_json::from_str(&lines[2][6..]).unwrap();
+        assert_eq!(json["outcome"], "line\nbreak");
+        assert_eq!(json["cursor"], cursor.to_string());
+    }
+
+    #[test]
+    fn id_only_and_error_messages() {
+        let cursor = encode_memory(Family::Completion, 1, 2);
+        let mut out = Vec::new();
+        push_id(&mut out, &cursor);
+        push_error(&mut out, None, &serde_json::json!({"error": "x"}));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("id: {cursor}\n\nevent: ff-error\ndata: {{\"error\":\"x\"}}\n\n")
+        );
+    }
+}

@@ -1,0 +1,1584 @@
+//! HTTP-level tests of the SSE gateway (`ff-http`): the router served on a
+//! loopback port, spoken to by a small raw HTTP/1.1 + SSE client, so what
+//! is checked is exactly what goes over the wire.
+//!
+//! The tests in [`suite`] take a [`Harness`], so they run unchanged over
+//! any backend; this file runs them over the memory backend. To run them
+//! over another backend, build its harness and add one more
+//! `http_suite!(make_harness; ...)` invocation (in a module, so the test
+//! names do not clash), or move `wire` and `suite` into the `ff-tests`
+//! library and invoke the macro from another test file.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ff_backend_memory::MemoryBackend;
+use ff_core::backend::{EventPublisher, StreamBackend};
+use ff_core::engine_error::EngineError;
+use ff_core::stream_events::{EventMeta, Family};
+use ff_core::stream_subscribe::{decode_memory, encode_memory, CursorStart, StreamCursor};
+use ff_core::testkit::Harness;
+
+/// A raw HTTP/1.1 client that reads Server-Sent Events exactly as sent.
+mod wire {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use serde_json::Value;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// A complete (non-streaming) response.
+    #[derive(Debug)]
+    pub struct Response {
+        pub status: u16,
+        pub headers: Vec<(String, String)>,
+        pub body: Vec<u8>,
+    }
+
+    impl Response {
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+
+        pub fn text(&self) -> String {
+            String::from_utf8_lossy(&self.body).into_owned()
+        }
+
+        pub fn json(&self) -> Value {
+            serde_json::from_slice(&self.body)
+                .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+        }
+
+        /// Everything a client can see, for "never echoed" checks.
+        pub fn everything(&self) -> String {
+            let headers: String = self
+                .headers
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}\n"))
+                .collect();
+            format!("{} {headers}{}", self.status, self.text())
+        }
+    }
+
+    /// One SSE message (fields absent when not sent).
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    pub struct Message {
+        pub id: Option<String>,
+        pub event: Option<String>,
+        pub data: Option<String>,
+    }
+
+    impl Message {
+        pub fn is_id_only(&self) -> bool {
+            self.id.is_some() && self.event.is_none() && self.data.is_none()
+        }
+
+        pub fn json(&self) -> Value {
+            serde_json::from_str(self.data.as_deref().expect("message has data"))
+                .expect("data is JSON")
+        }
+    }
+
+    /// What the stream yields: a message or a comment.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub enum Frame {
+        Message(Message),
+        Comment(String),
+    }
+
+    enum Framing {
+        Chunked(ChunkState),
+        Length(usize),
+        UntilClose,
+    }
+
+    enum ChunkState {
+        Size,
+        Data(usize),
+        DataEnd,
+        Done,
+    }
+
+    /// An open connection after the response head. Every read goes through
+    /// `fill`, whose only await is a cancel-safe `read`, and all parsing
+    /// state lives in the struct: a timed-out wait loses nothing.
+    pub struct Connection {
+        stream: TcpStream,
+        raw: Vec<u8>,
+        decoded: Vec<u8>,
+        framing: Framing,
+        received: usize,
+        eof: bool,
+        pending: Message,
+        comment: Option<String>,
+        pub status: u16,
+        pub headers: Vec<(String, String)>,
+    }
+
+    fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+        haystack.windows(needle.len()).position(|w| w == needle)
+    }
+
+    impl Connection {
+        async fn open(
+            addr: SocketAddr,
+            method: &str,
+            path: &str,
+            headers: &[(&str, &str)],
+            body: Option<&[u8]>,
+        ) -> Connection {
+            let mut stream = TcpStream::connect(addr).await.expect("connect");
+            let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
+            for (k, v) in headers {
+                req.push_str(&format!("{k}: {v}\r\n"));
+            }
+            if let Some(body) = body {
+                req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+            }
+            req.push_str("\r\n");
+            let mut bytes = req.into_bytes();
+            if let Some(body) = body {
+                bytes.extend_from_slice(body);
+            }
+            stream.write_all(&bytes).await.expect("send request");
+            let mut conn = Connection {
+                stream,
+                raw: Vec::new(),
+                decoded: Vec::new(),
+                framing: Framing::UntilClose,
+                received: 0,
+                eof: false,
+                pending: Message::default(),
+                comment: None,
+                status: 0,
+                headers: Vec::new(),
+            };
+            conn.read_head().await;
+            conn
+        }
+
+        async fn read_head(&mut self) {
+            let end = loop {
+                if let Some(end) = find(&self.raw, b"\r\n\r\n") {
+                    break end;
+                }
+                assert!(
+                    self.read_more().await,
+                    "connection closed before the response head"
+                );
+            };
+            let head = String::from_utf8(self.raw[..end].to_vec()).expect("ASCII head");
+            self.raw.drain(..end + 4);
+            let mut lines = head.split("\r\n");
+            let status_line = lines.next().expect("status line");
+            self.status = status_line
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .expect("status code");
+            for line in lines {
+                let (k, v) = line.split_once(':').expect("header line");
+                self.headers
+                    .push((k.trim().to_owned(), v.trim().to_owned()));
+            }
+            let header = |name: &str| {
+                self.headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.clone())
+            };
+            self.framing = if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+                Framing::Chunked(ChunkState::Size)
+            } else if let Some(n) = header("content-length") {
+                Framing::Length(n.parse().expect("content-length"))
+            } else {
+                Framing::UntilClose
+            };
+            self.decode();
+        }
+
+        async fn read_more(&mut self) -> bool {
+            let mut buf = [0u8; 16 * 1024];
+            match self.stream.read(&mut buf).await {
+                Ok(0) | Err(_) => {
+                    self.eof = true;
+                    false
+                }
+                Ok(n) => {
+                    self.raw.extend_from_slice(&buf[..n]);
+                    true
+                }
+            }
+        }
+
+        fn body_done(&self) -> bool {
+            match &self.framing {
+                Framing::Chunked(ChunkState::Done) => true,
+                Framing::Length(n) => self.received >= *n,
+                _ => false,
+            }
+        }
+
+        fn decode(&mut self) {
+            match &mut self.framing {
+                Framing::Length(_) | Framing::UntilClose => {
+                    self.received += self.raw.len();
+                    self.decoded.append(&mut self.raw);
+                }
+                Framing::Chunked(state) => loop {
+                    match state {
+                        ChunkState::Size => {
+                            let Some(end) = find(&self.raw, b"\r\n") else {
+                                break;
+                            };
+                            let line = String::from_utf8_lossy(&self.raw[..end]).into_owned();
+                            self.raw.drain(..end + 2);
+                            let size = usize::from_str_radix(
+                                line.split(';').next().unwrap_or("").trim(),
+                                16,
+                            )
+                            .expect("chunk size");
+                            *state = if size == 0 {
+                                ChunkState::Done
+                            } else {
+                                ChunkState::Data(size)
+                            };
+                        }
+                        ChunkState::Data(left) => {
+                            if self.raw.is_empty() {
+                                break;
+                            }
+                            let take = (*left).min(self.raw.len());
+                            self.decoded.extend(self.raw.drain(..take));
+                            *left -= take;
+                            if *left == 0 {
+                                *state = ChunkState::DataEnd;
+                            }
+                        }
+                        ChunkState::DataEnd => {
+                            if self.raw.len() < 2 {
+                                break;
+                            }
+                            self.raw.drain(..2);
+                            *state = ChunkState::Size;
+                        }
+                        ChunkState::Done => break,
+                    }
+                },
+            }
+        }
+
+        /// Read more of the body; `false` at its end.
+        async fn fill(&mut self) -> bool {
+            if self.body_done() || self.eof {
+                return false;
+            }
+            let more = self.read_more().await;
+            self.decode();
+            more || !self.raw.is_empty()
+        }
+
+        async fn read_body(mut self) -> Response {
+            while self.fill().await {}
+            Response {
+                status: self.status,
+                headers: self.headers,
+                body: self.decoded,
+            }
+        }
+
+        async fn next_line(&mut self) -> Option<String> {
+            loop {
+                if let Some(pos) = self.decoded.iter().position(|b| *b == b'\n') {
+                    let mut line: Vec<u8> = self.decoded.drain(..=pos).collect();
+                    line.pop();
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                    return Some(String::from_utf8(line).expect("UTF-8 SSE line"));
+                }
+                if !self.fill().await {
+                    return None;
+                }
+            }
+        }
+
+        /// The next frame; `None` when the server ended the response.
+        pub async fn next_frame_raw(&mut self) -> Option<Frame> {
+            loop {
+                let line = self.next_line().await?;
+                if line.is_empty() {
+                    let msg = std::mem::take(&mut self.pending);
+                    if msg != Message::default() {
+                        return Some(Frame::Message(msg));
+                    }
+                    if let Some(c) = self.comment.take() {
+                        return Some(Frame::Comment(c));
+                    }
+                    continue;
+                }
+                if let Some(comment) = line.strip_prefix(':') {
+                    self.comment = Some(comment.trim().to_owned());
+                    continue;
+                }
+                let (field, value) = line.split_once(':').unwrap_or((line.as_str(), ""));
+                let value = value.strip_prefix(' ').unwrap_or(value).to_owned();
+                match field {
+                    "id" => self.pending.id = Some(value),
+                    "event" => self.pending.event = Some(value),
+                    "data" => {
+                        self.pending.data = Some(match self.pending.data.take() {
+                            Some(d) => format!("{d}\n{value}"),
+                            None => value,
+                        })
+                    }
+                    _ => {}
+                }
+            }
+        }
+
+        /// The next frame within `within`; panics on timeout.
+        pub async fn next_frame(&mut self, within: Duration) -> Option<Frame> {
+            tokio::time::timeout(within, self.next_frame_raw())
+                .await
+                .unwrap_or_else(|_| panic!("no SSE frame within {within:?}"))
+        }
+
+        /// The next message (skipping comments) within `within`; `None`
+        /// when the response ended. Panics on timeout.
+        pub async fn next_message(&mut self, within: Duration) -> Option<Message> {
+            let deadline = tokio::time::Instant::now() + within;
+            loop {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                match self.next_frame(left).await? {
+                    Frame::Message(m) => return Some(m),
+                    Frame::Comment(_) => {}
+                }
+            }
+        }
+
+        /// Assert that no event or error message arrives within `within`
+        /// (comments and id-only position messages may).
+        pub async fn expect_quiet(&mut self, within: Duration) {
+            let deadline = tokio::time::Instant::now() + within;
+            loop {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                match tokio::time::timeout(left, self.next_frame_raw()).await {
+                    Err(_) => return,
+                    Ok(Some(Frame::Comment(_))) => {}
+                    Ok(Some(Frame::Message(m))) if m.is_id_only() => {}
+                    Ok(other) => panic!("expected no event, got {other:?}"),
+                }
+            }
+        }
+    }
+
+    /// Send a request and read the whole response.
+    pub async fn request(
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Response {
+        let mut all = headers.to_vec();
+        all.push(("Connection", "close"));
+        Connection::open(addr, method, path, &all, body)
+            .await
+            .read_body()
+            .await
+    }
+
+    /// Open an SSE stream: `Ok` with the open connection on 200, else the
+    /// complete error response.
+    pub async fn open_sse(
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Connection, Response> {
+        let mut all = headers.to_vec();
+        all.push(("Accept", "text/event-stream"));
+        let conn = Connection::open(addr, "GET", path, &all, None).await;
+        if conn.status == 200 {
+            Ok(conn)
+        } else {
+            Err(conn.read_body().await)
+        }
+    }
+}
+
+/// The backend-independent HTTP tests.
+mod suite {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use ff_core::backend::{DeliveryStream, StreamBackend, StreamBounds};
+    use ff_core::engine_error::EngineError;
+    use ff_core::filter::SubscriptionFilter;
+    use ff_core::stream_events::{sample_drafts, CompletionOutcome, EventMeta, Family, NewEvent};
+    use ff_core::stream_subscribe::StreamCursor;
+    use ff_core::testkit::Harness;
+    use ff_core::types::{ExecutionId, TimestampMs};
+    use ff_http::{Auth, Gateway, GatewayConfig, SlowClientPolicy, Token};
+    use serde_json::{json, Value};
+
+    use super::wire::{self, Connection, Frame, Message};
+
+    /// Generous deadline for anything that should happen promptly.
+    const WAIT: Duration = Duration::from_secs(10);
+    const READ: &str = "read-token-aaaaaaaaaaaaaaaa";
+    const WRITE: &str = "write-token-bbbbbbbbbbbbbbbb";
+
+    /// A gateway served on a loopback port; shut down when dropped.
+    pub struct Server {
+        pub addr: SocketAddr,
+        pub gateway: Gateway,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            self.gateway.shutdown();
+            self.task.abort();
+        }
+    }
+
+    pub fn config() -> GatewayConfig {
+        GatewayConfig::new(Auth::NoAuth)
+            .with_checkpoint_interval(Duration::from_millis(200))
+            .with_hub_linger(Duration::from_millis(500))
+    }
+
+    fn token_config() -> GatewayConfig {
+        GatewayConfig::new(Auth::tokens(vec![
+            Token::read_only(READ).unwrap(),
+            Token::read_write(WRITE).unwrap(),
+        ]))
+    }
+
+    pub async fn serve_backend(
+        backend: Arc<dyn StreamBackend>,
+        publisher: Option<Arc<dyn ff_core::backend::EventPublisher>>,
+        config: GatewayConfig,
+    ) -> Server {
+        let gateway = Gateway::new(backend, publisher, config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let serving = gateway.clone();
+        let task = tokio::spawn(async move {
+            serving
+                .serve(listener, std::future::pending())
+                .await
+                .expect("serve");
+        });
+        Server {
+            addr,
+            gateway,
+            task,
+        }
+    }
+
+    pub async fn serve(h: &dyn Harness, config: GatewayConfig) -> Server {
+        serve_backend(h.backend(), Some(h.publisher()), config).await
+    }
+
+    fn completion(outcome: CompletionOutcome) -> NewEvent {
+        NewEvent::completion(ExecutionId::new(1), outcome)
+    }
+
+    async fn publish(h: &dyn Harness, drafts: Vec<(NewEvent, EventMeta)>) -> Vec<String> {
+        h.publisher()
+            .publish_batch(drafts)
+            .await
+            .expect("publish")
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    async fn publish_plain(h: &dyn Harness, drafts: Vec<NewEvent>) -> Vec<String> {
+        publish(
+            h,
+            drafts.into_iter().map(|d| (d, EventMeta::new())).collect(),
+        )
+        .await
+    }
+
+    fn successes(n: usize) -> Vec<NewEvent> {
+        (0..n)
+            .map(|_| completion(CompletionOutcome::Success))
+            .collect()
+    }
+
+    async fn open(server: &Server, path: &str, headers: &[(&str, &str)]) -> Connection {
+        match wire::open_sse(server.addr, path, headers).await {
+            Ok(conn) => conn,
+            Err(resp) => panic!("GET {path}: {} {}", resp.status, resp.text()),
+        }
+    }
+
+    /// Open and read the id-only start message; returns it with the stream.
+    async fn open_started(
+        server: &Server,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (Connection, String) {
+        let mut conn = open(server, path, headers).await;
+        let start = conn.next_message(WAIT).await.expect("start message");
+        assert!(
+            start.is_id_only(),
+            "the first message must be id-only, got {start:?}"
+        );
+        let id = start.id.clone().unwrap();
+        assert!(!id.is_empty(), "the start position must not be empty");
+        (conn, id)
+    }
+
+    /// Read event messages, skipping id-only ones, until `n` events arrived.
+    async fn events(conn: &mut Connection, n: usize) -> Vec<Message> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let m = conn
+                .next_message(WAIT)
+                .await
+                .unwrap_or_else(|| panic!("stream ended after {} of {n} events", out.len()));
+            if !m.is_id_only() {
+                out.push(m);
+            }
+        }
+        out
+    }
+
+    fn ids(messages: &[Message]) -> Vec<String> {
+        messages
+            .iter()
+            .map(|m| m.id.clone().unwrap_or_default())
+            .collect()
+    }
+
+    async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !cond() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn events_arrive_with_id_event_and_data(h: &dyn Harness) {
+        let server = serve(h, config()).await;
+        let (mut sse, _) = open_started(&server, "/v1/streams/completion", &[]).await;
+        let meta = EventMeta::new()
+            .with_namespace("billing")
+            .with_tag("region", "eu");
+        let cursors = publish(
+            h,
+            vec![
+                (completion(CompletionOutcome::Success), meta.clone()),
+                (completion(CompletionOutcome::Failure), meta.clone()),
+                (
+                    completion(CompletionOutcome::Other("timed_out".into())),
+                    meta,
+                ),
+            ],
+        )
+        .await;
+        let got = events(&mut sse, 3).await;
+        for ((m, cursor), kind) in got
+            .iter()
+            .zip(&cursors)
+            .zip(["success", "failure", "other"])
+        {
+            assert_eq!(m.id.as_deref(), Some(cursor.as_str()));
+            assert_eq!(m.event.as_deref(), Some(kind));
+            let data = m.json();
+            assert_eq!(data["cursor"], cursor.as_str());
+            assert_eq!(data["family"], "completion");
+            assert_eq!(data["type"], kind);
+            assert_eq!(data["namespace"], "billing");
+            assert_eq!(data["tags"]["region"], "eu");
+            assert!(data["at"].is_i64());
+        }
+        assert_eq!(got[2].json()["outcome"], "timed_out");
+    }
+
+    pub async fn every_family_streams_its_events(h: &dyn Harness) {
+        let server = serve(h, config()).await;
+        let drafts = sample_drafts();
+        let families: Vec<Family> = drafts.iter().map(NewEvent::family).collect();
+        let kinds: Vec<&str> = drafts.iter().map(|d| d.kind().as_str()).collect();
+        let cursors = publish_plain(h, drafts).await;
+        for family in Family::ALL {
+            let want: Vec<usize> = (0..families.len())
+                .filter(|i| families[*i] == *family)
+                .collect();
+            let path = format!("/v1/streams/{family}?from=beginning");
+            let (mut sse, _) = open_started(&server, &path, &[]).await;
+            let got = events(&mut sse, want.len()).await;
+            for (m, i) in got.iter().zip(&want) {
+                assert_eq!(m.id.as_deref(), Some(cursors[*i].as_str()), "{family}");
+                assert_eq!(m.event.as_deref(), Some(kinds[*i]), "{family}");
+                let (event, _) = ff_core::stream_events::event_from_json(&m.json())
+                    .unwrap_or_else(|e| panic!("{family}: data does not parse back: {e}"));
+                assert_eq!(event.cursor().to_string(), cursors[*i]);
+            }
+        }
+    }
+
+    pub async fn the_first_message_is_the_resolved_start_position(h: &dyn Harness) {
+        let server = serve(h, config()).await;
+        let (sse, start) = open_started(&server, "/v1/streams/completion", &[]).await;
+        drop(sse);
+        // Published while the client was away: resuming from the start
+        // position alone (no event seen) must not lose it.
+        let cursors = publish_plain(h, successes(2)).await;
+        let (mut again, resumed_at) = open_started(
+            &server,
+            "/v1/streams/completion",
+            &[("Last-Event-ID", &start)],
+        )
+        .await;
+        assert_eq!(resumed_at, start);
+        assert_eq!(ids(&events(&mut again, 2).await), cursors);
+        again.expect_quiet(Duration::from_millis(300)).await;
+    }
+
+    pub async fn resume_with_last_event_id_yields_exactly_the_rest(h: &dyn Harness) {
+        let server = serve(h, config()).await;
+        let first = publish_plain(h, successes(10)).await;
+        let (mut sse, _) =
+            open_started(&server, "/v1/streams/completion?from=beginning", &[]).await;
+        assert_eq!(ids(&events(&mut sse, 4).await), first[..4]);
+        drop(sse);
+        let more = publish_plain(h, successes(3)).await;
+        // Last-Event-ID wins over `cursor` (an EventSource reconnecting to
+        // its original URL sends both).
+        let path = format!("/v1/streams/completion?cursor={}", first[0]);
+        let (mut sse, start) = open_started(&server, &path, &[("Last-Event-ID", &first[3])]).await;
+        assert_eq!(start, first[3]);
+        let want: Vec<String> = first[4..].iter().chain(&more).cloned().collect();
+        assert_eq!(ids(&events(&mut sse, want.len()).await), want);
+        sse.expect_quiet(Duration::from_millis(300)).await;
+        let path = format!("/v1/streams/completion?cursor={}", first[9]);
+        let (mut sse, _) = open_started(&server, &path, &[]).await;
+        assert_eq!(ids(&events(&mut sse, 3).await), more);
+        sse.expect_quiet(Duration::from_millis(300)).await;
+    }
+
+    pub async fn filters_admit_only_matching_events(h: &dyn Harness) {
+        let server = serve(h, config()).await;
+        let exec = ExecutionId::new(9);
+        let other = ExecutionId::new(9);
+        let eu = EventMeta::new()
+            .with_namespace("billing")
+            .with_tag("region", "eu");
+        let us = EventMeta::new()
+            .with_namespace("shipping")
+            .with_tag("region", "us");
+        // A tail client sees live events through the shared subscription.
+        let (mut live, _) = open_started(
+            &server,
+            "/v1/streams/completion?kinds=failure&tag=region:eu",
+            &[],
+        )
+        .await;
+        let drafts = vec![
+            (
+                NewEvent::completion(exec, CompletionOutcome::Success),
+                eu.clone(),
+            ),
+            (
+                NewEvent::completion(exec, CompletionOutcome::Failure),
+                eu.clone(),
+            ),
+            (
+                NewEvent::completion(other, CompletionOutcome::Failure),
+                us.clone(),
+            ),
+            (
+                NewEvent::completion(other, CompletionOutcome::Cancelled),
+                eu.clone(),
+            ),
+            (NewEvent::completion(exec, CompletionOutcome::Failure), us),
+            (NewEvent::completion(other, CompletionOutcome::Failure), eu),
+        ];
+        let c = publish(h, drafts).await;
+        assert_eq!(
+            ids(&events(&mut live, 2).await),
+            [c[1].clone(), c[5].clone()]
+        );
+        live.expect_quiet(Duration::from_millis(300)).await;
+        let exec_text = exec.to_string();
+        for (query, want) in [
+            ("kinds=failure", vec![1, 2, 4, 5]),
+            ("kinds=success,cancelled", vec![0, 3]),
+            ("namespace=shipping", vec![2, 4]),
+            ("tag=region:eu", vec![0, 1, 3, 5]),
+            (
+                &*format!("execution_id={exec_text}&kinds=failure"),
+                vec![1, 4],
+            ),
+        ] {
+            let path = format!("/v1/streams/completion?from=beginning&{query}");
+            let (mut sse, _) = open_started(&server, &path, &[]).await;
+            let want: Vec<String> = want.iter().map(|i| c[*i].clone()).collect();
+            assert_eq!(ids(&events(&mut sse, want.len()).await), want, "{query}");
+            sse.expect_quiet(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// Read id-only messages until one carries `target`; fail on an event.
+    async fn until_checkpoint(sse: &mut Connection, target: &str) {
+        loop {
+            let m = sse.next_message(WAIT).await.expect("stream open");
+            assert!(m.is_id_only(), "the filter admits nothing, yet got {m:?}");
+            if m.id.as_deref() == Some(target) {
+                return;
+            }
+        }
+    }
+
+    pub async fn checkpoints_move_a_filtered_clients_position(h: &dyn Harness) {
+        let server = serve(h, config()).await;
+        // On the shared subscription (tail).
+        let (mut live, _) =
+            open_started(&server, "/v1/streams/completion?kinds=failure", &[]).await;
+        let c = publish_plain(h, successes(5)).await;
+        until_checkpoint(&mut live, &c[4]).await;
+        // On a catch-up subscription (from the beginning).
+        let (mut behind, _) = open_started(
+            &server,
+            "/v1/streams/completion?from=beginning&kinds=failure",
+            &[],
+        )
+        .await;
+        until_checkpoint(&mut behind, &c[4]).await;
+        // The checkpoint resumes exactly after the filtered-out events.
+        drop((live, behind));
+        let f = publish_plain(h, vec![completion(CompletionOutcome::Failure)]).await;
+        let (mut resumed, _) = open_started(
+            &server,
+            "/v1/streams/completion?kinds=failure",
+            &[("Last-Event-ID", &c[4])],
+        )
+        .await;
+        assert_eq!(ids(&events(&mut resumed, 1).await), f);
+    }
+
+    pub async fn keep_alive_comments_flow_on_a_quiet_stream(h: &dyn Harness) {
+        let server = serve(h, config().with_keep_alive(Duration::from_millis(100))).await;
+        let (mut sse, _) = open_started(&server, "/v1/streams/instance-tags", &[]).await;
+        match sse.next_frame(WAIT).await {
+            Some(Frame::Comment(c)) => assert_eq!(c, "keep-alive"),
+            other => panic!("expected a keep-alive comment, got {other:?}"),
+        }
+    }
+
+    pub async fn corrupt_entries_arrive_as_ff_error_and_the_stream_goes_on(h: &dyn Harness) {
+        let server = serve(h, config()).await;
+        let (mut live, _) = open_started(&server, "/v1/streams/lease-history", &[]).await;
+        let bad = h
+            .inject_corrupt(Family::LeaseHistory)
+            .await
+            .unwrap()
+            .to_string();
+        let good = publish_plain(
+            h,
+            vec![NewEvent::lease_acquired(ExecutionId::new(2), None, None)],
+        )
+        .await;
+        let check = |m: Message| {
+            assert_eq!(m.event.as_deref(), Some("ff-error"));
+            assert_eq!(m.id.as_deref(), Some(bad.as_str()));
+            let data = m.json();
+            assert_eq!(data["error"], "corrupt");
+            assert_eq!(data["cursor"], bad.as_str());
+        };
+        let got = events(&mut live, 2).await;
+        check(got[0].clone());
+        assert_eq!(got[1].id.as_deref(), Some(good[0].as_str()));
+        let (mut behind, _) =
+            open_started(&server, "/v1/streams/lease-history?from=beginning", &[]).await;
+        let got = events(&mut behind, 2).await;
+        check(got[0].clone());
+        assert_eq!(got[1].id.as_deref(), Some(good[0].as_str()));
+    }
+
+    fn assert_error(
+        resp: &wire::Response,
+        status: u16,
+        code: &str,
+        parameter: Option<&str>,
+    ) -> Value {
+        assert_eq!(resp.status, status, "{}", resp.text());
+        assert!(
+            resp.header("content-type")
+                .unwrap_or("")
+                .starts_with("application/json"),
+            "{resp:?}"
+        );
+        let body = resp.json();
+        assert_eq!(body["error"], code, "{body}");
+        assert!(
+            body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{body}"
+        );
+        match parameter {
+            Some(p) => assert_eq!(body["parameter"], p, "{body}"),
+            None => assert!(body.get("parameter").is_none(), "{body}"),
+        }
+        body
+    }
+
+    async fn get_err(server: &Server, path: &str, headers: &[(&str, &str)]) -> wire::Response {
+        match wire::open_sse(server.addr, path, headers).await {
+            Ok(_) => panic!("GET {path} unexpectedly opened a stream"),
+            Err(resp) => resp,
+        }
+    }
+
+    pub async fn request_errors_have_statuses_and_json_bodies(h: &dyn Harness) {
+        let server = serve(h, config()).await;
+        let resp = get_err(&server, "/v1/streams/leases", &[]).await;
+        let body = assert_error(&resp, 404, "not_found", Some("family"));
+        assert!(
+            body["detail"].as_str().unwrap().contains("lease-history"),
+            "{body}"
+        );
+        let resp = get_err(&server, "/v1/streams/completion?cursor=not*base64", &[]).await;
+        assert_error(&resp, 400, "invalid_cursor", Some("cursor"));
+        let lease = publish_plain(
+            h,
+            vec![NewEvent::lease_acquired(ExecutionId::new(2), None, None)],
+        )
+        .await;
+        let resp = get_err(
+            &server,
+            "/v1/streams/completion",
+            &[("Last-Event-ID", &lease[0])],
+        )
+        .await;
+        assert_error(&resp, 400, "invalid_cursor", Some("Last-Event-ID"));
+        let third_party = StreamCursor::new(vec![0xFE, 2, 1, 2, 3]).to_string();
+        let resp = get_err(
+            &server,
+            "/v1/streams/completion",
+            &[("Last-Event-ID", &third_party)],
+        )
+        .await;
+        assert_error(&resp, 400, "invalid_cursor", Some("Last-Event-ID"));
+        let resp = get_err(&server, "/v1/streams/completion?kinds=acquired", &[]).await;
+        assert_error(&resp, 400, "invalid_parameter", Some("kinds"));
+        let resp = get_err(&server, "/v1/streams/completion?execution_id=42", &[]).await;
+        assert_error(&resp, 400, "invalid_parameter", Some("execution_id"));
+        let resp = get_err(&server, "/v1/streams/completion?tag=region", &[]).await;
+        assert_error(&resp, 400, "invalid_parameter", Some("tag"));
+        let resp = get_err(&server, "/v1/streams/completion?from=yesterday", &[]).await;
+        assert_error(&resp, 400, "invalid_parameter", Some("from"));
+        let resp = get_err(&server, "/v1/streams/completion?kind=success", &[]).await;
+        assert_error(&resp, 400, "invalid_parameter", Some("kind"));
+        let resp = wire::request(server.addr, "GET", "/nowhere", &[], None).await;
+        assert_error(&resp, 404, "not_found", None);
+    }
+
+    pub async fn an_expired_cursor_is_410_with_the_oldest_position(h: &dyn Harness) {
+        let server = serve(h, config()).await;
+        let c = publish_plain(h, successes(5)).await;
+        let oldest_kept: StreamCursor = c[3].parse().unwrap();
+        h.expire_before(Family::Completion, &oldest_kept)
+            .await
+            .unwrap();
+        let path = format!("/v1/streams/completion?cursor={}", c[0]);
+        let resp = get_err(&server, &path, &[]).await;
+        let body = assert_error(&resp, 410, "cursor_expired", None);
+        let oldest = body["oldest"]
+            .as_str()
+            .expect("oldest in the body")
+            .to_owned();
+        // `oldest` resumes at the oldest retained event.
+        let path = format!("/v1/streams/completion?cursor={oldest}");
+        let (mut sse, _) = open_started(&server, &path, &[]).await;
+        assert_eq!(ids(&events(&mut sse, 2).await), c[3..]);
+    }
+
+    /// A backend whose server cannot be reached.
+    struct Unreachable;
+
+    #[async_trait]
+    impl StreamBackend for Unreachable {
+        fn backend_name(&self) -> &'static str {
+            "unreachable"
+        }
+        async fn subscribe_family(
+            &self,
+            _: Family,
+            _: StreamCursor,
+            _: &SubscriptionFilter,
+        ) -> Result<DeliveryStream, EngineError> {
+            Err(EngineError::transport(
+                "unreachable",
+                std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused"),
+            ))
+        }
+        async fn bounds(&self, _: Family) -> Result<StreamBounds, EngineError> {
+            Err(EngineError::unavailable("bounds"))
+        }
+        async fn cursor_at(&self, _: Family, _: TimestampMs) -> Result<StreamCursor, EngineError> {
+            Err(EngineError::unavailable("cursor_at"))
+        }
+    }
+
+    pub async fn an_unreachable_backend_is_503_with_retry_after() {
+        let server = serve_backend(Arc::new(Unreachable), None, config()).await;
+        for path in [
+            "/v1/streams/completion",
+            "/v1/streams/completion?from=beginning",
+        ] {
+            let resp = get_err(&server, path, &[]).await;
+            assert_error(&resp, 503, "backend_unavailable", None);
+            assert!(resp.header("retry-after").is_some(), "{resp:?}");
+        }
+    }
+
+    pub async fn tokens_guard_reads_and_only_header_write_tokens_publish(h: &dyn Harness) {
+        let server = serve(h, token_config()).await;
+        let path = "/v1/streams/completion";
+        let resp = get_err(&server, path, &[]).await;
+        assert_error(&resp, 401, "unauthorized", None);
+        assert!(resp
+            .header("www-authenticate")
+            .unwrap()
+            .starts_with("Bearer"));
+        let wrong = "wrong-token-cccccccccccccccc";
+        let bearer_wrong = format!("Bearer {wrong}");
+        let resp = get_err(&server, path, &[("Authorization", &bearer_wrong)]).await;
+        assert_error(&resp, 401, "unauthorized", None);
+        assert!(!resp.everything().contains(wrong));
+        let resp = get_err(&server, &format!("{path}?access_token={wrong}"), &[]).await;
+        assert_error(&resp, 401, "unauthorized", None);
+        assert!(!resp.everything().contains(wrong));
+        let bearer_read = format!("Bearer {READ}");
+        open_started(&server, path, &[("Authorization", &bearer_read)]).await;
+        open_started(&server, &format!("{path}?access_token={READ}"), &[]).await;
+        let cookie = format!("ff_token={READ}");
+        open_started(&server, path, &[("Cookie", &cookie)]).await;
+
+        let body = serde_json::to_vec(
+            &json!({"execution_id": ExecutionId::new(1).to_string(), "outcome": "success"}),
+        )
+        .unwrap();
+        let post = |headers: Vec<(&'static str, String)>, query: &'static str| {
+            let body = body.clone();
+            let addr = server.addr;
+            async move {
+                let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                wire::request(addr, "POST", &format!("{path}{query}"), &h, Some(&body)).await
+            }
+        };
+        let resp = post(vec![("Authorization", bearer_read.clone())], "").await;
+        assert_error(&resp, 403, "forbidden", None);
+        let resp = post(vec![], "?access_token=write-token-bbbbbbbbbbbbbbbb").await;
+        assert_error(&resp, 401, "unauthorized", None);
+        let resp = post(vec![("Cookie", format!("ff_token={WRITE}"))], "").await;
+        assert_error(&resp, 401, "unauthorized", None);
+        assert!(!resp.everything().contains(WRITE));
+        let resp = post(vec![("Authorization", format!("Bearer {WRITE}"))], "").await;
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        assert_eq!(resp.json()["cursors"].as_array().map(Vec::len), Some(1));
+
+        // The viewer's sign-in sets an HttpOnly, SameSite=Strict cookie.
+        let login = serde_json::to_vec(&json!({ "token": READ })).unwrap();
+        let resp = wire::request(
+            server.addr,
+            "POST",
+            "/v1/session",
+            &[("Content-Type", "application/json")],
+            Some(&login),
+        )
+        .await;
+        assert_eq!(resp.status, 204, "{}", resp.text());
+        let set = resp.header("set-cookie").expect("cookie");
+        assert!(
+            set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+            "{set}"
+        );
+        let bad_login = serde_json::to_vec(&json!({ "token": wrong })).unwrap();
+        let resp = wire::request(
+            server.addr,
+            "POST",
+            "/v1/session",
+            &[("Content-Type", "application/json")],
+            Some(&bad_login),
+        )
+        .await;
+        assert_error(&resp, 401, "unauthorized", None);
+        assert!(!resp.everything().contains(wrong));
+
+        let resp = wire::request(server.addr, "GET", "/healthz", &[], None).await;
+        assert_eq!(resp.status, 200);
+        let resp = wire::request(server.addr, "GET", "/metrics", &[], None).await;
+        assert_eq!(resp.status, 401);
+        let resp = wire::request(
+            server.addr,
+            "GET",
+            "/metrics",
+            &[("Authorization", &bearer_read)],
+            None,
+        )
+        .await;
+        assert_eq!(resp.status, 200);
+        assert!(resp.text().contains("ff_http_clients_connected"));
+    }
+
+    async fn post_json(server: &Server, path: &str, body: &[u8]) -> wire::Response {
+        wire::request(
+            server.addr,
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            Some(body),
+        )
+        .await
+    }
+
+    pub async fn publish_accepts_one_event_or_an_array(h: &dyn Harness) {
+        let server = serve(h, config().with_max_body_bytes(4096)).await;
+        let exec = ExecutionId::new(4).to_string();
+        let one = json!({"execution_id": exec, "outcome": "failure", "namespace": "billing", "tags": {"region": "eu"}});
+        let resp = post_json(
+            &server,
+            "/v1/streams/completion",
+            one.to_string().as_bytes(),
+        )
+        .await;
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        let first: Vec<String> = serde_json::from_value(resp.json()["cursors"].clone()).unwrap();
+        assert_eq!(first.len(), 1);
+        let batch = json!([
+            {"family": "completion", "type": "success", "execution_id": exec, "outcome": "success"},
+            {"execution_id": exec, "outcome": "timed_out"},
+            {"execution_id": exec, "outcome": "cancelled"},
+        ]);
+        let resp = post_json(
+            &server,
+            "/v1/streams/completion",
+            batch.to_string().as_bytes(),
+        )
+        .await;
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        let rest: Vec<String> = serde_json::from_value(resp.json()["cursors"].clone()).unwrap();
+        assert_eq!(rest.len(), 3);
+
+        let (mut sse, _) =
+            open_started(&server, "/v1/streams/completion?from=beginning", &[]).await;
+        let got = events(&mut sse, 4).await;
+        let want: Vec<String> = first.iter().chain(&rest).cloned().collect();
+        assert_eq!(ids(&got), want);
+        assert_eq!(got[0].json()["namespace"], "billing");
+        assert_eq!(got[0].json()["tags"]["region"], "eu");
+        assert_eq!(got[2].json()["outcome"], "timed_out");
+        assert_eq!(got[2].event.as_deref(), Some("other"));
+
+        // A bad element is named, and nothing of the batch is stored.
+        let bad = json!([
+            {"execution_id": exec, "outcome": "success"},
+            {"execution_id": "42", "outcome": "success"},
+        ]);
+        let resp = post_json(
+            &server,
+            "/v1/streams/completion",
+            bad.to_string().as_bytes(),
+        )
+        .await;
+        assert_error(&resp, 400, "invalid_parameter", Some("body[1]"));
+        let wrong_family = json!({"family": "instance-tags", "execution_id": exec, "tag": "x"});
+        let resp = post_json(
+            &server,
+            "/v1/streams/completion",
+            wrong_family.to_string().as_bytes(),
+        )
+        .await;
+        assert_error(&resp, 400, "invalid_parameter", Some("body"));
+        let resp = post_json(&server, "/v1/streams/completion", b"{not json").await;
+        assert_error(&resp, 400, "invalid_parameter", Some("body"));
+        let resp = post_json(&server, "/v1/streams/completion", b"[]").await;
+        assert_error(&resp, 400, "invalid_parameter", Some("body"));
+        let huge = format!("[{}]", vec![one.to_string(); 100].join(","));
+        let resp = post_json(&server, "/v1/streams/completion", huge.as_bytes()).await;
+        assert_error(&resp, 413, "payload_too_large", Some("body"));
+        let resp = post_json(&server, "/v1/streams/nope", one.to_string().as_bytes()).await;
+        assert_error(&resp, 404, "not_found", Some("family"));
+        sse.expect_quiet(Duration::from_millis(300)).await;
+    }
+
+    pub async fn many_clients_share_one_backend_subscription(h: &dyn Harness) {
+        let server = serve(h, config()).await;
+        let baseline = h.open_subscriptions().await.unwrap();
+        let mut clients = Vec::new();
+        for _ in 0..50 {
+            clients.push(open_started(&server, "/v1/streams/completion", &[]).await.0);
+        }
+        let held = h.open_subscriptions().await.unwrap();
+        assert!(
+            held <= baseline + 1,
+            "50 tail clients hold {held} backend subscriptions (baseline {baseline})"
+        );
+        assert_eq!(server.gateway.metrics().backend_subscriptions, 1);
+        let mut cursors = Vec::new();
+        for _ in 0..4 {
+            cursors.extend(publish_plain(h, successes(5)).await);
+        }
+        for client in &mut clients {
+            assert_eq!(ids(&events(client, cursors.len()).await), cursors);
+        }
+        assert_eq!(server.gateway.metrics().clients_connected, 50);
+        drop(clients);
+        wait_until("clients to disconnect", || {
+            server.gateway.metrics().clients_connected == 0
+        })
+        .await;
+    }
+
+    pub async fn a_client_behind_catches_up_then_joins_the_shared_subscription(h: &dyn Harness) {
+        let server = serve(h, config()).await;
+        let baseline = h.open_subscriptions().await.unwrap();
+        let early = publish_plain(h, successes(30)).await;
+        let (mut tail, _) = open_started(&server, "/v1/streams/completion", &[]).await;
+        let (mut behind, _) =
+            open_started(&server, "/v1/streams/completion?from=beginning", &[]).await;
+        let late = publish_plain(h, successes(20)).await;
+        let want: Vec<String> = early.iter().chain(&late).cloned().collect();
+        assert_eq!(ids(&events(&mut behind, want.len()).await), want);
+        assert_eq!(ids(&events(&mut tail, late.len()).await), late);
+        let gateway = server.gateway.clone();
+        wait_until(
+            "the catching-up client to join the shared subscription",
+            || gateway.metrics().catch_up_subscriptions == 0,
+        )
+        .await;
+        let held = h.open_subscriptions().await.unwrap();
+        assert!(
+            held <= baseline + 1,
+            "{held} backend subscriptions after the handover"
+        );
+        let last = publish_plain(h, successes(5)).await;
+        assert_eq!(ids(&events(&mut behind, 5).await), last);
+        assert_eq!(ids(&events(&mut tail, 5).await), last);
+        behind.expect_quiet(Duration::from_millis(300)).await;
+    }
+
+    pub async fn reconnecting_inside_the_replay_window_needs_no_backend_subscription(
+        h: &dyn Harness,
+    ) {
+        let server = serve(h, config()).await;
+        let (mut tail, _) = open_started(&server, "/v1/streams/completion", &[]).await;
+        let c = publish_plain(h, successes(10)).await;
+        assert_eq!(ids(&events(&mut tail, 10).await), c);
+        let opened = server.gateway.metrics().catch_up_subscriptions_opened;
+        let (mut back, start) = open_started(
+            &server,
+            "/v1/streams/completion",
+            &[("Last-Event-ID", &c[4])],
+        )
+        .await;
+        assert_eq!(start, c[4]);
+        assert_eq!(ids(&events(&mut back, 5).await), c[5..]);
+        assert_eq!(
+            server.gateway.metrics().catch_up_subscriptions_opened,
+            opened,
+            "a resume inside the shared subscription's replay window must not subscribe on the backend"
+        );
+        let more = publish_plain(h, successes(2)).await;
+        assert_eq!(ids(&events(&mut back, 2).await), more);
+    }
+
+    /// Metadata that makes an event's message about 60 KiB, so a client that
+    /// does not read fills the socket buffers after a few hundred events.
+    fn bulky() -> EventMeta {
+        (0..60).fold(EventMeta::new(), |m, i| {
+            m.with_tag(format!("k{i:02}"), "x".repeat(1000))
+        })
+    }
+
+    /// Publish `n` bulky events in batches; their cursors.
+    async fn publish_bulky(h: &dyn Harness, n: usize) -> Vec<String> {
+        let mut cursors = Vec::new();
+        for chunk in (0..n).collect::<Vec<_>>().chunks(25) {
+            let drafts = chunk
+                .iter()
+                .map(|_| (completion(CompletionOutcome::Success), bulky()))
+                .collect();
+            cursors.extend(publish(h, drafts).await);
+        }
+        cursors
+    }
+
+    const BULKY_EVENTS: usize = 400;
+
+    fn small_hub(config: GatewayConfig) -> GatewayConfig {
+        config.with_hub_capacity(16).with_hub_replay(16)
+    }
+
+    pub async fn a_slow_client_falls_behind_and_still_gets_every_event_once(h: &dyn Harness) {
+        let server = serve(h, small_hub(config())).await;
+        let (mut slow, _) = open_started(&server, "/v1/streams/completion", &[]).await;
+        let c = publish_bulky(h, BULKY_EVENTS).await;
+        assert_eq!(ids(&events(&mut slow, c.len()).await), c);
+        slow.expect_quiet(Duration::from_millis(300)).await;
+        let m = server.gateway.metrics();
+        assert!(
+            m.lagged_clients >= 1,
+            "the client never lagged; the test proves nothing: {m:?}"
+        );
+    }
+
+    pub async fn a_slow_client_is_closed_with_lagged_under_the_disconnect_policy(h: &dyn Harness) {
+        let config = small_hub(config()).with_slow_client(SlowClientPolicy::Disconnect);
+        let server = serve(h, config).await;
+        let (mut slow, start) = open_started(&server, "/v1/streams/completion", &[]).await;
+        let c = publish_bulky(h, BULKY_EVENTS).await;
+        let mut last = start;
+        let mut got = Vec::new();
+        let error = loop {
+            let m = slow
+                .next_message(WAIT)
+                .await
+                .expect("an ff-error before the end");
+            if m.event.as_deref() == Some("ff-error") {
+                break m.json();
+            }
+            if let Some(id) = &m.id {
+                last = id.clone();
+            }
+            if !m.is_id_only() {
+                got.push(m.id.unwrap());
+            }
+        };
+        assert_eq!(error["error"], "lagged", "{error}");
+        assert_eq!(error["cursor"], last.as_str());
+        assert_eq!(
+            slow.next_message(WAIT).await,
+            None,
+            "the stream ends after `lagged`"
+        );
+        assert_eq!(got, c[..got.len()]);
+        let (mut again, _) = open_started(
+            &server,
+            "/v1/streams/completion",
+            &[("Last-Event-ID", &last)],
+        )
+        .await;
+        let rest = c.len() - got.len();
+        assert_eq!(ids(&events(&mut again, rest).await), c[got.len()..]);
+    }
+
+    pub async fn expiry_mid_stream_is_an_ff_error_with_oldest(h: &dyn Harness) {
+        let server = serve(h, config()).await;
+        let c = publish_bulky(h, BULKY_EVENTS).await;
+        // From the beginning: the client's own catch-up subscription, held
+        // back by the unread socket.
+        let (mut slow, _) =
+            open_started(&server, "/v1/streams/completion?from=beginning", &[]).await;
+        let newest: StreamCursor = c.last().unwrap().parse().unwrap();
+        h.expire_before(Family::Completion, &newest).await.unwrap();
+        let mut got = Vec::new();
+        let error = loop {
+            let m = slow
+                .next_message(WAIT)
+                .await
+                .expect("an ff-error before the end");
+            if m.event.as_deref() == Some("ff-error") {
+                break m.json();
+            }
+            if !m.is_id_only() {
+                got.push(m.id.unwrap());
+            }
+        };
+        assert_eq!(error["error"], "cursor_expired", "{error}");
+        assert!(error["oldest"].is_string(), "{error}");
+        assert!(
+            got.len() < c.len(),
+            "every event arrived; nothing expired mid-stream"
+        );
+        assert_eq!(got, c[..got.len()]);
+        assert_eq!(
+            slow.next_message(WAIT).await,
+            None,
+            "the stream ends after expiry"
+        );
+    }
+
+    /// A backend whose subscriptions all fail with a terminal error on demand.
+    struct Breakable {
+        inner: Arc<dyn StreamBackend>,
+        broken: tokio::sync::watch::Sender<bool>,
+    }
+
+    #[async_trait]
+    impl StreamBackend for Breakable {
+        fn backend_name(&self) -> &'static str {
+            self.inner.backend_name()
+        }
+        async fn subscribe_family(
+            &self,
+            family: Family,
+            cursor: StreamCursor,
+            filter: &SubscriptionFilter,
+        ) -> Result<DeliveryStream, EngineError> {
+            let inner = self.inner.subscribe_family(family, cursor, filter).await?;
+            let mut broken = self.broken.subscribe();
+            let failure = futures::stream::once(async move {
+                let _ = broken.wait_for(|b| *b).await;
+                Err(EngineError::StreamDisconnected {
+                    cursor: StreamCursor::empty(),
+                })
+            });
+            Ok(Box::pin(futures::stream::select(inner, failure)))
+        }
+        async fn bounds(&self, family: Family) -> Result<StreamBounds, EngineError> {
+            self.inner.bounds(family).await
+        }
+        async fn cursor_at(
+            &self,
+            family: Family,
+            at: TimestampMs,
+        ) -> Result<StreamCursor, EngineError> {
+            self.inner.cursor_at(family, at).await
+        }
+    }
+
+    pub async fn a_failing_shared_subscription_ends_its_clients_with_ff_error(h: &dyn Harness) {
+        let broken = tokio::sync::watch::Sender::new(false);
+        let backend = Arc::new(Breakable {
+            inner: h.backend(),
+            broken: broken.clone(),
+        });
+        let server = serve_backend(backend, Some(h.publisher()), config()).await;
+        let (mut sse, _) = open_started(&server, "/v1/streams/completion", &[]).await;
+        let first = publish_plain(h, successes(1)).await;
+        assert_eq!(ids(&events(&mut sse, 1).await), first);
+        broken.send_replace(true);
+        let m = sse.next_message(WAIT).await.expect("an ff-error");
+        assert_eq!(m.event.as_deref(), Some("ff-error"), "{m:?}");
+        let data = m.json();
+        assert_eq!(data["error"], "disconnected", "{data}");
+        assert_eq!(
+            data["cursor"],
+            first[0].as_str(),
+            "the error carries the client's resume position"
+        );
+        assert_eq!(
+            sse.next_message(WAIT).await,
+            None,
+            "the stream ends after a terminal error"
+        );
+        broken.send_replace(false);
+        let missed = publish_plain(h, successes(1)).await;
+        let (mut again, _) = open_started(
+            &server,
+            "/v1/streams/completion",
+            &[("Last-Event-ID", &first[0])],
+        )
+        .await;
+        assert_eq!(ids(&events(&mut again, 1).await), missed);
+    }
+
+    pub async fn shutdown_ends_streams_and_refuses_new_ones(h: &dyn Harness) {
+        let server = serve(h, config()).await;
+        let (mut sse, _) = open_started(&server, "/v1/streams/completion", &[]).await;
+        server.gateway.shutdown();
+        assert_eq!(
+            sse.next_message(WAIT).await,
+            None,
+            "the stream must end on shutdown"
+        );
+        let resp = get_err(&server, "/v1/streams/completion", &[]).await;
+        assert_error(&resp, 503, "shutting_down", None);
+        let resp = wire::request(server.addr, "GET", "/healthz", &[], None).await;
+        assert_eq!(resp.status, 503);
+    }
+
+    pub async fn the_viewer_page_and_metrics_are_served(h: &dyn Harness) {
+        let server = serve(h, config()).await;
+        let page = wire::request(server.addr, "GET", "/", &[], None).await;
+        assert_eq!(page.status, 200);
+        assert!(page
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/html"));
+        assert!(page.text().contains("viewer.js"));
+        let script = wire::request(server.addr, "GET", "/viewer.js", &[], None).await;
+        assert_eq!(script.status, 200);
+        assert!(script.text().contains("EventSource"));
+        let (_sse, _) = open_started(&server, "/v1/streams/completion", &[]).await;
+        let metrics = wire::request(server.addr, "GET", "/metrics", &[], None).await;
+        assert_eq!(metrics.status, 200);
+        let text = metrics.text();
+        assert!(text.contains("\nff_http_clients_connected 1\n"), "{text}");
+        assert!(
+            text.contains("ff_http_backend_subscriptions{role=\"shared\"} 1"),
+            "{text}"
+        );
+        let health = wire::request(server.addr, "GET", "/healthz", &[], None).await;
+        assert_eq!(health.json()["status"], "ok");
+    }
+
+    pub async fn cors_allows_only_configured_origins(h: &dyn Harness) {
+        let server = serve(
+            h,
+            config().with_cors_allowed_origins(["https://dash.example"]),
+        )
+        .await;
+        let addr = server.addr;
+        let preflight = |origin: &'static str| async move {
+            let headers = [
+                ("Origin", origin),
+                ("Access-Control-Request-Method", "GET"),
+                ("Access-Control-Request-Headers", "last-event-id"),
+            ];
+            wire::request(addr, "OPTIONS", "/v1/streams/completion", &headers, None).await
+        };
+        let ok = preflight("https://dash.example").await;
+        assert_eq!(ok.status, 204);
+        assert_eq!(
+            ok.header("access-control-allow-origin"),
+            Some("https://dash.example")
+        );
+        let refused = preflight("https://evil.example").await;
+        assert_eq!(refused.status, 403);
+        assert!(refused.header("access-control-allow-origin").is_none());
+        let resp = wire::request(
+            server.addr,
+            "GET",
+            "/healthz",
+            &[("Origin", "https://dash.example")],
+            None,
+        )
+        .await;
+        assert_eq!(
+            resp.header("access-control-allow-origin"),
+            Some("https://dash.example")
+        );
+    }
+}
+
+/// A fresh memory backend per test.
+struct MemoryHarness {
+    backend: MemoryBackend,
+}
+
+async fn memory_harness() -> MemoryHarness {
+    MemoryHarness {
+        backend: MemoryBackend::builder()
+            .checkpoint_interval(Duration::from_millis(100))
+            .batch_size(7)
+            .build(),
+    }
+}
+
+#[async_trait]
+impl Harness for MemoryHarness {
+    fn backend(&self) -> Arc<dyn StreamBackend> {
+        Arc::new(self.backend.clone())
+    }
+
+    fn publisher(&self) -> Arc<dyn EventPublisher> {
+        Arc::new(self.backend.clone())
+    }
+
+    fn checkpoint_interval(&self) -> Duration {
+        self.backend.checkpoint_interval()
+    }
+
+    fn safety_net_poll(&self) -> Option<Duration> {
+        None
+    }
+
+    async fn expire_before(
+        &self,
+        family: Family,
+        cursor: &StreamCursor,
+    ) -> Result<(), EngineError> {
+        self.backend.evict_before(family, cursor).map(|_| ())
+    }
+
+    async fn inject_corrupt(&self, family: Family) -> Result<StreamCursor, EngineError> {
+        let fields = vec![
+            ("execution_id".to_owned(), "not-an-execution-id".to_owned()),
+            ("type".to_owned(), "acquired".to_owned()),
+        ];
+        Ok(self
+            .backend
+            .append_raw_record(family, fields, EventMeta::new()))
+    }
+
+    async fn kill_connections(&self) -> Result<bool, EngineError> {
+        Ok(false)
+    }
+
+    async fn cursor_beyond_head(&self, family: Family) -> Result<StreamCursor, EngineError> {
+        let head = self.backend.bounds(family).await?.head;
+        match decode_memory(&head, family)? {
+            CursorStart::After(p) => Ok(encode_memory(family, p.epoch, p.seq + 1000)),
+            _ => unreachable!("bounds returns positioned cursors"),
+        }
+    }
+
+    async fn open_subscriptions(&self) -> Result<usize, EngineError> {
+        Ok(self.backend.open_subscriptions())
+    }
+}
+
+/// One `#[tokio::test]` per suite function, each with a fresh harness.
+macro_rules! http_suite {
+    ($make:path; $($name:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let harness = $make().await;
+                crate::suite::$name(&harness).await;
+            }
+        )+
+    };
+}
+
+http_suite!(memory_harness;
+    events_arrive_with_id_event_and_data,
+    every_family_streams_its_events,
+    the_first_message_is_the_resolved_start_position,
+    resume_with_last_event_id_yields_exactly_the_rest,
+    filters_admit_only_matching_events,
+    checkpoints_move_a_filtered_clients_position,
+    keep_alive_comments_flow_on_a_quiet_stream,
+    corrupt_entries_arrive_as_ff_error_and_the_stream_goes_on,
+    request_errors_have_statuses_and_json_bodies,
+    an_expired_cursor_is_410_with_the_oldest_position,
+    tokens_guard_reads_and_only_header_write_tokens_publish,
+    publish_accepts_one_event_or_an_array,
+    many_clients_share_one_backend_subscription,
+    a_client_behind_catches_up_then_joins_the_shared_subscription,
+    shutdown_ends_streams_and_refuses_new_ones,
+    the_viewer_page_and_metrics_are_served,
+    cors_allows_only_configured_origins,
+    reconnecting_inside_the_replay_window_needs_no_backend_subscription,
+    a_failing_shared_subscription_ends_its_clients_with_ff_error,
+    a_slow_client_falls_behind_and_still_gets_every_event_once,
+    a_slow_client_is_closed_with_lagged_under_the_disconnect_policy,
+    expiry_mid_stream_is_an_ff_error_with_oldest,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_backend_is_503_with_retry_after() {
+    suite::an_unreachable_backend_is_503_with_retry_after().await;
+}

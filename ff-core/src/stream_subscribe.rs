@@ -84,10 +84,11 @@ impl StreamCursor {
         self.0.first().copied()
     }
 
-    /// The family of a positioned cursor (byte 1), if it names one.
+    /// The family of a built-in positioned cursor (byte 1), if it names
+    /// one. Third-party layouts are their own, so `None` for them.
     pub fn family(&self) -> Option<Family> {
         match self.0.as_ref() {
-            [b0, fam, ..] if *b0 != BEGINNING_BYTE => Family::from_cursor_byte(*fam),
+            [VALKEY_BYTE | POSTGRES_BYTE | MEMORY_BYTE, fam, ..] => Family::from_cursor_byte(*fam),
             _ => None,
         }
     }

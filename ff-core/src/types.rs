@@ -102,6 +102,13 @@ impl ExecutionId {
         if partition.is_empty() || !partition.bytes().all(|b| b.is_ascii_digit()) {
             return Err(IdParseError::new(KIND, s, SHAPE));
         }
+        if partition.len() > 1 && partition.starts_with('0') {
+            return Err(IdParseError::new(
+                KIND,
+                s,
+                "partition must not have leading zeros (one id, one spelling)",
+            ));
+        }
         let partition = partition.parse::<u16>().map_err(|_| {
             IdParseError::new(KIND, s, "partition must be an integer from 0 to 65535")
         })?;
@@ -315,6 +322,7 @@ mod tests {
             "{fp:0}:11111111111141118111111111111111",
             "{fp:0}:11111111-1111-4111-8111-111111111111 ",
             "{fp: 0}:11111111-1111-4111-8111-111111111111",
+            "{fp:007}:11111111-1111-4111-8111-111111111111",
         ] {
             let err = ExecutionId::parse(bad).unwrap_err();
             assert_eq!(err.kind, "execution id", "{bad:?}");

@@ -20,8 +20,8 @@ pub use typed::typed_subscription;
 use crate::engine_error::EngineError;
 use crate::filter::SubscriptionFilter;
 use crate::stream_events::{
-    CompletionSubscription, EventMeta, Family, InstanceTagSubscription, LeaseHistorySubscription,
-    NewEvent, SignalDeliverySubscription,
+    CompletionOutcome, CompletionSubscription, EventMeta, Family, InstanceTagSubscription,
+    LeaseHistorySubscription, NewEvent, SignalDeliveryEffect, SignalDeliverySubscription,
 };
 use crate::stream_subscribe::StreamCursor;
 use crate::types::TimestampMs;
@@ -213,11 +213,27 @@ pub fn validate_new_event(event: &NewEvent, meta: &EventMeta) -> Result<(), Engi
             source_identity: Some(s),
             ..
         } => check("source_identity", s, true)?,
-        NewEvent::Completion { outcome, .. } => check("outcome", outcome.as_wire(), false)?,
+        NewEvent::Completion { outcome, .. } => {
+            check("outcome", outcome.as_wire(), false)?;
+            if matches!(outcome, CompletionOutcome::Other(s) if !matches!(CompletionOutcome::from_wire(s), CompletionOutcome::Other(_)))
+            {
+                return Err(EngineError::validation(format!(
+                    "outcome Other({:?}) shadows a known outcome; use that variant",
+                    outcome.as_wire()
+                )));
+            }
+        }
         _ => {}
     }
     if let NewEvent::SignalDelivery { effect, .. } = event {
         check("effect", effect.as_wire(), false)?;
+        if matches!(effect, SignalDeliveryEffect::Other(s) if !matches!(SignalDeliveryEffect::from_wire(s), SignalDeliveryEffect::Other(_)))
+        {
+            return Err(EngineError::validation(format!(
+                "effect Other({:?}) shadows a known effect; use that variant",
+                effect.as_wire()
+            )));
+        }
     }
     if let Some(ns) = &meta.namespace {
         check("namespace", ns, false)?;
@@ -233,4 +249,30 @@ pub fn validate_new_event(event: &NewEvent, meta: &EventMeta) -> Result<(), Engi
         check("metadata tag value", v, true)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::ExecutionId;
+
+    #[test]
+    fn other_may_not_shadow_a_known_wire_string() {
+        let meta = EventMeta::new();
+        let shadow = NewEvent::completion(
+            ExecutionId::new(0),
+            CompletionOutcome::Other("success".into()),
+        );
+        assert!(matches!(
+            validate_new_event(&shadow, &meta),
+            Err(EngineError::Validation { .. })
+        ));
+        let fine = NewEvent::completion(
+            ExecutionId::new(0),
+            CompletionOutcome::Other("timed_out".into()),
+        );
+        assert!(validate_new_event(&fine, &meta).is_ok());
+        let empty_ns = EventMeta::new().with_namespace("");
+        assert!(validate_new_event(&fine, &empty_ns).is_err());
+    }
 }

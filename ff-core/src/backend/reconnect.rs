@@ -81,7 +81,7 @@ impl Backoff {
             }
         }
         self.attempts += 1;
-        self.next = (self.next * 2).min(self.policy.max_backoff);
+        self.next = self.next.saturating_mul(2).min(self.policy.max_backoff);
         Some(delay)
     }
 
@@ -110,11 +110,13 @@ mod tests {
 
     #[test]
     fn backoff_gives_up_when_the_next_delay_would_pass_max_elapsed() {
-        let policy = ReconnectPolicy::new(Some(Duration::from_millis(25)), None)
-            .with_backoff(Duration::from_millis(10), Duration::from_secs(1));
+        // Delays 1 s, 2 s, 4 s: the third would end past 3 s even if no
+        // time at all had passed, so the policy gives up there.
+        let policy = ReconnectPolicy::new(Some(Duration::from_secs(3)), None)
+            .with_backoff(Duration::from_secs(1), Duration::from_secs(60));
         let mut b = policy.start();
-        assert_eq!(b.next_delay(), Some(Duration::from_millis(10)));
-        assert_eq!(b.next_delay(), Some(Duration::from_millis(20)));
+        assert_eq!(b.next_delay(), Some(Duration::from_secs(1)));
+        assert_eq!(b.next_delay(), Some(Duration::from_secs(2)));
         assert_eq!(b.next_delay(), None);
     }
 }

@@ -81,6 +81,9 @@ pub async fn tail_yields_only_later_events<H: Harness>(h: &H) {
         let (before, after) = drafts.split_at(5);
         publish_each(&*publisher, before).await;
         let mut sub = subscribe(h, family, StreamCursor::empty(), &Default::default()).await;
+        // Published after subscribe returned but before the first read: the
+        // tail was resolved at subscribe, so these must all arrive.
+        publish_each(&*publisher, after).await;
         let first = next_item(&mut sub, ITEM_DEADLINE, "CaughtUp of a tail subscription").await;
         let DeliveryItem::CaughtUp { cursor: resolved } = first else {
             panic!("{family}: a tail subscription must start with CaughtUp, got {first:?}");
@@ -89,7 +92,6 @@ pub async fn tail_yields_only_later_events<H: Harness>(h: &H) {
             !resolved.is_tail(),
             "{family}: CaughtUp must carry the resolved position, not the empty cursor"
         );
-        publish_each(&*publisher, after).await;
         let got = take_events(&mut sub, 5, "events published after subscribing").await;
         assert_delivered(&got, after, &format!("{family} tail"));
         let mut again = subscribe(h, family, resolved, &Default::default()).await;
@@ -141,7 +143,8 @@ pub async fn live_events_arrive_promptly<H: Harness>(h: &H) {
     }
 }
 
-/// §3.6: `CaughtUp` comes exactly once, after the backlog, and never again.
+/// §3.6: `CaughtUp` comes exactly once, right after the events committed
+/// before the subscribe call (not after later ones), and never again.
 pub async fn caught_up_is_yielded_exactly_once<H: Harness>(h: &H) {
     let run = run_label("caughtup");
     let publisher = h.publisher();
@@ -149,6 +152,8 @@ pub async fn caught_up_is_yielded_exactly_once<H: Harness>(h: &H) {
         let drafts = drafts(family, 8, &run);
         publish_batch(&*publisher, &drafts[..5]).await;
         let mut sub = subscribe(h, family, StreamCursor::beginning(), &Default::default()).await;
+        // Committed after subscribe returned: they come after CaughtUp.
+        publish_each(&*publisher, &drafts[5..]).await;
         let (backlog, caught_up) = until_caught_up(&mut sub, "the backlog").await;
         assert_delivered(&backlog, &drafts[..5], "backlog before CaughtUp");
         assert_eq!(
@@ -156,7 +161,6 @@ pub async fn caught_up_is_yielded_exactly_once<H: Harness>(h: &H) {
             Some(std::cmp::Ordering::Equal),
             "{family}: CaughtUp after a backlog must carry the last event's cursor"
         );
-        publish_each(&*publisher, &drafts[5..]).await;
         let mut live = Vec::new();
         while live.len() < 3 {
             match next_item(&mut sub, ITEM_DEADLINE, "live events after CaughtUp").await {

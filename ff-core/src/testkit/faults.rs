@@ -121,29 +121,45 @@ pub async fn expired_cursors_are_reported_never_skipped<H: Harness>(h: &H) {
         expect_expired(h, family, &beyond).await;
 
         // A trim while a subscriber is mid-stream is never a silent gap.
-        let later = publish_batch(&*publisher, &drafts[10..]).await;
+        let backlog = super::support::drafts(family, 2500, &run);
+        let later = publish_batch(&*publisher, &backlog).await;
         let mut sub = subscribe(h, family, cursors[9].clone(), &Default::default()).await;
         let first = take_events(&mut sub, 1, "the first event before a trim").await;
-        assert_delivered(&first, &drafts[10..11], "first event before trim");
-        h.expire_before(family, &later[8])
+        assert_delivered(&first, &backlog[..1], "first event before trim");
+        h.expire_before(family, &later[2490])
             .await
             .expect("expire_before");
         let mut delivered = first;
+        let mut expired = false;
         loop {
-            match tokio::time::timeout(ITEM_DEADLINE, sub.next()).await {
-                Err(_) => panic!("{family}: stream neither delivered nor expired after a trim"),
-                Ok(Some(Ok(DeliveryItem::Event { event, meta }))) => delivered.push((event, meta)),
-                Ok(Some(Ok(DeliveryItem::CaughtUp { .. }))) if delivered.len() == 10 => break,
-                Ok(Some(Ok(_))) => {}
-                Ok(Some(Err(EngineError::CursorExpired { .. }))) => break,
-                Ok(other) => panic!("{family}: unexpected {other:?} after a trim"),
+            match sub.next_raw(ITEM_DEADLINE).await {
+                None => panic!("{family}: stream neither delivered nor expired after a trim"),
+                Some(Some(Ok(DeliveryItem::Event { event, meta }))) => {
+                    delivered.push((event, meta))
+                }
+                Some(Some(Ok(DeliveryItem::CaughtUp { .. })))
+                    if delivered.len() == backlog.len() =>
+                {
+                    break
+                }
+                Some(Some(Ok(_))) => {}
+                Some(Some(Err(EngineError::CursorExpired { .. }))) => {
+                    expired = true;
+                    break;
+                }
+                Some(other) => panic!("{family}: unexpected {other:?} after a trim"),
             }
         }
         let n = delivered.len();
         assert_delivered(
             &delivered,
-            &drafts[10..10 + n],
+            &backlog[..n],
             &format!("{family} contiguous before a trim"),
+        );
+        assert!(
+            expired || n == backlog.len(),
+            "{family}: {n} of {} events delivered without CursorExpired",
+            backlog.len()
         );
     }
 }

@@ -119,3 +119,46 @@ pub async fn checkpoints_advance_past_filtered_out_events<H: Harness>(h: &H) {
         );
     }
 }
+
+/// A filtered subscription reads past a long run of rejected events
+/// promptly — live and during catch-up — instead of pausing per batch.
+pub async fn filtered_subscriptions_skip_long_rejected_runs_promptly<H: Harness>(h: &H) {
+    let run = run_label("rejected-run");
+    let publisher = h.publisher();
+    for family in Family::ALL.iter().copied() {
+        let needle_ns = format!("needle-{run}");
+        let filter = SubscriptionFilter::new().with_namespace(needle_ns.clone());
+        let mut live = subscribe(h, family, StreamCursor::empty(), &filter).await;
+        let item = next_item(&mut live, ITEM_DEADLINE, "CaughtUp").await;
+        assert!(
+            matches!(item, DeliveryItem::CaughtUp { .. }),
+            "got {item:?}"
+        );
+        let hay = drafts(family, 3000, &run);
+        for chunk in hay.chunks(500) {
+            publish_batch(&*publisher, chunk).await;
+        }
+        let mut needle = drafts(family, 1, &run);
+        needle[0].1.namespace = Some(needle_ns);
+        publish_batch(&*publisher, &needle).await;
+        let got = tokio::time::timeout(
+            ITEM_DEADLINE,
+            take_events(&mut live, 1, "the one matching event after 3000 rejected"),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{family}: a live filtered subscription took over {ITEM_DEADLINE:?} to read past 3000 rejected events"));
+        assert_delivered(&got, &needle, &format!("{family} live past a rejected run"));
+        let mut catch_up = subscribe(h, family, StreamCursor::beginning(), &filter).await;
+        let (got, _) = tokio::time::timeout(
+            ITEM_DEADLINE,
+            until_caught_up(&mut catch_up, "catch-up past 3000 rejected events"),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{family}: a filtered catch-up took over {ITEM_DEADLINE:?} to read past 3000 rejected events"));
+        assert_delivered(
+            &got,
+            &needle,
+            &format!("{family} catch-up past a rejected run"),
+        );
+    }
+}

@@ -25,7 +25,7 @@
 //! | 6 backpressure | [`slow_consumer_receives_a_large_backlog_exactly_once`] |
 //! | 7 retention | [`expired_cursors_are_reported_never_skipped`] |
 //! | 8 bad input | [`bad_input_is_rejected_and_corrupt_entries_are_flagged`] |
-//! | 9 filters | [`filters_admit_exactly_the_matching_events`], [`checkpoints_advance_past_filtered_out_events`] |
+//! | 9 filters | [`filters_admit_exactly_the_matching_events`], [`checkpoints_advance_past_filtered_out_events`], [`filtered_subscriptions_skip_long_rejected_runs_promptly`] |
 //! | 10 drop | [`dropping_a_subscription_releases_it`] |
 //! | `CaughtUp` once | [`caught_up_is_yielded_exactly_once`] |
 //! | typed API | [`typed_subscriptions_yield_each_family`] |
@@ -52,7 +52,9 @@ pub use faults::{
     slow_consumer_receives_a_large_backlog_exactly_once,
 };
 pub use filters::{
-    checkpoints_advance_past_filtered_out_events, filters_admit_exactly_the_matching_events,
+    checkpoints_advance_past_filtered_out_events,
+    filtered_subscriptions_skip_long_rejected_runs_promptly,
+    filters_admit_exactly_the_matching_events,
 };
 pub use harness::Harness;
 pub use publish::{bounds_and_cursor_at_agree_with_published_events, publish_batch_is_all_or_none};
@@ -76,6 +78,7 @@ macro_rules! conformance_suite {
             dropping_a_subscription_releases_it,
             filters_admit_exactly_the_matching_events,
             checkpoints_advance_past_filtered_out_events,
+            filtered_subscriptions_skip_long_rejected_runs_promptly,
             publish_batch_is_all_or_none,
             bounds_and_cursor_at_agree_with_published_events,
         );

@@ -74,6 +74,39 @@ pub async fn bounds_and_cursor_at_agree_with_published_events<H: Harness>(h: &H)
             &format!("{family} from cursor_at(first event's time)"),
         );
 
+        // A second group recorded strictly later: cursor_at its time yields
+        // exactly that group.
+        let last_at = all.last().unwrap().0.at();
+        let deadline = tokio::time::Instant::now() + ITEM_DEADLINE;
+        while TimestampMs::now().0 <= last_at.0 + 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the clock does not advance"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let second = super::support::drafts(family, 3, &format!("{run}-second"));
+        publish_batch(&*publisher, &second).await;
+        let mut sub = subscribe(h, family, bounds.oldest.clone(), &Default::default()).await;
+        let (everything, _) = until_caught_up(&mut sub, "both groups").await;
+        let second_at = everything[drafts.len()].0.at();
+        assert!(
+            second_at > last_at,
+            "{family}: the second group was not recorded later"
+        );
+        let from = backend
+            .cursor_at(family, second_at)
+            .await
+            .expect("cursor_at");
+        let mut sub = subscribe(h, family, from, &Default::default()).await;
+        let (got, _) = until_caught_up(&mut sub, "events from cursor_at(second group)").await;
+        assert_delivered(
+            &got,
+            &second,
+            &format!("{family} from cursor_at(second group's time)"),
+        );
+        let all = everything;
+
         let future = TimestampMs(all.last().unwrap().0.at().0 + 3_600_000);
         let from = backend.cursor_at(family, future).await.expect("cursor_at");
         let mut sub = subscribe(h, family, from, &Default::default()).await;

@@ -105,33 +105,67 @@ pub async fn publish_batch(
     cursors
 }
 
+/// A delivery stream under test: it also checks that `CaughtUp` comes at
+/// most once.
+pub struct Sub {
+    stream: DeliveryStream,
+    caught_up: bool,
+}
+
+impl Sub {
+    /// Wrap a delivery stream.
+    pub fn new(stream: DeliveryStream) -> Self {
+        Self {
+            stream,
+            caught_up: false,
+        }
+    }
+
+    /// The next raw item, `None` after `within`.
+    pub async fn next_raw(
+        &mut self,
+        within: Duration,
+    ) -> Option<Option<Result<DeliveryItem, EngineError>>> {
+        let next = timeout_at(Instant::now() + within, self.stream.next())
+            .await
+            .ok()?;
+        if let Some(Ok(DeliveryItem::CaughtUp { .. })) = &next {
+            assert!(!self.caught_up, "CaughtUp was yielded a second time");
+            self.caught_up = true;
+        }
+        Some(next)
+    }
+}
+
 /// Subscribe to `family` or panic naming why.
 pub async fn subscribe<H: Harness + ?Sized>(
     h: &H,
     family: Family,
     cursor: StreamCursor,
     filter: &SubscriptionFilter,
-) -> DeliveryStream {
-    h.backend()
-        .subscribe_family(family, cursor.clone(), filter)
-        .await
-        .unwrap_or_else(|e| panic!("subscribe {family} from {cursor:?} failed: {e}"))
+) -> Sub {
+    Sub::new(
+        h.backend()
+            .subscribe_family(family, cursor.clone(), filter)
+            .await
+            .unwrap_or_else(|e| panic!("subscribe {family} from {cursor:?} failed: {e}")),
+    )
 }
 
-/// The next item, or panic after `deadline` / at end of stream / on error.
-pub async fn next_item(stream: &mut DeliveryStream, within: Duration, what: &str) -> DeliveryItem {
-    match timeout_at(Instant::now() + within, stream.next()).await {
-        Err(_) => panic!("timed out after {within:?} waiting for {what}"),
-        Ok(None) => panic!("stream ended while waiting for {what}"),
-        Ok(Some(Err(e))) => panic!("stream yielded an error while waiting for {what}: {e}"),
-        Ok(Some(Ok(item))) => item,
+/// The next item, or panic after `within` / at end of stream / on error.
+pub async fn next_item(stream: &mut Sub, within: Duration, what: &str) -> DeliveryItem {
+    match stream.next_raw(within).await {
+        None => panic!("timed out after {within:?} waiting for {what}"),
+        Some(None) => panic!("stream ended while waiting for {what}"),
+        Some(Some(Err(e))) => panic!("stream yielded an error while waiting for {what}: {e}"),
+        Some(Some(Ok(item))) => item,
     }
 }
 
 /// Read events until `CaughtUp`; panic on `Corrupt` or errors. Returns the
 /// events and the caught-up cursor.
 pub async fn until_caught_up(
-    stream: &mut DeliveryStream,
+    stream: &mut Sub,
     what: &str,
 ) -> (Vec<(StreamEvent, EventMeta)>, StreamCursor) {
     let mut events = Vec::new();
@@ -146,11 +180,7 @@ pub async fn until_caught_up(
 }
 
 /// Read exactly `n` events (skipping checkpoints); panic on anything else.
-pub async fn take_events(
-    stream: &mut DeliveryStream,
-    n: usize,
-    what: &str,
-) -> Vec<(StreamEvent, EventMeta)> {
+pub async fn take_events(stream: &mut Sub, n: usize, what: &str) -> Vec<(StreamEvent, EventMeta)> {
     let mut events = Vec::with_capacity(n);
     while events.len() < n {
         match next_item(stream, ITEM_DEADLINE, what).await {

@@ -6,6 +6,8 @@ use crate::MemoryBackend;
 
 /// Default events retained per family.
 pub const DEFAULT_RETENTION: usize = 1_000_000;
+/// Default approximate byte budget per family.
+pub const DEFAULT_RETENTION_BYTES: usize = 256 * 1024 * 1024;
 /// Default checkpoint interval.
 pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// Default number of records a subscription takes per lock.
@@ -24,6 +26,7 @@ pub const DEFAULT_BATCH_SIZE: usize = 256;
 #[derive(Clone, Debug)]
 pub struct MemoryBackendBuilder {
     pub(crate) retention: usize,
+    pub(crate) retention_bytes: usize,
     pub(crate) checkpoint_interval: Duration,
     pub(crate) batch_size: usize,
 }
@@ -32,6 +35,7 @@ impl Default for MemoryBackendBuilder {
     fn default() -> Self {
         Self {
             retention: DEFAULT_RETENTION,
+            retention_bytes: DEFAULT_RETENTION_BYTES,
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
             batch_size: DEFAULT_BATCH_SIZE,
         }
@@ -43,6 +47,13 @@ impl MemoryBackendBuilder {
     /// cursors pointing before them become `CursorExpired`. At least 1.
     pub fn retention(mut self, events: usize) -> Self {
         self.retention = events.max(1);
+        self
+    }
+
+    /// Keep at most about `bytes` of events per family (whichever of this
+    /// and [`retention`](Self::retention) is reached first evicts).
+    pub fn retention_bytes(mut self, bytes: usize) -> Self {
+        self.retention_bytes = bytes.max(1);
         self
     }
 
@@ -62,6 +73,7 @@ impl MemoryBackendBuilder {
 
     /// Build the backend.
     pub fn build(self) -> MemoryBackend {
+        debug_assert!(self.retention >= 1 && self.batch_size >= 1);
         MemoryBackend::from_builder(self)
     }
 }

@@ -55,10 +55,11 @@ use ff_core::types::TimestampMs;
 
 pub use config::{
     MemoryBackendBuilder, DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_RETENTION,
+    DEFAULT_RETENTION_BYTES,
 };
 pub use cursor_store::MemoryCursorStore;
 
-use log::{FamilyLog, RecordBody};
+use log::{FamilyLog, RecordBody, Retention};
 use subscription::Subscription;
 
 /// State shared by the backend handle and its subscriptions.
@@ -177,11 +178,18 @@ impl MemoryBackend {
         meta: EventMeta,
     ) -> StreamCursor {
         let log = self.shared.log(family);
-        let (seq, _) = log
+        let seq = log
             .lock()
-            .push(meta, RecordBody::Raw(fields), self.shared.config.retention);
+            .push(meta, RecordBody::Raw(fields), self.retention());
         log.notify(seq);
         self.cursor(family, seq)
+    }
+
+    fn retention(&self) -> Retention {
+        Retention {
+            events: self.shared.config.retention,
+            bytes: self.shared.config.retention_bytes,
+        }
     }
 
     /// The configured checkpoint interval.
@@ -277,14 +285,14 @@ impl EventPublisher for MemoryBackend {
             .iter()
             .map(|f| touched[usize::from(f.cursor_byte() - 1)].then(|| self.shared.log(*f).lock()))
             .collect();
-        let retention = self.shared.config.retention;
+        let retention = self.retention();
         let mut cursors = Vec::with_capacity(events.len());
         for (event, meta) in events {
             let family = event.family();
             let guard = guards[usize::from(family.cursor_byte() - 1)]
                 .as_mut()
                 .expect("family locked above");
-            let (seq, _) = guard.push(meta, RecordBody::Event(event), retention);
+            let seq = guard.push(meta, RecordBody::Event(event), retention);
             cursors.push(self.cursor(family, seq));
         }
         let heads: Vec<(Family, u64)> = Family::ALL

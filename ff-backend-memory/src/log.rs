@@ -25,11 +25,42 @@ pub(crate) struct Record {
     pub body: RecordBody,
 }
 
+/// How much a family's log may hold.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Retention {
+    pub events: usize,
+    pub bytes: usize,
+}
+
+impl Record {
+    /// A rough size: fixed overhead plus every string's length.
+    fn approx_bytes(&self) -> usize {
+        let meta = self.meta.namespace.as_ref().map_or(0, String::len)
+            + self
+                .meta
+                .tags
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 48)
+                .sum::<usize>();
+        let body: usize = match &self.body {
+            RecordBody::Event(e) => e
+                .fields()
+                .iter()
+                .map(|(_, v)| v.as_ref().map_or(0, String::len))
+                .sum(),
+            RecordBody::Raw(f) => f.iter().map(|(k, v)| k.len() + v.len() + 48).sum(),
+        };
+        256 + meta + body
+    }
+}
+
 /// The log's contents. Sequences start at 1 and have no gaps; everything at
 /// or below `evicted_through` is gone.
 #[derive(Debug, Default)]
 pub(crate) struct LogState {
     records: VecDeque<Arc<Record>>,
+    /// Approximate bytes held by `records`.
+    bytes: usize,
     evicted_through: u64,
     head: u64,
     last_at: i64,
@@ -37,12 +68,10 @@ pub(crate) struct LogState {
 
 /// The outcome of reading after a position.
 pub(crate) enum Read {
-    /// Records after the position (possibly none), and the head seen.
+    /// Records after the position (possibly none).
     Records(Vec<Arc<Record>>),
     /// The position's successor was evicted; resume from `oldest`.
     Expired { oldest: u64 },
-    /// The position lies beyond the head.
-    BeyondHead { head: u64 },
 }
 
 impl LogState {
@@ -58,8 +87,10 @@ impl LogState {
         self.records.len()
     }
 
-    /// Append one record, stamping it with a time that never goes backwards.
-    pub fn push(&mut self, meta: EventMeta, body: RecordBody, retention: usize) -> (u64, i64) {
+    /// Append one record, stamping it with a time that never goes backwards,
+    /// then evict the oldest records beyond `retention` events or
+    /// `max_bytes`. Returns the new record's sequence.
+    pub fn push(&mut self, meta: EventMeta, body: RecordBody, retention: Retention) -> u64 {
         self.head += 1;
         self.last_at = TimestampMs::now().0.max(self.last_at);
         let record = Record {
@@ -68,15 +99,19 @@ impl LogState {
             meta,
             body,
         };
+        self.bytes += record.approx_bytes();
         self.records.push_back(Arc::new(record));
-        while self.records.len() > retention {
+        while self.records.len() > retention.events
+            || (self.bytes > retention.bytes && self.records.len() > 1)
+        {
             self.evict_one();
         }
-        (self.head, self.last_at)
+        self.head
     }
 
     fn evict_one(&mut self) {
         if let Some(r) = self.records.pop_front() {
+            self.bytes -= r.approx_bytes();
             self.evicted_through = r.seq;
         }
     }
@@ -88,17 +123,12 @@ impl LogState {
             self.evict_one();
             n += 1;
         }
-        if self.records.is_empty() && seq > self.evicted_through + 1 {
-            self.evicted_through = (seq - 1).min(self.head);
-        }
         n
     }
 
-    /// Judge `after` against retention and read up to `max` records after it.
+    /// Judge `after` (at most the head: subscribe checks) against retention
+    /// and read up to `max` records after it.
     pub fn read_after(&self, after: u64, max: usize) -> Read {
-        if after > self.head {
-            return Read::BeyondHead { head: self.head };
-        }
         if after < self.evicted_through {
             return Read::Expired {
                 oldest: self.evicted_through,
@@ -170,24 +200,55 @@ mod tests {
     fn retention_evicts_the_oldest_and_expires_positions_before_them() {
         let mut log = LogState::default();
         for _ in 0..5 {
-            log.push(EventMeta::new(), body(), 3);
+            log.push(
+                EventMeta::new(),
+                body(),
+                Retention {
+                    events: 3,
+                    bytes: usize::MAX,
+                },
+            );
         }
         assert_eq!(log.evicted_through(), 2);
         assert_eq!(seqs(log.read_after(2, 10)), vec![3, 4, 5]);
         assert_eq!(seqs(log.read_after(4, 10)), vec![5]);
         assert!(matches!(log.read_after(1, 10), Read::Expired { oldest: 2 }));
-        assert!(matches!(
-            log.read_after(6, 10),
-            Read::BeyondHead { head: 5 }
-        ));
         assert_eq!(seqs(log.read_after(5, 10)), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn a_byte_budget_evicts_large_records() {
+        let mut log = LogState::default();
+        let big = EventMeta::new().with_tag("blob", "x".repeat(10_000));
+        for _ in 0..10 {
+            log.push(
+                big.clone(),
+                body(),
+                Retention {
+                    events: 1000,
+                    bytes: 35_000,
+                },
+            );
+        }
+        assert!(log.len() <= 3, "{} records kept", log.len());
+        assert!(matches!(
+            log.read_after(log.evicted_through(), 10),
+            Read::Records(_)
+        ));
     }
 
     #[test]
     fn evict_before_keeps_the_named_record() {
         let mut log = LogState::default();
         for _ in 0..6 {
-            log.push(EventMeta::new(), body(), 100);
+            log.push(
+                EventMeta::new(),
+                body(),
+                Retention {
+                    events: 100,
+                    bytes: usize::MAX,
+                },
+            );
         }
         assert_eq!(log.evict_before(4), 3);
         assert_eq!(seqs(log.read_after(3, 10)), vec![4, 5, 6]);

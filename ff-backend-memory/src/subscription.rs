@@ -94,45 +94,56 @@ impl Subscription {
                 return Some(Ok(item));
             }
             self.wake.borrow_and_update();
-            if let Err(e) = self.read_batch() {
-                self.done = true;
-                return Some(Err(e));
+            let read = match self.read_batch() {
+                Ok(read) => read,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            };
+            let due = self.last_yield + self.shared.config.checkpoint_interval;
+            if self.ready.is_empty() && self.scanned > self.reported && Instant::now() >= due {
+                // Filtered-out records only, for a whole interval.
+                let cursor = self.cursor(self.scanned);
+                self.ready
+                    .push_back((self.scanned, DeliveryItem::Checkpoint { cursor }));
             }
-            if !self.ready.is_empty() {
-                continue;
+            if !self.ready.is_empty() || read == self.shared.config.batch_size {
+                continue; // more may be waiting: read on before sleeping
             }
-            if let Some(target) = self.caught_up_at {
-                if self.scanned >= target {
-                    self.caught_up_at = None;
+            if self.scanned > self.reported {
+                if tokio::time::timeout_at(due, self.wake.changed())
+                    .await
+                    .is_err()
+                {
                     let cursor = self.cursor(self.scanned);
                     self.ready
-                        .push_back((self.scanned, DeliveryItem::CaughtUp { cursor }));
-                    continue;
+                        .push_back((self.scanned, DeliveryItem::Checkpoint { cursor }));
                 }
-            }
-            let checkpoint_due = (self.scanned > self.reported)
-                .then(|| self.last_yield + self.shared.config.checkpoint_interval);
-            match checkpoint_due {
-                Some(due) => {
-                    if tokio::time::timeout_at(due, self.wake.changed())
-                        .await
-                        .is_err()
-                    {
-                        let cursor = self.cursor(self.scanned);
-                        self.ready
-                            .push_back((self.scanned, DeliveryItem::Checkpoint { cursor }));
-                    }
-                }
-                None => {
-                    // The sender lives as long as `shared`, which we hold.
-                    let _ = self.wake.changed().await;
-                }
+            } else {
+                // The sender lives as long as `shared`, which we hold.
+                let _ = self.wake.changed().await;
             }
         }
     }
 
-    /// Copy the next batch out under the lock, then decode and filter it.
-    fn read_batch(&mut self) -> Result<(), EngineError> {
+    /// Queue `CaughtUp` once the subscribe-time head has been scanned.
+    fn caught_up_if_reached(&mut self) {
+        if let Some(target) = self.caught_up_at {
+            if self.scanned >= target {
+                self.caught_up_at = None;
+                let cursor = self.cursor(target);
+                self.ready
+                    .push_back((target, DeliveryItem::CaughtUp { cursor }));
+            }
+        }
+    }
+
+    /// Copy the next batch out under the lock, then decode and filter it,
+    /// placing `CaughtUp` right after the subscribe-time head. Returns how
+    /// many records were read.
+    fn read_batch(&mut self) -> Result<usize, EngineError> {
+        self.caught_up_if_reached();
         let batch = {
             let log = self.shared.log(self.family).lock();
             match log.read_after(self.scanned, self.shared.config.batch_size) {
@@ -140,18 +151,16 @@ impl Subscription {
                 Read::Expired { oldest } => {
                     return Err(self.expired(oldest, "evicted by the memory backend's retention"))
                 }
-                Read::BeyondHead { head } => {
-                    return Err(self.expired(head, "the position is beyond this instance's head"))
-                }
             }
         };
-        for record in batch {
+        for record in &batch {
             self.scanned = record.seq;
-            if let Some(item) = self.deliver(&record) {
+            if let Some(item) = self.deliver(record) {
                 self.ready.push_back((record.seq, item));
             }
+            self.caught_up_if_reached();
         }
-        Ok(())
+        Ok(batch.len())
     }
 
     fn expired(&self, oldest: u64, why: &str) -> EngineError {
@@ -164,10 +173,14 @@ impl Subscription {
 
     fn deliver(&self, record: &Record) -> Option<DeliveryItem> {
         let cursor = self.cursor(record.seq);
+        let decoded;
         let draft = match &record.body {
-            RecordBody::Event(draft) => draft.clone(),
+            RecordBody::Event(draft) => draft,
             RecordBody::Raw(fields) => match decode_new_event(self.family, fields.as_slice()) {
-                Ok(draft) => draft,
+                Ok(d) => {
+                    decoded = d;
+                    &decoded
+                }
                 Err(e) => {
                     return Some(DeliveryItem::Corrupt {
                         cursor,
@@ -183,7 +196,7 @@ impl Subscription {
             return None;
         }
         Some(DeliveryItem::Event {
-            event: draft.into_event(cursor, record.at),
+            event: draft.clone().into_event(cursor, record.at),
             meta: record.meta.clone(),
         })
     }

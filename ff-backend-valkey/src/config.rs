@@ -1,0 +1,289 @@
+//! [`ValkeyConfig`] and [`Retention`]: key prefix, retention per family,
+//! read batch size, checkpoint and safety-net intervals, reconnection, and
+//! the client name the backend's connections carry.
+
+use std::time::Duration;
+
+use ff_core::backend::ReconnectPolicy;
+use ff_core::engine_error::EngineError;
+use ff_core::stream_events::Family;
+
+/// Default key prefix.
+pub const DEFAULT_KEY_PREFIX: &str = "ff:";
+/// Default entries per catch-up read (measured: see the crate docs).
+pub const DEFAULT_READ_BATCH: usize = 1000;
+/// Default checkpoint interval.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// Default safety-net poll: the `XREAD BLOCK` timeout after which a
+/// subscription re-reads even without a wake-up.
+pub const DEFAULT_SAFETY_NET_POLL: Duration = Duration::from_secs(30);
+/// Default client name of the backend's connections.
+pub const DEFAULT_CLIENT_NAME: &str = "ff";
+
+/// Largest accepted read batch.
+pub const MAX_READ_BATCH: usize = 100_000;
+const MAX_PREFIX_LEN: usize = 256;
+const MAX_CLIENT_NAME_LEN: usize = 64;
+
+/// How much of a family's stream the publisher keeps. Trimming is exact at
+/// the entry level and records the last removed entry id in the stream's
+/// `max-deleted-entry-id`, so a subscriber can always tell an expired
+/// cursor from one whose next event is still retained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Retention {
+    /// Keep everything (the default).
+    #[default]
+    None,
+    /// Keep about this many newest entries (like `MAXLEN ~`): the stream is
+    /// trimmed back to exactly `n` once it has grown a little past it.
+    MaxLen(u64),
+    /// Keep entries younger than this (like `MINID ~` with an id computed
+    /// from the server's clock), trimming once the oldest is a little older.
+    MinAge(Duration),
+}
+
+/// Configuration of a [`ValkeyBackend`](crate::ValkeyBackend).
+///
+/// ```
+/// use std::time::Duration;
+/// use ff_backend_valkey::{Retention, ValkeyConfig};
+/// use ff_core::stream_events::Family;
+///
+/// let config = ValkeyConfig::default()
+///     .with_key_prefix("billing:ff:")
+///     .with_retention(Family::LeaseHistory, Retention::MaxLen(1_000_000))
+///     .with_retention(Family::Completion, Retention::MinAge(Duration::from_secs(7 * 86_400)))
+///     .with_checkpoint_interval(Duration::from_millis(500))
+///     .with_client_name("billing-ff");
+/// assert!(config.validate().is_ok());
+/// assert_eq!(config.retention(Family::SignalDelivery), Retention::None);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ValkeyConfig {
+    /// Prefix of every key the backend uses (`{prefix}{family}`,
+    /// `{prefix}cursors`). Non-empty, without whitespace or control
+    /// characters. On Valkey Cluster put a hash tag in it (`ff:{app}:`) so
+    /// callers can append atomically beside their own keys.
+    pub key_prefix: String,
+    /// Entries per catch-up read.
+    pub read_batch: usize,
+    /// How long a subscription may scan filtered-out entries without
+    /// yielding before it yields a `Checkpoint`.
+    pub checkpoint_interval: Duration,
+    /// Longest `XREAD BLOCK` wait; a subscription re-reads after it even
+    /// without a wake-up (a safety net, not the delivery path).
+    pub safety_net_poll: Duration,
+    /// How subscriptions re-establish lost connections.
+    pub reconnect: ReconnectPolicy,
+    /// `CLIENT SETNAME` of the backend's connections; subscriptions'
+    /// dedicated connections are named `{client_name}:sub`.
+    pub client_name: String,
+    /// Longest wait for a TCP connection and handshake.
+    pub connect_timeout: Duration,
+    /// Longest wait for the reply to an ordinary command.
+    pub command_timeout: Duration,
+    retention: [Retention; 4],
+}
+
+impl Default for ValkeyConfig {
+    fn default() -> Self {
+        Self {
+            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            read_batch: DEFAULT_READ_BATCH,
+            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+            safety_net_poll: DEFAULT_SAFETY_NET_POLL,
+            reconnect: ReconnectPolicy::default(),
+            client_name: DEFAULT_CLIENT_NAME.to_owned(),
+            connect_timeout: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(30),
+            retention: [Retention::None; 4],
+        }
+    }
+}
+
+fn family_index(family: Family) -> usize {
+    usize::from(family.cursor_byte() - 1)
+}
+
+impl ValkeyConfig {
+    /// The default configuration (prefix `ff:`, keep everything).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Set the key prefix.
+    pub fn with_key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
+        self
+    }
+
+    /// Set `family`'s retention.
+    pub fn with_retention(mut self, family: Family, retention: Retention) -> Self {
+        self.retention[family_index(family)] = retention;
+        self
+    }
+
+    /// Set every family's retention.
+    pub fn with_retention_for_all(mut self, retention: Retention) -> Self {
+        self.retention = [retention; 4];
+        self
+    }
+
+    /// `family`'s retention.
+    pub fn retention(&self, family: Family) -> Retention {
+        self.retention[family_index(family)]
+    }
+
+    /// Set the entries per catch-up read.
+    pub fn with_read_batch(mut self, entries: usize) -> Self {
+        self.read_batch = entries;
+        self
+    }
+
+    /// Set the checkpoint interval.
+    pub fn with_checkpoint_interval(mut self, interval: Duration) -> Self {
+        self.checkpoint_interval = interval;
+        self
+    }
+
+    /// Set the safety-net poll (the `XREAD BLOCK` timeout).
+    pub fn with_safety_net_poll(mut self, poll: Duration) -> Self {
+        self.safety_net_poll = poll;
+        self
+    }
+
+    /// Set the reconnection policy.
+    pub fn with_reconnect(mut self, policy: ReconnectPolicy) -> Self {
+        self.reconnect = policy;
+        self
+    }
+
+    /// Set the client name.
+    pub fn with_client_name(mut self, name: impl Into<String>) -> Self {
+        self.client_name = name.into();
+        self
+    }
+
+    /// Set the connect and command timeouts.
+    pub fn with_timeouts(mut self, connect: Duration, command: Duration) -> Self {
+        self.connect_timeout = connect;
+        self.command_timeout = command;
+        self
+    }
+
+    /// Check every setting, naming the first bad one.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        let p = &self.key_prefix;
+        if p.is_empty()
+            || p.len() > MAX_PREFIX_LEN
+            || p.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(EngineError::validation(format!(
+                "key prefix {:?} must be 1..={MAX_PREFIX_LEN} bytes without whitespace or control characters (e.g. \"ff:\")",
+                p.chars().take(40).collect::<String>()
+            )));
+        }
+        let n = &self.client_name;
+        if n.is_empty() || n.len() > MAX_CLIENT_NAME_LEN || !n.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(EngineError::validation(format!(
+                "client name {:?} must be 1..={MAX_CLIENT_NAME_LEN} printable ASCII characters without spaces",
+                n.chars().take(40).collect::<String>()
+            )));
+        }
+        if !(1..=MAX_READ_BATCH).contains(&self.read_batch) {
+            return Err(EngineError::validation(format!(
+                "read batch {} must be 1..={MAX_READ_BATCH}",
+                self.read_batch
+            )));
+        }
+        for (what, d) in [
+            ("checkpoint interval", self.checkpoint_interval),
+            ("safety-net poll", self.safety_net_poll),
+            ("connect timeout", self.connect_timeout),
+            ("command timeout", self.command_timeout),
+        ] {
+            if d < Duration::from_millis(1) {
+                return Err(EngineError::validation(format!(
+                    "{what} must be at least 1 ms, got {d:?}"
+                )));
+            }
+        }
+        for family in Family::ALL.iter().copied() {
+            match self.retention(family) {
+                Retention::MaxLen(0) => {
+                    return Err(EngineError::validation(format!(
+                        "{family} retention MaxLen(0) would keep nothing; use at least 1"
+                    )))
+                }
+                Retention::MinAge(d) if d < Duration::from_millis(1) => {
+                    return Err(EngineError::validation(format!(
+                        "{family} retention MinAge must be at least 1 ms, got {d:?}"
+                    )))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid(config: ValkeyConfig, needle: &str) {
+        match config.validate() {
+            Err(EngineError::Validation { detail }) => {
+                assert!(detail.contains(needle), "{detail:?} lacks {needle:?}")
+            }
+            other => panic!("expected Validation, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = ValkeyConfig::default();
+        assert!(c.validate().is_ok());
+        assert_eq!(c.key_prefix, "ff:");
+        assert_eq!(c.checkpoint_interval, Duration::from_secs(1));
+        assert!(c.safety_net_poll >= Duration::from_secs(30));
+        for f in Family::ALL.iter().copied() {
+            assert_eq!(c.retention(f), Retention::None);
+        }
+    }
+
+    #[test]
+    fn bad_prefixes_names_and_sizes_are_rejected() {
+        invalid(ValkeyConfig::default().with_key_prefix(""), "key prefix");
+        invalid(ValkeyConfig::default().with_key_prefix("a b"), "key prefix");
+        invalid(
+            ValkeyConfig::default().with_key_prefix("a\nb"),
+            "key prefix",
+        );
+        invalid(
+            ValkeyConfig::default().with_client_name("my app"),
+            "client name",
+        );
+        invalid(ValkeyConfig::default().with_read_batch(0), "read batch");
+        invalid(
+            ValkeyConfig::default().with_checkpoint_interval(Duration::ZERO),
+            "checkpoint interval",
+        );
+        invalid(
+            ValkeyConfig::default().with_retention(Family::Completion, Retention::MaxLen(0)),
+            "MaxLen(0)",
+        );
+    }
+
+    #[test]
+    fn retention_is_per_family() {
+        let c = ValkeyConfig::default()
+            .with_retention_for_all(Retention::MaxLen(10))
+            .with_retention(Family::InstanceTags, Retention::None);
+        assert_eq!(c.retention(Family::LeaseHistory), Retention::MaxLen(10));
+        assert_eq!(c.retention(Family::InstanceTags), Retention::None);
+    }
+}

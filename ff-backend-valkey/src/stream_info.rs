@@ -1,0 +1,232 @@
+//! [`StreamState`]: what `XINFO STREAM` says about a family's stream —
+//! read in the same transaction as the entries it judges, or on its own
+//! (subscribe, bounds).
+
+use ff_core::engine_error::EngineError;
+use ff_core::stream_subscribe::ValkeyPosition;
+use redis::Value;
+
+use crate::error::{to_engine, unexpected, BACKEND};
+use crate::id;
+use crate::inner::Inner;
+
+/// A stream's metadata at one instant. An absent key is an empty stream
+/// whose history is `0-0`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct StreamState {
+    /// The id of the newest entry ever added (`last-generated-id`).
+    pub(crate) last_generated: ValkeyPosition,
+    /// The largest removed entry id ff (or `XDEL`) recorded
+    /// (`max-deleted-entry-id`).
+    pub(crate) max_deleted: ValkeyPosition,
+    /// The oldest retained entry, if any.
+    pub(crate) first: Option<ValkeyPosition>,
+    /// The newest retained entry, if any.
+    pub(crate) last: Option<ValkeyPosition>,
+    /// Retained entries.
+    pub(crate) length: u64,
+}
+
+impl StreamState {
+    /// The state of a key that does not exist.
+    pub(crate) const ABSENT: StreamState = StreamState {
+        last_generated: id::ZERO,
+        max_deleted: id::ZERO,
+        first: None,
+        last: None,
+        length: 0,
+    };
+
+    /// Read the fields of an `XINFO STREAM` reply. `Err` names what was
+    /// missing or malformed.
+    pub(crate) fn from_fields<'a>(
+        fields: impl IntoIterator<Item = (&'a [u8], InfoValue<'a>)>,
+    ) -> Result<Self, String> {
+        let mut state = StreamState::ABSENT;
+        let mut saw_last_generated = false;
+        for (name, value) in fields {
+            match (name, value) {
+                (b"length", InfoValue::Int(n)) => {
+                    state.length = u64::try_from(n).map_err(|_| "negative length")?
+                }
+                (b"last-generated-id", InfoValue::Bytes(b)) => {
+                    state.last_generated = id::parse(b).ok_or("bad last-generated-id")?;
+                    saw_last_generated = true;
+                }
+                (b"max-deleted-entry-id", InfoValue::Bytes(b)) => {
+                    state.max_deleted = id::parse(b).ok_or("bad max-deleted-entry-id")?
+                }
+                (b"first-entry", v) => state.first = entry_id(v, "first-entry")?,
+                (b"last-entry", v) => state.last = entry_id(v, "last-entry")?,
+                (b"length" | b"last-generated-id" | b"max-deleted-entry-id", _) => {
+                    return Err(format!(
+                        "XINFO STREAM field {} has an unexpected type",
+                        String::from_utf8_lossy(name)
+                    ))
+                }
+                _ => {}
+            }
+        }
+        if !saw_last_generated {
+            return Err("XINFO STREAM has no last-generated-id".into());
+        }
+        Ok(state)
+    }
+
+    /// Parse an `XINFO STREAM` reply of the general-purpose client (RESP2
+    /// flat array or RESP3 map).
+    pub(crate) fn from_value(reply: &Value) -> Result<Self, String> {
+        fn bytes(v: &Value) -> Option<&[u8]> {
+            match v {
+                Value::BulkString(b) => Some(b),
+                Value::SimpleString(s) => Some(s.as_bytes()),
+                _ => None,
+            }
+        }
+        fn value(v: &Value) -> InfoValue<'_> {
+            match v {
+                Value::Int(n) => InfoValue::Int(*n),
+                Value::Nil => InfoValue::Nil,
+                Value::Array(parts) => InfoValue::Entry(parts.first().and_then(bytes)),
+                other => bytes(other).map_or(InfoValue::Other, InfoValue::Bytes),
+            }
+        }
+        let pairs: Vec<(&[u8], InfoValue<'_>)> = match reply {
+            Value::Array(items) => items
+                .chunks_exact(2)
+                .filter_map(|p| Some((bytes(&p[0])?, value(&p[1]))))
+                .collect(),
+            Value::Map(pairs) => pairs
+                .iter()
+                .filter_map(|(k, v)| Some((bytes(k)?, value(v))))
+                .collect(),
+            other => return Err(format!("XINFO STREAM returned {other:?}")),
+        };
+        Self::from_fields(pairs)
+    }
+}
+
+/// A value in an `XINFO STREAM` reply, as far as ff reads it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum InfoValue<'a> {
+    /// A string.
+    Bytes(&'a [u8]),
+    /// An integer.
+    Int(i64),
+    /// Nil (no entry).
+    Nil,
+    /// An entry `[id, fields]`: its id.
+    Entry(Option<&'a [u8]>),
+    /// Anything else.
+    Other,
+}
+
+/// `first-entry` / `last-entry`: an entry or nil.
+fn entry_id(v: InfoValue<'_>, what: &str) -> Result<Option<ValkeyPosition>, String> {
+    match v {
+        InfoValue::Nil => Ok(None),
+        InfoValue::Entry(Some(b)) => id::parse(b)
+            .map(Some)
+            .ok_or_else(|| format!("bad {what} id in XINFO STREAM")),
+        other => Err(format!("bad {what} in XINFO STREAM: {other:?}")),
+    }
+}
+
+/// The stream's state now (one `XINFO STREAM` on the shared connection).
+pub(crate) async fn stream_state(
+    inner: &Inner,
+    key: &str,
+    context: &str,
+) -> Result<StreamState, EngineError> {
+    let reply = inner
+        .conn
+        .command(redis::cmd("XINFO").arg("STREAM").arg(key))
+        .await
+        .map_err(|e| to_engine(e, context))?;
+    parse_state(&reply, context)
+}
+
+/// Parse an `XINFO STREAM` reply of the shared connection; "no such key"
+/// is the absent stream.
+pub(crate) fn parse_state(reply: &Value, context: &str) -> Result<StreamState, EngineError> {
+    match reply {
+        Value::ServerError(e) if e.details().is_some_and(|d| d.contains("no such key")) => {
+            Ok(StreamState::ABSENT)
+        }
+        Value::ServerError(e) => Err(EngineError::Backend {
+            backend: BACKEND,
+            detail: format!("{context}: XINFO STREAM failed: {e:?}"),
+        }),
+        other => StreamState::from_value(other).map_err(|why| unexpected(context, why)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    fn p(ms: u64, seq: u64) -> ValkeyPosition {
+        ValkeyPosition { ms, seq }
+    }
+
+    #[test]
+    fn parses_the_fields_valkey_9_reports() {
+        let entry =
+            |id: &str| Value::Array(vec![bulk(id), Value::Array(vec![bulk("a"), bulk("1")])]);
+        let reply = Value::Array(vec![
+            bulk("length"),
+            Value::Int(2),
+            bulk("radix-tree-keys"),
+            Value::Int(1),
+            bulk("last-generated-id"),
+            bulk("5-0"),
+            bulk("max-deleted-entry-id"),
+            bulk("3-0"),
+            bulk("entries-added"),
+            Value::Int(5),
+            bulk("recorded-first-entry-id"),
+            bulk("4-0"),
+            bulk("groups"),
+            Value::Int(0),
+            bulk("first-entry"),
+            entry("4-0"),
+            bulk("last-entry"),
+            entry("5-0"),
+        ]);
+        let s = StreamState::from_value(&reply).unwrap();
+        assert_eq!(
+            s,
+            StreamState {
+                last_generated: p(5, 0),
+                max_deleted: p(3, 0),
+                first: Some(p(4, 0)),
+                last: Some(p(5, 0)),
+                length: 2,
+            }
+        );
+    }
+
+    #[test]
+    fn empty_streams_have_no_entries_and_garbage_is_an_error() {
+        let reply = Value::Map(vec![
+            (bulk("length"), Value::Int(0)),
+            (bulk("last-generated-id"), bulk("9-1")),
+            (bulk("first-entry"), Value::Nil),
+            (bulk("last-entry"), Value::Nil),
+        ]);
+        let s = StreamState::from_value(&reply).unwrap();
+        assert_eq!(s.first, None);
+        assert_eq!(s.last_generated, p(9, 1));
+        assert_eq!(
+            s.max_deleted,
+            id::ZERO,
+            "absent on old servers: nothing recorded"
+        );
+        assert!(StreamState::from_value(&Value::Int(3)).is_err());
+        assert!(StreamState::from_value(&Value::Array(vec![])).is_err());
+    }
+}

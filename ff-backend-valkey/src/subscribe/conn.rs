@@ -1,0 +1,182 @@
+//! [`Conn`]: a subscription's own connection, driven by the subscription's
+//! task itself (no separate I/O task, so a reply reaches the subscription
+//! without a hand-off), speaking RESP2 through [`crate::resp`]. Requests
+//! can be pipelined: the next read is written before the current reply is
+//! decoded. Dropping it closes the socket.
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use redis::{ConnectionAddr, ConnectionInfo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::resp::{self, Parser, ProtocolError, Token};
+
+/// A failed exchange on a [`Conn`].
+#[derive(Debug)]
+pub(crate) enum ConnError {
+    /// The socket failed or closed.
+    Io(io::Error),
+    /// No reply within the timeout.
+    Timeout(Duration),
+    /// The server sent something that is not RESP2.
+    Protocol(String),
+    /// The server answered with an error reply (`-CODE text`).
+    Server(String),
+}
+
+impl fmt::Display for ConnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Io(e) => write!(f, "{e}"),
+            Self::Timeout(d) => write!(f, "no reply within {d:?}"),
+            Self::Protocol(why) => write!(f, "protocol error: {why}"),
+            Self::Server(msg) => write!(f, "server error: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for ConnError {}
+
+impl ConnError {
+    /// Whether retrying on a new connection, later, can succeed: every
+    /// connection failure, and the server's transient states.
+    pub(crate) fn is_transient(&self) -> bool {
+        match self {
+            Self::Io(_) | Self::Timeout(_) | Self::Protocol(_) => true,
+            Self::Server(msg) => [
+                "LOADING",
+                "BUSY",
+                "TRYAGAIN",
+                "MASTERDOWN",
+                "CLUSTERDOWN",
+                "READONLY",
+            ]
+            .iter()
+            .any(|code| msg.starts_with(code)),
+        }
+    }
+}
+
+impl From<io::Error> for ConnError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+impl From<ProtocolError> for ConnError {
+    fn from(e: ProtocolError) -> Self {
+        Self::Protocol(e.0)
+    }
+}
+
+/// One complete reply: its bytes and its tokens (ranges into the bytes).
+pub(crate) struct Reply {
+    pub(crate) data: Bytes,
+    pub(crate) tokens: Vec<Token>,
+}
+
+impl Reply {
+    /// The bytes of a string token.
+    pub(crate) fn bytes(&self, r: &std::ops::Range<usize>) -> &[u8] {
+        &self.data[r.clone()]
+    }
+
+    /// `Err(Server)` when the reply is an error reply.
+    pub(crate) fn check(self) -> Result<Self, ConnError> {
+        match self.tokens.first() {
+            Some(Token::Error(r)) => Err(ConnError::Server(
+                String::from_utf8_lossy(self.bytes(r)).into_owned(),
+            )),
+            _ => Ok(self),
+        }
+    }
+}
+
+/// A subscription's connection.
+pub(crate) struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+    parser: Parser,
+    out: Vec<u8>,
+}
+
+impl Conn {
+    /// Connect, authenticate, select the database and set the client name.
+    pub(crate) async fn open(
+        info: &ConnectionInfo,
+        name: &str,
+        connect_timeout: Duration,
+    ) -> Result<Self, ConnError> {
+        let ConnectionAddr::Tcp(host, port) = &info.addr else {
+            return Err(ConnError::Protocol(
+                "only plain TCP connections are supported".into(),
+            ));
+        };
+        let connect = TcpStream::connect((host.as_str(), *port));
+        let stream = tokio::time::timeout(connect_timeout, connect)
+            .await
+            .map_err(|_| ConnError::Timeout(connect_timeout))??;
+        stream.set_nodelay(true)?;
+        let mut conn = Self {
+            stream,
+            buf: BytesMut::with_capacity(64 * 1024),
+            parser: Parser::default(),
+            out: Vec::with_capacity(512),
+        };
+        let redis = &info.redis;
+        let mut replies = 1;
+        if let Some(password) = &redis.password {
+            match &redis.username {
+                Some(user) => conn.push(&[b"AUTH", user.as_bytes(), password.as_bytes()]),
+                None => conn.push(&[b"AUTH", password.as_bytes()]),
+            }
+            replies += 1;
+        }
+        if redis.db != 0 {
+            conn.push(&[b"SELECT", redis.db.to_string().as_bytes()]);
+            replies += 1;
+        }
+        conn.push(&[b"CLIENT", b"SETNAME", name.as_bytes()]);
+        conn.flush().await?;
+        for _ in 0..replies {
+            tokio::time::timeout(connect_timeout, conn.read())
+                .await
+                .map_err(|_| ConnError::Timeout(connect_timeout))??
+                .check()?;
+        }
+        Ok(conn)
+    }
+
+    /// Queue one command (sent by [`Conn::flush`]).
+    pub(crate) fn push(&mut self, args: &[&[u8]]) {
+        resp::encode(&mut self.out, args);
+    }
+
+    /// Send every queued command.
+    pub(crate) async fn flush(&mut self) -> Result<(), ConnError> {
+        let result = self.stream.write_all(&self.out).await;
+        self.out.clear();
+        Ok(result?)
+    }
+
+    /// Read the next reply (error replies included: see [`Reply::check`]).
+    pub(crate) async fn read(&mut self) -> Result<Reply, ConnError> {
+        loop {
+            if let Some(end) = self.parser.advance(&self.buf)? {
+                let tokens = self.parser.take();
+                let data = self.buf.split_to(end).freeze();
+                return Ok(Reply { data, tokens });
+            }
+            if self.buf.capacity() - self.buf.len() < 16 * 1024 {
+                self.buf.reserve(64 * 1024);
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(ConnError::Io(io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    }
+}

@@ -9,17 +9,6 @@
 //! names do not clash), or move `wire` and `suite` into the `ff-tests`
 //! library and invoke the macro from another test file.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use async_trait::async_trait;
-use ff_backend_memory::MemoryBackend;
-use ff_core::backend::{EventPublisher, StreamBackend};
-use ff_core::engine_error::EngineError;
-use ff_core::stream_events::{EventMeta, Family};
-use ff_core::stream_subscribe::{decode_memory, encode_memory, CursorStart, StreamCursor};
-use ff_core::testkit::Harness;
-
 /// A raw HTTP/1.1 client that reads Server-Sent Events exactly as sent.
 mod wire {
     use std::net::SocketAddr;
@@ -1473,73 +1462,6 @@ mod suite {
     }
 }
 
-/// A fresh memory backend per test.
-struct MemoryHarness {
-    backend: MemoryBackend,
-}
-
-async fn memory_harness() -> MemoryHarness {
-    MemoryHarness {
-        backend: MemoryBackend::builder()
-            .checkpoint_interval(Duration::from_millis(100))
-            .batch_size(7)
-            .build(),
-    }
-}
-
-#[async_trait]
-impl Harness for MemoryHarness {
-    fn backend(&self) -> Arc<dyn StreamBackend> {
-        Arc::new(self.backend.clone())
-    }
-
-    fn publisher(&self) -> Arc<dyn EventPublisher> {
-        Arc::new(self.backend.clone())
-    }
-
-    fn checkpoint_interval(&self) -> Duration {
-        self.backend.checkpoint_interval()
-    }
-
-    fn safety_net_poll(&self) -> Option<Duration> {
-        None
-    }
-
-    async fn expire_before(
-        &self,
-        family: Family,
-        cursor: &StreamCursor,
-    ) -> Result<(), EngineError> {
-        self.backend.evict_before(family, cursor).map(|_| ())
-    }
-
-    async fn inject_corrupt(&self, family: Family) -> Result<StreamCursor, EngineError> {
-        let fields = vec![
-            ("execution_id".to_owned(), "not-an-execution-id".to_owned()),
-            ("type".to_owned(), "acquired".to_owned()),
-        ];
-        Ok(self
-            .backend
-            .append_raw_record(family, fields, EventMeta::new()))
-    }
-
-    async fn kill_connections(&self) -> Result<bool, EngineError> {
-        Ok(false)
-    }
-
-    async fn cursor_beyond_head(&self, family: Family) -> Result<StreamCursor, EngineError> {
-        let head = self.backend.bounds(family).await?.head;
-        match decode_memory(&head, family)? {
-            CursorStart::After(p) => Ok(encode_memory(family, p.epoch, p.seq + 1000)),
-            _ => unreachable!("bounds returns positioned cursors"),
-        }
-    }
-
-    async fn open_subscriptions(&self) -> Result<usize, EngineError> {
-        Ok(self.backend.open_subscriptions())
-    }
-}
-
 /// One `#[tokio::test]` per suite function, each with a fresh harness.
 macro_rules! http_suite {
     ($make:path; $($name:ident),+ $(,)?) => {
@@ -1552,6 +1474,8 @@ macro_rules! http_suite {
         )+
     };
 }
+
+use ff_tests::harness::memory::harness as memory_harness;
 
 http_suite!(memory_harness;
     events_arrive_with_id_event_and_data,
@@ -1581,4 +1505,33 @@ http_suite!(memory_harness;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_backend_is_503_with_retry_after() {
     suite::an_unreachable_backend_is_503_with_retry_after().await;
+}
+
+/// The wire-level behaviours again over a real Valkey server.
+mod over_valkey {
+    use ff_tests::harness::valkey::ValkeyHarness;
+
+    async fn valkey_harness() -> ValkeyHarness {
+        ValkeyHarness::new().await
+    }
+
+    http_suite!(valkey_harness;
+        events_arrive_with_id_event_and_data,
+        every_family_streams_its_events,
+        the_first_message_is_the_resolved_start_position,
+        resume_with_last_event_id_yields_exactly_the_rest,
+        filters_admit_only_matching_events,
+        checkpoints_move_a_filtered_clients_position,
+        corrupt_entries_arrive_as_ff_error_and_the_stream_goes_on,
+        request_errors_have_statuses_and_json_bodies,
+        an_expired_cursor_is_410_with_the_oldest_position,
+        tokens_guard_reads_and_only_header_write_tokens_publish,
+        publish_accepts_one_event_or_an_array,
+        many_clients_share_one_backend_subscription,
+        a_client_behind_catches_up_then_joins_the_shared_subscription,
+    );
+    // `expiry_mid_stream_is_an_ff_error_with_oldest` needs a backend that
+    // reads fewer events ahead than the test publishes (the memory harness's
+    // 7); Valkey reads 1,000 at a time, so its mid-stream expiry is proven by
+    // the conformance suite and `valkey_faults` instead.
 }

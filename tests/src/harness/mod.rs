@@ -1,0 +1,5 @@
+//! [`Harness`](ff_core::testkit::Harness) implementations for the built-in
+//! backends, shared by the conformance, HTTP and CLI tests.
+
+pub mod memory;
+pub mod valkey;

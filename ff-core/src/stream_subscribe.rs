@@ -167,13 +167,14 @@ pub enum CursorStart<P> {
     After(P),
 }
 
-fn backend_name(byte: u8) -> String {
+/// Who issues cursors whose byte 0 is `byte`.
+fn issuer(byte: u8) -> String {
     match byte {
-        VALKEY_BYTE => "a Valkey".into(),
-        POSTGRES_BYTE => "a Postgres".into(),
-        MEMORY_BYTE => "a memory-backend".into(),
-        0x80..=0xFE => format!("a third-party (0x{byte:02x})"),
-        _ => format!("an unknown-format (0x{byte:02x})"),
+        VALKEY_BYTE => "the Valkey backend".into(),
+        POSTGRES_BYTE => "the Postgres backend".into(),
+        MEMORY_BYTE => "the memory backend".into(),
+        0x80..=0xFE => format!("a third-party backend (format 0x{byte:02x})"),
+        _ => format!("no known backend (unknown format 0x{byte:02x})"),
     }
 }
 
@@ -200,16 +201,16 @@ pub fn decode_positioned(
     }
     if b[0] != format {
         return Err(EngineError::invalid_cursor(format!(
-            "cursor {cursor} is {} cursor; this is {} backend: use a cursor this backend issued, or --from beginning/tail",
-            backend_name(b[0]),
-            backend_name(format).trim_start_matches("a ").trim_start_matches("an "),
+            "cursor {cursor} was issued by {}, but this is {}: use a cursor this backend issued, or start from the tail or the beginning",
+            issuer(b[0]),
+            issuer(format),
         )));
     }
     if b.len() != POSITIONED_LEN {
         return Err(EngineError::invalid_cursor(format!(
-            "cursor {cursor} is {} bytes long; {} cursors are {POSITIONED_LEN} bytes (truncated or corrupted?)",
+            "cursor {cursor} is {} bytes long; cursors of {} are {POSITIONED_LEN} bytes (truncated or corrupted?)",
             b.len(),
-            backend_name(format).trim_start_matches("a ").trim_start_matches("an "),
+            issuer(format),
         )));
     }
     match Family::from_cursor_byte(b[1]) {

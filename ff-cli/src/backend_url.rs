@@ -1,0 +1,90 @@
+//! Opening a backend from a URL: `memory:`, `valkey://` / `redis://`,
+//! `postgres://`. Credentials never appear in what this module prints.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use ff_backend_memory::MemoryBackend;
+use ff_core::backend::{CursorStore, EventPublisher, StreamBackend};
+
+/// A backend opened from a URL: its subscribe, publish and cursor-store sides.
+#[derive(Clone)]
+pub struct Opened {
+    /// Subscriptions.
+    pub backend: Arc<dyn StreamBackend>,
+    /// Appends.
+    pub publisher: Arc<dyn EventPublisher>,
+    /// Consumer positions.
+    pub cursors: Arc<dyn CursorStore>,
+    /// The URL with any password removed, for display.
+    pub label: String,
+}
+
+/// Remove the password (and anything that looks like one) from a URL.
+pub fn redact(url: &str) -> String {
+    if url == "memory:" {
+        return url.to_owned();
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // Not a URL (perhaps a key=value DSN with a password): show nothing of it.
+        return "<unparseable URL>".to_owned();
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{user}:***@{host}")
+        }
+        None => authority.to_owned(),
+    };
+    let path = match path.split_once('?') {
+        Some((p, _)) => format!("{p}?…"),
+        None => path.to_owned(),
+    };
+    format!("{scheme}://{authority}{path}")
+}
+
+/// Open the backend `url` names.
+pub async fn open(url: &str) -> Result<Opened> {
+    let label = redact(url);
+    let scheme = url.split(':').next().unwrap_or("");
+    match scheme {
+        "memory" => {
+            let memory = MemoryBackend::new();
+            Ok(Opened {
+                backend: Arc::new(memory.clone()),
+                publisher: Arc::new(memory.clone()),
+                cursors: Arc::new(memory),
+                label,
+            })
+        }
+        "valkey" | "redis" | "valkeys" | "rediss" => crate::backends::open_valkey(url, label).await,
+        "postgres" | "postgresql" => crate::backends::open_postgres(url, label).await,
+        _ => bail!(
+            "unsupported backend URL {label:?}: use memory:, valkey://host:port[/db], redis://host:port[/db] or postgres://user@host:port/db"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_survive_redaction() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/ff?sslmode=require&password=x"),
+            "postgres://app:***@db:5432/ff?…"
+        );
+        assert_eq!(
+            redact("redis://:hunter2@127.0.0.1:6379/0"),
+            "redis://:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(redact("valkey://127.0.0.1:6379"), "valkey://127.0.0.1:6379");
+        assert_eq!(redact("memory:"), "memory:");
+        assert_eq!(redact("host=db password=hunter2"), "<unparseable URL>");
+    }
+}

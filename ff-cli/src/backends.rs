@@ -1,0 +1,31 @@
+//! Opening the networked backends with their default configuration.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use ff_backend_postgres::{PostgresBackend, PostgresConfig};
+use ff_backend_valkey::{ValkeyBackend, ValkeyConfig};
+
+use crate::backend_url::Opened;
+
+/// Connect to Valkey (`valkey://` or `redis://`).
+pub async fn open_valkey(url: &str, label: String) -> Result<Opened> {
+    let backend = ValkeyBackend::connect(url, ValkeyConfig::default()).await?;
+    Ok(Opened {
+        backend: Arc::new(backend.clone()),
+        publisher: Arc::new(backend.clone()),
+        cursors: Arc::new(backend),
+        label,
+    })
+}
+
+/// Connect to Postgres (applying migrations).
+pub async fn open_postgres(url: &str, label: String) -> Result<Opened> {
+    let backend = PostgresBackend::connect(url, PostgresConfig::default()).await?;
+    Ok(Opened {
+        backend: Arc::new(backend.clone()),
+        publisher: Arc::new(backend.clone()),
+        cursors: Arc::new(backend),
+        label,
+    })
+}

@@ -1,0 +1,68 @@
+//! `ff bench`: throughput and latency through ff beside raw-client
+//! baselines measured in the same run.
+
+mod http_client;
+mod memory;
+pub mod postgres;
+pub mod report;
+pub mod rss;
+mod sse;
+pub mod valkey;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+use crate::backend_url;
+
+/// `ff bench` options.
+#[derive(Args, Debug, Clone)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    /// Benchmark the SSE gateway instead of a backend.
+    #[command(subcommand)]
+    pub which: Option<BenchWhich>,
+    /// Backend URL: memory:, valkey://host:port[/db], postgres://...
+    #[arg(long, env = "FF_BACKEND", default_value = "memory:")]
+    pub backend: String,
+    /// Events to publish and catch up on (at least 200,000 for Valkey and Postgres).
+    #[arg(long, default_value_t = 200_000)]
+    pub events: usize,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Benchmarks other than a backend's.
+#[derive(Subcommand, Debug, Clone)]
+pub enum BenchWhich {
+    /// N concurrent SSE clients on one `ff serve` while events are published
+    /// at a steady rate.
+    Sse(sse::SseBenchArgs),
+}
+
+/// Run the chosen benchmark and print its report.
+pub async fn run(args: BenchArgs) -> Result<()> {
+    let (report, json) = match &args.which {
+        Some(BenchWhich::Sse(sse_args)) => (sse::run(sse_args).await?, sse_args.json),
+        None => {
+            let scheme = args.backend.split(':').next().unwrap_or("");
+            let report = match scheme {
+                "valkey" | "redis" | "valkeys" | "rediss" => {
+                    valkey::run(&args.backend, args.events).await?
+                }
+                "postgres" | "postgresql" => postgres::run(&args.backend, args.events).await?,
+                _ => {
+                    let opened = backend_url::open(&args.backend).await?;
+                    memory::run(&opened, args.events).await?
+                }
+            };
+            (report, args.json)
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        report.print_table();
+    }
+    Ok(())
+}

@@ -1,0 +1,374 @@
+//! Valkey benchmark: publish throughput, catch-up throughput and peak RSS,
+//! and live latency through ff, each beside a raw `redis`-crate baseline
+//! doing the same work against the same server in the same run.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use ff_backend_valkey::redis::streams::{StreamReadOptions, StreamReadReply};
+use ff_backend_valkey::redis::{self, aio::MultiplexedConnection, AsyncCommands};
+use ff_backend_valkey::{ValkeyBackend, ValkeyConfig};
+use ff_core::backend::{DeliveryItem, EventPublisher, StreamBackend};
+use ff_core::filter::SubscriptionFilter;
+use ff_core::stream_events::{CompletionOutcome, EventMeta, Family, NewEvent};
+use ff_core::stream_subscribe::StreamCursor;
+use ff_core::types::ExecutionId;
+use futures::StreamExt;
+
+use super::report::{BenchReport, Figure};
+use super::rss::RssSampler;
+
+/// Catch-up is measured over at least this many events.
+pub const MIN_CATCH_UP_EVENTS: usize = 200_000;
+/// Events per publish batch / raw pipeline.
+const PUBLISH_CHUNK: usize = 1000;
+/// Live latency: events per second and samples per side.
+const LIVE_RATE: u64 = 1000;
+const LIVE_SAMPLES: usize = 2000;
+
+/// Run the Valkey benchmark against `url` with `events` events (at least
+/// [`MIN_CATCH_UP_EVENTS`]). Uses keys under a fresh prefix and deletes
+/// them afterwards.
+pub async fn run(url: &str, events: usize) -> anyhow::Result<BenchReport> {
+    let events = events.max(MIN_CATCH_UP_EVENTS);
+    let prefix = format!("ffbench:{}:{}:", std::process::id(), nanos());
+    let config = ValkeyConfig::default()
+        .with_key_prefix(prefix.clone())
+        .with_client_name("ff-bench");
+    let backend = ValkeyBackend::connect(url, config).await?;
+    let client_url = url.replacen("valkey://", "redis://", 1);
+    let client = redis::Client::open(client_url.as_str()).context("raw client")?;
+    let mut raw = client
+        .get_multiplexed_async_connection()
+        .await
+        .context("raw connection")?;
+    let ff_key = backend.stream_key(Family::Completion).to_owned();
+    let raw_key = format!("{prefix}raw");
+    let result = measure(&backend, &client, &mut raw, &ff_key, &raw_key, events).await;
+    let mut del = redis::cmd("DEL");
+    del.arg(&raw_key).arg(format!("{raw_key}-live"));
+    for family in Family::ALL.iter().copied() {
+        del.arg(backend.stream_key(family));
+    }
+    let _: redis::RedisResult<()> = del.query_async(&mut raw).await;
+    let figures = result?;
+    Ok(BenchReport {
+        backend: format!("valkey {}", backend.url()),
+        figures,
+    })
+}
+
+fn nanos() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+}
+
+/// Event `n` of the workload (the same fields for ff and the raw client;
+/// execution ids come from a pool so that id generation is not measured).
+fn draft(n: usize) -> (NewEvent, EventMeta) {
+    static EXECUTIONS: std::sync::OnceLock<Vec<ExecutionId>> = std::sync::OnceLock::new();
+    let executions = EXECUTIONS.get_or_init(|| (0..64).map(ExecutionId::new).collect());
+    let outcome = if n % 10 == 0 {
+        CompletionOutcome::Failure
+    } else {
+        CompletionOutcome::Success
+    };
+    (
+        NewEvent::completion(executions[n % 64], outcome),
+        EventMeta::new()
+            .with_namespace("bench")
+            .with_tag("n", n.to_string()),
+    )
+}
+
+fn per_sec(n: usize, elapsed: Duration) -> f64 {
+    n as f64 / elapsed.as_secs_f64()
+}
+
+async fn measure(
+    backend: &ValkeyBackend,
+    client: &redis::Client,
+    raw: &mut MultiplexedConnection,
+    ff_key: &str,
+    raw_key: &str,
+    events: usize,
+) -> anyhow::Result<Vec<Figure>> {
+    eprintln!("bench: publishing {events} events through ff and raw XADD");
+    let (ff_publish, raw_publish) = publish(backend, raw, raw_key, events).await?;
+
+    eprintln!("bench: catching up over {events} events");
+    let (raw_catch_up, raw_rss) = raw_catch_up(raw, ff_key, events).await?;
+    let (ff_catch_up, ff_rss) = ff_catch_up(backend, events).await?;
+
+    eprintln!("bench: live latency at {LIVE_RATE} events/s");
+    let raw_live = raw_live(client, raw, &format!("{raw_key}-live")).await?;
+    let ff_live = ff_live(backend).await?;
+
+    Ok(vec![
+        Figure::new(
+            "publish_events_per_sec",
+            "events/s",
+            ff_publish,
+            Some(raw_publish),
+        ),
+        Figure::new(
+            "catch_up_events_per_sec",
+            "events/s",
+            ff_catch_up,
+            Some(raw_catch_up),
+        ),
+        Figure::new("live_p50_us", "us", ff_live.0, Some(raw_live.0)),
+        Figure::new("live_p99_us", "us", ff_live.1, Some(raw_live.1)),
+        Figure::new("catch_up_peak_rss_mib", "MiB", ff_rss, Some(raw_rss)),
+    ])
+}
+
+/// The raw producer: the same fields ff writes, 1000 `XADD`s per pipeline.
+fn raw_xadd(pipe: &mut redis::Pipeline, key: &str, n: usize) {
+    let (event, meta) = draft(n);
+    let NewEvent::Completion {
+        execution_id,
+        outcome,
+    } = event
+    else {
+        unreachable!("completion drafts")
+    };
+    pipe.cmd("XADD")
+        .arg(key)
+        .arg("*")
+        .arg("v")
+        .arg(1)
+        .arg("execution_id")
+        .arg(execution_id.to_string())
+        .arg("outcome")
+        .arg(outcome.as_wire())
+        .arg("namespace")
+        .arg("bench")
+        .arg("tags")
+        .arg(meta.tags_json());
+}
+
+/// Publish `events` through ff (batches of [`PUBLISH_CHUNK`]) and with raw
+/// pipelined `XADD`s, alternating chunk by chunk so both see the same
+/// server state and machine load. Returns (ff, raw) events/s.
+async fn publish(
+    backend: &ValkeyBackend,
+    raw: &mut MultiplexedConnection,
+    raw_key: &str,
+    events: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let (mut ff_time, mut raw_time) = (Duration::ZERO, Duration::ZERO);
+    for start in (0..events).step_by(PUBLISH_CHUNK) {
+        let chunk = start..(start + PUBLISH_CHUNK).min(events);
+
+        let started = Instant::now();
+        let mut pipe = redis::pipe();
+        for n in chunk.clone() {
+            raw_xadd(&mut pipe, raw_key, n);
+        }
+        let _: Vec<String> = pipe.query_async(raw).await.context("raw XADD")?;
+        raw_time += started.elapsed();
+
+        let started = Instant::now();
+        backend.publish_batch(chunk.map(draft).collect()).await?;
+        ff_time += started.elapsed();
+    }
+    Ok((per_sec(events, ff_time), per_sec(events, raw_time)))
+}
+
+/// What the raw loop decodes each entry into.
+#[allow(dead_code)]
+struct RawCompletion {
+    id: String,
+    execution_id: String,
+    outcome: String,
+    namespace: Option<String>,
+    tags: Option<String>,
+}
+
+/// `XREAD COUNT 1000` from the start until `events` entries were decoded.
+async fn raw_catch_up(
+    raw: &mut MultiplexedConnection,
+    key: &str,
+    events: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let rss = RssSampler::start();
+    let started = Instant::now();
+    let options = StreamReadOptions::default().count(1000);
+    let mut last = "0-0".to_owned();
+    let mut seen = 0usize;
+    while seen < events {
+        let reply: StreamReadReply = raw
+            .xread_options(&[key], &[&last], &options)
+            .await
+            .context("raw XREAD")?;
+        let Some(stream) = reply.keys.into_iter().next() else {
+            bail!("raw XREAD returned nothing after {seen} of {events} entries");
+        };
+        for entry in stream.ids {
+            let event = RawCompletion {
+                execution_id: entry.get("execution_id").context("execution_id")?,
+                outcome: entry.get("outcome").context("outcome")?,
+                namespace: entry.get("namespace"),
+                tags: entry.get("tags"),
+                id: entry.id,
+            };
+            last = event.id.clone();
+            seen += 1;
+            std::hint::black_box(&event);
+        }
+    }
+    let rate = per_sec(seen, started.elapsed());
+    Ok((rate, rss.stop_mib()))
+}
+
+/// An ff subscription from the beginning until `CaughtUp`.
+async fn ff_catch_up(backend: &ValkeyBackend, events: usize) -> anyhow::Result<(f64, f64)> {
+    let rss = RssSampler::start();
+    let started = Instant::now();
+    let mut sub = backend
+        .subscribe_family(
+            Family::Completion,
+            StreamCursor::beginning(),
+            &SubscriptionFilter::default(),
+        )
+        .await?;
+    let mut seen = 0usize;
+    while let Some(item) = sub.next().await {
+        match item? {
+            DeliveryItem::Event { event, meta } => {
+                seen += 1;
+                std::hint::black_box((&event, &meta));
+            }
+            DeliveryItem::CaughtUp { .. } => break,
+            _ => {}
+        }
+    }
+    let rate = per_sec(seen, started.elapsed());
+    if seen != events {
+        bail!("ff catch-up delivered {seen} events, expected {events}");
+    }
+    Ok((rate, rss.stop_mib()))
+}
+
+/// p50 and p99 in microseconds.
+fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
+    samples.sort();
+    let at = |q: f64| {
+        let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+        samples[i].as_secs_f64() * 1e6
+    };
+    (at(0.50), at(0.99))
+}
+
+fn ticker() -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / LIVE_RATE));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    tick
+}
+
+/// Raw `XADD` → raw `XREAD BLOCK` on a dedicated connection.
+async fn raw_live(
+    client: &redis::Client,
+    raw: &mut MultiplexedConnection,
+    key: &str,
+) -> anyhow::Result<(f64, f64)> {
+    let mut reader = client.get_multiplexed_async_connection().await?;
+    let key_owned = key.to_owned();
+    let receiver = tokio::spawn(async move {
+        let options = StreamReadOptions::default().count(1000).block(30_000);
+        // A fresh key: every entry is one of ours.
+        let mut last = "0-0".to_owned();
+        let mut received: HashMap<usize, Instant> = HashMap::with_capacity(LIVE_SAMPLES);
+        while received.len() < LIVE_SAMPLES {
+            let reply: Option<StreamReadReply> = reader
+                .xread_options(&[&key_owned], &[&last], &options)
+                .await?;
+            let now = Instant::now();
+            for stream in reply.into_iter().flat_map(|r| r.keys) {
+                for entry in stream.ids {
+                    if let Some(n) = entry.get::<usize>("n") {
+                        received.insert(n, now);
+                    }
+                    last = entry.id;
+                }
+            }
+        }
+        anyhow::Ok(received)
+    });
+    let mut sent = Vec::with_capacity(LIVE_SAMPLES);
+    let mut tick = ticker();
+    for n in 0..LIVE_SAMPLES {
+        tick.tick().await;
+        sent.push(Instant::now());
+        let _: String = redis::cmd("XADD")
+            .arg(key)
+            .arg("*")
+            .arg("n")
+            .arg(n)
+            .query_async(raw)
+            .await?;
+    }
+    let received = tokio::time::timeout(Duration::from_secs(30), receiver)
+        .await
+        .context("raw live receiver timed out")???;
+    let samples = (0..LIVE_SAMPLES)
+        .filter_map(|n| Some(received.get(&n)?.duration_since(sent[n])))
+        .collect();
+    Ok(percentiles(samples))
+}
+
+/// ff `publish` → a tail subscription.
+async fn ff_live(backend: &ValkeyBackend) -> anyhow::Result<(f64, f64)> {
+    let mut sub = backend
+        .subscribe_family(
+            Family::SignalDelivery,
+            StreamCursor::empty(),
+            &SubscriptionFilter::default(),
+        )
+        .await?;
+    match sub.next().await {
+        Some(Ok(DeliveryItem::CaughtUp { .. })) => {}
+        other => bail!("tail subscription began with {other:?}"),
+    }
+    let receiver = tokio::spawn(async move {
+        let mut received = HashMap::with_capacity(LIVE_SAMPLES);
+        while received.len() < LIVE_SAMPLES {
+            match sub.next().await {
+                Some(Ok(DeliveryItem::Event { meta, .. })) => {
+                    let n: usize = meta.tags["n"].parse()?;
+                    received.insert(n, Instant::now());
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.into()),
+                None => bail!("the live subscription ended"),
+            }
+        }
+        anyhow::Ok(received)
+    });
+    let mut sent = Vec::with_capacity(LIVE_SAMPLES);
+    let mut tick = ticker();
+    for n in 0..LIVE_SAMPLES {
+        tick.tick().await;
+        let event = NewEvent::signal_delivery(
+            ExecutionId::new(1),
+            ff_core::types::SignalId::new(),
+            None,
+            None,
+            ff_core::stream_events::SignalDeliveryEffect::Satisfied,
+        );
+        sent.push(Instant::now());
+        backend
+            .publish(event, EventMeta::new().with_tag("n", n.to_string()))
+            .await?;
+    }
+    let received = tokio::time::timeout(Duration::from_secs(30), receiver)
+        .await
+        .context("ff live receiver timed out")???;
+    let samples = (0..LIVE_SAMPLES)
+        .filter_map(|n| Some(received.get(&n)?.duration_since(sent[n])))
+        .collect();
+    Ok(percentiles(samples))
+}

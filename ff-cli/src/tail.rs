@@ -1,0 +1,101 @@
+//! `ff tail`: print a family's events as JSON lines, each with its cursor.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use ff_core::backend::DeliveryItem;
+use ff_core::stream_events::{event_to_json, Family};
+use ff_core::stream_subscribe::StreamCursor;
+use futures::StreamExt;
+
+use crate::backend_url::Opened;
+use crate::filter_args::FilterArgs;
+
+/// `ff tail` options.
+#[derive(Args, Debug, Clone)]
+pub struct TailArgs {
+    /// Family: lease-history, completion, signal-delivery, instance-tags.
+    pub family: Family,
+    /// Backend URL: memory:, valkey://host:port[/db], postgres://...
+    #[arg(long, env = "FF_BACKEND", default_value = "memory:")]
+    pub backend: String,
+    /// Where to start: `tail` (only new events), `beginning`, or a cursor.
+    #[arg(long, default_value = "tail")]
+    pub from: String,
+    /// Stop after this many events.
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Stop after this many seconds without an event.
+    #[arg(long, value_name = "SECS", value_parser = crate::duration_arg::parse_secs)]
+    pub idle_timeout: Option<Duration>,
+    /// Also print checkpoint and caught-up positions as
+    /// `{"checkpoint": cursor}` / `{"caught_up": cursor}` lines.
+    #[arg(long)]
+    pub positions: bool,
+    #[command(flatten)]
+    /// Filters.
+    pub filter: FilterArgs,
+}
+
+/// Parse `--from`.
+pub fn parse_from(from: &str) -> Result<StreamCursor> {
+    match from {
+        "tail" => Ok(StreamCursor::empty()),
+        "beginning" => Ok(StreamCursor::beginning()),
+        cursor => cursor.parse().with_context(|| format!("--from {cursor:?}")),
+    }
+}
+
+/// Run `ff tail`.
+pub async fn run(args: TailArgs, opened: Opened) -> Result<()> {
+    let filter = args.filter.to_filter(args.family)?;
+    let start = parse_from(&args.from)?;
+    let mut stream = opened
+        .backend
+        .subscribe_family(args.family, start, &filter)
+        .await?;
+    let idle = args.idle_timeout;
+    let stdout = std::io::stdout();
+    let mut printed = 0u64;
+    loop {
+        if args.limit.is_some_and(|l| printed >= l) {
+            return Ok(());
+        }
+        let next = match idle {
+            Some(idle) => match tokio::time::timeout(idle, stream.next()).await {
+                Ok(next) => next,
+                Err(_) => return Ok(()),
+            },
+            None => stream.next().await,
+        };
+        let line = match next {
+            None => return Ok(()),
+            Some(Err(e)) if e.is_terminal() => bail!(e),
+            Some(Err(e)) => {
+                eprintln!("ff tail: {e}");
+                continue;
+            }
+            Some(Ok(DeliveryItem::Event { event, meta })) => {
+                printed += 1;
+                event_to_json(&event, Some(&meta)).to_string()
+            }
+            Some(Ok(DeliveryItem::Corrupt { cursor, detail })) => {
+                eprintln!("ff tail: corrupt entry at {cursor}: {detail}");
+                continue;
+            }
+            Some(Ok(DeliveryItem::Checkpoint { cursor })) if args.positions => {
+                serde_json::json!({ "checkpoint": cursor.to_string() }).to_string()
+            }
+            Some(Ok(DeliveryItem::CaughtUp { cursor })) if args.positions => {
+                serde_json::json!({ "caught_up": cursor.to_string() }).to_string()
+            }
+            Some(Ok(_)) => continue,
+        };
+        let mut out = stdout.lock();
+        if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+            return Ok(()); // stdout closed (e.g. piped into `head`)
+        }
+    }
+}

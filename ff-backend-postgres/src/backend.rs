@@ -1,0 +1,208 @@
+//! [`PostgresBackend`]: the connection pool, the schema it serves, and the
+//! [`StreamBackend`] implementation.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ff_core::backend::{DeliveryStream, StreamBackend, StreamBounds};
+use ff_core::engine_error::EngineError;
+use ff_core::filter::SubscriptionFilter;
+use ff_core::stream_events::Family;
+use ff_core::stream_subscribe::StreamCursor;
+use ff_core::types::TimestampMs;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Row};
+
+use crate::config::PostgresConfig;
+use crate::error::{map_sqlx, redact_url, BACKEND};
+use crate::migrate;
+use crate::notify::Notifier;
+use crate::pool::{with_conn, ConnPool};
+use crate::position::Pos;
+use crate::publish::InsertStatements;
+use crate::resolve::Resolved;
+use crate::schema::SchemaNames;
+
+/// The ff backend over a Postgres outbox. Cheap to clone (the state is
+/// shared); see the [crate documentation](crate) for the schema and the
+/// ordering guarantee.
+#[derive(Clone)]
+pub struct PostgresBackend {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// Shared state of a backend and its clones.
+pub(crate) struct Inner {
+    pub config: PostgresConfig,
+    pub names: SchemaNames,
+    /// Pooled connections (publishing, cursor store, queries); they set
+    /// `ff.defer_notify` and leave wake-ups to `notifier`.
+    pub pool: Arc<ConnPool>,
+    /// Options for subscription connections.
+    pub sub_options: PgConnectOptions,
+    pub statements: InsertStatements,
+    pub notifier: Notifier,
+}
+
+impl fmt::Debug for PostgresBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresBackend")
+            .field("schema", &self.inner.config.schema)
+            .field("application_name", &self.inner.config.application_name)
+            .field("pool_size", &self.inner.config.pool_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresBackend {
+    /// Connect to the database at `url` (`postgres://user:password@host:port/db`),
+    /// and apply pending migrations unless `config.migrate_on_connect` is off.
+    ///
+    /// A malformed URL or configuration is `Validation` (the URL's
+    /// password redacted); an unreachable server is `Transport`.
+    pub async fn connect(url: &str, config: PostgresConfig) -> Result<Self, EngineError> {
+        config.validate()?;
+        let invalid = |why: String| {
+            EngineError::validation(format!("invalid Postgres URL {}: {why}", redact_url(url)))
+        };
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(invalid(
+                "expected postgres://user:password@host:port/database".into(),
+            ));
+        }
+        let base = PgConnectOptions::from_str(url)
+            .map_err(|e| invalid(e.to_string()))?
+            .disable_statement_logging();
+        let pool_options = base
+            .clone()
+            .application_name(&config.application_name)
+            .options([("ff.defer_notify", "on")]);
+        // Subscriptions run the same few prepared reads over and over; a
+        // generic plan (index scans, as the reads are written for) saves
+        // re-planning each execution, about half a millisecond per read.
+        let sub_options = base
+            .application_name(&config.subscription_application_name())
+            .options([("plan_cache_mode", "force_generic_plan")]);
+        let pool = ConnPool::new(pool_options, config.pool_size, config.connect_timeout);
+        // Connect once now, so an unreachable server fails `connect`.
+        pool.acquire().await?.release();
+        let names = SchemaNames::new(&config.schema);
+        let backend = Self {
+            inner: Arc::new(Inner {
+                statements: InsertStatements::new(&names),
+                notifier: Notifier::spawn(pool.clone(), names.clone()),
+                names,
+                pool,
+                sub_options,
+                config,
+            }),
+        };
+        if backend.inner.config.migrate_on_connect {
+            backend.migrate().await?;
+        }
+        Ok(backend)
+    }
+
+    /// Create the schema or bring it up to date; returns the migration
+    /// versions applied (empty when it was current). Safe to run
+    /// concurrently from several processes.
+    pub async fn migrate(&self) -> Result<Vec<i64>, EngineError> {
+        with_conn!(self.inner.pool, |conn| migrate::migrate(
+            conn,
+            &self.inner.config.schema
+        )
+        .await)
+    }
+
+    /// The configuration this backend was built with.
+    pub fn config(&self) -> &PostgresConfig {
+        &self.inner.config
+    }
+
+    /// The schema-qualified outbox table of `family` (e.g. `ff.completion`),
+    /// for producers writing plain SQL.
+    pub fn table_name(&self, family: Family) -> String {
+        self.inner.names.table(family)
+    }
+
+    /// The notification channel subscribers of `family` listen on (e.g.
+    /// `ff.completion`; the outbox trigger notifies it).
+    pub fn notification_channel(&self, family: Family) -> String {
+        self.inner.names.channel(family)
+    }
+
+    /// Close the pool (subscriptions keep their own connections until
+    /// dropped).
+    pub async fn close(&self) {
+        self.inner.pool.close().await;
+    }
+}
+
+#[async_trait]
+impl StreamBackend for PostgresBackend {
+    fn backend_name(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn subscribe_family(
+        &self,
+        family: Family,
+        cursor: StreamCursor,
+        filter: &SubscriptionFilter,
+    ) -> Result<DeliveryStream, EngineError> {
+        crate::subscription::subscribe(self.inner.clone(), family, cursor, filter).await
+    }
+
+    /// `oldest` is the retention horizon (or `beginning()` if never
+    /// pruned); `head` the newest committed event. Subscribing from `head`
+    /// can miss events of transactions that were open when `bounds` read
+    /// it; the tail cursor never does.
+    async fn bounds(&self, family: Family) -> Result<StreamBounds, EngineError> {
+        let r = with_conn!(self.inner.pool, |conn| {
+            Resolved::read(conn, &self.inner.names, family).await
+        })?;
+        let oldest = r
+            .horizon
+            .map_or_else(StreamCursor::beginning, |h| h.cursor(family));
+        let head = r.head.map_or_else(|| oldest.clone(), |h| h.cursor(family));
+        Ok(StreamBounds::new(oldest, head, None))
+    }
+
+    /// The position before the first event (in stream order) recorded at
+    /// or after `at`, or the frontier of open transactions when every
+    /// event is older; never after a transaction still open.
+    async fn cursor_at(
+        &self,
+        family: Family,
+        at: TimestampMs,
+    ) -> Result<StreamCursor, EngineError> {
+        let sql = format!(
+            "WITH f AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) \
+             SELECT f.xmin::text::int8, r.xid::text::int8, r.id FROM f \
+             LEFT JOIN LATERAL ( \
+                 SELECT t.xid, t.id FROM {table} t WHERE t.at >= $1 ORDER BY t.xid, t.id LIMIT 1 \
+             ) r ON true",
+            table = self.inner.names.table(family)
+        );
+        let row = with_conn!(self.inner.pool, |conn| {
+            sqlx::query(&sql)
+                .bind(at.0)
+                .fetch_one(conn)
+                .await
+                .map_err(map_sqlx)
+        })?;
+        let xmin: i64 = row.try_get(0).map_err(map_sqlx)?;
+        let first: Option<(i64, i64)> = row
+            .try_get::<Option<i64>, _>(1)
+            .map_err(map_sqlx)?
+            .zip(row.try_get::<Option<i64>, _>(2).map_err(map_sqlx)?);
+        let frontier = Pos::frontier(xmin.max(0) as u64);
+        let pos = match first {
+            Some((xid, id)) => Pos::from_row(xid, id.saturating_sub(1)).min(frontier),
+            None => frontier,
+        };
+        Ok(pos.cursor(family))
+    }
+}

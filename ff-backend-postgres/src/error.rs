@@ -1,0 +1,128 @@
+//! Mapping `sqlx` failures into [`EngineError`], and keeping credentials
+//! out of messages.
+
+use ff_core::engine_error::EngineError;
+
+/// The backend name used in errors.
+pub(crate) const BACKEND: &str = "postgres";
+
+/// Whether `e` means the connection is gone (or could not be made), so
+/// reconnecting may help: I/O and TLS failures, pool timeouts, protocol
+/// breakage, and server errors of SQLSTATE class 08 (connection
+/// exception), 57P01–57P03 (shutdown, crash, not yet accepting) and 53300
+/// (too many connections).
+pub(crate) fn is_connection_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || code.starts_with("57P") || code == "53300"
+        }),
+        _ => false,
+    }
+}
+
+/// Convert a `sqlx` error: connection failures become `Transport`, server
+/// errors `Backend` with their SQLSTATE, and a missing schema or table
+/// says how to create it.
+pub(crate) fn map_sqlx(e: sqlx::Error) -> EngineError {
+    if is_connection_error(&e) {
+        return EngineError::transport(BACKEND, e);
+    }
+    match &e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            let hint = match code.as_str() {
+                "42P01" | "3F000" | "42883" => {
+                    " (the ff schema is missing or out of date: run PostgresBackend::migrate, `ff migrate`, or connect with migrate_on_connect)"
+                }
+                _ => "",
+            };
+            EngineError::Backend {
+                backend: BACKEND,
+                detail: format!("{} [SQLSTATE {code}]{hint}", db.message()),
+            }
+        }
+        _ => EngineError::Backend {
+            backend: BACKEND,
+            detail: e.to_string(),
+        },
+    }
+}
+
+/// `url` with any password replaced by `***` (in the user-info part and in
+/// a `password=` query parameter), for error messages.
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(scheme_end) = out.find("://") {
+        let rest_start = scheme_end + 3;
+        let authority_end = out[rest_start..]
+            .find(['/', '?', '#'])
+            .map_or(out.len(), |i| rest_start + i);
+        if let Some(at) = out[rest_start..authority_end].rfind('@') {
+            let at = rest_start + at;
+            if let Some(colon) = out[rest_start..at].find(':') {
+                out.replace_range(rest_start + colon + 1..at, "***");
+            }
+        }
+    }
+    let lower = out.to_ascii_lowercase();
+    let mut search = 0;
+    let mut result = String::with_capacity(out.len());
+    while let Some(i) = lower[search..].find("password=") {
+        let start = search + i;
+        let before = out[..start].chars().last();
+        let value_start = start + "password=".len();
+        let value_end = out[value_start..]
+            .find(['&', '#', ' '])
+            .map_or(out.len(), |j| value_start + j);
+        result.push_str(&out[search..value_start]);
+        if matches!(before, Some('?' | '&' | ' ') | None) {
+            result.push_str("***");
+        } else {
+            result.push_str(&out[value_start..value_end]);
+        }
+        search = value_end;
+    }
+    result.push_str(&out[search..]);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_everywhere() {
+        assert_eq!(
+            redact_url("postgres://alice:s3cret@db:5432/app"),
+            "postgres://alice:***@db:5432/app"
+        );
+        assert_eq!(
+            redact_url("postgres://alice@db/app?password=s3cret&sslmode=require"),
+            "postgres://alice@db/app?password=***&sslmode=require"
+        );
+        assert_eq!(redact_url("postgres://db/app"), "postgres://db/app");
+        assert_eq!(
+            redact_url("postgresql://a:p%40ss@h/d?x=1"),
+            "postgresql://a:***@h/d?x=1"
+        );
+        assert!(!redact_url("postgres://u:pw@h:notaport/d").contains("pw"));
+    }
+
+    #[test]
+    fn connection_errors_are_transport() {
+        let io = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(is_connection_error(&io));
+        assert!(matches!(map_sqlx(io), EngineError::Transport { .. }));
+        assert!(!is_connection_error(&sqlx::Error::RowNotFound));
+        assert!(matches!(
+            map_sqlx(sqlx::Error::RowNotFound),
+            EngineError::Backend { .. }
+        ));
+    }
+}

@@ -1,0 +1,96 @@
+//! Producing events: inside the caller's transaction, or on the pool.
+
+use async_trait::async_trait;
+use ff_core::backend::{validate_new_event, EventPublisher};
+use ff_core::engine_error::EngineError;
+use ff_core::stream_events::{EventMeta, NewEvent};
+use ff_core::stream_subscribe::StreamCursor;
+use sqlx::{Acquire, PgConnection};
+
+use crate::error::map_sqlx;
+use crate::pool::with_conn;
+use crate::publish::{group_by_family, insert_grouped, insert_one};
+use crate::PostgresBackend;
+
+impl PostgresBackend {
+    /// Append `event` inside the caller's transaction on `conn`: the event
+    /// exists if and only if that transaction commits. Returns its cursor,
+    /// whose position is the caller's transaction id and the row id.
+    ///
+    /// Subscribers are woken by the outbox trigger when the transaction
+    /// commits. Pass a transaction as `&mut *tx`.
+    ///
+    /// ```no_run
+    /// # async fn demo(backend: &ff_backend_postgres::PostgresBackend, pool: &sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+    /// use ff_core::stream_events::{CompletionOutcome, EventMeta, NewEvent};
+    /// use ff_core::types::ExecutionId;
+    /// let mut tx = pool.begin().await?;
+    /// // ... the business write, in the same transaction ...
+    /// let event = NewEvent::completion(ExecutionId::new(0), CompletionOutcome::Success);
+    /// let cursor = backend.append(&mut *tx, &event, &EventMeta::new()).await?;
+    /// tx.commit().await?;
+    /// # let _ = cursor; Ok(()) }
+    /// ```
+    pub async fn append(
+        &self,
+        conn: &mut PgConnection,
+        event: &NewEvent,
+        meta: &EventMeta,
+    ) -> Result<StreamCursor, EngineError> {
+        validate_new_event(event, meta)?;
+        let pos = insert_one(conn, &self.inner.statements, event, meta).await?;
+        Ok(pos.cursor(event.family()))
+    }
+
+    /// Append `events` inside the caller's transaction on `conn` (one
+    /// statement per family); returns their cursors in order. The whole
+    /// batch is validated before anything is written.
+    pub async fn append_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[(NewEvent, EventMeta)],
+    ) -> Result<Vec<StreamCursor>, EngineError> {
+        let groups = group_by_family(events)?;
+        let rows = insert_grouped(conn, &self.inner.statements, events, &groups).await?;
+        Ok(rows.into_iter().map(|(f, pos)| pos.cursor(f)).collect())
+    }
+}
+
+#[async_trait]
+impl EventPublisher for PostgresBackend {
+    /// All-or-none: one statement per family, in one transaction when the
+    /// batch spans families.
+    async fn publish_batch(
+        &self,
+        events: Vec<(NewEvent, EventMeta)>,
+    ) -> Result<Vec<StreamCursor>, EngineError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let groups = group_by_family(&events)?;
+        let statements = &self.inner.statements;
+        let rows = with_conn!(self.inner.pool, |conn| {
+            if groups.len() == 1 {
+                insert_grouped(conn, statements, &events, &groups).await
+            } else {
+                let mut tx = conn.begin().await.map_err(map_sqlx)?;
+                let rows = insert_grouped(&mut tx, statements, &events, &groups).await?;
+                tx.commit().await.map_err(map_sqlx)?;
+                Ok(rows)
+            }
+        })?;
+        for (family, _) in &groups {
+            self.inner.notifier.committed(*family);
+        }
+        Ok(rows.into_iter().map(|(f, pos)| pos.cursor(f)).collect())
+    }
+
+    async fn publish(&self, event: NewEvent, meta: EventMeta) -> Result<StreamCursor, EngineError> {
+        validate_new_event(&event, &meta)?;
+        let pos = with_conn!(self.inner.pool, |conn| {
+            insert_one(conn, &self.inner.statements, &event, &meta).await
+        })?;
+        self.inner.notifier.committed(event.family());
+        Ok(pos.cursor(event.family()))
+    }
+}

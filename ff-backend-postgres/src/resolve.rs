@@ -1,0 +1,77 @@
+//! Where a family's stream stands: snapshot bounds, retention horizon and
+//! newest row, read in one statement.
+
+use ff_core::engine_error::EngineError;
+use ff_core::stream_events::Family;
+use sqlx::Row;
+
+use crate::error::map_sqlx;
+use crate::position::Pos;
+use crate::schema::SchemaNames;
+use crate::sql;
+
+/// One family's state under one snapshot.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Resolved {
+    /// Oldest transaction still open (or the next id when none is).
+    pub xmin: u64,
+    /// First transaction id not yet completed.
+    pub xmax: u64,
+    /// Newest pruned position, if the family was ever pruned.
+    pub horizon: Option<Pos>,
+    /// Newest committed row.
+    pub head: Option<Pos>,
+}
+
+impl Resolved {
+    /// Read `family`'s state.
+    pub async fn read<'c, E>(
+        executor: E,
+        names: &SchemaNames,
+        family: Family,
+    ) -> Result<Self, EngineError>
+    where
+        E: sqlx::Executor<'c, Database = sqlx::Postgres>,
+    {
+        let row = sqlx::query(&sql::resolve(names, family))
+            .fetch_one(executor)
+            .await
+            .map_err(map_sqlx)?;
+        let get = |i: usize| row.try_get::<Option<i64>, _>(i).map_err(map_sqlx);
+        let pair = |x: Option<i64>, i: Option<i64>| x.zip(i).map(|(x, i)| Pos::from_row(x, i));
+        Ok(Self {
+            xmin: get(0)?.unwrap_or(0).max(0) as u64,
+            xmax: get(1)?.unwrap_or(0).max(0) as u64,
+            horizon: pair(get(2)?, get(3)?),
+            head: pair(get(4)?, get(5)?),
+        })
+    }
+
+    /// `Some(detail)` when a stream positioned at `pos` can no longer be
+    /// read without a gap: `pos` lies behind the horizon, or beyond every
+    /// transaction this database has completed (its history was reset).
+    pub fn expiry(&self, pos: Pos) -> Option<String> {
+        expiry(pos, self.xmax, self.horizon)
+    }
+}
+
+/// See [`Resolved::expiry`].
+pub(crate) fn expiry(pos: Pos, xmax: u64, horizon: Option<Pos>) -> Option<String> {
+    if pos.xid >= xmax {
+        return Some(format!(
+            "its transaction id {} is beyond the newest this database has completed ({}): \
+             the database's history was reset (restored from a backup, failed over to a \
+             lagging replica, or it is another database); resume from `oldest` or the tail",
+            pos.xid,
+            xmax.saturating_sub(1)
+        ));
+    }
+    match horizon {
+        Some(h) if pos < h => Some(format!(
+            "events up to (xid {}, id {}) were pruned, and the position is (xid {}, id {}); \
+             resume from `oldest` to continue with the oldest retained event",
+            h.xid, h.id, pos.xid, pos.id
+        )),
+        _ => None,
+    }
+}

@@ -1,0 +1,138 @@
+//! Subscriptions: a task per subscription that reads the outbox in
+//! gap-free batches and hands items to the consumer's stream.
+//!
+//! - [`connection`]: the subscription's own listening connection.
+//! - [`reader`]: one batch read with its snapshot bounds and horizon.
+//! - [`task`]: the read / yield / wait loop, checkpoints, reconnection.
+//! - [`stream`]: the consumer's end.
+
+mod connection;
+mod reader;
+mod stream;
+mod task;
+
+use std::sync::Arc;
+
+use ff_core::backend::{DeliveryItem, DeliveryStream};
+use ff_core::engine_error::EngineError;
+use ff_core::filter::SubscriptionFilter;
+use ff_core::stream_events::Family;
+use ff_core::stream_subscribe::{CursorStart, StreamCursor};
+use tokio::sync::mpsc;
+
+use crate::backend::Inner;
+use crate::error::map_sqlx;
+use crate::position::{self, Pos};
+use crate::resolve::Resolved;
+use crate::sql::{self, SqlFilter};
+
+use connection::SubConnection;
+use stream::{Pending, SubscriptionStream, CHANNEL_BATCHES};
+use task::{Driver, Start};
+
+/// Subscribe to `family` after `cursor`: validate the filter and cursor,
+/// connect and `LISTEN`, resolve the start position (expired positions
+/// fail here), then start the task.
+pub(crate) async fn subscribe(
+    inner: Arc<Inner>,
+    family: Family,
+    cursor: StreamCursor,
+    filter: &SubscriptionFilter,
+) -> Result<DeliveryStream, EngineError> {
+    filter.validate_for(family)?;
+    let start = position::decode(&cursor, family)?;
+    let sql_filter = SqlFilter::new(filter, family);
+    let read_sql = sql::read(&inner.names, family, &sql_filter);
+    let base = sql::read_header_len(&sql_filter);
+    let mut conn = SubConnection::open(
+        &inner.sub_options,
+        &inner.names.channel(family),
+        inner.config.connect_timeout,
+    )
+    .await
+    .map_err(map_sqlx)?;
+    let resolved = match Resolved::read(conn.executor(), &inner.names, family).await {
+        Ok(r) => r,
+        Err(e) => {
+            conn.close().await;
+            return Err(e);
+        }
+    };
+    let mut start = match resolve_start(family, start, cursor, &resolved) {
+        Ok(s) => s,
+        Err(e) => {
+            conn.close().await;
+            return Err(e);
+        }
+    };
+    let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+    let initial = std::mem::take(&mut start.initial);
+    let driver = Driver::new(inner, family, read_sql, sql_filter, conn, &start, tx);
+    tokio::spawn(driver.run(initial));
+    Ok(Box::pin(SubscriptionStream::new(rx, family, base)))
+}
+
+/// Turn a decoded cursor into a concrete start. The tail becomes the
+/// frontier of the current snapshot (after every transaction older than
+/// the oldest open one). `CaughtUp` is yielded at once when nothing
+/// committed before the subscribe lies after the start; otherwise after
+/// the newest such event.
+fn resolve_start(
+    family: Family,
+    start: CursorStart<Pos>,
+    cursor: StreamCursor,
+    resolved: &Resolved,
+) -> Result<Start, EngineError> {
+    let caught_up_at = |scan: Option<Pos>, pos: Pos, yielded: StreamCursor| Start {
+        scan,
+        yielded,
+        caught_up: true,
+        target: None,
+        initial: vec![Pending::Ready(Ok(DeliveryItem::CaughtUp {
+            cursor: pos.cursor(family),
+        }))],
+    };
+    Ok(match start {
+        CursorStart::Tail => {
+            let pos = Pos::frontier(resolved.xmin);
+            caught_up_at(Some(pos), pos, pos.cursor(family))
+        }
+        CursorStart::Beginning => match resolved.head {
+            // Nothing is retained: every event to come commits later, in
+            // a transaction at or after the oldest open one.
+            None => {
+                let pos = Pos::frontier(resolved.xmin);
+                caught_up_at(Some(pos), pos, pos.cursor(family))
+            }
+            Some(head) => Start {
+                scan: None,
+                yielded: StreamCursor::beginning(),
+                caught_up: false,
+                target: Some(head),
+                initial: Vec::new(),
+            },
+        },
+        CursorStart::After(pos) => {
+            if let Some(detail) = resolved.expiry(pos) {
+                let oldest = resolved
+                    .horizon
+                    .map_or_else(StreamCursor::beginning, |h| h.cursor(family));
+                return Err(EngineError::CursorExpired {
+                    cursor,
+                    oldest: Some(oldest),
+                    detail,
+                });
+            }
+            match resolved.head {
+                Some(head) if head > pos => Start {
+                    scan: Some(pos),
+                    yielded: cursor,
+                    caught_up: false,
+                    target: Some(head),
+                    initial: Vec::new(),
+                },
+                _ => caught_up_at(Some(pos), pos, cursor),
+            }
+        }
+    })
+}

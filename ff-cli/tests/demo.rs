@@ -31,8 +31,17 @@ fn demo_reports_nothing_lost_duplicated_or_reordered() {
         );
     }
     let filtered = &report["filtered_consumer"];
-    assert_eq!(filtered["expected"], filtered["delivered"], "{report}");
-    assert!(filtered["expected"].as_u64().unwrap() > 0);
+    assert_eq!(filtered["published"], filtered["delivered"], "{report}");
+    assert!(filtered["published"].as_u64().unwrap() > 0, "{report}");
+    for field in [
+        "lost",
+        "duplicated",
+        "out_of_order",
+        "mismatched",
+        "unexpected",
+    ] {
+        assert_eq!(filtered[field], 0, "filtered consumer {field}: {report}");
+    }
 }
 
 #[test]

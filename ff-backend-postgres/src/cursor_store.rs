@@ -26,10 +26,10 @@ impl PostgresBackend {
     /// together (effectively exactly-once processing).
     ///
     /// ```no_run
-    /// # async fn demo(backend: &ff_backend_postgres::PostgresBackend, pool: &sqlx::PgPool, cursor: ff_core::stream_subscribe::StreamCursor) -> Result<(), Box<dyn std::error::Error>> {
+    /// # async fn demo(backend: &ff_backend_postgres::PostgresBackend, pool: &ff_backend_postgres::sqlx::PgPool, cursor: ff_core::stream_subscribe::StreamCursor) -> Result<(), Box<dyn std::error::Error>> {
     /// let mut tx = pool.begin().await?;
     /// // ... apply the event's effects in `tx` ...
-    /// backend.store_cursor_in(&mut *tx, "billing-projector", &cursor).await?;
+    /// backend.store_cursor_in(&mut tx, "billing-projector", &cursor).await?;
     /// tx.commit().await?;
     /// # Ok(()) }
     /// ```

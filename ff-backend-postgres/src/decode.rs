@@ -85,7 +85,10 @@ impl<'r> RowView<'r> {
             Ok(d) => d,
             Err(e) => return Ok((pos, corrupt(e.detail))),
         };
-        let at: i64 = self.get(2)?;
+        let at: i64 = match self.get(2) {
+            Ok(at) => at,
+            Err(e) => return Ok((pos, corrupt(format!("field `at`: {e}")))),
+        };
         let mut meta = EventMeta::new();
         meta.namespace = match self
             .row

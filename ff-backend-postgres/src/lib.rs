@@ -30,7 +30,7 @@
 //! ## Producing
 //!
 //! - [`PostgresBackend::append`] / [`append_batch`](PostgresBackend::append_batch)
-//!   insert inside the caller's transaction (`&mut *tx`).
+//!   insert inside the caller's transaction (`&mut tx`).
 //! - [`EventPublisher`](ff_core::backend::EventPublisher) publishes on the
 //!   backend's own pool.
 //! - Any client can `INSERT` plain SQL (see the schema below).
@@ -54,7 +54,14 @@
 //! payload) unless the session set `ff.defer_notify = on` — the backend's
 //! own pool does, and notifies after commit instead, because a `NOTIFY`
 //! inside a transaction holds a cluster-wide lock through its commit and
-//! serialises concurrent committers.
+//! serialises concurrent committers (measured: single-event transactions
+//! from 4 connections ran at 0.4–0.65× the throughput of the same inserts
+//! without it). Subscriptions of the publishing backend instance are
+//! also woken in process, without the notification's round trip.
+//!
+//! Each subscription holds one connection of its own (`application_name`
+//! `<application_name>-sub`); publishing and queries share a pool of
+//! [`PostgresConfig::pool_size`] connections.
 //!
 //! ## Ordering and its cost
 //!

@@ -18,16 +18,16 @@ impl PostgresBackend {
     /// whose position is the caller's transaction id and the row id.
     ///
     /// Subscribers are woken by the outbox trigger when the transaction
-    /// commits. Pass a transaction as `&mut *tx`.
+    /// commits. Pass a transaction as `&mut tx`.
     ///
     /// ```no_run
-    /// # async fn demo(backend: &ff_backend_postgres::PostgresBackend, pool: &sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+    /// # async fn demo(backend: &ff_backend_postgres::PostgresBackend, pool: &ff_backend_postgres::sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
     /// use ff_core::stream_events::{CompletionOutcome, EventMeta, NewEvent};
     /// use ff_core::types::ExecutionId;
     /// let mut tx = pool.begin().await?;
     /// // ... the business write, in the same transaction ...
     /// let event = NewEvent::completion(ExecutionId::new(0), CompletionOutcome::Success);
-    /// let cursor = backend.append(&mut *tx, &event, &EventMeta::new()).await?;
+    /// let cursor = backend.append(&mut tx, &event, &EventMeta::new()).await?;
     /// tx.commit().await?;
     /// # let _ = cursor; Ok(()) }
     /// ```

@@ -3,11 +3,10 @@
 //! is checked is exactly what goes over the wire.
 //!
 //! The tests in [`suite`] take a [`Harness`], so they run unchanged over
-//! any backend; this file runs them over the memory backend. To run them
+//! any backend; this file runs them over the memory backend and, in the
+//! `over_valkey` and `over_postgres` modules, over real servers. To run them
 //! over another backend, build its harness and add one more
-//! `http_suite!(make_harness; ...)` invocation (in a module, so the test
-//! names do not clash), or move `wire` and `suite` into the `ff-tests`
-//! library and invoke the macro from another test file.
+//! `http_suite!(make_harness; ...)` invocation in a module of its own.
 
 /// A raw HTTP/1.1 client that reads Server-Sent Events exactly as sent.
 mod wire {
@@ -1534,4 +1533,31 @@ mod over_valkey {
     // reads fewer events ahead than the test publishes (the memory harness's
     // 7); Valkey reads 1,000 at a time, so its mid-stream expiry is proven by
     // the conformance suite and `valkey_faults` instead.
+}
+
+/// The wire-level behaviours again over a real PostgreSQL server.
+mod over_postgres {
+    use ff_tests::harness::postgres::PostgresHarness;
+
+    async fn postgres_harness() -> PostgresHarness {
+        PostgresHarness::new().await
+    }
+
+    http_suite!(postgres_harness;
+        events_arrive_with_id_event_and_data,
+        every_family_streams_its_events,
+        the_first_message_is_the_resolved_start_position,
+        resume_with_last_event_id_yields_exactly_the_rest,
+        filters_admit_only_matching_events,
+        checkpoints_move_a_filtered_clients_position,
+        corrupt_entries_arrive_as_ff_error_and_the_stream_goes_on,
+        request_errors_have_statuses_and_json_bodies,
+        an_expired_cursor_is_410_with_the_oldest_position,
+        tokens_guard_reads_and_only_header_write_tokens_publish,
+        publish_accepts_one_event_or_an_array,
+        many_clients_share_one_backend_subscription,
+        a_client_behind_catches_up_then_joins_the_shared_subscription,
+    );
+    // Mid-stream expiry over Postgres is proven by the conformance suite and
+    // `postgres_faults` (the backend reads a whole batch ahead, as Valkey).
 }

@@ -2,4 +2,5 @@
 //! backends, shared by the conformance, HTTP and CLI tests.
 
 pub mod memory;
+pub mod postgres;
 pub mod valkey;

@@ -1,0 +1,232 @@
+//! The Postgres harness: a backend in a fresh schema and application name
+//! on the shared test cluster, with fault hooks over an admin pool.
+//!
+//! Harnesses of one test process run one at a time (each holds a lock for
+//! its lifetime): delivery waits for the oldest open transaction anywhere in
+//! the cluster, so another test's transaction (a migration, say) overlapping
+//! a tail subscribe would make that subscription include earlier events
+//! ("more, never fewer"), which exact assertions would count as wrong.
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ff_backend_postgres::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use ff_backend_postgres::sqlx::{self, PgPool, Row};
+use ff_backend_postgres::{PostgresBackend, PostgresConfig};
+use ff_core::backend::{EventPublisher, StreamBackend};
+use ff_core::engine_error::EngineError;
+use ff_core::stream_events::Family;
+use ff_core::stream_subscribe::{decode_postgres, encode_postgres, CursorStart, StreamCursor};
+use ff_core::testkit::support::ITEM_DEADLINE;
+use ff_core::testkit::Harness;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::time::Instant;
+
+use crate::support;
+
+/// The checkpoint interval harness backends use.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
+/// The safety-net poll harness backends use.
+pub const SAFETY_NET_POLL: Duration = Duration::from_secs(30);
+
+/// A schema (and application) name no other test or test process uses.
+pub fn unique(label: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{label}_{}_{n}_{nanos:08x}", std::process::id())
+}
+
+/// The shared test cluster's URL (started on first use).
+pub async fn server_url() -> String {
+    tokio::task::spawn_blocking(support::shared_postgres_url)
+        .await
+        .expect("support thread")
+        .expect("a PostgreSQL server for the suite")
+}
+
+/// One test at a time on the shared cluster (see the module docs).
+pub async fn serial() -> OwnedMutexGuard<()> {
+    static LOCK: OnceLock<Arc<Mutex<()>>> = OnceLock::new();
+    LOCK.get_or_init(|| Arc::new(Mutex::new(())))
+        .clone()
+        .lock_owned()
+        .await
+}
+
+/// The harness configuration for a backend in `schema`.
+pub fn config(schema: &str) -> PostgresConfig {
+    PostgresConfig::default()
+        .with_schema(schema)
+        .with_application_name(format!("fft_{schema}"))
+        .with_checkpoint_interval(CHECKPOINT_INTERVAL)
+        .with_safety_net_poll(SAFETY_NET_POLL)
+        .with_pool_size(4)
+}
+
+/// A small pool under an application name `kill_connections` spares.
+pub async fn admin_pool(url: &str) -> PgPool {
+    let options = PgConnectOptions::from_str(url)
+        .expect("admin url")
+        .application_name("ff-tests-admin");
+    PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await
+        .expect("admin connection")
+}
+
+/// The `(xid as text, id)` of a positioned Postgres cursor.
+pub fn position(family: Family, cursor: &StreamCursor) -> (String, i64) {
+    match decode_postgres(cursor, family) {
+        Ok(CursorStart::After(p)) => (p.xid.to_string(), p.id as i64),
+        other => panic!("not a positioned cursor: {other:?}"),
+    }
+}
+
+/// A row the shared decoder rejects: its `execution_id` is not
+/// `{fp:N}:<uuid>`. Every other column is valid.
+fn corrupt_insert(table: &str, family: Family) -> String {
+    let values = match family {
+        Family::LeaseHistory => "(type, execution_id) VALUES ('acquired', 'not-an-execution-id')",
+        Family::Completion => "(execution_id, outcome) VALUES ('not-an-execution-id', 'success')",
+        Family::SignalDelivery => {
+            "(execution_id, signal_id, effect) VALUES ('not-an-execution-id', gen_random_uuid(), 'buffered')"
+        }
+        _ => "(type, execution_id, tag) VALUES ('attached', 'not-an-execution-id', 'hot')",
+    };
+    format!("INSERT INTO {table} {values} RETURNING xid::text::int8, id")
+}
+
+/// A backend in a fresh schema, plus an admin pool (with another
+/// application name, so `kill_connections` spares it) for the hooks.
+pub struct PostgresHarness {
+    /// The backend under test.
+    pub backend: PostgresBackend,
+    /// An admin pool for hooks and direct SQL.
+    pub admin: PgPool,
+    _serial: OwnedMutexGuard<()>,
+}
+
+impl PostgresHarness {
+    /// A backend on the shared cluster in a fresh schema.
+    pub async fn new() -> Self {
+        let serial = serial().await;
+        let url = server_url().await;
+        let backend = PostgresBackend::connect(&url, config(&unique("t")))
+            .await
+            .expect("connect the backend");
+        let admin = admin_pool(&url).await;
+        Self {
+            backend,
+            admin,
+            _serial: serial,
+        }
+    }
+
+    fn err(e: sqlx::Error) -> EngineError {
+        EngineError::Backend {
+            backend: "postgres-harness",
+            detail: e.to_string(),
+        }
+    }
+}
+
+#[async_trait]
+impl Harness for PostgresHarness {
+    fn backend(&self) -> Arc<dyn StreamBackend> {
+        Arc::new(self.backend.clone())
+    }
+
+    fn publisher(&self) -> Arc<dyn EventPublisher> {
+        Arc::new(self.backend.clone())
+    }
+
+    fn checkpoint_interval(&self) -> Duration {
+        CHECKPOINT_INTERVAL
+    }
+
+    fn safety_net_poll(&self) -> Option<Duration> {
+        Some(SAFETY_NET_POLL)
+    }
+
+    /// Prune through the backend's prune function; rows of transactions
+    /// older than an open one are kept until it ends, so retry (with a
+    /// deadline) until nothing before `cursor` remains.
+    async fn expire_before(
+        &self,
+        family: Family,
+        cursor: &StreamCursor,
+    ) -> Result<(), EngineError> {
+        let (xid, id) = position(family, cursor);
+        let deadline = Instant::now() + ITEM_DEADLINE;
+        loop {
+            self.backend.prune_before(family, cursor).await?;
+            let left: i64 = sqlx::query_scalar(&format!(
+                "SELECT count(*) FROM {} WHERE (xid, id) < ($1::text::xid8, $2)",
+                self.backend.table_name(family)
+            ))
+            .bind(&xid)
+            .bind(id)
+            .fetch_one(&self.admin)
+            .await
+            .map_err(Self::err)?;
+            if left == 0 {
+                return Ok(());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{left} rows before the cursor survived pruning"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn inject_corrupt(&self, family: Family) -> Result<StreamCursor, EngineError> {
+        let row = sqlx::query(&corrupt_insert(&self.backend.table_name(family), family))
+            .fetch_one(&self.admin)
+            .await
+            .map_err(Self::err)?;
+        let xid: i64 = row.get(0);
+        let id: i64 = row.get(1);
+        Ok(encode_postgres(family, xid as u64, id as u64))
+    }
+
+    async fn kill_connections(&self) -> Result<bool, EngineError> {
+        let config = self.backend.config();
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name IN ($1, $2)",
+        )
+        .bind(&config.application_name)
+        .bind(config.subscription_application_name())
+        .fetch_all(&self.admin)
+        .await
+        .map_err(Self::err)?;
+        Ok(true)
+    }
+
+    async fn cursor_beyond_head(&self, family: Family) -> Result<StreamCursor, EngineError> {
+        let xmax: i64 =
+            sqlx::query_scalar("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::int8")
+                .fetch_one(&self.admin)
+                .await
+                .map_err(Self::err)?;
+        Ok(encode_postgres(family, xmax as u64 + 1_000_000, 1))
+    }
+
+    async fn open_subscriptions(&self) -> Result<usize, EngineError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
+                .bind(self.backend.config().subscription_application_name())
+                .fetch_one(&self.admin)
+                .await
+                .map_err(Self::err)?;
+        Ok(n as usize)
+    }
+}

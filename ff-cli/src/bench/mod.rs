@@ -2,6 +2,7 @@
 //! baselines measured in the same run.
 
 mod http_client;
+mod measure;
 mod memory;
 pub mod postgres;
 pub mod report;

@@ -18,13 +18,13 @@ use anyhow::{bail, Context as _};
 use ff_backend_postgres::sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use ff_backend_postgres::sqlx::{self, ConnectOptions as _, Connection as _, PgConnection, Row};
 use ff_backend_postgres::{redact_url, PostgresBackend, PostgresConfig};
-use ff_core::backend::{DeliveryItem, EventPublisher, StreamBackend};
-use ff_core::filter::SubscriptionFilter;
+use ff_core::backend::EventPublisher;
 use ff_core::stream_events::{CompletionOutcome, EventMeta, Family, NewEvent};
-use ff_core::stream_subscribe::StreamCursor;
 use ff_core::types::ExecutionId;
-use futures::StreamExt;
 
+use super::measure::{
+    collect, ff_catch_up, ff_live_receiver, latencies, per_sec, percentiles_us, ticker,
+};
 use super::report::{BenchReport, Figure};
 use super::rss::RssSampler;
 
@@ -113,10 +113,6 @@ fn raw_values(n: usize) -> (String, &'static str, &'static str, String) {
     (execution_id.to_string(), outcome, "bench", meta.tags_json())
 }
 
-fn per_sec(n: usize, elapsed: Duration) -> f64 {
-    n as f64 / elapsed.as_secs_f64()
-}
-
 fn bench_config(schema: &str) -> PostgresConfig {
     PostgresConfig::default()
         .with_schema(schema)
@@ -149,7 +145,7 @@ async fn measure(
     let raw_total = count(options, RAW_SCHEMA).await?;
     eprintln!("bench: catching up over {ff_total} events");
     let (raw_catch_up, raw_rss) = raw_catch_up(options, raw_total).await?;
-    let (ff_catch_up, ff_rss) = ff_catch_up(backend, ff_total).await?;
+    let (ff_catch_up, ff_rss) = ff_catch_up(backend, Family::Completion, ff_total).await?;
 
     eprintln!("bench: live commit-to-receive latency at {LIVE_RATE} events/s");
     let raw_live = raw_live(options).await?;
@@ -365,59 +361,6 @@ async fn raw_catch_up(options: &PgConnectOptions, events: usize) -> anyhow::Resu
     Ok((rate, rss.stop_mib()))
 }
 
-/// An ff subscription from the beginning until `CaughtUp`.
-async fn ff_catch_up(backend: &PostgresBackend, events: usize) -> anyhow::Result<(f64, f64)> {
-    let rss = RssSampler::start();
-    let started = Instant::now();
-    let mut sub = backend
-        .subscribe_family(
-            Family::Completion,
-            StreamCursor::beginning(),
-            &SubscriptionFilter::default(),
-        )
-        .await?;
-    let mut seen = 0usize;
-    while let Some(item) = sub.next().await {
-        match item? {
-            DeliveryItem::Event { event, meta } => {
-                seen += 1;
-                std::hint::black_box((&event, &meta));
-            }
-            DeliveryItem::CaughtUp { .. } => break,
-            _ => {}
-        }
-    }
-    let rate = per_sec(seen, started.elapsed());
-    if seen != events {
-        bail!("ff catch-up delivered {seen} events, expected {events}");
-    }
-    Ok((rate, rss.stop_mib()))
-}
-
-/// p50 and p99 in microseconds.
-fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
-    samples.sort();
-    let at = |q: f64| {
-        let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
-        samples[i].as_secs_f64() * 1e6
-    };
-    (at(0.50), at(0.99))
-}
-
-fn ticker() -> tokio::time::Interval {
-    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / LIVE_RATE));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    tick
-}
-
-/// Latency from each commit's acknowledgement to its receipt (receipts
-/// that beat the acknowledgement count as zero).
-fn latencies(sent: &[Instant], received: &HashMap<usize, Instant>) -> Vec<Duration> {
-    (0..sent.len())
-        .filter_map(|n| Some(received.get(&n)?.saturating_duration_since(sent[n])))
-        .collect()
-}
-
 /// Raw `INSERT` (its `NOTIFY` sent by the trigger inside the transaction)
 /// → raw `LISTEN` + keyset `SELECT` on a dedicated connection.
 async fn raw_live(options: &PgConnectOptions) -> anyhow::Result<(f64, f64)> {
@@ -462,7 +405,7 @@ async fn raw_live(options: &PgConnectOptions) -> anyhow::Result<(f64, f64)> {
     });
     let sql = raw_insert_one();
     let mut sent = Vec::with_capacity(LIVE_SAMPLES);
-    let mut tick = ticker();
+    let mut tick = ticker(LIVE_RATE);
     for n in 0..LIVE_SAMPLES {
         tick.tick().await;
         let (e, o, ns, _) = raw_values(n);
@@ -478,10 +421,8 @@ async fn raw_live(options: &PgConnectOptions) -> anyhow::Result<(f64, f64)> {
             .await?;
         sent.push(Instant::now());
     }
-    let received = tokio::time::timeout(Duration::from_secs(30), receiver)
-        .await
-        .context("raw live receiver timed out")???;
-    Ok(percentiles(latencies(&sent, &received)))
+    let received = collect("raw live", receiver).await?;
+    Ok(percentiles_us(latencies(&sent, &received)))
 }
 
 /// ff `publish` on `publisher` → a tail subscription on `subscriber`.
@@ -489,35 +430,12 @@ async fn ff_live(
     publisher: &PostgresBackend,
     subscriber: &PostgresBackend,
 ) -> anyhow::Result<(f64, f64)> {
-    let mut sub = subscriber
-        .subscribe_family(
-            Family::Completion,
-            StreamCursor::empty(),
-            &SubscriptionFilter::default(),
-        )
-        .await?;
-    match sub.next().await {
-        Some(Ok(DeliveryItem::CaughtUp { .. })) => {}
-        other => bail!("tail subscription began with {other:?}"),
-    }
-    let receiver = tokio::spawn(async move {
-        let mut received = HashMap::with_capacity(LIVE_SAMPLES);
-        while received.len() < LIVE_SAMPLES {
-            match sub.next().await {
-                Some(Ok(DeliveryItem::Event { meta, .. })) => {
-                    if let Some(n) = meta.tags["n"].strip_prefix("live-") {
-                        received.insert(n.parse::<usize>()?, Instant::now());
-                    }
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e.into()),
-                None => bail!("the live subscription ended"),
-            }
-        }
-        anyhow::Ok(received)
-    });
+    let receiver = ff_live_receiver(subscriber, Family::Completion, LIVE_SAMPLES, |meta| {
+        meta.tags.get("n")?.strip_prefix("live-")?.parse().ok()
+    })
+    .await?;
     let mut sent = Vec::with_capacity(LIVE_SAMPLES);
-    let mut tick = ticker();
+    let mut tick = ticker(LIVE_RATE);
     for n in 0..LIVE_SAMPLES {
         tick.tick().await;
         let (event, _) = draft(n);
@@ -526,8 +444,6 @@ async fn ff_live(
             .await?;
         sent.push(Instant::now());
     }
-    let received = tokio::time::timeout(Duration::from_secs(30), receiver)
-        .await
-        .context("ff live receiver timed out")???;
-    Ok(percentiles(latencies(&sent, &received)))
+    let received = collect("ff live", receiver).await?;
+    Ok(percentiles_us(latencies(&sent, &received)))
 }

@@ -9,13 +9,13 @@ use anyhow::{bail, Context as _};
 use ff_backend_valkey::redis::streams::{StreamReadOptions, StreamReadReply};
 use ff_backend_valkey::redis::{self, aio::MultiplexedConnection, AsyncCommands};
 use ff_backend_valkey::{ValkeyBackend, ValkeyConfig};
-use ff_core::backend::{DeliveryItem, EventPublisher, StreamBackend};
-use ff_core::filter::SubscriptionFilter;
+use ff_core::backend::EventPublisher;
 use ff_core::stream_events::{CompletionOutcome, EventMeta, Family, NewEvent};
-use ff_core::stream_subscribe::StreamCursor;
 use ff_core::types::ExecutionId;
-use futures::StreamExt;
 
+use super::measure::{
+    collect, ff_catch_up, ff_live_receiver, latencies, per_sec, percentiles_us, ticker,
+};
 use super::report::{BenchReport, Figure};
 use super::rss::RssSampler;
 
@@ -83,10 +83,6 @@ fn draft(n: usize) -> (NewEvent, EventMeta) {
     )
 }
 
-fn per_sec(n: usize, elapsed: Duration) -> f64 {
-    n as f64 / elapsed.as_secs_f64()
-}
-
 async fn measure(
     backend: &ValkeyBackend,
     client: &redis::Client,
@@ -100,7 +96,7 @@ async fn measure(
 
     eprintln!("bench: catching up over {events} events");
     let (raw_catch_up, raw_rss) = raw_catch_up(raw, ff_key, events).await?;
-    let (ff_catch_up, ff_rss) = ff_catch_up(backend, events).await?;
+    let (ff_catch_up, ff_rss) = ff_catch_up(backend, Family::Completion, events).await?;
 
     eprintln!("bench: live latency at {LIVE_RATE} events/s");
     let raw_live = raw_live(client, raw, &format!("{raw_key}-live")).await?;
@@ -224,51 +220,6 @@ async fn raw_catch_up(
     Ok((rate, rss.stop_mib()))
 }
 
-/// An ff subscription from the beginning until `CaughtUp`.
-async fn ff_catch_up(backend: &ValkeyBackend, events: usize) -> anyhow::Result<(f64, f64)> {
-    let rss = RssSampler::start();
-    let started = Instant::now();
-    let mut sub = backend
-        .subscribe_family(
-            Family::Completion,
-            StreamCursor::beginning(),
-            &SubscriptionFilter::default(),
-        )
-        .await?;
-    let mut seen = 0usize;
-    while let Some(item) = sub.next().await {
-        match item? {
-            DeliveryItem::Event { event, meta } => {
-                seen += 1;
-                std::hint::black_box((&event, &meta));
-            }
-            DeliveryItem::CaughtUp { .. } => break,
-            _ => {}
-        }
-    }
-    let rate = per_sec(seen, started.elapsed());
-    if seen != events {
-        bail!("ff catch-up delivered {seen} events, expected {events}");
-    }
-    Ok((rate, rss.stop_mib()))
-}
-
-/// p50 and p99 in microseconds.
-fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
-    samples.sort();
-    let at = |q: f64| {
-        let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
-        samples[i].as_secs_f64() * 1e6
-    };
-    (at(0.50), at(0.99))
-}
-
-fn ticker() -> tokio::time::Interval {
-    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / LIVE_RATE));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    tick
-}
-
 /// Raw `XADD` → raw `XREAD BLOCK` on a dedicated connection.
 async fn raw_live(
     client: &redis::Client,
@@ -299,7 +250,7 @@ async fn raw_live(
         anyhow::Ok(received)
     });
     let mut sent = Vec::with_capacity(LIVE_SAMPLES);
-    let mut tick = ticker();
+    let mut tick = ticker(LIVE_RATE);
     for n in 0..LIVE_SAMPLES {
         tick.tick().await;
         sent.push(Instant::now());
@@ -311,45 +262,18 @@ async fn raw_live(
             .query_async(raw)
             .await?;
     }
-    let received = tokio::time::timeout(Duration::from_secs(30), receiver)
-        .await
-        .context("raw live receiver timed out")???;
-    let samples = (0..LIVE_SAMPLES)
-        .filter_map(|n| Some(received.get(&n)?.duration_since(sent[n])))
-        .collect();
-    Ok(percentiles(samples))
+    let received = collect("raw live", receiver).await?;
+    Ok(percentiles_us(latencies(&sent, &received)))
 }
 
 /// ff `publish` → a tail subscription.
 async fn ff_live(backend: &ValkeyBackend) -> anyhow::Result<(f64, f64)> {
-    let mut sub = backend
-        .subscribe_family(
-            Family::SignalDelivery,
-            StreamCursor::empty(),
-            &SubscriptionFilter::default(),
-        )
-        .await?;
-    match sub.next().await {
-        Some(Ok(DeliveryItem::CaughtUp { .. })) => {}
-        other => bail!("tail subscription began with {other:?}"),
-    }
-    let receiver = tokio::spawn(async move {
-        let mut received = HashMap::with_capacity(LIVE_SAMPLES);
-        while received.len() < LIVE_SAMPLES {
-            match sub.next().await {
-                Some(Ok(DeliveryItem::Event { meta, .. })) => {
-                    let n: usize = meta.tags["n"].parse()?;
-                    received.insert(n, Instant::now());
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e.into()),
-                None => bail!("the live subscription ended"),
-            }
-        }
-        anyhow::Ok(received)
-    });
+    let receiver = ff_live_receiver(backend, Family::SignalDelivery, LIVE_SAMPLES, |meta| {
+        meta.tags.get("n")?.parse().ok()
+    })
+    .await?;
     let mut sent = Vec::with_capacity(LIVE_SAMPLES);
-    let mut tick = ticker();
+    let mut tick = ticker(LIVE_RATE);
     for n in 0..LIVE_SAMPLES {
         tick.tick().await;
         let event = NewEvent::signal_delivery(
@@ -364,11 +288,6 @@ async fn ff_live(backend: &ValkeyBackend) -> anyhow::Result<(f64, f64)> {
             .publish(event, EventMeta::new().with_tag("n", n.to_string()))
             .await?;
     }
-    let received = tokio::time::timeout(Duration::from_secs(30), receiver)
-        .await
-        .context("ff live receiver timed out")???;
-    let samples = (0..LIVE_SAMPLES)
-        .filter_map(|n| Some(received.get(&n)?.duration_since(sent[n])))
-        .collect();
-    Ok(percentiles(samples))
+    let received = collect("ff live", receiver).await?;
+    Ok(percentiles_us(latencies(&sent, &received)))
 }

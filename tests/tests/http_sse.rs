@@ -1506,6 +1506,32 @@ async fn an_unreachable_backend_is_503_with_retry_after() {
     suite::an_unreachable_backend_is_503_with_retry_after().await;
 }
 
+/// The wire-level behaviours run over each server-backed backend. Left out:
+/// tests that need the memory harness's tiny retention or read-ahead
+/// (`expiry_mid_stream_is_an_ff_error_with_oldest` must expire events the
+/// backend has not read ahead yet; Valkey and Postgres read 1,000 at a
+/// time), or that exercise the gateway alone (keep-alives, shutdown, CORS,
+/// the viewer page, slow-client policies).
+macro_rules! server_http_suite {
+    ($make:path) => {
+        http_suite!($make;
+            events_arrive_with_id_event_and_data,
+            every_family_streams_its_events,
+            the_first_message_is_the_resolved_start_position,
+            resume_with_last_event_id_yields_exactly_the_rest,
+            filters_admit_only_matching_events,
+            checkpoints_move_a_filtered_clients_position,
+            corrupt_entries_arrive_as_ff_error_and_the_stream_goes_on,
+            request_errors_have_statuses_and_json_bodies,
+            an_expired_cursor_is_410_with_the_oldest_position,
+            tokens_guard_reads_and_only_header_write_tokens_publish,
+            publish_accepts_one_event_or_an_array,
+            many_clients_share_one_backend_subscription,
+            a_client_behind_catches_up_then_joins_the_shared_subscription,
+        );
+    };
+}
+
 /// The wire-level behaviours again over a real Valkey server.
 mod over_valkey {
     use ff_tests::harness::valkey::ValkeyHarness;
@@ -1514,25 +1540,9 @@ mod over_valkey {
         ValkeyHarness::new().await
     }
 
-    http_suite!(valkey_harness;
-        events_arrive_with_id_event_and_data,
-        every_family_streams_its_events,
-        the_first_message_is_the_resolved_start_position,
-        resume_with_last_event_id_yields_exactly_the_rest,
-        filters_admit_only_matching_events,
-        checkpoints_move_a_filtered_clients_position,
-        corrupt_entries_arrive_as_ff_error_and_the_stream_goes_on,
-        request_errors_have_statuses_and_json_bodies,
-        an_expired_cursor_is_410_with_the_oldest_position,
-        tokens_guard_reads_and_only_header_write_tokens_publish,
-        publish_accepts_one_event_or_an_array,
-        many_clients_share_one_backend_subscription,
-        a_client_behind_catches_up_then_joins_the_shared_subscription,
-    );
-    // `expiry_mid_stream_is_an_ff_error_with_oldest` needs a backend that
-    // reads fewer events ahead than the test publishes (the memory harness's
-    // 7); Valkey reads 1,000 at a time, so its mid-stream expiry is proven by
-    // the conformance suite and `valkey_faults` instead.
+    server_http_suite!(valkey_harness);
+    // Mid-stream expiry over Valkey is proven by the conformance suite and
+    // `valkey_faults`.
 }
 
 /// The wire-level behaviours again over a real PostgreSQL server.
@@ -1543,21 +1553,7 @@ mod over_postgres {
         PostgresHarness::new().await
     }
 
-    http_suite!(postgres_harness;
-        events_arrive_with_id_event_and_data,
-        every_family_streams_its_events,
-        the_first_message_is_the_resolved_start_position,
-        resume_with_last_event_id_yields_exactly_the_rest,
-        filters_admit_only_matching_events,
-        checkpoints_move_a_filtered_clients_position,
-        corrupt_entries_arrive_as_ff_error_and_the_stream_goes_on,
-        request_errors_have_statuses_and_json_bodies,
-        an_expired_cursor_is_410_with_the_oldest_position,
-        tokens_guard_reads_and_only_header_write_tokens_publish,
-        publish_accepts_one_event_or_an_array,
-        many_clients_share_one_backend_subscription,
-        a_client_behind_catches_up_then_joins_the_shared_subscription,
-    );
+    server_http_suite!(postgres_harness);
     // Mid-stream expiry over Postgres is proven by the conformance suite and
-    // `postgres_faults` (the backend reads a whole batch ahead, as Valkey).
+    // `postgres_faults`.
 }

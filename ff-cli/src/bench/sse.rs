@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use memchr::memmem;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
@@ -86,24 +87,12 @@ async fn client(
     let mut latencies = Vec::new();
     let mut text = first;
     let needle = format!("\"{SENT_TAG}\":\"");
+    let needle = memmem::Finder::new(needle.as_bytes());
     loop {
-        while let Some(end) = text.windows(2).position(|w| w == b"\n\n") {
-            let message = &text[..end];
-            if let Some(i) = message
-                .windows(needle.len())
-                .position(|w| w == needle.as_bytes())
-            {
-                let digits = &message[i + needle.len()..];
-                let n = digits.iter().take_while(|b| b.is_ascii_digit()).count();
-                if let Some(sent) = std::str::from_utf8(&digits[..n])
-                    .ok()
-                    .and_then(|s| s.parse::<u64>().ok())
-                {
-                    latencies.push(now_us().saturating_sub(sent).min(u32::MAX as u64) as u32);
-                }
-            }
-            text.drain(..end + 2);
-        }
+        let consumed = sent_stamps(&text, &needle, |sent| {
+            latencies.push(now_us().saturating_sub(sent).min(u32::MAX as u64) as u32);
+        });
+        text.drain(..consumed);
         tokio::select! {
             chunk = reader.next_chunk() => {
                 let chunk = chunk?;
@@ -115,6 +104,27 @@ async fn client(
             _ = stop.changed() => return Ok(latencies),
         }
     }
+}
+
+/// Calls `each` with the send timestamp of every complete SSE message in
+/// `text` that carries one; returns how many bytes those messages took.
+fn sent_stamps(text: &[u8], needle: &memmem::Finder<'_>, mut each: impl FnMut(u64)) -> usize {
+    let mut start = 0;
+    while let Some(end) = memmem::find(&text[start..], b"\n\n") {
+        let message = &text[start..start + end];
+        if let Some(i) = needle.find(message) {
+            let digits = &message[i + needle.needle().len()..];
+            let n = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+            if let Some(sent) = std::str::from_utf8(&digits[..n])
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                each(sent);
+            }
+        }
+        start += end + 2;
+    }
+    start
 }
 
 fn rss_of(pid: u32, field: &str) -> Option<f64> {
@@ -265,4 +275,22 @@ pub async fn run(args: &SseBenchArgs) -> Result<BenchReport> {
 /// A deterministic, valid v4-shaped UUID for event `i`.
 fn uuid_text(i: u64) -> String {
     format!("00000000-0000-4000-8000-{:012x}", i & 0xffff_ffff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_stamps_are_read_from_complete_messages_only() {
+        let needle = format!("\"{SENT_TAG}\":\"");
+        let finder = memmem::Finder::new(needle.as_bytes());
+        let text = format!(
+            ": keep-alive\n\nid: a\ndata: {{\"tags\":{{{needle}12\"}}}}\n\nid: b\ndata: {{{needle}34"
+        );
+        let mut seen = Vec::new();
+        let used = sent_stamps(text.as_bytes(), &finder, |s| seen.push(s));
+        assert_eq!(seen, vec![12]);
+        assert_eq!(&text[used..], format!("id: b\ndata: {{{needle}34"));
+    }
 }

@@ -22,22 +22,12 @@ use ff_core::stream_events::{EventMeta, Family, LeaseHistoryKind, NewEvent, Stre
 use ff_core::stream_subscribe::{encode_postgres, StreamCursor};
 use ff_core::testkit::support::ITEM_DEADLINE;
 use ff_core::types::{ExecutionId, LeaseId};
+use ff_tests::harness::postgres::{own_server, server_url};
 use ff_tests::support::{self, PostgresServer};
 use futures::StreamExt;
 use tokio::time::Instant;
 
 const FAMILY: Family = Family::LeaseHistory;
-
-async fn own_server(test: &str) -> Option<Arc<PostgresServer>> {
-    if support::skip_if_external_postgres(test) {
-        return None;
-    }
-    let server = tokio::task::spawn_blocking(PostgresServer::start)
-        .await
-        .expect("support thread")
-        .expect("start a PostgreSQL server");
-    Some(Arc::new(server))
-}
 
 /// Run a blocking server operation (`kill`, `stop`, `restart`).
 async fn server_op(
@@ -263,10 +253,7 @@ async fn server_down_past_the_policy_disconnects_then_resumes_losslessly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pruning_under_a_slow_consumer_is_cursor_expired_not_a_gap() {
-    let url = tokio::task::spawn_blocking(support::shared_postgres_url)
-        .await
-        .expect("support thread")
-        .expect("a PostgreSQL server");
+    let url = server_url().await;
     let b = PostgresBackend::connect(
         &url,
         config(ReconnectPolicy::default())
@@ -330,10 +317,7 @@ async fn pruning_under_a_slow_consumer_is_cursor_expired_not_a_gap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecodable_rows_mid_stream_are_one_corrupt_item_each_then_the_rest() {
-    let url = tokio::task::spawn_blocking(support::shared_postgres_url)
-        .await
-        .expect("support thread")
-        .expect("a PostgreSQL server");
+    let url = server_url().await;
     let b = PostgresBackend::connect(
         &url,
         config(ReconnectPolicy::default()).with_schema("faults_corrupt"),

@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use ff_backend_postgres::sqlx::{Connection, PgConnection};
@@ -19,23 +18,10 @@ use ff_core::stream_events::{CompletionOutcome, EventMeta, Family, NewEvent};
 use ff_core::stream_subscribe::StreamCursor;
 use ff_core::testkit::support::{next_item, until_caught_up, Sub, ITEM_DEADLINE, LIVE_DEADLINE};
 use ff_core::types::ExecutionId;
-use ff_tests::support::{self, PostgresServer};
+use ff_tests::harness::postgres::own_server;
 use tokio::time::Instant;
 
 const FAMILY: Family = Family::Completion;
-
-/// A server of this test's own; `None` (after a loud notice) when the
-/// suite is pointed at an external server.
-async fn own_server(test: &str) -> Option<Arc<PostgresServer>> {
-    if support::skip_if_external_postgres(test) {
-        return None;
-    }
-    let server = tokio::task::spawn_blocking(PostgresServer::start)
-        .await
-        .expect("support thread")
-        .expect("start a PostgreSQL server");
-    Some(Arc::new(server))
-}
 
 async fn backend(url: &str) -> PostgresBackend {
     let config = PostgresConfig::default()

@@ -14,36 +14,17 @@ use ff_core::stream_events::{
 };
 use ff_core::stream_subscribe::StreamCursor;
 use ff_core::types::ExecutionId;
+use ff_tests::harness::valkey::server_url;
 use ff_tests::support;
 use futures::StreamExt;
 use tokio::time::{timeout_at, Instant};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
-fn unique(label: &str) -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!(
-        "{label}-{}-{}-{nanos:08x}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-async fn url() -> String {
-    tokio::task::spawn_blocking(support::shared_valkey_url)
-        .await
-        .expect("support thread")
-        .expect("a Valkey server")
-}
-
 async fn backend(config: ValkeyConfig) -> ValkeyBackend {
-    let name = unique("ffvk");
+    let name = support::unique_name("ffvk");
     ValkeyBackend::connect(
-        &url().await,
+        &server_url().await,
         config
             .with_key_prefix(format!("{name}:"))
             .with_client_name(name),
@@ -53,7 +34,7 @@ async fn backend(config: ValkeyConfig) -> ValkeyBackend {
 }
 
 async fn raw() -> MultiplexedConnection {
-    redis::Client::open(url().await)
+    redis::Client::open(server_url().await)
         .expect("client")
         .get_multiplexed_async_connection()
         .await
@@ -119,7 +100,8 @@ async fn bad_urls_and_unreachable_servers_never_reveal_the_password() {
         }
         other => panic!("expected Transport, got {other:?}"),
     }
-    match ValkeyBackend::connect(&url().await, config().with_key_prefix("bad prefix")).await {
+    match ValkeyBackend::connect(&server_url().await, config().with_key_prefix("bad prefix")).await
+    {
         Err(EngineError::Validation { detail }) => assert!(detail.contains("prefix"), "{detail}"),
         other => panic!("expected Validation, got {other:?}"),
     }
@@ -128,7 +110,7 @@ async fn bad_urls_and_unreachable_servers_never_reveal_the_password() {
 #[tokio::test]
 async fn a_password_authenticates_every_connection_and_never_shows() {
     let mut conn = raw().await;
-    let user = unique("ffuser");
+    let user = support::unique_name("ffuser");
     let created: redis::RedisResult<()> = redis::cmd("ACL")
         .arg("SETUSER")
         .arg(&user)
@@ -143,9 +125,9 @@ async fn a_password_authenticates_every_connection_and_never_shows() {
         eprintln!("SKIPPED a_password_authenticates_every_connection_and_never_shows: ACL SETUSER failed ({e})");
         return;
     }
-    let server = url().await;
+    let server = server_url().await;
     let with_password = server.replacen("redis://", &format!("valkey://{user}:hunter2@"), 1);
-    let name = unique("ffauth");
+    let name = support::unique_name("ffauth");
     let b = ValkeyBackend::connect(
         &with_password,
         ValkeyConfig::default()

@@ -16,27 +16,15 @@ use ff_core::filter::SubscriptionFilter;
 use ff_core::stream_events::{CompletionOutcome, EventMeta, Family, NewEvent, StreamEvent};
 use ff_core::stream_subscribe::StreamCursor;
 use ff_core::types::ExecutionId;
+use ff_tests::harness::valkey::server_url;
 use ff_tests::support::{self, ValkeyServer};
 use futures::StreamExt;
 use tokio::time::{timeout_at, Instant};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-fn unique(label: &str) -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!(
-        "{label}-{}-{}-{nanos:08x}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 fn config(label: &str) -> ValkeyConfig {
-    let name = unique(label);
+    let name = support::unique_name(label);
     ValkeyConfig::default()
         .with_key_prefix(format!("{name}:"))
         .with_client_name(name)
@@ -47,13 +35,6 @@ async fn start_server() -> ValkeyServer {
         .await
         .expect("support thread")
         .expect("start a Valkey server")
-}
-
-async fn shared_url() -> String {
-    tokio::task::spawn_blocking(support::shared_valkey_url)
-        .await
-        .expect("support thread")
-        .expect("a Valkey server")
 }
 
 /// Completion event number `n` (its number is in the `n` tag).
@@ -314,7 +295,7 @@ async fn server_down_past_the_policy_disconnects_and_resumes_losslessly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trimming_under_a_slow_consumer_is_cursor_expired_not_a_gap() {
     let backend = ValkeyBackend::connect(
-        &shared_url().await,
+        &server_url().await,
         config("fftrim")
             .with_read_batch(10)
             .with_retention(Family::Completion, Retention::MaxLen(100)),
@@ -391,13 +372,13 @@ async fn trimming_under_a_slow_consumer_is_cursor_expired_not_a_gap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_garbage_entry_mid_stream_is_one_corrupt_item_then_the_rest() {
-    let backend = ValkeyBackend::connect(&shared_url().await, config("ffgarbage"))
+    let backend = ValkeyBackend::connect(&server_url().await, config("ffgarbage"))
         .await
         .expect("connect");
     let key = backend.stream_key(Family::Completion).to_owned();
     let batch = |range: std::ops::Range<usize>| range.map(event).collect::<Vec<_>>();
     backend.publish_batch(batch(0..5)).await.expect("publish");
-    let url = shared_url().await;
+    let url = server_url().await;
     let garbage = tokio::task::spawn_blocking(move || {
         let client = ff_backend_valkey::redis::Client::open(url).expect("client");
         let mut conn = client.get_connection().expect("connection");

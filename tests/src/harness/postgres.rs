@@ -8,7 +8,6 @@
 //! ("more, never fewer"), which exact assertions would count as wrong.
 
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -25,21 +24,25 @@ use ff_core::testkit::Harness;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use tokio::time::Instant;
 
-use crate::support;
+use crate::support::{self, PostgresServer};
 
 /// The checkpoint interval harness backends use.
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
 /// The safety-net poll harness backends use.
 pub const SAFETY_NET_POLL: Duration = Duration::from_secs(30);
 
-/// A schema (and application) name no other test or test process uses.
-pub fn unique(label: &str) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!("{label}_{}_{n}_{nanos:08x}", std::process::id())
+/// A PostgreSQL server of the calling test's own (to stop, kill and
+/// restart); `None`, after a loud SKIPPED notice naming `test`, when the
+/// suite is pointed at an external server.
+pub async fn own_server(test: &str) -> Option<Arc<PostgresServer>> {
+    if support::skip_if_external_postgres(test) {
+        return None;
+    }
+    let server = tokio::task::spawn_blocking(PostgresServer::start)
+        .await
+        .expect("support thread")
+        .expect("start a PostgreSQL server");
+    Some(Arc::new(server))
 }
 
 /// The shared test cluster's URL (started on first use).
@@ -118,7 +121,7 @@ impl PostgresHarness {
     pub async fn new() -> Self {
         let serial = serial().await;
         let url = server_url().await;
-        let backend = PostgresBackend::connect(&url, config(&unique("t")))
+        let backend = PostgresBackend::connect(&url, config(&support::unique_name("t")))
             .await
             .expect("connect the backend");
         let admin = admin_pool(&url).await;

@@ -1,7 +1,6 @@
 //! The Valkey harness: a backend under a fresh key prefix and client name
 //! on the shared test server, with fault hooks over an admin connection.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,17 +20,8 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
 /// The safety-net poll harness backends use.
 pub const SAFETY_NET_POLL: Duration = Duration::from_secs(30);
 
-/// A name no other test (or test process) uses.
-fn unique(label: &str) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!("{label}-{}-{n}-{nanos:08x}", std::process::id())
-}
-
-async fn server_url() -> String {
+/// The shared test server's URL (started on first use).
+pub async fn server_url() -> String {
     tokio::task::spawn_blocking(support::shared_valkey_url)
         .await
         .expect("support thread")
@@ -50,7 +40,7 @@ impl ValkeyHarness {
     /// A backend on the shared server under a fresh prefix and client name.
     pub async fn new() -> Self {
         let url = server_url().await;
-        let name = unique("fftest");
+        let name = support::unique_name("fftest");
         let config = ValkeyConfig::default()
             .with_key_prefix(format!("{name}:"))
             .with_client_name(name)

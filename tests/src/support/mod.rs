@@ -136,6 +136,20 @@ impl SupportError {
     }
 }
 
+/// A name no other test or test process uses: `label`, the process id, a
+/// counter and the clock's nanoseconds, joined by `_` — valid as a Valkey
+/// key prefix, client or ACL user name, and as a Postgres schema name when
+/// `label` is lower-case.
+pub fn unique_name(label: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{label}_{}_{n}_{nanos:08x}", std::process::id())
+}
+
 // ---------------------------------------------------------------------------
 // Shared servers and external URLs
 // ---------------------------------------------------------------------------

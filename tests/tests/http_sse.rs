@@ -412,6 +412,7 @@ mod suite {
     use ff_core::filter::SubscriptionFilter;
     use ff_core::stream_events::{sample_drafts, CompletionOutcome, EventMeta, Family, NewEvent};
     use ff_core::stream_subscribe::StreamCursor;
+    use ff_core::testkit::support::inject_corrupt;
     use ff_core::testkit::Harness;
     use ff_core::types::{ExecutionId, TimestampMs};
     use ff_http::{Auth, Gateway, GatewayConfig, SlowClientPolicy, Token};
@@ -776,11 +777,7 @@ mod suite {
     pub async fn corrupt_entries_arrive_as_ff_error_and_the_stream_goes_on(h: &dyn Harness) {
         let server = serve(h, config()).await;
         let (mut live, _) = open_started(&server, "/v1/streams/lease-history", &[]).await;
-        let bad = h
-            .inject_corrupt(Family::LeaseHistory)
-            .await
-            .unwrap()
-            .to_string();
+        let bad = inject_corrupt(h, Family::LeaseHistory).await.to_string();
         let good = publish_plain(
             h,
             vec![NewEvent::lease_acquired(ExecutionId::new(2), None, None)],

@@ -7,6 +7,7 @@ use crate::backend::DeliveryItem;
 use crate::filter::SubscriptionFilter;
 use crate::stream_events::{Family, FamilyEvent};
 use crate::stream_subscribe::StreamCursor;
+use crate::testkit::harness::{hook, Capability};
 use crate::testkit::support::*;
 use crate::testkit::Harness;
 
@@ -36,6 +37,50 @@ pub async fn order_is_total_and_matches_cursors<H: Harness>(h: &H) {
                 "an event of the wrong family arrived"
             );
         }
+    }
+}
+
+/// §3.3: positions compare by their bytes, so a consumer (or the suite)
+/// can order cursors without decoding them — also past the byte
+/// boundaries at 256 and 65,536 events, within one large batch and across
+/// separate publishes, for every family.
+pub async fn cursors_compare_by_bytes_past_256_and_65536_events<H: Harness>(h: &H) {
+    let run = run_label("byteorder");
+    let publisher = h.publisher();
+    for family in Family::ALL.iter().copied() {
+        // Completion crosses 65,536 within one batch; every family crosses
+        // 256 within a batch and again across single publishes.
+        let batch = if family == Family::Completion {
+            66_000
+        } else {
+            300
+        };
+        let all = drafts(family, batch + 270, &run);
+        let mut cursors = Vec::with_capacity(all.len());
+        cursors.extend(publish_batch(&*publisher, &all[..batch]).await);
+        cursors.extend(publish_each(&*publisher, &all[batch..]).await);
+        let what = format!(
+            "{family}: cursors publish returned for {} events",
+            all.len()
+        );
+        assert_increasing(&cursors, &what);
+        let mut sub = subscribe(h, family, StreamCursor::beginning(), &Default::default()).await;
+        let (events, _) = until_caught_up(&mut sub, "a backlog of tens of thousands").await;
+        assert_delivered(
+            &events,
+            &all,
+            &format!("{family} from beginning, byte order"),
+        );
+        let delivered: Vec<StreamCursor> = events
+            .into_iter()
+            .map(|(e, _)| e.cursor().clone())
+            .collect();
+        assert!(
+            delivered == cursors,
+            "{family}: the delivered cursors differ from the cursors publish returned \
+             (first at position {:?})",
+            delivered.iter().zip(&cursors).position(|(a, b)| a != b)
+        );
     }
 }
 
@@ -111,35 +156,84 @@ pub async fn tail_yields_only_later_events<H: Harness>(h: &H) {
 /// §3.7.4: a tailing subscriber receives each new event within 5 s, by
 /// wake-up rather than the (≥ 30 s) safety-net poll.
 pub async fn live_events_arrive_promptly<H: Harness>(h: &H) {
-    if let Some(poll) = h.safety_net_poll() {
-        assert!(
-            poll >= std::time::Duration::from_secs(30),
-            "configure the harness's safety-net poll to at least 30 s (got {poll:?}) so this test proves wake-ups"
-        );
-    }
+    assert_wakeups_not_polling(h);
     let run = run_label("live");
     let publisher = h.publisher();
     for family in Family::ALL.iter().copied() {
-        let drafts = drafts(family, 4, &run);
-        let mut sub = subscribe(h, family, StreamCursor::empty(), &Default::default()).await;
-        let first = next_item(&mut sub, ITEM_DEADLINE, "CaughtUp").await;
+        expect_live(
+            h,
+            family,
+            &*publisher,
+            &drafts(family, 4, &run),
+            "the same process",
+        )
+        .await;
+    }
+}
+
+fn assert_wakeups_not_polling<H: Harness>(h: &H) {
+    if let Some(poll) = h.safety_net_poll() {
         assert!(
-            matches!(first, DeliveryItem::CaughtUp { .. }),
-            "got {first:?}"
+            poll >= std::time::Duration::from_secs(30),
+            "configure the harness's safety-net poll to at least 30 s (got {poll:?}) so the live tests prove wake-ups"
         );
-        for (i, d) in drafts.iter().enumerate() {
-            publish_retrying(&*publisher, d.0.clone(), d.1.clone()).await;
-            let item = loop {
-                match next_item(&mut sub, LIVE_DEADLINE, "a live event within 5 s").await {
-                    DeliveryItem::Checkpoint { .. } => continue,
-                    item => break item,
-                }
-            };
-            let DeliveryItem::Event { event, meta } = item else {
-                panic!("{family}: expected live event {i}, got {item:?}");
-            };
-            assert_delivered(&[(event, meta)], std::slice::from_ref(d), "live event");
-        }
+    }
+}
+
+/// Tail `family`, then publish each draft through `publisher` and expect
+/// it within [`LIVE_DEADLINE`].
+async fn expect_live<H: Harness>(
+    h: &H,
+    family: Family,
+    publisher: &dyn crate::backend::EventPublisher,
+    drafts: &[(
+        crate::stream_events::NewEvent,
+        crate::stream_events::EventMeta,
+    )],
+    from: &str,
+) {
+    let mut sub = subscribe(h, family, StreamCursor::empty(), &Default::default()).await;
+    let first = next_item(&mut sub, ITEM_DEADLINE, "CaughtUp").await;
+    assert!(
+        matches!(first, DeliveryItem::CaughtUp { .. }),
+        "{family}: a tail subscription must start with CaughtUp, got {first:?}"
+    );
+    for (i, d) in drafts.iter().enumerate() {
+        publish_retrying(publisher, d.0.clone(), d.1.clone()).await;
+        let what = format!("{family}: live event {i} published from {from}, within 5 s");
+        let item = loop {
+            match next_item(&mut sub, LIVE_DEADLINE, &what).await {
+                DeliveryItem::Checkpoint { .. } => continue,
+                item => break item,
+            }
+        };
+        let DeliveryItem::Event { event, meta } = item else {
+            panic!("{what}: got {item:?}");
+        };
+        assert_delivered(&[(event, meta)], std::slice::from_ref(d), &what);
+    }
+}
+
+/// §3.7.4 across processes: an event another process publishes (a
+/// publisher sharing nothing in-process with the subscriber) reaches a
+/// tailing subscriber within 5 s, by the backend's cross-process wake-up.
+pub async fn live_events_from_another_process_arrive_promptly<H: Harness>(h: &H) {
+    assert_wakeups_not_polling(h);
+    let other = hook(
+        Capability::CrossProcess,
+        "give an independent publisher",
+        h.independent_publisher().await,
+    );
+    let run = run_label("live-xproc");
+    for family in Family::ALL.iter().copied() {
+        expect_live(
+            h,
+            family,
+            &*other,
+            &drafts(family, 3, &run),
+            "another process",
+        )
+        .await;
     }
 }
 

@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use crate::backend::DeliveryItem;
 use crate::filter::SubscriptionFilter;
+use crate::stream_events::record::Field;
 use crate::stream_events::{EventMeta, Family, NewEvent};
 use crate::stream_subscribe::StreamCursor;
+use crate::testkit::harness::{hook, Capability};
 use crate::testkit::support::*;
 use crate::testkit::Harness;
 use crate::types::ExecutionId;
@@ -29,7 +31,31 @@ fn varied(family: Family, run: &str, target: ExecutionId) -> Vec<(NewEvent, Even
         .collect()
 }
 
-/// §3.7.9: each filter criterion, alone and combined, admits exactly the
+/// Subscribe from the beginning with `filter` and expect exactly the
+/// `published` events it matches.
+async fn expect_filtered<H: Harness>(
+    h: &H,
+    family: Family,
+    published: &[(NewEvent, EventMeta)],
+    filter: &SubscriptionFilter,
+    what: &str,
+) {
+    let expected: Vec<(NewEvent, EventMeta)> = published
+        .iter()
+        .filter(|(d, m)| filter.matches_parts(d.kind(), d.execution_id(), m))
+        .cloned()
+        .collect();
+    let mut sub = subscribe(h, family, StreamCursor::beginning(), filter).await;
+    let (got, _) = until_caught_up(&mut sub, "filtered backlog").await;
+    assert_delivered(
+        &got,
+        &expected,
+        &format!("{family}: filter {what} ({filter:?})"),
+    );
+}
+
+/// §3.7.9: each filter criterion — every kind of the family, `other`
+/// included, alone and in pairs — and their combinations admit exactly the
 /// matching events, in order.
 pub async fn filters_admit_exactly_the_matching_events<H: Harness>(h: &H) {
     let run = run_label("filters");
@@ -38,40 +64,156 @@ pub async fn filters_admit_exactly_the_matching_events<H: Harness>(h: &H) {
         let target = ExecutionId::new(9);
         let published = varied(family, &run, target);
         publish_batch(&*publisher, &published).await;
-        let first_kind = published[0].0.kind();
+        let kinds = family.kinds();
+        for kind in &kinds {
+            assert!(
+                published.iter().any(|(d, _)| d.kind() == *kind),
+                "{family}: the suite's drafts lack kind {kind}"
+            );
+        }
         let run_filter = || SubscriptionFilter::new().with_tag("run", run.clone());
-        let filters = vec![
+        let mut filters = vec![
+            ("namespace".to_owned(), run_filter().with_namespace("ns-a")),
+            ("tag".to_owned(), run_filter().with_tag("region", "eu")),
             (
-                "namespace",
-                SubscriptionFilter::new().with_namespace("ns-a"),
-            ),
-            ("tag", SubscriptionFilter::new().with_tag("region", "eu")),
-            (
-                "execution_id",
+                "execution_id".to_owned(),
                 SubscriptionFilter::new().with_execution_id(target),
             ),
-            ("kinds", SubscriptionFilter::new().with_kinds([first_kind])),
             (
-                "combined",
+                "combined".to_owned(),
                 run_filter()
                     .with_namespace("ns-a")
                     .with_tag("region", "eu")
                     .with_execution_id(target),
             ),
             (
-                "no match",
+                "no match".to_owned(),
                 SubscriptionFilter::new().with_namespace("nobody"),
             ),
         ];
+        for (i, kind) in kinds.iter().enumerate() {
+            filters.push((format!("kind {kind}"), run_filter().with_kinds([*kind])));
+            let next = kinds[(i + 1) % kinds.len()];
+            filters.push((
+                format!("kinds {kind},{next}"),
+                run_filter().with_kinds([*kind, next]),
+            ));
+        }
         for (what, filter) in filters {
-            let expected: Vec<(NewEvent, EventMeta)> = published
-                .iter()
-                .filter(|(d, m)| filter.matches_parts(d.kind(), d.execution_id(), m))
-                .cloned()
-                .collect();
-            let mut sub = subscribe(h, family, StreamCursor::beginning(), &filter).await;
-            let (got, _) = until_caught_up(&mut sub, "filtered backlog").await;
-            assert_delivered(&got, &expected, &format!("{family} filter {what}"));
+            expect_filtered(h, family, &published, &filter, &what).await;
+        }
+    }
+}
+
+/// A record of `family` as a producer outside ff may write it: UUIDs in
+/// upper case, tags JSON with extra spaces; the kind is the family's `i`th
+/// shape (an unknown outcome/effect string for `other`). Returns the
+/// fields and the event and metadata it must decode to.
+fn non_canonical(
+    family: Family,
+    i: usize,
+    exec: ExecutionId,
+    run: &str,
+) -> (Vec<(Field, String)>, (NewEvent, EventMeta)) {
+    let shapes: Vec<NewEvent> = crate::stream_events::sample_drafts()
+        .into_iter()
+        .filter(|d| d.family() == family)
+        .collect();
+    let mut draft = shapes[i % shapes.len()].clone();
+    set_execution_id(&mut draft, exec);
+    let meta = EventMeta::new()
+        .with_namespace("ns-raw")
+        .with_tag("run", run)
+        .with_tag("n", format!("raw{i}"));
+    let mut fields: Vec<(Field, String)> = draft
+        .fields()
+        .into_iter()
+        .filter_map(|(f, v)| v.map(|v| (f, v)))
+        .map(|(f, v)| {
+            let upper = matches!(
+                f,
+                Field::ExecutionId
+                    | Field::LeaseId
+                    | Field::NewLeaseId
+                    | Field::SignalId
+                    | Field::WaitpointId
+            );
+            (
+                f,
+                if upper {
+                    v.to_uppercase().replace("{FP:", "{fp:")
+                } else {
+                    v
+                },
+            )
+        })
+        .collect();
+    fields.push((Field::Namespace, "ns-raw".into()));
+    fields.push((
+        Field::Tags,
+        format!("{{ \"n\" : \"raw{i}\", \"run\" : \"{run}\" }}"),
+    ));
+    (fields, (draft, meta))
+}
+
+/// §3.7.9 over records an outside producer wrote: upper-case UUIDs and
+/// unknown outcome/effect strings decode to the same typed values as ff's
+/// own, and every filter treats them exactly as it treats those values
+/// (a filter on the execution id admits the upper-case spelling).
+pub async fn filters_treat_non_canonical_records_like_canonical_ones<H: Harness>(h: &H) {
+    let run = run_label("noncanonical");
+    for family in Family::ALL.iter().copied() {
+        let target = ExecutionId::new(11);
+        let kinds = family.kinds();
+        let mut published = Vec::new();
+        for i in 0..kinds.len().max(4) + 2 {
+            let exec = if i % 2 == 0 {
+                target
+            } else {
+                ExecutionId::new(12)
+            };
+            let (fields, expected) = non_canonical(family, i, exec, &run);
+            hook(
+                Capability::RawRecords,
+                "store a raw record",
+                h.inject_raw(family, &fields).await,
+            );
+            published.push(expected);
+        }
+        let run_filter = || SubscriptionFilter::new().with_tag("run", run.clone());
+        expect_filtered(
+            h,
+            family,
+            &published,
+            &run_filter(),
+            "run tag (every raw record)",
+        )
+        .await;
+        expect_filtered(
+            h,
+            family,
+            &published,
+            &run_filter().with_execution_id(target),
+            "execution_id against upper-case UUIDs",
+        )
+        .await;
+        expect_filtered(
+            h,
+            family,
+            &published,
+            &run_filter().with_namespace("ns-raw"),
+            "namespace",
+        )
+        .await;
+        for kind in &kinds {
+            expect_filtered(
+                h,
+                family,
+                &published,
+                &run_filter().with_kinds([*kind]),
+                &format!("kind {kind} over raw records"),
+            )
+            .await;
         }
     }
 }

@@ -7,17 +7,29 @@ use async_trait::async_trait;
 
 use crate::backend::{EventPublisher, StreamBackend};
 use crate::engine_error::EngineError;
+use crate::stream_events::record::Field;
 use crate::stream_events::Family;
 use crate::stream_subscribe::StreamCursor;
 
 /// A backend under test, its publisher, and the fault hooks the suite uses
-/// to test retention, corruption and reconnection deterministically.
+/// to test retention, corruption, reconnection and foreign cursors
+/// deterministically, not by timing.
 ///
 /// Build one per test, isolated from other tests (a fresh memory instance,
 /// a unique Valkey key prefix, a unique Postgres schema). Configure the
-/// backend with a short checkpoint interval (≤ 1 s; 100–200 ms keeps the
-/// suite fast) and any safety-net poll of at least 30 s, so the live test
-/// proves wake-ups rather than polling.
+/// backend with:
+/// - a short checkpoint interval (≤ 1 s; 100–200 ms keeps the suite fast);
+/// - any safety-net poll of at least 30 s, so the live tests prove wake-ups
+///   rather than polling;
+/// - a small read batch (tens of events), so the suite's backlogs span many
+///   reads and a trim can land in the middle of one.
+///
+/// A hook the backend genuinely cannot provide returns
+/// [`EngineError::Unavailable`]; the tests that need it then fail unless the
+/// suite macro is told the capability is absent (see
+/// [`conformance_suite!`](crate::conformance_suite)), in which case the test
+/// runner reports them as ignored. A hook that returns `Ok` must have acted:
+/// the suite checks that it did.
 #[async_trait]
 pub trait Harness: Send + Sync + 'static {
     /// The backend under test.
@@ -32,27 +44,155 @@ pub trait Harness: Send + Sync + 'static {
     /// The backend's safety-net poll interval, if it polls at all.
     fn safety_net_poll(&self) -> Option<Duration>;
 
+    /// The most events one subscription reads ahead of a consumer that has
+    /// stopped reading: what it buffers (e.g. the read batch × the batches
+    /// its channel holds, plus the batch in flight). The suite checks that
+    /// a stalled subscription never holds more, so the bound is what keeps
+    /// memory O(batch) under any backlog (§3.7.6). Keep it well below 1,000.
+    fn read_ahead_limit(&self) -> usize;
+
     /// Make every event of `family` strictly before the event at `cursor`
     /// unretained, the way the backend's own retention would (trim, prune,
     /// evict). The event at `cursor` stays, as the oldest retained.
     async fn expire_before(&self, family: Family, cursor: &StreamCursor)
         -> Result<(), EngineError>;
 
-    /// Append one entry to `family`'s stream that the shared decoder rejects
-    /// (e.g. a malformed `execution_id`); return its cursor.
-    async fn inject_corrupt(&self, family: Family) -> Result<StreamCursor, EngineError>;
+    /// Append one record to `family`'s stream the way a producer outside ff
+    /// would write it — `fields` by their wire names ([`Field::name`]), the
+    /// metadata as [`Field::Namespace`] and [`Field::Tags`] (a JSON object
+    /// text) — without validating anything, and return its cursor. The
+    /// suite stores undecodable records (`Corrupt`) and non-canonical ones
+    /// (upper-case UUIDs) through it. Capability `raw_records`.
+    async fn inject_raw(
+        &self,
+        family: Family,
+        fields: &[(Field, String)],
+    ) -> Result<StreamCursor, EngineError>;
 
-    /// Sever every server connection the backend holds (Valkey `CLIENT KILL`
-    /// by client name, Postgres `pg_terminate_backend` by
-    /// `application_name`). `Ok(false)`: the backend holds no connections,
-    /// and the reconnect test reports itself skipped.
-    async fn kill_connections(&self) -> Result<bool, EngineError>;
+    /// Sever every server connection the backend holds — the publisher's
+    /// and every subscription's — (Valkey `CLIENT KILL` by client name,
+    /// Postgres `pg_terminate_backend` by `application_name`). Capability
+    /// `reconnect`, with [`connection_ids`](Self::connection_ids).
+    async fn kill_connections(&self) -> Result<(), EngineError>;
+
+    /// The server-side identities of the connections the backend holds now
+    /// (Valkey client ids, Postgres backend pids): the suite proves with
+    /// them that a reconnect really replaced every connection. Capability
+    /// `reconnect`.
+    async fn connection_ids(&self) -> Result<Vec<String>, EngineError>;
 
     /// A cursor of `family` in this backend's format that lies beyond the
     /// store's head, as if the store had been restored from an older backup.
     async fn cursor_beyond_head(&self, family: Family) -> Result<StreamCursor, EngineError>;
 
+    /// A cursor of `family` that another instance of this backend handed
+    /// out (another process's memory backend, another key prefix or
+    /// server, another database) for an event this instance never stored.
+    /// The suite expects `InvalidCursor` or `CursorExpired` for it — never
+    /// events, never an endless wait. Capability `foreign_cursor`.
+    async fn foreign_cursor(&self, family: Family) -> Result<StreamCursor, EngineError>;
+
+    /// A publisher on the same store that shares nothing in-process with
+    /// [`backend`](Self::backend) (its own client, pool and wake-up
+    /// channels), as another process's would: live delivery from it proves
+    /// the cross-process wake-up path. Capability `cross_process`.
+    async fn independent_publisher(&self) -> Result<Arc<dyn EventPublisher>, EngineError>;
+
     /// How many subscriptions (or their dedicated connections) the backend
     /// holds open right now; used to prove that dropping releases them.
     async fn open_subscriptions(&self) -> Result<usize, EngineError>;
+}
+
+/// An optional ability of a harness, named in
+/// [`conformance_suite!`](crate::conformance_suite)'s `absent:` list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Capability {
+    /// `kill_connections` and `connection_ids`: the backend holds server
+    /// connections the suite can sever.
+    Reconnect,
+    /// `foreign_cursor`: another instance's cursors can be made.
+    ForeignCursor,
+    /// `independent_publisher`: another process can publish to the store.
+    CrossProcess,
+    /// `inject_raw`: records can be stored as an outside producer writes
+    /// them, undecodable ones included.
+    RawRecords,
+}
+
+impl Capability {
+    /// The name used in the macro's `absent:` list.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Reconnect => "reconnect",
+            Self::ForeignCursor => "foreign_cursor",
+            Self::CrossProcess => "cross_process",
+            Self::RawRecords => "raw_records",
+        }
+    }
+}
+
+/// Lower-case capability names for the suite macro's `absent:` list (so a
+/// misspelt name is a compile error).
+#[doc(hidden)]
+#[allow(non_upper_case_globals)]
+pub mod capability {
+    use super::Capability;
+    /// See [`Capability::Reconnect`].
+    pub const reconnect: Capability = Capability::Reconnect;
+    /// See [`Capability::ForeignCursor`].
+    pub const foreign_cursor: Capability = Capability::ForeignCursor;
+    /// See [`Capability::CrossProcess`].
+    pub const cross_process: Capability = Capability::CrossProcess;
+    /// See [`Capability::RawRecords`].
+    pub const raw_records: Capability = Capability::RawRecords;
+}
+
+/// Unwrap a hook's result: `Unavailable` means the harness lacks the
+/// capability although the suite was not told it is absent.
+pub(crate) fn hook<T>(capability: Capability, what: &str, result: Result<T, EngineError>) -> T {
+    match result {
+        Ok(v) => v,
+        Err(EngineError::Unavailable { .. }) => panic!(
+            "the harness cannot {what} (Unavailable): if the backend genuinely lacks this, \
+             declare it in the suite macro — `conformance_suite!(harness, absent: [{}])` — and \
+             the test is reported as ignored",
+            capability.name()
+        ),
+        Err(e) => panic!("harness hook failed to {what}: {e}"),
+    }
+}
+
+/// For a test whose capability was declared absent (and is run anyway with
+/// `--ignored`): check that the harness really lacks it.
+pub async fn capability_is_absent<H: Harness>(h: &H, capability: Capability) {
+    let family = Family::Completion;
+    let unavailable = match capability {
+        Capability::Reconnect => {
+            matches!(
+                h.kill_connections().await,
+                Err(EngineError::Unavailable { .. })
+            ) && matches!(
+                h.connection_ids().await,
+                Err(EngineError::Unavailable { .. })
+            )
+        }
+        Capability::ForeignCursor => matches!(
+            h.foreign_cursor(family).await,
+            Err(EngineError::Unavailable { .. })
+        ),
+        Capability::CrossProcess => matches!(
+            h.independent_publisher().await,
+            Err(EngineError::Unavailable { .. })
+        ),
+        Capability::RawRecords => matches!(
+            h.inject_raw(family, &[]).await,
+            Err(EngineError::Unavailable { .. })
+        ),
+    };
+    assert!(
+        unavailable,
+        "capability `{}` is declared absent, but the harness's hooks for it work: remove it from `absent:`",
+        capability.name()
+    );
 }

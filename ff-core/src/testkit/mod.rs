@@ -3,13 +3,17 @@
 //! Modelled on a storage abstraction's shared integration module: each
 //! public async function checks one semantic of the contract over all four
 //! families against a [`Harness`] the backend author builds, and panics
-//! with a message naming what broke. [`conformance_suite!`](crate::conformance_suite)
-//! expands to one `#[tokio::test]` per function, so proving a new backend
-//! takes one test file:
+//! with a message naming the family, the scenario and the first differing
+//! event. [`conformance_suite!`](crate::conformance_suite) expands to one
+//! test per function, so proving a new backend takes one test file and no
+//! dependency besides `ff-core` with the `testkit` feature:
 //!
 //! ```ignore
 //! async fn harness() -> MyHarness { MyHarness::new().await }
+//! // Every capability present:
 //! ff_core::conformance_suite!(harness);
+//! // Or, for a backend without server connections:
+//! // ff_core::conformance_suite!(harness, absent: [reconnect, cross_process]);
 //!
 //! async fn store() -> MyCursorStore { MyCursorStore::new().await }
 //! ff_core::cursor_store_suite!(store);
@@ -17,80 +21,175 @@
 //!
 //! | semantic | function |
 //! |---|---|
-//! | 1 order | [`order_is_total_and_matches_cursors`] |
+//! | 1 order | [`order_is_total_and_matches_cursors`], [`cursors_compare_by_bytes_past_256_and_65536_events`] |
 //! | 2 exactly-after resume | [`resume_from_any_cursor_yields_exactly_the_rest`] |
 //! | 3 tail / beginning | [`tail_yields_only_later_events`] |
-//! | 4 live | [`live_events_arrive_promptly`] |
+//! | 4 live | [`live_events_arrive_promptly`], [`live_events_from_another_process_arrive_promptly`] |
 //! | 5 reconnect | [`reconnect_continues_exactly_after_the_last_event`] |
 //! | 6 backpressure | [`slow_consumer_receives_a_large_backlog_exactly_once`] |
 //! | 7 retention | [`expired_cursors_are_reported_never_skipped`] |
-//! | 8 bad input | [`bad_input_is_rejected_and_corrupt_entries_are_flagged`] |
-//! | 9 filters | [`filters_admit_exactly_the_matching_events`], [`checkpoints_advance_past_filtered_out_events`], [`filtered_subscriptions_skip_long_rejected_runs_promptly`] |
+//! | 8 bad input | [`bad_cursors_are_rejected_at_subscribe`], [`cursors_of_another_instance_are_refused`], [`corrupt_entries_are_flagged_and_the_stream_goes_on`] |
+//! | 9 filters | [`filters_admit_exactly_the_matching_events`], [`filters_treat_non_canonical_records_like_canonical_ones`], [`checkpoints_advance_past_filtered_out_events`], [`filtered_subscriptions_skip_long_rejected_runs_promptly`] |
 //! | 10 drop | [`dropping_a_subscription_releases_it`] |
 //! | `CaughtUp` once | [`caught_up_is_yielded_exactly_once`] |
 //! | typed API | [`typed_subscriptions_yield_each_family`] |
 //! | batch atomicity | [`publish_batch_is_all_or_none`] |
 //! | bounds, cursor_at | [`bounds_and_cursor_at_agree_with_published_events`] |
+//!
+//! Tests that need an optional hook ([`Capability`]) fail when the hook
+//! answers `Unavailable`, unless the macro's `absent:` list names the
+//! capability — then the test runner reports them as ignored. To check
+//! that the suite catches a bug you switch on in your backend, run it
+//! programmatically with [`SuiteRun`].
 
+mod bad_input;
 mod cursor_store;
 mod delivery;
 mod faults;
 mod filters;
 mod harness;
 mod publish;
+mod runner;
 pub mod support;
 
+pub use bad_input::{
+    bad_cursors_are_rejected_at_subscribe, corrupt_entries_are_flagged_and_the_stream_goes_on,
+    cursors_of_another_instance_are_refused,
+};
 pub use cursor_store::{cursor_store_last_writer_wins, cursor_store_round_trips};
 pub use delivery::{
-    caught_up_is_yielded_exactly_once, live_events_arrive_promptly,
+    caught_up_is_yielded_exactly_once, cursors_compare_by_bytes_past_256_and_65536_events,
+    live_events_arrive_promptly, live_events_from_another_process_arrive_promptly,
     order_is_total_and_matches_cursors, resume_from_any_cursor_yields_exactly_the_rest,
     tail_yields_only_later_events, typed_subscriptions_yield_each_family,
 };
 pub use faults::{
-    bad_input_is_rejected_and_corrupt_entries_are_flagged, dropping_a_subscription_releases_it,
-    expired_cursors_are_reported_never_skipped, reconnect_continues_exactly_after_the_last_event,
+    dropping_a_subscription_releases_it, expired_cursors_are_reported_never_skipped,
+    reconnect_continues_exactly_after_the_last_event,
     slow_consumer_receives_a_large_backlog_exactly_once,
 };
 pub use filters::{
     checkpoints_advance_past_filtered_out_events,
     filtered_subscriptions_skip_long_rejected_runs_promptly,
     filters_admit_exactly_the_matching_events,
+    filters_treat_non_canonical_records_like_canonical_ones,
 };
-pub use harness::Harness;
+#[doc(hidden)]
+pub use harness::capability;
+pub use harness::{capability_is_absent, Capability, Harness};
 pub use publish::{bounds_and_cursor_at_agree_with_published_events, publish_batch_is_all_or_none};
+pub(crate) use runner::runner_entry;
+pub use runner::{block_on, SuiteOutcome, SuiteReport, SuiteRun, TestOutcome};
 
-/// Expand to one `#[tokio::test]` per conformance function, each building
-/// a fresh harness with `$make().await`.
+/// `#[ff_core::testkit::async_trait]` for implementing [`Harness`] without
+/// a dependency of your own on `async-trait`.
+pub use async_trait::async_trait;
+
+/// Call `$callback!` with every suite function and the capability it
+/// needs (`none`, or a [`capability`] name), prefixed by `$args`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __ff_suite_list {
+    ($callback:ident! { $($args:tt)* }) => {
+        $crate::$callback! { $($args)*
+            order_is_total_and_matches_cursors: none,
+            cursors_compare_by_bytes_past_256_and_65536_events: none,
+            resume_from_any_cursor_yields_exactly_the_rest: none,
+            tail_yields_only_later_events: none,
+            live_events_arrive_promptly: none,
+            live_events_from_another_process_arrive_promptly: cross_process,
+            caught_up_is_yielded_exactly_once: none,
+            typed_subscriptions_yield_each_family: none,
+            reconnect_continues_exactly_after_the_last_event: reconnect,
+            slow_consumer_receives_a_large_backlog_exactly_once: none,
+            expired_cursors_are_reported_never_skipped: none,
+            bad_cursors_are_rejected_at_subscribe: none,
+            cursors_of_another_instance_are_refused: foreign_cursor,
+            corrupt_entries_are_flagged_and_the_stream_goes_on: raw_records,
+            dropping_a_subscription_releases_it: none,
+            filters_admit_exactly_the_matching_events: none,
+            filters_treat_non_canonical_records_like_canonical_ones: raw_records,
+            checkpoints_advance_past_filtered_out_events: none,
+            filtered_subscriptions_skip_long_rejected_runs_promptly: none,
+            publish_batch_is_all_or_none: none,
+            bounds_and_cursor_at_agree_with_published_events: none,
+        }
+    };
+}
+
+/// Expand to one test per conformance function, each building a fresh
+/// harness with `$make().await` on its own multi-threaded runtime.
+///
+/// `absent: [..]` names the [`Capability`]s (`reconnect`, `foreign_cursor`,
+/// `cross_process`, `raw_records`) the backend genuinely lacks: their tests
+/// are marked `#[ignore]` — reported as ignored, not `ok` — and, when run
+/// anyway with `--ignored`, check that the harness's hooks really answer
+/// `Unavailable`.
 #[macro_export]
 macro_rules! conformance_suite {
     ($make:path) => {
-        $crate::conformance_suite!(@tests $make;
-            order_is_total_and_matches_cursors,
-            resume_from_any_cursor_yields_exactly_the_rest,
-            tail_yields_only_later_events,
-            live_events_arrive_promptly,
-            caught_up_is_yielded_exactly_once,
-            typed_subscriptions_yield_each_family,
-            reconnect_continues_exactly_after_the_last_event,
-            slow_consumer_receives_a_large_backlog_exactly_once,
-            expired_cursors_are_reported_never_skipped,
-            bad_input_is_rejected_and_corrupt_entries_are_flagged,
-            dropping_a_subscription_releases_it,
-            filters_admit_exactly_the_matching_events,
-            checkpoints_advance_past_filtered_out_events,
-            filtered_subscriptions_skip_long_rejected_runs_promptly,
-            publish_batch_is_all_or_none,
-            bounds_and_cursor_at_agree_with_published_events,
-        );
+        $crate::conformance_suite!($make, absent: []);
     };
-    (@tests $make:path; $($name:ident),+ $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
+    ($make:path, absent: [$($absent:ident),* $(,)?]) => {
+        const _: () = { $( let _ = $crate::testkit::capability::$absent; )* };
+        $crate::__ff_suite_list!(__ff_suite_tests! { $make; [$($absent)*]; });
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __ff_suite_tests {
+    ($make:path; $absent:tt; $($name:ident : $cap:ident),+ $(,)?) => {
+        $( $crate::__ff_suite_test!($make; $absent; $name; $cap); )+
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __ff_suite_test {
+    ($make:path; $absent:tt; $name:ident; none) => {
+        $crate::__ff_suite_test!(@present $make; $name);
+    };
+    ($make:path; [$($absent:ident)*]; $name:ident; $cap:ident) => {
+        $crate::__ff_suite_test!(@scan $make; $name; $cap; [$($absent)*]);
+    };
+    (@scan $make:path; $name:ident; $cap:ident; []) => {
+        $crate::__ff_suite_test!(@present $make; $name);
+    };
+    (@scan $make:path; $name:ident; reconnect; [reconnect $($rest:ident)*]) => {
+        $crate::__ff_suite_test!(@absent $make; $name; reconnect);
+    };
+    (@scan $make:path; $name:ident; foreign_cursor; [foreign_cursor $($rest:ident)*]) => {
+        $crate::__ff_suite_test!(@absent $make; $name; foreign_cursor);
+    };
+    (@scan $make:path; $name:ident; cross_process; [cross_process $($rest:ident)*]) => {
+        $crate::__ff_suite_test!(@absent $make; $name; cross_process);
+    };
+    (@scan $make:path; $name:ident; raw_records; [raw_records $($rest:ident)*]) => {
+        $crate::__ff_suite_test!(@absent $make; $name; raw_records);
+    };
+    (@scan $make:path; $name:ident; $cap:ident; [$other:ident $($rest:ident)*]) => {
+        $crate::__ff_suite_test!(@scan $make; $name; $cap; [$($rest)*]);
+    };
+    (@present $make:path; $name:ident) => {
+        #[test]
+        fn $name() {
+            $crate::testkit::block_on(async {
                 let harness = $make().await;
                 $crate::testkit::$name(&harness).await;
-            }
-        )+
+            });
+        }
+    };
+    (@absent $make:path; $name:ident; $cap:ident) => {
+        #[test]
+        #[ignore = "the harness declares the capability this test needs absent"]
+        fn $name() {
+            $crate::testkit::block_on(async {
+                let harness = $make().await;
+                $crate::testkit::capability_is_absent(&harness, $crate::testkit::capability::$cap)
+                    .await;
+            });
+        }
     };
 }
 
@@ -99,16 +198,20 @@ macro_rules! conformance_suite {
 #[macro_export]
 macro_rules! cursor_store_suite {
     ($make:path) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn cursor_store_round_trips() {
-            let store = $make().await;
-            $crate::testkit::cursor_store_round_trips(&store).await;
+        #[test]
+        fn cursor_store_round_trips() {
+            $crate::testkit::block_on(async {
+                let store = $make().await;
+                $crate::testkit::cursor_store_round_trips(&store).await;
+            });
         }
 
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn cursor_store_last_writer_wins() {
-            let store = $make().await;
-            $crate::testkit::cursor_store_last_writer_wins(&store).await;
+        #[test]
+        fn cursor_store_last_writer_wins() {
+            $crate::testkit::block_on(async {
+                let store = $make().await;
+                $crate::testkit::cursor_store_last_writer_wins(&store).await;
+            });
         }
     };
 }

@@ -9,8 +9,10 @@ use tokio::time::{timeout_at, Instant};
 use crate::backend::{DeliveryItem, DeliveryStream, EventPublisher};
 use crate::engine_error::EngineError;
 use crate::filter::SubscriptionFilter;
+use crate::stream_events::record::Field;
 use crate::stream_events::{EventMeta, Family, NewEvent, StreamEvent};
 use crate::stream_subscribe::StreamCursor;
+use crate::testkit::harness::{hook, Capability};
 use crate::testkit::Harness;
 use crate::types::ExecutionId;
 
@@ -192,8 +194,33 @@ pub async fn take_events(stream: &mut Sub, n: usize, what: &str) -> Vec<(StreamE
     events
 }
 
+/// How an event is named in assertion messages: its `n` tag (its index
+/// in what the test published), kind and execution id.
+pub fn describe(event: &NewEvent, meta: &EventMeta) -> String {
+    format!(
+        "#{} ({} {})",
+        meta.tags.get("n").map_or("?", |s| s),
+        event.kind(),
+        event.execution_id()
+    )
+}
+
+/// The `n` tags of events, abbreviated after a dozen.
+fn numbers(events: &[(NewEvent, EventMeta)]) -> String {
+    let mut out: Vec<String> = events
+        .iter()
+        .take(12)
+        .map(|(_, m)| m.tags.get("n").map_or("?", |s| s).to_owned())
+        .collect();
+    if events.len() > 12 {
+        out.push(format!("… {} more", events.len() - 12));
+    }
+    out.join(",")
+}
+
 /// Assert delivered events equal the published drafts, in order, with
-/// their metadata.
+/// their metadata. The panic names `what` (say the family and scenario),
+/// the counts, and the first differing event.
 pub fn assert_delivered(
     delivered: &[(StreamEvent, EventMeta)],
     published: &[(NewEvent, EventMeta)],
@@ -203,38 +230,56 @@ pub fn assert_delivered(
         .iter()
         .map(|(e, m)| (e.to_new_event(), m.clone()))
         .collect();
-    if got != published {
-        let n = |v: &[(NewEvent, EventMeta)]| {
-            v.iter()
-                .map(|(_, m)| {
-                    format!(
-                        "{}/{}",
-                        m.tags.get("run").map_or("?", |s| s),
-                        m.tags.get("n").map_or("?", |s| s)
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        panic!(
-            "{what}: delivered {} events [{}], expected {} [{}]",
-            got.len(),
-            n(&got),
-            published.len(),
-            n(published)
-        );
+    if got == published {
+        return;
     }
+    let first = got
+        .iter()
+        .zip(published)
+        .position(|(g, p)| g != p)
+        .unwrap_or(got.len().min(published.len()));
+    let at = |v: &[(NewEvent, EventMeta)]| {
+        v.get(first)
+            .map_or_else(|| "nothing".to_owned(), |(e, m)| describe(e, m))
+    };
+    let detail = match (got.get(first), published.get(first)) {
+        (Some(g), Some(p)) if g.0 == p.0 => format!(
+            " (same event, metadata differs: got {:?}, expected {:?})",
+            g.1, p.1
+        ),
+        (Some(g), Some(p)) if g.1 == p.1 => format!(
+            " (same metadata, fields differ: got {:?}, expected {:?})",
+            g.0, p.0
+        ),
+        _ => String::new(),
+    };
+    panic!(
+        "{what}: delivered {} events, expected {}; first difference at position {first}: \
+         got {}, expected {}{detail}. Delivered [{}], expected [{}]",
+        got.len(),
+        published.len(),
+        at(&got),
+        at(published),
+        numbers(&got),
+        numbers(published),
+    );
 }
 
-/// Assert cursors strictly increase in position order.
-pub fn assert_increasing(cursors: &[&StreamCursor], what: &str) {
-    for pair in cursors.windows(2) {
-        assert_eq!(
-            pair[0].position_cmp(pair[1]),
-            Some(std::cmp::Ordering::Less),
-            "{what}: cursor {:?} is not before {:?}",
-            pair[0],
-            pair[1]
+/// Assert cursors strictly increase — by [`StreamCursor::position_cmp`]
+/// and by their raw bytes alike (§3.3: positions compare by byte order;
+/// only the partitioned Valkey format `0x04`, one position per partition,
+/// is ordered by `position_cmp` alone) — naming the first pair that does
+/// not.
+pub fn assert_increasing<C: std::borrow::Borrow<StreamCursor>>(cursors: &[C], what: &str) {
+    const PARTITIONED: u8 = 0x04;
+    for (i, pair) in cursors.windows(2).enumerate() {
+        let (a, b) = (pair[0].borrow(), pair[1].borrow());
+        let by_bytes = a.format_byte() == Some(PARTITIONED) || a.as_bytes() < b.as_bytes();
+        assert!(
+            a.position_cmp(b) == Some(std::cmp::Ordering::Less) && by_bytes,
+            "{what}: cursor {i} ({a:?}) does not sort before cursor {} ({b:?}) by its bytes; \
+             positions must be unsigned big-endian (or otherwise byte-comparable) within a family",
+            i + 1
         );
     }
 }
@@ -268,6 +313,35 @@ pub async fn expect_expired<H: Harness + ?Sized>(
         }
         Ok(other) => panic!("{what}: got {other:?}"),
     }
+}
+
+/// The fields of a `family` record that is well formed except for its
+/// execution id, which the shared decoder rejects.
+pub fn undecodable(family: Family) -> Vec<(Field, String)> {
+    let bad = (Field::ExecutionId, "not-an-execution-id".to_owned());
+    let mut fields = vec![bad];
+    match family {
+        Family::LeaseHistory => fields.push((Field::Type, "acquired".into())),
+        Family::Completion => fields.push((Field::Outcome, "success".into())),
+        Family::SignalDelivery => {
+            fields.push((Field::SignalId, uuid::Uuid::new_v4().to_string()));
+            fields.push((Field::Effect, "buffered".into()));
+        }
+        Family::InstanceTags => {
+            fields.push((Field::Type, "attached".into()));
+            fields.push((Field::Tag, "hot".into()));
+        }
+    }
+    fields
+}
+
+/// Store an undecodable record of `family` through the harness.
+pub async fn inject_corrupt<H: Harness + ?Sized>(h: &H, family: Family) -> StreamCursor {
+    hook(
+        Capability::RawRecords,
+        "store a raw record",
+        h.inject_raw(family, &undecodable(family)).await,
+    )
 }
 
 /// A unique run label for tagging events.

@@ -1,6 +1,7 @@
 //! The memory harness: a fresh in-process backend per test, with small
 //! batches so batch boundaries are exercised.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,9 +9,14 @@ use async_trait::async_trait;
 use ff_backend_memory::MemoryBackend;
 use ff_core::backend::{EventPublisher, StreamBackend};
 use ff_core::engine_error::EngineError;
+use ff_core::stream_events::record::Field;
 use ff_core::stream_events::{EventMeta, Family};
 use ff_core::stream_subscribe::{decode_memory, encode_memory, CursorStart, StreamCursor};
+use ff_core::testkit::support::{drafts, publish_batch};
 use ff_core::testkit::Harness;
+
+/// Records a memory subscription copies out per read.
+const BATCH: usize = 7;
 
 /// A fresh memory backend per test.
 pub struct MemoryHarness {
@@ -18,14 +24,39 @@ pub struct MemoryHarness {
     pub backend: MemoryBackend,
 }
 
+fn build() -> MemoryBackend {
+    MemoryBackend::builder()
+        .checkpoint_interval(Duration::from_millis(100))
+        .batch_size(BATCH)
+        .build()
+}
+
 /// A fresh backend with a 100 ms checkpoint interval and tiny batches.
 pub async fn harness() -> MemoryHarness {
-    MemoryHarness {
-        backend: MemoryBackend::builder()
-            .checkpoint_interval(Duration::from_millis(100))
-            .batch_size(7)
-            .build(),
+    MemoryHarness { backend: build() }
+}
+
+/// Split a raw record's metadata fields off into an [`EventMeta`].
+fn split_meta(
+    fields: &[(Field, String)],
+) -> Result<(Vec<(String, String)>, EventMeta), EngineError> {
+    let mut meta = EventMeta::new();
+    let mut rest = Vec::new();
+    for (field, value) in fields {
+        match field {
+            Field::Namespace => meta.namespace = Some(value.clone()),
+            Field::Tags => {
+                meta.tags =
+                    serde_json::from_str::<BTreeMap<String, String>>(value).map_err(|e| {
+                        EngineError::validation(format!(
+                            "the memory harness stores tags as strings: {e}"
+                        ))
+                    })?
+            }
+            other => rest.push((other.name().to_owned(), value.clone())),
+        }
     }
+    Ok((rest, meta))
 }
 
 #[async_trait]
@@ -46,6 +77,11 @@ impl Harness for MemoryHarness {
         None
     }
 
+    /// One batch waits in the subscription's queue; nothing is read ahead.
+    fn read_ahead_limit(&self) -> usize {
+        BATCH
+    }
+
     async fn expire_before(
         &self,
         family: Family,
@@ -54,18 +90,25 @@ impl Harness for MemoryHarness {
         self.backend.evict_before(family, cursor).map(|_| ())
     }
 
-    async fn inject_corrupt(&self, family: Family) -> Result<StreamCursor, EngineError> {
-        let fields = vec![
-            ("execution_id".to_owned(), "not-an-execution-id".to_owned()),
-            ("type".to_owned(), "acquired".to_owned()),
-        ];
-        Ok(self
-            .backend
-            .append_raw_record(family, fields, EventMeta::new()))
+    async fn inject_raw(
+        &self,
+        family: Family,
+        fields: &[(Field, String)],
+    ) -> Result<StreamCursor, EngineError> {
+        let (fields, meta) = split_meta(fields)?;
+        Ok(self.backend.append_raw_record(family, fields, meta))
     }
 
-    async fn kill_connections(&self) -> Result<bool, EngineError> {
-        Ok(false)
+    async fn kill_connections(&self) -> Result<(), EngineError> {
+        Err(EngineError::unavailable(
+            "kill_connections (in-process backend)",
+        ))
+    }
+
+    async fn connection_ids(&self) -> Result<Vec<String>, EngineError> {
+        Err(EngineError::unavailable(
+            "connection_ids (in-process backend)",
+        ))
     }
 
     async fn cursor_beyond_head(&self, family: Family) -> Result<StreamCursor, EngineError> {
@@ -74,6 +117,19 @@ impl Harness for MemoryHarness {
             CursorStart::After(p) => Ok(encode_memory(family, p.epoch, p.seq + 1000)),
             _ => unreachable!("bounds returns positioned cursors"),
         }
+    }
+
+    /// A cursor of another instance, as another process would hand out.
+    async fn foreign_cursor(&self, family: Family) -> Result<StreamCursor, EngineError> {
+        let other = build();
+        let cursors = publish_batch(&other, &drafts(family, 2, "foreign")).await;
+        Ok(cursors[0].clone())
+    }
+
+    async fn independent_publisher(&self) -> Result<Arc<dyn EventPublisher>, EngineError> {
+        Err(EngineError::unavailable(
+            "independent_publisher (the store lives in this process)",
+        ))
     }
 
     async fn open_subscriptions(&self) -> Result<usize, EngineError> {

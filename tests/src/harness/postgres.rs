@@ -17,9 +17,10 @@ use ff_backend_postgres::sqlx::{self, PgPool, Row};
 use ff_backend_postgres::{PostgresBackend, PostgresConfig};
 use ff_core::backend::{EventPublisher, StreamBackend};
 use ff_core::engine_error::EngineError;
+use ff_core::stream_events::record::Field;
 use ff_core::stream_events::Family;
 use ff_core::stream_subscribe::{decode_postgres, encode_postgres, CursorStart, StreamCursor};
-use ff_core::testkit::support::ITEM_DEADLINE;
+use ff_core::testkit::support::{drafts, publish_batch, ITEM_DEADLINE};
 use ff_core::testkit::Harness;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use tokio::time::Instant;
@@ -30,6 +31,9 @@ use crate::support::{self, PostgresServer};
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
 /// The safety-net poll harness backends use.
 pub const SAFETY_NET_POLL: Duration = Duration::from_secs(30);
+/// Rows a harness subscription reads per query: small, so backlogs span
+/// many reads.
+pub const READ_BATCH: usize = 50;
 
 /// A PostgreSQL server of the calling test's own (to stop, kill and
 /// restart); `None`, after a loud SKIPPED notice naming `test`, when the
@@ -69,6 +73,7 @@ pub fn config(schema: &str) -> PostgresConfig {
         .with_application_name(format!("fft_{schema}"))
         .with_checkpoint_interval(CHECKPOINT_INTERVAL)
         .with_safety_net_poll(SAFETY_NET_POLL)
+        .with_batch_size(READ_BATCH)
         .with_pool_size(4)
 }
 
@@ -92,18 +97,33 @@ pub fn position(family: Family, cursor: &StreamCursor) -> (String, i64) {
     }
 }
 
-/// A row the shared decoder rejects: its `execution_id` is not
-/// `{fp:N}:<uuid>`. Every other column is valid.
-fn corrupt_insert(table: &str, family: Family) -> String {
-    let values = match family {
-        Family::LeaseHistory => "(type, execution_id) VALUES ('acquired', 'not-an-execution-id')",
-        Family::Completion => "(execution_id, outcome) VALUES ('not-an-execution-id', 'success')",
-        Family::SignalDelivery => {
-            "(execution_id, signal_id, effect) VALUES ('not-an-execution-id', gen_random_uuid(), 'buffered')"
-        }
-        _ => "(type, execution_id, tag) VALUES ('attached', 'not-an-execution-id', 'hot')",
-    };
-    format!("INSERT INTO {table} {values} RETURNING xid::text::int8, id")
+/// A second cluster, started on first use, whose cursors the shared
+/// cluster's backends must refuse (another history).
+async fn foreign_server_url() -> String {
+    static SERVER: tokio::sync::OnceCell<Option<Arc<PostgresServer>>> =
+        tokio::sync::OnceCell::const_new();
+    let server = SERVER
+        .get_or_init(|| own_server("the foreign-cursor hook's second cluster"))
+        .await;
+    match server {
+        Some(server) => server.url(),
+        // Pointed at an external server: a second database of it is the
+        // nearest thing to another history.
+        None => server_url().await,
+    }
+}
+
+/// Connect a second backend from a blocking thread: the compiler cannot
+/// prove `connect`'s future `Send` for every lifetime inside the
+/// `async_trait` hooks, and `block_on` does not need it to be.
+async fn connect_elsewhere(
+    url: String,
+    config: PostgresConfig,
+) -> Result<PostgresBackend, EngineError> {
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || runtime.block_on(PostgresBackend::connect(&url, config)))
+        .await
+        .expect("connect thread")
 }
 
 /// A backend in a fresh schema, plus an admin pool (with another
@@ -113,6 +133,7 @@ pub struct PostgresHarness {
     pub backend: PostgresBackend,
     /// An admin pool for hooks and direct SQL.
     pub admin: PgPool,
+    url: String,
     _serial: OwnedMutexGuard<()>,
 }
 
@@ -128,6 +149,7 @@ impl PostgresHarness {
         Self {
             backend,
             admin,
+            url,
             _serial: serial,
         }
     }
@@ -156,6 +178,12 @@ impl Harness for PostgresHarness {
 
     fn safety_net_poll(&self) -> Option<Duration> {
         Some(SAFETY_NET_POLL)
+    }
+
+    /// The batch being consumed, the channel's batches, and one query in
+    /// flight.
+    fn read_ahead_limit(&self) -> usize {
+        5 * READ_BATCH
     }
 
     /// Prune through the backend's prune function; rows of transactions
@@ -190,8 +218,38 @@ impl Harness for PostgresHarness {
         }
     }
 
-    async fn inject_corrupt(&self, family: Family) -> Result<StreamCursor, EngineError> {
-        let row = sqlx::query(&corrupt_insert(&self.backend.table_name(family), family))
+    /// Insert through `jsonb_populate_record`, so every value goes through
+    /// its column type's text input, as a plain-SQL producer's would.
+    async fn inject_raw(
+        &self,
+        family: Family,
+        fields: &[(Field, String)],
+    ) -> Result<StreamCursor, EngineError> {
+        let mut record = serde_json::Map::new();
+        for (field, value) in fields {
+            let value = match field {
+                Field::Tags => serde_json::from_str(value)
+                    .map_err(|e| EngineError::validation(format!("tags: {e}")))?,
+                _ => serde_json::Value::String(value.clone()),
+            };
+            record.insert(field.name().to_owned(), value);
+        }
+        let table = self.backend.table_name(family);
+        let columns = record
+            .keys()
+            .map(|c| format!("\"{c}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = if record.is_empty() {
+            format!("INSERT INTO {table} DEFAULT VALUES RETURNING xid::text::int8, id")
+        } else {
+            format!(
+                "INSERT INTO {table} ({columns}) SELECT {columns} \
+                 FROM jsonb_populate_record(NULL::{table}, $1::text::jsonb) RETURNING xid::text::int8, id"
+            )
+        };
+        let row = sqlx::query(&sql)
+            .bind(serde_json::Value::Object(record).to_string())
             .fetch_one(&self.admin)
             .await
             .map_err(Self::err)?;
@@ -200,7 +258,7 @@ impl Harness for PostgresHarness {
         Ok(encode_postgres(family, xid as u64, id as u64))
     }
 
-    async fn kill_connections(&self) -> Result<bool, EngineError> {
+    async fn kill_connections(&self) -> Result<(), EngineError> {
         let config = self.backend.config();
         sqlx::query(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
@@ -211,7 +269,19 @@ impl Harness for PostgresHarness {
         .fetch_all(&self.admin)
         .await
         .map_err(Self::err)?;
-        Ok(true)
+        Ok(())
+    }
+
+    async fn connection_ids(&self) -> Result<Vec<String>, EngineError> {
+        let config = self.backend.config();
+        sqlx::query_scalar(
+            "SELECT pid::text FROM pg_stat_activity WHERE application_name IN ($1, $2)",
+        )
+        .bind(&config.application_name)
+        .bind(config.subscription_application_name())
+        .fetch_all(&self.admin)
+        .await
+        .map_err(Self::err)
     }
 
     async fn cursor_beyond_head(&self, family: Family) -> Result<StreamCursor, EngineError> {
@@ -221,6 +291,19 @@ impl Harness for PostgresHarness {
                 .await
                 .map_err(Self::err)?;
         Ok(encode_postgres(family, xmax as u64 + 1_000_000, 1))
+    }
+
+    /// A cursor of another cluster's outbox (another history).
+    async fn foreign_cursor(&self, family: Family) -> Result<StreamCursor, EngineError> {
+        let url = foreign_server_url().await;
+        let other = connect_elsewhere(url, config(&support::unique_name("foreign"))).await?;
+        let cursors = publish_batch(&other, &drafts(family, 2, "foreign")).await;
+        Ok(cursors[1].clone())
+    }
+
+    async fn independent_publisher(&self) -> Result<Arc<dyn EventPublisher>, EngineError> {
+        let other = connect_elsewhere(self.url.clone(), self.backend.config().clone()).await?;
+        Ok(Arc::new(other))
     }
 
     async fn open_subscriptions(&self) -> Result<usize, EngineError> {

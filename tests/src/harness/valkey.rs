@@ -9,8 +9,10 @@ use ff_backend_valkey::redis::{self, aio::MultiplexedConnection, Value};
 use ff_backend_valkey::{ValkeyBackend, ValkeyConfig};
 use ff_core::backend::{EventPublisher, StreamBackend};
 use ff_core::engine_error::EngineError;
+use ff_core::stream_events::record::Field;
 use ff_core::stream_events::Family;
 use ff_core::stream_subscribe::{decode_valkey, encode_valkey, CursorStart, StreamCursor};
+use ff_core::testkit::support::{drafts, publish_batch, ITEM_DEADLINE};
 use ff_core::testkit::Harness;
 
 use crate::support;
@@ -19,6 +21,9 @@ use crate::support;
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
 /// The safety-net poll harness backends use.
 pub const SAFETY_NET_POLL: Duration = Duration::from_secs(30);
+/// Entries a harness subscription reads per page: small, so backlogs span
+/// many reads.
+pub const READ_BATCH: usize = 50;
 
 /// The shared test server's URL (started on first use).
 pub async fn server_url() -> String {
@@ -34,6 +39,8 @@ pub struct ValkeyHarness {
     /// The backend under test.
     pub backend: ValkeyBackend,
     admin: MultiplexedConnection,
+    url: String,
+    config: ValkeyConfig,
 }
 
 impl ValkeyHarness {
@@ -45,8 +52,9 @@ impl ValkeyHarness {
             .with_key_prefix(format!("{name}:"))
             .with_client_name(name)
             .with_checkpoint_interval(CHECKPOINT_INTERVAL)
-            .with_safety_net_poll(SAFETY_NET_POLL);
-        let backend = ValkeyBackend::connect(&url, config)
+            .with_safety_net_poll(SAFETY_NET_POLL)
+            .with_read_batch(READ_BATCH);
+        let backend = ValkeyBackend::connect(&url, config.clone())
             .await
             .expect("connect the backend");
         let admin = redis::Client::open(url.as_str())
@@ -54,7 +62,12 @@ impl ValkeyHarness {
             .get_multiplexed_async_connection()
             .await
             .expect("admin connection");
-        Self { backend, admin }
+        Self {
+            backend,
+            admin,
+            url,
+            config,
+        }
     }
 
     async fn admin(&self, cmd: &redis::Cmd) -> Result<Value, EngineError> {
@@ -66,6 +79,19 @@ impl ValkeyHarness {
                 backend: "valkey-harness",
                 detail: e.to_string(),
             })
+    }
+
+    /// `(id, name)` of the backend's own connections (its client name, or
+    /// that name with a `:` suffix).
+    async fn own_clients(&self) -> Result<Vec<(String, String)>, EngineError> {
+        let ours = self.backend.client_name().to_owned();
+        let prefix = format!("{ours}:");
+        Ok(self
+            .clients()
+            .await?
+            .into_iter()
+            .filter(|(_, name)| *name == ours || name.starts_with(&prefix))
+            .collect())
     }
 
     /// `(id, name)` of every client connection.
@@ -115,6 +141,12 @@ impl Harness for ValkeyHarness {
         Some(SAFETY_NET_POLL)
     }
 
+    /// The batch being consumed, one in the channel, one being decoded and
+    /// one page in flight.
+    fn read_ahead_limit(&self) -> usize {
+        4 * READ_BATCH
+    }
+
     async fn expire_before(
         &self,
         family: Family,
@@ -123,22 +155,20 @@ impl Harness for ValkeyHarness {
         self.backend.trim_before(family, cursor).await.map(drop)
     }
 
-    async fn inject_corrupt(&self, family: Family) -> Result<StreamCursor, EngineError> {
-        let reply = self
-            .admin(
-                redis::cmd("XADD")
-                    .arg(self.backend.stream_key(family))
-                    .arg("*")
-                    .arg("v")
-                    .arg("1")
-                    .arg("type")
-                    .arg("attached")
-                    .arg("execution_id")
-                    .arg("not-an-execution-id")
-                    .arg("outcome")
-                    .arg("success"),
-            )
-            .await?;
+    async fn inject_raw(
+        &self,
+        family: Family,
+        fields: &[(Field, String)],
+    ) -> Result<StreamCursor, EngineError> {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(self.backend.stream_key(family)).arg("*");
+        for (field, value) in fields {
+            cmd.arg(field.name()).arg(value);
+        }
+        if fields.is_empty() {
+            cmd.arg("v").arg("1");
+        }
+        let reply = self.admin(&cmd).await?;
         let Value::BulkString(id) = reply else {
             panic!("XADD returned {reply:?}");
         };
@@ -146,24 +176,66 @@ impl Harness for ValkeyHarness {
             .cursor_from_entry_id(family, &String::from_utf8_lossy(&id))
     }
 
-    async fn kill_connections(&self) -> Result<bool, EngineError> {
-        let ours = self.backend.client_name().to_owned();
-        let prefix = format!("{ours}:");
-        for (id, name) in self.clients().await? {
-            if name == ours || name.starts_with(&prefix) {
-                // A connection may close by itself meanwhile: ignore errors.
-                let _ = self
-                    .admin(redis::cmd("CLIENT").arg("KILL").arg("ID").arg(id))
-                    .await;
-            }
+    async fn kill_connections(&self) -> Result<(), EngineError> {
+        for (id, _) in self.own_clients().await? {
+            // A connection may close by itself meanwhile: ignore errors.
+            let _ = self
+                .admin(redis::cmd("CLIENT").arg("KILL").arg("ID").arg(id))
+                .await;
         }
-        Ok(true)
+        Ok(())
+    }
+
+    async fn connection_ids(&self) -> Result<Vec<String>, EngineError> {
+        Ok(self
+            .own_clients()
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
     }
 
     async fn cursor_beyond_head(&self, family: Family) -> Result<StreamCursor, EngineError> {
         let head = self.backend.bounds(family).await?.head;
         let (ms, _) = position(family, &head);
         Ok(encode_valkey(family, ms + 86_400_000, 0))
+    }
+
+    /// Another prefix's cursor for an entry appended after everything in
+    /// this stream: beyond this stream's last generated id. (An older
+    /// position of another stream is indistinguishable from one of this
+    /// stream's own: Valkey ids carry no identity.)
+    async fn foreign_cursor(&self, family: Family) -> Result<StreamCursor, EngineError> {
+        let head = self.backend.bounds(family).await?.head;
+        let (head_ms, _) = position(family, &head);
+        let name = support::unique_name("ffforeign");
+        let other = ValkeyBackend::connect(
+            &self.url,
+            self.config
+                .clone()
+                .with_key_prefix(format!("{name}:"))
+                .with_client_name(name),
+        )
+        .await?;
+        let deadline = tokio::time::Instant::now() + ITEM_DEADLINE;
+        loop {
+            let cursor = publish_batch(&other, &drafts(family, 1, "foreign"))
+                .await
+                .remove(0);
+            if position(family, &cursor).0 > head_ms {
+                return Ok(cursor);
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the clock does not advance"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    async fn independent_publisher(&self) -> Result<Arc<dyn EventPublisher>, EngineError> {
+        let other = ValkeyBackend::connect(&self.url, self.config.clone()).await?;
+        Ok(Arc::new(other))
     }
 
     async fn open_subscriptions(&self) -> Result<usize, EngineError> {

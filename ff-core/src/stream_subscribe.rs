@@ -84,11 +84,13 @@ impl StreamCursor {
         self.0.first().copied()
     }
 
-    /// The family of a built-in positioned cursor (byte 1), if it names
-    /// one. Third-party layouts are their own, so `None` for them.
+    /// The family a positioned cursor names in byte 1, built-in and
+    /// third-party formats (`0x80`–`0xFE`) alike; `None` for the tail and
+    /// beginning cursors, the reserved `0xFF`, and unknown family bytes.
     pub fn family(&self) -> Option<Family> {
         match self.0.as_ref() {
-            [VALKEY_BYTE | POSTGRES_BYTE | MEMORY_BYTE, fam, ..] => Family::from_cursor_byte(*fam),
+            [BEGINNING_BYTE, ..] | [0xFF, ..] => None,
+            [_, fam, ..] => Family::from_cursor_byte(*fam),
             _ => None,
         }
     }

@@ -8,4 +8,5 @@
 
 pub mod browser;
 pub mod harness;
+pub mod mutant;
 pub mod support;

@@ -199,14 +199,23 @@ async fn expect_live<H: Harness>(
         "{family}: a tail subscription must start with CaughtUp, got {first:?}"
     );
     for (i, d) in drafts.iter().enumerate() {
-        publish_retrying(publisher, d.0.clone(), d.1.clone()).await;
         let what = format!("{family}: live event {i} published from {from}, within 5 s");
-        let item = loop {
-            match next_item(&mut sub, LIVE_DEADLINE, &what).await {
-                DeliveryItem::Checkpoint { .. } => continue,
-                item => break item,
+        // Wait for the event first and publish once the subscription has
+        // had time to park in its wait: a stream that reads only when
+        // polled would otherwise find the event without any wake-up.
+        let publish = async {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            publish_retrying(publisher, d.0.clone(), d.1.clone()).await;
+        };
+        let receive = async {
+            loop {
+                match next_item(&mut sub, LIVE_DEADLINE, &what).await {
+                    DeliveryItem::Checkpoint { .. } => continue,
+                    item => break item,
+                }
             }
         };
+        let ((), item) = tokio::join!(publish, receive);
         let DeliveryItem::Event { event, meta } = item else {
             panic!("{what}: got {item:?}");
         };

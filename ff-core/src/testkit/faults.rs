@@ -111,7 +111,22 @@ async fn read_ahead_of_a_stalled_consumer<H: Harness>(
             }
             Some(Some(Ok(DeliveryItem::Event { event, meta }))) => delivered.push((event, meta)),
             Some(Some(Ok(DeliveryItem::Checkpoint { .. }))) => {}
-            Some(Some(Err(EngineError::CursorExpired { .. }))) => break,
+            Some(Some(Err(EngineError::CursorExpired { oldest, .. }))) => {
+                let oldest = oldest.unwrap_or_else(|| {
+                    panic!(
+                        "{what}: CursorExpired after a trim must name the oldest retained position"
+                    )
+                });
+                let mut rest = subscribe(h, family, oldest, &Default::default()).await;
+                let (retained, _) =
+                    until_caught_up(&mut rest, "events from CursorExpired.oldest").await;
+                assert_delivered(
+                    &retained,
+                    &backlog[backlog.len() - 1..],
+                    &format!("{what}: from the oldest position CursorExpired named"),
+                );
+                break;
+            }
             Some(other) => panic!(
                 "{what}: after a trim behind a stalled consumer ({} events in) expected \
                  events then CursorExpired, got {other:?}",

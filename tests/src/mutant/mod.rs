@@ -1,0 +1,150 @@
+//! A small third-party backend with switchable bugs, to prove the
+//! conformance suite catches each of them.
+//!
+//! [`MutantBackend`] is a complete in-process backend written only against
+//! ff-core's public API, the way an outside author would write one: it
+//! uses the third-party cursor range (`0x80`), simulates server
+//! connections (so reconnection can be tested), and separates wake-ups of
+//! its own "process" from wake-ups that cross processes. With no
+//! [`Mutation`] it passes the whole suite; each mutation switches on one
+//! bug a real backend could have, and the `suite_mutations` test asserts
+//! that the suite fails for every one.
+//!
+//! - [`store`]: the shared log (the "server"), its retention and its
+//!   connections;
+//! - [`cursor`]: the `0x80` cursor format;
+//! - [`subscription`]: the read loop;
+//! - [`backend`]: the [`StreamBackend`](ff_core::backend::StreamBackend)
+//!   and [`EventPublisher`](ff_core::backend::EventPublisher) glue;
+//! - [`harness`]: the suite's [`Harness`](ff_core::testkit::Harness).
+
+mod backend;
+mod cursor;
+mod harness;
+mod store;
+mod subscription;
+
+pub use backend::MutantBackend;
+pub use harness::{harness, MutantHarness};
+
+/// One bug a backend (or its harness) could have. Each must make the
+/// conformance suite fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mutation {
+    /// Every tenth event is never delivered.
+    SkipsAnEvent,
+    /// Every tenth event is delivered twice.
+    RepeatsAnEvent,
+    /// `CaughtUp` is never yielded.
+    NeverCaughtUp,
+    /// `CaughtUp` is yielded again with the first live event.
+    CaughtUpTwice,
+    /// A cursor of another instance (epoch) is taken as a position here.
+    AcceptsAnotherInstancesCursor,
+    /// A cursor of another family is taken as a position here.
+    AcceptsAnotherFamilysCursor,
+    /// Positions are encoded little-endian, so they do not compare by bytes.
+    LittleEndianPositions,
+    /// The tail starts one event early (includes the last committed one).
+    TailIncludesTheLastEvent,
+    /// The tail is resolved at the first read rather than at subscribe.
+    TailResolvedLate,
+    /// No wake-up at all: new events wait for the safety-net poll.
+    NoWakeUp,
+    /// Wake-ups reach only subscribers in the publisher's own process.
+    NoCrossProcessWakeUp,
+    /// After a connection loss the stream restarts from its subscribe
+    /// position, repeating events.
+    ReconnectRepeats,
+    /// After a connection loss the stream resumes at the head, skipping
+    /// what was appended meanwhile.
+    ReconnectSkips,
+    /// `kill_connections` answers `Ok` and kills nothing.
+    KillHookDoesNothing,
+    /// `expire_before` answers `Ok` and evicts nothing.
+    ExpireHookDoesNothing,
+    /// A cursor behind the retained history restarts at the oldest
+    /// retained event instead of `CursorExpired`.
+    ExpiredCursorsRestart,
+    /// A cursor beyond the head waits for events instead of `CursorExpired`.
+    BeyondHeadWaits,
+    /// A subscription reads the whole backlog ahead of its consumer.
+    UnboundedReadAhead,
+    /// Undecodable records are skipped silently.
+    DropsCorruptRecords,
+    /// An undecodable record ends the stream.
+    CorruptIsTerminal,
+    /// Undecodable records are reported only when no filter is set.
+    FilteredSubscriptionsDropCorrupt,
+    /// The namespace filter is ignored.
+    FilterIgnoresNamespace,
+    /// Only the first kind of a `kinds` filter is honoured.
+    FilterHonoursFirstKindOnly,
+    /// The execution-id filter compares stored text, so an upper-case UUID
+    /// from an outside producer is missed.
+    FilterComparesRawText,
+    /// `Checkpoint` is never yielded.
+    NoCheckpoints,
+    /// A batch with an invalid event stores the events before it.
+    BatchIsNotAtomic,
+    /// A dropped subscription keeps running.
+    DropLeaksTheSubscription,
+    /// `bounds` reports the oldest event as the head.
+    BoundsHeadIsOldest,
+    /// `cursor_at` starts after the first event at the time.
+    CursorAtSkipsOne,
+    /// Event metadata is not delivered.
+    DropsMetadata,
+    /// The worker instance id is not stored (delivered as `None`).
+    DropsAnOptionalField,
+    /// `CursorExpired` carries no `oldest`.
+    ExpiredWithoutOldest,
+    /// `inject_raw` answers with a cursor but stores nothing.
+    RawHookDoesNothing,
+    /// `kill_connections` answers `Unavailable` although the suite was not
+    /// told the capability is absent.
+    KillHookUnavailable,
+    /// `CaughtUp` comes at once, before the backlog.
+    CaughtUpBeforeTheBacklog,
+}
+
+impl Mutation {
+    /// Every mutation.
+    pub const ALL: &'static [Mutation] = &[
+        Mutation::SkipsAnEvent,
+        Mutation::RepeatsAnEvent,
+        Mutation::NeverCaughtUp,
+        Mutation::CaughtUpTwice,
+        Mutation::AcceptsAnotherInstancesCursor,
+        Mutation::AcceptsAnotherFamilysCursor,
+        Mutation::LittleEndianPositions,
+        Mutation::TailIncludesTheLastEvent,
+        Mutation::TailResolvedLate,
+        Mutation::NoWakeUp,
+        Mutation::NoCrossProcessWakeUp,
+        Mutation::ReconnectRepeats,
+        Mutation::ReconnectSkips,
+        Mutation::KillHookDoesNothing,
+        Mutation::ExpireHookDoesNothing,
+        Mutation::ExpiredCursorsRestart,
+        Mutation::BeyondHeadWaits,
+        Mutation::UnboundedReadAhead,
+        Mutation::DropsCorruptRecords,
+        Mutation::CorruptIsTerminal,
+        Mutation::FilteredSubscriptionsDropCorrupt,
+        Mutation::FilterIgnoresNamespace,
+        Mutation::FilterHonoursFirstKindOnly,
+        Mutation::FilterComparesRawText,
+        Mutation::NoCheckpoints,
+        Mutation::BatchIsNotAtomic,
+        Mutation::DropLeaksTheSubscription,
+        Mutation::BoundsHeadIsOldest,
+        Mutation::CursorAtSkipsOne,
+        Mutation::DropsMetadata,
+        Mutation::DropsAnOptionalField,
+        Mutation::ExpiredWithoutOldest,
+        Mutation::RawHookDoesNothing,
+        Mutation::KillHookUnavailable,
+        Mutation::CaughtUpBeforeTheBacklog,
+    ];
+}

@@ -16,7 +16,7 @@ use crate::stream_subscribe::StreamCursor;
 pub enum DeliveryItem {
     /// An event that passed the filter, with its metadata.
     Event {
-        /// The typed event.
+        /// The typed event (its own `meta()` is empty here: see `meta`).
         event: StreamEvent,
         /// Its metadata.
         meta: EventMeta,
@@ -44,6 +44,14 @@ pub enum DeliveryItem {
 }
 
 impl DeliveryItem {
+    /// The event of an `Event` item with its metadata moved into it.
+    pub fn into_event(self) -> Option<StreamEvent> {
+        match self {
+            Self::Event { event, meta } => Some(event.with_meta(meta)),
+            _ => None,
+        }
+    }
+
     /// The position this item resumes from.
     pub fn cursor(&self) -> &StreamCursor {
         match self {

@@ -8,9 +8,9 @@ use crate::backend::{DeliveryItem, DeliveryStream};
 use crate::engine_error::EngineError;
 use crate::stream_events::FamilyEvent;
 
-/// Keep only `E` events of a delivery stream: `Corrupt` items become
-/// non-terminal `Err(Corrupt)`, markers are dropped, and the stream ends
-/// after the first terminal error.
+/// Keep only `E` events of a delivery stream, each with its metadata
+/// moved into it: `Corrupt` items become non-terminal `Err(Corrupt)`,
+/// markers are dropped, and the stream ends after the first terminal error.
 pub fn typed_subscription<E: FamilyEvent>(
     inner: DeliveryStream,
 ) -> Pin<Box<dyn Stream<Item = Result<E, EngineError>> + Send>> {
@@ -18,9 +18,9 @@ pub fn typed_subscription<E: FamilyEvent>(
         let mut inner = state?;
         loop {
             match inner.next().await? {
-                Ok(DeliveryItem::Event { event, .. }) => {
+                Ok(DeliveryItem::Event { event, meta }) => {
                     let family = event.family();
-                    match E::from_stream_event(event) {
+                    match E::from_stream_event(event.with_meta(meta)) {
                         Some(e) => return Some((Ok(e), Some(inner))),
                         None => {
                             let err = EngineError::Backend {

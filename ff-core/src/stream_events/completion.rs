@@ -1,6 +1,7 @@
 //! The Completion family: an execution reached a final outcome.
 
 use crate::stream_events::CompletionKind;
+use crate::stream_events::EventMeta;
 use crate::stream_subscribe::StreamCursor;
 use crate::types::{ExecutionId, TimestampMs};
 
@@ -63,6 +64,10 @@ pub struct CompletionEvent {
     pub outcome: CompletionOutcome,
     /// When the backend recorded the event.
     pub at: TimestampMs,
+    /// The producer's metadata (namespace, tags). Typed subscriptions fill
+    /// it in; inside a [`DeliveryItem::Event`](crate::backend::DeliveryItem)
+    /// it is empty and the item's own `meta` holds it.
+    pub meta: EventMeta,
 }
 
 impl CompletionEvent {
@@ -78,7 +83,19 @@ impl CompletionEvent {
             execution_id,
             outcome,
             at,
+            meta: EventMeta::new(),
         }
+    }
+
+    /// The producer's metadata (namespace, tags).
+    pub fn meta(&self) -> &EventMeta {
+        &self.meta
+    }
+
+    /// The event with `meta` as its metadata.
+    pub fn with_meta(mut self, meta: EventMeta) -> Self {
+        self.meta = meta;
+        self
     }
 
     /// Resume position of this event.

@@ -393,6 +393,12 @@ impl NewEvent {
 
 /// Metadata published with an event: what filters match besides the
 /// event's own fields.
+///
+/// Typed events carry it (`event.meta()`): typed subscriptions move it
+/// into each event. A delivery stream's
+/// [`DeliveryItem::Event`](crate::backend::DeliveryItem) carries it beside
+/// the event instead (the event's own is left empty there, saving a copy
+/// per event).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct EventMeta {

@@ -2,7 +2,7 @@
 //! from each family's type to its [`Family`].
 
 use crate::stream_events::{
-    CompletionEvent, EventKind, Family, InstanceTagEvent, LeaseHistoryEvent, NewEvent,
+    CompletionEvent, EventKind, EventMeta, Family, InstanceTagEvent, LeaseHistoryEvent, NewEvent,
     SignalDeliveryEvent,
 };
 use crate::stream_subscribe::StreamCursor;
@@ -70,6 +70,26 @@ impl StreamEvent {
             Self::Completion(e) => e.at(),
             Self::SignalDelivery(e) => e.at(),
             Self::InstanceTags(e) => e.at(),
+        }
+    }
+
+    /// The producer's metadata (see [`CompletionEvent::meta`]).
+    pub fn meta(&self) -> &EventMeta {
+        match self {
+            Self::LeaseHistory(e) => e.meta(),
+            Self::Completion(e) => e.meta(),
+            Self::SignalDelivery(e) => e.meta(),
+            Self::InstanceTags(e) => e.meta(),
+        }
+    }
+
+    /// The event with `meta` as its metadata.
+    pub fn with_meta(self, meta: EventMeta) -> Self {
+        match self {
+            Self::LeaseHistory(e) => Self::LeaseHistory(e.with_meta(meta)),
+            Self::Completion(e) => Self::Completion(e.with_meta(meta)),
+            Self::SignalDelivery(e) => Self::SignalDelivery(e.with_meta(meta)),
+            Self::InstanceTags(e) => Self::InstanceTags(e.with_meta(meta)),
         }
     }
 
@@ -162,6 +182,9 @@ pub trait FamilyEvent: Clone + Send + Sync + std::fmt::Debug + 'static {
 
     /// Resume position of this event.
     fn event_cursor(&self) -> &StreamCursor;
+
+    /// The producer's metadata.
+    fn event_meta(&self) -> &EventMeta;
 }
 
 macro_rules! family_event {
@@ -178,6 +201,10 @@ macro_rules! family_event {
 
             fn event_cursor(&self) -> &StreamCursor {
                 self.cursor()
+            }
+
+            fn event_meta(&self) -> &EventMeta {
+                self.meta()
             }
         }
 

@@ -1,5 +1,6 @@
 //! The InstanceTags family: tags attached to and cleared from executions.
 
+use crate::stream_events::EventMeta;
 use crate::stream_events::InstanceTagKind;
 use crate::stream_subscribe::StreamCursor;
 use crate::types::{ExecutionId, TimestampMs};
@@ -18,6 +19,9 @@ pub enum InstanceTagEvent {
         tag: String,
         /// When the backend recorded the event.
         at: TimestampMs,
+        /// The producer's metadata (namespace, tags), filled in by typed
+        /// subscriptions (see [`EventMeta`]).
+        meta: EventMeta,
     },
     /// `tag` was cleared.
     Cleared {
@@ -29,6 +33,9 @@ pub enum InstanceTagEvent {
         tag: String,
         /// When the backend recorded the event.
         at: TimestampMs,
+        /// The producer's metadata (namespace, tags), filled in by typed
+        /// subscriptions (see [`EventMeta`]).
+        meta: EventMeta,
     },
 }
 
@@ -45,6 +52,7 @@ impl InstanceTagEvent {
             execution_id,
             tag,
             at,
+            meta: EventMeta::new(),
         }
     }
 
@@ -60,7 +68,25 @@ impl InstanceTagEvent {
             execution_id,
             tag,
             at,
+            meta: EventMeta::new(),
         }
+    }
+
+    /// The producer's metadata (namespace, tags). Typed subscriptions fill
+    /// it in; inside a [`DeliveryItem::Event`](crate::backend::DeliveryItem)
+    /// it is empty and the item's own `meta` holds it.
+    pub fn meta(&self) -> &EventMeta {
+        match self {
+            Self::Attached { meta, .. } | Self::Cleared { meta, .. } => meta,
+        }
+    }
+
+    /// The event with `meta` as its metadata.
+    pub fn with_meta(mut self, new: EventMeta) -> Self {
+        match &mut self {
+            Self::Attached { meta, .. } | Self::Cleared { meta, .. } => *meta = new,
+        }
+        self
     }
 
     /// Resume position of this event.

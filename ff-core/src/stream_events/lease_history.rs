@@ -1,5 +1,6 @@
 //! The LeaseHistory family: the life of a lease on an execution.
 
+use crate::stream_events::EventMeta;
 use crate::stream_events::LeaseHistoryKind;
 use crate::stream_subscribe::StreamCursor;
 use crate::types::{ExecutionId, LeaseId, TimestampMs, WorkerInstanceId};
@@ -21,6 +22,9 @@ pub enum LeaseHistoryEvent {
         worker_instance_id: Option<WorkerInstanceId>,
         /// When the backend recorded the event.
         at: TimestampMs,
+        /// The producer's metadata (namespace, tags), filled in by typed
+        /// subscriptions (see [`EventMeta`]).
+        meta: EventMeta,
     },
     /// The holder renewed the lease.
     Renewed {
@@ -34,6 +38,9 @@ pub enum LeaseHistoryEvent {
         worker_instance_id: Option<WorkerInstanceId>,
         /// When the backend recorded the event.
         at: TimestampMs,
+        /// The producer's metadata (namespace, tags), filled in by typed
+        /// subscriptions (see [`EventMeta`]).
+        meta: EventMeta,
     },
     /// The lease ran out without renewal.
     Expired {
@@ -47,6 +54,9 @@ pub enum LeaseHistoryEvent {
         prev_owner: Option<WorkerInstanceId>,
         /// When the backend recorded the event.
         at: TimestampMs,
+        /// The producer's metadata (namespace, tags), filled in by typed
+        /// subscriptions (see [`EventMeta`]).
+        meta: EventMeta,
     },
     /// Another worker took over an expired lease.
     Reclaimed {
@@ -60,6 +70,9 @@ pub enum LeaseHistoryEvent {
         new_owner: Option<WorkerInstanceId>,
         /// When the backend recorded the event.
         at: TimestampMs,
+        /// The producer's metadata (namespace, tags), filled in by typed
+        /// subscriptions (see [`EventMeta`]).
+        meta: EventMeta,
     },
     /// The lease was revoked.
     Revoked {
@@ -73,6 +86,9 @@ pub enum LeaseHistoryEvent {
         revoked_by: String,
         /// When the backend recorded the event.
         at: TimestampMs,
+        /// The producer's metadata (namespace, tags), filled in by typed
+        /// subscriptions (see [`EventMeta`]).
+        meta: EventMeta,
     },
 }
 
@@ -91,6 +107,7 @@ impl LeaseHistoryEvent {
             lease_id,
             worker_instance_id,
             at,
+            meta: EventMeta::new(),
         }
     }
 
@@ -108,6 +125,7 @@ impl LeaseHistoryEvent {
             lease_id,
             worker_instance_id,
             at,
+            meta: EventMeta::new(),
         }
     }
 
@@ -125,6 +143,7 @@ impl LeaseHistoryEvent {
             lease_id,
             prev_owner,
             at,
+            meta: EventMeta::new(),
         }
     }
 
@@ -142,6 +161,7 @@ impl LeaseHistoryEvent {
             new_lease_id,
             new_owner,
             at,
+            meta: EventMeta::new(),
         }
     }
 
@@ -159,7 +179,33 @@ impl LeaseHistoryEvent {
             lease_id,
             revoked_by,
             at,
+            meta: EventMeta::new(),
         }
+    }
+
+    /// The producer's metadata (namespace, tags). Typed subscriptions fill
+    /// it in; inside a [`DeliveryItem::Event`](crate::backend::DeliveryItem)
+    /// it is empty and the item's own `meta` holds it.
+    pub fn meta(&self) -> &EventMeta {
+        match self {
+            Self::Acquired { meta, .. }
+            | Self::Renewed { meta, .. }
+            | Self::Expired { meta, .. }
+            | Self::Reclaimed { meta, .. }
+            | Self::Revoked { meta, .. } => meta,
+        }
+    }
+
+    /// The event with `meta` as its metadata.
+    pub fn with_meta(mut self, new: EventMeta) -> Self {
+        match &mut self {
+            Self::Acquired { meta, .. }
+            | Self::Renewed { meta, .. }
+            | Self::Expired { meta, .. }
+            | Self::Reclaimed { meta, .. }
+            | Self::Revoked { meta, .. } => *meta = new,
+        }
+        self
     }
 
     /// Resume position of this event.

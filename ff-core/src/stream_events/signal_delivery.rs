@@ -1,5 +1,6 @@
 //! The SignalDelivery family: a signal reached an execution.
 
+use crate::stream_events::EventMeta;
 use crate::stream_events::SignalDeliveryKind;
 use crate::stream_subscribe::StreamCursor;
 use crate::types::{ExecutionId, SignalId, TimestampMs, WaitpointId};
@@ -68,6 +69,10 @@ pub struct SignalDeliveryEvent {
     pub effect: SignalDeliveryEffect,
     /// When the backend recorded the event.
     pub at: TimestampMs,
+    /// The producer's metadata (namespace, tags). Typed subscriptions fill
+    /// it in; inside a [`DeliveryItem::Event`](crate::backend::DeliveryItem)
+    /// it is empty and the item's own `meta` holds it.
+    pub meta: EventMeta,
 }
 
 impl SignalDeliveryEvent {
@@ -89,7 +94,19 @@ impl SignalDeliveryEvent {
             source_identity,
             effect,
             at,
+            meta: EventMeta::new(),
         }
+    }
+
+    /// The producer's metadata (namespace, tags).
+    pub fn meta(&self) -> &EventMeta {
+        &self.meta
+    }
+
+    /// The event with `meta` as its metadata.
+    pub fn with_meta(mut self, meta: EventMeta) -> Self {
+        self.meta = meta;
+        self
     }
 
     /// Resume position of this event.

@@ -5,7 +5,7 @@ use futures::StreamExt;
 
 use crate::backend::DeliveryItem;
 use crate::filter::SubscriptionFilter;
-use crate::stream_events::{Family, FamilyEvent};
+use crate::stream_events::{EventMeta, Family, FamilyEvent};
 use crate::stream_subscribe::StreamCursor;
 use crate::testkit::harness::{hook, Capability};
 use crate::testkit::support::*;
@@ -298,7 +298,7 @@ async fn drain_typed<T>(
 }
 
 /// The typed per-family methods yield that family's events with the
-/// cursors publish returned.
+/// cursors publish returned and their metadata.
 pub async fn typed_subscriptions_yield_each_family<H: Harness>(h: &H) {
     let run = run_label("typed");
     let backend = h.backend();
@@ -306,38 +306,56 @@ pub async fn typed_subscriptions_yield_each_family<H: Harness>(h: &H) {
     let f = SubscriptionFilter::default();
     let mut expected = Vec::new();
     for family in Family::ALL.iter().copied() {
-        expected.push(publish_batch(&*publisher, &drafts(family, 6, &run)).await);
+        let mut published = drafts(family, 6, &run);
+        for (i, (_, meta)) in published.iter_mut().enumerate() {
+            meta.namespace = Some(format!("typed-{i}"));
+        }
+        let cursors = publish_batch(&*publisher, &published).await;
+        expected.push(
+            cursors
+                .into_iter()
+                .zip(published.into_iter().map(|(_, m)| m))
+                .collect::<Vec<_>>(),
+        );
+    }
+    fn parts<E: FamilyEvent>(events: Vec<E>) -> Vec<(StreamCursor, EventMeta)> {
+        events
+            .into_iter()
+            .map(|e| (e.event_cursor().clone(), e.event_meta().clone()))
+            .collect()
     }
     let start = StreamCursor::beginning;
-    let lease = drain_typed(
-        backend.subscribe_lease_history(start(), &f).await.unwrap(),
-        6,
-    )
-    .await;
-    let completion = drain_typed(backend.subscribe_completion(start(), &f).await.unwrap(), 6).await;
-    let signal = drain_typed(
-        backend
-            .subscribe_signal_delivery(start(), &f)
-            .await
-            .unwrap(),
-        6,
-    )
-    .await;
-    let tags = drain_typed(
-        backend.subscribe_instance_tags(start(), &f).await.unwrap(),
-        6,
-    )
-    .await;
-    let got: [Vec<StreamCursor>; 4] = [
-        lease.iter().map(|e| e.event_cursor().clone()).collect(),
-        completion
-            .iter()
-            .map(|e| e.event_cursor().clone())
-            .collect(),
-        signal.iter().map(|e| e.event_cursor().clone()).collect(),
-        tags.iter().map(|e| e.event_cursor().clone()).collect(),
+    let got: [Vec<(StreamCursor, EventMeta)>; 4] = [
+        parts(
+            drain_typed(
+                backend.subscribe_lease_history(start(), &f).await.unwrap(),
+                6,
+            )
+            .await,
+        ),
+        parts(drain_typed(backend.subscribe_completion(start(), &f).await.unwrap(), 6).await),
+        parts(
+            drain_typed(
+                backend
+                    .subscribe_signal_delivery(start(), &f)
+                    .await
+                    .unwrap(),
+                6,
+            )
+            .await,
+        ),
+        parts(
+            drain_typed(
+                backend.subscribe_instance_tags(start(), &f).await.unwrap(),
+                6,
+            )
+            .await,
+        ),
     ];
     for ((family, got), want) in Family::ALL.iter().zip(got).zip(expected) {
-        assert_eq!(got, want, "{family}: typed subscription cursors");
+        assert_eq!(
+            got, want,
+            "{family}: a typed subscription's events must carry the cursors publish returned and their metadata"
+        );
     }
 }

@@ -6,6 +6,7 @@ mod backends;
 mod bench;
 mod demo;
 mod duration_arg;
+mod error_line;
 mod filter_args;
 mod migrate;
 mod publish;
@@ -64,7 +65,7 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ff: {e:#}");
+            eprintln!("ff: {}", error_line::one_line(&e));
             std::process::ExitCode::FAILURE
         }
     }

@@ -44,7 +44,9 @@ pub fn parse_from(from: &str) -> Result<StreamCursor> {
     match from {
         "tail" => Ok(StreamCursor::empty()),
         "beginning" => Ok(StreamCursor::beginning()),
-        cursor => cursor.parse().with_context(|| format!("--from {cursor:?}")),
+        cursor => cursor
+            .parse()
+            .with_context(|| format!("--from {}", ff_core::engine_error::excerpt(cursor))),
     }
 }
 

@@ -126,6 +126,24 @@ impl EngineError {
     }
 }
 
+/// Bad input as an error message echoes it: quoted, and cut to a marked
+/// prefix when long, so a 100 KB value never becomes a 100 KB message.
+///
+/// ```
+/// use ff_core::engine_error::excerpt;
+/// assert_eq!(excerpt("abc"), "\"abc\"");
+/// assert_eq!(excerpt(&"x".repeat(1000)), format!("\"{}…\" (1000 characters)", "x".repeat(40)));
+/// ```
+pub fn excerpt(input: &str) -> String {
+    const KEEP: usize = 40;
+    let chars = input.chars().count();
+    if chars <= KEEP + 8 {
+        return format!("{input:?}");
+    }
+    let head: String = input.chars().take(KEEP).collect();
+    format!("{:?} ({chars} characters)", format!("{head}…"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

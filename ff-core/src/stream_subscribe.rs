@@ -139,7 +139,8 @@ impl FromStr for StreamCursor {
             .map(|b| Self(Bytes::from(b)))
             .map_err(|_| {
                 EngineError::invalid_cursor(format!(
-                    "{s:?} is not unpadded base64url; pass a cursor exactly as ff printed it"
+                    "{} is not unpadded base64url; pass a cursor exactly as ff printed it",
+                    crate::engine_error::excerpt(s)
                 ))
             })
     }

@@ -57,8 +57,10 @@ pub(crate) struct HubItem {
     pub body: HubBody,
 }
 
-/// What a hub item carries.
+/// What a hub item carries. Events are nearly every item, so they are
+/// kept inline rather than boxed (a box would cost an allocation each).
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum HubBody {
     /// An event, with its SSE message encoded once for every client.
     Event {

@@ -213,4 +213,6 @@ say "cargo test --workspace --all-targets${*:+ $*}"
 cargo test --workspace --all-targets "$@"
 say "cargo test --workspace --doc${*:+ $*}"
 cargo test --workspace --doc "$@"
+say "cargo doc --workspace --no-deps --all-features (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
 say "all tests passed"

@@ -3,7 +3,7 @@
 //!
 //! [`Chromium::launch`] starts Debian's `chromium` headless with remote
 //! debugging on a free port, reads the DevTools WebSocket address it prints,
-//! and [`Chromium::open`] / [`Page::eval`] open a page and evaluate
+//! and [`Chromium::open`] / [`Chromium::eval`] open a page and evaluate
 //! JavaScript in it. The browser and its profile directory go away on drop.
 
 use std::path::PathBuf;

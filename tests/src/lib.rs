@@ -10,3 +10,8 @@ pub mod browser;
 pub mod harness;
 pub mod mutant;
 pub mod support;
+
+/// The README's Rust examples, compiled as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeExamples;

@@ -10,13 +10,13 @@
 //! bug a real backend could have, and the `suite_mutations` test asserts
 //! that the suite fails for every one.
 //!
-//! - [`store`]: the shared log (the "server"), its retention and its
+//! - `store`: the shared log (the "server"), its retention and its
 //!   connections;
-//! - [`cursor`]: the `0x80` cursor format;
-//! - [`subscription`]: the read loop;
-//! - [`backend`]: the [`StreamBackend`](ff_core::backend::StreamBackend)
+//! - `cursor`: the `0x80` cursor format;
+//! - `subscription`: the read loop;
+//! - `backend`: the [`StreamBackend`](ff_core::backend::StreamBackend)
 //!   and [`EventPublisher`](ff_core::backend::EventPublisher) glue;
-//! - [`harness`]: the suite's [`Harness`](ff_core::testkit::Harness).
+//! - `harness`: the suite's [`Harness`](ff_core::testkit::Harness).
 
 mod backend;
 mod cursor;
@@ -35,6 +35,8 @@ pub enum Mutation {
     SkipsAnEvent,
     /// Every tenth event is delivered twice.
     RepeatsAnEvent,
+    /// Two neighbouring events of a read batch swap places.
+    ReordersEvents,
     /// `CaughtUp` is never yielded.
     NeverCaughtUp,
     /// `CaughtUp` is yielded again with the first live event.
@@ -113,6 +115,7 @@ impl Mutation {
     pub const ALL: &'static [Mutation] = &[
         Mutation::SkipsAnEvent,
         Mutation::RepeatsAnEvent,
+        Mutation::ReordersEvents,
         Mutation::NeverCaughtUp,
         Mutation::CaughtUpTwice,
         Mutation::AcceptsAnotherInstancesCursor,

@@ -259,8 +259,12 @@ impl Subscription {
                 }
             }
         };
+        let mut records = records;
+        if self.has(Mutation::ReordersEvents) && records.len() >= 3 {
+            records.swap(1, 2);
+        }
         for record in &records {
-            self.scanned = record.seq;
+            self.scanned = self.scanned.max(record.seq);
             for item in self.deliver(record) {
                 self.ready.push_back((record.seq, item));
             }

@@ -3,7 +3,6 @@
 //! `Corrupt` and the stream goes on.
 
 use futures::StreamExt;
-use tokio::time::{timeout_at, Instant};
 
 use crate::backend::DeliveryItem;
 use crate::engine_error::EngineError;
@@ -113,24 +112,7 @@ pub async fn cursors_of_another_instance_are_refused<H: Harness>(h: &H) {
             h.foreign_cursor(family).await,
         );
         let what = format!("{family}: a cursor of another instance ({foreign:?})");
-        let result = h
-            .backend()
-            .subscribe_family(family, foreign.clone(), &Default::default())
-            .await;
-        let mut stream = match result {
-            Err(EngineError::InvalidCursor { .. } | EngineError::CursorExpired { .. }) => continue,
-            Err(e) => panic!(
-                "{what}: subscribe failed with `{e}`, expected InvalidCursor or CursorExpired"
-            ),
-            Ok(s) => s,
-        };
-        match timeout_at(Instant::now() + ITEM_DEADLINE, stream.next()).await {
-            Err(_) => panic!("{what}: was accepted and waits for events; expected CursorExpired"),
-            Ok(Some(Err(EngineError::CursorExpired { .. }))) => {}
-            Ok(other) => panic!(
-                "{what}: was accepted as a position here: got {other:?}, expected CursorExpired"
-            ),
-        }
+        expect_refused(h, family, &foreign, true, &what).await;
     }
 }
 

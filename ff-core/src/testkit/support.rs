@@ -284,6 +284,59 @@ pub fn assert_increasing<C: std::borrow::Borrow<StreamCursor>>(cursors: &[C], wh
     }
 }
 
+/// How a backend refused a cursor.
+#[derive(Debug)]
+pub enum Refusal {
+    /// `InvalidCursor` at subscribe.
+    Invalid,
+    /// `CursorExpired` (at subscribe or as the first item), with its `oldest`.
+    Expired(Option<StreamCursor>),
+}
+
+/// Subscribe from `cursor` and expect it refused: `CursorExpired` from the
+/// subscribe call or as the stream's first item (then the stream ends), or
+/// — when `invalid_ok` — `InvalidCursor` at subscribe. Never events, never
+/// an endless wait.
+pub async fn expect_refused<H: Harness + ?Sized>(
+    h: &H,
+    family: Family,
+    cursor: &StreamCursor,
+    invalid_ok: bool,
+    what: &str,
+) -> Refusal {
+    let expected = if invalid_ok {
+        "InvalidCursor or CursorExpired"
+    } else {
+        "CursorExpired"
+    };
+    let result = h
+        .backend()
+        .subscribe_family(family, cursor.clone(), &SubscriptionFilter::default())
+        .await;
+    let mut stream = match result {
+        Err(EngineError::CursorExpired { oldest, .. }) => return Refusal::Expired(oldest),
+        Err(EngineError::InvalidCursor { .. }) if invalid_ok => return Refusal::Invalid,
+        Err(e) => panic!("{what}: subscribe failed with `{e}`, expected {expected}"),
+        Ok(s) => s,
+    };
+    match timeout_at(Instant::now() + ITEM_DEADLINE, stream.next()).await {
+        Err(_) => panic!(
+            "{what}: was accepted and waits for events; expected {expected} (never an endless wait)"
+        ),
+        Ok(Some(Err(EngineError::CursorExpired { oldest, .. }))) => {
+            let after = timeout_at(Instant::now() + ITEM_DEADLINE, stream.next()).await;
+            assert!(
+                matches!(after, Ok(None)),
+                "{what}: CursorExpired is terminal, but the stream went on"
+            );
+            Refusal::Expired(oldest)
+        }
+        Ok(other) => {
+            panic!("{what}: was accepted as a position: got {other:?}, expected {expected}")
+        }
+    }
+}
+
 /// Subscribe from `cursor` and expect `CursorExpired`, either from the
 /// subscribe call or as the stream's first item; return its `oldest`.
 pub async fn expect_expired<H: Harness + ?Sized>(
@@ -291,27 +344,10 @@ pub async fn expect_expired<H: Harness + ?Sized>(
     family: Family,
     cursor: &StreamCursor,
 ) -> Option<StreamCursor> {
-    let what = format!("CursorExpired for {family} cursor {cursor:?}");
-    let result = h
-        .backend()
-        .subscribe_family(family, cursor.clone(), &SubscriptionFilter::default())
-        .await;
-    let mut stream = match result {
-        Err(EngineError::CursorExpired { oldest, .. }) => return oldest,
-        Err(e) => panic!("{what}: subscribe failed with {e}"),
-        Ok(s) => s,
-    };
-    match timeout_at(Instant::now() + ITEM_DEADLINE, stream.next()).await {
-        Err(_) => panic!("{what}: timed out (an expired cursor must never wait endlessly)"),
-        Ok(Some(Err(EngineError::CursorExpired { oldest, .. }))) => {
-            let after = timeout_at(Instant::now() + ITEM_DEADLINE, stream.next()).await;
-            assert!(
-                matches!(after, Ok(None)),
-                "{what}: CursorExpired is terminal, but the stream went on"
-            );
-            oldest
-        }
-        Ok(other) => panic!("{what}: got {other:?}"),
+    let what = format!("{family}: CursorExpired for cursor {cursor:?}");
+    match expect_refused(h, family, cursor, false, &what).await {
+        Refusal::Expired(oldest) => oldest,
+        Refusal::Invalid => unreachable!("InvalidCursor was not accepted"),
     }
 }
 

@@ -21,7 +21,7 @@ fn cursor(family: Family, p: ValkeyPosition) -> StreamCursor {
 /// The oldest resumable position and the newest entry.
 pub(crate) async fn bounds(inner: &Inner, family: Family) -> Result<StreamBounds, EngineError> {
     let context = format!("reading the bounds of {}", inner.describe(family));
-    let state = stream_state(inner, inner.keys.stream(family), &context).await?;
+    let state = stream_state(inner, family, &context).await?;
     Ok(StreamBounds::new(
         cursor(family, expiry::oldest(&state)),
         cursor(family, state.last.unwrap_or(state.last_generated)),
@@ -72,6 +72,7 @@ pub(crate) async fn cursor_at(
         .ok_or_else(|| unexpected(&context, format!("XRANGE returned {first:?}")))?;
         return Ok(cursor(family, id::before(p)));
     }
-    let state = parse_state(info, &context)?;
+    // Only the newest id is needed here: no trim record was read.
+    let state = parse_state(info, &Value::Nil, &context)?;
     Ok(cursor(family, state.last_generated))
 }

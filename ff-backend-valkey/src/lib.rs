@@ -71,12 +71,14 @@
 //!
 //! Cursors are ff's Valkey format (`0x01`, family, entry-id ms, entry-id
 //! seq). Other keys: `{prefix}cursors`, a hash of consumer name → cursor
-//! text, written by the [`CursorStore`]. Retention trims with the script in `retention.lua`, which records
-//! the last removed id in the stream's `max-deleted-entry-id`; trimming by
-//! hand with a plain `XTRIM` works too, but a consumer whose cursor is the
-//! last entry removed then gets `CursorExpired` although it missed nothing
-//! (follow such a trim with `XSETID key <last-generated-id> MAXDELETEDID
-//! <last removed id>` to avoid that). Requires Valkey 7.2+ or Redis 7.0+.
+//! text, written by the [`CursorStore`]; `{prefix}{family}:trimmed`, the
+//! record of ff's last trim of that stream. Retention trims with the script
+//! in `retention.lua`, which records the last removed id (in the stream's
+//! `max-deleted-entry-id` and in the trim record, with the stream's removal
+//! count `entries-added − length`). Trims by other clients (`XTRIM`,
+//! `XADD … MAXLEN|MINID`) are detected by that count: a position they may
+//! have skipped is `CursorExpired`, never a silent gap. Requires Valkey
+//! 7.2+ or Redis 7.0+.
 //!
 //! ## Performance
 //!
@@ -117,6 +119,7 @@ mod resp;
 mod retention;
 mod stream_info;
 mod subscribe;
+mod trim_record;
 mod url;
 
 use std::fmt;
@@ -272,7 +275,11 @@ impl ValkeyBackend {
     /// retention (`None` when it keeps everything); its reply is the number
     /// of entries removed. Publishes run it themselves about every 100 ms.
     pub fn retention_cmd(&self, family: Family) -> Option<redis::Cmd> {
-        retention::retention_cmd(self.stream_key(family), self.inner.config.retention(family))
+        retention::retention_cmd(
+            self.stream_key(family),
+            self.inner.keys.trim_record(family),
+            self.inner.config.retention(family),
+        )
     }
 
     /// Trim `family`'s stream to its configured retention now; returns the
@@ -296,7 +303,11 @@ impl ValkeyBackend {
             CursorStart::After(p) if p != id::ZERO => {
                 self.run_trim(
                     family,
-                    retention::trim_before_cmd(self.stream_key(family), p),
+                    retention::trim_before_cmd(
+                        self.stream_key(family),
+                        self.inner.keys.trim_record(family),
+                        p,
+                    ),
                 )
                 .await
             }

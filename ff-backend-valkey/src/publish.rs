@@ -61,7 +61,8 @@ pub(crate) async fn publish_batch(
             continue;
         }
         let key = inner.keys.stream(family);
-        if let Some(cmd) = retention_cmd(key, inner.config.retention(family)) {
+        let record = inner.keys.trim_record(family);
+        if let Some(cmd) = retention_cmd(key, record, inner.config.retention(family)) {
             if inner.retention.due(family) {
                 pipe.add_command(cmd);
                 trimmed.push(family);

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::conn::{Conn, ConnError};
-use super::read::{push_page_request, read_page, Page, PageError};
+use super::read::{push_page_request, read_page, Page, PageError, PageKeys};
 use super::wakeup;
 use crate::entry;
 use crate::error::{unexpected, InContext, BACKEND};
@@ -75,7 +75,7 @@ struct Sent {
 pub(crate) struct Pump {
     inner: Arc<Inner>,
     family: Family,
-    key: Arc<str>,
+    keys: PageKeys,
     filter: SubscriptionFilter,
     tx: mpsc::Sender<Batch>,
     /// Every entry up to here has been scanned; `None` before the first
@@ -95,7 +95,10 @@ impl Pump {
         start: Start,
         tx: mpsc::Sender<Batch>,
     ) -> Self {
-        let key: Arc<str> = inner.keys.stream(family).into();
+        let keys = PageKeys {
+            stream: inner.keys.stream(family).to_owned(),
+            record: inner.keys.trim_record(family).to_owned(),
+        };
         let now = Instant::now();
         let (position, target, sent, initial) = match start {
             Start::Tail(p) => {
@@ -134,7 +137,7 @@ impl Pump {
         Self {
             inner,
             family,
-            key,
+            keys,
             filter,
             tx,
             position,
@@ -222,7 +225,7 @@ impl Pump {
             Err(e) => return self.failed(e),
         };
         let batch_size = self.inner.config.read_batch;
-        push_page_request(&mut conn, &self.key, self.position, batch_size);
+        push_page_request(&mut conn, &self.keys, self.position, batch_size);
         if let Err(e) = conn.flush().await {
             return self.failed(e);
         }
@@ -262,7 +265,7 @@ impl Pump {
             }
             let full = page.len() >= batch_size;
             if full {
-                push_page_request(conn, &self.key, page.last_id(), batch_size);
+                push_page_request(conn, &self.keys, page.last_id(), batch_size);
                 conn.flush().await.map_err(|e| self.failed(e))?;
             }
             let batch = self.process(page, full)?;
@@ -382,10 +385,10 @@ impl Pump {
             Some(wait) => wait.min(self.inner.config.safety_net_poll),
             None => self.inner.config.safety_net_poll,
         };
-        wakeup::push_wait(conn, &self.key, position, block);
+        wakeup::push_wait(conn, &self.keys.stream, position, block);
         push_page_request(
             conn,
-            &self.key,
+            &self.keys,
             Some(position),
             self.inner.config.read_batch,
         );

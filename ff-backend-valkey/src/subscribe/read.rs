@@ -1,6 +1,6 @@
 //! Reads paired with the stream's metadata: one `MULTI`/`EXEC` runs
-//! `XRANGE` and `XINFO STREAM`, so expiry is judged on exactly the state
-//! the entries were read from.
+//! `XRANGE`, `XINFO STREAM` and `GET` of the trim record, so expiry is
+//! judged on exactly the state the entries were read from.
 
 use std::time::Duration;
 
@@ -38,11 +38,20 @@ impl Page {
     }
 }
 
+/// The keys a paired read touches: the stream and its trim record.
+pub(crate) struct PageKeys {
+    /// The family's stream.
+    pub(crate) stream: String,
+    /// Its [`TrimRecord`](crate::trim_record::TrimRecord) key.
+    pub(crate) record: String,
+}
+
 /// Queue the transaction reading up to `count` entries after `after` (from
-/// the first retained entry when `None`) together with `XINFO STREAM`.
+/// the first retained entry when `None`) together with `XINFO STREAM` and
+/// the trim record.
 pub(crate) fn push_page_request(
     conn: &mut Conn,
-    key: &str,
+    keys: &PageKeys,
     after: Option<ValkeyPosition>,
     count: usize,
 ) {
@@ -52,7 +61,7 @@ pub(crate) fn push_page_request(
         Some(id::MAX) => "+".to_owned(),
         Some(p) => format!("({}", id::format(p)),
     };
-    let key = key.as_bytes();
+    let key = keys.stream.as_bytes();
     let count = count.to_string();
     conn.push(&[b"MULTI"]);
     let xrange: [&[u8]; 6] = [
@@ -66,6 +75,7 @@ pub(crate) fn push_page_request(
     conn.push(&xrange);
     let xinfo: [&[u8]; 3] = [b"XINFO", b"STREAM", key];
     conn.push(&xinfo);
+    conn.push(&[b"GET", keys.record.as_bytes()]);
     conn.push(&[b"EXEC"]);
 }
 
@@ -86,11 +96,11 @@ impl From<ConnError> for PageError {
 /// Read the replies of one [`push_page_request`].
 pub(crate) async fn read_page(conn: &mut Conn, timeout: Duration) -> Result<Page, PageError> {
     let read = async {
-        // +OK, +QUEUED, +QUEUED, then EXEC's reply. An error in the first
-        // three (say -LOADING after a restart) makes EXEC answer
+        // +OK, three +QUEUED, then EXEC's reply. An error in the first
+        // four (say -LOADING after a restart) makes EXEC answer
         // -EXECABORT; report the first one, which says why.
         let mut first_error = None;
-        for _ in 0..3 {
+        for _ in 0..4 {
             if let Err(e) = conn.read().await?.check() {
                 first_error.get_or_insert(e);
             }
@@ -109,7 +119,7 @@ pub(crate) async fn read_page(conn: &mut Conn, timeout: Duration) -> Result<Page
 
 fn parse_page(reply: Reply) -> Result<Page, String> {
     let t = &reply.tokens;
-    if t.first() != Some(&Token::Array(2)) {
+    if t.first() != Some(&Token::Array(3)) {
         return Err(format!("EXEC returned {:?}", t.first()));
     }
     if let Some(Token::Error(r)) = t.get(1) {
@@ -125,7 +135,12 @@ fn parse_page(reply: Reply) -> Result<Page, String> {
         last = Some(entry?.id);
     }
     let info = skip(t, 1);
-    let state = state_from_tokens(&reply, info)?;
+    let record = match t.get(skip(t, info)) {
+        Some(Token::Nil) => None,
+        Some(Token::Bulk(r)) => Some(reply.bytes(r)),
+        other => return Err(format!("GET of the trim record returned {other:?}")),
+    };
+    let state = state_from_tokens(&reply, info)?.with_record(record);
     Ok(Page {
         len,
         last,
@@ -188,12 +203,13 @@ mod tests {
 
     #[test]
     fn a_page_has_its_entries_last_id_and_state() {
-        let exec = b"*2\r\n\
+        let exec = b"*3\r\n\
             *2\r\n*2\r\n$3\r\n4-0\r\n*2\r\n$1\r\na\r\n$1\r\n1\r\n*2\r\n$3\r\n5-0\r\n*0\r\n\
             *10\r\n$6\r\nlength\r\n:2\r\n$17\r\nlast-generated-id\r\n$3\r\n5-0\r\n\
             $20\r\nmax-deleted-entry-id\r\n$3\r\n3-0\r\n\
             $11\r\nfirst-entry\r\n*2\r\n$3\r\n4-0\r\n*2\r\n$1\r\na\r\n$1\r\n1\r\n\
-            $10\r\nlast-entry\r\n*2\r\n$3\r\n5-0\r\n*0\r\n";
+            $10\r\nlast-entry\r\n*2\r\n$3\r\n5-0\r\n*0\r\n\
+            $5\r\n3-0 3\r\n";
         let page = parse_page(reply(exec)).unwrap();
         assert_eq!(page.len(), 2);
         let p = |ms| ValkeyPosition { ms, seq: 0 };
@@ -204,14 +220,21 @@ mod tests {
         assert_eq!(page.state.max_deleted, p(3));
         assert_eq!(page.state.last_generated, p(5));
         assert_eq!(page.state.length, 2);
+        assert_eq!(
+            page.state.trim_record,
+            Some(crate::trim_record::TrimRecord {
+                through: p(3),
+                removed: 3
+            })
+        );
     }
 
     #[test]
     fn an_absent_stream_is_an_empty_page() {
-        let page = parse_page(reply(b"*2\r\n*0\r\n-ERR no such key\r\n")).unwrap();
+        let page = parse_page(reply(b"*3\r\n*0\r\n-ERR no such key\r\n$-1\r\n")).unwrap();
         assert_eq!(page.len(), 0);
         assert_eq!(page.state, StreamState::ABSENT);
-        assert!(parse_page(reply(b"*2\r\n*0\r\n-WRONGTYPE x\r\n")).is_err());
+        assert!(parse_page(reply(b"*3\r\n*0\r\n-WRONGTYPE x\r\n$-1\r\n")).is_err());
         assert!(parse_page(reply(b"*-1\r\n")).is_err());
     }
 }

@@ -114,8 +114,11 @@ mod expiry;
 mod id;
 mod inner;
 mod keys;
+mod limits;
 mod publish;
 mod resp;
+#[cfg(test)]
+mod resp_properties;
 mod retention;
 mod stream_info;
 mod subscribe;
@@ -140,6 +143,7 @@ pub use config::{
     Retention, ValkeyConfig, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_CLIENT_NAME, DEFAULT_KEY_PREFIX,
     DEFAULT_READ_BATCH, DEFAULT_SAFETY_NET_POLL, MAX_READ_BATCH,
 };
+pub use limits::MAX_ENTRY_BYTES;
 /// The client crate, re-exported: [`ValkeyBackend::append_cmd`] returns its
 /// [`Cmd`](redis::Cmd) for callers' own pipelines.
 pub use redis;
@@ -251,7 +255,7 @@ impl ValkeyBackend {
         meta: &EventMeta,
     ) -> Result<redis::Cmd, EngineError> {
         validate_new_event(event, meta)?;
-        Ok(publish::xadd(self.stream_key(event.family()), event, meta))
+        publish::xadd(self.stream_key(event.family()), event, meta)
     }
 
     /// The cursor of the `family` entry with id `entry_id` (`ms-seq`, as

@@ -11,10 +11,13 @@ use redis::{Cmd, Value};
 use crate::error::{to_engine, unexpected, BACKEND};
 use crate::id;
 use crate::inner::Inner;
+use crate::limits::MAX_ENTRY_BYTES;
 use crate::retention::retention_cmd;
 
-/// `XADD key * v 1 <field value>… [namespace ns] [tags {json}]`.
-pub(crate) fn xadd(key: &str, event: &NewEvent, meta: &EventMeta) -> Cmd {
+/// `XADD key * v 1 <field value>… [namespace ns] [tags {json}]`, or
+/// `Validation` when the entry would be larger than [`MAX_ENTRY_BYTES`]
+/// (subscribers would read it as `Corrupt`).
+pub(crate) fn xadd(key: &str, event: &NewEvent, meta: &EventMeta) -> Result<Cmd, EngineError> {
     let mut cmd = Cmd::with_capacity(18, 256);
     cmd.arg("XADD")
         .arg(key)
@@ -32,7 +35,23 @@ pub(crate) fn xadd(key: &str, event: &NewEvent, meta: &EventMeta) -> Cmd {
     if !meta.tags.is_empty() {
         cmd.arg(Field::Tags.name()).arg(meta.tags_json());
     }
-    cmd
+    // The entry: every argument after `XADD key *`, plus the id (≤ 41 bytes).
+    let size: usize = cmd
+        .args_iter()
+        .skip(3)
+        .map(|a| match a {
+            redis::Arg::Simple(b) => b.len(),
+            redis::Arg::Cursor => 0,
+        })
+        .sum::<usize>()
+        + 41;
+    if size > MAX_ENTRY_BYTES {
+        return Err(EngineError::validation(format!(
+            "the {} event's stream entry would be {size} bytes, more than the {MAX_ENTRY_BYTES} bytes a Valkey entry may hold; use fewer or shorter tags",
+            event.family()
+        )));
+    }
+    Ok(cmd)
 }
 
 /// Append `events` in one `MULTI`/`EXEC` (after validating all of them),
@@ -53,7 +72,7 @@ pub(crate) async fn publish_batch(
     for (event, meta) in &events {
         let family = event.family();
         touched[usize::from(family.cursor_byte() - 1)] = true;
-        pipe.add_command(xadd(inner.keys.stream(family), event, meta));
+        pipe.add_command(xadd(inner.keys.stream(family), event, meta)?);
     }
     let mut trimmed = Vec::new();
     for family in Family::ALL.iter().copied() {
@@ -142,7 +161,7 @@ mod tests {
     #[test]
     fn xadd_writes_the_version_every_present_field_and_the_metadata() {
         let draft = &sample_drafts()[11]; // signal delivery without optional fields
-        let a = args(&xadd("ff:signal-delivery", draft, &EventMeta::new()));
+        let a = args(&xadd("ff:signal-delivery", draft, &EventMeta::new()).unwrap());
         assert_eq!(&a[..5], ["XADD", "ff:signal-delivery", "*", "v", "1"]);
         assert!(
             !a.contains(&"waitpoint_id".to_owned()),
@@ -150,8 +169,25 @@ mod tests {
         );
         assert!(!a.contains(&"tags".to_owned()), "empty tags are omitted");
         let meta = EventMeta::new().with_namespace("ns").with_tag("k", "v");
-        let a = args(&xadd("k", draft, &meta));
+        let a = args(&xadd("k", draft, &meta).unwrap());
         let tail = &a[a.len() - 4..];
         assert_eq!(tail, ["namespace", "ns", "tags", r#"{"k":"v"}"#]);
+    }
+
+    #[test]
+    fn an_entry_larger_than_a_subscriber_reads_is_refused() {
+        let draft = &sample_drafts()[11];
+        let mut meta = EventMeta::new();
+        for k in 0..64 {
+            meta = meta.with_tag(format!("{k:0>1000}"), "\u{1}".repeat(1000));
+        }
+        assert!(validate_new_event(draft, &meta).is_ok(), "valid in ff-core");
+        match xadd("k", draft, &meta) {
+            Err(EngineError::Validation { detail }) => {
+                assert!(detail.contains("65536"), "{detail}")
+            }
+            Err(other) => panic!("expected Validation, got {other}"),
+            Ok(_) => panic!("an oversized entry was accepted"),
+        }
     }
 }

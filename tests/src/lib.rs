@@ -8,4 +8,5 @@
 
 pub mod browser;
 pub mod harness;
+pub mod hostile_valkey;
 pub mod support;

@@ -13,6 +13,7 @@ use redis::{ConnectionAddr, ConnectionInfo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::limits::{self, ReplyLimit};
 use crate::resp::{self, Parser, ProtocolError, Token};
 
 /// A failed exchange on a [`Conn`].
@@ -143,7 +144,7 @@ impl Conn {
         conn.push(&[b"CLIENT", b"SETNAME", name.as_bytes()]);
         conn.flush().await?;
         for _ in 0..replies {
-            tokio::time::timeout(connect_timeout, conn.read())
+            tokio::time::timeout(connect_timeout, conn.read(limits::SMALL_REPLY))
                 .await
                 .map_err(|_| ConnError::Timeout(connect_timeout))??
                 .check()?;
@@ -163,10 +164,11 @@ impl Conn {
         Ok(result?)
     }
 
-    /// Read the next reply (error replies included: see [`Reply::check`]).
-    pub(crate) async fn read(&mut self) -> Result<Reply, ConnError> {
+    /// Read the next reply (error replies included: see [`Reply::check`]);
+    /// a reply larger than `limit` is a protocol error.
+    pub(crate) async fn read(&mut self, limit: ReplyLimit) -> Result<Reply, ConnError> {
         loop {
-            if let Some(end) = self.parser.advance(&self.buf)? {
+            if let Some(end) = self.parser.advance(&self.buf, limit)? {
                 let tokens = self.parser.take();
                 let data = self.buf.split_to(end).freeze();
                 return Ok(Reply { data, tokens });

@@ -1,6 +1,12 @@
 //! Reads paired with the stream's metadata: one `MULTI`/`EXEC` runs
 //! `XRANGE`, `XINFO STREAM` and `GET` of the trim record, so expiry is
 //! judged on exactly the state the entries were read from.
+//!
+//! The reply is checked against what was asked ([`PageAsk`]) before
+//! anything of it is used: at most `count` entries, ids strictly
+//! increasing and after `after`, the whole reply within
+//! [`limits::entries_reply`]. Anything else is a protocol error, so a
+//! position only ever moves forward.
 
 use std::time::Duration;
 
@@ -9,6 +15,7 @@ use ff_core::stream_subscribe::ValkeyPosition;
 use super::conn::{Conn, ConnError, Reply};
 use crate::entry::Entries;
 use crate::id;
+use crate::limits;
 use crate::resp::{skip, Token};
 use crate::stream_info::{InfoValue, StreamState};
 
@@ -46,29 +53,33 @@ pub(crate) struct PageKeys {
     pub(crate) record: String,
 }
 
-/// Queue the transaction reading up to `count` entries after `after` (from
-/// the first retained entry when `None`) together with `XINFO STREAM` and
-/// the trim record.
-pub(crate) fn push_page_request(
-    conn: &mut Conn,
-    keys: &PageKeys,
-    after: Option<ValkeyPosition>,
-    count: usize,
-) {
-    let start = match after {
-        None => "-".to_owned(),
-        // Nothing can follow the largest id.
-        Some(id::MAX) => "+".to_owned(),
-        Some(p) => format!("({}", id::format(p)),
+/// What a paired read asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PageAsk {
+    /// Entries after this position; from the first retained when `None`.
+    pub(crate) after: Option<ValkeyPosition>,
+    /// At most this many.
+    pub(crate) count: usize,
+}
+
+/// Queue the transaction reading what `ask` asks for together with
+/// `XINFO STREAM` and the trim record.
+pub(crate) fn push_page_request(conn: &mut Conn, keys: &PageKeys, ask: PageAsk) {
+    let (start, end) = match ask.after {
+        None => ("-".to_owned(), "+"),
+        // Nothing can follow the largest id: an empty range (start > end),
+        // so the entry at that id is not read again.
+        Some(id::MAX) => ("+".to_owned(), "-"),
+        Some(p) => (format!("({}", id::format(p)), "+"),
     };
     let key = keys.stream.as_bytes();
-    let count = count.to_string();
+    let count = ask.count.to_string();
     conn.push(&[b"MULTI"]);
     let xrange: [&[u8]; 6] = [
         b"XRANGE",
         key,
         start.as_bytes(),
-        b"+",
+        end.as_bytes(),
         b"COUNT",
         count.as_bytes(),
     ];
@@ -93,19 +104,23 @@ impl From<ConnError> for PageError {
     }
 }
 
-/// Read the replies of one [`push_page_request`].
-pub(crate) async fn read_page(conn: &mut Conn, timeout: Duration) -> Result<Page, PageError> {
+/// Read the replies of the [`push_page_request`] that asked `ask`.
+pub(crate) async fn read_page(
+    conn: &mut Conn,
+    ask: PageAsk,
+    timeout: Duration,
+) -> Result<Page, PageError> {
     let read = async {
         // +OK, three +QUEUED, then EXEC's reply. An error in the first
         // four (say -LOADING after a restart) makes EXEC answer
         // -EXECABORT; report the first one, which says why.
         let mut first_error = None;
         for _ in 0..4 {
-            if let Err(e) = conn.read().await?.check() {
+            if let Err(e) = conn.read(limits::SMALL_REPLY).await?.check() {
                 first_error.get_or_insert(e);
             }
         }
-        let exec = conn.read().await?.check();
+        let exec = conn.read(limits::entries_reply(ask.count)).await?.check();
         match first_error {
             Some(e) => Err(e),
             None => exec,
@@ -114,7 +129,34 @@ pub(crate) async fn read_page(conn: &mut Conn, timeout: Duration) -> Result<Page
     let reply = tokio::time::timeout(timeout, read)
         .await
         .map_err(|_| ConnError::Timeout(timeout))??;
-    parse_page(reply).map_err(PageError::Reply)
+    let page = parse_page(reply).map_err(PageError::Reply)?;
+    check_order(&page, ask).map_err(|why| PageError::Conn(ConnError::Protocol(why)))?;
+    Ok(page)
+}
+
+/// `Err` unless the page holds at most what was asked, in strictly
+/// increasing id order after `ask.after`.
+fn check_order(page: &Page, ask: PageAsk) -> Result<(), String> {
+    if page.len() > ask.count {
+        return Err(format!(
+            "XRANGE returned {} entries for COUNT {}",
+            page.len(),
+            ask.count
+        ));
+    }
+    let mut previous = ask.after;
+    for entry in page.entries() {
+        let id = entry?.id;
+        if let Some(p) = previous.filter(|p| id <= *p) {
+            return Err(format!(
+                "entry id {} does not follow {} (positions only move forward)",
+                id::format(id),
+                id::format(p)
+            ));
+        }
+        previous = Some(id);
+    }
+    Ok(())
 }
 
 fn parse_page(reply: Reply) -> Result<Page, String> {
@@ -193,7 +235,10 @@ mod tests {
 
     fn reply(bytes: &[u8]) -> Reply {
         let mut p = Parser::default();
-        let end = p.advance(bytes).unwrap().expect("complete");
+        let end = p
+            .advance(bytes, crate::limits::entries_reply(1000))
+            .unwrap()
+            .expect("complete");
         assert_eq!(end, bytes.len());
         Reply {
             data: bytes::Bytes::copy_from_slice(bytes),
@@ -227,6 +272,41 @@ mod tests {
                 removed: 3
             })
         );
+    }
+
+    fn page_of(ids: &[&str]) -> Page {
+        let mut bytes = format!("*3\r\n*{}\r\n", ids.len()).into_bytes();
+        for id in ids {
+            bytes.extend_from_slice(format!("*2\r\n${}\r\n{id}\r\n*0\r\n", id.len()).as_bytes());
+        }
+        bytes.extend_from_slice(b"-ERR no such key\r\n$-1\r\n");
+        parse_page(reply(&bytes)).unwrap()
+    }
+
+    #[test]
+    fn ids_that_go_backwards_or_repeat_are_refused() {
+        let ask = |after: Option<(u64, u64)>, count| PageAsk {
+            after: after.map(|(ms, seq)| ValkeyPosition { ms, seq }),
+            count,
+        };
+        assert!(check_order(&page_of(&["1-0", "2-0", "2-1"]), ask(None, 3)).is_ok());
+        assert!(check_order(&page_of(&["1-0", "2-0"]), ask(Some((0, 5)), 10)).is_ok());
+        for (ids, after) in [
+            (&["3-0", "2-0"][..], None),
+            (&["2-0", "2-0"], None),
+            (&["1-0", "0-0"], None),
+            (&["1-0", "2-0"], Some((2, 0))),
+            (&["2-0"], Some((2, 0))),
+            (
+                &["18446744073709551615-18446744073709551615"],
+                Some((u64::MAX, u64::MAX)),
+            ),
+        ] {
+            let e = check_order(&page_of(ids), ask(after, 10)).unwrap_err();
+            assert!(e.contains("only move forward"), "{ids:?}: {e}");
+        }
+        let e = check_order(&page_of(&["1-0", "2-0", "3-0"]), ask(None, 2)).unwrap_err();
+        assert!(e.contains("3 entries for COUNT 2"), "{e}");
     }
 
     #[test]

@@ -122,6 +122,8 @@ mod resp_properties;
 mod retention;
 mod stream_info;
 mod subscribe;
+mod tls;
+mod transport;
 mod trim_record;
 mod url;
 
@@ -171,16 +173,21 @@ impl fmt::Debug for ValkeyBackend {
 
 impl ValkeyBackend {
     /// Connect to `url` — `valkey://[user:password@]host[:port][/db]` or
-    /// `redis://…` — with `config`. Fails with `Validation` for a bad URL or
-    /// configuration (the password never appears in the message) and with
-    /// `Transport` when the server cannot be reached.
+    /// `redis://…`; `valkeys://…` or `rediss://…` for TLS, verified against
+    /// the system's CA certificates or the query parameters `ca_cert=PATH`
+    /// (a private CA), `client_cert=PATH` and `client_key=PATH` (mutual
+    /// TLS), all PEM files — with `config`. Fails with `Validation` for a
+    /// bad URL, certificate file or configuration (the password never
+    /// appears in the message) and with `Transport` when the server cannot
+    /// be reached or the TLS handshake fails (the message says why: an
+    /// untrusted or expired certificate, a wrong host name, a plaintext
+    /// server behind a TLS URL or the reverse).
     pub async fn connect(url: &str, config: ValkeyConfig) -> Result<Self, EngineError> {
         config.validate()?;
         let url = ServerUrl::parse(url)?;
         let redacted = url.redacted().to_owned();
-        let inner = Inner::new(url, config).map_err(|e| {
-            EngineError::validation(format!("backend URL {redacted} is not usable: {e}"))
-        })?;
+        let endpoint = url.endpoint()?;
+        let inner = Inner::new(url, endpoint, config);
         inner
             .conn
             .ensure_open()
@@ -222,6 +229,22 @@ impl ValkeyBackend {
         self.inner.subscription_client_name()
     }
 
+    /// A new connection to the backend's server — the same address, TLS
+    /// settings, credentials and database — for the caller's own commands,
+    /// such as a `MULTI`/`EXEC` around [`ValkeyBackend::append_cmd`]. It is
+    /// named `{client_name}:app` in `CLIENT LIST`.
+    pub async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, EngineError> {
+        let name = format!("{}:app", self.inner.config.client_name);
+        connection::open(
+            &self.inner.endpoint,
+            &name,
+            self.inner.config.connect_timeout,
+            self.inner.config.command_timeout,
+        )
+        .await
+        .map_err(|e| to_engine(e, format!("connecting to {}", self.inner.url.redacted())))
+    }
+
     /// The `XADD` that appends `event`, for a caller's own `MULTI`/`EXEC`
     /// or script, so a state change and its event commit together. Its
     /// reply is the entry id; [`ValkeyBackend::cursor_from_entry_id`] turns
@@ -237,8 +260,7 @@ impl ValkeyBackend {
     ///
     /// let exec = ExecutionId::new(3);
     /// let event = NewEvent::completion(exec, CompletionOutcome::Success);
-    /// let client = redis::Client::open("redis://127.0.0.1:6379")?;
-    /// let mut conn = client.get_multiplexed_async_connection().await?;
+    /// let mut conn = backend.connection().await?;
     /// let (entry_id,): (String,) = redis::pipe()
     ///     .atomic()
     ///     .hset("app:executions", exec.to_string(), "done")

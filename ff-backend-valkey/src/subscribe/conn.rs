@@ -9,12 +9,11 @@ use std::io;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use redis::{ConnectionAddr, ConnectionInfo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::limits::{self, ReplyLimit};
 use crate::resp::{self, Parser, ProtocolError, Token};
+use crate::transport::{Endpoint, Stream};
 
 /// A failed exchange on a [`Conn`].
 #[derive(Debug)]
@@ -99,36 +98,28 @@ impl Reply {
 
 /// A subscription's connection.
 pub(crate) struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     buf: BytesMut,
     parser: Parser,
     out: Vec<u8>,
 }
 
 impl Conn {
-    /// Connect, authenticate, select the database and set the client name.
+    /// Connect (over TLS when the endpoint says so), authenticate, select
+    /// the database and set the client name.
     pub(crate) async fn open(
-        info: &ConnectionInfo,
+        endpoint: &Endpoint,
         name: &str,
         connect_timeout: Duration,
     ) -> Result<Self, ConnError> {
-        let ConnectionAddr::Tcp(host, port) = &info.addr else {
-            return Err(ConnError::Protocol(
-                "only plain TCP connections are supported".into(),
-            ));
-        };
-        let connect = TcpStream::connect((host.as_str(), *port));
-        let stream = tokio::time::timeout(connect_timeout, connect)
-            .await
-            .map_err(|_| ConnError::Timeout(connect_timeout))??;
-        stream.set_nodelay(true)?;
+        let stream = endpoint.connect(connect_timeout).await?;
         let mut conn = Self {
             stream,
             buf: BytesMut::with_capacity(64 * 1024),
             parser: Parser::default(),
             out: Vec::with_capacity(512),
         };
-        let redis = &info.redis;
+        let redis = &endpoint.redis;
         let mut replies = 1;
         if let Some(password) = &redis.password {
             match &redis.username {
@@ -142,14 +133,27 @@ impl Conn {
             replies += 1;
         }
         conn.push(&[b"CLIENT", b"SETNAME", name.as_bytes()]);
-        conn.flush().await?;
-        for _ in 0..replies {
-            tokio::time::timeout(connect_timeout, conn.read(limits::SMALL_REPLY))
-                .await
-                .map_err(|_| ConnError::Timeout(connect_timeout))??
-                .check()?;
+        let setup = async {
+            conn.flush().await?;
+            for _ in 0..replies {
+                conn.read(limits::SMALL_REPLY).await?.check()?;
+            }
+            Ok::<_, ConnError>(())
+        };
+        match tokio::time::timeout(connect_timeout, setup).await {
+            Ok(Ok(())) => Ok(conn),
+            Ok(Err(ConnError::Io(e))) => Err(ConnError::Io(io::Error::new(
+                e.kind(),
+                endpoint.setup_hint(&format!("the connection failed during setup ({e})")),
+            ))),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ConnError::Io(io::Error::new(
+                io::ErrorKind::TimedOut,
+                endpoint.setup_hint(&format!(
+                    "no reply to the connection setup within {connect_timeout:?}"
+                )),
+            ))),
         }
-        Ok(conn)
     }
 
     /// Queue one command (sent by [`Conn::flush`]).

@@ -279,7 +279,7 @@ impl Pump {
     /// Open a connection and read on it until something stops it.
     async fn session(&mut self, outage: &mut Outage) -> Stop {
         let mut conn = match Conn::open(
-            self.inner.client.get_connection_info(),
+            &self.inner.endpoint,
             &self.inner.subscription_client_name(),
             self.inner.config.connect_timeout,
         )

@@ -8,7 +8,7 @@ use ff_core::stream_subscribe::{encode_valkey, StreamCursor, ValkeyPosition};
 use ff_core::types::TimestampMs;
 use redis::Value;
 
-use crate::error::{to_engine, unexpected};
+use crate::error::unexpected;
 use crate::expiry;
 use crate::id;
 use crate::inner::Inner;
@@ -54,7 +54,7 @@ pub(crate) async fn cursor_at(
         .conn
         .transaction(&pipe)
         .await
-        .map_err(|e| to_engine(e, &context))?;
+        .map_err(|e| inner.fail(e, &context))?;
     let Value::Array(parts) = reply else {
         return Err(unexpected(&context, format!("EXEC returned {reply:?}")));
     };
@@ -73,6 +73,6 @@ pub(crate) async fn cursor_at(
         return Ok(cursor(family, id::before(p)));
     }
     // Only the newest id is needed here: no trim record was read.
-    let state = parse_state(info, &Value::Nil, &context)?;
+    let state = parse_state(info, &Value::Nil, inner.account(), &context)?;
     Ok(cursor(family, state.last_generated))
 }

@@ -1,5 +1,6 @@
 //! [`Inner`]: what a backend handle and its subscriptions share.
 
+use ff_core::engine_error::EngineError;
 use ff_core::stream_events::Family;
 
 use crate::config::ValkeyConfig;
@@ -38,6 +39,17 @@ impl Inner {
             conn,
             retention: RetentionClock::new(),
         }
+    }
+
+    /// The account connections authenticate as: the URL's user name, or
+    /// `default`.
+    pub(crate) fn account(&self) -> &str {
+        self.endpoint.redis.username.as_deref().unwrap_or("default")
+    }
+
+    /// [`to_engine`](crate::error::to_engine) for this backend's account.
+    pub(crate) fn fail(&self, e: redis::RedisError, context: impl Into<String>) -> EngineError {
+        crate::error::to_engine(e, self.account(), context)
     }
 
     /// The client name of each subscription's own connection.

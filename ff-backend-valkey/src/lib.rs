@@ -150,7 +150,6 @@ pub use limits::MAX_ENTRY_BYTES;
 /// [`Cmd`](redis::Cmd) for callers' own pipelines.
 pub use redis;
 
-use error::to_engine;
 use inner::Inner;
 use url::ServerUrl;
 
@@ -192,7 +191,7 @@ impl ValkeyBackend {
             .conn
             .ensure_open()
             .await
-            .map_err(|e| to_engine(e, format!("connecting to {redacted}")))?;
+            .map_err(|e| inner.fail(e, format!("connecting to {redacted}")))?;
         Ok(Self {
             inner: Arc::new(inner),
         })
@@ -242,7 +241,10 @@ impl ValkeyBackend {
             self.inner.config.command_timeout,
         )
         .await
-        .map_err(|e| to_engine(e, format!("connecting to {}", self.inner.url.redacted())))
+        .map_err(|e| {
+            self.inner
+                .fail(e, format!("connecting to {}", self.inner.url.redacted()))
+        })
     }
 
     /// The `XADD` that appends `event`, for a caller's own `MULTI`/`EXEC`
@@ -350,10 +352,10 @@ impl ValkeyBackend {
             .conn
             .command(&cmd)
             .await
-            .map_err(|e| to_engine(e, &context))?
+            .map_err(|e| self.inner.fail(e, &context))?
         {
             Value::Int(n) => Ok(u64::try_from(n).unwrap_or(0)),
-            Value::ServerError(e) => Err(to_engine(e.into(), &context)),
+            Value::ServerError(e) => Err(self.inner.fail(e.into(), &context)),
             other => Err(error::unexpected(
                 &context,
                 format!("the trim script returned {other:?}"),

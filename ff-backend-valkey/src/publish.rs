@@ -8,7 +8,7 @@ use ff_core::stream_events::{EventMeta, Family, NewEvent};
 use ff_core::stream_subscribe::{encode_valkey, StreamCursor};
 use redis::{Cmd, Value};
 
-use crate::error::{to_engine, unexpected, BACKEND};
+use crate::error::{reply_text, server_error, unexpected};
 use crate::id;
 use crate::inner::Inner;
 use crate::limits::MAX_ENTRY_BYTES;
@@ -105,20 +105,26 @@ pub(crate) async fn publish_batch(
             .map(|reply| Value::Array(vec![reply])),
         _ => inner.conn.transaction(&pipe).await,
     }
-    .map_err(|e| to_engine(e, context()))?;
+    .map_err(|e| inner.fail(e, context()))?;
     let replies = match reply {
         Value::Array(replies) if replies.len() == events.len() + trimmed.len() => replies,
         Value::ServerError(e) => {
-            return Err(EngineError::Backend {
-                backend: BACKEND,
-                detail: format!("{}: {e:?}", context()),
-            })
+            return Err(server_error(
+                &reply_text(e.code(), e.details()),
+                inner.account(),
+                &context(),
+            ))
         }
         other => return Err(unexpected(&context(), format!("EXEC returned {other:?}"))),
     };
     for (family, reply) in trimmed.iter().zip(&replies[events.len()..]) {
         if let Value::ServerError(e) = reply {
-            tracing::warn!(%family, error = ?e, "ff valkey: trimming to the configured retention failed");
+            let error = server_error(
+                &reply_text(e.code(), e.details()),
+                inner.account(),
+                "trimming",
+            );
+            tracing::warn!(%family, %error, "ff valkey: trimming to the configured retention failed");
         }
     }
     events
@@ -130,14 +136,15 @@ pub(crate) async fn publish_batch(
                 Value::BulkString(b) => id::parse(b)
                     .map(|p| encode_valkey(family, p.ms, p.seq))
                     .ok_or_else(|| unexpected(&context(), format!("XADD returned {reply:?}"))),
-                Value::ServerError(e) => Err(EngineError::Backend {
-                    backend: BACKEND,
-                    detail: format!(
-                        "{}: XADD to {} failed ({e:?}); other events of this batch may have been stored",
+                Value::ServerError(e) => Err(server_error(
+                    &reply_text(e.code(), e.details()),
+                    inner.account(),
+                    &format!(
+                        "{} (other events of this batch may have been stored): XADD to {}",
                         context(),
                         inner.keys.stream(family)
                     ),
-                }),
+                )),
                 other => Err(unexpected(&context(), format!("XADD returned {other:?}"))),
             }
         })

@@ -7,7 +7,7 @@ use ff_core::stream_events::Family;
 use ff_core::stream_subscribe::ValkeyPosition;
 use redis::Value;
 
-use crate::error::{to_engine, unexpected, BACKEND};
+use crate::error::{reply_text, server_error, unexpected};
 use crate::id;
 use crate::inner::Inner;
 use crate::trim_record::TrimRecord;
@@ -187,13 +187,13 @@ pub(crate) async fn stream_state(
         .conn
         .transaction(&pipe)
         .await
-        .map_err(|e| to_engine(e, context))?;
+        .map_err(|e| inner.fail(e, context))?;
     match reply {
         Value::Array(parts) => match parts.as_slice() {
-            [info, record] => parse_state(info, record, context),
+            [info, record] => parse_state(info, record, inner.account(), context),
             _ => Err(unexpected(context, format!("EXEC returned {parts:?}"))),
         },
-        Value::ServerError(e) => Err(to_engine(e.into(), context)),
+        Value::ServerError(e) => Err(inner.fail(e.into(), context)),
         other => Err(unexpected(context, format!("EXEC returned {other:?}"))),
     }
 }
@@ -214,22 +214,30 @@ pub(crate) fn push_state_request(pipe: &mut redis::Pipeline, inner: &Inner, fami
 pub(crate) fn parse_state(
     reply: &Value,
     record: &Value,
+    account: &str,
     context: &str,
 ) -> Result<StreamState, EngineError> {
     let record = match record {
         Value::Nil => None,
         Value::BulkString(b) => Some(b.as_slice()),
-        Value::ServerError(e) => return Err(to_engine(e.clone().into(), context)),
+        Value::ServerError(e) => {
+            return Err(server_error(
+                &reply_text(e.code(), e.details()),
+                account,
+                context,
+            ))
+        }
         other => return Err(unexpected(context, format!("GET returned {other:?}"))),
     };
     let state = match reply {
         Value::ServerError(e) if e.details().is_some_and(|d| d.contains("no such key")) => {
             Ok(StreamState::ABSENT)
         }
-        Value::ServerError(e) => Err(EngineError::Backend {
-            backend: BACKEND,
-            detail: format!("{context}: XINFO STREAM failed: {e:?}"),
-        }),
+        Value::ServerError(e) => Err(server_error(
+            &reply_text(e.code(), e.details()),
+            account,
+            &format!("{context}: XINFO STREAM"),
+        )),
         other => StreamState::from_value(other).map_err(|why| unexpected(context, why)),
     }?;
     Ok(state.with_record(record))

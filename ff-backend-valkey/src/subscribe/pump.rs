@@ -35,7 +35,7 @@ use super::conn::{Conn, ConnError};
 use super::read::{push_page_request, read_page, Page, PageAsk, PageError, PageKeys};
 use super::wakeup;
 use crate::entry;
-use crate::error::{unexpected, InContext, BACKEND};
+use crate::error::{server_error, unexpected, InContext, BACKEND};
 use crate::expiry;
 use crate::inner::Inner;
 use crate::limits::MAX_ENTRY_BYTES;
@@ -194,6 +194,8 @@ impl Pump {
                 },
                 error: EngineError::transport(BACKEND, InContext::new(self.context(), e)),
             }
+        } else if let ConnError::Server(text) = &e {
+            Stop::Fatal(server_error(text, self.inner.account(), &self.context()))
         } else {
             Stop::Fatal(EngineError::Backend {
                 backend: BACKEND,

@@ -35,6 +35,13 @@
 //! # let _ = event; Ok(()) }
 //! ```
 //!
+//! `valkeys://` / `rediss://` URLs connect every one of those connections
+//! over TLS (rustls; the system roots, or `ca_cert=`, `client_cert=`,
+//! `client_key=` PEM paths in the query). Replies are untrusted input: a
+//! read is checked against what it asked (at most `COUNT` entries, ids only
+//! moving forward, at most [`MAX_ENTRY_BYTES`] per entry asked), so a buggy
+//! or hostile server can neither reorder, repeat nor flood a subscription.
+//!
 //! ## Wire format
 //!
 //! Any client can produce entries ff decodes. Key: `{prefix}{family}` with

@@ -1,6 +1,8 @@
-//! [`Conn`]: a subscription's own connection, driven by the subscription's
-//! task itself (no separate I/O task, so a reply reaches the subscription
-//! without a hand-off), speaking RESP2 through [`crate::resp`]. Requests
+//! [`Conn`]: a subscription's own connection (TCP or TLS, opened by
+//! [`Endpoint::connect`]), driven by the subscription's task itself (no
+//! separate I/O task, so a reply reaches the subscription without a
+//! hand-off), speaking RESP2 through [`crate::resp`], every reply bounded
+//! by what was asked ([`crate::limits`]). Requests
 //! can be pipelined: the next read is written before the current reply is
 //! decoded. Dropping it closes the socket.
 

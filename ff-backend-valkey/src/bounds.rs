@@ -8,7 +8,7 @@ use ff_core::stream_subscribe::{encode_valkey, StreamCursor, ValkeyPosition};
 use ff_core::types::TimestampMs;
 use redis::Value;
 
-use crate::error::{to_engine, unexpected};
+use crate::error::unexpected;
 use crate::expiry;
 use crate::id;
 use crate::inner::Inner;
@@ -21,7 +21,7 @@ fn cursor(family: Family, p: ValkeyPosition) -> StreamCursor {
 /// The oldest resumable position and the newest entry.
 pub(crate) async fn bounds(inner: &Inner, family: Family) -> Result<StreamBounds, EngineError> {
     let context = format!("reading the bounds of {}", inner.describe(family));
-    let state = stream_state(inner, inner.keys.stream(family), &context).await?;
+    let state = stream_state(inner, family, &context).await?;
     Ok(StreamBounds::new(
         cursor(family, expiry::oldest(&state)),
         cursor(family, state.last.unwrap_or(state.last_generated)),
@@ -54,7 +54,7 @@ pub(crate) async fn cursor_at(
         .conn
         .transaction(&pipe)
         .await
-        .map_err(|e| to_engine(e, &context))?;
+        .map_err(|e| inner.fail(e, &context))?;
     let Value::Array(parts) = reply else {
         return Err(unexpected(&context, format!("EXEC returned {reply:?}")));
     };
@@ -72,6 +72,7 @@ pub(crate) async fn cursor_at(
         .ok_or_else(|| unexpected(&context, format!("XRANGE returned {first:?}")))?;
         return Ok(cursor(family, id::before(p)));
     }
-    let state = parse_state(info, &context)?;
+    // Only the newest id is needed here: no trim record was read.
+    let state = parse_state(info, &Value::Nil, inner.account(), &context)?;
     Ok(cursor(family, state.last_generated))
 }

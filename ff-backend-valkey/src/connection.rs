@@ -1,40 +1,61 @@
 //! Opening named connections, and the backend's shared multiplexed
 //! connection, replaced after it breaks.
 
+use std::io;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisResult, Value};
+use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisResult, Value};
 
 use crate::error::breaks_connection;
+use crate::transport::Endpoint;
 
-/// Open a multiplexed connection named `name` (`CLIENT SETNAME`), so an
-/// operator (or a test) can find it in `CLIENT LIST`.
+/// Open a multiplexed connection to `endpoint` (over TLS when it says so)
+/// named `name` (`CLIENT SETNAME`), so an operator (or a test) can find it
+/// in `CLIENT LIST`. Its I/O runs on a task of its own, which ends when
+/// the last clone of the connection is dropped.
 pub(crate) async fn open(
-    client: &Client,
+    endpoint: &Endpoint,
     name: &str,
     connect_timeout: Duration,
     response_timeout: Duration,
 ) -> RedisResult<MultiplexedConnection> {
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(connect_timeout)
-        .set_response_timeout(response_timeout);
-    let mut conn = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
-    let reply = conn
-        .send_packed_command(redis::cmd("CLIENT").arg("SETNAME").arg(name))
-        .await?;
-    reply.extract_error()?;
-    Ok(conn)
+    let stream = endpoint.connect(connect_timeout).await?;
+    let config = AsyncConnectionConfig::new().set_response_timeout(response_timeout);
+    let setup = async {
+        let (mut conn, driver) =
+            MultiplexedConnection::new_with_config(&endpoint.redis, stream, config).await?;
+        tokio::spawn(driver);
+        let reply = conn
+            .send_packed_command(redis::cmd("CLIENT").arg("SETNAME").arg(name))
+            .await?;
+        reply.extract_error()?;
+        Ok::<_, RedisError>(conn)
+    };
+    match tokio::time::timeout(connect_timeout, setup).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) if e.is_io_error() || e.is_unrecoverable_error() => Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            endpoint.setup_hint(&format!("the connection failed during setup ({e})")),
+        )
+        .into()),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            endpoint.setup_hint(&format!(
+                "no reply to the connection setup within {connect_timeout:?}"
+            )),
+        )
+        .into()),
+    }
 }
 
 /// The connection ordinary commands (publishes, catch-up reads, bounds)
 /// share. Requests are pipelined on it; when a request fails in a way that
 /// breaks the connection, the next request opens a new one.
 pub(crate) struct SharedConnection {
-    client: Client,
+    endpoint: Endpoint,
     name: String,
     connect_timeout: Duration,
     response_timeout: Duration,
@@ -45,13 +66,13 @@ pub(crate) struct SharedConnection {
 impl SharedConnection {
     /// A connection that opens lazily.
     pub(crate) fn new(
-        client: Client,
+        endpoint: Endpoint,
         name: String,
         connect_timeout: Duration,
         response_timeout: Duration,
     ) -> Self {
         Self {
-            client,
+            endpoint,
             name,
             connect_timeout,
             response_timeout,
@@ -78,7 +99,7 @@ impl SharedConnection {
             return Ok(c);
         }
         let conn = open(
-            &self.client,
+            &self.endpoint,
             &self.name,
             self.connect_timeout,
             self.response_timeout,

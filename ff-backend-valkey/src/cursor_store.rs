@@ -6,7 +6,7 @@ use ff_core::engine_error::EngineError;
 use ff_core::stream_subscribe::StreamCursor;
 use redis::Value;
 
-use crate::error::{to_engine, unexpected};
+use crate::error::unexpected;
 use crate::inner::Inner;
 
 /// The stored cursor of consumer `name`.
@@ -20,7 +20,7 @@ pub(crate) async fn load(inner: &Inner, name: &str) -> Result<Option<StreamCurso
         .conn
         .command(redis::cmd("HGET").arg(inner.keys.cursors()).arg(name))
         .await
-        .map_err(|e| to_engine(e, &context))?;
+        .map_err(|e| inner.fail(e, &context))?;
     match reply {
         Value::Nil => Ok(None),
         Value::BulkString(b) => {
@@ -30,7 +30,7 @@ pub(crate) async fn load(inner: &Inner, name: &str) -> Result<Option<StreamCurso
                 .map(Some)
                 .map_err(|e| unexpected(&context, format!("stored cursor is not a cursor ({e})")))
         }
-        Value::ServerError(e) => Err(to_engine(e.into(), &context)),
+        Value::ServerError(e) => Err(inner.fail(e.into(), &context)),
         other => Err(unexpected(&context, format!("HGET returned {other:?}"))),
     }
 }
@@ -52,9 +52,9 @@ pub(crate) async fn store(
                 .arg(cursor.to_string()),
         )
         .await
-        .map_err(|e| to_engine(e, &context))?;
+        .map_err(|e| inner.fail(e, &context))?;
     match reply {
-        Value::ServerError(e) => Err(to_engine(e.into(), &context)),
+        Value::ServerError(e) => Err(inner.fail(e.into(), &context)),
         _ => Ok(()),
     }
 }

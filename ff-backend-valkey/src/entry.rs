@@ -46,6 +46,9 @@ impl RecordAccess for Fields<'_> {
 pub(crate) struct RawEntry<'a> {
     pub(crate) id: ValkeyPosition,
     pub(crate) fields: Fields<'a>,
+    /// Its id, field names and values, in bytes (what
+    /// [`MAX_ENTRY_BYTES`](crate::limits::MAX_ENTRY_BYTES) bounds).
+    pub(crate) size: usize,
 }
 
 /// Iterates the entries of an `XRANGE` reply (`tokens[at]` is its array).
@@ -99,6 +102,7 @@ impl<'a> Iterator for Entries<'a> {
                 };
                 id.zip(fields).map(|(id, tokens)| RawEntry {
                     id,
+                    size: r.len() + tokens.iter().map(token_len).sum::<usize>(),
                     fields: Fields {
                         data: self.data,
                         tokens,
@@ -108,6 +112,14 @@ impl<'a> Iterator for Entries<'a> {
             _ => None,
         };
         Some(entry.ok_or_else(|| format!("malformed stream entry at token {at}")))
+    }
+}
+
+/// The bytes a field token carries.
+fn token_len(t: &Token) -> usize {
+    match t {
+        Token::Bulk(r) | Token::Simple(r) | Token::Error(r) => r.len(),
+        _ => 0,
     }
 }
 
@@ -171,7 +183,9 @@ mod tests {
 
     fn parse(bytes: &[u8]) -> Vec<Token> {
         let mut p = Parser::default();
-        p.advance(bytes).unwrap().expect("complete");
+        p.advance(bytes, crate::limits::entries_reply(1000))
+            .unwrap()
+            .expect("complete");
         p.take()
     }
 

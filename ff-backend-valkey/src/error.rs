@@ -63,17 +63,72 @@ pub(crate) fn is_transient(e: &RedisError) -> bool {
 
 /// Map a client error into an [`EngineError`]: `Transport` when the server
 /// could not be reached or is temporarily unable to serve, `Backend` when
-/// it refused the command.
-pub(crate) fn to_engine(e: RedisError, context: impl Into<String>) -> EngineError {
+/// it refused the command — naming the command and `account` when the
+/// account lacks the right (see [`refusal`]).
+pub(crate) fn to_engine(e: RedisError, account: &str, context: impl Into<String>) -> EngineError {
     let context = context.into();
     if is_transient(&e) {
-        EngineError::transport(BACKEND, InContext::new(context, e))
-    } else {
-        EngineError::Backend {
-            backend: BACKEND,
-            detail: format!("{context}: {e}"),
-        }
+        return EngineError::transport(BACKEND, InContext::new(context, e));
     }
+    let text = match (e.code(), e.detail()) {
+        (Some(code), Some(detail)) => format!("{code} {detail}"),
+        _ => e.to_string(),
+    };
+    server_error(&text, account, &context)
+}
+
+/// The `Backend` error for the error reply `text` (`CODE message`).
+pub(crate) fn server_error(text: &str, account: &str, context: &str) -> EngineError {
+    let text = one_line(text);
+    EngineError::Backend {
+        backend: BACKEND,
+        detail: match refusal(&text, account) {
+            Some(why) => format!("{context}: {why}"),
+            None => format!("{context}: the server answered {text}"),
+        },
+    }
+}
+
+/// When `text` is an ACL refusal (`NOPERM …`, or a script's ACL failure):
+/// one line naming the account and what it may not do.
+pub(crate) fn refusal(text: &str, account: &str) -> Option<String> {
+    let is_acl = text.contains("NOPERM")
+        || text.contains("ACL failure")
+        || text.contains("can't run this command");
+    if !is_acl {
+        return None;
+    }
+    let command = text
+        .split_once("run the '")
+        .and_then(|(_, rest)| rest.split_once('\''))
+        .map(|(cmd, _)| cmd.to_ascii_uppercase());
+    let what = match command {
+        Some(cmd) if text.contains("script") => {
+            format!("run {cmd} (called by ff's retention script)")
+        }
+        Some(cmd) => format!("run {cmd}"),
+        None if text.contains("script") => {
+            "run a command of ff's retention script (EXISTS, XLEN, XRANGE, XREVRANGE, XTRIM, XINFO, XSETID, TIME, SET)".to_owned()
+        }
+        None if text.contains("key") => "access a key under the key prefix".to_owned(),
+        None => "run a command ff needs".to_owned(),
+    };
+    Some(format!(
+        "the account {account:?} may not {what} ({text}); grant the rights the README lists for its role"
+    ))
+}
+
+/// The text of an error reply: `CODE message`.
+pub(crate) fn reply_text(code: &str, details: Option<&str>) -> String {
+    match details {
+        Some(details) => format!("{code} {details}"),
+        None => code.to_owned(),
+    }
+}
+
+/// `text` on one line (server messages can carry newlines).
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// A reply of an unexpected shape.
@@ -93,15 +148,60 @@ mod tests {
         let io: RedisError = std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into();
         assert!(is_transient(&io) && breaks_connection(&io));
         assert!(matches!(
-            to_engine(io, "connecting to valkey://h:1"),
+            to_engine(io, "default", "connecting to valkey://h:1"),
             EngineError::Transport { .. }
         ));
         let loading: RedisError = (ErrorKind::BusyLoadingError, "loading").into();
         assert!(is_transient(&loading) && !breaks_connection(&loading));
         let wrong: RedisError = (ErrorKind::TypeError, "WRONGTYPE").into();
         assert!(!is_transient(&wrong));
-        let e = to_engine(wrong, "reading ff:completion");
+        let e = to_engine(wrong, "app", "reading ff:completion");
         assert!(matches!(e, EngineError::Backend { .. }));
         assert!(e.to_string().contains("reading ff:completion"), "{e}");
+    }
+
+    #[test]
+    fn acl_refusals_name_the_command_and_the_account() {
+        for text in [
+            "NOPERM User c has no permissions to run the 'xrange' command",
+            "NOPERM this user has no permissions to run the 'xrange' command",
+        ] {
+            let why = refusal(text, "c").unwrap();
+            assert!(why.contains("\"c\" may not run XRANGE"), "{why}");
+        }
+        let keys = refusal("NOPERM No permissions to access a key", "c").unwrap();
+        assert!(keys.contains("access a key"), "{keys}");
+        let script = refusal(
+            "ERR ACL failure in script: User p has no permissions to run the 'xtrim' command script: on @user_script:1.",
+            "p",
+        )
+        .unwrap();
+        assert!(
+            script.contains("may not run XTRIM (called by ff's retention script)"),
+            "{script}"
+        );
+        let old = refusal(
+            "ERR The user executing the script can't run this command or subcommand script: f6b7, on @user_script:1.",
+            "p",
+        )
+        .unwrap();
+        assert!(old.contains("retention script (EXISTS"), "{old}");
+        assert_eq!(refusal("WRONGTYPE Operation against a key", "c"), None);
+        let exec = refusal(
+            "EXECABORT Transaction discarded because of: NOPERM User c has no permissions to run the 'exec' command",
+            "c",
+        )
+        .unwrap();
+        assert!(exec.contains("may not run EXEC"), "{exec}");
+        let e = server_error(
+            "NOPERM this user has no permissions to run the 'get' command",
+            "c",
+            "ctx",
+        );
+        assert!(!e.to_string().contains('\n'));
+        assert!(
+            e.to_string().starts_with("valkey error: ctx: the account"),
+            "{e}"
+        );
     }
 }

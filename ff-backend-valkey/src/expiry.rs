@@ -1,17 +1,20 @@
 //! Judging whether a position is still inside the stream's history, on the
 //! [`StreamState`] read in the same transaction as the entries after it.
 //!
-//! Trimming (`XTRIM`, `XADD MAXLEN`) only moves the stream's first entry;
-//! the server records nothing about what it removed. ff's own trimming
-//! (see [`crate::retention`]) therefore writes the largest removed id into
-//! the stream's `max-deleted-entry-id` (with `XSETID`), which makes the
-//! judgement exact: a position `c` before the first retained entry `F` has
-//! lost events exactly when an entry after `c` was removed, i.e. when
-//! `max-deleted-entry-id > c`. A position equal to `max-deleted-entry-id`
-//! (the consumer read the last removed entry) or just before `F` lost
-//! nothing. Any other position before `F` is reported expired even if
-//! `max-deleted-entry-id` is lower: that only happens after a trim that
-//! did not record its horizon, and a false alarm beats a silent gap.
+//! Trimming (`XTRIM`, `XADD MAXLEN`) only moves the stream's first entry
+//! and grows its removal count (`entries-added − length`); the server
+//! records nothing about *which* entries it removed. ff's own trimming (see
+//! [`crate::retention`]) therefore writes the largest removed id into the
+//! stream's `max-deleted-entry-id` (with `XSETID`) and into a
+//! [`TrimRecord`](crate::trim_record::TrimRecord) together with the removal
+//! count it left. A position `c` before the first retained entry `F` has
+//! lost nothing when `c` is just before `F`, or when `c` is the last entry
+//! ff's trim removed *and* the removal count has not grown since (so no
+//! other client trimmed after it; on a stream never trimmed, `0-0` counts
+//! as that entry when nothing was ever removed). Any other position before
+//! `F` is expired: that includes a position equal to a stale
+//! `max-deleted-entry-id` after a plain trim by another client, and a
+//! false alarm beats a silent gap.
 
 use ff_core::engine_error::EngineError;
 use ff_core::stream_events::Family;
@@ -61,8 +64,8 @@ pub(crate) fn judge(c: ValkeyPosition, state: &StreamState) -> Result<(), Expire
     }
     match state.first {
         Some(first) if c >= first || c == id::before(first) => Ok(()),
-        // `c` is the last entry ff's trim removed: its successor is `first`.
-        Some(_) if c == state.max_deleted => Ok(()),
+        // `c` is the last entry removed, and the counters prove it.
+        Some(_) if state.removals_end_at(c) => Ok(()),
         Some(first) => expired(format!(
             "events after position {} were trimmed away (oldest retained entry is {})",
             id::format(c),
@@ -80,13 +83,14 @@ pub(crate) fn judge(c: ValkeyPosition, state: &StreamState) -> Result<(), Expire
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trim_record::TrimRecord;
 
     fn p(ms: u64, seq: u64) -> ValkeyPosition {
         ValkeyPosition { ms, seq }
     }
 
     /// Entries 1..=10 (`n-0`) were added; those before `first` trimmed,
-    /// with `max_deleted` recorded.
+    /// ff's trim having removed those up to `max_deleted` (0: none).
     fn trimmed(first: u64, max_deleted: u64) -> StreamState {
         StreamState {
             last_generated: p(10, 0),
@@ -94,6 +98,15 @@ mod tests {
             first: Some(p(first, 0)),
             last: Some(p(10, 0)),
             length: 11 - first,
+            entries_added: Some(10),
+            trim_record: Some(if max_deleted == 0 {
+                TrimRecord::NONE
+            } else {
+                TrimRecord {
+                    through: p(max_deleted, 0),
+                    removed: max_deleted,
+                }
+            }),
         }
     }
 
@@ -131,7 +144,56 @@ mod tests {
         let s = trimmed(6, 0);
         assert!(judge(p(3, 0), &s).is_err());
         assert!(judge(p(5, 0), &s).is_err(), "cannot prove nothing was lost");
+        assert!(
+            judge(id::ZERO, &s).is_err(),
+            "0-0 equals the stale max-deleted-entry-id, but 5 entries are gone"
+        );
         assert_eq!(judge(p(5, u64::MAX), &s), Ok(()));
+    }
+
+    #[test]
+    fn a_plain_trim_after_ffs_own_expires_the_recorded_position() {
+        // ff trimmed through 3 (recorded); another client then trimmed 4
+        // and 5 away: max-deleted-entry-id still says 3.
+        let s = StreamState {
+            first: Some(p(6, 0)),
+            length: 5,
+            ..trimmed(4, 3)
+        };
+        let e = judge(p(3, 0), &s).unwrap_err();
+        assert!(e.detail.contains("trimmed"), "{}", e.detail);
+        assert_eq!(e.oldest, p(5, u64::MAX));
+        assert_eq!(
+            judge(p(3, 0), &trimmed(4, 3)),
+            Ok(()),
+            "before the plain trim"
+        );
+    }
+
+    #[test]
+    fn without_counters_or_with_a_foreign_record_nothing_is_proven() {
+        let s = trimmed(6, 5);
+        assert_eq!(judge(p(5, 0), &s), Ok(()));
+        let no_counters = StreamState {
+            entries_added: None,
+            ..s
+        };
+        assert!(judge(p(5, 0), &no_counters).is_err());
+        let garbage_record = StreamState {
+            trim_record: None,
+            ..s
+        };
+        assert!(judge(p(5, 0), &garbage_record).is_err());
+    }
+
+    #[test]
+    fn zero_on_a_stream_that_never_lost_an_entry_is_fine() {
+        let s = StreamState {
+            entries_added: Some(10),
+            length: 10,
+            ..trimmed(1, 0)
+        };
+        assert_eq!(judge(id::ZERO, &s), Ok(()));
     }
 
     #[test]
@@ -142,6 +204,11 @@ mod tests {
             first: None,
             last: None,
             length: 0,
+            entries_added: Some(10),
+            trim_record: Some(TrimRecord {
+                through: p(10, 0),
+                removed: 10,
+            }),
         };
         assert_eq!(judge(p(10, 0), &s), Ok(()));
         let e = judge(p(9, 0), &s).unwrap_err();

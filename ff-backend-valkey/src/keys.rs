@@ -1,12 +1,15 @@
-//! Key names: one stream per family under the configured prefix, and the
-//! hash the cursor store writes.
+//! Key names: one stream per family under the configured prefix, beside
+//! it the record of ff's last trim, and the hash the cursor store writes.
 
 use ff_core::stream_events::Family;
+
+use crate::trim_record;
 
 /// The keys of one backend instance.
 #[derive(Clone, Debug)]
 pub(crate) struct Keys {
     streams: [String; 4],
+    trim_records: [String; 4],
     cursors: String,
 }
 
@@ -14,13 +17,15 @@ impl Keys {
     /// Keys under `prefix` (already validated).
     pub(crate) fn new(prefix: &str) -> Self {
         let stream = |f: Family| format!("{prefix}{}", f.as_str());
+        let streams = [
+            stream(Family::LeaseHistory),
+            stream(Family::Completion),
+            stream(Family::SignalDelivery),
+            stream(Family::InstanceTags),
+        ];
         Self {
-            streams: [
-                stream(Family::LeaseHistory),
-                stream(Family::Completion),
-                stream(Family::SignalDelivery),
-                stream(Family::InstanceTags),
-            ],
+            trim_records: streams.clone().map(|s| trim_record::key(&s)),
+            streams,
             cursors: format!("{prefix}cursors"),
         }
     }
@@ -28,6 +33,12 @@ impl Keys {
     /// `{prefix}{family}`, e.g. `ff:completion`.
     pub(crate) fn stream(&self, family: Family) -> &str {
         &self.streams[usize::from(family.cursor_byte() - 1)]
+    }
+
+    /// `{prefix}{family}:trimmed`: the record of ff's last trim of the
+    /// family's stream (see [`crate::trim_record`]).
+    pub(crate) fn trim_record(&self, family: Family) -> &str {
+        &self.trim_records[usize::from(family.cursor_byte() - 1)]
     }
 
     /// `{prefix}cursors`: a hash of consumer name → cursor text.
@@ -48,5 +59,6 @@ mod tests {
         assert_eq!(k.stream(Family::SignalDelivery), "ff:signal-delivery");
         assert_eq!(k.stream(Family::InstanceTags), "ff:instance-tags");
         assert_eq!(k.cursors(), "ff:cursors");
+        assert_eq!(k.trim_record(Family::Completion), "ff:completion:trimmed");
     }
 }

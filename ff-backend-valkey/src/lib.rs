@@ -35,6 +35,13 @@
 //! # let _ = event; Ok(()) }
 //! ```
 //!
+//! `valkeys://` / `rediss://` URLs connect every one of those connections
+//! over TLS (rustls; the system roots, or `ca_cert=`, `client_cert=`,
+//! `client_key=` PEM paths in the query). Replies are untrusted input: a
+//! read is checked against what it asked (at most `COUNT` entries, ids only
+//! moving forward, at most [`MAX_ENTRY_BYTES`] per entry asked), so a buggy
+//! or hostile server can neither reorder, repeat nor flood a subscription.
+//!
 //! ## Wire format
 //!
 //! Any client can produce entries ff decodes. Key: `{prefix}{family}` with
@@ -71,12 +78,14 @@
 //!
 //! Cursors are ff's Valkey format (`0x01`, family, entry-id ms, entry-id
 //! seq). Other keys: `{prefix}cursors`, a hash of consumer name → cursor
-//! text, written by the [`CursorStore`]. Retention trims with the script in `retention.lua`, which records
-//! the last removed id in the stream's `max-deleted-entry-id`; trimming by
-//! hand with a plain `XTRIM` works too, but a consumer whose cursor is the
-//! last entry removed then gets `CursorExpired` although it missed nothing
-//! (follow such a trim with `XSETID key <last-generated-id> MAXDELETEDID
-//! <last removed id>` to avoid that). Requires Valkey 7.2+ or Redis 7.0+.
+//! text, written by the [`CursorStore`]; `{prefix}{family}:trimmed`, the
+//! record of ff's last trim of that stream. Retention trims with the script
+//! in `retention.lua`, which records the last removed id (in the stream's
+//! `max-deleted-entry-id` and in the trim record, with the stream's removal
+//! count `entries-added − length`). Trims by other clients (`XTRIM`,
+//! `XADD … MAXLEN|MINID`) are detected by that count: a position they may
+//! have skipped is `CursorExpired`, never a silent gap. Requires Valkey
+//! 7.2+ or Redis 7.0+.
 //!
 //! ## Performance
 //!
@@ -112,11 +121,17 @@ mod expiry;
 mod id;
 mod inner;
 mod keys;
+mod limits;
 mod publish;
 mod resp;
+#[cfg(test)]
+mod resp_properties;
 mod retention;
 mod stream_info;
 mod subscribe;
+mod tls;
+mod transport;
+mod trim_record;
 mod url;
 
 use std::fmt;
@@ -137,11 +152,11 @@ pub use config::{
     Retention, ValkeyConfig, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_CLIENT_NAME, DEFAULT_KEY_PREFIX,
     DEFAULT_READ_BATCH, DEFAULT_SAFETY_NET_POLL, MAX_READ_BATCH,
 };
+pub use limits::MAX_ENTRY_BYTES;
 /// The client crate, re-exported: [`ValkeyBackend::append_cmd`] returns its
 /// [`Cmd`](redis::Cmd) for callers' own pipelines.
 pub use redis;
 
-use error::to_engine;
 use inner::Inner;
 use url::ServerUrl;
 
@@ -164,21 +179,26 @@ impl fmt::Debug for ValkeyBackend {
 
 impl ValkeyBackend {
     /// Connect to `url` — `valkey://[user:password@]host[:port][/db]` or
-    /// `redis://…` — with `config`. Fails with `Validation` for a bad URL or
-    /// configuration (the password never appears in the message) and with
-    /// `Transport` when the server cannot be reached.
+    /// `redis://…`; `valkeys://…` or `rediss://…` for TLS, verified against
+    /// the system's CA certificates or the query parameters `ca_cert=PATH`
+    /// (a private CA), `client_cert=PATH` and `client_key=PATH` (mutual
+    /// TLS), all PEM files — with `config`. Fails with `Validation` for a
+    /// bad URL, certificate file or configuration (the password never
+    /// appears in the message) and with `Transport` when the server cannot
+    /// be reached or the TLS handshake fails (the message says why: an
+    /// untrusted or expired certificate, a wrong host name, a plaintext
+    /// server behind a TLS URL or the reverse).
     pub async fn connect(url: &str, config: ValkeyConfig) -> Result<Self, EngineError> {
         config.validate()?;
         let url = ServerUrl::parse(url)?;
         let redacted = url.redacted().to_owned();
-        let inner = Inner::new(url, config).map_err(|e| {
-            EngineError::validation(format!("backend URL {redacted} is not usable: {e}"))
-        })?;
+        let endpoint = url.endpoint()?;
+        let inner = Inner::new(url, endpoint, config);
         inner
             .conn
             .ensure_open()
             .await
-            .map_err(|e| to_engine(e, format!("connecting to {redacted}")))?;
+            .map_err(|e| inner.fail(e, format!("connecting to {redacted}")))?;
         Ok(Self {
             inner: Arc::new(inner),
         })
@@ -215,6 +235,25 @@ impl ValkeyBackend {
         self.inner.subscription_client_name()
     }
 
+    /// A new connection to the backend's server — the same address, TLS
+    /// settings, credentials and database — for the caller's own commands,
+    /// such as a `MULTI`/`EXEC` around [`ValkeyBackend::append_cmd`]. It is
+    /// named `{client_name}:app` in `CLIENT LIST`.
+    pub async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, EngineError> {
+        let name = format!("{}:app", self.inner.config.client_name);
+        connection::open(
+            &self.inner.endpoint,
+            &name,
+            self.inner.config.connect_timeout,
+            self.inner.config.command_timeout,
+        )
+        .await
+        .map_err(|e| {
+            self.inner
+                .fail(e, format!("connecting to {}", self.inner.url.redacted()))
+        })
+    }
+
     /// The `XADD` that appends `event`, for a caller's own `MULTI`/`EXEC`
     /// or script, so a state change and its event commit together. Its
     /// reply is the entry id; [`ValkeyBackend::cursor_from_entry_id`] turns
@@ -230,8 +269,7 @@ impl ValkeyBackend {
     ///
     /// let exec = ExecutionId::new(3);
     /// let event = NewEvent::completion(exec, CompletionOutcome::Success);
-    /// let client = redis::Client::open("redis://127.0.0.1:6379")?;
-    /// let mut conn = client.get_multiplexed_async_connection().await?;
+    /// let mut conn = backend.connection().await?;
     /// let (entry_id,): (String,) = redis::pipe()
     ///     .atomic()
     ///     .hset("app:executions", exec.to_string(), "done")
@@ -248,7 +286,7 @@ impl ValkeyBackend {
         meta: &EventMeta,
     ) -> Result<redis::Cmd, EngineError> {
         validate_new_event(event, meta)?;
-        Ok(publish::xadd(self.stream_key(event.family()), event, meta))
+        publish::xadd(self.stream_key(event.family()), event, meta)
     }
 
     /// The cursor of the `family` entry with id `entry_id` (`ms-seq`, as
@@ -272,7 +310,11 @@ impl ValkeyBackend {
     /// retention (`None` when it keeps everything); its reply is the number
     /// of entries removed. Publishes run it themselves about every 100 ms.
     pub fn retention_cmd(&self, family: Family) -> Option<redis::Cmd> {
-        retention::retention_cmd(self.stream_key(family), self.inner.config.retention(family))
+        retention::retention_cmd(
+            self.stream_key(family),
+            self.inner.keys.trim_record(family),
+            self.inner.config.retention(family),
+        )
     }
 
     /// Trim `family`'s stream to its configured retention now; returns the
@@ -296,7 +338,11 @@ impl ValkeyBackend {
             CursorStart::After(p) if p != id::ZERO => {
                 self.run_trim(
                     family,
-                    retention::trim_before_cmd(self.stream_key(family), p),
+                    retention::trim_before_cmd(
+                        self.stream_key(family),
+                        self.inner.keys.trim_record(family),
+                        p,
+                    ),
                 )
                 .await
             }
@@ -313,10 +359,10 @@ impl ValkeyBackend {
             .conn
             .command(&cmd)
             .await
-            .map_err(|e| to_engine(e, &context))?
+            .map_err(|e| self.inner.fail(e, &context))?
         {
             Value::Int(n) => Ok(u64::try_from(n).unwrap_or(0)),
-            Value::ServerError(e) => Err(to_engine(e.into(), &context)),
+            Value::ServerError(e) => Err(self.inner.fail(e.into(), &context)),
             other => Err(error::unexpected(
                 &context,
                 format!("the trim script returned {other:?}"),

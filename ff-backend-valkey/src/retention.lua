@@ -1,8 +1,11 @@
 -- ff retention: trim one family's stream and record the largest removed
--- entry id in the stream's max-deleted-entry-id (XSETID), so subscribers
--- can tell an expired position from one whose next entry is retained.
+-- entry id in the stream's max-deleted-entry-id (XSETID), and in KEYS[2]
+-- that id with the stream's removal count (entries-added - length) right
+-- after the trim, so subscribers can tell an expired position from one
+-- whose next entry is retained, even after later trims by other clients.
 --
 -- KEYS[1]  the stream
+-- KEYS[2]  the trim record: "<largest removed id> <entries-added - length>"
 -- ARGV[1]  mode: "maxlen" (keep ARGV[2] newest entries), "minage" (keep
 --          entries younger than ARGV[2] ms by the server clock) or
 --          "before" (remove every entry before id ARGV[2])
@@ -78,18 +81,24 @@ else
 end
 
 local info = redis.call('XINFO', 'STREAM', key)
-local last_generated, max_deleted
+local last_generated, max_deleted, entries_added, length
 for i = 1, #info, 2 do
   if info[i] == 'last-generated-id' then
     last_generated = info[i + 1]
   elseif info[i] == 'max-deleted-entry-id' then
     max_deleted = info[i + 1]
+  elseif info[i] == 'entries-added' then
+    entries_added = info[i + 1]
+  elseif info[i] == 'length' then
+    length = info[i + 1]
   end
 end
-if max_deleted == nil then
+if max_deleted == nil or entries_added == nil then
   return redis.error_reply('ERR ff retention needs Valkey 7.2+ / Redis 7.0+ (no max-deleted-entry-id)')
 end
 if cmp_id(last_removed, max_deleted) > 0 then
   redis.call('XSETID', key, last_generated, 'MAXDELETEDID', last_removed)
+  max_deleted = last_removed
 end
+redis.call('SET', KEYS[2], max_deleted .. ' ' .. string.format('%d', entries_added - length))
 return removed

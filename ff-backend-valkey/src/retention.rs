@@ -1,8 +1,10 @@
 //! Trimming a family's stream to its [`Retention`], exactly and on the
-//! record: a Lua script (`retention.lua`) trims and writes the largest
-//! removed id into `max-deleted-entry-id`, which is what lets
-//! [`crate::expiry`] tell an expired cursor from one whose next event is
-//! still retained. ff never uses `XDEL`.
+//! record: a Lua script (`retention.lua`) trims, writes the largest
+//! removed id into `max-deleted-entry-id` and the [`TrimRecord`] beside the
+//! stream, which is what lets [`crate::expiry`] tell an expired cursor from
+//! one whose next event is still retained. ff never uses `XDEL`.
+//!
+//! [`TrimRecord`]: crate::trim_record::TrimRecord
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -22,8 +24,9 @@ const SCRIPT: &str = include_str!("retention.lua");
 pub(crate) const CHECK_EVERY: Duration = Duration::from_millis(100);
 
 /// The command that applies `retention` to the stream `key` (`None` for
-/// [`Retention::None`]). Its reply is the number of entries removed.
-pub(crate) fn retention_cmd(key: &str, retention: Retention) -> Option<Cmd> {
+/// [`Retention::None`]), recording the trim in `record`. Its reply is the
+/// number of entries removed.
+pub(crate) fn retention_cmd(key: &str, record: &str, retention: Retention) -> Option<Cmd> {
     let (mode, limit, slack) = match retention {
         Retention::None => return None,
         Retention::MaxLen(n) => ("maxlen", n, (n / 16).clamp(1, 10_000)),
@@ -32,21 +35,23 @@ pub(crate) fn retention_cmd(key: &str, retention: Retention) -> Option<Cmd> {
             ("minage", ms, (ms / 16).min(60_000))
         }
     };
-    Some(script(key, mode, &limit.to_string(), slack))
+    Some(script(key, record, mode, &limit.to_string(), slack))
 }
 
-/// The command that removes every entry of `key` before entry `first_kept`.
-pub(crate) fn trim_before_cmd(key: &str, first_kept: ValkeyPosition) -> Cmd {
-    script(key, "before", &id::format(first_kept), 0)
+/// The command that removes every entry of `key` before entry `first_kept`,
+/// recording the trim in `record`.
+pub(crate) fn trim_before_cmd(key: &str, record: &str, first_kept: ValkeyPosition) -> Cmd {
+    script(key, record, "before", &id::format(first_kept), 0)
 }
 
-fn script(key: &str, mode: &str, limit: &str, slack: u64) -> Cmd {
+fn script(key: &str, record: &str, mode: &str, limit: &str, slack: u64) -> Cmd {
     // EVAL (not EVALSHA) so it also works inside MULTI after a server
     // restart emptied the script cache.
     let mut cmd = redis::cmd("EVAL");
     cmd.arg(SCRIPT)
-        .arg(1)
+        .arg(2)
         .arg(key)
+        .arg(record)
         .arg(mode)
         .arg(limit)
         .arg(slack);
@@ -86,15 +91,22 @@ mod tests {
 
     #[test]
     fn none_has_no_command_and_the_others_carry_their_limits() {
-        assert!(retention_cmd("k", Retention::None).is_none());
+        assert!(retention_cmd("k", "r", Retention::None).is_none());
         let packed = |c: Cmd| String::from_utf8_lossy(&c.get_packed_command()).into_owned();
-        let maxlen = packed(retention_cmd("ff:completion", Retention::MaxLen(1000)).unwrap());
-        assert!(maxlen.contains("ff:completion") && maxlen.contains("maxlen"));
+        let maxlen = packed(
+            retention_cmd(
+                "ff:completion",
+                "ff:completion:trimmed",
+                Retention::MaxLen(1000),
+            )
+            .unwrap(),
+        );
+        assert!(maxlen.contains("ff:completion:trimmed") && maxlen.contains("maxlen"));
         assert!(maxlen.contains("\r\n1000\r\n") && maxlen.contains("\r\n62\r\n"));
         let minage =
-            packed(retention_cmd("k", Retention::MinAge(Duration::from_secs(3600))).unwrap());
+            packed(retention_cmd("k", "r", Retention::MinAge(Duration::from_secs(3600))).unwrap());
         assert!(minage.contains("minage") && minage.contains("3600000"));
-        let before = packed(trim_before_cmd("k", ValkeyPosition { ms: 5, seq: 2 }));
+        let before = packed(trim_before_cmd("k", "r", ValkeyPosition { ms: 5, seq: 2 }));
         assert!(before.contains("before") && before.contains("5-2"));
     }
 

@@ -1,14 +1,16 @@
-//! [`StreamState`]: what `XINFO STREAM` says about a family's stream —
-//! read in the same transaction as the entries it judges, or on its own
-//! (subscribe, bounds).
+//! [`StreamState`]: what `XINFO STREAM` says about a family's stream and
+//! the record of ff's last trim of it — read in the same transaction as the
+//! entries it judges, or on their own (subscribe, bounds).
 
 use ff_core::engine_error::EngineError;
+use ff_core::stream_events::Family;
 use ff_core::stream_subscribe::ValkeyPosition;
 use redis::Value;
 
-use crate::error::{to_engine, unexpected, BACKEND};
+use crate::error::{reply_text, server_error, unexpected};
 use crate::id;
 use crate::inner::Inner;
+use crate::trim_record::TrimRecord;
 
 /// A stream's metadata at one instant. An absent key is an empty stream
 /// whose history is `0-0`.
@@ -25,6 +27,12 @@ pub(crate) struct StreamState {
     pub(crate) last: Option<ValkeyPosition>,
     /// Retained entries.
     pub(crate) length: u64,
+    /// Entries ever added (`entries-added`; `None` from servers before
+    /// Redis 7.0, which cannot prove any trim harmless).
+    pub(crate) entries_added: Option<u64>,
+    /// The record of ff's last trim; `None` when the stored record is not
+    /// one ff wrote (then no trim is proven harmless).
+    pub(crate) trim_record: Option<TrimRecord>,
 }
 
 impl StreamState {
@@ -35,14 +43,41 @@ impl StreamState {
         first: None,
         last: None,
         length: 0,
+        entries_added: Some(0),
+        trim_record: Some(TrimRecord::NONE),
     };
+
+    /// Whether the stream's counters prove that nothing after `c` was ever
+    /// removed although `c` lies before the first retained entry: `c` is
+    /// the last entry ff's trim removed (or `0-0` on a stream that never
+    /// lost an entry), and nothing was removed since.
+    pub(crate) fn removals_end_at(&self, c: ValkeyPosition) -> bool {
+        c == self.max_deleted
+            && self
+                .trim_record
+                .is_some_and(|r| r.through == c && r.accounts_for(self.entries_added, self.length))
+    }
+
+    /// This state with the trim record read beside it: the reply to `GET`
+    /// of the record key (`None` when the key does not exist).
+    pub(crate) fn with_record(mut self, record: Option<&[u8]>) -> Self {
+        self.trim_record = match record {
+            None => Some(TrimRecord::NONE),
+            Some(text) => TrimRecord::parse(text),
+        };
+        self
+    }
 
     /// Read the fields of an `XINFO STREAM` reply. `Err` names what was
     /// missing or malformed.
     pub(crate) fn from_fields<'a>(
         fields: impl IntoIterator<Item = (&'a [u8], InfoValue<'a>)>,
     ) -> Result<Self, String> {
-        let mut state = StreamState::ABSENT;
+        let mut state = StreamState {
+            entries_added: None,
+            trim_record: None,
+            ..StreamState::ABSENT
+        };
         let mut saw_last_generated = false;
         for (name, value) in fields {
             match (name, value) {
@@ -56,9 +91,16 @@ impl StreamState {
                 (b"max-deleted-entry-id", InfoValue::Bytes(b)) => {
                     state.max_deleted = id::parse(b).ok_or("bad max-deleted-entry-id")?
                 }
+                (b"entries-added", InfoValue::Int(n)) => {
+                    state.entries_added =
+                        Some(u64::try_from(n).map_err(|_| "negative entries-added")?)
+                }
                 (b"first-entry", v) => state.first = entry_id(v, "first-entry")?,
                 (b"last-entry", v) => state.last = entry_id(v, "last-entry")?,
-                (b"length" | b"last-generated-id" | b"max-deleted-entry-id", _) => {
+                (
+                    b"length" | b"last-generated-id" | b"max-deleted-entry-id" | b"entries-added",
+                    _,
+                ) => {
                     return Err(format!(
                         "XINFO STREAM field {} has an unexpected type",
                         String::from_utf8_lossy(name)
@@ -132,33 +174,73 @@ fn entry_id(v: InfoValue<'_>, what: &str) -> Result<Option<ValkeyPosition>, Stri
     }
 }
 
-/// The stream's state now (one `XINFO STREAM` on the shared connection).
+/// The stream's state now: `XINFO STREAM` and the trim record in one
+/// transaction on the shared connection.
 pub(crate) async fn stream_state(
     inner: &Inner,
-    key: &str,
+    family: Family,
     context: &str,
 ) -> Result<StreamState, EngineError> {
+    let mut pipe = redis::pipe();
+    push_state_request(&mut pipe, inner, family);
     let reply = inner
         .conn
-        .command(redis::cmd("XINFO").arg("STREAM").arg(key))
+        .transaction(&pipe)
         .await
-        .map_err(|e| to_engine(e, context))?;
-    parse_state(&reply, context)
+        .map_err(|e| inner.fail(e, context))?;
+    match reply {
+        Value::Array(parts) => match parts.as_slice() {
+            [info, record] => parse_state(info, record, inner.account(), context),
+            _ => Err(unexpected(context, format!("EXEC returned {parts:?}"))),
+        },
+        Value::ServerError(e) => Err(inner.fail(e.into(), context)),
+        other => Err(unexpected(context, format!("EXEC returned {other:?}"))),
+    }
 }
 
-/// Parse an `XINFO STREAM` reply of the shared connection; "no such key"
-/// is the absent stream.
-pub(crate) fn parse_state(reply: &Value, context: &str) -> Result<StreamState, EngineError> {
-    match reply {
+/// Add `XINFO STREAM` and `GET` of the trim record of `family` to an
+/// atomic pipeline (their replies: see [`parse_state`]).
+pub(crate) fn push_state_request(pipe: &mut redis::Pipeline, inner: &Inner, family: Family) {
+    pipe.atomic()
+        .cmd("XINFO")
+        .arg("STREAM")
+        .arg(inner.keys.stream(family))
+        .cmd("GET")
+        .arg(inner.keys.trim_record(family));
+}
+
+/// Parse the replies of [`push_state_request`] on the shared connection;
+/// "no such key" is the absent stream.
+pub(crate) fn parse_state(
+    reply: &Value,
+    record: &Value,
+    account: &str,
+    context: &str,
+) -> Result<StreamState, EngineError> {
+    let record = match record {
+        Value::Nil => None,
+        Value::BulkString(b) => Some(b.as_slice()),
+        Value::ServerError(e) => {
+            return Err(server_error(
+                &reply_text(e.code(), e.details()),
+                account,
+                context,
+            ))
+        }
+        other => return Err(unexpected(context, format!("GET returned {other:?}"))),
+    };
+    let state = match reply {
         Value::ServerError(e) if e.details().is_some_and(|d| d.contains("no such key")) => {
             Ok(StreamState::ABSENT)
         }
-        Value::ServerError(e) => Err(EngineError::Backend {
-            backend: BACKEND,
-            detail: format!("{context}: XINFO STREAM failed: {e:?}"),
-        }),
+        Value::ServerError(e) => Err(server_error(
+            &reply_text(e.code(), e.details()),
+            account,
+            &format!("{context}: XINFO STREAM"),
+        )),
         other => StreamState::from_value(other).map_err(|why| unexpected(context, why)),
-    }
+    }?;
+    Ok(state.with_record(record))
 }
 
 #[cfg(test)]
@@ -206,6 +288,8 @@ mod tests {
                 first: Some(p(4, 0)),
                 last: Some(p(5, 0)),
                 length: 2,
+                entries_added: Some(5),
+                trim_record: None,
             }
         );
     }

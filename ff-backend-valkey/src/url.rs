@@ -1,15 +1,31 @@
-//! Server URLs: `valkey://` and `redis://`, checked with messages that
-//! name the problem and never echo a password.
+//! Server URLs: `valkey://` and `redis://`, or `valkeys://` and
+//! `rediss://` for TLS with the `ca_cert=`, `client_cert=` and
+//! `client_key=` query parameters, checked with messages that name the
+//! problem and never echo a password.
 
 use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use ff_core::engine_error::EngineError;
+use redis::RedisConnectionInfo;
 
-/// A checked server URL: the form handed to the client (`redis://…`) and a
-/// redacted form for messages, logs and `Debug`.
+use crate::tls::{Tls, TlsOptions};
+use crate::transport::Endpoint;
+
+/// The port when the URL names none.
+const DEFAULT_PORT: u16 = 6379;
+
+/// A checked server URL: its parts, and a redacted form for messages, logs
+/// and `Debug`.
 #[derive(Clone)]
 pub(crate) struct ServerUrl {
-    client_url: String,
+    host: String,
+    port: u16,
+    db: u16,
+    username: Option<String>,
+    password: Option<String>,
+    tls: Option<TlsOptions>,
     redacted: String,
 }
 
@@ -20,78 +36,156 @@ impl fmt::Debug for ServerUrl {
 }
 
 impl ServerUrl {
-    /// The URL for the `redis` client (scheme `redis://`).
-    pub(crate) fn client_url(&self) -> &str {
-        &self.client_url
-    }
-
     /// The URL with any password replaced by `***`.
     pub(crate) fn redacted(&self) -> &str {
         &self.redacted
     }
 
-    /// Parse `valkey://[user[:password]@]host[:port][/db]` (or `redis://`).
+    /// The endpoint every connection is opened to, with its TLS
+    /// configuration loaded (reads the certificate files). `Err` names the
+    /// parameter and file at fault.
+    pub(crate) fn endpoint(&self) -> Result<Endpoint, EngineError> {
+        let tls = match &self.tls {
+            None => None,
+            Some(options) => Some(Arc::new(Tls::load(options).map_err(|why| {
+                EngineError::validation(format!("backend URL {}: {why}", self.redacted))
+            })?)),
+        };
+        Ok(Endpoint {
+            host: self.host.clone(),
+            port: self.port,
+            tls,
+            redis: RedisConnectionInfo {
+                db: i64::from(self.db),
+                username: self.username.clone(),
+                password: self.password.clone(),
+                ..RedisConnectionInfo::default()
+            },
+        })
+    }
+
+    /// Parse `valkey[s]://[user[:password]@]host[:port][/db][?params]` (or
+    /// `redis[s]://`).
     pub(crate) fn parse(url: &str) -> Result<Self, EngineError> {
         let url = url.trim();
+        let invalid =
+            |why: String| EngineError::validation(format!("backend URL {}{why}", redact(url)));
         let (scheme, rest) = url.split_once("://").ok_or_else(|| {
-            EngineError::validation(format!(
-                "backend URL {} has no scheme; use valkey://host:port[/db] or redis://host:port[/db]",
-                redact(url)
-            ))
+            invalid(" has no scheme; use valkey://host:port[/db] (valkeys:// for TLS)".into())
         })?;
-        match scheme.to_ascii_lowercase().as_str() {
-            "valkey" | "redis" => {}
-            "valkeys" | "rediss" => {
-                return Err(EngineError::validation(format!(
-                    "backend URL {}: TLS ({scheme}://) is not supported by this build; use valkey:// over a trusted network or a TLS proxy",
-                    redact(url)
-                )))
-            }
+        let tls = match scheme.to_ascii_lowercase().as_str() {
+            "valkey" | "redis" => false,
+            "valkeys" | "rediss" => true,
             _ => {
-                return Err(EngineError::validation(format!(
-                    "backend URL {}: unknown scheme {scheme:?}; use valkey:// or redis://",
-                    redact(url)
+                return Err(invalid(format!(
+                    ": unknown scheme {scheme:?}; use valkey:// or redis:// (valkeys:// or rediss:// for TLS)"
                 )))
             }
+        };
+        if rest.contains('#') {
+            return Err(invalid(": fragments are not allowed".into()));
         }
-        let (authority, path) = match rest.find(['/', '?', '#']) {
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (authority, path) = match rest.find('/') {
             Some(i) => rest.split_at(i),
             None => (rest, ""),
         };
-        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let (userinfo, host_port) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
         let (host, port) = split_host_port(host_port);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
-            return Err(EngineError::validation(format!(
-                "backend URL {} names no host; use valkey://host:port[/db]",
-                redact(url)
-            )));
+            return Err(invalid(
+                " names no host; use valkey://host:port[/db]".into(),
+            ));
         }
-        if let Some(port) = port {
-            if port.parse::<u16>().map_or(true, |p| p == 0) {
-                return Err(EngineError::validation(format!(
-                    "backend URL {}: port {port:?} is not a number in 1..=65535",
-                    redact(url)
+        let port = match port {
+            None => DEFAULT_PORT,
+            Some(p) => match p.parse::<u16>() {
+                Ok(p) if p != 0 => p,
+                _ => {
+                    return Err(invalid(format!(
+                        ": port {p:?} is not a number in 1..=65535"
+                    )))
+                }
+            },
+        };
+        let db = path.trim_start_matches('/');
+        let db = if db.is_empty() {
+            0
+        } else {
+            db.parse::<u16>().map_err(|_| {
+                invalid(format!(
+                    ": database {db:?} is not a number (use /0, /1, ...)"
+                ))
+            })?
+        };
+        let (username, password) = match userinfo {
+            None => (None, None),
+            Some(info) => {
+                let decode = |s: &str, what: &str| {
+                    percent_decode(s).ok_or_else(|| {
+                        invalid(format!(": the {what} is not valid percent-encoded UTF-8"))
+                    })
+                };
+                match info.split_once(':') {
+                    Some((u, p)) => (
+                        Some(decode(u, "user name")?).filter(|u| !u.is_empty()),
+                        Some(decode(p, "password")?),
+                    ),
+                    // `redis://secret@host` puts the password in the user slot.
+                    None => (None, Some(decode(info, "password")?)),
+                }
+            }
+        };
+        let mut options = TlsOptions::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if !TlsOptions::PARAMETERS.contains(&name) {
+                return Err(invalid(format!(
+                    ": unknown parameter {name:?}; the parameters are ca_cert=, client_cert= and client_key= (TLS only)"
                 )));
             }
-        }
-        if path.starts_with('#') {
-            return Err(EngineError::validation(format!(
-                "backend URL {}: fragments are not allowed",
-                redact(url)
-            )));
-        }
-        let db = path.split('?').next().unwrap_or("").trim_start_matches('/');
-        if !db.is_empty() && db.parse::<u16>().is_err() {
-            return Err(EngineError::validation(format!(
-                "backend URL {}: database {db:?} is not a number (use /0, /1, ...)",
-                redact(url)
-            )));
+            if !tls {
+                return Err(invalid(format!(
+                    ": {name}= needs a TLS URL (valkeys:// or rediss://)"
+                )));
+            }
+            let value = percent_decode(value)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| invalid(format!(": {name}= needs a file path")))?;
+            options.set(name, PathBuf::from(value));
         }
         Ok(Self {
-            client_url: format!("redis://{rest}"),
+            host: host.to_owned(),
+            port,
+            db,
+            username,
+            password,
+            tls: tls.then_some(options),
             redacted: redact(url),
         })
     }
+}
+
+/// `%XX`-decode `s`; `None` for a bad escape or invalid UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Split `host[:port]`, keeping IPv6 brackets with the host.
@@ -150,13 +244,36 @@ mod tests {
     }
 
     #[test]
-    fn valkey_and_redis_schemes_map_to_the_client_scheme() {
+    fn urls_parse_into_host_port_db_and_credentials() {
         let u = ServerUrl::parse("valkey://127.0.0.1:6379/2").unwrap();
-        assert_eq!(u.client_url(), "redis://127.0.0.1:6379/2");
+        assert_eq!((u.host.as_str(), u.port, u.db), ("127.0.0.1", 6379, 2));
+        assert!(u.tls.is_none());
         let u = ServerUrl::parse("redis://localhost").unwrap();
-        assert_eq!(u.client_url(), "redis://localhost");
+        assert_eq!((u.host.as_str(), u.port, u.db), ("localhost", 6379, 0));
         let u = ServerUrl::parse("VALKEY://[::1]:7000").unwrap();
-        assert_eq!(u.client_url(), "redis://[::1]:7000");
+        assert_eq!((u.host.as_str(), u.port), ("::1", 7000));
+        let u = ServerUrl::parse("valkey://app:p%40ss%3Aword@h:1").unwrap();
+        assert_eq!(u.username.as_deref(), Some("app"));
+        assert_eq!(u.password.as_deref(), Some("p@ss:word"));
+        let u = ServerUrl::parse("redis://:secret@h").unwrap();
+        assert_eq!((u.username, u.password.as_deref()), (None, Some("secret")));
+    }
+
+    #[test]
+    fn tls_urls_carry_their_certificate_paths() {
+        let u = ServerUrl::parse(
+            "valkeys://h:6380/0?ca_cert=/etc/ff/ca.pem&client_cert=/c%20d.pem&client_key=/k.pem",
+        )
+        .unwrap();
+        let tls = u.tls.clone().unwrap();
+        assert_eq!(tls.ca_cert, Some(PathBuf::from("/etc/ff/ca.pem")));
+        assert_eq!(tls.client_cert, Some(PathBuf::from("/c d.pem")));
+        assert_eq!(tls.client_key, Some(PathBuf::from("/k.pem")));
+        assert_eq!(
+            ServerUrl::parse("rediss://h").unwrap().tls,
+            Some(TlsOptions::default()),
+            "system roots by default"
+        );
     }
 
     #[test]
@@ -164,6 +281,8 @@ mod tests {
         let u = ServerUrl::parse("valkey://app:hunter2@db.example:6379/0").unwrap();
         assert_eq!(u.redacted(), "valkey://app:***@db.example:6379/0");
         assert!(!format!("{u:?}").contains("hunter2"));
+        let e = u.endpoint().unwrap();
+        assert!(!format!("{e:?}").contains("hunter2"));
         assert_eq!(
             redact("redis://:hunter2@h:1"),
             "redis://:***@h:1",
@@ -177,10 +296,21 @@ mod tests {
     fn bad_urls_name_the_problem_without_the_password() {
         invalid("127.0.0.1:6379", "no scheme");
         invalid("postgres://u:hunter2@h/db", "unknown scheme");
-        invalid("rediss://u:hunter2@h", "TLS");
         invalid("valkey://u:hunter2@:6379", "no host");
         invalid("valkey://u:hunter2@h:port", "port");
         invalid("valkey://u:hunter2@h:0", "port");
         invalid("valkey://u:hunter2@h:6379/abc", "database");
+        invalid("valkey://u:hunter2@h?ca_cert=/ca.pem", "needs a TLS URL");
+        invalid("valkeys://u:hunter2@h?sslmode=require", "unknown parameter");
+        invalid("valkeys://u:hunter2@h?ca_cert=", "needs a file path");
+        invalid("valkey://u:hunter2@h#frag", "fragments");
+        let u = ServerUrl::parse("valkeys://u:hunter2@h?ca_cert=/nonexistent.pem").unwrap();
+        match u.endpoint() {
+            Err(EngineError::Validation { detail }) => {
+                assert!(detail.contains("ca_cert=/nonexistent.pem"), "{detail}");
+                assert!(!detail.contains("hunter2"), "{detail}");
+            }
+            other => panic!("expected Validation, got {other:?}"),
+        }
     }
 }

@@ -6,8 +6,10 @@
 //! processes on free loopback ports, or the external ones named by
 //! `FF_TEST_VALKEY_URL` / `FF_TEST_POSTGRES_URL`. No server is mocked.
 
+pub mod acl;
 pub mod browser;
 pub mod harness;
+pub mod hostile_valkey;
 pub mod mutant;
 pub mod support;
 

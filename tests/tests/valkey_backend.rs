@@ -381,3 +381,93 @@ async fn a_subscription_holds_one_connection_named_for_it() {
     }
     drop(subs);
 }
+
+/// `cmdstat_xrange` calls so far on the server behind `conn`.
+async fn xrange_calls(conn: &mut MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .expect("INFO");
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_xrange:calls="))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn the_largest_possible_entry_id_is_delivered_once_and_never_again() {
+    if support::skip_if_external_valkey(
+        "the_largest_possible_entry_id_is_delivered_once_and_never_again",
+    ) {
+        return;
+    }
+    // Its own server: the test counts the server's XRANGE calls.
+    let server = tokio::task::spawn_blocking(support::ValkeyServer::start)
+        .await
+        .expect("support thread")
+        .expect("a Valkey server");
+    let name = support::unique_name("ffmax");
+    let b = ValkeyBackend::connect(
+        &server.url(),
+        ValkeyConfig::default()
+            .with_key_prefix(format!("{name}:"))
+            .with_client_name(name)
+            .with_safety_net_poll(Duration::from_millis(10)),
+    )
+    .await
+    .expect("connect");
+    let mut conn = redis::Client::open(server.url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connection");
+    let max = "18446744073709551615-18446744073709551615";
+    for (id, n) in [("1-1", 0), (max, 1)] {
+        let _: String = redis::cmd("XADD")
+            .arg(b.stream_key(Family::Completion))
+            .arg(id)
+            .arg("v")
+            .arg(1)
+            .arg("execution_id")
+            .arg(ExecutionId::new(1).to_string())
+            .arg("outcome")
+            .arg("success")
+            .arg("tags")
+            .arg(format!(r#"{{"n":"{n}"}}"#))
+            .query_async(&mut conn)
+            .await
+            .expect("XADD");
+    }
+    let max_cursor = b
+        .cursor_from_entry_id(Family::Completion, max)
+        .expect("cursor");
+
+    let mut from_beginning = subscribe(&b, Family::Completion, StreamCursor::beginning()).await;
+    assert_eq!(numbers(&backlog(&mut from_beginning).await), vec![0, 1]);
+    let mut from_max = subscribe(&b, Family::Completion, max_cursor.clone()).await;
+    match timeout_at(Instant::now() + DEADLINE, from_max.next()).await {
+        Ok(Some(Ok(DeliveryItem::CaughtUp { cursor }))) => assert_eq!(cursor, max_cursor),
+        other => panic!("resuming from the largest id: {other:?}"),
+    }
+    // Let both subscriptions run many safety-net polls. A redelivery would
+    // fill the (unread) channel and stall that subscription's polls.
+    let start = xrange_calls(&mut conn).await;
+    let deadline = Instant::now() + DEADLINE;
+    while xrange_calls(&mut conn).await < start + 20 {
+        assert!(
+            Instant::now() < deadline,
+            "the subscriptions stopped polling"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    use futures::FutureExt;
+    assert!(
+        from_beginning.next().now_or_never().is_none(),
+        "nothing after the largest id"
+    );
+    assert!(
+        from_max.next().now_or_never().is_none(),
+        "nothing after the largest id"
+    );
+}

@@ -3,6 +3,8 @@
 //! that stays down, trimming under a slow consumer, and a garbage entry.
 //! Tests that kill a server start their own (`appendonly yes`,
 //! `appendfsync always`); waiting is always for a condition, with a deadline.
+//! Every test runs twice: over plaintext (`plain::…`) and over TLS
+//! (`tls::…`, a Redis 7.0 server with TLS and a throwaway CA).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -16,7 +18,7 @@ use ff_core::filter::SubscriptionFilter;
 use ff_core::stream_events::{CompletionOutcome, EventMeta, Family, NewEvent, StreamEvent};
 use ff_core::stream_subscribe::StreamCursor;
 use ff_core::types::ExecutionId;
-use ff_tests::harness::valkey::server_url;
+use ff_tests::harness::valkey::{server_url, tls_server_urls};
 use ff_tests::support::{self, ValkeyServer};
 use futures::StreamExt;
 use tokio::time::{timeout_at, Instant};
@@ -30,12 +32,80 @@ fn config(label: &str) -> ValkeyConfig {
         .with_client_name(name)
 }
 
-async fn start_server() -> ValkeyServer {
-    tokio::task::spawn_blocking(ValkeyServer::start)
+/// How the backend reaches the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    Plain,
+    Tls,
+}
+
+impl Transport {
+    /// A server of its own, for tests that kill it.
+    async fn own_server(self) -> ValkeyServer {
+        tokio::task::spawn_blocking(move || match self {
+            Transport::Plain => ValkeyServer::start(),
+            Transport::Tls => ValkeyServer::start_tls(Default::default()),
+        })
         .await
         .expect("support thread")
         .expect("start a Valkey server")
+    }
+
+    /// The URL the backend connects to `server` with.
+    fn url(self, server: &ValkeyServer) -> String {
+        match self {
+            Transport::Plain => server.url(),
+            Transport::Tls => server.tls_url().expect("a TLS server"),
+        }
+    }
+
+    /// The shared server: (the backend's URL, a plaintext admin URL).
+    async fn shared(self) -> (String, String) {
+        match self {
+            Transport::Plain => {
+                let url = server_url().await;
+                (url.clone(), url)
+            }
+            Transport::Tls => tls_server_urls().await,
+        }
+    }
+
+    /// Whether a test that must kill its server is skipped (an external
+    /// plaintext server; TLS tests always start their own).
+    fn skip_killing(self, test: &str) -> bool {
+        self == Transport::Plain && support::skip_if_external_valkey(test)
+    }
 }
+
+/// Run each test function once per transport, as `plain::name` and
+/// `tls::name`.
+macro_rules! over_plain_and_tls {
+    ($($name:ident),* $(,)?) => {
+        mod plain {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Transport::Plain).await
+                }
+            )*
+        }
+        mod tls {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Transport::Tls).await
+                }
+            )*
+        }
+    };
+}
+
+over_plain_and_tls!(
+    server_killed_and_restarted_mid_stream_loses_and_repeats_nothing,
+    server_down_past_the_policy_disconnects_and_resumes_losslessly,
+    trimming_under_a_slow_consumer_is_cursor_expired_not_a_gap,
+    a_garbage_entry_mid_stream_is_one_corrupt_item_then_the_rest,
+);
 
 /// Completion event number `n` (its number is in the `n` tag).
 fn event(n: usize) -> (NewEvent, EventMeta) {
@@ -97,17 +167,14 @@ async fn stored(backend: &ValkeyBackend) -> Vec<StreamEvent> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_killed_and_restarted_mid_stream_loses_and_repeats_nothing() {
-    if support::skip_if_external_valkey(
-        "server_killed_and_restarted_mid_stream_loses_and_repeats_nothing",
-    ) {
+async fn server_killed_and_restarted_mid_stream_loses_and_repeats_nothing(transport: Transport) {
+    if transport.skip_killing("server_killed_and_restarted_mid_stream_loses_and_repeats_nothing") {
         return;
     }
     const N: usize = 3000;
-    let server = start_server().await;
+    let server = transport.own_server().await;
     let backend = ValkeyBackend::connect(
-        &server.url(),
+        &transport.url(&server),
         config("ffkill").with_reconnect(
             ReconnectPolicy::new(Some(DEADLINE), None)
                 .with_backoff(Duration::from_millis(20), Duration::from_millis(200)),
@@ -186,16 +253,13 @@ async fn server_killed_and_restarted_mid_stream_loses_and_repeats_nothing() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_down_past_the_policy_disconnects_and_resumes_losslessly() {
-    if support::skip_if_external_valkey(
-        "server_down_past_the_policy_disconnects_and_resumes_losslessly",
-    ) {
+async fn server_down_past_the_policy_disconnects_and_resumes_losslessly(transport: Transport) {
+    if transport.skip_killing("server_down_past_the_policy_disconnects_and_resumes_losslessly") {
         return;
     }
-    let mut server = start_server().await;
+    let mut server = transport.own_server().await;
     let backend = ValkeyBackend::connect(
-        &server.url(),
+        &transport.url(&server),
         config("ffdown").with_reconnect(
             ReconnectPolicy::new(Some(Duration::from_secs(2)), None)
                 .with_backoff(Duration::from_millis(20), Duration::from_millis(200)),
@@ -292,10 +356,9 @@ async fn server_down_past_the_policy_disconnects_and_resumes_losslessly() {
     drop(server);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trimming_under_a_slow_consumer_is_cursor_expired_not_a_gap() {
+async fn trimming_under_a_slow_consumer_is_cursor_expired_not_a_gap(transport: Transport) {
     let backend = ValkeyBackend::connect(
-        &server_url().await,
+        &transport.shared().await.0,
         config("fftrim")
             .with_read_batch(10)
             .with_retention(Family::Completion, Retention::MaxLen(100)),
@@ -370,17 +433,16 @@ async fn trimming_under_a_slow_consumer_is_cursor_expired_not_a_gap() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_garbage_entry_mid_stream_is_one_corrupt_item_then_the_rest() {
-    let backend = ValkeyBackend::connect(&server_url().await, config("ffgarbage"))
+async fn a_garbage_entry_mid_stream_is_one_corrupt_item_then_the_rest(transport: Transport) {
+    let (url, admin_url) = transport.shared().await;
+    let backend = ValkeyBackend::connect(&url, config("ffgarbage"))
         .await
         .expect("connect");
     let key = backend.stream_key(Family::Completion).to_owned();
     let batch = |range: std::ops::Range<usize>| range.map(event).collect::<Vec<_>>();
     backend.publish_batch(batch(0..5)).await.expect("publish");
-    let url = server_url().await;
     let garbage = tokio::task::spawn_blocking(move || {
-        let client = ff_backend_valkey::redis::Client::open(url).expect("client");
+        let client = ff_backend_valkey::redis::Client::open(admin_url).expect("client");
         let mut conn = client.get_connection().expect("connection");
         ff_backend_valkey::redis::cmd("XADD")
             .arg(&key)

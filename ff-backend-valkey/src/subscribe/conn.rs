@@ -1,6 +1,8 @@
-//! [`Conn`]: a subscription's own connection, driven by the subscription's
-//! task itself (no separate I/O task, so a reply reaches the subscription
-//! without a hand-off), speaking RESP2 through [`crate::resp`]. Requests
+//! [`Conn`]: a subscription's own connection (TCP or TLS, opened by
+//! [`Endpoint::connect`]), driven by the subscription's task itself (no
+//! separate I/O task, so a reply reaches the subscription without a
+//! hand-off), speaking RESP2 through [`crate::resp`], every reply bounded
+//! by what was asked ([`crate::limits`]). Requests
 //! can be pipelined: the next read is written before the current reply is
 //! decoded. Dropping it closes the socket.
 
@@ -9,11 +11,11 @@ use std::io;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use redis::{ConnectionAddr, ConnectionInfo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
+use crate::limits::{self, ReplyLimit};
 use crate::resp::{self, Parser, ProtocolError, Token};
+use crate::transport::{Endpoint, Stream};
 
 /// A failed exchange on a [`Conn`].
 #[derive(Debug)]
@@ -98,36 +100,28 @@ impl Reply {
 
 /// A subscription's connection.
 pub(crate) struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     buf: BytesMut,
     parser: Parser,
     out: Vec<u8>,
 }
 
 impl Conn {
-    /// Connect, authenticate, select the database and set the client name.
+    /// Connect (over TLS when the endpoint says so), authenticate, select
+    /// the database and set the client name.
     pub(crate) async fn open(
-        info: &ConnectionInfo,
+        endpoint: &Endpoint,
         name: &str,
         connect_timeout: Duration,
     ) -> Result<Self, ConnError> {
-        let ConnectionAddr::Tcp(host, port) = &info.addr else {
-            return Err(ConnError::Protocol(
-                "only plain TCP connections are supported".into(),
-            ));
-        };
-        let connect = TcpStream::connect((host.as_str(), *port));
-        let stream = tokio::time::timeout(connect_timeout, connect)
-            .await
-            .map_err(|_| ConnError::Timeout(connect_timeout))??;
-        stream.set_nodelay(true)?;
+        let stream = endpoint.connect(connect_timeout).await?;
         let mut conn = Self {
             stream,
             buf: BytesMut::with_capacity(64 * 1024),
             parser: Parser::default(),
             out: Vec::with_capacity(512),
         };
-        let redis = &info.redis;
+        let redis = &endpoint.redis;
         let mut replies = 1;
         if let Some(password) = &redis.password {
             match &redis.username {
@@ -141,14 +135,27 @@ impl Conn {
             replies += 1;
         }
         conn.push(&[b"CLIENT", b"SETNAME", name.as_bytes()]);
-        conn.flush().await?;
-        for _ in 0..replies {
-            tokio::time::timeout(connect_timeout, conn.read())
-                .await
-                .map_err(|_| ConnError::Timeout(connect_timeout))??
-                .check()?;
+        let setup = async {
+            conn.flush().await?;
+            for _ in 0..replies {
+                conn.read(limits::SMALL_REPLY).await?.check()?;
+            }
+            Ok::<_, ConnError>(())
+        };
+        match tokio::time::timeout(connect_timeout, setup).await {
+            Ok(Ok(())) => Ok(conn),
+            Ok(Err(ConnError::Io(e))) => Err(ConnError::Io(io::Error::new(
+                e.kind(),
+                endpoint.setup_hint(&format!("the connection failed during setup ({e})")),
+            ))),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ConnError::Io(io::Error::new(
+                io::ErrorKind::TimedOut,
+                endpoint.setup_hint(&format!(
+                    "no reply to the connection setup within {connect_timeout:?}"
+                )),
+            ))),
         }
-        Ok(conn)
     }
 
     /// Queue one command (sent by [`Conn::flush`]).
@@ -163,10 +170,11 @@ impl Conn {
         Ok(result?)
     }
 
-    /// Read the next reply (error replies included: see [`Reply::check`]).
-    pub(crate) async fn read(&mut self) -> Result<Reply, ConnError> {
+    /// Read the next reply (error replies included: see [`Reply::check`]);
+    /// a reply larger than `limit` is a protocol error.
+    pub(crate) async fn read(&mut self, limit: ReplyLimit) -> Result<Reply, ConnError> {
         loop {
-            if let Some(end) = self.parser.advance(&self.buf)? {
+            if let Some(end) = self.parser.advance(&self.buf, limit)? {
                 let tokens = self.parser.take();
                 let data = self.buf.split_to(end).freeze();
                 return Ok(Reply { data, tokens });

@@ -44,7 +44,7 @@ pub(crate) async fn subscribe(
     filter.validate_for(family)?;
     let start = decode_valkey(&cursor, family)?;
     let context = format!("subscribing to {}", inner.describe(family));
-    let state = stream_info::stream_state(inner, inner.keys.stream(family), &context).await?;
+    let state = stream_info::stream_state(inner, family, &context).await?;
     let start = match start {
         CursorStart::Tail => Start::Tail(state.last_generated),
         CursorStart::Beginning => Start::Beginning {

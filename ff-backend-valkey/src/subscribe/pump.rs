@@ -12,7 +12,13 @@
 //!
 //! It yields `CaughtUp` once and `Checkpoint`s while a filter admits
 //! nothing, and after a lost connection reconnects with backoff, resuming
-//! exactly after the last position it reached.
+//! exactly after the last position it reached. An outage ends only when a
+//! new connection proved itself — its reads moved the position forward, a
+//! live wait completed, or it kept working for [`PROVEN_AFTER`] after a
+//! successful read — so a server that answers one read and then fails at
+//! once does not reset the backoff. A server whose replies break the
+//! protocol (ids out of order, more than was asked) is reconnected to; if
+//! it keeps doing so, the stream ends with a terminal `Backend` error.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,12 +33,13 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::conn::{Conn, ConnError};
-use super::read::{push_page_request, read_page, Page, PageError};
+use super::read::{push_page_request, read_page, Page, PageAsk, PageError, PageKeys};
 use super::wakeup;
 use crate::entry;
-use crate::error::{unexpected, InContext, BACKEND};
+use crate::error::{server_error, unexpected, InContext, BACKEND};
 use crate::expiry;
 use crate::inner::Inner;
+use crate::limits::MAX_ENTRY_BYTES;
 
 /// One item of a delivery stream.
 pub(crate) type Item = Result<DeliveryItem, EngineError>;
@@ -54,14 +61,35 @@ pub(crate) enum Start {
     },
 }
 
+/// A connection that failed at least this long (or the policy's longest
+/// backoff, if longer) after a successful read had recovered: its failure
+/// starts a new outage.
+const PROVEN_AFTER: Duration = Duration::from_secs(5);
+
+/// Consecutive sessions ended by a protocol error, without progress,
+/// after which the stream ends with a terminal error.
+const MAX_PROTOCOL_ERRORS: u32 = 3;
+
 /// Why a session (a run of reads on one connection) ended.
 enum Stop {
     /// The consumer dropped its end.
     Closed,
-    /// The connection failed; reconnect and go on.
-    Lost(EngineError),
+    /// The connection failed; reconnect and go on. `protocol`: how the
+    /// server broke the protocol, if that was the failure.
+    Lost {
+        error: EngineError,
+        protocol: Option<String>,
+    },
     /// Yield this error and end.
     Fatal(EngineError),
+}
+
+/// A run of failed sessions: the backoff, and how many of them ended in a
+/// protocol error. Ends only when a session proves itself.
+#[derive(Default)]
+struct Outage {
+    backoff: Option<Backoff>,
+    protocol_errors: u32,
 }
 
 /// The last item handed to the consumer.
@@ -75,7 +103,7 @@ struct Sent {
 pub(crate) struct Pump {
     inner: Arc<Inner>,
     family: Family,
-    key: Arc<str>,
+    keys: PageKeys,
     filter: SubscriptionFilter,
     tx: mpsc::Sender<Batch>,
     /// Every entry up to here has been scanned; `None` before the first
@@ -85,6 +113,10 @@ pub(crate) struct Pump {
     target: Option<ValkeyPosition>,
     sent: Sent,
     initial: Option<Batch>,
+    /// What the paired read in flight asked for.
+    asked: PageAsk,
+    /// When the current session's first read succeeded.
+    read_ok_at: Option<Instant>,
 }
 
 impl Pump {
@@ -95,7 +127,10 @@ impl Pump {
         start: Start,
         tx: mpsc::Sender<Batch>,
     ) -> Self {
-        let key: Arc<str> = inner.keys.stream(family).into();
+        let keys = PageKeys {
+            stream: inner.keys.stream(family).to_owned(),
+            record: inner.keys.trim_record(family).to_owned(),
+        };
         let now = Instant::now();
         let (position, target, sent, initial) = match start {
             Start::Tail(p) => {
@@ -134,13 +169,18 @@ impl Pump {
         Self {
             inner,
             family,
-            key,
+            keys,
             filter,
             tx,
             position,
             target,
             sent,
             initial,
+            asked: PageAsk {
+                after: position,
+                count: 0,
+            },
+            read_ok_at: None,
         }
     }
 
@@ -156,10 +196,15 @@ impl Pump {
     /// end the stream.
     fn failed(&self, e: ConnError) -> Stop {
         if e.is_transient() {
-            Stop::Lost(EngineError::transport(
-                BACKEND,
-                InContext::new(self.context(), e),
-            ))
+            Stop::Lost {
+                protocol: match &e {
+                    ConnError::Protocol(why) => Some(why.clone()),
+                    _ => None,
+                },
+                error: EngineError::transport(BACKEND, InContext::new(self.context(), e)),
+            }
+        } else if let ConnError::Server(text) = &e {
+            Stop::Fatal(server_error(text, self.inner.account(), &self.context()))
         } else {
             Stop::Fatal(EngineError::Backend {
                 backend: BACKEND,
@@ -175,44 +220,85 @@ impl Pump {
                 return;
             }
         }
-        let mut outage: Option<Backoff> = None;
+        let mut outage = Outage::default();
         loop {
-            match self.session(&mut outage).await {
+            let (error, protocol) = match self.session(&mut outage).await {
                 Stop::Closed => return,
                 Stop::Fatal(e) => {
                     let _ = self.tx.send(vec![Err(e)]).await;
                     return;
                 }
-                Stop::Lost(e) => {
-                    let backoff = outage.get_or_insert_with(|| {
-                        tracing::warn!(family = %self.family, error = %e, "ff valkey subscription lost its connection; reconnecting");
-                        self.inner.config.reconnect.start()
-                    });
-                    let Some(delay) = backoff.next_delay() else {
-                        tracing::warn!(
-                            family = %self.family,
-                            attempts = backoff.attempts(),
-                            error = %e,
-                            "ff valkey subscription gave up reconnecting"
-                        );
-                        let cursor = self.sent.cursor.clone();
-                        let _ = self
-                            .tx
-                            .send(vec![Err(EngineError::StreamDisconnected { cursor })])
-                            .await;
-                        return;
+                Stop::Lost { error, protocol } => (error, protocol),
+            };
+            let policy = &self.inner.config.reconnect;
+            if self
+                .read_ok_at
+                .take()
+                .is_some_and(|t| t.elapsed() >= PROVEN_AFTER.max(policy.max_backoff))
+            {
+                self.recovered(&mut outage);
+            }
+            if let Some(why) = protocol {
+                outage.protocol_errors += 1;
+                if outage.protocol_errors >= MAX_PROTOCOL_ERRORS {
+                    tracing::warn!(family = %self.family, %error, "ff valkey subscription: the server keeps breaking the protocol; giving up");
+                    let e = EngineError::Backend {
+                        backend: BACKEND,
+                        detail: format!(
+                            "{}: the server sent invalid replies {} times in a row (last: {why}); is this a Valkey/Redis 7+ server, or is something in between altering replies? Resume from cursor {}",
+                            self.context(),
+                            outage.protocol_errors,
+                            self.sent.cursor
+                        ),
                     };
-                    tracing::debug!(family = %self.family, ?delay, error = %e, "ff valkey subscription retrying");
-                    tokio::time::sleep(delay).await;
+                    let _ = self.tx.send(vec![Err(e)]).await;
+                    return;
                 }
             }
+            let backoff = outage.backoff.get_or_insert_with(|| {
+                tracing::warn!(family = %self.family, %error, "ff valkey subscription lost its connection; reconnecting");
+                self.inner.config.reconnect.start()
+            });
+            let Some(delay) = backoff.next_delay() else {
+                tracing::warn!(
+                    family = %self.family,
+                    attempts = backoff.attempts(),
+                    %error,
+                    "ff valkey subscription gave up reconnecting"
+                );
+                let cursor = self.sent.cursor.clone();
+                let _ = self
+                    .tx
+                    .send(vec![Err(EngineError::StreamDisconnected { cursor })])
+                    .await;
+                return;
+            };
+            tracing::debug!(family = %self.family, ?delay, %error, "ff valkey subscription retrying");
+            tokio::time::sleep(delay).await;
         }
     }
 
+    /// The session proved the connection works: the outage is over.
+    fn recovered(&self, outage: &mut Outage) {
+        if outage.backoff.take().is_some() {
+            tracing::info!(family = %self.family, "ff valkey subscription reconnected");
+        }
+        outage.protocol_errors = 0;
+    }
+
+    /// Queue (not send) the paired read of the next page after `after`.
+    fn ask_page(&mut self, conn: &mut Conn, after: Option<ValkeyPosition>) {
+        self.asked = PageAsk {
+            after,
+            count: self.inner.config.read_batch,
+        };
+        push_page_request(conn, &self.keys, self.asked);
+    }
+
     /// Open a connection and read on it until something stops it.
-    async fn session(&mut self, outage: &mut Option<Backoff>) -> Stop {
+    async fn session(&mut self, outage: &mut Outage) -> Stop {
         let mut conn = match Conn::open(
-            self.inner.client.get_connection_info(),
+            &self.inner.endpoint,
             &self.inner.subscription_client_name(),
             self.inner.config.connect_timeout,
         )
@@ -221,16 +307,16 @@ impl Pump {
             Ok(conn) => conn,
             Err(e) => return self.failed(e),
         };
-        let batch_size = self.inner.config.read_batch;
-        push_page_request(&mut conn, &self.key, self.position, batch_size);
+        self.ask_page(&mut conn, self.position);
         if let Err(e) = conn.flush().await {
             return self.failed(e);
         }
+        let started_at = self.position;
         loop {
-            if let Err(stop) = self.catch_up(&mut conn, outage).await {
+            if let Err(stop) = self.catch_up(&mut conn, outage, started_at).await {
                 return stop;
             }
-            if let Err(stop) = self.wait_live(&mut conn).await {
+            if let Err(stop) = self.wait_live(&mut conn, outage).await {
                 return stop;
             }
         }
@@ -241,31 +327,33 @@ impl Pump {
     async fn catch_up(
         &mut self,
         conn: &mut Conn,
-        outage: &mut Option<Backoff>,
+        outage: &mut Outage,
+        started_at: Option<ValkeyPosition>,
     ) -> Result<(), Stop> {
         let batch_size = self.inner.config.read_batch;
         let timeout = self.inner.config.command_timeout;
         loop {
-            let page = match read_page(conn, timeout).await {
+            let page = match read_page(conn, self.asked, timeout).await {
                 Ok(page) => page,
                 Err(PageError::Conn(e)) => return Err(self.failed(e)),
                 Err(PageError::Reply(why)) => {
                     return Err(Stop::Fatal(unexpected(&self.context(), why)))
                 }
             };
-            if outage.take().is_some() {
-                tracing::info!(family = %self.family, "ff valkey subscription reconnected");
-            }
+            self.read_ok_at.get_or_insert_with(Instant::now);
             if let Some(c) = self.position {
                 expiry::judge(c, &page.state)
                     .map_err(|e| Stop::Fatal(expiry::to_error(self.family, c, e)))?;
             }
             let full = page.len() >= batch_size;
             if full {
-                push_page_request(conn, &self.key, page.last_id(), batch_size);
+                self.ask_page(conn, page.last_id());
                 conn.flush().await.map_err(|e| self.failed(e))?;
             }
             let batch = self.process(page, full)?;
+            if self.position > started_at {
+                self.recovered(outage);
+            }
             if !batch.is_empty() && self.tx.send(batch).await.is_err() {
                 return Err(Stop::Closed);
             }
@@ -294,7 +382,15 @@ impl Pump {
                 last_item = Some(at);
             }
             self.position = Some(id);
-            match entry::decode(self.family, &raw.fields) {
+            let decoded = if raw.size > MAX_ENTRY_BYTES {
+                Err(format!(
+                    "entry of {} bytes is larger than the {MAX_ENTRY_BYTES} bytes ff reads",
+                    raw.size
+                ))
+            } else {
+                entry::decode(self.family, &raw.fields)
+            };
+            match decoded {
                 Ok((draft, meta)) => {
                     if self
                         .filter
@@ -371,7 +467,7 @@ impl Pump {
     /// Caught up: block until an entry after the scanned position exists,
     /// the safety-net poll passes, or a checkpoint falls due — with the
     /// next paired read queued behind the wait, so it is in flight after.
-    async fn wait_live(&mut self, conn: &mut Conn) -> Result<(), Stop> {
+    async fn wait_live(&mut self, conn: &mut Conn, outage: &mut Outage) -> Result<(), Stop> {
         let position = self
             .position
             .expect("a position is known after the first read");
@@ -382,17 +478,13 @@ impl Pump {
             Some(wait) => wait.min(self.inner.config.safety_net_poll),
             None => self.inner.config.safety_net_poll,
         };
-        wakeup::push_wait(conn, &self.key, position, block);
-        push_page_request(
-            conn,
-            &self.key,
-            Some(position),
-            self.inner.config.read_batch,
-        );
+        wakeup::push_wait(conn, &self.keys.stream, position, block);
+        self.ask_page(conn, Some(position));
         conn.flush().await.map_err(|e| self.failed(e))?;
         let woke = wakeup::read_wait(conn, block + self.inner.config.command_timeout)
             .await
             .map_err(|e| self.failed(e))?;
+        self.recovered(outage);
         if !woke && self.checkpoint_due(position) == Some(Duration::ZERO) {
             self.send_checkpoint(position).await?;
         }

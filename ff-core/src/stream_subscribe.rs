@@ -11,7 +11,17 @@
 //! | `0x01` | Valkey | family ++ entry-id ms (u64 BE) ++ entry-id seq (u64 BE) |
 //! | `0x02` | Postgres | family ++ xid8 (u64 BE) ++ row id (u64 BE) |
 //! | `0x03` | memory | family ++ instance epoch (u64 BE) ++ sequence (u64 BE) |
+//! | `0x04` | Valkey, partitioned | family ++ partition count ++ one entry id per followed partition ([`partitioned`](self#partitioned-cursors)) |
 //! | `0x80`–`0xFE` | third-party backends | theirs (`0xFF` reserved) |
+//!
+//! # Partitioned cursors
+//!
+//! A family split into partitions has one position per partition, so its
+//! cursors ([`PartitionedPosition`], [`encode_valkey_partitioned`],
+//! [`decode_valkey_partitioned`]) are ordered partially: `position_cmp`
+//! answers only when one cursor is at or before the other in every
+//! partition, and their bytes do not sort by position. Every other format
+//! compares by its bytes.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -25,6 +35,14 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::engine_error::EngineError;
 use crate::stream_events::Family;
 
+mod partitioned;
+mod varint;
+
+pub use partitioned::{
+    decode_valkey_partitioned, encode_valkey_partitioned, PartitionedPosition, MAX_PARTITIONS,
+    VALKEY_PARTITIONED_BYTE,
+};
+
 /// Byte 0 of the beginning cursor.
 pub const BEGINNING_BYTE: u8 = 0x00;
 /// Byte 0 of Valkey single-stream cursors.
@@ -33,8 +51,11 @@ pub const VALKEY_BYTE: u8 = 0x01;
 pub const POSTGRES_BYTE: u8 = 0x02;
 /// Byte 0 of memory-backend cursors.
 pub const MEMORY_BYTE: u8 = 0x03;
-/// Length of every built-in positioned cursor.
+/// Length of every built-in positioned cursor of two `u64`s.
 pub const POSITIONED_LEN: usize = 18;
+/// The longest cursor text `FromStr` accepts: room for any partitioned
+/// cursor, while a megabyte of junk is refused before it is decoded.
+pub const MAX_CURSOR_TEXT: usize = 8192;
 
 /// An opaque resume position. Subscribing with a cursor an event carried
 /// yields exactly the events after that event.
@@ -95,13 +116,19 @@ impl StreamCursor {
         }
     }
 
-    /// Compare two positions of the same format and family by byte order;
-    /// `None` when they are not comparable (different backend or family,
-    /// or either is tail/beginning).
+    /// Compare two positions of the same format and family: by byte order,
+    /// except partitioned cursors (`0x04`), which are partially ordered —
+    /// `Some` only when they follow the same partitions of the same count
+    /// and one is at or before the other in every partition. `None` when
+    /// they are not comparable (different backend or family, either is
+    /// tail/beginning, or a partitioned cursor does not decode).
     pub fn position_cmp(&self, other: &StreamCursor) -> Option<Ordering> {
         let (a, b) = (self.as_bytes(), other.as_bytes());
         if a.len() < 2 || b.len() < 2 || a[..2] != b[..2] || a[0] == BEGINNING_BYTE {
             return None;
+        }
+        if a[0] == VALKEY_PARTITIONED_BYTE {
+            return partitioned::compare_cursors(a, b);
         }
         Some(a[2..].cmp(&b[2..]))
     }
@@ -128,9 +155,10 @@ impl fmt::Debug for StreamCursor {
 impl FromStr for StreamCursor {
     type Err = EngineError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() > 256 {
+        if s.len() > MAX_CURSOR_TEXT {
             return Err(EngineError::invalid_cursor(format!(
-                "cursor text is {} characters long; cursors are short base64url strings",
+                "cursor text is {} characters long; cursors are base64url strings of at most \
+                 {MAX_CURSOR_TEXT}",
                 s.len()
             )));
         }
@@ -176,6 +204,7 @@ fn issuer(byte: u8) -> String {
         VALKEY_BYTE => "the Valkey backend".into(),
         POSTGRES_BYTE => "the Postgres backend".into(),
         MEMORY_BYTE => "the memory backend".into(),
+        VALKEY_PARTITIONED_BYTE => "the Valkey backend with partitioned families".into(),
         0x80..=0xFE => format!("a third-party backend (format 0x{byte:02x})"),
         _ => format!("no known backend (unknown format 0x{byte:02x})"),
     }
@@ -203,11 +232,7 @@ pub fn decode_positioned(
         )));
     }
     if b[0] != format {
-        return Err(EngineError::invalid_cursor(format!(
-            "cursor {cursor} was issued by {}, but this is {}: use a cursor this backend issued, or start from the tail or the beginning",
-            issuer(b[0]),
-            issuer(format),
-        )));
+        return Err(wrong_backend(cursor, b[0], format));
     }
     if b.len() != POSITIONED_LEN {
         return Err(EngineError::invalid_cursor(format!(
@@ -233,6 +258,38 @@ pub fn decode_positioned(
     let hi = u64::from_be_bytes(b[2..10].try_into().expect("8 bytes"));
     let lo = u64::from_be_bytes(b[10..18].try_into().expect("8 bytes"));
     Ok(CursorStart::After((hi, lo)))
+}
+
+/// A cursor as an error message shows it: its text, abbreviated and quoted
+/// when it is long (a partitioned cursor can be kilobytes).
+fn in_message(cursor: &StreamCursor) -> String {
+    let text = cursor.to_string();
+    if text.len() <= 48 {
+        text
+    } else {
+        crate::engine_error::excerpt(&text)
+    }
+}
+
+/// The error for a cursor whose byte 0 is `found` given to the backend of
+/// format `expected`.
+fn wrong_backend(cursor: &StreamCursor, found: u8, expected: u8) -> EngineError {
+    let shown = in_message(cursor);
+    if found == VALKEY_PARTITIONED_BYTE && expected == VALKEY_BYTE {
+        let count = partitioned::partition_count(cursor)
+            .map_or_else(|| "partitions=P".to_string(), |p| format!("partitions={p}"));
+        return EngineError::invalid_cursor(format!(
+            "cursor {shown} is a partitioned Valkey cursor ({count}), but this backend keeps \
+             each family in one stream (partitions=1): connect with {count} to use it, or start \
+             from the tail or the beginning"
+        ));
+    }
+    EngineError::invalid_cursor(format!(
+        "cursor {shown} was issued by {}, but this is {}: use a cursor this backend issued, or \
+         start from the tail or the beginning",
+        issuer(found),
+        issuer(expected),
+    ))
 }
 
 /// Encode a built-in 18-byte cursor.
@@ -413,7 +470,13 @@ mod tests {
             "beginning",
         );
         assert_invalid("not base64!".parse::<StreamCursor>(), "base64url");
-        assert_invalid("A".repeat(300).parse::<StreamCursor>(), "300");
+        let too_long = "A".repeat(MAX_CURSOR_TEXT + 4);
+        assert_invalid(too_long.parse::<StreamCursor>(), "8196");
+        let longest = "A".repeat(MAX_CURSOR_TEXT);
+        assert_eq!(
+            longest.parse::<StreamCursor>().unwrap().as_bytes().len(),
+            6144
+        );
     }
 
     #[test]

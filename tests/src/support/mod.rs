@@ -64,6 +64,13 @@ pub const VALKEY_URL_ENV: &str = "FF_TEST_VALKEY_URL";
 /// Environment variable naming an external Postgres server for the suite.
 pub const POSTGRES_URL_ENV: &str = "FF_TEST_POSTGRES_URL";
 
+pub mod valkey_cluster;
+
+pub use valkey_cluster::{
+    external_valkey_cluster, shared_valkey_cluster, shared_valkey_cluster_url,
+    skip_if_external_valkey_cluster, ClusterOptions, ValkeyCluster, VALKEY_CLUSTER_URL_ENV,
+};
+
 /// Why a test server could not be provided.
 #[derive(thiserror::Error)]
 pub enum SupportError {
@@ -110,6 +117,9 @@ pub enum SupportError {
     /// The Valkey server sent something that is not a valid reply.
     #[error("valkey protocol error: {0}")]
     Protocol(String),
+    /// A test cluster could not be formed, or did not settle after a fault.
+    #[error("valkey cluster: {0}")]
+    Cluster(String),
     /// The per-process shared server could not be started (the first
     /// attempt's error, repeated for every caller).
     #[error("shared {server} test server unavailable: {message}")]
@@ -156,7 +166,7 @@ pub fn unique_name(label: &str) -> String {
 // Shared servers and external URLs
 // ---------------------------------------------------------------------------
 
-fn env_nonempty(name: &str) -> Option<String> {
+pub(crate) fn env_nonempty(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
@@ -177,7 +187,7 @@ pub fn external_servers() -> bool {
 
 /// Writes straight to the process's stderr, bypassing the test harness's
 /// output capture, so that a skip is visible in a normal `cargo test` run.
-fn say_loudly(message: &str) {
+pub(crate) fn say_loudly(message: &str) {
     let mut err = io::stderr().lock();
     let _ = writeln!(err, "\n!!! {message}\n");
     let _ = err.flush();

@@ -332,7 +332,7 @@ impl Drop for ValkeyServer {
 // ---------------------------------------------------------------------------
 
 /// Finds the server binary (see the module docs for the order); cached.
-fn valkey_binary() -> Result<PathBuf, SupportError> {
+pub(crate) fn valkey_binary() -> Result<PathBuf, SupportError> {
     static FOUND: OnceLock<Result<PathBuf, Vec<String>>> = OnceLock::new();
     FOUND
         .get_or_init(discover_valkey)
@@ -477,7 +477,7 @@ fn roundtrip(port: u16, args: &[&[u8]], timeout: Duration) -> Result<Reply, Supp
     read_reply(&mut BufReader::new(stream), 0)
 }
 
-fn read_reply(reader: &mut impl BufRead, depth: usize) -> Result<Reply, SupportError> {
+pub(crate) fn read_reply(reader: &mut impl BufRead, depth: usize) -> Result<Reply, SupportError> {
     if depth > 32 {
         return Err(SupportError::Protocol("reply nested too deeply".into()));
     }

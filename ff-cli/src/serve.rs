@@ -40,12 +40,42 @@ pub struct ServeArgs {
     /// Most concurrent SSE clients.
     #[arg(long, default_value_t = 20_000)]
     pub max_clients: usize,
+    /// Most connections served at once; at the cap the longest-idle
+    /// connection is closed to admit a new one. Lowered to fit the
+    /// open-file limit.
+    #[arg(long, default_value_t = 24_000)]
+    pub max_connections: usize,
+    /// Seconds a connection may take to send a complete request head.
+    #[arg(long, default_value = "10", value_parser = crate::duration_arg::parse_secs)]
+    pub header_timeout: Duration,
+    /// Seconds a kept-alive connection may wait for its next request.
+    #[arg(long, default_value = "30", value_parser = crate::duration_arg::parse_secs)]
+    pub idle_timeout: Duration,
+    /// Seconds a `POST` body may take to arrive.
+    #[arg(long, default_value = "30", value_parser = crate::duration_arg::parse_secs)]
+    pub body_timeout: Duration,
 }
+
+/// File descriptors kept free of client connections (backend connections,
+/// the listener, log files, rejections in progress): a quarter of the
+/// limit, at most this many.
+const RESERVED_FILES: u64 = 512;
 
 /// Raise the open-file soft limit to the hard limit, so thousands of
 /// clients each holding a socket can connect. Returns the new limit.
 fn raise_open_file_limit() -> Option<u64> {
     rlimit::increase_nofile_limit(u64::MAX).ok()
+}
+
+/// The connection cap that leaves room under the open-file limit for
+/// everything else the server opens.
+fn connection_cap(wanted: usize, open_files: Option<u64>) -> usize {
+    let Some(limit) = open_files else {
+        return wanted;
+    };
+    let reserve = (limit / 4).min(RESERVED_FILES);
+    let room = usize::try_from(limit.saturating_sub(reserve)).unwrap_or(usize::MAX);
+    wanted.min(room).max(1)
 }
 
 fn auth(args: &ServeArgs) -> Result<Auth> {
@@ -72,11 +102,16 @@ fn auth(args: &ServeArgs) -> Result<Auth> {
 pub async fn run(args: ServeArgs, opened: Opened) -> Result<()> {
     let auth = auth(&args)?;
     let limit = raise_open_file_limit();
+    let max_connections = connection_cap(args.max_connections, limit);
     let config = GatewayConfig::new(auth)
         .with_keep_alive(args.keep_alive)
         .with_checkpoint_interval(Duration::from_millis(args.checkpoint_ms.max(10)))
         .with_cors_allowed_origins(args.cors_origins.clone())
-        .with_max_clients(args.max_clients);
+        .with_max_clients(args.max_clients)
+        .with_max_connections(max_connections)
+        .with_header_read_timeout(args.header_timeout)
+        .with_idle_timeout(args.idle_timeout)
+        .with_body_read_timeout(args.body_timeout);
     let gateway = Gateway::new(
         opened.backend.clone(),
         Some(opened.publisher.clone()),
@@ -87,7 +122,7 @@ pub async fn run(args: ServeArgs, opened: Opened) -> Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = listener.local_addr()?;
     eprintln!(
-        "ff serve: listening on http://{local} (backend {}, open-file limit {})",
+        "ff serve: listening on http://{local} (backend {}, open-file limit {}, at most {max_connections} connections)",
         opened.label,
         limit.map_or("unchanged".to_owned(), |l| l.to_string())
     );
@@ -120,4 +155,17 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_leaves_room_under_the_open_file_limit() {
+        assert_eq!(connection_cap(24_000, Some(256)), 192);
+        assert_eq!(connection_cap(24_000, Some(1_048_576)), 24_000);
+        assert_eq!(connection_cap(24_000, Some(20_000)), 19_488);
+        assert_eq!(connection_cap(100, None), 100);
+    }
 }

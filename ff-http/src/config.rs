@@ -69,8 +69,27 @@ pub struct GatewayConfig {
     /// (default 10 s).
     pub backend_timeout: Duration,
     /// Largest accepted `POST` body in bytes (default 1 MiB); larger ones
-    /// get 413.
+    /// get 413, as soon as the `Content-Length` (or a chunked body's
+    /// running size) passes it.
     pub max_body_bytes: usize,
+    /// How long reading a whole `POST` body may take (default 30 s); a
+    /// slower one gets 408 and the connection is closed.
+    pub body_read_timeout: Duration,
+    /// How long a connection may take to send a complete request head
+    /// (default 10 s): from accept for a new connection, from the first
+    /// byte for a kept-alive one. Slower connections are closed.
+    /// Applies to [`Gateway::serve`](crate::Gateway::serve).
+    pub header_read_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request
+    /// (default 30 s) before it is closed. Applies to
+    /// [`Gateway::serve`](crate::Gateway::serve).
+    pub idle_timeout: Duration,
+    /// Connections served at once (default 16,384). At the cap the
+    /// connection idle the longest is closed to admit the newcomer; when
+    /// every connection has a request in flight the newcomer gets 503.
+    /// Keep it below the process's open-file limit (`ff serve` derives it
+    /// from the limit). Applies to [`Gateway::serve`](crate::Gateway::serve).
+    pub max_connections: usize,
     /// Most events in one `POST` (default 10,000).
     pub max_batch_events: usize,
     /// `Retry-After` sent with 503 answers (default 5 s).
@@ -95,6 +114,10 @@ impl GatewayConfig {
             slow_client: SlowClientPolicy::CatchUp,
             backend_timeout: Duration::from_secs(10),
             max_body_bytes: 1024 * 1024,
+            body_read_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            max_connections: 16_384,
             max_batch_events: 10_000,
             retry_after: Duration::from_secs(5),
             secure_cookie: false,
@@ -162,6 +185,30 @@ impl GatewayConfig {
     /// Set [`GatewayConfig::max_body_bytes`].
     pub fn with_max_body_bytes(mut self, bytes: usize) -> Self {
         self.max_body_bytes = bytes;
+        self
+    }
+
+    /// Set [`GatewayConfig::body_read_timeout`].
+    pub fn with_body_read_timeout(mut self, timeout: Duration) -> Self {
+        self.body_read_timeout = timeout;
+        self
+    }
+
+    /// Set [`GatewayConfig::header_read_timeout`].
+    pub fn with_header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_read_timeout = timeout;
+        self
+    }
+
+    /// Set [`GatewayConfig::idle_timeout`].
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Set [`GatewayConfig::max_connections`] (at least 1).
+    pub fn with_max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
         self
     }
 

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use std::future::Future;
 
-use axum::serve::ListenerExt;
 use axum::Router;
 use ff_core::backend::{EventPublisher, StreamBackend};
 use tokio::net::TcpListener;
@@ -15,6 +14,7 @@ use crate::config::GatewayConfig;
 use crate::fanout::{HubSettings, Hubs};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::routes;
+use crate::server::{self, ServerSettings};
 
 /// Everything a request handler needs.
 pub(crate) struct GatewayState {
@@ -115,10 +115,14 @@ impl Gateway {
     /// Serve [`Gateway::router`] on `listener` until `signal` completes,
     /// then [`Gateway::shutdown`] and finish gracefully.
     ///
-    /// Accepted connections get `TCP_NODELAY`: SSE messages are small
-    /// writes, and with Nagle's algorithm each would wait for the client's
-    /// delayed ACK (tens of milliseconds). If you serve the router yourself,
-    /// set it the same way (`axum::serve::ListenerExt::tap_io`).
+    /// This server guards itself against slow and idle clients: a request
+    /// head must arrive within [`GatewayConfig::header_read_timeout`], a
+    /// kept-alive connection may idle for [`GatewayConfig::idle_timeout`],
+    /// and at most [`GatewayConfig::max_connections`] are served at once
+    /// (the longest-idle one is closed to admit a newcomer). Accepted
+    /// connections get `TCP_NODELAY`: SSE messages are small writes, and
+    /// with Nagle's algorithm each would wait for the client's delayed ACK.
+    /// If you serve the router yourself, configure the same in your server.
     ///
     /// ```no_run
     /// # async fn demo(gateway: ff_http::Gateway) -> std::io::Result<()> {
@@ -134,18 +138,15 @@ impl Gateway {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
         let stop = self.clone();
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(async move {
-                signal.await;
-                stop.shutdown();
-            })
-            .await
+        server::serve(
+            listener,
+            self.router(),
+            ServerSettings::from_config(&self.state.config),
+            signal,
+            move || stop.shutdown(),
+        )
+        .await
     }
 }
 

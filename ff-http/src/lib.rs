@@ -105,6 +105,7 @@
 //! and metrics.
 
 pub mod auth;
+mod body;
 mod client;
 mod config;
 mod cors;
@@ -115,6 +116,7 @@ mod gateway;
 mod metrics;
 mod params;
 mod routes;
+mod server;
 mod viewer;
 
 pub use auth::{

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
-use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::auth::{self, Need};
+use crate::body;
 use crate::client::{Client, ClientGuard};
 use crate::cors;
 use crate::errors::ApiError;
@@ -25,25 +26,17 @@ use crate::viewer;
 
 type AppState = State<Arc<GatewayState>>;
 
+/// Largest `POST /v1/session` body: a token and a little JSON.
+const SESSION_BODY_LIMIT: usize = 8 * 1024;
+
 pub(crate) fn router(state: Arc<GatewayState>) -> Router {
-    let body_limit = state.config.max_body_bytes;
     Router::new()
         .route("/", get(viewer::page))
         .route("/viewer.js", get(viewer::script))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route(
-            "/v1/streams/{family}",
-            get(stream)
-                .post(publish)
-                .layer(DefaultBodyLimit::max(body_limit)),
-        )
-        .route(
-            "/v1/session",
-            post(session_create)
-                .delete(session_delete)
-                .layer(DefaultBodyLimit::max(8 * 1024)),
-        )
+        .route("/v1/streams/{family}", get(stream).post(publish))
+        .route("/v1/session", post(session_create).delete(session_delete))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), cors::cors))
@@ -142,7 +135,7 @@ async fn publish(
     State(state): AppState,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     publish_inner(state, path, headers, body)
         .await
@@ -153,10 +146,10 @@ async fn publish_inner(
     state: Arc<GatewayState>,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let family = family_of(path)?;
-    auth::authorize(&state.config.auth, &headers, None, Need::Write)?;
+    let family = family_of(path).map_err(body::closing)?;
+    auth::authorize(&state.config.auth, &headers, None, Need::Write).map_err(body::closing)?;
     let Some(publisher) = state.publisher.clone() else {
         let mut e = ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -164,24 +157,15 @@ async fn publish_inner(
             "publishing is not enabled on this gateway",
         );
         e.allow = Some("GET");
-        return Err(e);
+        return Err(body::closing(e));
     };
-    let limit = state.config.max_body_bytes;
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("the body is larger than {limit} bytes; send fewer events per request"),
-            )
-            .with_parameter("body")
-        } else {
-            ApiError::bad_parameter(
-                "body",
-                format!("the body could not be read: {}", e.body_text()),
-            )
-        }
-    })?;
+    let body = body::read_limited(
+        &headers,
+        body,
+        state.config.max_body_bytes,
+        state.config.body_read_timeout,
+    )
+    .await?;
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_parameter("body", format!("the body is not valid JSON: {e}")))?;
     let (values, is_batch) = match value {
@@ -251,16 +235,21 @@ struct SessionBody {
 
 /// `POST /v1/session`: `{"token": "..."}` → an HttpOnly cookie that
 /// authorises reads from this browser (the viewer page's sign-in).
-async fn session_create(
-    State(state): AppState,
-    body: Result<Json<SessionBody>, JsonRejection>,
-) -> Response {
-    let Ok(Json(body)) = body else {
-        return ApiError::bad_parameter(
-            "body",
-            "expected a JSON object {\"token\": \"...\"} with Content-Type: application/json",
-        )
-        .into_response();
+async fn session_create(State(state): AppState, headers: HeaderMap, body: Body) -> Response {
+    let bytes = match body::read_limited(
+        &headers,
+        body,
+        SESSION_BODY_LIMIT,
+        state.config.body_read_timeout,
+    )
+    .await
+    {
+        Ok(bytes) => bytes,
+        Err(e) => return e.into_response(),
+    };
+    let Ok(body) = serde_json::from_slice::<SessionBody>(&bytes) else {
+        return ApiError::bad_parameter("body", "expected a JSON object {\"token\": \"...\"}")
+            .into_response();
     };
     if !auth::is_valid(&state.config.auth, &body.token) {
         let mut e = ApiError::new(

@@ -202,8 +202,13 @@ async fn publish_inner(
     };
     let mut events = Vec::with_capacity(values.len());
     for (i, v) in values.iter().enumerate() {
-        let (draft, meta) = new_event_from_json(v, Some(family))
-            .map_err(|e| ApiError::bad_parameter(element(i), e.detail))?;
+        let (draft, meta) = new_event_from_json(v, Some(family)).map_err(|e| {
+            let parameter = match &e.field {
+                Some(field) => format!("{}.{field}", element(i)),
+                None => element(i),
+            };
+            ApiError::bad_parameter(parameter, e.detail)
+        })?;
         validate_new_event(&draft, &meta)
             .map_err(|e| ApiError::bad_parameter(element(i), e.to_string()))?;
         events.push((draft, meta));

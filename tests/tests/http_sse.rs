@@ -1089,7 +1089,12 @@ mod suite {
             bad.to_string().as_bytes(),
         )
         .await;
-        assert_error(&resp, 400, "invalid_parameter", Some("body[1]"));
+        assert_error(
+            &resp,
+            400,
+            "invalid_parameter",
+            Some("body[1].execution_id"),
+        );
         let wrong_family = json!({"family": "instance-tags", "execution_id": exec, "tag": "x"});
         let resp = post_json(
             &server,
@@ -1097,7 +1102,7 @@ mod suite {
             wrong_family.to_string().as_bytes(),
         )
         .await;
-        assert_error(&resp, 400, "invalid_parameter", Some("body"));
+        assert_error(&resp, 400, "invalid_parameter", Some("body.family"));
         let resp = post_json(&server, "/v1/streams/completion", b"{not json").await;
         assert_error(&resp, 400, "invalid_parameter", Some("body"));
         let resp = post_json(&server, "/v1/streams/completion", b"[]").await;
@@ -1107,6 +1112,51 @@ mod suite {
         assert_error(&resp, 413, "payload_too_large", Some("body"));
         let resp = post_json(&server, "/v1/streams/nope", one.to_string().as_bytes()).await;
         assert_error(&resp, 404, "not_found", Some("family"));
+        sse.expect_quiet(Duration::from_millis(300)).await;
+    }
+
+    pub async fn published_json_is_typed_strictly_and_errors_name_the_field(h: &dyn Harness) {
+        let server = serve(h, config()).await;
+        let (mut sse, _) = open_started(&server, "/v1/streams/completion", &[]).await;
+        let exec = ExecutionId::new(4).to_string();
+        let cases = [
+            (
+                "/v1/streams/completion",
+                json!({"execution_id": exec, "outcome": 1}),
+                "body.outcome",
+            ),
+            (
+                "/v1/streams/lease-history",
+                json!({"type": "acquired", "execution_id": exec, "worker_instance_id": 5}),
+                "body.worker_instance_id",
+            ),
+            (
+                "/v1/streams/completion",
+                json!({"type": "failure", "execution_id": exec, "outcome": "success"}),
+                "body.type",
+            ),
+            (
+                "/v1/streams/completion",
+                json!([{"execution_id": exec, "outcome": "success"},
+                       {"execution_id": exec, "outcome": "success", "colour": "blue"}]),
+                "body[1].colour",
+            ),
+            (
+                "/v1/streams/completion",
+                json!({"execution_id": exec, "outcome": "success", "tags": {"n": 3}}),
+                "body.tags",
+            ),
+        ];
+        for (path, body, parameter) in cases {
+            let resp = post_json(&server, path, body.to_string().as_bytes()).await;
+            let err = assert_error(&resp, 400, "invalid_parameter", Some(parameter));
+            let field = parameter.rsplit('.').next().unwrap();
+            assert!(
+                err["detail"].as_str().unwrap().contains(field),
+                "the detail must name `{field}`: {err}"
+            );
+        }
+        // Nothing of any rejected body was stored.
         sse.expect_quiet(Duration::from_millis(300)).await;
     }
 
@@ -1489,6 +1539,7 @@ http_suite!(memory_harness;
     an_expired_cursor_is_410_with_the_oldest_position,
     tokens_guard_reads_and_only_header_write_tokens_publish,
     publish_accepts_one_event_or_an_array,
+    published_json_is_typed_strictly_and_errors_name_the_field,
     many_clients_share_one_backend_subscription,
     a_client_behind_catches_up_then_joins_the_shared_subscription,
     shutdown_ends_streams_and_refuses_new_ones,

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use ff_http::{load_tokens_from_env, load_tokens_from_file, Auth, Gateway, GatewayConfig};
+use ff_http::{
+    load_tokens_from_env, load_tokens_from_file, Auth, Gateway, GatewayConfig, TlsConfig,
+};
 
 use crate::backend_url::Opened;
 
@@ -54,6 +56,20 @@ pub struct ServeArgs {
     /// Seconds a `POST` body may take to arrive.
     #[arg(long, default_value = "30", value_parser = crate::duration_arg::parse_secs)]
     pub body_timeout: Duration,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Mark the viewer's session cookie `Secure` (implied by --tls-cert); use
+    /// it when a proxy terminates TLS in front of ff serve.
+    #[arg(long)]
+    pub secure_cookie: bool,
+    /// Trust `X-Forwarded-Proto: https` from a proxy to mark the session
+    /// cookie `Secure`. Only behind a proxy that sets or strips the header.
+    #[arg(long)]
+    pub trust_forwarded_proto: bool,
 }
 
 /// File descriptors kept free of client connections (backend connections,
@@ -111,7 +127,13 @@ pub async fn run(args: ServeArgs, opened: Opened) -> Result<()> {
         .with_max_connections(max_connections)
         .with_header_read_timeout(args.header_timeout)
         .with_idle_timeout(args.idle_timeout)
-        .with_body_read_timeout(args.body_timeout);
+        .with_body_read_timeout(args.body_timeout)
+        .with_secure_cookie(args.secure_cookie || args.tls_cert.is_some())
+        .with_trust_forwarded_proto(args.trust_forwarded_proto);
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsConfig::from_pem_files(cert, key)?),
+        _ => None,
+    };
     let gateway = Gateway::new(
         opened.backend.clone(),
         Some(opened.publisher.clone()),
@@ -121,18 +143,21 @@ pub async fn run(args: ServeArgs, opened: Opened) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!(
-        "ff serve: listening on http://{local} (backend {}, open-file limit {}, at most {max_connections} connections)",
+        "ff serve: listening on {scheme}://{local} (backend {}, open-file limit {}, at most {max_connections} connections)",
         opened.label,
         limit.map_or("unchanged".to_owned(), |l| l.to_string())
     );
-    gateway
-        .serve(listener, async {
-            shutdown_signal().await;
-            eprintln!("ff serve: shutting down");
-        })
-        .await
-        .context("serving HTTP")?;
+    let signal = async {
+        shutdown_signal().await;
+        eprintln!("ff serve: shutting down");
+    };
+    match tls {
+        Some(tls) => gateway.serve_tls(listener, tls, signal).await,
+        None => gateway.serve(listener, signal).await,
+    }
+    .context("serving HTTP")?;
     Ok(())
 }
 

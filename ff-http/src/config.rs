@@ -94,9 +94,15 @@ pub struct GatewayConfig {
     pub max_batch_events: usize,
     /// `Retry-After` sent with 503 answers (default 5 s).
     pub retry_after: Duration,
-    /// Add `Secure` to the session cookie (set it when the gateway is served
-    /// over HTTPS; default `false`, so a plain-HTTP viewer works).
+    /// Add `Secure` to the session cookie (default `false`, so a plain-HTTP
+    /// viewer works). [`Gateway::serve_tls`](crate::Gateway::serve_tls)
+    /// marks it `Secure` regardless; set this when a proxy terminates TLS.
     pub secure_cookie: bool,
+    /// Trust the `X-Forwarded-Proto` header (default `false`): when a
+    /// request says `https`, the session cookie is marked `Secure`. Enable
+    /// only behind a proxy that sets (or strips) the header itself, since
+    /// clients can send anything.
+    pub trust_forwarded_proto: bool,
 }
 
 impl GatewayConfig {
@@ -121,6 +127,7 @@ impl GatewayConfig {
             max_batch_events: 10_000,
             retry_after: Duration::from_secs(5),
             secure_cookie: false,
+            trust_forwarded_proto: false,
         }
     }
 
@@ -227,6 +234,12 @@ impl GatewayConfig {
     /// Set [`GatewayConfig::secure_cookie`].
     pub fn with_secure_cookie(mut self, secure: bool) -> Self {
         self.secure_cookie = secure;
+        self
+    }
+
+    /// Set [`GatewayConfig::trust_forwarded_proto`].
+    pub fn with_trust_forwarded_proto(mut self, trust: bool) -> Self {
+        self.trust_forwarded_proto = trust;
         self
     }
 }

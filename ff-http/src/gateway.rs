@@ -15,6 +15,7 @@ use crate::fanout::{HubSettings, Hubs};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::routes;
 use crate::server::{self, ServerSettings};
+use crate::tls::TlsConfig;
 
 /// Everything a request handler needs.
 pub(crate) struct GatewayState {
@@ -143,6 +144,43 @@ impl Gateway {
             listener,
             self.router(),
             ServerSettings::from_config(&self.state.config),
+            None,
+            signal,
+            move || stop.shutdown(),
+        )
+        .await
+    }
+
+    /// [`Gateway::serve`] over HTTPS: every connection completes a TLS
+    /// handshake (within [`GatewayConfig::header_read_timeout`]) before
+    /// HTTP, and the session cookie is marked `Secure`.
+    ///
+    /// ```no_run
+    /// # async fn demo(gateway: ff_http::Gateway) -> Result<(), Box<dyn std::error::Error>> {
+    /// let tls = ff_http::TlsConfig::from_pem_files("/etc/ff/cert.pem", "/etc/ff/key.pem")?;
+    /// let listener = tokio::net::TcpListener::bind("0.0.0.0:8443").await?;
+    /// gateway
+    ///     .serve_tls(listener, tls, async {
+    ///         let _ = tokio::signal::ctrl_c().await;
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn serve_tls<F>(
+        &self,
+        listener: TcpListener,
+        tls: TlsConfig,
+        signal: F,
+    ) -> std::io::Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let stop = self.clone();
+        server::serve(
+            listener,
+            self.router(),
+            ServerSettings::from_config(&self.state.config),
+            Some(tls),
             signal,
             move || stop.shutdown(),
         )

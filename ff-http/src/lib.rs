@@ -117,6 +117,7 @@ mod metrics;
 mod params;
 mod routes;
 mod server;
+mod tls;
 mod viewer;
 
 pub use auth::{
@@ -126,3 +127,4 @@ pub use config::{GatewayConfig, SlowClientPolicy};
 pub use encode::ERROR_EVENT;
 pub use gateway::{router, Gateway};
 pub use metrics::MetricsSnapshot;
+pub use tls::{TlsConfig, TlsError};

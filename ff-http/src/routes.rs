@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, Extensions, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
@@ -22,6 +22,7 @@ use crate::errors::ApiError;
 use crate::gateway::GatewayState;
 use crate::metrics::{self, Metrics};
 use crate::params::{self, LAST_EVENT_ID};
+use crate::server::ServedOverTls;
 use crate::viewer;
 
 type AppState = State<Arc<GatewayState>>;
@@ -240,7 +241,27 @@ struct SessionBody {
 
 /// `POST /v1/session`: `{"token": "..."}` → an HttpOnly cookie that
 /// authorises reads from this browser (the viewer page's sign-in).
-async fn session_create(State(state): AppState, headers: HeaderMap, body: Body) -> Response {
+/// Whether the session cookie must be `Secure`: configured so, served over
+/// TLS here, or (when trusted) forwarded from an HTTPS proxy.
+fn cookie_secure(state: &GatewayState, headers: &HeaderMap, extensions: &Extensions) -> bool {
+    let forwarded_https = || {
+        headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+    };
+    state.config.secure_cookie
+        || extensions.get::<ServedOverTls>().is_some()
+        || (state.config.trust_forwarded_proto && forwarded_https())
+}
+
+async fn session_create(
+    State(state): AppState,
+    headers: HeaderMap,
+    extensions: Extensions,
+    body: Body,
+) -> Response {
     let bytes = match body::read_limited(
         &headers,
         body,
@@ -269,7 +290,7 @@ async fn session_create(State(state): AppState, headers: HeaderMap, body: Body) 
     if !state.config.auth.is_no_auth() {
         if let Ok(v) = HeaderValue::from_str(&auth::session_set_cookie(
             &body.token,
-            state.config.secure_cookie,
+            cookie_secure(&state, &headers, &extensions),
         )) {
             resp.headers_mut().insert(header::SET_COOKIE, v);
         }
@@ -280,9 +301,14 @@ async fn session_create(State(state): AppState, headers: HeaderMap, body: Body) 
 }
 
 /// `DELETE /v1/session`: remove the cookie.
-async fn session_delete(State(state): AppState) -> Response {
+async fn session_delete(
+    State(state): AppState,
+    headers: HeaderMap,
+    extensions: Extensions,
+) -> Response {
     let mut resp = StatusCode::NO_CONTENT.into_response();
-    if let Ok(v) = HeaderValue::from_str(&auth::session_clear_cookie(state.config.secure_cookie)) {
+    let secure = cookie_secure(&state, &headers, &extensions);
+    if let Ok(v) = HeaderValue::from_str(&auth::session_clear_cookie(secure)) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
     }
     resp

@@ -23,13 +23,19 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::ServiceExt;
 
 use crate::config::GatewayConfig;
+use crate::tls::TlsConfig;
 use admission::{Admission, Admit, Slot};
 use phase::{ConnPhase, RequestGuard, Timeouts, Watched};
+
+/// Marks a request that arrived over TLS terminated by this server (a
+/// request extension).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ServedOverTls;
 
 /// How long the accept loop pauses after an accept error (e.g. out of file
 /// descriptors), so it does not spin.
@@ -63,6 +69,7 @@ pub(crate) async fn serve<F>(
     listener: TcpListener,
     router: Router,
     settings: ServerSettings,
+    tls: Option<TlsConfig>,
     signal: F,
     on_stop: impl FnOnce(),
 ) -> std::io::Result<()>
@@ -70,6 +77,7 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let admission = Admission::new(settings.max_connections);
+    let acceptor = tls.map(|t| t.acceptor());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut signal = std::pin::pin!(signal);
     loop {
@@ -89,40 +97,38 @@ where
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
         let phase = ConnPhase::accepted();
+        let start = Start {
+            router: router.clone(),
+            acceptor: acceptor.clone(),
+            timeouts: settings.timeouts,
+            stop: stop_rx.clone(),
+        };
         match admission.admit(&phase) {
             Admit::Now(slot) => {
-                tokio::spawn(serve_connection(
-                    tcp,
-                    router.clone(),
-                    phase,
-                    slot,
-                    settings.timeouts,
-                    stop_rx.clone(),
-                ));
+                tokio::spawn(start.run(tcp, phase, slot));
             }
             Admit::AfterEviction(side) => {
-                let (router, admission, stop) =
-                    (router.clone(), admission.clone(), stop_rx.clone());
+                let admission = admission.clone();
                 tokio::spawn(async move {
                     let waited = admission.slot_after_eviction(&phase).await;
                     drop(side);
                     match waited {
-                        Some(slot) => {
-                            serve_connection(tcp, router, phase, slot, settings.timeouts, stop)
-                                .await
+                        Some(slot) => start.run(tcp, phase, slot).await,
+                        None if start.acceptor.is_none() => {
+                            admission::reject(tcp, admission.max(), settings.retry_after).await
                         }
-                        None => admission::reject(tcp, admission.max(), settings.retry_after).await,
+                        None => drop(tcp),
                     }
                 });
             }
-            Admit::Reject(side) => {
+            Admit::Reject(side) if acceptor.is_none() => {
                 let max = admission.max();
                 tokio::spawn(async move {
                     admission::reject(tcp, max, settings.retry_after).await;
                     drop(side);
                 });
             }
-            Admit::Drop => drop(tcp),
+            Admit::Reject(_) | Admit::Drop => drop(tcp),
         }
     }
     drop(listener);
@@ -133,61 +139,97 @@ where
     Ok(())
 }
 
-/// Serve one connection until it ends or its deadline passes.
-async fn serve_connection<I>(
-    io: I,
+/// What a connection task needs.
+struct Start {
     router: Router,
-    phase: Arc<ConnPhase>,
-    slot: Slot,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
     timeouts: Timeouts,
-    mut stop: watch::Receiver<bool>,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let service_phase = phase.clone();
-    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let guard = service_phase.begin_request();
-        let router = router.clone();
-        async move {
-            let response = router
-                .oneshot(req.map(Body::new))
-                .await
-                .unwrap_or_else(|never: Infallible| match never {});
-            Ok::<_, Infallible>(track(response, guard))
-        }
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(Watched::new(io, phase.clone())), service);
-    let mut conn = std::pin::pin!(conn);
-    let mut stopping = false;
-    loop {
-        if phase.should_close_for_eviction() {
-            tracing::debug!("closing an idle connection to admit another");
-            break;
-        }
-        let deadline = phase.deadline(&timeouts);
-        let changed = phase.changed.notified();
-        tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
-                break;
+    stop: watch::Receiver<bool>,
+}
+
+impl Start {
+    /// Complete the TLS handshake if any (within the header-read timeout,
+    /// and abandoned if evicted meanwhile), then serve the connection.
+    async fn run(self, tcp: TcpStream, phase: Arc<ConnPhase>, slot: Slot) {
+        let Some(acceptor) = self.acceptor.clone() else {
+            return self.serve(tcp, false, phase, slot).await;
+        };
+        let evicted = async {
+            while !phase.should_close_for_eviction() {
+                phase.changed.notified().await;
             }
-            () = changed => {}
-            () = sleep_until(deadline) => {
-                if phase.deadline(&timeouts).is_some_and(|d| d <= tokio::time::Instant::now()) {
-                    tracing::debug!("closing a connection that sent no complete request in time");
-                    break;
-                }
-            }
-            _ = stop.wait_for(|s| *s), if !stopping => {
-                stopping = true;
-                conn.as_mut().graceful_shutdown();
-            }
+        };
+        let handshake = tokio::select! {
+            h = tokio::time::timeout(self.timeouts.header_read, acceptor.accept(tcp)) => h,
+            () = evicted => return,
+        };
+        match handshake {
+            Ok(Ok(tls)) => self.serve(tls, true, phase, slot).await,
+            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!("TLS handshake timed out"),
         }
     }
-    drop(slot);
+
+    /// Serve one connection until it ends or its deadline passes.
+    async fn serve<I>(self, io: I, over_tls: bool, phase: Arc<ConnPhase>, slot: Slot)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Self {
+            router,
+            timeouts,
+            mut stop,
+            ..
+        } = self;
+        let service_phase = phase.clone();
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let guard = service_phase.begin_request();
+            let router = router.clone();
+            let mut req = req.map(Body::new);
+            if over_tls {
+                req.extensions_mut().insert(ServedOverTls);
+            }
+            async move {
+                let response = router
+                    .oneshot(req)
+                    .await
+                    .unwrap_or_else(|never: Infallible| match never {});
+                Ok::<_, Infallible>(track(response, guard))
+            }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(Watched::new(io, phase.clone())), service);
+        let mut conn = std::pin::pin!(conn);
+        let mut stopping = false;
+        loop {
+            if phase.should_close_for_eviction() {
+                tracing::debug!("closing an idle connection to admit another");
+                break;
+            }
+            let deadline = phase.deadline(&timeouts);
+            let changed = phase.changed.notified();
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    break;
+                }
+                () = changed => {}
+                () = sleep_until(deadline) => {
+                    if phase.deadline(&timeouts).is_some_and(|d| d <= tokio::time::Instant::now()) {
+                        tracing::debug!("closing a connection that sent no complete request in time");
+                        break;
+                    }
+                }
+                _ = stop.wait_for(|s| *s), if !stopping => {
+                    stopping = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+        drop(slot);
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

@@ -62,6 +62,12 @@ pub struct GatewayConfig {
     /// How long a family's shared backend subscription stays open after its
     /// last client left (default 10 s), so reconnecting clients find it.
     pub hub_linger: Duration,
+    /// Backend subscriptions the gateway holds per family, at most (default
+    /// 8, at least 2): the shared live one, and shared catch-up readers for
+    /// clients that start behind it. Clients beyond what the readers can
+    /// take wait for one (a reconnect storm is served in one pass), so
+    /// this bounds the backend connections a storm can cost.
+    pub max_family_subscriptions: usize,
     /// What a client that lags behind the shared subscription gets.
     pub slow_client: SlowClientPolicy,
     /// How long subscribing (and the first read, which detects an expired
@@ -117,6 +123,7 @@ impl GatewayConfig {
             hub_capacity: 2_048,
             hub_replay: 1_024,
             hub_linger: Duration::from_secs(10),
+            max_family_subscriptions: 8,
             slow_client: SlowClientPolicy::CatchUp,
             backend_timeout: Duration::from_secs(10),
             max_body_bytes: 1024 * 1024,
@@ -174,6 +181,12 @@ impl GatewayConfig {
     /// Set [`GatewayConfig::hub_linger`].
     pub fn with_hub_linger(mut self, linger: Duration) -> Self {
         self.hub_linger = linger;
+        self
+    }
+
+    /// Set [`GatewayConfig::max_family_subscriptions`] (at least 2).
+    pub fn with_max_family_subscriptions(mut self, max: usize) -> Self {
+        self.max_family_subscriptions = max.max(2);
         self
     }
 

@@ -80,6 +80,7 @@ impl Gateway {
                 keep: config.hub_replay,
                 linger: config.hub_linger,
                 timeout: config.backend_timeout,
+                per_family: config.max_family_subscriptions,
             },
             shutdown_rx,
         ));

@@ -106,6 +106,7 @@
 
 pub mod auth;
 mod body;
+mod catchup;
 mod client;
 mod config;
 mod cors;

@@ -371,6 +371,7 @@ impl Hub {
             family: self.family,
             clients: self.tx.receiver_count(),
             delivery_lag_ms: (lag != i64::MIN).then_some(lag),
+            position: self.lock().position.clone(),
         }
     }
 }

@@ -136,6 +136,8 @@ pub(crate) struct HubStats {
     pub family: Family,
     pub clients: usize,
     pub delivery_lag_ms: Option<i64>,
+    /// The latest position the live subscription has delivered.
+    pub position: Option<ff_core::stream_subscribe::StreamCursor>,
 }
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
@@ -266,6 +268,7 @@ mod tests {
                 family: Family::Completion,
                 clients: 2,
                 delivery_lag_ms: Some(1500),
+                position: None,
             }],
         );
         assert!(text.contains("\nff_http_events_sent_total 3\n"), "{text}");

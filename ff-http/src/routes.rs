@@ -36,6 +36,7 @@ pub(crate) fn router(state: Arc<GatewayState>) -> Router {
         .route("/viewer.js", get(viewer::script))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/v1/status", get(status))
         .route("/v1/streams/{family}", get(stream).post(publish))
         .route("/v1/session", post(session_create).delete(session_delete))
         .fallback(not_found)
@@ -354,6 +355,47 @@ async fn metrics(
         text,
     )
         .into_response()
+}
+
+/// `GET /v1/status`: per family, whether the gateway follows it live, the
+/// latest position it has delivered (the head it knows), how old that
+/// event was on arrival, and its clients. Needs a read token; the viewer
+/// page shows it as each family's lag.
+async fn status(
+    State(state): AppState,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    let query = match query_of(query) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(e) = auth::authorize(
+        &state.config.auth,
+        &headers,
+        params::query_token(&query),
+        Need::Read,
+    ) {
+        return e.into_response();
+    }
+    let stats = state.hubs.stats();
+    let families: serde_json::Map<String, Value> = Family::ALL
+        .iter()
+        .map(|family| {
+            let hub = stats.iter().find(|s| s.family == *family);
+            let entry = json!({
+                "live": hub.is_some(),
+                "position": hub.and_then(|h| h.position.as_ref()).map(ToString::to_string),
+                "delivery_lag_ms": hub.and_then(|h| h.delivery_lag_ms),
+                "clients": hub.map_or(0, |h| h.clients),
+            });
+            (family.as_str().to_owned(), entry)
+        })
+        .collect();
+    let mut resp = Json(json!({ "families": families })).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }
 
 async fn not_found() -> Response {

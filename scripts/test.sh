@@ -9,7 +9,8 @@
 #   * a TLS-capable redis-server for the TLS tests: FF_VALKEY_TLS_SERVER,
 #     redis-server on PATH; else apt `redis-server` (Debian's has TLS; the
 #     tests start their own processes and ignore any service it starts);
-#   * chromium for the browser test, via apt (skipped with FF_SKIP_BROWSER=1).
+#   * chromium for the browser test, via apt (skipped with FF_SKIP_BROWSER=1);
+#   * openssl and util-linux's `script` (TLS and terminal-logging tests), via apt.
 # A server named by FF_TEST_VALKEY_URL / FF_TEST_POSTGRES_URL is used instead
 # of a local one (its binaries are then not needed; fault tests that must kill
 # that server say they are skipped).
@@ -208,6 +209,11 @@ else
         postgres_line="$postgres_line, run as user postgres"
     fi
 fi
+
+# `ff serve`'s TLS tests make a throwaway CA with the openssl command; the
+# logging tests run `ff` on a pseudo-terminal with util-linux's `script`.
+command -v openssl >/dev/null 2>&1 || apt_install openssl
+command -v script >/dev/null 2>&1 || apt_install bsdutils
 
 browser_line=
 if [[ ${FF_SKIP_BROWSER:-} == 1 ]]; then

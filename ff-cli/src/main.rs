@@ -8,6 +8,7 @@ mod demo;
 mod duration_arg;
 mod error_line;
 mod filter_args;
+mod logging;
 mod migrate;
 mod publish;
 mod serve;
@@ -43,15 +44,28 @@ enum Command {
     Migrate(migrate::MigrateArgs),
 }
 
+impl Command {
+    /// The subcommand's name, for logs.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Demo(_) => "demo",
+            Command::Tail(_) => "tail",
+            Command::Publish(_) => "publish",
+            Command::Serve(_) => "serve",
+            Command::Bench(_) => "bench",
+            Command::Migrate(_) => "migrate",
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FF_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init();
     let cli = Cli::parse();
+    tracing::debug!(
+        version = env!("CARGO_PKG_VERSION"),
+        command = cli.command.name(),
+        "ff starting"
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use ff_http::{load_tokens_from_env, load_tokens_from_file, Auth, Gateway, GatewayConfig};
+use ff_http::{
+    load_tokens_from_env, load_tokens_from_file, Auth, Gateway, GatewayConfig, TlsConfig,
+};
 
 use crate::backend_url::Opened;
 
@@ -40,12 +42,56 @@ pub struct ServeArgs {
     /// Most concurrent SSE clients.
     #[arg(long, default_value_t = 20_000)]
     pub max_clients: usize,
+    /// Most connections served at once; at the cap the longest-idle
+    /// connection is closed to admit a new one. Lowered to fit the
+    /// open-file limit.
+    #[arg(long, default_value_t = 24_000)]
+    pub max_connections: usize,
+    /// Seconds a connection may take to send a complete request head.
+    #[arg(long, default_value = "10", value_parser = crate::duration_arg::parse_secs)]
+    pub header_timeout: Duration,
+    /// Seconds a kept-alive connection may wait for its next request.
+    #[arg(long, default_value = "30", value_parser = crate::duration_arg::parse_secs)]
+    pub idle_timeout: Duration,
+    /// Seconds a `POST` body may take to arrive.
+    #[arg(long, default_value = "30", value_parser = crate::duration_arg::parse_secs)]
+    pub body_timeout: Duration,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Mark the viewer's session cookie `Secure` (implied by --tls-cert); use
+    /// it when a proxy terminates TLS in front of ff serve.
+    #[arg(long)]
+    pub secure_cookie: bool,
+    /// Trust `X-Forwarded-Proto: https` from a proxy to mark the session
+    /// cookie `Secure`. Only behind a proxy that sets or strips the header.
+    #[arg(long)]
+    pub trust_forwarded_proto: bool,
 }
+
+/// File descriptors kept free of client connections (backend connections,
+/// the listener, log files, rejections in progress): a quarter of the
+/// limit, at most this many.
+const RESERVED_FILES: u64 = 512;
 
 /// Raise the open-file soft limit to the hard limit, so thousands of
 /// clients each holding a socket can connect. Returns the new limit.
 fn raise_open_file_limit() -> Option<u64> {
     rlimit::increase_nofile_limit(u64::MAX).ok()
+}
+
+/// The connection cap that leaves room under the open-file limit for
+/// everything else the server opens.
+fn connection_cap(wanted: usize, open_files: Option<u64>) -> usize {
+    let Some(limit) = open_files else {
+        return wanted;
+    };
+    let reserve = (limit / 4).min(RESERVED_FILES);
+    let room = usize::try_from(limit.saturating_sub(reserve)).unwrap_or(usize::MAX);
+    wanted.min(room).max(1)
 }
 
 fn auth(args: &ServeArgs) -> Result<Auth> {
@@ -72,11 +118,22 @@ fn auth(args: &ServeArgs) -> Result<Auth> {
 pub async fn run(args: ServeArgs, opened: Opened) -> Result<()> {
     let auth = auth(&args)?;
     let limit = raise_open_file_limit();
+    let max_connections = connection_cap(args.max_connections, limit);
     let config = GatewayConfig::new(auth)
         .with_keep_alive(args.keep_alive)
         .with_checkpoint_interval(Duration::from_millis(args.checkpoint_ms.max(10)))
         .with_cors_allowed_origins(args.cors_origins.clone())
-        .with_max_clients(args.max_clients);
+        .with_max_clients(args.max_clients)
+        .with_max_connections(max_connections)
+        .with_header_read_timeout(args.header_timeout)
+        .with_idle_timeout(args.idle_timeout)
+        .with_body_read_timeout(args.body_timeout)
+        .with_secure_cookie(args.secure_cookie || args.tls_cert.is_some())
+        .with_trust_forwarded_proto(args.trust_forwarded_proto);
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsConfig::from_pem_files(cert, key)?),
+        _ => None,
+    };
     let gateway = Gateway::new(
         opened.backend.clone(),
         Some(opened.publisher.clone()),
@@ -86,18 +143,21 @@ pub async fn run(args: ServeArgs, opened: Opened) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!(
-        "ff serve: listening on http://{local} (backend {}, open-file limit {})",
+        "ff serve: listening on {scheme}://{local} (backend {}, open-file limit {}, at most {max_connections} connections)",
         opened.label,
         limit.map_or("unchanged".to_owned(), |l| l.to_string())
     );
-    gateway
-        .serve(listener, async {
-            shutdown_signal().await;
-            eprintln!("ff serve: shutting down");
-        })
-        .await
-        .context("serving HTTP")?;
+    let signal = async {
+        shutdown_signal().await;
+        eprintln!("ff serve: shutting down");
+    };
+    match tls {
+        Some(tls) => gateway.serve_tls(listener, tls, signal).await,
+        None => gateway.serve(listener, signal).await,
+    }
+    .context("serving HTTP")?;
     Ok(())
 }
 
@@ -120,4 +180,17 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_leaves_room_under_the_open_file_limit() {
+        assert_eq!(connection_cap(24_000, Some(256)), 192);
+        assert_eq!(connection_cap(24_000, Some(1_048_576)), 24_000);
+        assert_eq!(connection_cap(24_000, Some(20_000)), 19_488);
+        assert_eq!(connection_cap(100, None), 100);
+    }
 }

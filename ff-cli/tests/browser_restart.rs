@@ -169,3 +169,234 @@ async fn viewer_resumes_after_a_server_restart_without_gap_or_duplicate() {
     assert_eq!(duplicates, Value::from(0), "the page saw no duplicate");
     serve.kill().await.ok();
 }
+
+/// `POST` a JSON array of completion events to `ff serve` (no auth).
+async fn post_events(port: u16, events: &[Value]) -> Vec<String> {
+    let body = Value::from(events.to_vec()).to_string();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let req = format!(
+        "POST /v1/streams/completion HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("send");
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .expect("publish answered in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let json: Value =
+        serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap_or("")).expect("JSON reply");
+    json["cursors"]
+        .as_array()
+        .expect("cursors")
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn completion(outcome: &str, i: usize) -> Value {
+    serde_json::json!({
+        "execution_id": format!("{{fp:{}}}:{:08x}-1111-4111-8111-{:012x}", i % 64, i, i),
+        "outcome": outcome,
+        "namespace": "billing",
+        "tags": {"region": if i % 2 == 0 { "eu" } else { "us" }, "request": format!("req-{i:06}-{}", "x".repeat(40))},
+    })
+}
+
+/// Wait until `expression` evaluates to `true` in the page.
+async fn wait_true(browser: &mut Chromium, page: &Page, expression: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = browser.eval(page, expression).await.expect("eval");
+        if v == Value::Bool(true) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: `{expression}` is {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn eval(browser: &mut Chromium, page: &Page, expression: &str) -> Value {
+    browser.eval(page, expression).await.expect("eval")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_controls_truncate_copy_highlight_pause_chart_and_lag() {
+    if skip_browser_tests("viewer_controls_truncate_copy_highlight_pause_chart_and_lag") {
+        return;
+    }
+    let port = free_port();
+    let mut serve = start_serve("memory:", port).await;
+    let mut browser = Chromium::launch().await.expect("launch chromium");
+    let page = browser
+        .open(&format!(
+            "http://127.0.0.1:{port}/?family=completion&from=tail&autoconnect=1"
+        ))
+        .await
+        .expect("open the viewer");
+    browser
+        .set_viewport(&page, 1280, 760)
+        .await
+        .expect("viewport");
+    wait_true(
+        &mut browser,
+        &page,
+        "window.ffViewer && window.ffViewer.state === 'live'",
+        "connect",
+    )
+    .await;
+
+    // Events, one of them a failure.
+    let mut events: Vec<Value> = (0..9).map(|i| completion("success", i)).collect();
+    events.insert(4, completion("failure", 99));
+    let mut expected = post_events(port, &events).await;
+    let shown = wait_for_events(&mut browser, &page, 10, "the first events").await;
+    assert_eq!(shown, expected);
+
+    // One line per event: every row is as tall as one line of text, and a
+    // long execution id is cut, with its full value as the tooltip.
+    let heights = eval(&mut browser, &page, "(() => { const rows = [...document.querySelectorAll('#rows tr')]; const font = parseFloat(getComputedStyle(rows[0].cells[0]).fontSize); return {rows: rows.map(r => r.offsetHeight), font}; })()").await;
+    let font = heights["font"].as_f64().unwrap();
+    let rows: Vec<f64> = heights["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_f64().unwrap())
+        .collect();
+    assert!(
+        rows.iter().all(|h| *h == rows[0] && *h < 2.5 * font),
+        "rows are one line each: {heights}"
+    );
+    let exec = eval(&mut browser, &page, "(() => { const td = document.querySelector('#rows tr td.exec'); return {full: td.title, cut: td.scrollWidth > td.clientWidth, nowrap: getComputedStyle(td).whiteSpace, ellipsis: getComputedStyle(td).textOverflow}; })()").await;
+    assert!(exec["full"].as_str().unwrap().starts_with("{fp:"), "{exec}");
+    assert_eq!(exec["nowrap"], "nowrap", "{exec}");
+    assert_eq!(exec["ellipsis"], "ellipsis", "{exec}");
+    assert_eq!(
+        exec["cut"], true,
+        "a long execution id is shown truncated: {exec}"
+    );
+    // A click copies the full value.
+    let copied = eval(&mut browser, &page, "(() => { const td = document.querySelector('#rows tr td.cursor'); td.click(); return [td.title, window.ffViewer.copied]; })()").await;
+    assert_eq!(copied[0], copied[1], "the click copies the full cursor");
+    assert_eq!(copied[0].as_str().unwrap(), expected.last().unwrap());
+
+    // Failures and expired leases are highlighted.
+    let failure_row = eval(
+        &mut browser,
+        &page,
+        &format!(
+            "document.querySelector('#rows tr[data-cursor=\"{}\"]').className",
+            expected[4]
+        ),
+    )
+    .await;
+    assert_eq!(failure_row, "row-failure");
+    assert_eq!(
+        eval(
+            &mut browser,
+            &page,
+            "window.ffViewer.rowClass('lease-history', 'expired')"
+        )
+        .await,
+        "row-expired"
+    );
+    assert_eq!(
+        eval(
+            &mut browser,
+            &page,
+            "window.ffViewer.rowClass('completion', 'success')"
+        )
+        .await,
+        ""
+    );
+
+    // Pause holds new events without losing the position; resume shows
+    // them in order, once.
+    eval(
+        &mut browser,
+        &page,
+        "document.getElementById('pause').click()",
+    )
+    .await;
+    wait_true(
+        &mut browser,
+        &page,
+        "window.ffViewer.paused && document.getElementById('status').dataset.state === 'paused'",
+        "pause",
+    )
+    .await;
+    let held: Vec<Value> = (10..15).map(|i| completion("cancelled", i)).collect();
+    expected.extend(post_events(port, &held).await);
+    wait_true(
+        &mut browser,
+        &page,
+        "window.ffViewer.pending === 5",
+        "events held while paused",
+    )
+    .await;
+    assert_eq!(
+        eval(&mut browser, &page, "window.ffViewer.events.length").await,
+        10
+    );
+    eval(
+        &mut browser,
+        &page,
+        "document.getElementById('pause').click()",
+    )
+    .await;
+    let shown = wait_for_events(&mut browser, &page, 15, "after resume").await;
+    assert_eq!(shown, expected, "resume shows the held events in order");
+    assert_eq!(
+        eval(&mut browser, &page, "window.ffViewer.duplicates").await,
+        0
+    );
+
+    // The chart counts events per second by kind.
+    wait_true(&mut browser, &page, "window.ffViewer.chartDraws > 1 && window.ffViewer.rate(60).failure === 1 && window.ffViewer.rate(60).success === 9 && window.ffViewer.rate(60).cancelled === 5", "chart counts").await;
+    // The lag indicator: caught up with the gateway's live position.
+    wait_true(
+        &mut browser,
+        &page,
+        "window.ffViewer.families.completion === 'caught-up'",
+        "caught-up indicator",
+    )
+    .await;
+
+    if let Ok(path) = std::env::var("FF_VIEWER_SCREENSHOT") {
+        // A realistic minute for the README: a steady mix of kinds.
+        for round in 0..12 {
+            let batch: Vec<Value> = (0..(6 + round % 4))
+                .map(|i| {
+                    let k = round * 10 + i + 100;
+                    completion(
+                        [
+                            "success",
+                            "success",
+                            "success",
+                            "failure",
+                            "cancelled",
+                            "timed_out",
+                        ][k % 6],
+                        k,
+                    )
+                })
+                .collect();
+            post_events(port, &batch).await;
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+        wait_true(
+            &mut browser,
+            &page,
+            "window.ffViewer.families.completion === 'caught-up'",
+            "caught up before the screenshot",
+        )
+        .await;
+        let png = browser.screenshot(&page).await.expect("screenshot");
+        std::fs::write(&path, png).expect("write the screenshot");
+    }
+    serve.kill().await.ok();
+}

@@ -1,7 +1,8 @@
 // ff live viewer: plain JavaScript, no build step.
 //
 // State for automated checks is exposed as `window.ffViewer`
-// ({state, events: [cursor...], duplicates, lastId, errors}) and as
+// ({state, events: [cursor...], duplicates, lastId, errors, paused,
+// pending, copied, families, chartDraws, rate(), rowClass()}) and as
 // `data-state` on <body>. URL parameters prefill the form and
 // `autoconnect=1` connects at once, e.g. `/?family=completion&from=beginning&autoconnect=1`.
 (function () {
@@ -14,26 +15,74 @@
     "instance-tags": ["attached", "cleared"]
   };
   var MAX_ROWS = 500;
+  // Events held while paused; past this the stream is closed at the last
+  // held event and reopened from there on resume, so nothing is lost.
+  var PAUSE_CAP = 5000;
+  var CHART_SECONDS = 300;
+  var COLORS = {
+    success: "#2a4", failure: "#d33", cancelled: "#999", other: "#a6c",
+    acquired: "#38c", renewed: "#6ad", expired: "#d80", reclaimed: "#b6e", revoked: "#c55",
+    satisfied: "#2a4", buffered: "#38c", deduped: "#999",
+    attached: "#38c", cleared: "#999", "ff-error": "#d33"
+  };
 
   var $ = function (id) { return document.getElementById(id); };
   var viewer = window.ffViewer = {
-    state: "idle", events: [], duplicates: 0, lastId: null, errors: []
+    state: "idle", events: [], duplicates: 0, lastId: null, errors: [],
+    paused: false, pending: 0, copied: null, families: {}, chartDraws: 0
   };
   var seen = new Set();
   var source = null;
   var retryTimer = null;
   var wanted = false;
   var attempt = 0;
+  var held = [];
+  var heldOverflow = false;
+  // Per-second counts by kind, oldest first: [{t: second, kinds: {kind: n}}].
+  var buckets = [];
+  var newestAt = null;
 
   function setState(state, text) {
     viewer.state = state;
     document.body.dataset.state = state;
     var s = $("status");
-    s.dataset.state = state;
-    s.textContent = text || state;
+    var shown = viewer.paused && state === "live" ? "paused" : state;
+    s.dataset.state = shown;
+    s.textContent = text || shown;
   }
 
   function banner(text) { $("banner").textContent = text || ""; }
+
+  // Highlight what needs attention: failures and expired leases.
+  function rowClass(family, kind) {
+    if (kind === "ff-error") return "row-error";
+    if (family === "completion" && kind === "failure") return "row-failure";
+    if (family === "lease-history" && kind === "expired") return "row-expired";
+    return "";
+  }
+  viewer.rowClass = rowClass;
+
+  var toastTimer = null;
+  function toast(text) {
+    var t = $("toast");
+    t.textContent = text;
+    t.className = "show";
+    if (toastTimer) clearTimeout(toastTimer);
+    toastTimer = setTimeout(function () { t.className = ""; }, 1500);
+  }
+
+  // Copy a cell's full value (the table shows it truncated).
+  function copy(value) {
+    viewer.copied = value;
+    var shown = value.length > 40 ? value.slice(0, 40) + "…" : value;
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(value).then(
+        function () { toast("copied " + shown); },
+        function () { toast("copy this: " + value); });
+    } else {
+      toast("copy this: " + value);
+    }
+  }
 
   function renderKinds() {
     var family = $("family").value;
@@ -53,6 +102,11 @@
     hint.className = "muted";
     hint.textContent = "(none checked: every kind)";
     box.appendChild(hint);
+  }
+
+  function filtered() {
+    return document.querySelectorAll("input.kind:checked").length > 0 ||
+      ["execution_id", "namespace", "tag"].some(function (n) { return $(n).value.trim(); });
   }
 
   // The stream URL for the form's filters, starting after `cursor` when given.
@@ -77,32 +131,108 @@
     return url;
   }
 
+  // One table cell, one line: long values are cut with an ellipsis, the
+  // full value is the tooltip and a click copies it.
+  function cell(tr, text, cls, copyable) {
+    var td = document.createElement("td");
+    td.textContent = text;
+    td.title = text;
+    td.className = cls + (copyable && text ? " copy" : "");
+    if (copyable && text) td.addEventListener("click", function () { copy(text); });
+    tr.appendChild(td);
+  }
+
   function addRow(cursor, kind, data) {
     var tr = document.createElement("tr");
     tr.dataset.cursor = cursor;
-    var at = typeof data.at === "number" ? new Date(data.at).toISOString() : "";
+    var cls = rowClass($("family").value, kind);
+    if (cls) tr.className = cls;
+    var at = typeof data.at === "number" ? new Date(data.at).toISOString().slice(11, 23) : "";
     var rest = {};
     Object.keys(data).forEach(function (k) {
       if (["cursor", "family", "type", "execution_id", "at"].indexOf(k) < 0) rest[k] = data[k];
     });
-    [[cursor, "cursor"], [kind, ""], [data.execution_id || "", "cursor"], [at, ""],
-     [JSON.stringify(rest), "json"]].forEach(function (cell) {
-      var td = document.createElement("td");
-      td.textContent = cell[0];
-      if (cell[1]) td.className = cell[1];
-      tr.appendChild(td);
-    });
+    cell(tr, at, "mono", false);
+    cell(tr, kind, "kind", false);
+    cell(tr, data.execution_id || "", "mono exec", true);
+    cell(tr, cursor, "mono cursor", true);
+    cell(tr, JSON.stringify(rest), "mono json", true);
     var rows = $("rows");
     rows.insertBefore(tr, rows.firstChild);
     while (rows.childNodes.length > MAX_ROWS) rows.removeChild(rows.lastChild);
   }
 
-  function onEvent(e) {
-    var data;
-    try { data = JSON.parse(e.data); } catch (err) { data = { raw: e.data }; }
-    var cursor = e.lastEventId || data.cursor || "";
+  function count(kind) {
+    var t = Math.floor(Date.now() / 1000);
+    var last = buckets[buckets.length - 1];
+    if (!last || last.t !== t) {
+      last = { t: t, kinds: {} };
+      buckets.push(last);
+      while (buckets.length && buckets[0].t <= t - CHART_SECONDS) buckets.shift();
+    }
+    last.kinds[kind] = (last.kinds[kind] || 0) + 1;
+  }
+
+  // Events per kind over the last `seconds` (default 60).
+  viewer.rate = function (seconds) {
+    var since = Math.floor(Date.now() / 1000) - (seconds || 60);
+    var out = {};
+    buckets.forEach(function (b) {
+      if (b.t <= since) return;
+      Object.keys(b.kinds).forEach(function (k) { out[k] = (out[k] || 0) + b.kinds[k]; });
+    });
+    return out;
+  };
+
+  // Stacked bars of events per second by kind, newest on the right.
+  function drawChart() {
+    var canvas = $("chart");
+    var ctx = canvas.getContext("2d");
+    var w = canvas.width, h = canvas.height;
+    ctx.clearRect(0, 0, w, h);
+    var now = Math.floor(Date.now() / 1000);
+    var max = 1;
+    var kinds = {};
+    buckets.forEach(function (b) {
+      var total = 0;
+      Object.keys(b.kinds).forEach(function (k) { total += b.kinds[k]; kinds[k] = true; });
+      if (total > max) max = total;
+    });
+    var bar = w / CHART_SECONDS;
+    buckets.forEach(function (b) {
+      var x = w - (now - b.t + 1) * bar;
+      var y = h;
+      Object.keys(b.kinds).sort().forEach(function (k) {
+        var bh = b.kinds[k] / max * (h - 14);
+        ctx.fillStyle = COLORS[k] || "#888";
+        ctx.fillRect(x, y - bh, Math.max(bar - 0.5, 1), bh);
+        y -= bh;
+      });
+    });
+    ctx.fillStyle = "#888";
+    ctx.font = "10px sans-serif";
+    ctx.fillText(max + "/s", 3, 11);
+    ctx.fillText("-5 min", 3, h - 3);
+    ctx.fillText("now", w - 22, h - 3);
+    var legend = $("legend");
+    legend.textContent = "";
+    var rates = viewer.rate(60);
+    Object.keys(kinds).sort().forEach(function (k) {
+      var line = document.createElement("div");
+      var sw = document.createElement("span");
+      sw.className = "swatch";
+      sw.style.background = COLORS[k] || "#888";
+      line.appendChild(sw);
+      line.appendChild(document.createTextNode(k + " " + ((rates[k] || 0) / 60).toFixed(2) + "/s"));
+      legend.appendChild(line);
+    });
+    viewer.chartDraws += 1;
+  }
+
+  function show(cursor, kind, data) {
     viewer.lastId = cursor;
     $("last").textContent = cursor;
+    $("last").title = cursor;
     if (seen.has(cursor)) {
       viewer.duplicates += 1;
     } else {
@@ -110,8 +240,55 @@
       viewer.events.push(cursor);
     }
     $("count").textContent = String(viewer.events.length);
-    addRow(cursor, e.type, data);
+    addRow(cursor, kind, data);
+  }
+
+  function setPending(n) {
+    viewer.pending = n;
+    $("pending").textContent = String(n);
+  }
+
+  function onEvent(e) {
+    var data;
+    try { data = JSON.parse(e.data); } catch (err) { data = { raw: e.data }; }
+    var cursor = e.lastEventId || data.cursor || "";
+    count(e.type);
+    if (typeof data.at === "number") newestAt = data.at;
     attempt = 0;
+    if (viewer.paused) {
+      held.push([cursor, e.type, data]);
+      setPending(held.length);
+      if (held.length >= PAUSE_CAP) {
+        heldOverflow = true;
+        close();
+      }
+      return;
+    }
+    show(cursor, e.type, data);
+  }
+
+  function pause() {
+    viewer.paused = true;
+    $("pause").dataset.paused = "true";
+    $("pause").textContent = "Resume";
+    setState(viewer.state);
+  }
+
+  // Show what arrived while paused, in order, and go on from there.
+  function resume() {
+    viewer.paused = false;
+    $("pause").dataset.paused = "false";
+    $("pause").textContent = "Pause";
+    var backlog = held;
+    held = [];
+    setPending(0);
+    backlog.forEach(function (h) { show(h[0], h[1], h[2]); });
+    if (heldOverflow && wanted) {
+      heldOverflow = false;
+      start(viewer.lastId || undefined);
+    } else {
+      setState(viewer.state);
+    }
   }
 
   function onStreamError(e) {
@@ -119,6 +296,7 @@
     try { data = JSON.parse(e.data); } catch (err) { data = { error: "unknown", detail: e.data }; }
     viewer.errors.push(data);
     if (data.error === "corrupt") {
+      count("ff-error");
       addRow(data.cursor || e.lastEventId || "", "ff-error", data);
       return;
     }
@@ -157,7 +335,7 @@
     var url = streamUrl(cursor);
     var es = new EventSource(url.toString());
     source = es;
-    es.onopen = function () { setState("live"); banner(""); };
+    es.onopen = function () { setState("live"); banner(""); pollStatus(); };
     KINDS[$("family").value].forEach(function (k) { es.addEventListener(k, onEvent); });
     es.addEventListener("ff-error", onStreamError);
     es.onerror = function () {
@@ -203,6 +381,63 @@
     }, delay);
   }
 
+  // Cursors of one family compare by their bytes after the backend and
+  // family bytes; `null` when not comparable.
+  function cursorBytes(cursor) {
+    try {
+      return atob(cursor.replace(/-/g, "+").replace(/_/g, "/"));
+    } catch (e) { return null; }
+  }
+  function atOrAfter(a, b) {
+    var x = cursorBytes(a), y = cursorBytes(b);
+    if (x === null || y === null || x.length < 2 || y.length < 2 || x.slice(0, 2) !== y.slice(0, 2)) return null;
+    return x.slice(2) >= y.slice(2);
+  }
+
+  // Per family: for the one shown, whether this page has caught up with
+  // the gateway's live position; for the others, the gateway's lag.
+  function renderFamilies(status) {
+    var box = $("families");
+    box.textContent = "";
+    Object.keys(KINDS).forEach(function (family) {
+      var f = (status.families || {})[family] || {};
+      var chip = document.createElement("span");
+      chip.className = "chip";
+      chip.dataset.family = family;
+      var state, text;
+      if (family === $("family").value && source && viewer.state === "live") {
+        var caught;
+        if (!f.position) caught = true;
+        else if (!viewer.lastId) caught = filtered() ? true : null;
+        else caught = atOrAfter(viewer.lastId, f.position);
+        if (caught === null) caught = filtered();
+        state = caught ? "caught-up" : "behind";
+        var age = newestAt ? Math.max(0, Math.round((Date.now() - newestAt) / 1000)) : null;
+        text = family + ": " + (caught ? "caught up" : "behind" + (age !== null ? ", newest shown " + age + " s old" : ""));
+      } else if (f.live) {
+        state = "live";
+        var lag = typeof f.delivery_lag_ms === "number" ? (Math.max(0, f.delivery_lag_ms) / 1000).toFixed(1) + " s" : "–";
+        text = family + ": live, lag " + lag;
+      } else {
+        state = "idle";
+        text = family + ": idle";
+      }
+      chip.dataset.state = state;
+      chip.textContent = text;
+      chip.title = f.position ? "gateway position " + f.position : "the gateway follows no subscription of this family";
+      viewer.families[family] = state;
+      box.appendChild(chip);
+      box.appendChild(document.createTextNode(" "));
+    });
+  }
+
+  function pollStatus() {
+    fetch("v1/status", { credentials: "same-origin" })
+      .then(function (resp) { return resp.ok ? resp.json() : null; })
+      .then(function (status) { if (status) renderFamilies(status); })
+      .catch(function () {});
+  }
+
   function signIn() {
     var token = $("token").value;
     fetch("v1/session", {
@@ -240,9 +475,11 @@
 
   $("family").addEventListener("change", renderKinds);
   $("connect").addEventListener("click", function () {
-    banner(""); attempt = 0; viewer.lastId = null; start();
+    banner(""); attempt = 0; viewer.lastId = null; held = []; heldOverflow = false; setPending(0);
+    start();
   });
   $("disconnect").addEventListener("click", function () { stop("idle", "disconnected"); });
+  $("pause").addEventListener("click", function () { if (viewer.paused) resume(); else pause(); });
   $("clear").addEventListener("click", function () {
     $("rows").textContent = ""; viewer.events = []; viewer.duplicates = 0; seen.clear();
     $("count").textContent = "0";
@@ -250,5 +487,9 @@
   $("signin-btn").addEventListener("click", signIn);
   $("signout-btn").addEventListener("click", signOut);
 
+  setInterval(drawChart, 1000);
+  setInterval(pollStatus, 2000);
+  drawChart();
+  pollStatus();
   if (prefill()) start();
 })();

@@ -1,14 +1,14 @@
-//! One SSE client: where its messages come from (its own backend
-//! subscription while catching up, the family's shared hub once caught
-//! up), its filter, its resume position, and the timers for keep-alive and
-//! checkpoint messages.
+//! One SSE client: where its messages come from (a shared catch-up hub
+//! while it is behind, the family's live hub once caught up), its filter,
+//! its resume position, and the timers for keep-alive and checkpoint
+//! messages.
 //!
 //! The client is the response body itself (a stream polled by the HTTP
 //! connection), not a task: when the connection closes, the body is
-//! dropped and with it the client's broadcast receiver or backend
-//! subscription, so nothing outlives a disconnected client. A slow
-//! connection stops polling the body; the client then lags the hub (and
-//! catches up from its position) instead of buffering.
+//! dropped and with it the client's broadcast receiver, so nothing
+//! outlives a disconnected client. A slow connection stops polling the
+//! body; the client then lags its hub (and is placed again from its
+//! position) instead of buffering.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -19,30 +19,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ff_core::backend::{DeliveryItem, DeliveryStream};
 use ff_core::engine_error::EngineError;
 use ff_core::filter::SubscriptionFilter;
 use ff_core::stream_events::Family;
 use ff_core::stream_subscribe::StreamCursor;
-use futures::{FutureExt, Stream, StreamExt};
+use futures::Stream;
 use serde_json::json;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::{Instant, Sleep};
 
+use crate::catchup::{self, WhenQueued};
 use crate::config::SlowClientPolicy;
 use crate::encode;
 use crate::errors::{self, ApiError};
-use crate::fanout::{at_or_before, Hub, HubBody, HubItem, HubMsg, JoinRefused, Joined, StartError};
+use crate::fanout::{at_or_before, Hub, HubBody, HubItem, HubMsg, Joined, StartError};
 use crate::gateway::GatewayState;
-use crate::metrics::{Metrics, SubscriptionGauge, SubscriptionKind};
+use crate::metrics::Metrics;
 use crate::params::{Start, StreamParams};
 
 /// Coalesce ready messages into one chunk up to about this many bytes.
 const MAX_CHUNK: usize = 64 * 1024;
-/// How long opening a stream waits for the first item of a catch-up
-/// subscription (which reports an expired cursor as a 410).
-const FIRST_ITEM_WAIT: Duration = Duration::from_secs(2);
 
 /// Counts a connected client until dropped.
 pub(crate) struct ClientGuard(Arc<Metrics>);
@@ -68,29 +65,27 @@ impl Drop for ClientGuard {
 }
 
 enum Source {
-    /// The client's own backend subscription (catching up).
-    Own {
-        stream: DeliveryStream,
-        caught_up: bool,
-        hub_requested: bool,
-        _gauge: SubscriptionGauge,
-    },
-    /// The family's shared subscription.
+    /// A shared subscription: the family's live hub or a catch-up hub.
     Hub {
         hub: Arc<Hub>,
         rx: broadcast::Receiver<HubMsg>,
         replay: VecDeque<Arc<HubItem>>,
     },
+    /// Waiting for a place on a catch-up hub.
+    Queued(Pin<Box<dyn Future<Output = Placed> + Send>>),
     Done,
 }
+
+/// The outcome of waiting for a place.
+type Placed = Result<(Arc<Hub>, Joined), catchup::Unplaced>;
 
 enum Wake {
     Shutdown,
     KeepAlive,
     Checkpoint,
-    Own(Option<Result<DeliveryItem, EngineError>>),
     Hub(Result<HubMsg, RecvError>),
     Replay(Arc<HubItem>),
+    Placed(Placed),
 }
 
 /// One connected SSE client.
@@ -119,9 +114,9 @@ pub(crate) struct Client {
     _guard: ClientGuard,
 }
 
-fn start_error(e: StartError, retry: Duration) -> ApiError {
+fn start_error(e: StartError, parameter: Option<&str>, retry: Duration) -> ApiError {
     match e {
-        StartError::Engine(e) => ApiError::from_engine(&e, None, retry),
+        StartError::Engine(e) => ApiError::from_engine(&e, parameter, retry),
         StartError::Timeout => ApiError::unavailable(
             "backend_unavailable",
             "the backend did not answer in time; retry later",
@@ -133,51 +128,6 @@ fn start_error(e: StartError, retry: Duration) -> ApiError {
             retry,
         ),
     }
-}
-
-/// Subscribe on the backend and wait briefly for the first item, so an
-/// invalid or expired start position is an HTTP error, not a stream error.
-async fn open_own(
-    state: &GatewayState,
-    family: Family,
-    cursor: StreamCursor,
-    filter: &SubscriptionFilter,
-    parameter: &str,
-) -> Result<(DeliveryStream, SubscriptionGauge), ApiError> {
-    let retry = state.config.retry_after;
-    let timeout = state.config.backend_timeout;
-    let subscribed = tokio::time::timeout(
-        timeout,
-        state.backend.subscribe_family(family, cursor, filter),
-    )
-    .await
-    .map_err(|_| {
-        ApiError::unavailable(
-            "backend_unavailable",
-            "the backend did not answer in time; retry later",
-            retry,
-        )
-    })?;
-    let mut stream = subscribed.map_err(|e| ApiError::from_engine(&e, Some(parameter), retry))?;
-    let gauge = SubscriptionGauge::new(state.metrics.clone(), SubscriptionKind::Own);
-    let first = match tokio::time::timeout(FIRST_ITEM_WAIT, stream.next()).await {
-        Err(_) => return Ok((stream, gauge)),
-        Ok(None) => {
-            return Err(ApiError::unavailable(
-                "disconnected",
-                "the backend ended the subscription at once; retry later",
-                retry,
-            ))
-        }
-        Ok(Some(Err(e))) if e.is_terminal() => {
-            return Err(ApiError::from_engine(&e, Some(parameter), retry))
-        }
-        Ok(Some(first)) => first,
-    };
-    Ok((
-        futures::stream::once(async { first }).chain(stream).boxed(),
-        gauge,
-    ))
 }
 
 impl Client {
@@ -213,53 +163,58 @@ impl Client {
             state,
         };
         let parameter = params.start.parameter();
-        match params.start {
-            Start::Tail => {
-                let joined = loop {
-                    let hub = client
-                        .state
-                        .hubs
-                        .ready(family)
-                        .await
-                        .map_err(|e| start_error(e, retry))?;
-                    if let Ok(joined) = hub.join_tail() {
-                        break (hub, joined);
-                    }
-                };
-                client.pos = joined.1.position.clone();
-                client.switch_to_hub(joined.0, joined.1);
-            }
-            Start::After { cursor, .. } => {
-                let hub = client.state.hubs.existing(family);
-                let joined = hub
-                    .as_ref()
-                    .and_then(|hub| hub.join_after(&cursor, false).ok());
-                client.pos = cursor.clone();
-                match (hub, joined) {
-                    (Some(hub), Some(joined)) => client.switch_to_hub(hub, joined),
-                    _ => {
-                        let (stream, gauge) =
-                            open_own(&client.state, family, cursor, &client.filter, parameter)
-                                .await?;
-                        client.switch_to_own(stream, gauge);
-                    }
+        let wait = client.state.config.backend_timeout;
+        let start = match params.start {
+            Start::Tail => loop {
+                let hub = client
+                    .state
+                    .hubs
+                    .ready(family)
+                    .await
+                    .map_err(|e| start_error(e, None, retry))?;
+                if let Ok(joined) = hub.join_tail() {
+                    client.pos = joined.position.clone();
+                    break Some((hub, joined));
                 }
+            },
+            Start::After { ref cursor, .. } => {
+                client.pos = cursor.clone();
+                None
             }
             Start::Beginning => {
-                let (stream, gauge) = open_own(
-                    &client.state,
-                    family,
-                    StreamCursor::beginning(),
-                    &client.filter,
-                    parameter,
-                )
-                .await?;
                 client.pos = StreamCursor::beginning();
-                client.switch_to_own(stream, gauge);
+                None
             }
+        };
+        let placed = match start {
+            Some(placed) => Ok(placed),
+            None => {
+                catchup::place(
+                    &client.state.hubs,
+                    family,
+                    &client.pos,
+                    wait,
+                    WhenQueued::Return,
+                )
+                .await
+            }
+        };
+        match placed {
+            Ok((hub, joined)) => client.switch_to_hub(hub, joined),
+            Err(catchup::Unplaced::Queued) => client.queue(),
+            Err(catchup::Unplaced::Start(e)) => return Err(start_error(e, Some(parameter), retry)),
         }
         encode::push_id(&mut client.out, &client.pos);
         Ok(client)
+    }
+
+    /// Wait, inside the stream, for a place on a catch-up hub.
+    fn queue(&mut self) {
+        let (hubs, family, pos) = (self.state.hubs.clone(), self.family, self.pos.clone());
+        let wait = self.state.config.backend_timeout;
+        self.source = Source::Queued(Box::pin(async move {
+            catchup::place(&hubs, family, &pos, wait, WhenQueued::Wait).await
+        }));
     }
 
     /// The client as a response body stream.
@@ -276,15 +231,6 @@ impl Client {
             hub,
             rx: joined.rx,
             replay: joined.replay,
-        };
-    }
-
-    fn switch_to_own(&mut self, stream: DeliveryStream, gauge: SubscriptionGauge) {
-        self.source = Source::Own {
-            stream,
-            caught_up: false,
-            hub_requested: false,
-            _gauge: gauge,
         };
     }
 
@@ -327,8 +273,8 @@ impl Client {
         let checkpoint_armed = checkpoint_at.is_some();
         let next = async {
             match source {
-                Source::Own { stream, .. } => Wake::Own(stream.next().await),
                 Source::Hub { rx, .. } => Wake::Hub(rx.recv().await),
+                Source::Queued(placing) => Wake::Placed(placing.as_mut().await),
                 Source::Done => futures::future::pending().await,
             }
         };
@@ -355,8 +301,7 @@ impl Client {
                     Err(TryRecvError::Closed) => Some(Wake::Hub(Err(RecvError::Closed))),
                 }
             }
-            Source::Own { stream, .. } => stream.next().now_or_never().map(Wake::Own),
-            Source::Done => None,
+            Source::Queued(_) | Source::Done => None,
         }
     }
 
@@ -382,22 +327,16 @@ impl Client {
                     self.pos = cursor;
                 }
             }
-            Wake::Replay(item) | Wake::Hub(Ok(HubMsg::Item(item))) => self.on_hub_item(&item),
+            Wake::Replay(item) | Wake::Hub(Ok(HubMsg::Item(item))) => {
+                self.on_hub_item(&item);
+                self.try_handover();
+            }
+            Wake::Hub(Ok(HubMsg::HandedOver)) => self.try_handover(),
+            Wake::Placed(Ok((hub, joined))) => self.switch_to_hub(hub, joined),
+            Wake::Placed(Err(unplaced)) => self.unplaced(unplaced),
             Wake::Hub(Ok(HubMsg::Failed(e))) => self.fail(&e),
             Wake::Hub(Err(RecvError::Lagged(_))) => self.on_lagged().await,
-            Wake::Hub(Err(RecvError::Closed)) => self.finish(),
-            Wake::Own(None) => {
-                let e = EngineError::StreamDisconnected {
-                    cursor: self.pos.clone(),
-                };
-                self.fail(&e);
-            }
-            Wake::Own(Some(Ok(item))) => self.on_own_item(item).await,
-            Wake::Own(Some(Err(EngineError::Corrupt { cursor, detail }))) => {
-                self.on_own_item(DeliveryItem::Corrupt { cursor, detail })
-                    .await
-            }
-            Wake::Own(Some(Err(e))) => self.fail(&e),
+            Wake::Hub(Err(RecvError::Closed)) => self.on_closed().await,
         }
     }
 
@@ -450,69 +389,33 @@ impl Client {
         }
     }
 
-    async fn on_own_item(&mut self, item: DeliveryItem) {
-        let cursor = item.cursor().clone();
-        let metrics = self.state.metrics.clone();
-        match item {
-            DeliveryItem::Event { event, meta } => {
-                encode::push_event(&mut self.out, &event, &meta);
-                Metrics::add(&metrics.events_sent, 1);
-            }
-            DeliveryItem::Corrupt { cursor, detail } => {
-                encode::push_error(
-                    &mut self.out,
-                    Some(&cursor),
-                    &errors::corrupt_json(&cursor, &detail),
-                );
-                Metrics::add(&metrics.errors_sent, 1);
-            }
-            other => {
-                if let Source::Own { caught_up, .. } = &mut self.source {
-                    if matches!(other, DeliveryItem::CaughtUp { .. }) {
-                        *caught_up = true;
-                    }
-                }
-                if cursor == self.pos || cursor.is_tail() {
-                    return self.try_handover().await;
-                }
-                encode::push_id(&mut self.out, &cursor);
-                Metrics::add(&metrics.checkpoints_sent, 1);
-            }
-        }
-        self.sent_position(cursor);
-        self.try_handover().await;
-    }
-
-    /// Once the own subscription has caught up, join the family's hub as
-    /// soon as the client's position lies inside the hub's window.
-    async fn try_handover(&mut self) {
-        let Source::Own {
-            caught_up: true,
-            hub_requested,
-            ..
-        } = &mut self.source
-        else {
+    /// On a catch-up hub that reached the live hub's window, move to the
+    /// live hub at the client's own position (once inside its window).
+    fn try_handover(&mut self) {
+        let Source::Hub { hub, replay, .. } = &self.source else {
             return;
         };
-        let hub = if *hub_requested {
-            self.state.hubs.existing(self.family)
-        } else {
-            *hub_requested = true;
-            match self.state.hubs.ready(self.family).await {
-                Ok(hub) => Some(hub),
-                Err(_) => {
-                    tracing::debug!(family = %self.family, "shared subscription unavailable; staying on the client's own");
-                    None
-                }
-            }
+        if !hub.is_handed_over() || !replay.is_empty() {
+            return;
+        }
+        let Some(live) = self.state.hubs.existing(self.family) else {
+            return;
         };
-        let Some(hub) = hub else { return };
-        if let Ok(joined) = hub.join_after(&self.pos, true) {
-            self.switch_to_hub(hub, joined);
+        if let Ok(joined) = live.join_after(&self.pos, Some(&self.pos)) {
+            self.switch_to_hub(live, joined);
         }
     }
 
-    /// The client fell behind the hub's broadcast buffer.
+    /// The hub ended without an error (it went idle or the gateway is
+    /// shutting down): be placed again, or end.
+    async fn on_closed(&mut self) {
+        if *self.state.shutdown.borrow() {
+            return self.finish();
+        }
+        self.replace().await;
+    }
+
+    /// The client fell behind its hub's broadcast buffer.
     async fn on_lagged(&mut self) {
         Metrics::add(&self.state.metrics.lagged, 1);
         if self.state.config.slow_client == SlowClientPolicy::Disconnect {
@@ -528,38 +431,36 @@ impl Client {
             Metrics::add(&self.state.metrics.errors_sent, 1);
             return self.finish();
         }
-        let Source::Hub { hub, .. } = &self.source else {
-            return;
-        };
-        let hub = hub.clone();
-        self.source = Source::Done;
-        // Resume from the last position told; events passed over since then
-        // are filtered out again on the way.
+        self.replace().await;
+    }
+
+    /// Place the client again exactly after its last told position (events
+    /// passed over since then are filtered out again on the way).
+    async fn replace(&mut self) {
+        let previous = std::mem::replace(&mut self.source, Source::Done);
         self.skipped = None;
         self.checkpoint_at = None;
-        match hub.join_after(&self.pos, true) {
-            Ok(joined) => return self.switch_to_hub(hub, joined),
-            Err(JoinRefused::Gone | JoinRefused::OutOfWindow) => {}
-        }
-        let opened = open_own(
-            &self.state,
-            self.family,
-            self.pos.clone(),
-            &self.filter.clone(),
-            "Last-Event-ID",
-        )
-        .await;
-        match opened {
-            Ok((stream, gauge)) => self.switch_to_own(stream, gauge),
-            Err(e) => {
-                let mut json = e.body();
-                if json.get("cursor").is_none() {
-                    json["cursor"] = self.pos.to_string().into();
-                }
-                encode::push_error(&mut self.out, None, &json);
-                Metrics::add(&self.state.metrics.errors_sent, 1);
-                self.finish();
+        if let Source::Hub { hub, .. } = previous {
+            if let Ok(joined) = hub.join_after(&self.pos, Some(&self.pos)) {
+                return self.switch_to_hub(hub, joined);
             }
         }
+        self.queue();
+    }
+
+    /// No place could be found: tell the client why, and end.
+    fn unplaced(&mut self, unplaced: catchup::Unplaced) {
+        let e = match unplaced {
+            catchup::Unplaced::Start(e) => e,
+            catchup::Unplaced::Queued => StartError::Timeout,
+        };
+        let e = start_error(e, Some("Last-Event-ID"), self.state.config.retry_after);
+        let mut json = e.body();
+        if json.get("cursor").is_none() {
+            json["cursor"] = self.pos.to_string().into();
+        }
+        encode::push_error(&mut self.out, None, &json);
+        Metrics::add(&self.state.metrics.errors_sent, 1);
+        self.finish();
     }
 }

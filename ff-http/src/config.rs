@@ -62,6 +62,12 @@ pub struct GatewayConfig {
     /// How long a family's shared backend subscription stays open after its
     /// last client left (default 10 s), so reconnecting clients find it.
     pub hub_linger: Duration,
+    /// Backend subscriptions the gateway holds per family, at most (default
+    /// 8, at least 2): the shared live one, and shared catch-up readers for
+    /// clients that start behind it. Clients beyond what the readers can
+    /// take wait for one (a reconnect storm is served in one pass), so
+    /// this bounds the backend connections a storm can cost.
+    pub max_family_subscriptions: usize,
     /// What a client that lags behind the shared subscription gets.
     pub slow_client: SlowClientPolicy,
     /// How long subscribing (and the first read, which detects an expired
@@ -69,15 +75,40 @@ pub struct GatewayConfig {
     /// (default 10 s).
     pub backend_timeout: Duration,
     /// Largest accepted `POST` body in bytes (default 1 MiB); larger ones
-    /// get 413.
+    /// get 413, as soon as the `Content-Length` (or a chunked body's
+    /// running size) passes it.
     pub max_body_bytes: usize,
+    /// How long reading a whole `POST` body may take (default 30 s); a
+    /// slower one gets 408 and the connection is closed.
+    pub body_read_timeout: Duration,
+    /// How long a connection may take to send a complete request head
+    /// (default 10 s): from accept for a new connection, from the first
+    /// byte for a kept-alive one. Slower connections are closed.
+    /// Applies to [`Gateway::serve`](crate::Gateway::serve).
+    pub header_read_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request
+    /// (default 30 s) before it is closed. Applies to
+    /// [`Gateway::serve`](crate::Gateway::serve).
+    pub idle_timeout: Duration,
+    /// Connections served at once (default 16,384). At the cap the
+    /// connection idle the longest is closed to admit the newcomer; when
+    /// every connection has a request in flight the newcomer gets 503.
+    /// Keep it below the process's open-file limit (`ff serve` derives it
+    /// from the limit). Applies to [`Gateway::serve`](crate::Gateway::serve).
+    pub max_connections: usize,
     /// Most events in one `POST` (default 10,000).
     pub max_batch_events: usize,
     /// `Retry-After` sent with 503 answers (default 5 s).
     pub retry_after: Duration,
-    /// Add `Secure` to the session cookie (set it when the gateway is served
-    /// over HTTPS; default `false`, so a plain-HTTP viewer works).
+    /// Add `Secure` to the session cookie (default `false`, so a plain-HTTP
+    /// viewer works). [`Gateway::serve_tls`](crate::Gateway::serve_tls)
+    /// marks it `Secure` regardless; set this when a proxy terminates TLS.
     pub secure_cookie: bool,
+    /// Trust the `X-Forwarded-Proto` header (default `false`): when a
+    /// request says `https`, the session cookie is marked `Secure`. Enable
+    /// only behind a proxy that sets (or strips) the header itself, since
+    /// clients can send anything.
+    pub trust_forwarded_proto: bool,
 }
 
 impl GatewayConfig {
@@ -92,12 +123,18 @@ impl GatewayConfig {
             hub_capacity: 2_048,
             hub_replay: 1_024,
             hub_linger: Duration::from_secs(10),
+            max_family_subscriptions: 8,
             slow_client: SlowClientPolicy::CatchUp,
             backend_timeout: Duration::from_secs(10),
             max_body_bytes: 1024 * 1024,
+            body_read_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            max_connections: 16_384,
             max_batch_events: 10_000,
             retry_after: Duration::from_secs(5),
             secure_cookie: false,
+            trust_forwarded_proto: false,
         }
     }
 
@@ -147,6 +184,12 @@ impl GatewayConfig {
         self
     }
 
+    /// Set [`GatewayConfig::max_family_subscriptions`] (at least 2).
+    pub fn with_max_family_subscriptions(mut self, max: usize) -> Self {
+        self.max_family_subscriptions = max.max(2);
+        self
+    }
+
     /// Set [`GatewayConfig::slow_client`].
     pub fn with_slow_client(mut self, policy: SlowClientPolicy) -> Self {
         self.slow_client = policy;
@@ -165,6 +208,30 @@ impl GatewayConfig {
         self
     }
 
+    /// Set [`GatewayConfig::body_read_timeout`].
+    pub fn with_body_read_timeout(mut self, timeout: Duration) -> Self {
+        self.body_read_timeout = timeout;
+        self
+    }
+
+    /// Set [`GatewayConfig::header_read_timeout`].
+    pub fn with_header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_read_timeout = timeout;
+        self
+    }
+
+    /// Set [`GatewayConfig::idle_timeout`].
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Set [`GatewayConfig::max_connections`] (at least 1).
+    pub fn with_max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
     /// Set [`GatewayConfig::max_batch_events`].
     pub fn with_max_batch_events(mut self, events: usize) -> Self {
         self.max_batch_events = events.max(1);
@@ -180,6 +247,12 @@ impl GatewayConfig {
     /// Set [`GatewayConfig::secure_cookie`].
     pub fn with_secure_cookie(mut self, secure: bool) -> Self {
         self.secure_cookie = secure;
+        self
+    }
+
+    /// Set [`GatewayConfig::trust_forwarded_proto`].
+    pub fn with_trust_forwarded_proto(mut self, trust: bool) -> Self {
+        self.trust_forwarded_proto = trust;
         self
     }
 }

@@ -31,6 +31,8 @@ pub(crate) struct ErrorInfo {
     pub retry_after: Option<Duration>,
     pub www_authenticate: Option<&'static str>,
     pub allow: Option<&'static str>,
+    /// Close the connection after this answer (the body was not read).
+    pub connection_close: bool,
 }
 
 impl ApiError {
@@ -45,6 +47,7 @@ impl ApiError {
             retry_after: None,
             www_authenticate: None,
             allow: None,
+            connection_close: false,
         }))
     }
 
@@ -143,6 +146,9 @@ impl IntoResponse for ApiError {
         }
         if let Some(allow) = self.allow {
             headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if self.connection_close {
+            headers.insert(header::CONNECTION, crate::body::CLOSE);
         }
         resp
     }

@@ -1,9 +1,12 @@
-//! Fan-out: one shared backend subscription per family (a *hub*), read by
-//! one task and broadcast to every caught-up client.
+//! Fan-out: one shared live backend subscription per family (the live
+//! *hub*), read by one task and broadcast to every caught-up client, and a
+//! bounded set of shared *catch-up* hubs for clients behind it (see
+//! [`crate::catchup`]).
 //!
-//! A hub subscribes from the tail with no filter, encodes each event's SSE
-//! message once, and sends it on a bounded `tokio::sync::broadcast`
-//! channel; each client applies its own filter. The hub also keeps the last
+//! A hub subscribes with no filter (the live hub from the tail, a catch-up
+//! hub from a client's position), encodes each event's SSE message once,
+//! and sends it on a bounded `tokio::sync::broadcast` channel; each client
+//! applies its own filter. The hub also keeps the last
 //! [`GatewayConfig::hub_replay`](crate::GatewayConfig::hub_replay) items
 //! and its *window* `[base, position]`: `position` is the latest position it
 //! has delivered, `base` the position just before its oldest kept item.
@@ -17,23 +20,25 @@
 //! receiver, subscribed under the same lock, yields exactly the items after
 //! `position`. So the client replays the kept items after `p`, then reads
 //! the receiver, skipping anything at or before `p`. A `p` beyond
-//! `position` is accepted only when it came from the client's own backend
-//! subscription (the backend vouched for it); the client then skips hub
-//! items up to `p`.
+//! `position` is accepted only when it is vouched for: it came from a hub of
+//! the same family (a handover), or it lies at or before the live hub's
+//! position (so it is a position of the current history); the client then
+//! skips items up to `p`.
 //!
-//! A client whose position is outside the window (or not comparable, e.g.
-//! `beginning`) reads its own backend subscription until it has caught up,
-//! then joins as above. A client that falls behind the broadcast buffer
-//! (`Lagged`) rejoins the same way from its last position.
+//! A catch-up hub that reaches the live hub's window (its position at or
+//! after the live hub's base) is *handed over*: it tells its clients, which
+//! join the live hub at their own positions, and it ends once the last has
+//! left. A client that falls behind the broadcast buffer (`Lagged`) is
+//! placed again from its last position.
 //!
-//! A hub ends when it has had no client for
+//! The live hub ends when it has had no client for
 //! [`GatewayConfig::hub_linger`](crate::GatewayConfig::hub_linger), on
 //! shutdown, and on a terminal backend error (which its clients receive as
 //! an `ff-error` message).
 
 use std::cmp::Ordering;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicI64, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -47,6 +52,7 @@ use ff_core::types::TimestampMs;
 use futures::StreamExt;
 use tokio::sync::{broadcast, watch};
 
+use crate::catchup::CatchUpPool;
 use crate::encode;
 use crate::metrics::{HubStats, Metrics, SubscriptionGauge, SubscriptionKind};
 
@@ -78,10 +84,21 @@ pub(crate) enum HubMsg {
     Item(Arc<HubItem>),
     /// The shared subscription ended with this terminal error.
     Failed(EngineError),
+    /// This catch-up hub reached the live hub's window: move over.
+    HandedOver,
+}
+
+/// What a hub is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// The family's live subscription, from the tail.
+    Live,
+    /// A catch-up reader that started exactly after `start`.
+    CatchUp { start: StreamCursor },
 }
 
 #[derive(Clone, Debug)]
-enum Status {
+pub(crate) enum Status {
     Starting,
     Ready,
     Failed(EngineError),
@@ -100,10 +117,17 @@ struct HubState {
 #[derive(Debug)]
 pub(crate) struct Hub {
     family: Family,
-    tx: broadcast::Sender<HubMsg>,
+    pub(crate) role: Role,
+    pub(crate) tx: broadcast::Sender<HubMsg>,
     state: Mutex<HubState>,
-    status: watch::Sender<Status>,
+    pub(crate) status: watch::Sender<Status>,
     keep: usize,
+    /// Set once a catch-up hub has reached the live hub's window.
+    handed_over: AtomicBool,
+    /// Set once any client has joined.
+    joined_ever: AtomicBool,
+    /// Set once the hub has delivered (its start was accepted).
+    ready_ever: AtomicBool,
     /// Milliseconds from the latest event's `at` to its arrival; `i64::MIN`
     /// before the first event.
     lag_ms: AtomicI64,
@@ -127,8 +151,14 @@ pub(crate) enum JoinRefused {
     OutOfWindow,
 }
 
-fn at_or_after(a: &StreamCursor, b: &StreamCursor) -> bool {
-    matches!(a.position_cmp(b), Some(Ordering::Greater | Ordering::Equal))
+/// `true` when a hub whose window starts at `base` has seen every event
+/// after `p` (a `beginning` base covers everything).
+pub(crate) fn covers(base: &StreamCursor, p: &StreamCursor) -> bool {
+    base.is_beginning()
+        || matches!(
+            p.position_cmp(base),
+            Some(Ordering::Greater | Ordering::Equal)
+        )
 }
 
 /// `true` when `a` is at or before `b` (comparable positions only).
@@ -138,19 +168,67 @@ pub(crate) fn at_or_before(a: &StreamCursor, b: &StreamCursor) -> bool {
 
 impl Hub {
     fn new(family: Family, capacity: usize, keep: usize) -> Self {
+        Self::with_role(family, capacity, keep, Role::Live)
+    }
+
+    /// A hub in `role`; a catch-up hub's window starts as `[start, start]`.
+    pub(crate) fn with_role(family: Family, capacity: usize, keep: usize, role: Role) -> Self {
         let (tx, _) = broadcast::channel(capacity);
+        let state = match &role {
+            Role::Live => HubState::default(),
+            Role::CatchUp { start } => HubState {
+                base: Some(start.clone()),
+                position: Some(start.clone()),
+                ..HubState::default()
+            },
+        };
         Self {
             family,
+            role,
             tx,
-            state: Mutex::new(HubState::default()),
+            state: Mutex::new(state),
             status: watch::Sender::new(Status::Starting),
             keep,
+            handed_over: AtomicBool::new(false),
+            joined_ever: AtomicBool::new(false),
+            ready_ever: AtomicBool::new(false),
             lag_ms: AtomicI64::new(i64::MIN),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The family this hub reads.
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
+    /// `true` once the hub delivers (its start position was accepted).
+    pub fn is_ready(&self) -> bool {
+        matches!(*self.status.borrow(), Status::Ready)
+    }
+
+    /// `true` if the hub ever delivered (its start position was accepted).
+    pub fn was_ready(&self) -> bool {
+        self.ready_ever.load(AtomicOrdering::Acquire)
+    }
+
+    /// `true` once the hub has ended (closed or failed).
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// `true` once a catch-up hub has reached the live hub's window.
+    pub fn is_handed_over(&self) -> bool {
+        self.handed_over.load(AtomicOrdering::Acquire)
+    }
+
+    /// The hub's window `(base, position)`, when it has one.
+    pub fn window(&self) -> Option<(StreamCursor, StreamCursor)> {
+        let state = self.lock();
+        Some((state.base.clone()?, state.position.clone()?))
     }
 
     /// Join at the hub's current position (a tail start).
@@ -160,6 +238,7 @@ impl Hub {
             return Err(JoinRefused::Gone);
         }
         let position = state.position.clone().ok_or(JoinRefused::Gone)?;
+        self.joined_ever.store(true, AtomicOrdering::Release);
         Ok(Joined {
             rx: self.tx.subscribe(),
             replay: VecDeque::new(),
@@ -167,10 +246,14 @@ impl Hub {
         })
     }
 
-    /// Join exactly after `after`. `trusted`: the position came from the
-    /// backend (the client's own subscription), so it may lie beyond the
-    /// hub's position.
-    pub fn join_after(&self, after: &StreamCursor, trusted: bool) -> Result<Joined, JoinRefused> {
+    /// Join exactly after `after`. `vouched_until`: a position known to be
+    /// real (from the backend); `after` may lie beyond the hub's position up
+    /// to it. `None`: only positions inside the window are accepted.
+    pub fn join_after(
+        &self,
+        after: &StreamCursor,
+        vouched_until: Option<&StreamCursor>,
+    ) -> Result<Joined, JoinRefused> {
         let state = self.lock();
         if state.closed {
             return Err(JoinRefused::Gone);
@@ -178,7 +261,10 @@ impl Hub {
         let (Some(base), Some(position)) = (&state.base, &state.position) else {
             return Err(JoinRefused::Gone);
         };
-        if !at_or_after(after, base) || (!trusted && !at_or_before(after, position)) {
+        let inside = after.is_beginning()
+            || at_or_before(after, position)
+            || vouched_until.is_some_and(|v| at_or_before(after, v));
+        if !covers(base, after) || !inside {
             return Err(JoinRefused::OutOfWindow);
         }
         let newer = state
@@ -193,11 +279,20 @@ impl Hub {
             .skip(state.kept.len() - newer)
             .cloned()
             .collect();
+        self.joined_ever.store(true, AtomicOrdering::Release);
         Ok(Joined {
             rx: self.tx.subscribe(),
             replay,
             position: position.clone(),
         })
+    }
+
+    /// Mark a catch-up hub handed over and tell its clients.
+    fn hand_over(&self) {
+        let _state = self.lock();
+        if !self.handed_over.swap(true, AtomicOrdering::AcqRel) {
+            let _ = self.tx.send(HubMsg::HandedOver);
+        }
     }
 
     /// Deliver one item of the shared subscription.
@@ -247,6 +342,7 @@ impl Hub {
             }
         }
         drop(state);
+        self.ready_ever.store(true, AtomicOrdering::Release);
         self.status.send_if_modified(|s| {
             if matches!(s, Status::Starting) {
                 *s = Status::Ready;
@@ -277,6 +373,7 @@ impl Hub {
             family: self.family,
             clients: self.tx.receiver_count(),
             delivery_lag_ms: (lag != i64::MIN).then_some(lag),
+            position: self.lock().position.clone(),
         }
     }
 }
@@ -306,15 +403,21 @@ pub(crate) struct HubSettings {
     pub keep: usize,
     pub linger: Duration,
     pub timeout: Duration,
+    /// Backend subscriptions per family: the live hub plus catch-up hubs.
+    pub per_family: usize,
 }
 
-/// The hubs of every family.
+/// How often a held-back catch-up hub looks at its clients' buffers again.
+const CATCH_UP_STALL_POLL: Duration = Duration::from_millis(2);
+
+/// The hubs of every family: the live ones and the catch-up pool.
 pub(crate) struct Hubs {
-    backend: Arc<dyn StreamBackend>,
-    metrics: Arc<Metrics>,
-    settings: HubSettings,
+    pub(crate) backend: Arc<dyn StreamBackend>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) settings: HubSettings,
     slots: Mutex<HashMap<Family, Arc<Hub>>>,
-    shutdown: watch::Receiver<bool>,
+    pub(crate) catch_up: CatchUpPool,
+    pub(crate) shutdown: watch::Receiver<bool>,
 }
 
 impl Hubs {
@@ -324,11 +427,13 @@ impl Hubs {
         settings: HubSettings,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
+        let readers = settings.per_family.max(2) - 1;
         Self {
             backend,
             metrics,
             settings,
             slots: Mutex::new(HashMap::new()),
+            catch_up: CatchUpPool::new(readers),
             shutdown,
         }
     }
@@ -337,11 +442,10 @@ impl Hubs {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The family's hub if one is running and ready (never starts one).
+    /// The family's live hub if one is running and ready (never starts one).
     pub fn existing(&self, family: Family) -> Option<Arc<Hub>> {
         let hub = self.slots().get(&family).cloned()?;
-        let ready = matches!(*hub.status.borrow(), Status::Ready);
-        ready.then_some(hub)
+        hub.is_ready().then_some(hub)
     }
 
     fn get_or_start(self: &Arc<Self>, family: Family) -> Arc<Hub> {
@@ -354,19 +458,38 @@ impl Hubs {
         let hub = Arc::new(Hub::new(family, self.settings.capacity, self.settings.keep));
         slots.insert(family, hub.clone());
         drop(slots);
-        tokio::spawn(run_hub(
-            hub.clone(),
-            Arc::downgrade(self),
-            self.backend.clone(),
-            self.metrics.clone(),
-            self.settings.linger,
-            self.shutdown.clone(),
-        ));
+        tokio::spawn(run_hub(hub.clone(), Arc::downgrade(self)));
         hub
     }
 
-    /// The family's hub, started if needed, once it has resolved its start
-    /// position.
+    /// Start a catch-up hub from `start` (the pool has reserved its slot),
+    /// with its creator already joined, so the hub never reads further
+    /// ahead of it than its buffer allows.
+    pub(crate) fn start_catch_up(
+        self: &Arc<Self>,
+        family: Family,
+        start: StreamCursor,
+    ) -> (Arc<Hub>, Joined) {
+        let hub = Arc::new(Hub::with_role(
+            family,
+            self.settings.capacity,
+            self.settings.keep,
+            Role::CatchUp {
+                start: start.clone(),
+            },
+        ));
+        let joined = Joined {
+            rx: hub.tx.subscribe(),
+            replay: VecDeque::new(),
+            position: start,
+        };
+        hub.joined_ever.store(true, AtomicOrdering::Release);
+        tokio::spawn(run_hub(hub.clone(), Arc::downgrade(self)));
+        (hub, joined)
+    }
+
+    /// The family's live hub, started if needed, once it has resolved its
+    /// start position.
     pub async fn ready(self: &Arc<Self>, family: Family) -> Result<Arc<Hub>, StartError> {
         let deadline = tokio::time::Instant::now() + self.settings.timeout;
         loop {
@@ -374,25 +497,11 @@ impl Hubs {
                 return Err(StartError::ShuttingDown);
             }
             let hub = self.get_or_start(family);
-            let mut status = hub.status.subscribe();
-            let waited = tokio::time::timeout_at(
-                deadline,
-                status.wait_for(|s| !matches!(s, Status::Starting)),
-            )
-            .await;
-            let status = match waited {
-                Err(_) => return Err(StartError::Timeout),
-                Ok(Err(_)) => continue,
-                Ok(Ok(s)) => s.clone(),
-            };
-            match status {
-                Status::Ready => return Ok(hub),
-                Status::Failed(e) => return Err(StartError::Engine(e)),
-                Status::Closed | Status::Starting => {
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(StartError::Timeout);
-                    }
-                }
+            match wait_ready(&hub, deadline).await {
+                Ok(()) => return Ok(hub),
+                Err(StartError::Timeout) | Err(StartError::ShuttingDown)
+                    if tokio::time::Instant::now() < deadline && hub.is_closed() => {}
+                Err(e) => return Err(e),
             }
         }
     }
@@ -418,7 +527,7 @@ impl Hubs {
         }
     }
 
-    /// Per-family statistics of the running hubs.
+    /// Per-family statistics of the running live hubs.
     pub fn stats(&self) -> Vec<HubStats> {
         let mut stats: Vec<HubStats> = self.slots().values().map(|h| h.stats()).collect();
         stats.sort_by_key(|s| s.family.cursor_byte());
@@ -426,43 +535,92 @@ impl Hubs {
     }
 }
 
-/// The hub task: subscribe from the tail, deliver every item, end when idle
-/// for `linger`, on shutdown, or on a terminal error.
-async fn run_hub(
-    hub: Arc<Hub>,
-    hubs: Weak<Hubs>,
-    backend: Arc<dyn StreamBackend>,
-    metrics: Arc<Metrics>,
-    linger: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// Wait until `hub` is ready (or failed, closed, or the deadline passed).
+pub(crate) async fn wait_ready(
+    hub: &Hub,
+    deadline: tokio::time::Instant,
+) -> Result<(), StartError> {
+    let mut status = hub.status.subscribe();
+    let waited = tokio::time::timeout_at(
+        deadline,
+        status.wait_for(|s| !matches!(s, Status::Starting)),
+    )
+    .await;
+    let status = match waited {
+        Err(_) => return Err(StartError::Timeout),
+        Ok(Err(_)) => return Err(StartError::ShuttingDown),
+        Ok(Ok(s)) => s.clone(),
+    };
+    match status {
+        Status::Ready => Ok(()),
+        Status::Failed(e) => Err(StartError::Engine(e)),
+        Status::Closed | Status::Starting => Err(StartError::ShuttingDown),
+    }
+}
+
+/// The hub task: subscribe from the hub's start, deliver every item, end
+/// when idle, on shutdown, or on a terminal error. A catch-up hub also
+/// holds back while its slowest client's buffer is full (up to a limit),
+/// hands over once it reaches the live hub's window, and ends as soon as
+/// its last client has left.
+async fn run_hub(hub: Arc<Hub>, hubs: Weak<Hubs>) {
+    let Some(strong) = hubs.upgrade() else {
+        hub.close();
+        return;
+    };
+    let (backend, metrics, settings, mut shutdown) = (
+        strong.backend.clone(),
+        strong.metrics.clone(),
+        strong.settings.clone(),
+        strong.shutdown.clone(),
+    );
+    drop(strong);
     let family = hub.family;
+    let (start, kind) = match &hub.role {
+        Role::Live => (StreamCursor::empty(), SubscriptionKind::Shared),
+        Role::CatchUp { start } => (start.clone(), SubscriptionKind::Own),
+    };
+    let catching_up = kind_is_catch_up(kind);
     let everything = SubscriptionFilter::default();
     let subscribed = tokio::select! {
-        r = backend.subscribe_family(family, StreamCursor::empty(), &everything) => r,
+        r = backend.subscribe_family(family, start, &everything) => r,
         _ = shutdown.wait_for(|s| *s) => {
             hub.close();
+            finish(&hub, &hubs);
             return;
         }
     };
     let mut stream = match subscribed {
         Ok(stream) => stream,
         Err(e) => {
-            tracing::warn!(%family, error = %e, "shared subscription could not start");
+            tracing::debug!(%family, error = %e, "shared subscription could not start");
             hub.fail(e);
-            if let Some(hubs) = hubs.upgrade() {
-                hubs.remove(&hub);
-            }
+            finish(&hub, &hubs);
             return;
         }
     };
-    let _gauge = SubscriptionGauge::new(metrics, SubscriptionKind::Shared);
-    tracing::debug!(%family, "shared subscription started");
+    let _gauge = SubscriptionGauge::new(metrics, kind);
+    tracing::debug!(%family, role = ?hub.role, "shared subscription started");
+    let linger = if catching_up {
+        settings.linger.min(Duration::from_secs(1))
+    } else {
+        settings.linger
+    };
     let tick_every = (linger / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     let mut tick = tokio::time::interval(tick_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut idle_since: Option<tokio::time::Instant> = None;
+    // Hold back within the replay window too, so the window still covers
+    // the slowest client and newcomers behind it can join.
+    let hold_at = match settings.keep {
+        0 => settings.capacity * 3 / 4,
+        keep => (settings.capacity * 3 / 4).min(keep),
+    }
+    .max(1);
     loop {
+        if catching_up && hub.tx.len() >= hold_at {
+            hold_back(&hub, hold_at, settings.timeout).await;
+        }
         tokio::select! {
             biased;
             _ = shutdown.wait_for(|s| *s) => {
@@ -475,7 +633,7 @@ async fn run_hub(
                     hub.deliver(DeliveryItem::Corrupt { cursor, detail });
                 }
                 Some(Err(e)) => {
-                    tracing::warn!(%family, error = %e, "shared subscription ended");
+                    tracing::debug!(%family, error = %e, "shared subscription ended");
                     hub.fail(e);
                     break;
                 }
@@ -490,6 +648,14 @@ async fn run_hub(
                     idle_since = None;
                     continue;
                 }
+                if catching_up {
+                    let since = *idle_since.get_or_insert_with(tokio::time::Instant::now);
+                    if hub.joined_ever.load(AtomicOrdering::Acquire) || since.elapsed() >= linger {
+                        hub.close();
+                        break;
+                    }
+                    continue;
+                }
                 let since = *idle_since.get_or_insert_with(tokio::time::Instant::now);
                 if since.elapsed() >= linger {
                     match hubs.upgrade() {
@@ -502,11 +668,54 @@ async fn run_hub(
                 }
             }
         }
+        if catching_up && !hub.is_handed_over() {
+            if let Some(hubs) = hubs.upgrade() {
+                if reached_live(&hub, &hubs) {
+                    hub.hand_over();
+                }
+            }
+        }
     }
+    finish(&hub, &hubs);
+    tracing::debug!(%family, role = ?hub.role, "shared subscription ended");
+}
+
+fn kind_is_catch_up(kind: SubscriptionKind) -> bool {
+    matches!(kind, SubscriptionKind::Own)
+}
+
+/// Wait while the slowest client's buffer holds `hold_at` items or more,
+/// at most `limit` (the backend timeout): a client stalled longer than
+/// that lags, and is placed again from its position.
+async fn hold_back(hub: &Hub, hold_at: usize, limit: Duration) {
+    let until = tokio::time::Instant::now() + limit;
+    while hub.tx.len() >= hold_at
+        && hub.tx.receiver_count() > 0
+        && tokio::time::Instant::now() < until
+    {
+        tokio::time::sleep(CATCH_UP_STALL_POLL).await;
+    }
+}
+
+/// `true` when the catch-up `hub`'s position lies in the live hub's window.
+fn reached_live(hub: &Hub, hubs: &Hubs) -> bool {
+    let Some(live) = hubs.existing(hub.family) else {
+        return false;
+    };
+    let (Some((live_base, _)), Some((_, position))) = (live.window(), hub.window()) else {
+        return false;
+    };
+    covers(&live_base, &position)
+}
+
+/// Unregister an ended hub.
+fn finish(hub: &Arc<Hub>, hubs: &Weak<Hubs>) {
     if let Some(hubs) = hubs.upgrade() {
-        hubs.remove(&hub);
+        match hub.role {
+            Role::Live => hubs.remove(hub),
+            Role::CatchUp { .. } => hubs.catch_up.ended(hub),
+        }
     }
-    tracing::debug!(%family, "shared subscription ended");
 }
 
 #[cfg(test)]
@@ -541,22 +750,22 @@ mod tests {
         }
         // Kept: 13, 14, 15; base 12.
         assert_eq!(
-            seqs(&hub.join_after(&c(12), false).unwrap()),
+            seqs(&hub.join_after(&c(12), None).unwrap()),
             [c(13), c(14), c(15)]
         );
-        assert_eq!(seqs(&hub.join_after(&c(14), false).unwrap()), [c(15)]);
-        assert!(hub.join_after(&c(15), false).unwrap().replay.is_empty());
+        assert_eq!(seqs(&hub.join_after(&c(14), None).unwrap()), [c(15)]);
+        assert!(hub.join_after(&c(15), None).unwrap().replay.is_empty());
         assert_eq!(
-            hub.join_after(&c(11), false).unwrap_err(),
+            hub.join_after(&c(11), None).unwrap_err(),
             JoinRefused::OutOfWindow
         );
         assert_eq!(
-            hub.join_after(&c(16), false).unwrap_err(),
+            hub.join_after(&c(16), None).unwrap_err(),
             JoinRefused::OutOfWindow
         );
-        assert!(hub.join_after(&c(16), true).is_ok());
+        assert!(hub.join_after(&c(16), Some(&c(16))).is_ok());
         assert_eq!(
-            hub.join_after(&StreamCursor::beginning(), true)
+            hub.join_after(&StreamCursor::beginning(), Some(&c(20)))
                 .unwrap_err(),
             JoinRefused::OutOfWindow
         );
@@ -568,12 +777,12 @@ mod tests {
         let hub = Hub::new(Family::Completion, 16, 3);
         hub.deliver(DeliveryItem::CaughtUp { cursor: c(10) });
         hub.deliver(DeliveryItem::Checkpoint { cursor: c(12) });
-        assert!(hub.join_after(&c(12), false).is_ok());
-        assert!(hub.join_after(&c(11), false).is_err());
+        assert!(hub.join_after(&c(12), None).is_ok());
+        assert!(hub.join_after(&c(11), None).is_err());
         hub.deliver(event(13));
         hub.deliver(DeliveryItem::Checkpoint { cursor: c(20) });
-        assert_eq!(seqs(&hub.join_after(&c(12), false).unwrap()), [c(13)]);
-        assert!(hub.join_after(&c(17), false).unwrap().replay.is_empty());
+        assert_eq!(seqs(&hub.join_after(&c(12), None).unwrap()), [c(13)]);
+        assert!(hub.join_after(&c(17), None).unwrap().replay.is_empty());
     }
 
     #[test]
@@ -581,7 +790,7 @@ mod tests {
         let hub = Hub::new(Family::Completion, 16, 0);
         hub.deliver(DeliveryItem::CaughtUp { cursor: c(1) });
         hub.deliver(event(2));
-        let mut joined = hub.join_after(&c(2), false).unwrap();
+        let mut joined = hub.join_after(&c(2), None).unwrap();
         assert!(joined.replay.is_empty());
         hub.deliver(event(3));
         match joined.rx.try_recv().unwrap() {

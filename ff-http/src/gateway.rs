@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use std::future::Future;
 
-use axum::serve::ListenerExt;
 use axum::Router;
 use ff_core::backend::{EventPublisher, StreamBackend};
 use tokio::net::TcpListener;
@@ -15,6 +14,8 @@ use crate::config::GatewayConfig;
 use crate::fanout::{HubSettings, Hubs};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::routes;
+use crate::server::{self, ServerSettings};
+use crate::tls::TlsConfig;
 
 /// Everything a request handler needs.
 pub(crate) struct GatewayState {
@@ -79,6 +80,7 @@ impl Gateway {
                 keep: config.hub_replay,
                 linger: config.hub_linger,
                 timeout: config.backend_timeout,
+                per_family: config.max_family_subscriptions,
             },
             shutdown_rx,
         ));
@@ -115,10 +117,14 @@ impl Gateway {
     /// Serve [`Gateway::router`] on `listener` until `signal` completes,
     /// then [`Gateway::shutdown`] and finish gracefully.
     ///
-    /// Accepted connections get `TCP_NODELAY`: SSE messages are small
-    /// writes, and with Nagle's algorithm each would wait for the client's
-    /// delayed ACK (tens of milliseconds). If you serve the router yourself,
-    /// set it the same way (`axum::serve::ListenerExt::tap_io`).
+    /// This server guards itself against slow and idle clients: a request
+    /// head must arrive within [`GatewayConfig::header_read_timeout`], a
+    /// kept-alive connection may idle for [`GatewayConfig::idle_timeout`],
+    /// and at most [`GatewayConfig::max_connections`] are served at once
+    /// (the longest-idle one is closed to admit a newcomer). Accepted
+    /// connections get `TCP_NODELAY`: SSE messages are small writes, and
+    /// with Nagle's algorithm each would wait for the client's delayed ACK.
+    /// If you serve the router yourself, configure the same in your server.
     ///
     /// ```no_run
     /// # async fn demo(gateway: ff_http::Gateway) -> std::io::Result<()> {
@@ -134,18 +140,52 @@ impl Gateway {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
         let stop = self.clone();
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(async move {
-                signal.await;
-                stop.shutdown();
-            })
-            .await
+        server::serve(
+            listener,
+            self.router(),
+            ServerSettings::from_config(&self.state.config),
+            None,
+            signal,
+            move || stop.shutdown(),
+        )
+        .await
+    }
+
+    /// [`Gateway::serve`] over HTTPS: every connection completes a TLS
+    /// handshake (within [`GatewayConfig::header_read_timeout`]) before
+    /// HTTP, and the session cookie is marked `Secure`.
+    ///
+    /// ```no_run
+    /// # async fn demo(gateway: ff_http::Gateway) -> Result<(), Box<dyn std::error::Error>> {
+    /// let tls = ff_http::TlsConfig::from_pem_files("/etc/ff/cert.pem", "/etc/ff/key.pem")?;
+    /// let listener = tokio::net::TcpListener::bind("0.0.0.0:8443").await?;
+    /// gateway
+    ///     .serve_tls(listener, tls, async {
+    ///         let _ = tokio::signal::ctrl_c().await;
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn serve_tls<F>(
+        &self,
+        listener: TcpListener,
+        tls: TlsConfig,
+        signal: F,
+    ) -> std::io::Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let stop = self.clone();
+        server::serve(
+            listener,
+            self.router(),
+            ServerSettings::from_config(&self.state.config),
+            Some(tls),
+            signal,
+            move || stop.shutdown(),
+        )
+        .await
     }
 }
 

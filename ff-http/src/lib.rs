@@ -44,6 +44,7 @@
 //! | `POST /v1/session` | `{"token": "..."}` → HttpOnly `ff_token` cookie (viewer sign-in); `DELETE` removes it |
 //! | `GET /` | the live viewer page (`/viewer.js` its script) |
 //! | `GET /healthz` | `{"status":"ok","backend":...}`, no token needed |
+//! | `GET /v1/status` | per family: followed live, latest position, delivery lag, clients (read token) |
 //! | `GET /metrics` | Prometheus text (clients, events sent, backend subscriptions, backend lag) |
 //!
 //! `family` is `lease-history`, `completion`, `signal-delivery` or
@@ -93,18 +94,22 @@
 //!
 //! Caught-up clients of a family share one backend subscription (a hub
 //! task that encodes each event once and broadcasts it on a bounded
-//! channel; each client applies its own filter). A client that starts
-//! behind catches up on a backend subscription of its own and then joins
-//! without gap or duplicate; a client that resumes within the hub's replay
-//! buffer (a reconnect after a blip) joins at once. A client too slow for
-//! the broadcast buffer falls back to catching up (or is closed, per
+//! channel; each client applies its own filter). Clients that start behind
+//! share a bounded number of catch-up hubs (at most
+//! [`GatewayConfig::max_family_subscriptions`] backend subscriptions per
+//! family in all), which hand them over to the live hub without gap or
+//! duplicate; a client that resumes within the hub's replay buffer (a
+//! reconnect after a blip) joins at once. A client too slow for the
+//! broadcast buffer is placed again from its position (or is closed, per
 //! [`SlowClientPolicy`]), so memory per client stays bounded. The design
-//! and its proof sketch are in `src/fanout.rs`.
+//! and its proof sketch are in `src/fanout.rs` and `src/catchup.rs`.
 //!
 //! Where next: [`GatewayConfig`] for every knob, [`Gateway`] for shutdown
 //! and metrics.
 
 pub mod auth;
+mod body;
+mod catchup;
 mod client;
 mod config;
 mod cors;
@@ -115,6 +120,8 @@ mod gateway;
 mod metrics;
 mod params;
 mod routes;
+mod server;
+mod tls;
 mod viewer;
 
 pub use auth::{
@@ -124,3 +131,4 @@ pub use config::{GatewayConfig, SlowClientPolicy};
 pub use encode::ERROR_EVENT;
 pub use gateway::{router, Gateway};
 pub use metrics::MetricsSnapshot;
+pub use tls::{TlsConfig, TlsError};

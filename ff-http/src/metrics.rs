@@ -21,6 +21,7 @@ pub(crate) struct Metrics {
     pub shared_subscriptions: AtomicUsize,
     pub own_subscriptions: AtomicUsize,
     pub own_subscriptions_opened: AtomicU64,
+    pub backend_subscriptions_peak: AtomicUsize,
     pub published_events: AtomicU64,
 }
 
@@ -44,6 +45,7 @@ impl Metrics {
             catch_up_subscriptions: own,
             backend_subscriptions: shared + own,
             catch_up_subscriptions_opened: self.own_subscriptions_opened.load(Ordering::Relaxed),
+            backend_subscriptions_peak: self.backend_subscriptions_peak.load(Ordering::Relaxed),
             published_events: self.published_events.load(Ordering::Relaxed),
         }
     }
@@ -70,14 +72,15 @@ pub struct MetricsSnapshot {
     pub shared_joins: u64,
     /// Shared (one per family) backend subscriptions open now.
     pub shared_subscriptions: usize,
-    /// Per-client catch-up backend subscriptions open now.
+    /// Shared catch-up backend subscriptions open now.
     pub catch_up_subscriptions: usize,
     /// All backend subscriptions the gateway holds now.
     pub backend_subscriptions: usize,
-    /// Per-client catch-up backend subscriptions opened since start (a
-    /// client resuming inside a shared subscription's replay window needs
-    /// none).
+    /// Catch-up backend subscriptions opened since start (a client
+    /// resuming inside a shared subscription's window needs none).
     pub catch_up_subscriptions_opened: u64,
+    /// The most backend subscriptions held at once since start.
+    pub backend_subscriptions_peak: usize,
     /// Events appended through `POST`.
     pub published_events: u64,
 }
@@ -99,6 +102,11 @@ pub(crate) struct SubscriptionGauge {
 impl SubscriptionGauge {
     pub fn new(metrics: Arc<Metrics>, kind: SubscriptionKind) -> Self {
         metrics.gauge(kind).fetch_add(1, Ordering::Relaxed);
+        let now = metrics.shared_subscriptions.load(Ordering::Relaxed)
+            + metrics.own_subscriptions.load(Ordering::Relaxed);
+        metrics
+            .backend_subscriptions_peak
+            .fetch_max(now, Ordering::Relaxed);
         if let SubscriptionKind::Own = kind {
             Metrics::add(&metrics.own_subscriptions_opened, 1);
         }
@@ -128,6 +136,8 @@ pub(crate) struct HubStats {
     pub family: Family,
     pub clients: usize,
     pub delivery_lag_ms: Option<i64>,
+    /// The latest position the live subscription has delivered.
+    pub position: Option<ff_core::stream_subscribe::StreamCursor>,
 }
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
@@ -193,7 +203,7 @@ pub(crate) fn render(m: &MetricsSnapshot, hubs: &[HubStats]) -> String {
         &mut out,
         "ff_http_catch_up_subscriptions_total",
         "counter",
-        "Per-client catch-up backend subscriptions opened.",
+        "Shared catch-up backend subscriptions opened.",
         m.catch_up_subscriptions_opened,
     );
     metric(
@@ -207,6 +217,13 @@ pub(crate) fn render(m: &MetricsSnapshot, hubs: &[HubStats]) -> String {
         out,
         "# HELP ff_http_backend_subscriptions Backend subscriptions held now.\n# TYPE ff_http_backend_subscriptions gauge\nff_http_backend_subscriptions{{role=\"shared\"}} {}\nff_http_backend_subscriptions{{role=\"catch_up\"}} {}",
         m.shared_subscriptions, m.catch_up_subscriptions
+    );
+    metric(
+        &mut out,
+        "ff_http_backend_subscriptions_peak",
+        "gauge",
+        "The most backend subscriptions held at once since start.",
+        m.backend_subscriptions_peak,
     );
     let _ = writeln!(
         out,
@@ -251,6 +268,7 @@ mod tests {
                 family: Family::Completion,
                 clients: 2,
                 delivery_lag_ms: Some(1500),
+                position: None,
             }],
         );
         assert!(text.contains("\nff_http_events_sent_total 3\n"), "{text}");

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
-use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, Extensions, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
@@ -15,35 +15,30 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::auth::{self, Need};
+use crate::body;
 use crate::client::{Client, ClientGuard};
 use crate::cors;
 use crate::errors::ApiError;
 use crate::gateway::GatewayState;
 use crate::metrics::{self, Metrics};
 use crate::params::{self, LAST_EVENT_ID};
+use crate::server::ServedOverTls;
 use crate::viewer;
 
 type AppState = State<Arc<GatewayState>>;
 
+/// Largest `POST /v1/session` body: a token and a little JSON.
+const SESSION_BODY_LIMIT: usize = 8 * 1024;
+
 pub(crate) fn router(state: Arc<GatewayState>) -> Router {
-    let body_limit = state.config.max_body_bytes;
     Router::new()
         .route("/", get(viewer::page))
         .route("/viewer.js", get(viewer::script))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route(
-            "/v1/streams/{family}",
-            get(stream)
-                .post(publish)
-                .layer(DefaultBodyLimit::max(body_limit)),
-        )
-        .route(
-            "/v1/session",
-            post(session_create)
-                .delete(session_delete)
-                .layer(DefaultBodyLimit::max(8 * 1024)),
-        )
+        .route("/v1/status", get(status))
+        .route("/v1/streams/{family}", get(stream).post(publish))
+        .route("/v1/session", post(session_create).delete(session_delete))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), cors::cors))
@@ -142,7 +137,7 @@ async fn publish(
     State(state): AppState,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     publish_inner(state, path, headers, body)
         .await
@@ -153,10 +148,10 @@ async fn publish_inner(
     state: Arc<GatewayState>,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let family = family_of(path)?;
-    auth::authorize(&state.config.auth, &headers, None, Need::Write)?;
+    let family = family_of(path).map_err(body::closing)?;
+    auth::authorize(&state.config.auth, &headers, None, Need::Write).map_err(body::closing)?;
     let Some(publisher) = state.publisher.clone() else {
         let mut e = ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -164,24 +159,15 @@ async fn publish_inner(
             "publishing is not enabled on this gateway",
         );
         e.allow = Some("GET");
-        return Err(e);
+        return Err(body::closing(e));
     };
-    let limit = state.config.max_body_bytes;
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("the body is larger than {limit} bytes; send fewer events per request"),
-            )
-            .with_parameter("body")
-        } else {
-            ApiError::bad_parameter(
-                "body",
-                format!("the body could not be read: {}", e.body_text()),
-            )
-        }
-    })?;
+    let body = body::read_limited(
+        &headers,
+        body,
+        state.config.max_body_bytes,
+        state.config.body_read_timeout,
+    )
+    .await?;
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_parameter("body", format!("the body is not valid JSON: {e}")))?;
     let (values, is_batch) = match value {
@@ -218,8 +204,13 @@ async fn publish_inner(
     };
     let mut events = Vec::with_capacity(values.len());
     for (i, v) in values.iter().enumerate() {
-        let (draft, meta) = new_event_from_json(v, Some(family))
-            .map_err(|e| ApiError::bad_parameter(element(i), e.detail))?;
+        let (draft, meta) = new_event_from_json(v, Some(family)).map_err(|e| {
+            let parameter = match &e.field {
+                Some(field) => format!("{}.{field}", element(i)),
+                None => element(i),
+            };
+            ApiError::bad_parameter(parameter, e.detail)
+        })?;
         validate_new_event(&draft, &meta)
             .map_err(|e| ApiError::bad_parameter(element(i), e.to_string()))?;
         events.push((draft, meta));
@@ -251,16 +242,41 @@ struct SessionBody {
 
 /// `POST /v1/session`: `{"token": "..."}` → an HttpOnly cookie that
 /// authorises reads from this browser (the viewer page's sign-in).
+/// Whether the session cookie must be `Secure`: configured so, served over
+/// TLS here, or (when trusted) forwarded from an HTTPS proxy.
+fn cookie_secure(state: &GatewayState, headers: &HeaderMap, extensions: &Extensions) -> bool {
+    let forwarded_https = || {
+        headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+    };
+    state.config.secure_cookie
+        || extensions.get::<ServedOverTls>().is_some()
+        || (state.config.trust_forwarded_proto && forwarded_https())
+}
+
 async fn session_create(
     State(state): AppState,
-    body: Result<Json<SessionBody>, JsonRejection>,
+    headers: HeaderMap,
+    extensions: Extensions,
+    body: Body,
 ) -> Response {
-    let Ok(Json(body)) = body else {
-        return ApiError::bad_parameter(
-            "body",
-            "expected a JSON object {\"token\": \"...\"} with Content-Type: application/json",
-        )
-        .into_response();
+    let bytes = match body::read_limited(
+        &headers,
+        body,
+        SESSION_BODY_LIMIT,
+        state.config.body_read_timeout,
+    )
+    .await
+    {
+        Ok(bytes) => bytes,
+        Err(e) => return e.into_response(),
+    };
+    let Ok(body) = serde_json::from_slice::<SessionBody>(&bytes) else {
+        return ApiError::bad_parameter("body", "expected a JSON object {\"token\": \"...\"}")
+            .into_response();
     };
     if !auth::is_valid(&state.config.auth, &body.token) {
         let mut e = ApiError::new(
@@ -275,7 +291,7 @@ async fn session_create(
     if !state.config.auth.is_no_auth() {
         if let Ok(v) = HeaderValue::from_str(&auth::session_set_cookie(
             &body.token,
-            state.config.secure_cookie,
+            cookie_secure(&state, &headers, &extensions),
         )) {
             resp.headers_mut().insert(header::SET_COOKIE, v);
         }
@@ -286,9 +302,14 @@ async fn session_create(
 }
 
 /// `DELETE /v1/session`: remove the cookie.
-async fn session_delete(State(state): AppState) -> Response {
+async fn session_delete(
+    State(state): AppState,
+    headers: HeaderMap,
+    extensions: Extensions,
+) -> Response {
     let mut resp = StatusCode::NO_CONTENT.into_response();
-    if let Ok(v) = HeaderValue::from_str(&auth::session_clear_cookie(state.config.secure_cookie)) {
+    let secure = cookie_secure(&state, &headers, &extensions);
+    if let Ok(v) = HeaderValue::from_str(&auth::session_clear_cookie(secure)) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
     }
     resp
@@ -334,6 +355,47 @@ async fn metrics(
         text,
     )
         .into_response()
+}
+
+/// `GET /v1/status`: per family, whether the gateway follows it live, the
+/// latest position it has delivered (the head it knows), how old that
+/// event was on arrival, and its clients. Needs a read token; the viewer
+/// page shows it as each family's lag.
+async fn status(
+    State(state): AppState,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    let query = match query_of(query) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(e) = auth::authorize(
+        &state.config.auth,
+        &headers,
+        params::query_token(&query),
+        Need::Read,
+    ) {
+        return e.into_response();
+    }
+    let stats = state.hubs.stats();
+    let families: serde_json::Map<String, Value> = Family::ALL
+        .iter()
+        .map(|family| {
+            let hub = stats.iter().find(|s| s.family == *family);
+            let entry = json!({
+                "live": hub.is_some(),
+                "position": hub.and_then(|h| h.position.as_ref()).map(ToString::to_string),
+                "delivery_lag_ms": hub.and_then(|h| h.delivery_lag_ms),
+                "clients": hub.map_or(0, |h| h.clients),
+            });
+            (family.as_str().to_owned(), entry)
+        })
+        .collect();
+    let mut resp = Json(json!({ "families": families })).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }
 
 async fn not_found() -> Response {

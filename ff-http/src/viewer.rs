@@ -1,10 +1,19 @@
 //! The live viewer page at `GET /`: plain HTML and JavaScript embedded in
-//! the binary (no build step). It signs in through `POST /v1/session` (an
-//! HttpOnly cookie, so the token never sits in page script or URLs),
-//! opens an `EventSource` on the chosen family with the chosen filters,
-//! shows each event with its cursor, and resumes automatically: the browser
-//! reconnects with `Last-Event-ID`, and when it gives up the page reconnects
-//! from the last position it saw.
+//! the binary (no build step, no CDN), served under a strict Content
+//! Security Policy (scripts from this origin only, no inline script). It
+//! signs in through `POST /v1/session` (an HttpOnly cookie, so the token
+//! never sits in page script or URLs), opens an `EventSource` on the chosen
+//! family with the chosen filters and resumes automatically (the browser
+//! reconnects with `Last-Event-ID`; when it gives up, the page reconnects
+//! from the last position it saw).
+//!
+//! It shows one line per event (long ids and cursors cut with an ellipsis;
+//! the full value is the tooltip and a click copies it), highlights
+//! failures and expired leases, pauses and resumes without losing its
+//! place (events are held while paused, and past a cap the stream is closed
+//! at the last held event and reopened from it), charts events per second
+//! by kind over the last five minutes, and shows per family whether it has
+//! caught up with the gateway's live position (`GET /v1/status`).
 
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};

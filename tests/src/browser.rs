@@ -188,6 +188,40 @@ impl Chromium {
         Ok(Page { session })
     }
 
+    /// Set `page`'s viewport to `width` × `height` CSS pixels.
+    pub async fn set_viewport(
+        &mut self,
+        page: &Page,
+        width: u32,
+        height: u32,
+    ) -> Result<(), BrowserError> {
+        self.call(
+            Some(&page.session),
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": false }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// A PNG screenshot of `page`'s viewport.
+    pub async fn screenshot(&mut self, page: &Page) -> Result<Vec<u8>, BrowserError> {
+        use base64::Engine as _;
+        let shot = self
+            .call(
+                Some(&page.session),
+                "Page.captureScreenshot",
+                json!({ "format": "png" }),
+            )
+            .await?;
+        let data = shot["data"]
+            .as_str()
+            .ok_or_else(|| failed("captureScreenshot returned no data"))?;
+        base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .map_err(failed)
+    }
+
     /// Evaluate `expression` in `page` and return its JSON value.
     pub async fn eval(&mut self, page: &Page, expression: &str) -> Result<Value, BrowserError> {
         let result = self

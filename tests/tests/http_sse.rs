@@ -554,6 +554,23 @@ mod suite {
             .collect()
     }
 
+    /// Wait until the backend's own count of open subscriptions (sessions,
+    /// clients) satisfies `cond`: it lags the gateway's closes.
+    async fn wait_for_subscriptions(h: &dyn Harness, what: &str, cond: impl Fn(usize) -> bool) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let held = h.open_subscriptions().await.unwrap();
+            if cond(held) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}: {held} backend subscriptions"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
         let deadline = tokio::time::Instant::now() + WAIT;
         while !cond() {
@@ -1086,7 +1103,12 @@ mod suite {
             bad.to_string().as_bytes(),
         )
         .await;
-        assert_error(&resp, 400, "invalid_parameter", Some("body[1]"));
+        assert_error(
+            &resp,
+            400,
+            "invalid_parameter",
+            Some("body[1].execution_id"),
+        );
         let wrong_family = json!({"family": "instance-tags", "execution_id": exec, "tag": "x"});
         let resp = post_json(
             &server,
@@ -1094,7 +1116,7 @@ mod suite {
             wrong_family.to_string().as_bytes(),
         )
         .await;
-        assert_error(&resp, 400, "invalid_parameter", Some("body"));
+        assert_error(&resp, 400, "invalid_parameter", Some("body.family"));
         let resp = post_json(&server, "/v1/streams/completion", b"{not json").await;
         assert_error(&resp, 400, "invalid_parameter", Some("body"));
         let resp = post_json(&server, "/v1/streams/completion", b"[]").await;
@@ -1104,6 +1126,51 @@ mod suite {
         assert_error(&resp, 413, "payload_too_large", Some("body"));
         let resp = post_json(&server, "/v1/streams/nope", one.to_string().as_bytes()).await;
         assert_error(&resp, 404, "not_found", Some("family"));
+        sse.expect_quiet(Duration::from_millis(300)).await;
+    }
+
+    pub async fn published_json_is_typed_strictly_and_errors_name_the_field(h: &dyn Harness) {
+        let server = serve(h, config()).await;
+        let (mut sse, _) = open_started(&server, "/v1/streams/completion", &[]).await;
+        let exec = ExecutionId::new(4).to_string();
+        let cases = [
+            (
+                "/v1/streams/completion",
+                json!({"execution_id": exec, "outcome": 1}),
+                "body.outcome",
+            ),
+            (
+                "/v1/streams/lease-history",
+                json!({"type": "acquired", "execution_id": exec, "worker_instance_id": 5}),
+                "body.worker_instance_id",
+            ),
+            (
+                "/v1/streams/completion",
+                json!({"type": "failure", "execution_id": exec, "outcome": "success"}),
+                "body.type",
+            ),
+            (
+                "/v1/streams/completion",
+                json!([{"execution_id": exec, "outcome": "success"},
+                       {"execution_id": exec, "outcome": "success", "colour": "blue"}]),
+                "body[1].colour",
+            ),
+            (
+                "/v1/streams/completion",
+                json!({"execution_id": exec, "outcome": "success", "tags": {"n": 3}}),
+                "body.tags",
+            ),
+        ];
+        for (path, body, parameter) in cases {
+            let resp = post_json(&server, path, body.to_string().as_bytes()).await;
+            let err = assert_error(&resp, 400, "invalid_parameter", Some(parameter));
+            let field = parameter.rsplit('.').next().unwrap();
+            assert!(
+                err["detail"].as_str().unwrap().contains(field),
+                "the detail must name `{field}`: {err}"
+            );
+        }
+        // Nothing of any rejected body was stored.
         sse.expect_quiet(Duration::from_millis(300)).await;
     }
 
@@ -1152,11 +1219,11 @@ mod suite {
             || gateway.metrics().catch_up_subscriptions == 0,
         )
         .await;
-        let held = h.open_subscriptions().await.unwrap();
-        assert!(
-            held <= baseline + 1,
-            "{held} backend subscriptions after the handover"
-        );
+        // The server's own session count lags the gateway's close.
+        wait_for_subscriptions(h, "the catch-up subscription to close", |held| {
+            held <= baseline + 1
+        })
+        .await;
         let last = publish_plain(h, successes(5)).await;
         assert_eq!(ids(&events(&mut behind, 5).await), last);
         assert_eq!(ids(&events(&mut tail, 5).await), last);
@@ -1269,10 +1336,10 @@ mod suite {
     }
 
     pub async fn expiry_mid_stream_is_an_ff_error_with_oldest(h: &dyn Harness) {
-        let server = serve(h, config()).await;
+        let server = serve(h, small_hub(config())).await;
         let c = publish_bulky(h, BULKY_EVENTS).await;
-        // From the beginning: the client's own catch-up subscription, held
-        // back by the unread socket.
+        // From the beginning: a shared catch-up subscription, held back by
+        // the unread socket of its only client.
         let (mut slow, _) =
             open_started(&server, "/v1/streams/completion?from=beginning", &[]).await;
         let newest: StreamCursor = c.last().unwrap().parse().unwrap();
@@ -1458,6 +1525,134 @@ mod suite {
     }
 }
 
+/// A reconnect storm right after a gateway restart: many clients at once,
+/// each resuming with a `Last-Event-ID` somewhere in the backlog.
+mod storm {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use ff_core::backend::{EventPublisher, StreamBackend};
+    use ff_core::stream_events::{CompletionOutcome, EventMeta, NewEvent};
+    use ff_core::types::ExecutionId;
+    use ff_http::{Auth, GatewayConfig};
+
+    use super::suite::serve_backend;
+    use super::wire;
+
+    const WAIT: Duration = Duration::from_secs(60);
+
+    async fn publish(publisher: &dyn EventPublisher, n: usize) -> Vec<String> {
+        let mut cursors = Vec::with_capacity(n);
+        while cursors.len() < n {
+            let batch = (n - cursors.len()).min(500);
+            let drafts = (0..batch)
+                .map(|_| {
+                    (
+                        NewEvent::completion(ExecutionId::new(2), CompletionOutcome::Success),
+                        EventMeta::new(),
+                    )
+                })
+                .collect();
+            let published = publisher.publish_batch(drafts).await.expect("publish");
+            cursors.extend(published.iter().map(ToString::to_string));
+        }
+        cursors
+    }
+
+    /// `clients` clients resume at once from positions spread over
+    /// `backlog` events on a freshly started gateway; each must receive
+    /// exactly the events after its position, then live ones, and the
+    /// gateway must never hold more than its bound of backend
+    /// subscriptions. No client may be refused.
+    pub async fn a_reconnect_storm_is_served_exactly_once_within_the_subscription_bound(
+        backend: Arc<dyn StreamBackend>,
+        publisher: Arc<dyn EventPublisher>,
+        clients: usize,
+        backlog: usize,
+    ) {
+        let cursors = Arc::new(publish(publisher.as_ref(), backlog).await);
+        // A gateway that has just (re)started: no shared subscription yet.
+        let config = GatewayConfig::new(Auth::NoAuth).with_max_clients(clients + 10);
+        let bound = config.max_family_subscriptions;
+        let server = serve_backend(backend, Some(publisher.clone()), config).await;
+        let addr = server.addr;
+        let (connected_tx, mut connected_rx) = tokio::sync::mpsc::channel::<()>(clients);
+        let (live_tx, _) = tokio::sync::watch::channel(Vec::<String>::new());
+        let mut tasks = Vec::with_capacity(clients);
+        for i in 0..clients {
+            let k = i * (backlog - 1) / clients.max(2).saturating_sub(1).max(1);
+            let k = k.min(backlog - 1);
+            let cursors = cursors.clone();
+            let connected = connected_tx.clone();
+            let mut live = live_tx.subscribe();
+            tasks.push(tokio::spawn(async move {
+                let opened = wire::open_sse(
+                    addr,
+                    "/v1/streams/completion",
+                    &[("Last-Event-ID", &cursors[k])],
+                )
+                .await;
+                let _ = connected.send(()).await;
+                let mut conn = match opened {
+                    Ok(conn) => conn,
+                    Err(resp) => panic!("client {i} refused: {} {}", resp.status, resp.text()),
+                };
+                let want = &cursors[k + 1..];
+                let mut got = Vec::with_capacity(want.len());
+                while got.len() < want.len() {
+                    let m = conn.next_message(WAIT).await.unwrap_or_else(|| {
+                        panic!(
+                            "client {i}: stream ended after {} of {} events",
+                            got.len(),
+                            want.len()
+                        )
+                    });
+                    assert_ne!(m.event.as_deref(), Some("ff-error"), "client {i}: {m:?}");
+                    if m.event.is_some() {
+                        got.push(m.id.unwrap());
+                    }
+                }
+                assert!(
+                    got == want,
+                    "client {i} (after event {k}) got other events than the rest of the backlog"
+                );
+                let live_ids = live
+                    .wait_for(|ids| !ids.is_empty())
+                    .await
+                    .expect("live events are published")
+                    .clone();
+                let mut more = Vec::new();
+                while more.len() < live_ids.len() {
+                    let m = conn.next_message(WAIT).await.expect("live events arrive");
+                    if m.event.is_some() {
+                        more.push(m.id.unwrap());
+                    }
+                }
+                assert_eq!(more, live_ids, "client {i}: live events");
+            }));
+        }
+        drop(connected_tx);
+        for _ in 0..clients {
+            connected_rx
+                .recv()
+                .await
+                .expect("every client connects or fails loudly");
+        }
+        let live = publish(publisher.as_ref(), 20).await;
+        live_tx.send_replace(live);
+        for t in tasks {
+            t.await.expect("client task");
+        }
+        let metrics = server.gateway.metrics();
+        assert!(
+            metrics.backend_subscriptions_peak <= bound,
+            "{} backend subscriptions at the peak; the bound is {bound}",
+            metrics.backend_subscriptions_peak
+        );
+        assert_eq!(metrics.errors_sent, 0);
+    }
+}
+
 /// One `#[tokio::test]` per suite function, each with a fresh harness.
 macro_rules! http_suite {
     ($make:path; $($name:ident),+ $(,)?) => {
@@ -1486,6 +1681,7 @@ http_suite!(memory_harness;
     an_expired_cursor_is_410_with_the_oldest_position,
     tokens_guard_reads_and_only_header_write_tokens_publish,
     publish_accepts_one_event_or_an_array,
+    published_json_is_typed_strictly_and_errors_name_the_field,
     many_clients_share_one_backend_subscription,
     a_client_behind_catches_up_then_joins_the_shared_subscription,
     shutdown_ends_streams_and_refuses_new_ones,
@@ -1497,6 +1693,18 @@ http_suite!(memory_harness;
     a_slow_client_is_closed_with_lagged_under_the_disconnect_policy,
     expiry_mid_stream_is_an_ff_error_with_oldest,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_storm_over_memory_is_served_exactly_once_within_the_bound() {
+    let backend = ff_backend_memory::MemoryBackend::new();
+    storm::a_reconnect_storm_is_served_exactly_once_within_the_subscription_bound(
+        std::sync::Arc::new(backend.clone()),
+        std::sync::Arc::new(backend),
+        300,
+        1_500,
+    )
+    .await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_backend_is_503_with_retry_after() {
@@ -1538,6 +1746,19 @@ mod over_valkey {
     }
 
     server_http_suite!(valkey_harness);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reconnect_storm_is_served_exactly_once_within_the_bound() {
+        use ff_core::testkit::Harness;
+        let h = valkey_harness().await;
+        crate::storm::a_reconnect_storm_is_served_exactly_once_within_the_subscription_bound(
+            h.backend(),
+            h.publisher(),
+            300,
+            1_500,
+        )
+        .await;
+    }
     // Mid-stream expiry over Valkey is proven by the conformance suite and
     // `valkey_faults`.
 }
@@ -1551,6 +1772,39 @@ mod over_postgres {
     }
 
     server_http_suite!(postgres_harness);
+
+    /// The storm over a server of its own whose `max_connections` is far
+    /// below the number of clients: one backend connection per client would
+    /// exhaust it (and the application's own connections with it).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reconnect_storm_is_served_within_a_small_max_connections() {
+        let test = "over_postgres::a_reconnect_storm_is_served_within_a_small_max_connections";
+        let Some(server) = ff_tests::harness::postgres::own_server(test).await else {
+            return;
+        };
+        let srv = server.clone();
+        tokio::task::spawn_blocking(move || {
+            srv.psql("ALTER SYSTEM SET max_connections = 25")?;
+            srv.restart()
+        })
+        .await
+        .unwrap()
+        .expect("restart PostgreSQL with max_connections = 25");
+        assert_eq!(server.psql("SHOW max_connections").unwrap(), "25");
+        let backend = ff_backend_postgres::PostgresBackend::connect(
+            &server.url(),
+            ff_tests::harness::postgres::config("storm"),
+        )
+        .await
+        .expect("connect");
+        crate::storm::a_reconnect_storm_is_served_exactly_once_within_the_subscription_bound(
+            std::sync::Arc::new(backend.clone()),
+            std::sync::Arc::new(backend),
+            300,
+            1_500,
+        )
+        .await;
+    }
     // Mid-stream expiry over Postgres is proven by the conformance suite and
     // `postgres_faults`.
 }

@@ -113,9 +113,20 @@ pub struct SseReader {
 impl SseReader {
     /// Open `GET path` and check the response is a `200` event stream.
     pub async fn open(port: u16, path: &str) -> Result<(Self, Vec<u8>)> {
+        Self::open_after(port, path, None).await
+    }
+
+    /// [`SseReader::open`] resuming with a `Last-Event-ID`.
+    pub async fn open_after(
+        port: u16,
+        path: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<(Self, Vec<u8>)> {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
-        let req =
-            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n");
+        let resume = last_event_id.map_or(String::new(), |id| format!("Last-Event-ID: {id}\r\n"));
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n{resume}\r\n"
+        );
         stream.write_all(req.as_bytes()).await?;
         let mut head = Vec::new();
         let mut byte = [0u8; 4096];

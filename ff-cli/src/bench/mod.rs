@@ -8,6 +8,7 @@ pub mod postgres;
 pub mod report;
 pub mod rss;
 mod sse;
+mod sse_storm;
 pub mod valkey;
 
 use anyhow::Result;

@@ -37,6 +37,12 @@ pub struct SseBenchArgs {
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Clients in the reconnect storm (0 skips it).
+    #[arg(long, default_value_t = 1000)]
+    pub storm_clients: usize,
+    /// Events the storm's clients resume within.
+    #[arg(long, default_value_t = 10_000)]
+    pub storm_events: usize,
 }
 
 fn now_us() -> u64 {
@@ -46,13 +52,13 @@ fn now_us() -> u64 {
         .unwrap_or(0)
 }
 
-fn free_port() -> Result<u16> {
+pub(super) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
-async fn spawn_server(backend: &str, port: u16) -> Result<Child> {
+pub(super) async fn spawn_server(backend: &str, port: u16) -> Result<Child> {
     let exe = std::env::current_exe().context("locating the ff binary")?;
     // The backend URL travels in the environment, not the command line,
     // where `ps` would show its password.
@@ -127,7 +133,7 @@ fn sent_stamps(text: &[u8], needle: &memmem::Finder<'_>, mut each: impl FnMut(u6
     start
 }
 
-fn rss_of(pid: u32, field: &str) -> Option<f64> {
+pub(super) fn rss_of(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -230,6 +236,17 @@ pub async fn run(args: &SseBenchArgs) -> Result<BenchReport> {
         }
         all.extend(lat);
     }
+    let mut storm_figures = Vec::new();
+    if args.storm_clients > 0 && args.storm_events > 1 {
+        let settings = super::sse_storm::StormSettings {
+            clients: args.storm_clients,
+            backlog: args.storm_events,
+        };
+        let (figures, restarted, _) =
+            super::sse_storm::run(&args.backend, &settings, server, port).await?;
+        storm_figures = figures;
+        server = restarted;
+    }
     server.kill().await.ok();
     all.sort_unstable();
     let delivered = all.len();
@@ -263,6 +280,7 @@ pub async fn run(args: &SseBenchArgs) -> Result<BenchReport> {
         ),
         Figure::new("server_rss_mib", "MiB", rss_peak, None),
     ];
+    let figures = figures.into_iter().chain(storm_figures).collect();
     Ok(BenchReport {
         backend: format!(
             "ff serve over {}",
@@ -273,7 +291,7 @@ pub async fn run(args: &SseBenchArgs) -> Result<BenchReport> {
 }
 
 /// A deterministic, valid v4-shaped UUID for event `i`.
-fn uuid_text(i: u64) -> String {
+pub(super) fn uuid_text(i: u64) -> String {
     format!("00000000-0000-4000-8000-{:012x}", i & 0xffff_ffff_ffff)
 }
 

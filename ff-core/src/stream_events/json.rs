@@ -1,11 +1,20 @@
 //! The JSON shape of events (CLI, SSE, HTTP publish): one flat object with
 //! `family`, `type` (the kind), every field, `cursor` as text, `at` as
 //! integer milliseconds, and the metadata as `namespace` and `tags`.
+//!
+//! Publishing is typed strictly ([`new_event_from_json`]): every field is a
+//! string (or `null` for an absent optional one), never a coerced number or
+//! boolean; a `type` must agree with the event (for completions and signal
+//! deliveries the kind follows from `outcome`/`effect`); and a key that is
+//! not part of the event's shape is rejected, so a typo such as
+//! `"namepsace"` never silently drops data. Each error names the field.
+//! Reading published events back ([`event_from_json`]) ignores unknown
+//! keys, so an older consumer reads a newer producer's output.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use crate::stream_events::record::{decode_new_event, DecodeError, Field};
+use crate::stream_events::record::{decode_new_event, json_kind, DecodeError, Field};
 use crate::stream_events::{
     CompletionEvent, EventMeta, Family, InstanceTagEvent, LeaseHistoryEvent, NewEvent,
     SignalDeliveryEvent, StreamEvent,
@@ -76,20 +85,22 @@ fn family_of(obj: &Map<String, Value>, expected: Option<Family>) -> Result<Famil
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(
             s.parse::<Family>()
-                .map_err(|e| DecodeError::new(format!("field `family`: {e}")))?,
+                .map_err(|e| DecodeError::in_field("family", e))?,
         ),
         Some(other) => {
-            return Err(DecodeError::new(format!(
-                "field `family`: expected a string, got {other}"
-            )))
+            return Err(DecodeError::in_field(
+                "family",
+                format!("expected a string, got {}", json_kind(other)),
+            ))
         }
     };
     match (named, expected) {
-        (Some(n), Some(e)) if n != e => Err(DecodeError::new(format!(
-            "field `family`: event is {n} but this stream is {e}"
-        ))),
+        (Some(n), Some(e)) if n != e => Err(DecodeError::in_field(
+            "family",
+            format!("event is {n} but this stream is {e}"),
+        )),
         (Some(f), _) | (None, Some(f)) => Ok(f),
-        (None, None) => Err(DecodeError::new("field `family`: missing")),
+        (None, None) => Err(DecodeError::in_field("family", "missing")),
     }
 }
 
@@ -99,9 +110,10 @@ fn meta_of(obj: &Map<String, Value>) -> Result<EventMeta, DecodeError> {
         None | Some(Value::Null) => {}
         Some(Value::String(s)) => meta.namespace = Some(s.clone()),
         Some(other) => {
-            return Err(DecodeError::new(format!(
-                "field `namespace`: expected a string, got {other}"
-            )))
+            return Err(DecodeError::in_field(
+                "namespace",
+                format!("expected a string, got {}", json_kind(other)),
+            ))
         }
     }
     match obj.get("tags") {
@@ -109,47 +121,176 @@ fn meta_of(obj: &Map<String, Value>) -> Result<EventMeta, DecodeError> {
         Some(Value::Object(tags)) => {
             for (k, v) in tags {
                 let v = v.as_str().ok_or_else(|| {
-                    DecodeError::new(format!("field `tags`: value of {k:?} is not a string"))
+                    DecodeError::in_field(
+                        "tags",
+                        format!("value of {k:?} must be a string, got {}", json_kind(v)),
+                    )
                 })?;
                 meta.tags.insert(k.clone(), v.to_owned());
             }
         }
         Some(other) => {
-            return Err(DecodeError::new(format!(
-                "field `tags`: expected an object of strings, got {other}"
-            )))
+            return Err(DecodeError::in_field(
+                "tags",
+                format!("expected an object of strings, got {}", json_kind(other)),
+            ))
         }
     }
     Ok(meta)
 }
 
-/// Parse a draft (no `cursor`/`at` needed; they are ignored if present).
-/// `family` is the stream it is published to; a different `"family"` in the
-/// object is an error.
+/// Keys a published object may carry besides its event's own fields:
+/// `cursor` and `at` are accepted (and ignored) so `ff tail` output can be
+/// published again.
+const ENVELOPE: [&str; 6] = ["family", "type", "namespace", "tags", "cursor", "at"];
+
+/// Every event field any event of `family` has.
+fn family_fields(family: Family) -> &'static [Field] {
+    match family {
+        Family::LeaseHistory => &[
+            Field::ExecutionId,
+            Field::LeaseId,
+            Field::WorkerInstanceId,
+            Field::PrevOwner,
+            Field::NewLeaseId,
+            Field::NewOwner,
+            Field::RevokedBy,
+        ],
+        Family::Completion => &[Field::ExecutionId, Field::Outcome],
+        Family::SignalDelivery => &[
+            Field::ExecutionId,
+            Field::SignalId,
+            Field::WaitpointId,
+            Field::SourceIdentity,
+            Field::Effect,
+        ],
+        Family::InstanceTags => &[Field::ExecutionId, Field::Tag],
+    }
+}
+
+/// Reject keys that are no part of a `family` event.
+fn check_keys_of_family(obj: &Map<String, Value>, family: Family) -> Result<(), DecodeError> {
+    let fields = family_fields(family);
+    for key in obj.keys() {
+        let known =
+            ENVELOPE.contains(&key.as_str()) || fields.iter().any(|f| f.name() == key.as_str());
+        if !known {
+            let expected: Vec<&str> = fields.iter().map(|f| f.name()).collect();
+            return Err(DecodeError::in_field(
+                truncated(key),
+                format!(
+                    "not a field of {family} events (fields: {}, plus family, type, namespace, tags)",
+                    expected.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Reject a field set on a kind of event that does not have it (e.g.
+/// `prev_owner` on an `acquired` lease event), and a `type` that
+/// contradicts the event.
+fn check_agrees_with(obj: &Map<String, Value>, draft: &NewEvent) -> Result<(), DecodeError> {
+    let kind = draft.kind();
+    match obj.get("type") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(t)) if t == kind.as_str() => {}
+        Some(Value::String(t)) => {
+            let because = match draft {
+                NewEvent::Completion { outcome, .. } => {
+                    format!(" (`outcome` {:?} makes it {kind})", outcome.as_wire())
+                }
+                NewEvent::SignalDelivery { effect, .. } => {
+                    format!(" (`effect` {:?} makes it {kind})", effect.as_wire())
+                }
+                _ => String::new(),
+            };
+            return Err(DecodeError::in_field(
+                "type",
+                format!(
+                    "{:?} contradicts the event, which is {kind}{because}; omit `type` or make it {:?}",
+                    truncated(t),
+                    kind.as_str()
+                ),
+            ));
+        }
+        Some(other) => {
+            return Err(DecodeError::in_field(
+                "type",
+                format!("expected a string, got {}", json_kind(other)),
+            ))
+        }
+    }
+    let own = draft.fields();
+    for field in family_fields(draft.family()) {
+        let set = !matches!(obj.get(field.name()), None | Some(Value::Null));
+        if set && !own.iter().any(|(f, _)| f == field) {
+            return Err(DecodeError::in_field(
+                field.name(),
+                format!("not a field of {kind} events"),
+            ));
+        }
+    }
+    match obj.get("cursor") {
+        None | Some(Value::Null | Value::String(_)) => {}
+        Some(other) => {
+            return Err(DecodeError::in_field(
+                "cursor",
+                format!("expected a string, got {}", json_kind(other)),
+            ))
+        }
+    }
+    match obj.get("at") {
+        None | Some(Value::Null) => {}
+        Some(v) if v.is_i64() => {}
+        Some(other) => {
+            return Err(DecodeError::in_field(
+                "at",
+                format!("expected integer milliseconds, got {}", json_kind(other)),
+            ))
+        }
+    }
+    Ok(())
+}
+
+fn truncated(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+/// Parse a draft to publish, strictly (see the module documentation): no
+/// `cursor`/`at` needed (accepted and ignored if present). `family` is the
+/// stream it is published to; a different `"family"` in the object is an
+/// error. The error names the offending field in [`DecodeError::field`].
 pub fn new_event_from_json(
     value: &Value,
     family: Option<Family>,
 ) -> Result<(NewEvent, EventMeta), DecodeError> {
     let obj = as_object(value)?;
     let family = family_of(obj, family)?;
+    check_keys_of_family(obj, family)?;
     let draft = decode_new_event(family, obj)?;
+    check_agrees_with(obj, &draft)?;
     Ok((draft, meta_of(obj)?))
 }
 
-/// Parse a published event with its metadata (the inverse of [`event_to_json`]).
+/// Parse a published event with its metadata (the inverse of
+/// [`event_to_json`]); unknown keys are ignored.
 pub fn event_from_json(value: &Value) -> Result<(StreamEvent, EventMeta), DecodeError> {
     let obj = as_object(value)?;
-    let (draft, meta) = new_event_from_json(value, None)?;
+    let family = family_of(obj, None)?;
+    let draft = decode_new_event(family, obj)?;
+    let meta = meta_of(obj)?;
     let cursor = match obj.get("cursor") {
         Some(Value::String(s)) => s
             .parse::<StreamCursor>()
-            .map_err(|e| DecodeError::new(format!("field `cursor`: {e}")))?,
-        _ => return Err(DecodeError::new("field `cursor`: missing or not a string")),
+            .map_err(|e| DecodeError::in_field("cursor", e))?,
+        _ => return Err(DecodeError::in_field("cursor", "missing or not a string")),
     };
     let at = obj
         .get("at")
         .and_then(Value::as_i64)
-        .ok_or_else(|| DecodeError::new("field `at`: missing or not an integer"))?;
+        .ok_or_else(|| DecodeError::in_field("at", "missing or not an integer"))?;
     Ok((draft.into_event(cursor, TimestampMs(at)), meta))
 }
 
@@ -233,6 +374,86 @@ mod tests {
         let json = new_event_to_json(&draft, &EventMeta::new());
         assert_eq!(json["type"], "other");
         assert_eq!(json["outcome"], "timed_out");
+    }
+
+    const EXEC: &str = "{fp:0}:11111111-1111-4111-8111-111111111111";
+
+    fn rejected(value: Value, family: Family) -> DecodeError {
+        new_event_from_json(&value, Some(family)).expect_err("must be rejected")
+    }
+
+    #[test]
+    fn a_number_or_boolean_where_a_string_is_due_is_rejected_naming_the_field() {
+        let e = rejected(
+            serde_json::json!({"execution_id": EXEC, "outcome": 1}),
+            Family::Completion,
+        );
+        assert_eq!(e.field.as_deref(), Some("outcome"), "{e}");
+        assert!(e.detail.contains("a number"), "{e}");
+        let e = rejected(
+            serde_json::json!({"type": "acquired", "execution_id": EXEC, "worker_instance_id": 5}),
+            Family::LeaseHistory,
+        );
+        assert_eq!(e.field.as_deref(), Some("worker_instance_id"), "{e}");
+        let e = rejected(
+            serde_json::json!({"execution_id": EXEC, "outcome": "success", "namespace": true}),
+            Family::Completion,
+        );
+        assert_eq!(e.field.as_deref(), Some("namespace"), "{e}");
+        let e = rejected(
+            serde_json::json!({"execution_id": EXEC, "outcome": "success", "at": "soon"}),
+            Family::Completion,
+        );
+        assert_eq!(e.field.as_deref(), Some("at"), "{e}");
+    }
+
+    #[test]
+    fn a_type_that_contradicts_the_event_is_rejected() {
+        let e = rejected(
+            serde_json::json!({"type": "failure", "execution_id": EXEC, "outcome": "success"}),
+            Family::Completion,
+        );
+        assert_eq!(e.field.as_deref(), Some("type"), "{e}");
+        assert!(e.detail.contains("success"), "{e}");
+        let e = rejected(
+            serde_json::json!({"type": "success", "execution_id": EXEC, "outcome": "timed_out"}),
+            Family::Completion,
+        );
+        assert_eq!(e.field.as_deref(), Some("type"), "{e}");
+        let ok = serde_json::json!({"type": "other", "execution_id": EXEC, "outcome": "timed_out"});
+        assert!(new_event_from_json(&ok, Some(Family::Completion)).is_ok());
+    }
+
+    #[test]
+    fn unknown_keys_and_fields_of_another_kind_are_rejected() {
+        let e = rejected(
+            serde_json::json!({"execution_id": EXEC, "outcome": "success", "namepsace": "x"}),
+            Family::Completion,
+        );
+        assert_eq!(e.field.as_deref(), Some("namepsace"), "{e}");
+        let e = rejected(
+            serde_json::json!({"type": "acquired", "execution_id": EXEC, "prev_owner": "w1"}),
+            Family::LeaseHistory,
+        );
+        assert_eq!(e.field.as_deref(), Some("prev_owner"), "{e}");
+        let e = rejected(
+            serde_json::json!({"execution_id": EXEC, "outcome": "success", "tag": "x"}),
+            Family::Completion,
+        );
+        assert_eq!(e.field.as_deref(), Some("tag"), "{e}");
+    }
+
+    #[test]
+    fn tail_output_can_be_published_again_and_read_back_ignoring_new_keys() {
+        let draft = NewEvent::completion(
+            crate::types::ExecutionId::new(0),
+            crate::stream_events::CompletionOutcome::Failure,
+        );
+        let event = draft.into_event(encode_memory(Family::Completion, 1, 1), TimestampMs(5));
+        let mut json = event_to_json(&event, Some(&EventMeta::new()));
+        assert!(new_event_from_json(&json, Some(Family::Completion)).is_ok());
+        json["added_in_a_later_version"] = "x".into();
+        assert!(event_from_json(&json).is_ok());
     }
 
     #[test]

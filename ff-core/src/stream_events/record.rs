@@ -84,12 +84,15 @@ impl Field {
     }
 }
 
-/// Why a stored record could not be decoded.
+/// Why a stored record (or a published JSON object) could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{detail}")]
+#[non_exhaustive]
 pub struct DecodeError {
     /// What was wrong, naming the field and value.
     pub detail: String,
+    /// The offending field's name, when one field is to blame.
+    pub field: Option<String>,
 }
 
 impl DecodeError {
@@ -97,6 +100,17 @@ impl DecodeError {
     pub fn new(detail: impl Into<String>) -> Self {
         Self {
             detail: detail.into(),
+            field: None,
+        }
+    }
+
+    /// A decode error blaming the field `name`: the detail reads
+    /// ``field `name`: why``.
+    pub fn in_field(name: impl Into<String>, why: impl std::fmt::Display) -> Self {
+        let name = name.into();
+        Self {
+            detail: format!("field `{name}`: {why}"),
+            field: Some(name),
         }
     }
 }
@@ -124,7 +138,7 @@ fn truncate(s: &str) -> String {
 }
 
 fn field_err(field: Field, why: impl std::fmt::Display) -> DecodeError {
-    DecodeError::new(format!("field `{}`: {why}", field.name()))
+    DecodeError::in_field(field.name(), why)
 }
 
 fn text<'a, R: RecordAccess + ?Sized>(
@@ -259,16 +273,31 @@ impl<K: AsRef<[u8]>, V: AsRef<[u8]>> RecordAccess for [(K, V)] {
 }
 
 /// A JSON object (the CLI's and HTTP gateway's event shape). `null` counts as
-/// absent; numbers are read as their text.
+/// absent; every field is text, so a number or boolean where text is due is
+/// an error, never coerced.
 impl RecordAccess for serde_json::Map<String, serde_json::Value> {
     fn text(&self, field: Field) -> Result<Option<Cow<'_, str>>, String> {
         match self.get(field.name()) {
             None | Some(serde_json::Value::Null) => Ok(None),
             Some(serde_json::Value::String(s)) => Ok(Some(Cow::Borrowed(s))),
-            Some(serde_json::Value::Number(n)) => Ok(Some(Cow::Owned(n.to_string()))),
-            Some(other) => Err(format!("expected a string, got {other}")),
+            Some(other) => Err(format!("expected a string, got {}", json_kind(other))),
         }
     }
+}
+
+/// How a JSON value is named in errors: its type and a short rendering.
+pub(crate) fn json_kind(value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    let what = match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    };
+    let shown: String = value.to_string().chars().take(40).collect();
+    format!("{what} ({shown})")
 }
 
 #[cfg(test)]

@@ -1,0 +1,389 @@
+//! Placing a client that starts behind the live hub: on a shared catch-up
+//! hub, of which each family has a bounded number.
+//!
+//! Invariant: per family the gateway holds at most
+//! [`GatewayConfig::max_family_subscriptions`](crate::GatewayConfig::max_family_subscriptions)
+//! backend subscriptions — the live hub and up to that many minus one
+//! catch-up hubs — however many clients arrive, and every client still
+//! gets exactly the events after its position.
+//!
+//! A client at position `p` is placed, in order of preference:
+//! 1. on the live hub, when `p` is inside its window;
+//! 2. on a ready catch-up hub whose window starts at or before `p`, when
+//!    `p` is at or before that hub's position or the live hub's (so `p` is
+//!    a position of the current history): the client skips what the hub
+//!    delivers up to `p`;
+//! 3. behind a catch-up hub that is still starting from at or before `p`:
+//!    it waits for that hub, then goes to 2;
+//! 4. on a new catch-up hub from `p`, when a slot is free (the backend
+//!    judges `p`: an expired or foreign position fails that hub alone, and
+//!    only its creator receives the error);
+//! 5. otherwise it queues. When a catch-up hub ends, its slot goes to a new
+//!    hub from the *oldest* queued position, which every other queued
+//!    client can then join by 3: a reconnect storm is served in one pass.
+//!
+//! A catch-up hub hands its clients over to the live hub once it reaches the
+//! live hub's window, and ends when its last client has left.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ff_core::engine_error::EngineError;
+use ff_core::stream_events::Family;
+use ff_core::stream_subscribe::StreamCursor;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::fanout::{covers, wait_ready, Hub, Hubs, JoinRefused, Joined, Role, StartError};
+
+/// A queued client.
+#[derive(Debug)]
+struct Waiter {
+    family: Family,
+    cursor: StreamCursor,
+    /// Set when a hub started from exactly this position failed.
+    verdict: Mutex<Option<EngineError>>,
+    /// Set when a freed slot was given to this waiter.
+    granted: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct PoolState {
+    hubs: Vec<Arc<Hub>>,
+    waiters: Vec<Arc<Waiter>>,
+}
+
+/// The catch-up hubs of every family and the clients queued for one.
+pub(crate) struct CatchUpPool {
+    per_family: usize,
+    state: Mutex<PoolState>,
+    /// Bumped whenever a catch-up hub starts, becomes ready or ends.
+    changes: watch::Sender<u64>,
+}
+
+/// `true` when `a` comes strictly before `b` (`beginning` before all).
+fn earlier(a: &StreamCursor, b: &StreamCursor) -> bool {
+    if a.is_beginning() {
+        return !b.is_beginning();
+    }
+    matches!(a.position_cmp(b), Some(std::cmp::Ordering::Less))
+}
+
+fn start_of(hub: &Hub) -> Option<&StreamCursor> {
+    match &hub.role {
+        Role::CatchUp { start } => Some(start),
+        Role::Live => None,
+    }
+}
+
+/// What placing a client decided, under the pool's lock.
+enum Decision {
+    Joined(Arc<Hub>, Joined),
+    Created(Arc<Hub>, Joined),
+    WaitFor(Arc<Hub>),
+    Queued,
+    Failed(EngineError),
+}
+
+impl CatchUpPool {
+    pub fn new(per_family: usize) -> Self {
+        Self {
+            per_family: per_family.max(1),
+            state: Mutex::new(PoolState::default()),
+            changes: watch::Sender::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn bump(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn decide(
+        &self,
+        hubs: &Arc<Hubs>,
+        family: Family,
+        p: &StreamCursor,
+        live_position: Option<&StreamCursor>,
+        queued: &mut Option<Arc<Waiter>>,
+    ) -> Decision {
+        let mut state = self.lock();
+        if let Some(w) = queued.as_ref() {
+            if let Some(e) = w.verdict.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                state.waiters.retain(|x| !Arc::ptr_eq(x, w));
+                return Decision::Failed(e);
+            }
+        }
+        let family_hubs: Vec<&Arc<Hub>> = state
+            .hubs
+            .iter()
+            .filter(|h| h.family() == family && !h.is_closed())
+            .collect();
+        // 2: a ready hub that has seen everything after `p`; prefer the one
+        // closest behind `p`.
+        let mut best: Option<(&Arc<Hub>, StreamCursor)> = None;
+        for hub in family_hubs.iter().filter(|h| h.is_ready()) {
+            let Some((base, _)) = hub.window() else {
+                continue;
+            };
+            if covers(&base, p) && best.as_ref().is_none_or(|(_, b)| earlier(b, &base)) {
+                best = Some((hub, base));
+            }
+        }
+        if let Some((hub, _)) = best {
+            match hub.join_after(p, live_position) {
+                Ok(joined) => {
+                    let hub = hub.clone();
+                    drop(state);
+                    self.dequeue(queued);
+                    return Decision::Joined(hub, joined);
+                }
+                Err(JoinRefused::Gone | JoinRefused::OutOfWindow) => {}
+            }
+        }
+        // 3: a hub still starting from at or before `p`.
+        if let Some(hub) = family_hubs
+            .iter()
+            .find(|h| !h.is_ready() && start_of(h).is_some_and(|s| covers(s, p)))
+        {
+            return Decision::WaitFor((*hub).clone());
+        }
+        // 4: a free slot (or one given to this client when it was freed).
+        let mine = queued
+            .as_ref()
+            .is_some_and(|w| w.granted.load(Ordering::Acquire));
+        let reserved = state
+            .waiters
+            .iter()
+            .filter(|w| w.family == family && w.granted.load(Ordering::Acquire))
+            .filter(|w| !queued.as_ref().is_some_and(|q| Arc::ptr_eq(q, w)))
+            .count();
+        if mine || family_hubs.len() + reserved < self.per_family {
+            let (hub, joined) = hubs.start_catch_up(family, p.clone());
+            state.hubs.push(hub.clone());
+            if let Some(w) = queued.take() {
+                state.waiters.retain(|x| !Arc::ptr_eq(x, &w));
+            }
+            drop(state);
+            self.bump();
+            return Decision::Created(hub, joined);
+        }
+        // 5: queue.
+        queued.get_or_insert_with(|| {
+            let w = Arc::new(Waiter {
+                family,
+                cursor: p.clone(),
+                verdict: Mutex::new(None),
+                granted: AtomicBool::new(false),
+            });
+            state.waiters.push(w.clone());
+            w
+        });
+        Decision::Queued
+    }
+
+    fn dequeue(&self, queued: &mut Option<Arc<Waiter>>) {
+        if let Some(w) = queued.take() {
+            self.lock().waiters.retain(|x| !Arc::ptr_eq(x, &w));
+        }
+    }
+
+    /// A catch-up hub ended: free its slot, tell clients queued on exactly
+    /// its start if it failed there, and give the slot to the oldest
+    /// queued position of its family.
+    pub fn ended(&self, hub: &Arc<Hub>) {
+        let mut state = self.lock();
+        state.hubs.retain(|h| !Arc::ptr_eq(h, hub));
+        let failed_at_start = match &*hub.status.borrow() {
+            crate::fanout::Status::Failed(e) if !hub.was_ready() => Some(e.clone()),
+            _ => None,
+        };
+        if let (Some(e), Some(start)) = (failed_at_start, start_of(hub)) {
+            for w in state.waiters.iter().filter(|w| &w.cursor == start) {
+                *w.verdict.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.clone());
+            }
+        }
+        let family = hub.family();
+        let oldest = state
+            .waiters
+            .iter()
+            .filter(|w| w.family == family && !w.granted.load(Ordering::Acquire))
+            .filter(|w| {
+                w.verdict
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_none()
+            })
+            .fold(None::<&Arc<Waiter>>, |best, w| match best {
+                Some(b) if !earlier(&w.cursor, &b.cursor) => Some(b),
+                _ => Some(w),
+            });
+        if let Some(w) = oldest {
+            w.granted.store(true, Ordering::Release);
+        }
+        drop(state);
+        self.bump();
+    }
+}
+
+/// What [`place`] does when the client has to queue for a catch-up hub.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WhenQueued {
+    /// Return [`Placement::Queued`] (the caller answers first, then waits).
+    Return,
+    /// Wait, as long as it takes (until shutdown).
+    Wait,
+}
+
+/// Why a client was not placed.
+#[derive(Debug)]
+pub(crate) enum Unplaced {
+    /// The backend refused the position, did not answer, or shutdown.
+    Start(StartError),
+    /// It has to wait for a catch-up hub (only with [`WhenQueued::Return`]).
+    Queued,
+}
+
+/// Place a client of `family` exactly after `p` (see the module
+/// documentation). Each wait on the backend is bounded by `backend_wait`;
+/// a wait for a slot is not, since a slot always frees once the hubs ahead
+/// have caught up.
+pub(crate) async fn place(
+    hubs: &Arc<Hubs>,
+    family: Family,
+    p: &StreamCursor,
+    backend_wait: std::time::Duration,
+    when_queued: WhenQueued,
+) -> Result<(Arc<Hub>, Joined), Unplaced> {
+    let pool = &hubs.catch_up;
+    let mut changes = pool.changes.subscribe();
+    let mut shutdown = hubs.shutdown.clone();
+    let mut queued: Option<Arc<Waiter>> = None;
+    let result = loop {
+        if *shutdown.borrow() {
+            break Err(Unplaced::Start(StartError::ShuttingDown));
+        }
+        let live = match hubs.ready(family).await {
+            Ok(live) => live,
+            Err(e) => break Err(Unplaced::Start(e)),
+        };
+        if let Ok(joined) = live.join_after(p, None) {
+            break Ok((live, joined));
+        }
+        let live_position = live.window().map(|(_, position)| position);
+        changes.borrow_and_update();
+        let deadline = Instant::now() + backend_wait;
+        match pool.decide(hubs, family, p, live_position.as_ref(), &mut queued) {
+            Decision::Joined(hub, joined) => break Ok((hub, joined)),
+            Decision::Created(hub, joined) => match wait_ready(&hub, deadline).await {
+                Ok(()) => break Ok((hub, joined)),
+                Err(e) => break Err(Unplaced::Start(e)),
+            },
+            Decision::Failed(e) => break Err(Unplaced::Start(StartError::Engine(e))),
+            Decision::WaitFor(hub) => match wait_ready(&hub, deadline).await {
+                Ok(()) => {}
+                Err(StartError::Engine(e)) if start_of(&hub) == Some(p) => {
+                    break Err(Unplaced::Start(StartError::Engine(e)))
+                }
+                Err(StartError::Timeout) if when_queued == WhenQueued::Return => {
+                    break Err(Unplaced::Queued)
+                }
+                Err(_) => {}
+            },
+            Decision::Queued if when_queued == WhenQueued::Return => break Err(Unplaced::Queued),
+            Decision::Queued => {
+                tokio::select! {
+                    _ = changes.changed() => {}
+                    _ = shutdown.wait_for(|s| *s) => {}
+                }
+            }
+        }
+    };
+    pool.dequeue(&mut queued);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fanout::HubSettings;
+    use crate::metrics::Metrics;
+    use ff_backend_memory::MemoryBackend;
+    use ff_core::backend::EventPublisher;
+    use ff_core::stream_events::{CompletionOutcome, EventMeta, NewEvent};
+    use ff_core::types::ExecutionId;
+    use std::time::Duration;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    async fn hubs_over(
+        events: usize,
+        per_family: usize,
+    ) -> (Arc<Hubs>, Vec<StreamCursor>, watch::Sender<bool>) {
+        let backend = MemoryBackend::new();
+        let drafts = (0..events)
+            .map(|_| {
+                (
+                    NewEvent::completion(ExecutionId::new(0), CompletionOutcome::Success),
+                    EventMeta::new(),
+                )
+            })
+            .collect();
+        let cursors = backend.publish_batch(drafts).await.unwrap();
+        let (stop, shutdown) = watch::channel(false);
+        let hubs = Arc::new(Hubs::new(
+            Arc::new(backend),
+            Arc::new(Metrics::default()),
+            HubSettings {
+                capacity: 64,
+                keep: 32,
+                linger: Duration::from_millis(200),
+                timeout: WAIT,
+                per_family,
+            },
+            shutdown,
+        ));
+        (hubs, cursors, stop)
+    }
+
+    #[test]
+    fn beginning_comes_before_every_position() {
+        let a = ff_core::stream_subscribe::encode_memory(Family::Completion, 1, 5);
+        let b = ff_core::stream_subscribe::encode_memory(Family::Completion, 1, 9);
+        assert!(earlier(&StreamCursor::beginning(), &a));
+        assert!(!earlier(&a, &StreamCursor::beginning()));
+        assert!(earlier(&a, &b) && !earlier(&b, &a) && !earlier(&a, &a));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn clients_behind_share_readers_and_queue_at_the_bound() {
+        // The live hub plus one catch-up reader.
+        let (hubs, c, _stop) = hubs_over(100, 2).await;
+        let family = Family::Completion;
+        let (first, joined) = place(&hubs, family, &c[50], WAIT, WhenQueued::Return)
+            .await
+            .expect("a free slot starts a reader");
+        assert!(matches!(first.role, Role::CatchUp { .. }));
+        // Ahead of the reader, before the live head: shares it.
+        let (second, joined2) = place(&hubs, family, &c[60], WAIT, WhenQueued::Return)
+            .await
+            .expect("joins the reader ahead");
+        assert!(Arc::ptr_eq(&first, &second));
+        // Behind every reader with no slot left: queued, not a new reader.
+        let older = place(&hubs, family, &c[10], WAIT, WhenQueued::Return).await;
+        assert!(matches!(older, Err(Unplaced::Queued)));
+        assert_eq!(hubs.catch_up.lock().hubs.len(), 1);
+        // Once the reader's clients leave, the queued client gets the slot.
+        drop((joined, joined2));
+        let waited =
+            tokio::time::timeout(WAIT, place(&hubs, family, &c[10], WAIT, WhenQueued::Wait))
+                .await
+                .expect("placed once the slot frees")
+                .expect("placed");
+        assert!(!Arc::ptr_eq(&waited.0, &first));
+        assert_eq!(waited.1.position, c[10]);
+    }
+}

@@ -163,9 +163,16 @@ impl Conn {
         resp::encode(&mut self.out, args);
     }
 
-    /// Send every queued command.
+    /// Send every queued command. Over TLS, `write_all` may leave the
+    /// last records in the session's buffer (it accepts bytes once they
+    /// are encrypted, not once they are on the socket), so the stream is
+    /// flushed too: otherwise a command can sit unsent while we wait for
+    /// its reply.
     pub(crate) async fn flush(&mut self) -> Result<(), ConnError> {
-        let result = self.stream.write_all(&self.out).await;
+        let mut result = self.stream.write_all(&self.out).await;
+        if result.is_ok() {
+            result = self.stream.flush().await;
+        }
         self.out.clear();
         Ok(result?)
     }

@@ -170,13 +170,21 @@ pub async fn until_caught_up(
     stream: &mut Sub,
     what: &str,
 ) -> (Vec<(StreamEvent, EventMeta)>, StreamCursor) {
-    let mut events = Vec::new();
+    let mut events: Vec<(StreamEvent, EventMeta)> = Vec::new();
     loop {
-        match next_item(stream, ITEM_DEADLINE, what).await {
+        let progress = || match events.last() {
+            Some((last, meta)) => format!(
+                "{what}, after {} events (the last {})",
+                events.len(),
+                describe(&last.to_new_event(), meta)
+            ),
+            None => format!("{what}, before any event"),
+        };
+        match next_item(stream, ITEM_DEADLINE, &progress()).await {
             DeliveryItem::Event { event, meta } => events.push((event, meta)),
             DeliveryItem::CaughtUp { cursor } => return (events, cursor),
             DeliveryItem::Checkpoint { .. } => {}
-            other => panic!("unexpected {other:?} while waiting for {what}"),
+            other => panic!("unexpected {other:?} while waiting for {}", progress()),
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::position::Pos;
 use crate::publish::InsertStatements;
 use crate::resolve::Resolved;
 use crate::schema::SchemaNames;
+use crate::schema_state;
 
 /// The ff backend over a Postgres outbox. Cheap to clone (the state is
 /// shared); see the [crate documentation](crate) for the schema and the
@@ -57,8 +58,12 @@ impl fmt::Debug for PostgresBackend {
 }
 
 impl PostgresBackend {
-    /// Connect to the database at `url` (`postgres://user:password@host:port/db`),
-    /// and apply pending migrations unless `config.migrate_on_connect` is off.
+    /// Connect to the database at `url` (`postgres://user:password@host:port/db`)
+    /// and check the schema with reads: pending migrations are applied when
+    /// `config.migrate_on_connect` is on, and are an error naming `ff
+    /// migrate` otherwise. A current schema is never touched, so roles with
+    /// only the grants [`grant_consumer`](Self::grant_consumer) or
+    /// [`grant_publisher`](Self::grant_publisher) give can connect.
     ///
     /// A malformed URL or configuration is `Validation` (the URL's
     /// password redacted); an unreachable server is `Transport`.
@@ -99,10 +104,22 @@ impl PostgresBackend {
                 config,
             }),
         };
-        if backend.inner.config.migrate_on_connect {
-            backend.migrate().await?;
-        }
+        backend.ensure_schema().await?;
         Ok(backend)
+    }
+
+    /// Check the schema with reads; migrate only when something is pending
+    /// and `migrate_on_connect` is on, so a least-privilege role never
+    /// runs DDL against a current schema.
+    async fn ensure_schema(&self) -> Result<(), EngineError> {
+        let schema = &self.inner.config.schema;
+        let state = with_conn!(self.inner.pool, |conn| schema_state::read(conn, schema)
+            .await)?;
+        match state.not_ready(schema) {
+            None => Ok(()),
+            Some(_) if self.inner.config.migrate_on_connect => self.migrate().await.map(drop),
+            Some(err) => Err(err),
+        }
     }
 
     /// Create the schema or bring it up to date; returns the migration

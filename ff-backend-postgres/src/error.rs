@@ -40,6 +40,9 @@ pub(crate) fn map_sqlx(e: sqlx::Error) -> EngineError {
                 "42P01" | "3F000" | "42883" => {
                     " (the ff schema is missing or out of date: run PostgresBackend::migrate, `ff migrate`, or connect with migrate_on_connect)"
                 }
+                "42501" => {
+                    " (this role lacks a grant ff needs: as the schema's owner run `ff migrate --grant-consumer ROLE` or `--grant-publisher ROLE`; the README lists the grants)"
+                }
                 _ => "",
             };
             EngineError::Backend {

@@ -94,6 +94,7 @@ mod config;
 mod cursor_store;
 mod decode;
 mod error;
+mod grants;
 mod held_back;
 mod migrate;
 mod notify;
@@ -104,6 +105,7 @@ mod publish;
 mod resolve;
 mod retention;
 mod schema;
+mod schema_state;
 mod sql;
 mod subscription;
 

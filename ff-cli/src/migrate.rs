@@ -15,9 +15,18 @@ pub struct MigrateArgs {
     /// Schema holding the outbox tables.
     #[arg(long, default_value = "ff")]
     pub schema: String,
+    /// After migrating, grant ROLE what a consumer needs (read the outbox,
+    /// keep its own positions in the cursor store). Repeatable.
+    #[arg(long, value_name = "ROLE")]
+    pub grant_consumer: Vec<String>,
+    /// After migrating, grant ROLE what a publisher needs (insert events).
+    /// Repeatable.
+    #[arg(long, value_name = "ROLE")]
+    pub grant_publisher: Vec<String>,
 }
 
-/// Apply every pending migration and list the versions applied.
+/// Apply every pending migration, list the versions applied, then apply
+/// the requested grants.
 pub async fn run(args: MigrateArgs) -> Result<()> {
     if !args.backend.starts_with("postgres://") && !args.backend.starts_with("postgresql://") {
         bail!(
@@ -36,6 +45,20 @@ pub async fn run(args: MigrateArgs) -> Result<()> {
         for v in applied {
             println!("applied migration {v} to schema {:?}", args.schema);
         }
+    }
+    for role in &args.grant_consumer {
+        backend.grant_consumer(role).await?;
+        println!(
+            "granted consumer rights on schema {:?} to {role:?}",
+            args.schema
+        );
+    }
+    for role in &args.grant_publisher {
+        backend.grant_publisher(role).await?;
+        println!(
+            "granted publisher rights on schema {:?} to {role:?}",
+            args.schema
+        );
     }
     backend.close().await;
     Ok(())

@@ -79,7 +79,8 @@ impl PostgresBackend {
         }
         let base = PgConnectOptions::from_str(url)
             .map_err(|e| invalid(e.to_string()))?
-            .disable_statement_logging();
+            .disable_statement_logging()
+            .options(config.keepalive_options());
         let pool_options = base
             .clone()
             .application_name(&config.application_name)
@@ -90,7 +91,12 @@ impl PostgresBackend {
         let sub_options = base
             .application_name(&config.subscription_application_name())
             .options([("plan_cache_mode", "force_generic_plan")]);
-        let pool = ConnPool::new(pool_options, config.pool_size, config.connect_timeout);
+        let pool = ConnPool::new(
+            pool_options,
+            config.pool_size,
+            config.connect_timeout,
+            config.query_timeout,
+        );
         // Connect once now, so an unreachable server fails `connect`.
         pool.acquire().await?.release();
         let names = SchemaNames::new(&config.schema);
@@ -126,11 +132,10 @@ impl PostgresBackend {
     /// versions applied (empty when it was current). Safe to run
     /// concurrently from several processes.
     pub async fn migrate(&self) -> Result<Vec<i64>, EngineError> {
-        with_conn!(self.inner.pool, |conn| migrate::migrate(
-            conn,
-            &self.inner.config.schema
+        with_conn!(
+            self.inner.pool,
+            untimed | conn | migrate::migrate(conn, &self.inner.config.schema).await
         )
-        .await)
     }
 
     /// The configuration this backend was built with.

@@ -91,16 +91,19 @@ impl PostgresBackend {
     }
 
     async fn run_grants(&self, statements: Vec<String>) -> Result<(), EngineError> {
-        with_conn!(self.inner.pool, |conn| {
-            let mut tx = conn.begin().await.map_err(map_sqlx)?;
-            for sql in &statements {
-                sqlx::raw_sql(sql)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_sqlx)?;
+        with_conn!(
+            self.inner.pool,
+            untimed | conn | {
+                let mut tx = conn.begin().await.map_err(map_sqlx)?;
+                for sql in &statements {
+                    sqlx::raw_sql(sql)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_sqlx)?;
+                }
+                tx.commit().await.map_err(map_sqlx)
             }
-            tx.commit().await.map_err(map_sqlx)
-        })
+        )
     }
 }
 

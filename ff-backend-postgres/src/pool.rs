@@ -6,6 +6,11 @@
 //! the operation that used it finished successfully — after an error or a
 //! cancelled future its state is unknown, so it is closed instead — and
 //! is reused without a ping.
+//!
+//! Every operation run through [`with_conn!`] is bounded by the query
+//! timeout: a server that stopped answering fails the call with
+//! `Transport` in bounded time, and the connection is closed, never
+//! reused.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +30,7 @@ pub(crate) struct ConnPool {
     idle: Mutex<Vec<PgConnection>>,
     permits: Arc<Semaphore>,
     connect_timeout: Duration,
+    query_timeout: Duration,
     closed: AtomicBool,
 }
 
@@ -40,12 +46,18 @@ pub(crate) struct PooledConn {
 
 impl ConnPool {
     /// A pool of at most `size` connections, none opened yet.
-    pub fn new(options: PgConnectOptions, size: u32, connect_timeout: Duration) -> Arc<Self> {
+    pub fn new(
+        options: PgConnectOptions,
+        size: u32,
+        connect_timeout: Duration,
+        query_timeout: Duration,
+    ) -> Arc<Self> {
         Arc::new(Self {
             options,
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(size as usize)),
             connect_timeout,
+            query_timeout,
             closed: AtomicBool::new(false),
         })
     }
@@ -84,6 +96,28 @@ impl ConnPool {
             reusable: false,
             _permit: permit,
         })
+    }
+
+    /// Run `op` within the query timeout; past it, a `Transport` error.
+    pub async fn timed<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, EngineError>>,
+    ) -> Result<T, EngineError> {
+        tokio::time::timeout(self.query_timeout, op)
+            .await
+            .unwrap_or_else(|_| {
+                Err(EngineError::transport(
+                    BACKEND,
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "the server did not answer within {:?} (query_timeout); \
+                             the connection was closed",
+                            self.query_timeout
+                        ),
+                    ),
+                ))
+            })
     }
 
     /// Close every idle connection; later acquires fail.
@@ -132,15 +166,31 @@ impl Drop for PooledConn {
     }
 }
 
-/// Run `op` on a pooled connection, returning the connection to the pool
-/// only if `op` succeeded.
+/// Run `op` on a pooled connection within the query timeout, returning
+/// the connection to the pool only if `op` succeeded in time. The
+/// `untimed` form has no timeout, for schema changes that may
+/// legitimately run long.
 macro_rules! with_conn {
-    ($pool:expr, |$conn:ident| $body:expr) => {{
+    ($pool:expr, untimed |$conn:ident| $body:expr) => {{
         let mut __pooled = $pool.acquire().await?;
         let result = {
             let $conn: &mut ::sqlx::PgConnection = &mut __pooled;
             $body
         };
+        if result.is_ok() {
+            __pooled.release();
+        }
+        result
+    }};
+    ($pool:expr, |$conn:ident| $body:expr) => {{
+        let __pool = &$pool;
+        let mut __pooled = __pool.acquire().await?;
+        let result = __pool
+            .timed(async {
+                let $conn: &mut ::sqlx::PgConnection = &mut __pooled;
+                $body
+            })
+            .await;
         if result.is_ok() {
             __pooled.release();
         }

@@ -26,7 +26,7 @@ use crate::position::{self, Pos};
 use crate::resolve::Resolved;
 use crate::sql::{self, SqlFilter};
 
-use connection::SubConnection;
+use connection::{timed_out, SubConnection};
 use stream::{Pending, SubscriptionStream, CHANNEL_BATCHES};
 use task::{Driver, Start};
 
@@ -51,7 +51,12 @@ pub(crate) async fn subscribe(
     )
     .await
     .map_err(map_sqlx)?;
-    let resolved = match Resolved::read(conn.executor(), &inner.names, family).await {
+    let resolve = Resolved::read(conn.executor(), &inner.names, family);
+    let limit = inner.config.read_timeout;
+    let resolved = match tokio::time::timeout(limit, resolve)
+        .await
+        .unwrap_or_else(|_| Err(map_sqlx(timed_out(limit, "resolving the start"))))
+    {
         Ok(r) => r,
         Err(e) => {
             conn.close().await;

@@ -23,7 +23,7 @@ use crate::error::{is_connection_error, map_sqlx};
 use crate::position::Pos;
 use crate::resolve::expiry;
 use crate::sql::SqlFilter;
-use crate::subscription::connection::{SubConnection, Wake};
+use crate::subscription::connection::{within, SubConnection, Wake};
 use crate::subscription::reader::{read_batch, Batch, ReadError};
 use crate::subscription::stream::Pending;
 use sqlx::postgres::PgRow;
@@ -141,13 +141,17 @@ impl Driver {
         conn.drain_notifications();
         self.local.borrow_and_update();
         let after = self.scan.unwrap_or(Pos::ORIGIN);
-        let read = read_batch(
-            conn.executor(),
-            &self.sql,
-            self.family,
-            &self.filter,
-            after,
-            batch_size,
+        let read = within(
+            config.read_timeout,
+            "reading the outbox",
+            read_batch(
+                conn.executor(),
+                &self.sql,
+                self.family,
+                &self.filter,
+                after,
+                batch_size,
+            ),
         );
         let mut batch = match or_closed(&self.tx, read).await {
             None => return Next::Stop,
@@ -187,7 +191,11 @@ impl Driver {
         if full {
             return Next::Continue;
         }
-        let timeout = self.wait_timeout(&batch, now);
+        // Waiting no longer than the liveness interval makes the next read
+        // the round trip that proves the server still answers.
+        let timeout = self
+            .wait_timeout(&batch, now)
+            .min(self.inner.config.liveness_interval);
         let Some(conn) = self.conn.as_mut() else {
             return Next::Continue;
         };
@@ -329,7 +337,7 @@ impl Driver {
     async fn lost(&mut self, e: sqlx::Error) -> Next {
         tracing::info!(family = %self.family, error = %e, "ff: postgres subscription lost its connection; reconnecting");
         if let Some(conn) = self.conn.take() {
-            conn.close().await;
+            conn.abandon();
         }
         self.reconnect().await
     }

@@ -52,9 +52,11 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 mod postgres;
+mod proxy;
 mod valkey;
 
 pub use postgres::PostgresServer;
+pub use proxy::TcpProxy;
 pub use valkey::{Reply, ValkeyServer};
 
 /// Environment variable naming an external Valkey server for the suite.

@@ -67,6 +67,8 @@ pub(crate) struct Driver {
     held_since: Option<Instant>,
     next_held_warning: Option<Instant>,
     held_pause: Duration,
+    /// A notification arrived while a batch waited for the consumer.
+    woken_while_delivering: bool,
 }
 
 /// What to do after a step.
@@ -116,13 +118,14 @@ impl Driver {
             held_since: None,
             next_held_warning: None,
             held_pause: HELD_BACK_FIRST_PAUSE,
+            woken_while_delivering: false,
         }
     }
 
     /// Run until the consumer goes away or a terminal error is yielded,
     /// then release the connection.
     pub async fn run(mut self, initial: Vec<Pending>) {
-        if initial.is_empty() || self.tx.send(initial).await.is_ok() {
+        if initial.is_empty() || self.deliver(initial).await {
             while let Next::Continue = self.step().await {}
         }
         if let Some(conn) = self.conn.take() {
@@ -185,10 +188,10 @@ impl Driver {
                 out.push(checkpoint);
             }
         }
-        if !out.is_empty() && self.tx.send(out).await.is_err() {
+        if !out.is_empty() && !self.deliver(out).await {
             return Next::Stop;
         }
-        if full {
+        if full || std::mem::take(&mut self.woken_while_delivering) {
             return Next::Continue;
         }
         // Waiting no longer than the liveness interval makes the next read
@@ -216,6 +219,38 @@ impl Driver {
             Some(Err(e)) if is_connection_error(&e) => self.lost(e).await,
             Some(Err(e)) => self.fail(map_sqlx(e)).await,
         }
+    }
+
+    /// Hand `out` to the consumer; `false` when the consumer is gone.
+    ///
+    /// While the consumer is slow to take it, keep reading the connection:
+    /// a listener that is not read stops the server's notification queue
+    /// from advancing past it, and when that cluster-wide queue is full
+    /// every producer's `COMMIT` fails. The notifications read meanwhile
+    /// are only wake-ups; one is remembered so the next step reads again
+    /// at once instead of waiting.
+    async fn deliver(&mut self, out: Vec<Pending>) -> bool {
+        let Some(conn) = self.conn.as_mut() else {
+            return self.tx.send(out).await.is_ok();
+        };
+        let send = self.tx.send(out);
+        tokio::pin!(send);
+        let lost = loop {
+            tokio::select! {
+                biased;
+                sent = &mut send => return sent.is_ok(),
+                woke = conn.wait(self.inner.config.safety_net_poll) => match woke {
+                    Ok(Wake::Notified) => self.woken_while_delivering = true,
+                    Ok(Wake::TimedOut) => {}
+                    Err(e) => break e,
+                },
+            }
+        };
+        tracing::info!(family = %self.family, error = %lost, "ff: postgres subscription lost its connection while its consumer was busy");
+        if let Some(conn) = self.conn.take() {
+            conn.abandon();
+        }
+        send.await.is_ok()
     }
 
     /// Yield a batch's rows and advance the scan past them; `CaughtUp`

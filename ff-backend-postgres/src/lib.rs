@@ -108,6 +108,7 @@ mod schema;
 mod schema_state;
 mod sql;
 mod subscription;
+mod well_formed;
 
 pub use backend::PostgresBackend;
 pub use config::{validate_schema_name, PostgresConfig, MAX_APPLICATION_NAME_LEN, MAX_SCHEMA_LEN};

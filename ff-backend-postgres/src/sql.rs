@@ -17,6 +17,7 @@ use sqlx::query::Query;
 use sqlx::Postgres;
 
 use crate::schema::{table_def, SchemaNames};
+use crate::well_formed::well_formed;
 
 /// A query with bound arguments.
 pub(crate) type PgQuery<'q> = Query<'q, Postgres, PgArguments>;
@@ -153,9 +154,27 @@ impl SqlFilter {
             && self.kinds.is_none()
     }
 
-    /// ` AND ...` predicates, numbering parameters from `$first`.
+    /// ` AND ...`: the rows the filter admits, plus every row the decoder
+    /// rejects (delivered as `Corrupt`); parameters numbered from `$first`.
+    /// Empty for the empty filter.
     fn predicates(&self, family: Family, first: usize) -> String {
-        let mut sql = String::new();
+        if self.is_empty() {
+            return String::new();
+        }
+        format!(
+            " AND (({}) OR NOT {})",
+            self.matching(family, first),
+            well_formed(family)
+        )
+    }
+
+    /// The filter over well-formed rows, exactly as
+    /// `SubscriptionFilter::matches` judges their decoded events:
+    /// execution ids compare in lower case (the decoder accepts upper-case
+    /// hex digits), tags by containment (well-formed tags are strings),
+    /// kinds by their exact wire strings.
+    fn matching(&self, family: Family, first: usize) -> String {
+        let mut sql = String::from("true");
         let mut n = first;
         let mut next = || {
             let p = n;
@@ -169,7 +188,7 @@ impl SqlFilter {
             sql.push_str(&format!(" AND t.tags @> ${}::jsonb", next()));
         }
         if self.execution_id.is_some() {
-            sql.push_str(&format!(" AND t.execution_id = ${}", next()));
+            sql.push_str(&format!(" AND lower(t.execution_id) = ${}", next()));
         }
         if let Some(k) = &self.kinds {
             let col = table_def(family).kind_column.name();
@@ -321,7 +340,8 @@ mod tests {
         let sql = read(&names, Family::Completion, &sf);
         assert!(sql.contains("t.namespace = $4"), "{sql}");
         assert!(sql.contains("t.tags @> $5::jsonb"), "{sql}");
-        assert!(sql.contains("t.execution_id = $6"), "{sql}");
+        assert!(sql.contains("lower(t.execution_id) = $6"), "{sql}");
+        assert!(sql.contains("OR NOT coalesce("), "{sql}");
         assert!(
             sql.contains("t.outcome = ANY($7::text[]) OR t.outcome <> ALL($8::text[])"),
             "{sql}"

@@ -74,7 +74,7 @@ pub(crate) async fn subscribe(
     let initial = std::mem::take(&mut start.initial);
     let driver = Driver::new(inner, family, read_sql, sql_filter, conn, &start, tx);
     tokio::spawn(driver.run(initial));
-    Ok(Box::pin(SubscriptionStream::new(rx, family, base)))
+    Ok(Box::pin(SubscriptionStream::new(rx, family, base, filter)))
 }
 
 /// Turn a decoded cursor into a concrete start. The tail becomes the

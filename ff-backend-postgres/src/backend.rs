@@ -68,6 +68,26 @@ impl PostgresBackend {
     /// A malformed URL or configuration is `Validation` (the URL's
     /// password redacted); an unreachable server is `Transport`.
     pub async fn connect(url: &str, config: PostgresConfig) -> Result<Self, EngineError> {
+        let backend = Self::open(url, config).await?;
+        backend.ensure_schema().await?;
+        Ok(backend)
+    }
+
+    /// Connect to the database at `url` and create the schema or bring it
+    /// up to date, whatever `migrate_on_connect` says; returns the backend
+    /// and the migration versions applied. What `ff migrate` runs.
+    pub async fn connect_and_migrate(
+        url: &str,
+        config: PostgresConfig,
+    ) -> Result<(Self, Vec<i64>), EngineError> {
+        let backend = Self::open(url, config).await?;
+        let applied = backend.migrate().await?;
+        Ok((backend, applied))
+    }
+
+    /// Connect the pool (once, so an unreachable server fails here) without
+    /// looking at the schema.
+    async fn open(url: &str, config: PostgresConfig) -> Result<Self, EngineError> {
         config.validate()?;
         let invalid = |why: String| {
             EngineError::validation(format!("invalid Postgres URL {}: {why}", redact_url(url)))
@@ -110,7 +130,6 @@ impl PostgresBackend {
                 config,
             }),
         };
-        backend.ensure_schema().await?;
         Ok(backend)
     }
 

@@ -61,16 +61,16 @@ pub(crate) fn expiry(pos: Pos, xmax: u64, horizon: Option<Pos>) -> Option<String
         return Some(format!(
             "its transaction id {} is beyond the newest this database has completed ({}): \
              the database's history was reset (restored from a backup, failed over to a \
-             lagging replica, or it is another database); resume from `oldest` or the tail",
+             lagging replica, or it is another database)",
             pos.xid,
             xmax.saturating_sub(1)
         ));
     }
     match horizon {
         Some(h) if pos < h => Some(format!(
-            "events up to (xid {}, id {}) were pruned, and the position is (xid {}, id {}); \
-             resume from `oldest` to continue with the oldest retained event",
-            h.xid, h.id, pos.xid, pos.id
+            "the events up to transaction {} were pruned (retention), past this position in \
+             transaction {}",
+            h.xid, pos.xid
         )),
         _ => None,
     }

@@ -34,11 +34,8 @@ pub async fn run(args: MigrateArgs) -> Result<()> {
             redact(&args.backend)
         );
     }
-    let config = PostgresConfig::default()
-        .with_schema(args.schema.clone())
-        .with_migrate_on_connect(false);
-    let backend = PostgresBackend::connect(&args.backend, config).await?;
-    let applied = backend.migrate().await?;
+    let config = PostgresConfig::default().with_schema(args.schema.clone());
+    let (backend, applied) = PostgresBackend::connect_and_migrate(&args.backend, config).await?;
     if applied.is_empty() {
         println!("schema {:?} is up to date", args.schema);
     } else {

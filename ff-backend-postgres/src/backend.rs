@@ -25,6 +25,7 @@ use crate::publish::InsertStatements;
 use crate::resolve::Resolved;
 use crate::schema::SchemaNames;
 use crate::schema_state;
+use crate::sql;
 
 /// The ff backend over a Postgres outbox. Cheap to clone (the state is
 /// shared); see the [crate documentation](crate) for the schema and the
@@ -212,21 +213,16 @@ impl StreamBackend for PostgresBackend {
     }
 
     /// The position before the first event (in stream order) recorded at
-    /// or after `at`, or the frontier of open transactions when every
-    /// event is older; never after a transaction still open.
+    /// or after `at` — the row before it, the horizon or the origin — or,
+    /// when every event is older, where a tail subscription would start;
+    /// never after a transaction still open, and always a position that
+    /// survives a crash of the server.
     async fn cursor_at(
         &self,
         family: Family,
         at: TimestampMs,
     ) -> Result<StreamCursor, EngineError> {
-        let sql = format!(
-            "WITH f AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) \
-             SELECT f.xmin::text::int8, r.xid::text::int8, r.id FROM f \
-             LEFT JOIN LATERAL ( \
-                 SELECT t.xid, t.id FROM {table} t WHERE t.at >= $1 ORDER BY t.xid, t.id LIMIT 1 \
-             ) r ON true",
-            table = self.inner.names.table(family)
-        );
+        let sql = sql::cursor_at(&self.inner.names, family);
         let row = with_conn!(self.inner.pool, |conn| {
             sqlx::query(&sql)
                 .bind(at.0)
@@ -234,15 +230,28 @@ impl StreamBackend for PostgresBackend {
                 .await
                 .map_err(map_sqlx)
         })?;
-        let xmin: i64 = row.try_get(0).map_err(map_sqlx)?;
-        let first: Option<(i64, i64)> = row
-            .try_get::<Option<i64>, _>(1)
-            .map_err(map_sqlx)?
-            .zip(row.try_get::<Option<i64>, _>(2).map_err(map_sqlx)?);
-        let frontier = Pos::frontier(xmin.max(0) as u64);
-        let pos = match first {
-            Some((xid, id)) => Pos::from_row(xid, id.saturating_sub(1)).min(frontier),
-            None => frontier,
+        let get = |i: usize| row.try_get::<Option<i64>, _>(i).map_err(map_sqlx);
+        let pos = |first: usize| -> Result<Option<Pos>, EngineError> {
+            Ok(get(first)?
+                .zip(get(first + 1)?)
+                .map(|(x, i)| Pos::row(x, i, get(first + 2).ok().flatten().unwrap_or_default())))
+        };
+        let found: bool = row.try_get(0).map_err(map_sqlx)?;
+        let (before_first, below, horizon) = (pos(1)?, pos(4)?, pos(7)?);
+        let tail = below
+            .into_iter()
+            .chain(horizon)
+            .max()
+            .unwrap_or(Pos::ORIGIN);
+        let pos = if found {
+            before_first
+                .into_iter()
+                .chain(horizon)
+                .max()
+                .unwrap_or(Pos::ORIGIN)
+                .min(tail)
+        } else {
+            tail
         };
         Ok(pos.cursor(family))
     }

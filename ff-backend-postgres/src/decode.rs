@@ -47,7 +47,8 @@ impl<'r> RowView<'r> {
     pub fn position(&self) -> Result<Pos, EngineError> {
         let xid: i64 = self.get(0)?;
         let id: i64 = self.get(1)?;
-        Ok(Pos::from_row(xid, id))
+        let at: i64 = self.get(2)?;
+        Ok(Pos::row(xid, id, at))
     }
 
     fn get<'a, T>(&'a self, offset: usize) -> Result<T, EngineError>

@@ -21,6 +21,8 @@ pub(crate) struct Resolved {
     pub horizon: Option<Pos>,
     /// Newest committed row.
     pub head: Option<Pos>,
+    /// Newest committed row of a transaction older than `xmin`.
+    pub below: Option<Pos>,
 }
 
 impl Resolved {
@@ -38,13 +40,30 @@ impl Resolved {
             .await
             .map_err(map_sqlx)?;
         let get = |i: usize| row.try_get::<Option<i64>, _>(i).map_err(map_sqlx);
-        let pair = |x: Option<i64>, i: Option<i64>| x.zip(i).map(|(x, i)| Pos::from_row(x, i));
+        let pos = |first: usize| -> Result<Option<Pos>, EngineError> {
+            Ok(get(first)?
+                .zip(get(first + 1)?)
+                .map(|(x, i)| Pos::row(x, i, get(first + 2).ok().flatten().unwrap_or_default())))
+        };
         Ok(Self {
             xmin: get(0)?.unwrap_or(0).max(0) as u64,
             xmax: get(1)?.unwrap_or(0).max(0) as u64,
-            horizon: pair(get(2)?, get(3)?),
-            head: pair(get(4)?, get(5)?),
+            horizon: pos(2)?,
+            head: pos(5)?,
+            below: pos(8)?,
         })
+    }
+
+    /// Where a tail subscription starts: after the newest row a reader can
+    /// see without gaps (or the horizon, or the origin, when there is
+    /// none). Every transaction that commits later sorts after it, and it
+    /// names a committed row, so it survives a crash of the server.
+    pub fn tail_start(&self) -> Pos {
+        self.below
+            .into_iter()
+            .chain(self.horizon)
+            .max()
+            .unwrap_or(Pos::ORIGIN)
     }
 
     /// `Some(detail)` when a stream positioned at `pos` can no longer be

@@ -78,44 +78,56 @@ pub(crate) async fn subscribe(
 }
 
 /// Turn a decoded cursor into a concrete start. The tail becomes the
-/// frontier of the current snapshot (after every transaction older than
-/// the oldest open one). `CaughtUp` is yielded at once when nothing
-/// committed before the subscribe lies after the start; otherwise after
-/// the newest such event.
+/// newest row a reader can see without gaps (see
+/// [`Resolved::tail_start`]). A cursor at or after the oldest open
+/// transaction (a publish's own cursor can be) starts there too, so
+/// transactions that were open when it was written and commit later are
+/// not skipped: more, never fewer. `CaughtUp` is yielded at once when
+/// nothing committed before the subscribe lies after the start; otherwise
+/// after the newest such event.
 fn resolve_start(
     family: Family,
     start: CursorStart<Pos>,
     cursor: StreamCursor,
     resolved: &Resolved,
 ) -> Result<Start, EngineError> {
-    let caught_up_at = |scan: Option<Pos>, pos: Pos, yielded: StreamCursor| Start {
-        scan,
-        yielded,
-        caught_up: true,
-        target: None,
-        initial: vec![Pending::Ready(Ok(DeliveryItem::CaughtUp {
-            cursor: pos.cursor(family),
-        }))],
+    let tail = resolved.tail_start();
+    let from = |scan: Option<Pos>, yielded: StreamCursor| match resolved.head {
+        Some(head) if scan.is_none_or(|s| head > s) => Start {
+            scan,
+            yielded,
+            caught_up: false,
+            target: Some(head),
+            initial: Vec::new(),
+        },
+        _ => {
+            let at = scan.unwrap_or(tail);
+            Start {
+                scan: Some(at),
+                yielded,
+                caught_up: true,
+                target: None,
+                initial: vec![Pending::Ready(Ok(DeliveryItem::CaughtUp {
+                    cursor: at.cursor(family),
+                }))],
+            }
+        }
     };
     Ok(match start {
         CursorStart::Tail => {
-            let pos = Pos::frontier(resolved.xmin);
-            caught_up_at(Some(pos), pos, pos.cursor(family))
+            let cursor = tail.cursor(family);
+            Start {
+                scan: Some(tail),
+                yielded: cursor.clone(),
+                caught_up: true,
+                target: None,
+                initial: vec![Pending::Ready(Ok(DeliveryItem::CaughtUp { cursor }))],
+            }
         }
         CursorStart::Beginning => match resolved.head {
-            // Nothing is retained: every event to come commits later, in
-            // a transaction at or after the oldest open one.
-            None => {
-                let pos = Pos::frontier(resolved.xmin);
-                caught_up_at(Some(pos), pos, pos.cursor(family))
-            }
-            Some(head) => Start {
-                scan: None,
-                yielded: StreamCursor::beginning(),
-                caught_up: false,
-                target: Some(head),
-                initial: Vec::new(),
-            },
+            // Nothing is retained: every event to come commits later.
+            None => from(Some(tail), tail.cursor(family)),
+            Some(_) => from(None, StreamCursor::beginning()),
         },
         CursorStart::After(pos) => {
             if let Some(detail) = resolved.expiry(pos) {
@@ -128,15 +140,10 @@ fn resolve_start(
                     detail,
                 });
             }
-            match resolved.head {
-                Some(head) if head > pos => Start {
-                    scan: Some(pos),
-                    yielded: cursor,
-                    caught_up: false,
-                    target: Some(head),
-                    initial: Vec::new(),
-                },
-                _ => caught_up_at(Some(pos), pos, cursor),
+            if pos.xid >= resolved.xmin && tail < pos {
+                from(Some(tail), tail.cursor(family))
+            } else {
+                from(Some(pos), cursor)
             }
         }
     })

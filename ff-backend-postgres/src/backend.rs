@@ -17,6 +17,7 @@ use sqlx::{ConnectOptions, Row};
 
 use crate::config::PostgresConfig;
 use crate::error::{map_sqlx, redact_url, BACKEND};
+use crate::history;
 use crate::migrate;
 use crate::notify::Notifier;
 use crate::pool::{with_conn, ConnPool};
@@ -203,12 +204,12 @@ impl StreamBackend for PostgresBackend {
     /// it; the tail cursor never does.
     async fn bounds(&self, family: Family) -> Result<StreamBounds, EngineError> {
         let r = with_conn!(self.inner.pool, |conn| {
-            Resolved::read(conn, &self.inner.names, family).await
+            Resolved::read(conn, &self.inner.names, family, None).await
         })?;
-        let oldest = r
-            .horizon
-            .map_or_else(StreamCursor::beginning, |h| h.cursor(family));
-        let head = r.head.map_or_else(|| oldest.clone(), |h| h.cursor(family));
+        let oldest = history::oldest(&r, family);
+        let head = r
+            .head
+            .map_or_else(|| oldest.clone(), |h| h.cursor(family, r.system));
         Ok(StreamBounds::new(oldest, head, None))
     }
 
@@ -237,6 +238,7 @@ impl StreamBackend for PostgresBackend {
                 .map(|(x, i)| Pos::row(x, i, get(first + 2).ok().flatten().unwrap_or_default())))
         };
         let found: bool = row.try_get(0).map_err(map_sqlx)?;
+        let system = get(10)?.unwrap_or_default() as u64;
         let (before_first, below, horizon) = (pos(1)?, pos(4)?, pos(7)?);
         let tail = below
             .into_iter()
@@ -253,6 +255,6 @@ impl StreamBackend for PostgresBackend {
         } else {
             tail
         };
-        Ok(pos.cursor(family))
+        Ok(pos.cursor(family, system))
     }
 }

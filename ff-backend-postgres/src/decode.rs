@@ -70,11 +70,12 @@ impl<'r> RowView<'r> {
     }
 
     /// Decode the row into a delivery item: the event with its metadata,
-    /// or `Corrupt` naming what could not be decoded.
-    pub fn decode(&self) -> Result<(Pos, DeliveryItem), EngineError> {
+    /// or `Corrupt` naming what could not be decoded. Cursors name the
+    /// cluster `system`.
+    pub fn decode(&self, system: u64) -> Result<(Pos, DeliveryItem), EngineError> {
         let pos = self.position()?;
         let family = self.def.family;
-        let cursor = pos.cursor(family);
+        let cursor = pos.cursor(family, system);
         let corrupt = |detail: String| DeliveryItem::Corrupt {
             cursor: cursor.clone(),
             detail: format!(

@@ -96,6 +96,7 @@ mod decode;
 mod error;
 mod grants;
 mod held_back;
+mod history;
 mod migrate;
 mod notify;
 mod pool;

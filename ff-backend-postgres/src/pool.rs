@@ -13,7 +13,7 @@
 //! reused.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,6 +32,8 @@ pub(crate) struct ConnPool {
     connect_timeout: Duration,
     query_timeout: Duration,
     closed: AtomicBool,
+    /// The system identifier the newest connection reported.
+    system: AtomicU64,
 }
 
 /// A connection checked out of a [`ConnPool`]. Call
@@ -59,6 +61,7 @@ impl ConnPool {
             connect_timeout,
             query_timeout,
             closed: AtomicBool::new(false),
+            system: AtomicU64::new(0),
         })
     }
 
@@ -85,10 +88,9 @@ impl ConnPool {
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let conn = match idle {
             Some(conn) => conn,
-            None => tokio::time::timeout(self.connect_timeout, self.options.connect())
+            None => tokio::time::timeout(self.connect_timeout, self.connect())
                 .await
-                .map_err(|_| timed_out("could not connect"))?
-                .map_err(map_sqlx)?,
+                .map_err(|_| timed_out("could not connect"))??,
         };
         Ok(PooledConn {
             conn: Some(conn),
@@ -96,6 +98,23 @@ impl ConnPool {
             reusable: false,
             _permit: permit,
         })
+    }
+
+    /// Open a connection and note the server's system identifier.
+    async fn connect(&self) -> Result<PgConnection, EngineError> {
+        let mut conn = self.options.connect().await.map_err(map_sqlx)?;
+        let system: i64 = sqlx::query_scalar(crate::sql::SYSTEM_IDENTIFIER)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(map_sqlx)?;
+        self.system.store(system as u64, Ordering::Release);
+        Ok(conn)
+    }
+
+    /// The system identifier of the cluster the pool's newest connection
+    /// reached (the one `0x05` cursors of its writes carry).
+    pub fn system(&self) -> u64 {
+        self.system.load(Ordering::Acquire)
     }
 
     /// Run `op` within the query timeout; past it, a `Transport` error.

@@ -23,19 +23,27 @@ pub(crate) struct Resolved {
     pub head: Option<Pos>,
     /// Newest committed row of a transaction older than `xmin`.
     pub below: Option<Pos>,
+    /// The server's system identifier.
+    pub system: u64,
+    /// The `at` of the row at the probed position, if the server has it.
+    pub probe_at: Option<i64>,
 }
 
 impl Resolved {
-    /// Read `family`'s state.
+    /// Read `family`'s state, and look up the row at `probe` (see
+    /// `history`).
     pub async fn read<'c, E>(
         executor: E,
         names: &SchemaNames,
         family: Family,
+        probe: Option<Pos>,
     ) -> Result<Self, EngineError>
     where
         E: sqlx::Executor<'c, Database = sqlx::Postgres>,
     {
         let row = sqlx::query(&sql::resolve(names, family))
+            .bind(probe.map(Pos::xid_text))
+            .bind(probe.map(|p| p.id))
             .fetch_one(executor)
             .await
             .map_err(map_sqlx)?;
@@ -51,6 +59,8 @@ impl Resolved {
             horizon: pos(2)?,
             head: pos(5)?,
             below: pos(8)?,
+            system: get(11)?.unwrap_or_default() as u64,
+            probe_at: get(12)?,
         })
     }
 

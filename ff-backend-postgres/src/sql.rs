@@ -79,7 +79,9 @@ fn row_columns(family: Family) -> String {
 /// The snapshot, horizon, newest row and newest row below the snapshot's
 /// `xmin` of `family`, in one statement: `xmin, xmax`, then `xid, id, at`
 /// of the horizon, the head and the newest readable row (NULL when
-/// absent). Used at subscribe time and by `bounds`.
+/// absent), the server's system identifier, and the `at` of the row at
+/// `($1 xid text, $2 id)` (NULL when there is none, or `$1` is NULL). Used
+/// at subscribe and reconnect time and by `bounds`.
 pub(crate) fn resolve(names: &SchemaNames, family: Family) -> String {
     format!(
         "WITH f AS MATERIALIZED ( \
@@ -88,7 +90,9 @@ pub(crate) fn resolve(names: &SchemaNames, family: Family) -> String {
          SELECT f.xmin::text::int8, f.xmax::text::int8, \
                 h.xid::text::int8, h.id, {horizon_at}, \
                 hd.xid::text::int8, hd.id, hd.at, \
-                b.xid::text::int8, b.id, b.at \
+                b.xid::text::int8, b.id, b.at, \
+                (SELECT system_identifier FROM pg_control_system()), \
+                (SELECT t.at FROM {table} t WHERE t.xid = $1::text::xid8 AND t.id = $2) \
          FROM f \
          LEFT JOIN {horizons} h ON h.family = '{fam}' \
          LEFT JOIN LATERAL ( \
@@ -105,10 +109,14 @@ pub(crate) fn resolve(names: &SchemaNames, family: Family) -> String {
     )
 }
 
+/// The server's system identifier (what `0x05` cursors carry).
+pub(crate) const SYSTEM_IDENTIFIER: &str = "SELECT system_identifier FROM pg_control_system()";
+
 /// `cursor_at` of `family` for `$1` (ms): whether a row recorded at or
 /// after `$1` exists, then `xid, id, at` of the row before the first such
 /// row (in stream order), of the newest row below the snapshot's `xmin`,
-/// and of the horizon (NULL when absent).
+/// and of the horizon (NULL when absent), and the server's system
+/// identifier.
 pub(crate) fn cursor_at(names: &SchemaNames, family: Family) -> String {
     format!(
         "WITH f AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin), \
@@ -117,7 +125,8 @@ pub(crate) fn cursor_at(names: &SchemaNames, family: Family) -> String {
          SELECT EXISTS (SELECT 1 FROM first), \
                 p.xid::text::int8, p.id, p.at, \
                 b.xid::text::int8, b.id, b.at, \
-                h.xid::text::int8, h.id, {horizon_at} \
+                h.xid::text::int8, h.id, {horizon_at}, \
+                (SELECT system_identifier FROM pg_control_system()) \
          FROM f \
          LEFT JOIN LATERAL ( \
              SELECT t.xid, t.id, t.at FROM {table} t, first \
@@ -137,7 +146,7 @@ pub(crate) fn cursor_at(names: &SchemaNames, family: Family) -> String {
 }
 
 /// The horizon's `at` in reads (over alias `h`).
-const HORIZON_AT: &str = "0::int8";
+const HORIZON_AT: &str = "h.at";
 
 /// A subscription filter as SQL predicates over table alias `t`, with the
 /// values to bind (from parameter `$4` on).

@@ -11,6 +11,7 @@
 //! | `0x01` | Valkey | family ++ entry-id ms (u64 BE) ++ entry-id seq (u64 BE) |
 //! | `0x02` | Postgres | family ++ xid8 (u64 BE) ++ row id (u64 BE) |
 //! | `0x03` | memory | family ++ instance epoch (u64 BE) ++ sequence (u64 BE) |
+//! | `0x05` | Postgres | family ++ system identifier ++ xid8 ++ row id ++ row `at` (u64 BE each); see [`encode_postgres_history`] |
 //! | `0x80`–`0xFE` | third-party backends | theirs (`0xFF` reserved) |
 
 use std::cmp::Ordering;
@@ -24,6 +25,12 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::engine_error::EngineError;
 use crate::stream_events::Family;
+
+mod postgres_history;
+pub use postgres_history::{
+    decode_postgres_any, encode_postgres_history, PostgresCursor, PostgresHistoryPosition,
+    POSTGRES_HISTORY_BYTE, POSTGRES_HISTORY_LEN,
+};
 
 /// Byte 0 of the beginning cursor.
 pub const BEGINNING_BYTE: u8 = 0x00;
@@ -88,7 +95,9 @@ impl StreamCursor {
     /// one. Third-party layouts are their own, so `None` for them.
     pub fn family(&self) -> Option<Family> {
         match self.0.as_ref() {
-            [VALKEY_BYTE | POSTGRES_BYTE | MEMORY_BYTE, fam, ..] => Family::from_cursor_byte(*fam),
+            [VALKEY_BYTE | POSTGRES_BYTE | MEMORY_BYTE | POSTGRES_HISTORY_BYTE, fam, ..] => {
+                Family::from_cursor_byte(*fam)
+            }
             _ => None,
         }
     }
@@ -171,7 +180,7 @@ pub enum CursorStart<P> {
 fn issuer(byte: u8) -> String {
     match byte {
         VALKEY_BYTE => "the Valkey backend".into(),
-        POSTGRES_BYTE => "the Postgres backend".into(),
+        POSTGRES_BYTE | POSTGRES_HISTORY_BYTE => "the Postgres backend".into(),
         MEMORY_BYTE => "the memory backend".into(),
         0x80..=0xFE => format!("a third-party backend (format 0x{byte:02x})"),
         _ => format!("no known backend (unknown format 0x{byte:02x})"),

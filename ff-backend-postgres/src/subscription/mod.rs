@@ -22,7 +22,8 @@ use tokio::sync::mpsc;
 
 use crate::backend::Inner;
 use crate::error::map_sqlx;
-use crate::position::{self, Pos};
+use crate::history;
+use crate::position::{self, Given, Pos};
 use crate::resolve::Resolved;
 use crate::sql::{self, SqlFilter};
 
@@ -51,7 +52,11 @@ pub(crate) async fn subscribe(
     )
     .await
     .map_err(map_sqlx)?;
-    let resolve = Resolved::read(conn.executor(), &inner.names, family);
+    let probe = match start {
+        CursorStart::After(given) => Some(given.pos),
+        _ => None,
+    };
+    let resolve = Resolved::read(conn.executor(), &inner.names, family, probe);
     let limit = inner.config.read_timeout;
     let resolved = match tokio::time::timeout(limit, resolve)
         .await
@@ -63,7 +68,17 @@ pub(crate) async fn subscribe(
             return Err(e);
         }
     };
-    let mut start = match resolve_start(family, start, cursor, &resolved) {
+    // A cursor of another cluster is expired whatever this one holds;
+    // otherwise rows numbered beyond this cluster's ids stop everyone.
+    let other_cluster = matches!(
+        start,
+        CursorStart::After(Given { system: Some(s), .. }) if s != resolved.system
+    );
+    let guard = match history::foreign_rows(&resolved, family) {
+        Some(err) if !other_cluster => Err(err),
+        _ => Ok(()),
+    };
+    let mut start = match guard.and_then(|()| resolve_start(family, start, cursor, &resolved)) {
         Ok(s) => s,
         Err(e) => {
             conn.close().await;
@@ -72,9 +87,14 @@ pub(crate) async fn subscribe(
     };
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
     let initial = std::mem::take(&mut start.initial);
-    let driver = Driver::new(inner, family, read_sql, sql_filter, conn, &start, tx);
+    let system = resolved.system;
+    let driver = Driver::new(
+        inner, family, read_sql, sql_filter, conn, &start, system, tx,
+    );
     tokio::spawn(driver.run(initial));
-    Ok(Box::pin(SubscriptionStream::new(rx, family, base, filter)))
+    Ok(Box::pin(SubscriptionStream::new(
+        rx, family, base, filter, system,
+    )))
 }
 
 /// Turn a decoded cursor into a concrete start. The tail becomes the
@@ -87,10 +107,11 @@ pub(crate) async fn subscribe(
 /// after the newest such event.
 fn resolve_start(
     family: Family,
-    start: CursorStart<Pos>,
+    start: CursorStart<Given>,
     cursor: StreamCursor,
     resolved: &Resolved,
 ) -> Result<Start, EngineError> {
+    let system = resolved.system;
     let tail = resolved.tail_start();
     let from = |scan: Option<Pos>, yielded: StreamCursor| match resolved.head {
         Some(head) if scan.is_none_or(|s| head > s) => Start {
@@ -108,14 +129,14 @@ fn resolve_start(
                 caught_up: true,
                 target: None,
                 initial: vec![Pending::Ready(Ok(DeliveryItem::CaughtUp {
-                    cursor: at.cursor(family),
+                    cursor: at.cursor(family, system),
                 }))],
             }
         }
     };
     Ok(match start {
         CursorStart::Tail => {
-            let cursor = tail.cursor(family);
+            let cursor = tail.cursor(family, system);
             Start {
                 scan: Some(tail),
                 yielded: cursor.clone(),
@@ -126,22 +147,22 @@ fn resolve_start(
         }
         CursorStart::Beginning => match resolved.head {
             // Nothing is retained: every event to come commits later.
-            None => from(Some(tail), tail.cursor(family)),
+            None => from(Some(tail), tail.cursor(family, system)),
             Some(_) => from(None, StreamCursor::beginning()),
         },
-        CursorStart::After(pos) => {
-            if let Some(detail) = resolved.expiry(pos) {
-                let oldest = resolved
-                    .horizon
-                    .map_or_else(StreamCursor::beginning, |h| h.cursor(family));
+        CursorStart::After(Given {
+            pos,
+            system: read_in,
+        }) => {
+            if let Some(detail) = history::unproven(pos, read_in, resolved) {
                 return Err(EngineError::CursorExpired {
                     cursor,
-                    oldest: Some(oldest),
+                    oldest: Some(history::oldest(resolved, family)),
                     detail,
                 });
             }
             if pos.xid >= resolved.xmin && tail < pos {
-                from(Some(tail), tail.cursor(family))
+                from(Some(tail), tail.cursor(family, system))
             } else {
                 from(Some(pos), cursor)
             }

@@ -50,16 +50,20 @@ pub(crate) struct SubscriptionStream {
     base: usize,
     /// The subscription's filter, unless it admits everything.
     filter: Option<SubscriptionFilter>,
+    /// The cluster's system identifier, which event cursors carry.
+    system: u64,
 }
 
 impl SubscriptionStream {
     /// A stream of `family` reading from `rx`; rows' outbox columns start
-    /// at column `base`; events that `filter` rejects are skipped.
+    /// at column `base`; events that `filter` rejects are skipped; cursors
+    /// name the cluster `system`.
     pub fn new(
         rx: mpsc::Receiver<Vec<Pending>>,
         family: Family,
         base: usize,
         filter: &SubscriptionFilter,
+        system: u64,
     ) -> Self {
         Self {
             rx,
@@ -67,6 +71,7 @@ impl SubscriptionStream {
             family,
             base,
             filter: (!filter.is_empty()).then(|| filter.clone()),
+            system,
         }
     }
 
@@ -75,7 +80,7 @@ impl SubscriptionStream {
         let item = match pending {
             Pending::Ready(item) => return Some(item),
             Pending::Row(row) => RowView::new(&row, self.base, self.family)
-                .decode()
+                .decode(self.system)
                 .map(|(_, item)| item),
         };
         match (&item, &self.filter) {

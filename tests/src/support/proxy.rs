@@ -5,7 +5,8 @@
 //! connections accepted so far stay open but forward nothing in either
 //! direction (what a client sees when a network partition or a moved
 //! virtual IP swallows its packets without a reset), while connections
-//! accepted later are forwarded normally. Dropping the proxy closes every
+//! accepted later are forwarded normally; [`TcpProxy::retarget`] sends
+//! later connections elsewhere. Dropping the proxy closes every
 //! connection.
 
 use std::io::{Read, Write};
@@ -23,11 +24,11 @@ struct Link {
     silenced: Arc<AtomicBool>,
 }
 
-#[derive(Default)]
 struct Shared {
     links: Mutex<Vec<Link>>,
     accepted: AtomicUsize,
     stopped: AtomicBool,
+    target: Mutex<SocketAddr>,
 }
 
 /// A forwarding proxy on a free loopback port.
@@ -45,11 +46,16 @@ impl TcpProxy {
             .local_addr()
             .map_err(|e| SupportError::io("reading the proxy's address", e))?
             .port();
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            links: Mutex::new(Vec::new()),
+            accepted: AtomicUsize::new(0),
+            stopped: AtomicBool::new(false),
+            target: Mutex::new(target),
+        });
         let accepting = shared.clone();
         thread::Builder::new()
             .name("ff-test-proxy".into())
-            .spawn(move || accept_loop(listener, target, accepting))
+            .spawn(move || accept_loop(listener, accepting))
             .map_err(|e| SupportError::io("spawning the proxy thread", e))?;
         Ok(Self { port, shared })
     }
@@ -62,6 +68,12 @@ impl TcpProxy {
     /// How many connections the proxy has accepted so far.
     pub fn accepted(&self) -> usize {
         self.shared.accepted.load(Ordering::Acquire)
+    }
+
+    /// Forward connections accepted from now on to `target` (a moved
+    /// virtual IP); existing ones are left as they are.
+    pub fn retarget(&self, target: SocketAddr) {
+        *self.shared.target.lock().unwrap_or_else(|e| e.into_inner()) = target;
     }
 
     /// Stop forwarding on every connection accepted so far (both
@@ -98,12 +110,13 @@ impl Drop for TcpProxy {
     }
 }
 
-fn accept_loop(listener: TcpListener, target: SocketAddr, shared: Arc<Shared>) {
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     for client in listener.incoming() {
         if shared.stopped.load(Ordering::Acquire) {
             return;
         }
         let Ok(client) = client else { continue };
+        let target = *shared.target.lock().unwrap_or_else(|e| e.into_inner());
         let Ok(server) = TcpStream::connect(target) else {
             let _ = client.shutdown(Shutdown::Both);
             continue;

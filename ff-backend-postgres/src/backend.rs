@@ -27,6 +27,7 @@ use crate::resolve::Resolved;
 use crate::schema::SchemaNames;
 use crate::schema_state;
 use crate::sql;
+use crate::tls;
 
 /// The ff backend over a Postgres outbox. Cheap to clone (the state is
 /// shared); see the [crate documentation](crate) for the schema and the
@@ -99,6 +100,7 @@ impl PostgresBackend {
                 "expected postgres://user:password@host:port/database".into(),
             ));
         }
+        tls::check_tls_params(url)?;
         let base = PgConnectOptions::from_str(url)
             .map_err(|e| invalid(e.to_string()))?
             .disable_statement_logging()

@@ -109,6 +109,7 @@ mod schema;
 mod schema_state;
 mod sql;
 mod subscription;
+mod tls;
 mod well_formed;
 
 pub use backend::PostgresBackend;

@@ -52,10 +52,12 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 mod postgres;
+mod postgres_tls;
 mod proxy;
 mod valkey;
 
 pub use postgres::PostgresServer;
+pub use postgres_tls::{PostgresTlsFiles, CERT_ROLE};
 pub use proxy::TcpProxy;
 pub use valkey::{Reply, ValkeyServer};
 

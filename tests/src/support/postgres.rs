@@ -2,11 +2,13 @@
 
 use std::ffi::{OsStr, OsString};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use super::postgres_tls::{self, PostgresTlsFiles};
 use super::{
     describe, effective_uid, find_in_path, is_executable, log_tail, make_temp_dir, release_port,
     reserve_port, run, shell_quote, start_timeout, Backoff, SupportError, Watchdog,
@@ -15,6 +17,7 @@ use super::{
 const DATA_DIR: &str = "data";
 const LOG_FILE: &str = "postgres.log";
 const EXTRA_CONF: &str = "ff-test.conf";
+const TLS_CONF: &str = "ff-tls.conf";
 /// The OS user the cluster runs as when the tests run as root.
 const UNPRIVILEGED_USER: &str = "postgres";
 
@@ -98,7 +101,9 @@ impl PostgresServer {
         let conf = server.data_dir().join("postgresql.conf");
         let mut main_conf = std::fs::read_to_string(&conf)
             .map_err(|e| SupportError::io(format!("reading {}", conf.display()), e))?;
-        main_conf.push_str(&format!("\ninclude '{EXTRA_CONF}'\n"));
+        main_conf.push_str(&format!(
+            "\ninclude '{EXTRA_CONF}'\ninclude_if_exists '{TLS_CONF}'\n"
+        ));
         std::fs::write(&conf, main_conf)
             .map_err(|e| SupportError::io(format!("writing {}", conf.display()), e))?;
         server.listen()?;
@@ -142,6 +147,48 @@ impl PostgresServer {
         }
         copy.listen()?;
         Ok(copy)
+    }
+
+    /// Turns TLS on with a throwaway CA made in the cluster's directory,
+    /// admits TCP connections only over TLS (`hostssl`; role
+    /// [`CERT_ROLE`](super::postgres_tls::CERT_ROLE) only with a client
+    /// certificate), and restarts the server. Returns the PEM files.
+    pub fn enable_tls(&self) -> Result<PostgresTlsFiles, SupportError> {
+        let files = postgres_tls::make(&self.dir)?;
+        for path in [
+            &files.ca,
+            &files.other_ca,
+            &files.server_cert,
+            &files.server_key,
+            &files.client_cert,
+            &files.client_key,
+        ] {
+            self.give_to_cluster_user(path)?;
+        }
+        let key_mode = std::fs::Permissions::from_mode(0o600);
+        std::fs::set_permissions(&files.server_key, key_mode)
+            .map_err(|e| SupportError::io("chmod the server key", e))?;
+        let data = self.data_dir();
+        for (name, text) in [
+            (TLS_CONF, postgres_tls::server_config(&files)),
+            ("pg_hba.conf", postgres_tls::HBA.to_owned()),
+        ] {
+            let path = data.join(name);
+            std::fs::write(&path, text)
+                .map_err(|e| SupportError::io(format!("writing {}", path.display()), e))?;
+            self.give_to_cluster_user(&path)?;
+        }
+        self.restart()?;
+        Ok(files)
+    }
+
+    /// Make `path` owned by the cluster's OS user (when running as root).
+    fn give_to_cluster_user(&self, path: &Path) -> Result<(), SupportError> {
+        if let Some(run_as) = &self.run_as {
+            std::os::unix::fs::chown(path, Some(run_as.uid), Some(run_as.gid))
+                .map_err(|e| SupportError::io(format!("chown {}", path.display()), e))?;
+        }
+        Ok(())
     }
 
     /// Promotes a standby to a primary (`pg_ctl promote`), waiting until it

@@ -94,6 +94,7 @@ mod config;
 mod cursor_store;
 mod decode;
 mod error;
+mod filter_indexes;
 mod grants;
 mod held_back;
 mod history;

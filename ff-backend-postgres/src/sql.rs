@@ -224,7 +224,7 @@ impl SqlFilter {
     /// execution ids compare in lower case (the decoder accepts upper-case
     /// hex digits), tags by containment (well-formed tags are strings),
     /// kinds by their exact wire strings.
-    fn matching(&self, family: Family, first: usize) -> String {
+    pub fn matching(&self, family: Family, first: usize) -> String {
         let mut sql = String::from("true");
         let mut n = first;
         let mut next = || {
@@ -325,9 +325,35 @@ pub(crate) fn read_header_len(filter: &SqlFilter) -> usize {
 /// behind an older open transaction. For filtered reads `scan_*` is the
 /// newest row (matching or not) below the snapshot's `xmin`: how far a
 /// read that returned fewer than `$3` rows has scanned.
-pub(crate) fn read(names: &SchemaNames, family: Family, filter: &SqlFilter) -> String {
+///
+/// With `indexed` (the opt-in filter indexes exist), a filtered read takes
+/// the matching well-formed rows and the malformed ones in two ordered
+/// branches, each of which an index serves, and merges them.
+pub(crate) fn read(
+    names: &SchemaNames,
+    family: Family,
+    filter: &SqlFilter,
+    indexed: bool,
+) -> String {
     let table = names.table(family);
     let preds = filter.predicates(family, 4);
+    let cols = row_columns(family);
+    let keyset = "(t.xid, t.id) > ($1::text::xid8, $2) AND t.xid < hdr.xmin";
+    let rows = if indexed && !filter.is_empty() {
+        format!(
+            "SELECT * FROM ( \
+                 (SELECT {cols} FROM {table} t WHERE {keyset} AND ({matching}) AND {wf} \
+                  ORDER BY t.xid, t.id LIMIT $3) \
+                 UNION ALL \
+                 (SELECT {cols} FROM {table} t WHERE {keyset} AND NOT {wf} \
+                  ORDER BY t.xid, t.id LIMIT $3) \
+             ) u ORDER BY u.rxid, u.rid LIMIT $3",
+            matching = filter.matching(family, 4),
+            wf = well_formed(family),
+        )
+    } else {
+        format!("SELECT {cols} FROM {table} t WHERE {keyset}{preds} ORDER BY t.xid, t.id LIMIT $3")
+    };
     let (scan_cols, scan_join, scan_sel) = if filter.is_empty() {
         (String::new(), String::new(), String::new())
     } else {
@@ -359,15 +385,9 @@ pub(crate) fn read(names: &SchemaNames, family: Family, filter: &SqlFilter) -> S
          SELECT hdr.xmin_n, hdr.xmax_n, hdr.hxid, hdr.hid, hdr.hat, \
                 hdr.held{scan_sel}, r.* \
          FROM hdr \
-         LEFT JOIN LATERAL ( \
-             SELECT {cols} FROM {table} t \
-             WHERE (t.xid, t.id) > ($1::text::xid8, $2) AND t.xid < hdr.xmin{preds} \
-             ORDER BY t.xid, t.id \
-             LIMIT $3 \
-         ) r ON true",
+         LEFT JOIN LATERAL ({rows}) r ON true",
         horizons = names.horizons(),
         fam = family.as_str(),
-        cols = row_columns(family),
         horizon_at = HORIZON_AT,
     )
 }
@@ -390,7 +410,7 @@ mod tests {
                 EventKind::Completion(CompletionKind::Other),
             ]);
         let sf = SqlFilter::new(&f, Family::Completion);
-        let sql = read(&names, Family::Completion, &sf);
+        let sql = read(&names, Family::Completion, &sf, false);
         assert!(sql.contains("t.namespace = $4"), "{sql}");
         assert!(sql.contains("t.tags @> $5::jsonb"), "{sql}");
         assert!(sql.contains("lower(t.execution_id) = $6"), "{sql}");
@@ -414,7 +434,7 @@ mod tests {
         let f = SubscriptionFilter::new()
             .with_kinds([EventKind::InstanceTags(InstanceTagKind::Cleared)]);
         let sf = SqlFilter::new(&f, Family::InstanceTags);
-        let sql = read(&SchemaNames::new("ff"), Family::InstanceTags, &sf);
+        let sql = read(&SchemaNames::new("ff"), Family::InstanceTags, &sf, false);
         assert!(sql.contains("t.type = ANY($4::text[])"), "{sql}");
         assert!(!sql.contains("ALL("), "{sql}");
     }
@@ -424,7 +444,7 @@ mod tests {
         let sf = SqlFilter::new(&SubscriptionFilter::default(), Family::LeaseHistory);
         assert!(sf.is_empty());
         assert_eq!(read_header_len(&sf), 6);
-        let sql = read(&SchemaNames::new("ff"), Family::LeaseHistory, &sf);
+        let sql = read(&SchemaNames::new("ff"), Family::LeaseHistory, &sf, false);
         assert!(!sql.contains("sxid"), "{sql}");
         assert!(insert_one(&SchemaNames::new("ff"), Family::LeaseHistory).contains("$10::jsonb"));
     }

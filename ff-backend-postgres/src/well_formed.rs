@@ -51,48 +51,61 @@ fn worker_ok(col: &str) -> String {
     )
 }
 
-/// The per-family part of the predicate, over table alias `t`.
-fn family_checks(family: Family) -> String {
+/// The per-family part of the predicate; columns prefixed with `p`.
+fn family_checks(family: Family, p: &str) -> String {
     match family {
         Family::LeaseHistory => {
             let kind = |k: LeaseHistoryKind| literal(k.as_str());
             format!(
-                "{known} AND CASE t.type \
+                "{known} AND CASE {p}type \
                      WHEN {acquired} THEN {worker} \
                      WHEN {renewed} THEN {worker} \
                      WHEN {expired} THEN {prev} \
                      WHEN {reclaimed} THEN {new} \
-                     ELSE t.revoked_by IS NOT NULL END",
-                known = one_of("t.type", LeaseHistoryKind::ALL.iter().map(|k| k.as_str())),
+                     ELSE {p}revoked_by IS NOT NULL END",
+                known = one_of(
+                    &format!("{p}type"),
+                    LeaseHistoryKind::ALL.iter().map(|k| k.as_str())
+                ),
                 acquired = kind(LeaseHistoryKind::Acquired),
                 renewed = kind(LeaseHistoryKind::Renewed),
                 expired = kind(LeaseHistoryKind::Expired),
                 reclaimed = kind(LeaseHistoryKind::Reclaimed),
-                worker = worker_ok("t.worker_instance_id"),
-                prev = worker_ok("t.prev_owner"),
-                new = worker_ok("t.new_owner"),
+                worker = worker_ok(&format!("{p}worker_instance_id")),
+                prev = worker_ok(&format!("{p}prev_owner")),
+                new = worker_ok(&format!("{p}new_owner")),
             )
         }
-        Family::Completion => "t.outcome IS NOT NULL".to_owned(),
-        Family::SignalDelivery => "t.signal_id IS NOT NULL AND t.effect IS NOT NULL".to_owned(),
+        Family::Completion => format!("{p}outcome IS NOT NULL"),
+        Family::SignalDelivery => format!("{p}signal_id IS NOT NULL AND {p}effect IS NOT NULL"),
         _ => format!(
-            "{} AND t.tag IS NOT NULL",
-            one_of("t.type", InstanceTagKind::ALL.iter().map(|k| k.as_str()))
+            "{} AND {p}tag IS NOT NULL",
+            one_of(
+                &format!("{p}type"),
+                InstanceTagKind::ALL.iter().map(|k| k.as_str())
+            )
         ),
     }
 }
 
 /// A SQL boolean over table alias `t`: true exactly for the rows of
-/// `family` the shared decoder accepts; never NULL. Immutable, so it can
-/// also be a partial index's predicate.
+/// `family` the shared decoder accepts; never NULL.
 pub(crate) fn well_formed(family: Family) -> String {
+    well_formed_columns(family, "t.")
+}
+
+/// [`well_formed`] over columns prefixed with `prefix` (empty for a
+/// partial index's predicate, which this expression can be: it is
+/// immutable).
+pub(crate) fn well_formed_columns(family: Family, prefix: &str) -> String {
+    let p = prefix;
     format!(
-        "coalesce((t.v BETWEEN 1 AND {SCHEMA_VERSION} \
-           AND t.execution_id ~ '{EXECUTION_ID_PATTERN}' \
-           AND jsonb_typeof(t.tags) = 'object' \
-           AND NOT jsonb_path_exists(t.tags, '$.* ? (@.type() != \"string\")') \
+        "coalesce(({p}v BETWEEN 1 AND {SCHEMA_VERSION} \
+           AND {p}execution_id ~ '{EXECUTION_ID_PATTERN}' \
+           AND jsonb_typeof({p}tags) = 'object' \
+           AND NOT jsonb_path_exists({p}tags, '$.* ? (@.type() != \"string\")') \
            AND {checks}), false)",
-        checks = family_checks(family)
+        checks = family_checks(family, p)
     )
 }
 

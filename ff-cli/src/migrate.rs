@@ -23,6 +23,14 @@ pub struct MigrateArgs {
     /// Repeatable.
     #[arg(long, value_name = "ROLE")]
     pub grant_publisher: Vec<String>,
+    /// Create the indexes narrow filtered subscriptions read by (execution
+    /// id, namespace, tags). Every insert pays for them; without them
+    /// filtered subscriptions scan, correctly.
+    #[arg(long, conflicts_with = "drop_filter_indexes")]
+    pub filter_indexes: bool,
+    /// Drop the filter indexes.
+    #[arg(long)]
+    pub drop_filter_indexes: bool,
 }
 
 /// Apply every pending migration, list the versions applied, then apply
@@ -42,6 +50,14 @@ pub async fn run(args: MigrateArgs) -> Result<()> {
         for v in applied {
             println!("applied migration {v} to schema {:?}", args.schema);
         }
+    }
+    if args.filter_indexes {
+        backend.create_filter_indexes().await?;
+        println!("created the filter indexes in schema {:?}", args.schema);
+    }
+    if args.drop_filter_indexes {
+        backend.drop_filter_indexes().await?;
+        println!("dropped the filter indexes in schema {:?}", args.schema);
     }
     for role in &args.grant_consumer {
         backend.grant_consumer(role).await?;

@@ -236,11 +236,26 @@ async fn delivered(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_filters_deliver_exactly_what_the_rust_filter_admits_and_every_corrupt_row() {
+    parity(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_filter_indexes_sql_filters_still_deliver_exactly_what_the_rust_filter_admits() {
+    parity(true).await;
+}
+
+async fn parity(indexed: bool) {
     let _serial = serial().await;
     let url = server_url().await;
     let backend = PostgresBackend::connect(&url, config(&unique_name("parity")))
         .await
         .expect("connect");
+    if indexed {
+        backend
+            .create_filter_indexes()
+            .await
+            .expect("create the filter indexes");
+    }
     let admin = admin_pool(&url).await;
     let seed: u64 = rand::random();
     eprintln!("filter parity seed: {seed}");

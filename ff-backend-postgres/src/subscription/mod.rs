@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::backend::Inner;
 use crate::error::map_sqlx;
+use crate::filter_indexes;
 use crate::history;
 use crate::position::{self, Given, Pos};
 use crate::resolve::Resolved;
@@ -43,7 +44,6 @@ pub(crate) async fn subscribe(
     filter.validate_for(family)?;
     let start = position::decode(&cursor, family)?;
     let sql_filter = SqlFilter::new(filter, family);
-    let read_sql = sql::read(&inner.names, family, &sql_filter);
     let base = sql::read_header_len(&sql_filter);
     let mut conn = SubConnection::open(
         &inner.sub_options,
@@ -56,9 +56,22 @@ pub(crate) async fn subscribe(
         CursorStart::After(given) => Some(given.pos),
         _ => None,
     };
-    let resolve = Resolved::read(conn.executor(), &inner.names, family, probe);
     let limit = inner.config.read_timeout;
-    let resolved = match tokio::time::timeout(limit, resolve)
+    let names = &inner.names;
+    let prepare = async {
+        let indexed = if sql_filter.is_empty() {
+            false
+        } else {
+            sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+                .bind(filter_indexes::malformed_index(names, family))
+                .fetch_one(conn.executor())
+                .await
+                .map_err(map_sqlx)?
+        };
+        let resolved = Resolved::read(conn.executor(), names, family, probe).await?;
+        Ok::<_, EngineError>((indexed, resolved))
+    };
+    let (indexed, resolved) = match tokio::time::timeout(limit, prepare)
         .await
         .unwrap_or_else(|_| Err(map_sqlx(timed_out(limit, "resolving the start"))))
     {
@@ -68,6 +81,7 @@ pub(crate) async fn subscribe(
             return Err(e);
         }
     };
+    let read_sql = sql::read(names, family, &sql_filter, indexed);
     // A cursor of another cluster is expired whatever this one holds;
     // otherwise rows numbered beyond this cluster's ids stop everyone.
     let other_cluster = matches!(

@@ -62,7 +62,17 @@ impl PostgresBackend {
     pub async fn create_filter_indexes(&self) -> Result<(), EngineError> {
         let names = &self.inner.names;
         for family in Family::ALL {
-            for (_, sql) in creates(names, *family, true) {
+            // Partitioned tables cannot build an index concurrently.
+            let partitioned: bool = with_conn!(self.inner.pool, |conn| {
+                sqlx::query_scalar(
+                    "SELECT coalesce((SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass($1)), false)",
+                )
+                .bind(names.table(*family))
+                .fetch_one(conn)
+                .await
+                .map_err(map_sqlx)
+            })?;
+            for (_, sql) in creates(names, *family, !partitioned) {
                 with_conn!(
                     self.inner.pool,
                     untimed | conn | {

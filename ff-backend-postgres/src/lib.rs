@@ -100,6 +100,7 @@ mod held_back;
 mod history;
 mod migrate;
 mod notify;
+mod partitions;
 mod pool;
 mod position;
 mod producer;

@@ -31,6 +31,14 @@ pub struct MigrateArgs {
     /// Drop the filter indexes.
     #[arg(long)]
     pub drop_filter_indexes: bool,
+    /// Partition every (still empty) outbox table by time, so that old
+    /// events are pruned by dropping whole ranges (for millions of events
+    /// a day).
+    #[arg(long)]
+    pub partitioned: bool,
+    /// Width of each time range with --partitioned, in seconds.
+    #[arg(long, value_name = "SECS", default_value = "86400", value_parser = crate::duration_arg::parse_secs)]
+    pub partition_interval: std::time::Duration,
 }
 
 /// Apply every pending migration, list the versions applied, then apply
@@ -50,6 +58,14 @@ pub async fn run(args: MigrateArgs) -> Result<()> {
         for v in applied {
             println!("applied migration {v} to schema {:?}", args.schema);
         }
+    }
+    if args.partitioned {
+        backend.partition_by_time(args.partition_interval).await?;
+        println!(
+            "schema {:?} is partitioned by time in ranges of {}s",
+            args.schema,
+            args.partition_interval.as_secs()
+        );
     }
     if args.filter_indexes {
         backend.create_filter_indexes().await?;

@@ -159,10 +159,13 @@ fn resolve_start(
                 initial: vec![Pending::Ready(Ok(DeliveryItem::CaughtUp { cursor }))],
             }
         }
-        CursorStart::Beginning => match resolved.head {
+        CursorStart::Beginning => match (resolved.head, resolved.horizon) {
             // Nothing is retained: every event to come commits later.
-            None => from(Some(tail), tail.cursor(family, system)),
-            Some(_) => from(None, StreamCursor::beginning()),
+            (None, _) => from(Some(tail), tail.cursor(family, system)),
+            // Rows that sort behind the horizon are pruned, even where a
+            // time-range prune has not deleted them yet.
+            (Some(_), Some(horizon)) => from(Some(horizon), StreamCursor::beginning()),
+            (Some(_), None) => from(None, StreamCursor::beginning()),
         },
         CursorStart::After(Given {
             pos,

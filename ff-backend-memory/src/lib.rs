@@ -147,7 +147,7 @@ impl MemoryBackend {
                 return Err(EngineError::CursorExpired {
                     cursor: cursor.clone(),
                     oldest: Some(self.cursor(family, oldest)),
-                    detail: "the cursor was issued by another memory-backend instance (another process or a restart); its events are gone. Resume from `oldest`".into(),
+                    detail: "the cursor was issued by another memory-backend instance (another process or a restart); its events are gone".into(),
                 });
             }
         })
@@ -223,14 +223,15 @@ impl StreamBackend for MemoryBackend {
                         return Err(EngineError::CursorExpired {
                             cursor,
                             oldest: Some(self.cursor(family, log.evicted_through())),
-                            detail: format!("position {seq} is beyond this instance's head {head}; resume from `oldest`"),
+                            detail: format!("position {seq} is beyond this instance's head {head}"),
                         });
                     }
                     if seq < log.evicted_through() {
                         return Err(EngineError::CursorExpired {
                             cursor,
                             oldest: Some(self.cursor(family, log.evicted_through())),
-                            detail: "the events after this position were evicted by retention; resume from `oldest`".into(),
+                            detail: "the events after this position were evicted by retention"
+                                .into(),
                         });
                     }
                     seq

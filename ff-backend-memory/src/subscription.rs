@@ -167,7 +167,7 @@ impl Subscription {
         EngineError::CursorExpired {
             cursor: self.cursor(self.scanned),
             oldest: Some(self.cursor(oldest)),
-            detail: format!("{why}; resume from `oldest` to read the oldest retained event"),
+            detail: why.to_string(),
         }
     }
 

@@ -17,6 +17,7 @@ use sqlx::{ConnectOptions, Row};
 
 use crate::config::PostgresConfig;
 use crate::error::{map_sqlx, redact_url, BACKEND};
+use crate::history;
 use crate::migrate;
 use crate::notify::Notifier;
 use crate::pool::{with_conn, ConnPool};
@@ -24,6 +25,9 @@ use crate::position::Pos;
 use crate::publish::InsertStatements;
 use crate::resolve::Resolved;
 use crate::schema::SchemaNames;
+use crate::schema_state;
+use crate::sql;
+use crate::tls;
 
 /// The ff backend over a Postgres outbox. Cheap to clone (the state is
 /// shared); see the [crate documentation](crate) for the schema and the
@@ -57,12 +61,36 @@ impl fmt::Debug for PostgresBackend {
 }
 
 impl PostgresBackend {
-    /// Connect to the database at `url` (`postgres://user:password@host:port/db`),
-    /// and apply pending migrations unless `config.migrate_on_connect` is off.
+    /// Connect to the database at `url` (`postgres://user:password@host:port/db`)
+    /// and check the schema with reads: pending migrations are applied when
+    /// `config.migrate_on_connect` is on, and are an error naming `ff
+    /// migrate` otherwise. A current schema is never touched, so roles with
+    /// only the grants [`grant_consumer`](Self::grant_consumer) or
+    /// [`grant_publisher`](Self::grant_publisher) give can connect.
     ///
     /// A malformed URL or configuration is `Validation` (the URL's
     /// password redacted); an unreachable server is `Transport`.
     pub async fn connect(url: &str, config: PostgresConfig) -> Result<Self, EngineError> {
+        let backend = Self::open(url, config).await?;
+        backend.ensure_schema().await?;
+        Ok(backend)
+    }
+
+    /// Connect to the database at `url` and create the schema or bring it
+    /// up to date, whatever `migrate_on_connect` says; returns the backend
+    /// and the migration versions applied. What `ff migrate` runs.
+    pub async fn connect_and_migrate(
+        url: &str,
+        config: PostgresConfig,
+    ) -> Result<(Self, Vec<i64>), EngineError> {
+        let backend = Self::open(url, config).await?;
+        let applied = backend.migrate().await?;
+        Ok((backend, applied))
+    }
+
+    /// Connect the pool (once, so an unreachable server fails here) without
+    /// looking at the schema.
+    async fn open(url: &str, config: PostgresConfig) -> Result<Self, EngineError> {
         config.validate()?;
         let invalid = |why: String| {
             EngineError::validation(format!("invalid Postgres URL {}: {why}", redact_url(url)))
@@ -72,9 +100,11 @@ impl PostgresBackend {
                 "expected postgres://user:password@host:port/database".into(),
             ));
         }
+        tls::check_tls_params(url)?;
         let base = PgConnectOptions::from_str(url)
             .map_err(|e| invalid(e.to_string()))?
-            .disable_statement_logging();
+            .disable_statement_logging()
+            .options(config.keepalive_options());
         let pool_options = base
             .clone()
             .application_name(&config.application_name)
@@ -85,7 +115,12 @@ impl PostgresBackend {
         let sub_options = base
             .application_name(&config.subscription_application_name())
             .options([("plan_cache_mode", "force_generic_plan")]);
-        let pool = ConnPool::new(pool_options, config.pool_size, config.connect_timeout);
+        let pool = ConnPool::new(
+            pool_options,
+            config.pool_size,
+            config.connect_timeout,
+            config.query_timeout,
+        );
         // Connect once now, so an unreachable server fails `connect`.
         pool.acquire().await?.release();
         let names = SchemaNames::new(&config.schema);
@@ -99,21 +134,31 @@ impl PostgresBackend {
                 config,
             }),
         };
-        if backend.inner.config.migrate_on_connect {
-            backend.migrate().await?;
-        }
         Ok(backend)
+    }
+
+    /// Check the schema with reads; migrate only when something is pending
+    /// and `migrate_on_connect` is on, so a least-privilege role never
+    /// runs DDL against a current schema.
+    async fn ensure_schema(&self) -> Result<(), EngineError> {
+        let schema = &self.inner.config.schema;
+        let state = with_conn!(self.inner.pool, |conn| schema_state::read(conn, schema)
+            .await)?;
+        match state.not_ready(schema) {
+            None => Ok(()),
+            Some(_) if self.inner.config.migrate_on_connect => self.migrate().await.map(drop),
+            Some(err) => Err(err),
+        }
     }
 
     /// Create the schema or bring it up to date; returns the migration
     /// versions applied (empty when it was current). Safe to run
     /// concurrently from several processes.
     pub async fn migrate(&self) -> Result<Vec<i64>, EngineError> {
-        with_conn!(self.inner.pool, |conn| migrate::migrate(
-            conn,
-            &self.inner.config.schema
+        with_conn!(
+            self.inner.pool,
+            untimed | conn | migrate::migrate(conn, &self.inner.config.schema).await
         )
-        .await)
     }
 
     /// The configuration this backend was built with.
@@ -161,31 +206,26 @@ impl StreamBackend for PostgresBackend {
     /// it; the tail cursor never does.
     async fn bounds(&self, family: Family) -> Result<StreamBounds, EngineError> {
         let r = with_conn!(self.inner.pool, |conn| {
-            Resolved::read(conn, &self.inner.names, family).await
+            Resolved::read(conn, &self.inner.names, family, None).await
         })?;
-        let oldest = r
-            .horizon
-            .map_or_else(StreamCursor::beginning, |h| h.cursor(family));
-        let head = r.head.map_or_else(|| oldest.clone(), |h| h.cursor(family));
+        let oldest = history::oldest(&r, family);
+        let head = r
+            .head
+            .map_or_else(|| oldest.clone(), |h| h.cursor(family, r.system));
         Ok(StreamBounds::new(oldest, head, None))
     }
 
     /// The position before the first event (in stream order) recorded at
-    /// or after `at`, or the frontier of open transactions when every
-    /// event is older; never after a transaction still open.
+    /// or after `at` — the row before it, the horizon or the origin — or,
+    /// when every event is older, where a tail subscription would start;
+    /// never after a transaction still open, and always a position that
+    /// survives a crash of the server.
     async fn cursor_at(
         &self,
         family: Family,
         at: TimestampMs,
     ) -> Result<StreamCursor, EngineError> {
-        let sql = format!(
-            "WITH f AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) \
-             SELECT f.xmin::text::int8, r.xid::text::int8, r.id FROM f \
-             LEFT JOIN LATERAL ( \
-                 SELECT t.xid, t.id FROM {table} t WHERE t.at >= $1 ORDER BY t.xid, t.id LIMIT 1 \
-             ) r ON true",
-            table = self.inner.names.table(family)
-        );
+        let sql = sql::cursor_at(&self.inner.names, family);
         let row = with_conn!(self.inner.pool, |conn| {
             sqlx::query(&sql)
                 .bind(at.0)
@@ -193,16 +233,30 @@ impl StreamBackend for PostgresBackend {
                 .await
                 .map_err(map_sqlx)
         })?;
-        let xmin: i64 = row.try_get(0).map_err(map_sqlx)?;
-        let first: Option<(i64, i64)> = row
-            .try_get::<Option<i64>, _>(1)
-            .map_err(map_sqlx)?
-            .zip(row.try_get::<Option<i64>, _>(2).map_err(map_sqlx)?);
-        let frontier = Pos::frontier(xmin.max(0) as u64);
-        let pos = match first {
-            Some((xid, id)) => Pos::from_row(xid, id.saturating_sub(1)).min(frontier),
-            None => frontier,
+        let get = |i: usize| row.try_get::<Option<i64>, _>(i).map_err(map_sqlx);
+        let pos = |first: usize| -> Result<Option<Pos>, EngineError> {
+            Ok(get(first)?
+                .zip(get(first + 1)?)
+                .map(|(x, i)| Pos::row(x, i, get(first + 2).ok().flatten().unwrap_or_default())))
         };
-        Ok(pos.cursor(family))
+        let found: bool = row.try_get(0).map_err(map_sqlx)?;
+        let system = get(10)?.unwrap_or_default() as u64;
+        let (before_first, below, horizon) = (pos(1)?, pos(4)?, pos(7)?);
+        let tail = below
+            .into_iter()
+            .chain(horizon)
+            .max()
+            .unwrap_or(Pos::ORIGIN);
+        let pos = if found {
+            before_first
+                .into_iter()
+                .chain(horizon)
+                .max()
+                .unwrap_or(Pos::ORIGIN)
+                .min(tail)
+        } else {
+            tail
+        };
+        Ok(pos.cursor(family, system))
     }
 }

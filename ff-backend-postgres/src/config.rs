@@ -59,8 +59,27 @@ pub struct PostgresConfig {
     /// Pooled connections for publishing, cursor storage and queries (each
     /// subscription has its own connection besides). Default 8.
     pub pool_size: u32,
-    /// How long to wait for a connection to be established. Default 10 s.
+    /// How long to wait for a connection to be established (and, for a
+    /// subscription, to `LISTEN`). Default 10 s.
     pub connect_timeout: Duration,
+    /// Longest a subscription's read may take; past it the connection is
+    /// taken for dead and the subscription reconnects. Default 10 s.
+    pub read_timeout: Duration,
+    /// Longest a publish or query on the pool may take; past it the
+    /// connection is closed and the call fails with `Transport` (a publish
+    /// may or may not have been applied). Default 30 s.
+    pub query_timeout: Duration,
+    /// Longest a subscription waits on its connection without a round
+    /// trip to the server: a server that stopped answering (a network
+    /// partition, a moved virtual IP) is noticed within this plus
+    /// `read_timeout`. Default 5 s.
+    pub liveness_interval: Duration,
+    /// Idle time after which the server probes each of ff's connections
+    /// with TCP keepalives (3 probes, a third of this apart), and the
+    /// server's `tcp_user_timeout`; the server then drops connections of
+    /// clients that vanished, releasing their `LISTEN` slots. `None` keeps
+    /// the server's settings. Default 10 s.
+    pub server_keepalive: Option<Duration>,
 }
 
 impl Default for PostgresConfig {
@@ -77,6 +96,10 @@ impl Default for PostgresConfig {
             migrate_on_connect: true,
             pool_size: 8,
             connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(10),
+            query_timeout: Duration::from_secs(30),
+            liveness_interval: Duration::from_secs(5),
+            server_keepalive: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -153,6 +176,48 @@ impl PostgresConfig {
         self
     }
 
+    /// Set the subscription read timeout.
+    pub fn with_read_timeout(mut self, timeout: Duration) -> Self {
+        self.read_timeout = timeout;
+        self
+    }
+
+    /// Set the pooled query timeout.
+    pub fn with_query_timeout(mut self, timeout: Duration) -> Self {
+        self.query_timeout = timeout;
+        self
+    }
+
+    /// Set the longest wait without a round trip.
+    pub fn with_liveness_interval(mut self, interval: Duration) -> Self {
+        self.liveness_interval = interval;
+        self
+    }
+
+    /// Set (or, with `None`, leave to the server) the server-side TCP
+    /// keepalive idle time.
+    pub fn with_server_keepalive(mut self, idle: Option<Duration>) -> Self {
+        self.server_keepalive = idle;
+        self
+    }
+
+    /// The server settings that make the server notice a vanished client:
+    /// `(name, value)` startup options.
+    pub(crate) fn keepalive_options(&self) -> Vec<(&'static str, String)> {
+        let Some(idle) = self.server_keepalive else {
+            return Vec::new();
+        };
+        let idle_s = idle.as_secs().max(1);
+        let interval_s = (idle_s / 3).max(1);
+        let user_timeout_ms = (idle_s + 3 * interval_s) * 1000;
+        vec![
+            ("tcp_keepalives_idle", idle_s.to_string()),
+            ("tcp_keepalives_interval", interval_s.to_string()),
+            ("tcp_keepalives_count", "3".to_owned()),
+            ("tcp_user_timeout", user_timeout_ms.to_string()),
+        ]
+    }
+
     /// `application_name` of subscription connections: the configured name
     /// with `-sub` appended.
     pub fn subscription_application_name(&self) -> String {
@@ -187,6 +252,9 @@ impl PostgresConfig {
             ("held_back_poll", self.held_back_poll),
             ("held_back_warning", self.held_back_warning),
             ("connect_timeout", self.connect_timeout),
+            ("read_timeout", self.read_timeout),
+            ("query_timeout", self.query_timeout),
+            ("liveness_interval", self.liveness_interval),
         ] {
             if d.is_zero() {
                 return Err(EngineError::validation(format!(
@@ -242,6 +310,22 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn server_keepalive_becomes_startup_options() {
+        let opts = PostgresConfig::default()
+            .with_server_keepalive(Some(Duration::from_secs(9)))
+            .keepalive_options();
+        let get = |k: &str| opts.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("tcp_keepalives_idle"), Some("9"));
+        assert_eq!(get("tcp_keepalives_interval"), Some("3"));
+        assert_eq!(get("tcp_keepalives_count"), Some("3"));
+        assert_eq!(get("tcp_user_timeout"), Some("18000"));
+        assert!(PostgresConfig::default()
+            .with_server_keepalive(None)
+            .keepalive_options()
+            .is_empty());
     }
 
     #[test]

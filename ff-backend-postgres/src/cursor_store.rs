@@ -1,5 +1,10 @@
 //! [`CursorStore`] on Postgres: consumers' positions by name, optionally
 //! written inside the consumer's own transaction.
+//!
+//! Names are per database role: each row records the role that wrote it
+//! (`owner`, default `current_user`), and row-level security keeps roles
+//! to their own rows, so a consumer role needs no rights on anyone
+//! else's positions.
 
 use async_trait::async_trait;
 use ff_core::backend::{validate_consumer_name, CursorStore};
@@ -15,7 +20,7 @@ impl PostgresBackend {
     fn store_sql(&self) -> String {
         format!(
             "INSERT INTO {} AS c (name, cursor) VALUES ($1, $2) \
-             ON CONFLICT (name) DO UPDATE SET cursor = EXCLUDED.cursor, \
+             ON CONFLICT (owner, name) DO UPDATE SET cursor = EXCLUDED.cursor, \
              updated_at = (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
             self.inner.names.cursors()
         )
@@ -58,7 +63,7 @@ impl PostgresBackend {
     ) -> Result<Option<StreamCursor>, EngineError> {
         validate_consumer_name(name)?;
         let text: Option<String> = sqlx::query_scalar(&format!(
-            "SELECT cursor FROM {} WHERE name = $1",
+            "SELECT cursor FROM {} WHERE owner = current_user AND name = $1",
             self.inner.names.cursors()
         ))
         .bind(name)

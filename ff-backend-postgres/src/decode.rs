@@ -47,7 +47,8 @@ impl<'r> RowView<'r> {
     pub fn position(&self) -> Result<Pos, EngineError> {
         let xid: i64 = self.get(0)?;
         let id: i64 = self.get(1)?;
-        Ok(Pos::from_row(xid, id))
+        let at: i64 = self.get(2)?;
+        Ok(Pos::row(xid, id, at))
     }
 
     fn get<'a, T>(&'a self, offset: usize) -> Result<T, EngineError>
@@ -69,11 +70,12 @@ impl<'r> RowView<'r> {
     }
 
     /// Decode the row into a delivery item: the event with its metadata,
-    /// or `Corrupt` naming what could not be decoded.
-    pub fn decode(&self) -> Result<(Pos, DeliveryItem), EngineError> {
+    /// or `Corrupt` naming what could not be decoded. Cursors name the
+    /// cluster `system`.
+    pub fn decode(&self, system: u64) -> Result<(Pos, DeliveryItem), EngineError> {
         let pos = self.position()?;
         let family = self.def.family;
-        let cursor = pos.cursor(family);
+        let cursor = pos.cursor(family, system);
         let corrupt = |detail: String| DeliveryItem::Corrupt {
             cursor: cursor.clone(),
             detail: format!(

@@ -30,6 +30,21 @@ pub(crate) fn is_connection_error(e: &sqlx::Error) -> bool {
 /// errors `Backend` with their SQLSTATE, and a missing schema or table
 /// says how to create it.
 pub(crate) fn map_sqlx(e: sqlx::Error) -> EngineError {
+    // rustls reports a refused certificate as invalid data on the socket.
+    let tls = match &e {
+        sqlx::Error::Tls(tls) => Some(tls.to_string()),
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => Some(io.to_string()),
+        _ => None,
+    };
+    if let Some(tls) = tls {
+        return EngineError::transport(
+            BACKEND,
+            std::io::Error::other(format!(
+                "TLS with the server failed ({tls}): check the URL's sslmode, and sslrootcert \
+                 (the CA that signed the server's certificate) or sslcert/sslkey"
+            )),
+        );
+    }
     if is_connection_error(&e) {
         return EngineError::transport(BACKEND, e);
     }
@@ -39,6 +54,12 @@ pub(crate) fn map_sqlx(e: sqlx::Error) -> EngineError {
             let hint = match code.as_str() {
                 "42P01" | "3F000" | "42883" => {
                     " (the ff schema is missing or out of date: run PostgresBackend::migrate, `ff migrate`, or connect with migrate_on_connect)"
+                }
+                "28000" | "28P01" => {
+                    " (the server refused the login: check the URL's user, password, sslmode and sslcert/sslkey; a server that admits only TLS refuses sslmode=disable)"
+                }
+                "42501" => {
+                    " (this role lacks a grant ff needs: as the schema's owner run `ff migrate --grant-consumer ROLE` or `--grant-publisher ROLE`; the README lists the grants)"
                 }
                 _ => "",
             };

@@ -19,6 +19,29 @@ use ff_core::engine_error::EngineError;
 
 use crate::error::{map_sqlx, BACKEND};
 
+/// SQLSTATE of "permission denied".
+const INSUFFICIENT_PRIVILEGE: &str = "42501";
+
+/// Map a failure while migrating; a permission error says which role may
+/// migrate instead.
+fn map_migrate(e: sqlx::Error, schema: &str) -> EngineError {
+    let denied = e
+        .as_database_error()
+        .filter(|db| db.code().is_some_and(|code| code == INSUFFICIENT_PRIVILEGE))
+        .map(|db| db.message().to_owned());
+    match denied {
+        Some(message) => EngineError::Backend {
+            backend: BACKEND,
+            detail: format!(
+                "this role may not create or change schema {schema} ({message}): run \
+                 `ff migrate --backend URL --schema {schema}` as the schema's owner, and connect \
+                 least-privilege roles to a migrated schema"
+            ),
+        },
+        None => map_sqlx(e),
+    }
+}
+
 /// The embedded migrations.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
@@ -57,35 +80,55 @@ pub(crate) async fn migrate(
     conn: &mut PgConnection,
     schema: &str,
 ) -> Result<Vec<i64>, EngineError> {
+    let fail = |e| map_migrate(e, schema);
     let mut applied = Vec::new();
     for m in rendered(schema) {
-        let mut tx = conn.begin().await.map_err(map_sqlx)?;
+        let mut tx = conn.begin().await.map_err(fail)?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
             .bind(format!("ff-migrate:{schema}"))
             .execute(&mut *tx)
             .await
-            .map_err(map_sqlx)?;
-        sqlx::raw_sql(&format!(
-            "CREATE SCHEMA IF NOT EXISTS {schema}; \
-             CREATE TABLE IF NOT EXISTS {schema}._ff_migrations ( \
-                 version bigint PRIMARY KEY, \
-                 description text NOT NULL, \
-                 checksum bytea NOT NULL, \
-                 applied_at timestamptz NOT NULL DEFAULT now())"
-        ))
-        .execute(&mut *tx)
+            .map_err(fail)?;
+        // `CREATE ... IF NOT EXISTS` checks the right to create before it
+        // checks existence, so an owner without CREATE on the database
+        // could not migrate an existing schema: create only what is absent.
+        let (has_schema, has_record): (bool, bool) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1), \
+                    to_regclass($2) IS NOT NULL",
+        )
+        .bind(schema)
+        .bind(format!("{schema}._ff_migrations"))
+        .fetch_one(&mut *tx)
         .await
-        .map_err(map_sqlx)?;
+        .map_err(fail)?;
+        if !has_schema {
+            sqlx::raw_sql(&format!("CREATE SCHEMA {schema}"))
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+        }
+        if !has_record {
+            sqlx::raw_sql(&format!(
+                "CREATE TABLE {schema}._ff_migrations ( \
+                     version bigint PRIMARY KEY, \
+                     description text NOT NULL, \
+                     checksum bytea NOT NULL, \
+                     applied_at timestamptz NOT NULL DEFAULT now())"
+            ))
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        }
         let existing: Option<Vec<u8>> = sqlx::query_scalar(&format!(
             "SELECT checksum FROM {schema}._ff_migrations WHERE version = $1"
         ))
         .bind(m.version)
         .fetch_optional(&mut *tx)
         .await
-        .map_err(map_sqlx)?;
+        .map_err(fail)?;
         match existing {
             Some(sum) if sum == m.checksum => {
-                tx.rollback().await.map_err(map_sqlx)?;
+                tx.rollback().await.map_err(fail)?;
                 continue;
             }
             Some(_) => {
@@ -100,10 +143,8 @@ pub(crate) async fn migrate(
             }
             None => {}
         }
-        sqlx::raw_sql(&m.sql)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| match map_sqlx(e) {
+        sqlx::raw_sql(&m.sql).execute(&mut *tx).await.map_err(|e| {
+            match map_migrate(e, schema) {
                 EngineError::Backend { backend, detail } => EngineError::Backend {
                     backend,
                     detail: format!(
@@ -112,7 +153,8 @@ pub(crate) async fn migrate(
                     ),
                 },
                 other => other,
-            })?;
+            }
+        })?;
         sqlx::query(&format!(
             "INSERT INTO {schema}._ff_migrations (version, description, checksum) VALUES ($1, $2, $3)"
         ))
@@ -121,8 +163,8 @@ pub(crate) async fn migrate(
         .bind(&m.checksum)
         .execute(&mut *tx)
         .await
-        .map_err(map_sqlx)?;
-        tx.commit().await.map_err(map_sqlx)?;
+        .map_err(fail)?;
+        tx.commit().await.map_err(fail)?;
         tracing::info!(schema, version = m.version, description = %m.description, "ff: applied migration");
         applied.push(m.version);
     }

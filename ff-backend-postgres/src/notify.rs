@@ -26,6 +26,14 @@ use tokio::sync::{watch, Notify};
 use crate::pool::{with_conn, ConnPool};
 use crate::schema::SchemaNames;
 
+/// One notification per channel. A `NOTIFY` gives its transaction an id,
+/// so its commit would wait for a WAL flush like a publish's and compete
+/// with publishers for the disk; a notification needs no durability, so
+/// its transaction commits asynchronously (`synchronous_commit = off` for
+/// that transaction only).
+const NOTIFY: &str = "SELECT set_config('synchronous_commit', 'off', true), pg_notify(c, '') \
+                      FROM unnest($1::text[]) AS c";
+
 /// Shared state between publishers and the notifier task.
 #[derive(Debug, Default)]
 struct Shared {
@@ -101,7 +109,7 @@ async fn run(shared: Arc<Shared>, pool: Arc<ConnPool>, names: SchemaNames) {
                 .collect();
             let sent: Result<_, ff_core::engine_error::EngineError> = async {
                 with_conn!(pool, |conn| {
-                    sqlx::query("SELECT pg_notify(c, '') FROM unnest($1::text[]) AS c")
+                    sqlx::query(NOTIFY)
                         .bind(&channels)
                         .execute(conn)
                         .await

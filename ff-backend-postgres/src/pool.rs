@@ -6,9 +6,14 @@
 //! the operation that used it finished successfully — after an error or a
 //! cancelled future its state is unknown, so it is closed instead — and
 //! is reused without a ping.
+//!
+//! Every operation run through [`with_conn!`] is bounded by the query
+//! timeout: a server that stopped answering fails the call with
+//! `Transport` in bounded time, and the connection is closed, never
+//! reused.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,7 +30,10 @@ pub(crate) struct ConnPool {
     idle: Mutex<Vec<PgConnection>>,
     permits: Arc<Semaphore>,
     connect_timeout: Duration,
+    query_timeout: Duration,
     closed: AtomicBool,
+    /// The system identifier the newest connection reported.
+    system: AtomicU64,
 }
 
 /// A connection checked out of a [`ConnPool`]. Call
@@ -40,13 +48,20 @@ pub(crate) struct PooledConn {
 
 impl ConnPool {
     /// A pool of at most `size` connections, none opened yet.
-    pub fn new(options: PgConnectOptions, size: u32, connect_timeout: Duration) -> Arc<Self> {
+    pub fn new(
+        options: PgConnectOptions,
+        size: u32,
+        connect_timeout: Duration,
+        query_timeout: Duration,
+    ) -> Arc<Self> {
         Arc::new(Self {
             options,
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(size as usize)),
             connect_timeout,
+            query_timeout,
             closed: AtomicBool::new(false),
+            system: AtomicU64::new(0),
         })
     }
 
@@ -73,10 +88,9 @@ impl ConnPool {
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let conn = match idle {
             Some(conn) => conn,
-            None => tokio::time::timeout(self.connect_timeout, self.options.connect())
+            None => tokio::time::timeout(self.connect_timeout, self.connect())
                 .await
-                .map_err(|_| timed_out("could not connect"))?
-                .map_err(map_sqlx)?,
+                .map_err(|_| timed_out("could not connect"))??,
         };
         Ok(PooledConn {
             conn: Some(conn),
@@ -84,6 +98,45 @@ impl ConnPool {
             reusable: false,
             _permit: permit,
         })
+    }
+
+    /// Open a connection and note the server's system identifier.
+    async fn connect(&self) -> Result<PgConnection, EngineError> {
+        let mut conn = self.options.connect().await.map_err(map_sqlx)?;
+        let system: i64 = sqlx::query_scalar(crate::sql::SYSTEM_IDENTIFIER)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(map_sqlx)?;
+        self.system.store(system as u64, Ordering::Release);
+        Ok(conn)
+    }
+
+    /// The system identifier of the cluster the pool's newest connection
+    /// reached (the one `0x05` cursors of its writes carry).
+    pub fn system(&self) -> u64 {
+        self.system.load(Ordering::Acquire)
+    }
+
+    /// Run `op` within the query timeout; past it, a `Transport` error.
+    pub async fn timed<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, EngineError>>,
+    ) -> Result<T, EngineError> {
+        tokio::time::timeout(self.query_timeout, op)
+            .await
+            .unwrap_or_else(|_| {
+                Err(EngineError::transport(
+                    BACKEND,
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "the server did not answer within {:?} (query_timeout); \
+                             the connection was closed",
+                            self.query_timeout
+                        ),
+                    ),
+                ))
+            })
     }
 
     /// Close every idle connection; later acquires fail.
@@ -132,15 +185,31 @@ impl Drop for PooledConn {
     }
 }
 
-/// Run `op` on a pooled connection, returning the connection to the pool
-/// only if `op` succeeded.
+/// Run `op` on a pooled connection within the query timeout, returning
+/// the connection to the pool only if `op` succeeded in time. The
+/// `untimed` form has no timeout, for schema changes that may
+/// legitimately run long.
 macro_rules! with_conn {
-    ($pool:expr, |$conn:ident| $body:expr) => {{
+    ($pool:expr, untimed |$conn:ident| $body:expr) => {{
         let mut __pooled = $pool.acquire().await?;
         let result = {
             let $conn: &mut ::sqlx::PgConnection = &mut __pooled;
             $body
         };
+        if result.is_ok() {
+            __pooled.release();
+        }
+        result
+    }};
+    ($pool:expr, |$conn:ident| $body:expr) => {{
+        let __pool = &$pool;
+        let mut __pooled = __pool.acquire().await?;
+        let result = __pool
+            .timed(async {
+                let $conn: &mut ::sqlx::PgConnection = &mut __pooled;
+                $body
+            })
+            .await;
         if result.is_ok() {
             __pooled.release();
         }

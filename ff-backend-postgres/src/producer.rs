@@ -18,7 +18,9 @@ impl PostgresBackend {
     /// whose position is the caller's transaction id and the row id.
     ///
     /// Subscribers are woken by the outbox trigger when the transaction
-    /// commits. Pass a transaction as `&mut tx`.
+    /// commits. Pass a transaction as `&mut tx`. The cursor names the
+    /// cluster the backend's own pool reaches (`conn` is expected to reach
+    /// the same database).
     ///
     /// ```no_run
     /// # async fn demo(backend: &ff_backend_postgres::PostgresBackend, pool: &ff_backend_postgres::sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
@@ -39,7 +41,7 @@ impl PostgresBackend {
     ) -> Result<StreamCursor, EngineError> {
         validate_new_event(event, meta)?;
         let pos = insert_one(conn, &self.inner.statements, event, meta).await?;
-        Ok(pos.cursor(event.family()))
+        Ok(pos.cursor(event.family(), self.inner.pool.system()))
     }
 
     /// Append `events` inside the caller's transaction on `conn` (one
@@ -52,7 +54,11 @@ impl PostgresBackend {
     ) -> Result<Vec<StreamCursor>, EngineError> {
         let groups = group_by_family(events)?;
         let rows = insert_grouped(conn, &self.inner.statements, events, &groups).await?;
-        Ok(rows.into_iter().map(|(f, pos)| pos.cursor(f)).collect())
+        let system = self.inner.pool.system();
+        Ok(rows
+            .into_iter()
+            .map(|(f, pos)| pos.cursor(f, system))
+            .collect())
     }
 }
 
@@ -82,7 +88,11 @@ impl EventPublisher for PostgresBackend {
         for (family, _) in &groups {
             self.inner.notifier.committed(*family);
         }
-        Ok(rows.into_iter().map(|(f, pos)| pos.cursor(f)).collect())
+        let system = self.inner.pool.system();
+        Ok(rows
+            .into_iter()
+            .map(|(f, pos)| pos.cursor(f, system))
+            .collect())
     }
 
     async fn publish(&self, event: NewEvent, meta: EventMeta) -> Result<StreamCursor, EngineError> {
@@ -91,6 +101,6 @@ impl EventPublisher for PostgresBackend {
             insert_one(conn, &self.inner.statements, &event, &meta).await
         })?;
         self.inner.notifier.committed(event.family());
-        Ok(pos.cursor(event.family()))
+        Ok(pos.cursor(event.family(), self.inner.pool.system()))
     }
 }

@@ -87,7 +87,8 @@ fn positions(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<Pos>, EngineError> {
         .map(|r| {
             let xid: i64 = r.try_get(0).map_err(map_sqlx)?;
             let id: i64 = r.try_get(1).map_err(map_sqlx)?;
-            Ok(Pos::from_row(xid, id))
+            let at: i64 = r.try_get(2).map_err(map_sqlx)?;
+            Ok(Pos::row(xid, id, at))
         })
         .collect()
 }

@@ -21,30 +21,59 @@ pub(crate) struct Resolved {
     pub horizon: Option<Pos>,
     /// Newest committed row.
     pub head: Option<Pos>,
+    /// Newest committed row of a transaction older than `xmin`.
+    pub below: Option<Pos>,
+    /// The server's system identifier.
+    pub system: u64,
+    /// The `at` of the row at the probed position, if the server has it.
+    pub probe_at: Option<i64>,
 }
 
 impl Resolved {
-    /// Read `family`'s state.
+    /// Read `family`'s state, and look up the row at `probe` (see
+    /// `history`).
     pub async fn read<'c, E>(
         executor: E,
         names: &SchemaNames,
         family: Family,
+        probe: Option<Pos>,
     ) -> Result<Self, EngineError>
     where
         E: sqlx::Executor<'c, Database = sqlx::Postgres>,
     {
         let row = sqlx::query(&sql::resolve(names, family))
+            .bind(probe.map(Pos::xid_text))
+            .bind(probe.map(|p| p.id))
             .fetch_one(executor)
             .await
             .map_err(map_sqlx)?;
         let get = |i: usize| row.try_get::<Option<i64>, _>(i).map_err(map_sqlx);
-        let pair = |x: Option<i64>, i: Option<i64>| x.zip(i).map(|(x, i)| Pos::from_row(x, i));
+        let pos = |first: usize| -> Result<Option<Pos>, EngineError> {
+            Ok(get(first)?
+                .zip(get(first + 1)?)
+                .map(|(x, i)| Pos::row(x, i, get(first + 2).ok().flatten().unwrap_or_default())))
+        };
         Ok(Self {
             xmin: get(0)?.unwrap_or(0).max(0) as u64,
             xmax: get(1)?.unwrap_or(0).max(0) as u64,
-            horizon: pair(get(2)?, get(3)?),
-            head: pair(get(4)?, get(5)?),
+            horizon: pos(2)?,
+            head: pos(5)?,
+            below: pos(8)?,
+            system: get(11)?.unwrap_or_default() as u64,
+            probe_at: get(12)?,
         })
+    }
+
+    /// Where a tail subscription starts: after the newest row a reader can
+    /// see without gaps (or the horizon, or the origin, when there is
+    /// none). Every transaction that commits later sorts after it, and it
+    /// names a committed row, so it survives a crash of the server.
+    pub fn tail_start(&self) -> Pos {
+        self.below
+            .into_iter()
+            .chain(self.horizon)
+            .max()
+            .unwrap_or(Pos::ORIGIN)
     }
 
     /// `Some(detail)` when a stream positioned at `pos` can no longer be
@@ -61,16 +90,16 @@ pub(crate) fn expiry(pos: Pos, xmax: u64, horizon: Option<Pos>) -> Option<String
         return Some(format!(
             "its transaction id {} is beyond the newest this database has completed ({}): \
              the database's history was reset (restored from a backup, failed over to a \
-             lagging replica, or it is another database); resume from `oldest` or the tail",
+             lagging replica, or it is another database)",
             pos.xid,
             xmax.saturating_sub(1)
         ));
     }
     match horizon {
         Some(h) if pos < h => Some(format!(
-            "events up to (xid {}, id {}) were pruned, and the position is (xid {}, id {}); \
-             resume from `oldest` to continue with the oldest retained event",
-            h.xid, h.id, pos.xid, pos.id
+            "the events up to transaction {} were pruned (retention), past this position in \
+             transaction {}",
+            h.xid, pos.xid
         )),
         _ => None,
     }

@@ -30,7 +30,7 @@ impl PostgresBackend {
         cursor: &StreamCursor,
     ) -> Result<u64, EngineError> {
         let pos = match position::decode(cursor, family)? {
-            CursorStart::After(pos) => pos,
+            CursorStart::After(given) => given.pos,
             _ => {
                 return Err(EngineError::validation(
                     "prune_before needs an event's cursor, not the tail or beginning cursor",

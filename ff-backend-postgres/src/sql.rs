@@ -17,12 +17,13 @@ use sqlx::query::Query;
 use sqlx::Postgres;
 
 use crate::schema::{table_def, SchemaNames};
+use crate::well_formed::well_formed;
 
 /// A query with bound arguments.
 pub(crate) type PgQuery<'q> = Query<'q, Postgres, PgArguments>;
 
 /// `INSERT` of one row of `family`: binds the event columns in table
-/// order, then `namespace` and `tags` (JSON text); returns `(xid, id)`.
+/// order, then `namespace` and `tags` (JSON text); returns `(xid, id, at)`.
 pub(crate) fn insert_one(names: &SchemaNames, family: Family) -> String {
     let def = table_def(family);
     let n = def.columns.len();
@@ -33,7 +34,7 @@ pub(crate) fn insert_one(names: &SchemaNames, family: Family) -> String {
     format!(
         "INSERT INTO {table} (v, {cols}, namespace, tags) \
          VALUES ({SCHEMA_VERSION}, {params}, ${ns}, ${tags}::jsonb) \
-         RETURNING xid::text::int8, id",
+         RETURNING xid::text::int8, id, at",
         table = names.table(family),
         cols = def.column_list(""),
         ns = n + 1,
@@ -43,7 +44,7 @@ pub(crate) fn insert_one(names: &SchemaNames, family: Family) -> String {
 
 /// `INSERT` of many rows of `family` from one array per column (event
 /// columns, then `namespace`, then `tags` as JSON text), in array order;
-/// returns `(xid, id)` per row.
+/// returns `(xid, id, at)` per row.
 pub(crate) fn insert_many(names: &SchemaNames, family: Family) -> String {
     let def = table_def(family);
     let n = def.columns.len();
@@ -60,7 +61,7 @@ pub(crate) fn insert_many(names: &SchemaNames, family: Family) -> String {
          SELECT {SCHEMA_VERSION}, {ucols}, u.namespace, u.tags::jsonb \
          FROM UNNEST({arrays}) WITH ORDINALITY AS u({cols}, namespace, tags, ord) \
          ORDER BY u.ord \
-         RETURNING xid::text::int8, id",
+         RETURNING xid::text::int8, id, at",
         table = names.table(family),
         cols = def.column_list(""),
         ucols = def.column_list("u."),
@@ -75,26 +76,77 @@ fn row_columns(family: Family) -> String {
     )
 }
 
-/// The snapshot, horizon and newest row of `family`, in one statement:
-/// `xmin, xmax, horizon_xid, horizon_id, head_xid, head_id` (the last four
-/// NULL when absent). Used at subscribe time and by `bounds`.
+/// The snapshot, horizon, newest row and newest row below the snapshot's
+/// `xmin` of `family`, in one statement: `xmin, xmax`, then `xid, id, at`
+/// of the horizon, the head and the newest readable row (NULL when
+/// absent), the server's system identifier, and the `at` of the row at
+/// `($1 xid text, $2 id)` (NULL when there is none, or `$1` is NULL). Used
+/// at subscribe and reconnect time and by `bounds`.
 pub(crate) fn resolve(names: &SchemaNames, family: Family) -> String {
     format!(
         "WITH f AS MATERIALIZED ( \
              SELECT pg_snapshot_xmin(s) AS xmin, pg_snapshot_xmax(s) AS xmax \
              FROM (SELECT pg_current_snapshot() AS s) AS q) \
          SELECT f.xmin::text::int8, f.xmax::text::int8, \
-                h.xid::text::int8, h.id, hd.xid::text::int8, hd.id \
+                h.xid::text::int8, h.id, {horizon_at}, \
+                hd.xid::text::int8, hd.id, hd.at, \
+                b.xid::text::int8, b.id, b.at, \
+                (SELECT system_identifier FROM pg_control_system()), \
+                (SELECT t.at FROM {table} t WHERE t.xid = $1::text::xid8 AND t.id = $2) \
          FROM f \
          LEFT JOIN {horizons} h ON h.family = '{fam}' \
          LEFT JOIN LATERAL ( \
-             SELECT t.xid, t.id FROM {table} t ORDER BY t.xid DESC, t.id DESC LIMIT 1 \
-         ) hd ON true",
+             SELECT t.xid, t.id, t.at FROM {table} t ORDER BY t.xid DESC, t.id DESC LIMIT 1 \
+         ) hd ON true \
+         LEFT JOIN LATERAL ( \
+             SELECT t.xid, t.id, t.at FROM {table} t WHERE t.xid < f.xmin \
+             ORDER BY t.xid DESC, t.id DESC LIMIT 1 \
+         ) b ON true",
+        horizon_at = HORIZON_AT,
         horizons = names.horizons(),
         fam = family.as_str(),
         table = names.table(family),
     )
 }
+
+/// The server's system identifier (what `0x05` cursors carry).
+pub(crate) const SYSTEM_IDENTIFIER: &str = "SELECT system_identifier FROM pg_control_system()";
+
+/// `cursor_at` of `family` for `$1` (ms): whether a row recorded at or
+/// after `$1` exists, then `xid, id, at` of the row before the first such
+/// row (in stream order), of the newest row below the snapshot's `xmin`,
+/// and of the horizon (NULL when absent), and the server's system
+/// identifier.
+pub(crate) fn cursor_at(names: &SchemaNames, family: Family) -> String {
+    format!(
+        "WITH f AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin), \
+         first AS MATERIALIZED ( \
+             SELECT t.xid, t.id FROM {table} t WHERE t.at >= $1 ORDER BY t.xid, t.id LIMIT 1) \
+         SELECT EXISTS (SELECT 1 FROM first), \
+                p.xid::text::int8, p.id, p.at, \
+                b.xid::text::int8, b.id, b.at, \
+                h.xid::text::int8, h.id, {horizon_at}, \
+                (SELECT system_identifier FROM pg_control_system()) \
+         FROM f \
+         LEFT JOIN LATERAL ( \
+             SELECT t.xid, t.id, t.at FROM {table} t, first \
+             WHERE (t.xid, t.id) < (first.xid, first.id) \
+             ORDER BY t.xid DESC, t.id DESC LIMIT 1 \
+         ) p ON true \
+         LEFT JOIN LATERAL ( \
+             SELECT t.xid, t.id, t.at FROM {table} t WHERE t.xid < f.xmin \
+             ORDER BY t.xid DESC, t.id DESC LIMIT 1 \
+         ) b ON true \
+         LEFT JOIN {horizons} h ON h.family = '{fam}'",
+        table = names.table(family),
+        horizons = names.horizons(),
+        fam = family.as_str(),
+        horizon_at = HORIZON_AT,
+    )
+}
+
+/// The horizon's `at` in reads (over alias `h`).
+const HORIZON_AT: &str = "h.at";
 
 /// A subscription filter as SQL predicates over table alias `t`, with the
 /// values to bind (from parameter `$4` on).
@@ -153,9 +205,27 @@ impl SqlFilter {
             && self.kinds.is_none()
     }
 
-    /// ` AND ...` predicates, numbering parameters from `$first`.
+    /// ` AND ...`: the rows the filter admits, plus every row the decoder
+    /// rejects (delivered as `Corrupt`); parameters numbered from `$first`.
+    /// Empty for the empty filter.
     fn predicates(&self, family: Family, first: usize) -> String {
-        let mut sql = String::new();
+        if self.is_empty() {
+            return String::new();
+        }
+        format!(
+            " AND (({}) OR NOT {})",
+            self.matching(family, first),
+            well_formed(family)
+        )
+    }
+
+    /// The filter over well-formed rows, exactly as
+    /// `SubscriptionFilter::matches` judges their decoded events:
+    /// execution ids compare in lower case (the decoder accepts upper-case
+    /// hex digits), tags by containment (well-formed tags are strings),
+    /// kinds by their exact wire strings.
+    pub fn matching(&self, family: Family, first: usize) -> String {
+        let mut sql = String::from("true");
         let mut n = first;
         let mut next = || {
             let p = n;
@@ -169,7 +239,7 @@ impl SqlFilter {
             sql.push_str(&format!(" AND t.tags @> ${}::jsonb", next()));
         }
         if self.execution_id.is_some() {
-            sql.push_str(&format!(" AND t.execution_id = ${}", next()));
+            sql.push_str(&format!(" AND lower(t.execution_id) = ${}", next()));
         }
         if let Some(k) = &self.kinds {
             let col = table_def(family).kind_column.name();
@@ -236,12 +306,13 @@ fn kind_wire_names(family: Family) -> (Vec<String>, fn(EventKind) -> bool) {
 }
 
 /// Columns before the row in a [`read`] result: `xmin, xmax, horizon_xid,
-/// horizon_id, held`, plus `scan_xid, scan_id` when filtered.
+/// horizon_id, horizon_at, held`, plus `scan_xid, scan_id, scan_at` when
+/// filtered.
 pub(crate) fn read_header_len(filter: &SqlFilter) -> usize {
     if filter.is_empty() {
-        5
+        6
     } else {
-        7
+        9
     }
 }
 
@@ -254,21 +325,47 @@ pub(crate) fn read_header_len(filter: &SqlFilter) -> usize {
 /// behind an older open transaction. For filtered reads `scan_*` is the
 /// newest row (matching or not) below the snapshot's `xmin`: how far a
 /// read that returned fewer than `$3` rows has scanned.
-pub(crate) fn read(names: &SchemaNames, family: Family, filter: &SqlFilter) -> String {
+///
+/// With `indexed` (the opt-in filter indexes exist), a filtered read takes
+/// the matching well-formed rows and the malformed ones in two ordered
+/// branches, each of which an index serves, and merges them.
+pub(crate) fn read(
+    names: &SchemaNames,
+    family: Family,
+    filter: &SqlFilter,
+    indexed: bool,
+) -> String {
     let table = names.table(family);
     let preds = filter.predicates(family, 4);
+    let cols = row_columns(family);
+    let keyset = "(t.xid, t.id) > ($1::text::xid8, $2) AND t.xid < hdr.xmin";
+    let rows = if indexed && !filter.is_empty() {
+        format!(
+            "SELECT * FROM ( \
+                 (SELECT {cols} FROM {table} t WHERE {keyset} AND ({matching}) AND {wf} \
+                  ORDER BY t.xid, t.id LIMIT $3) \
+                 UNION ALL \
+                 (SELECT {cols} FROM {table} t WHERE {keyset} AND NOT {wf} \
+                  ORDER BY t.xid, t.id LIMIT $3) \
+             ) u ORDER BY u.rxid, u.rid LIMIT $3",
+            matching = filter.matching(family, 4),
+            wf = well_formed(family),
+        )
+    } else {
+        format!("SELECT {cols} FROM {table} t WHERE {keyset}{preds} ORDER BY t.xid, t.id LIMIT $3")
+    };
     let (scan_cols, scan_join, scan_sel) = if filter.is_empty() {
         (String::new(), String::new(), String::new())
     } else {
         (
-            ", sc.xid::text::int8 AS sxid, sc.id AS sid".to_owned(),
+            ", sc.xid::text::int8 AS sxid, sc.id AS sid, sc.at AS sat".to_owned(),
             format!(
                 " LEFT JOIN LATERAL ( \
-                     SELECT t.xid, t.id FROM {table} t WHERE t.xid < f.xmin \
+                     SELECT t.xid, t.id, t.at FROM {table} t WHERE t.xid < f.xmin \
                      ORDER BY t.xid DESC, t.id DESC LIMIT 1 \
                  ) sc ON true"
             ),
-            ", hdr.sxid, hdr.sid".to_owned(),
+            ", hdr.sxid, hdr.sid, hdr.sat".to_owned(),
         )
     };
     // The header is computed (and cast to int8) once, in `hdr`; the outer
@@ -279,24 +376,19 @@ pub(crate) fn read(names: &SchemaNames, family: Family, filter: &SqlFilter) -> S
              FROM (SELECT pg_current_snapshot() AS s) AS q), \
          hdr AS MATERIALIZED ( \
              SELECT f.xmin, f.xmin::text::int8 AS xmin_n, f.xmax::text::int8 AS xmax_n, \
-                    h.xid::text::int8 AS hxid, h.id AS hid, \
+                    h.xid::text::int8 AS hxid, h.id AS hid, {horizon_at} AS hat, \
                     (SELECT true FROM {table} t WHERE t.xid >= f.xmin{preds} \
                      ORDER BY t.xid DESC LIMIT 1) IS NOT NULL AS held \
                     {scan_cols} \
              FROM f \
              LEFT JOIN {horizons} h ON h.family = '{fam}'{scan_join}) \
-         SELECT hdr.xmin_n, hdr.xmax_n, hdr.hxid, hdr.hid, \
+         SELECT hdr.xmin_n, hdr.xmax_n, hdr.hxid, hdr.hid, hdr.hat, \
                 hdr.held{scan_sel}, r.* \
          FROM hdr \
-         LEFT JOIN LATERAL ( \
-             SELECT {cols} FROM {table} t \
-             WHERE (t.xid, t.id) > ($1::text::xid8, $2) AND t.xid < hdr.xmin{preds} \
-             ORDER BY t.xid, t.id \
-             LIMIT $3 \
-         ) r ON true",
+         LEFT JOIN LATERAL ({rows}) r ON true",
         horizons = names.horizons(),
         fam = family.as_str(),
-        cols = row_columns(family),
+        horizon_at = HORIZON_AT,
     )
 }
 
@@ -318,10 +410,11 @@ mod tests {
                 EventKind::Completion(CompletionKind::Other),
             ]);
         let sf = SqlFilter::new(&f, Family::Completion);
-        let sql = read(&names, Family::Completion, &sf);
+        let sql = read(&names, Family::Completion, &sf, false);
         assert!(sql.contains("t.namespace = $4"), "{sql}");
         assert!(sql.contains("t.tags @> $5::jsonb"), "{sql}");
-        assert!(sql.contains("t.execution_id = $6"), "{sql}");
+        assert!(sql.contains("lower(t.execution_id) = $6"), "{sql}");
+        assert!(sql.contains("OR NOT coalesce("), "{sql}");
         assert!(
             sql.contains("t.outcome = ANY($7::text[]) OR t.outcome <> ALL($8::text[])"),
             "{sql}"
@@ -333,7 +426,7 @@ mod tests {
             ["success", "failure", "cancelled"]
         );
         assert_eq!(sf.tag_json.as_deref(), Some(r#"{"k":"v"}"#));
-        assert_eq!(read_header_len(&sf), 7);
+        assert_eq!(read_header_len(&sf), 9);
     }
 
     #[test]
@@ -341,7 +434,7 @@ mod tests {
         let f = SubscriptionFilter::new()
             .with_kinds([EventKind::InstanceTags(InstanceTagKind::Cleared)]);
         let sf = SqlFilter::new(&f, Family::InstanceTags);
-        let sql = read(&SchemaNames::new("ff"), Family::InstanceTags, &sf);
+        let sql = read(&SchemaNames::new("ff"), Family::InstanceTags, &sf, false);
         assert!(sql.contains("t.type = ANY($4::text[])"), "{sql}");
         assert!(!sql.contains("ALL("), "{sql}");
     }
@@ -350,8 +443,8 @@ mod tests {
     fn unfiltered_reads_have_no_scan_columns() {
         let sf = SqlFilter::new(&SubscriptionFilter::default(), Family::LeaseHistory);
         assert!(sf.is_empty());
-        assert_eq!(read_header_len(&sf), 5);
-        let sql = read(&SchemaNames::new("ff"), Family::LeaseHistory, &sf);
+        assert_eq!(read_header_len(&sf), 6);
+        let sql = read(&SchemaNames::new("ff"), Family::LeaseHistory, &sf, false);
         assert!(!sql.contains("sxid"), "{sql}");
         assert!(insert_one(&SchemaNames::new("ff"), Family::LeaseHistory).contains("$10::jsonb"));
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use ff_core::backend::DeliveryItem;
+use ff_core::backend::{DeliveryItem, StreamBackend};
 use ff_core::stream_events::{event_to_json, Family};
 use ff_core::stream_subscribe::StreamCursor;
 use futures::StreamExt;
@@ -21,7 +21,8 @@ pub struct TailArgs {
     /// Backend URL: memory:, valkey://host:port[/db] (valkeys://…?ca_cert=PATH for TLS), postgres://...
     #[arg(long, env = "FF_BACKEND", default_value = "memory:")]
     pub backend: String,
-    /// Where to start: `tail` (only new events), `beginning`, or a cursor.
+    /// Where to start: `tail` (only new events), `beginning`, `oldest`
+    /// (the oldest retained event, as `bounds` reports it), or a cursor.
     #[arg(long, default_value = "tail")]
     pub from: String,
     /// Stop after this many events.
@@ -39,21 +40,33 @@ pub struct TailArgs {
     pub filter: FilterArgs,
 }
 
-/// Parse `--from`.
-pub fn parse_from(from: &str) -> Result<StreamCursor> {
+/// Resolve `--from` for `family` on `backend`.
+pub async fn resolve_from(
+    from: &str,
+    family: Family,
+    backend: &dyn StreamBackend,
+) -> Result<StreamCursor> {
     match from {
         "tail" => Ok(StreamCursor::empty()),
         "beginning" => Ok(StreamCursor::beginning()),
-        cursor => cursor
-            .parse()
-            .with_context(|| format!("--from {}", ff_core::engine_error::excerpt(cursor))),
+        "oldest" => Ok(backend
+            .bounds(family)
+            .await
+            .context("--from oldest: reading the stream's bounds")?
+            .oldest),
+        cursor => cursor.parse().with_context(|| {
+            format!(
+                "--from {} (expected tail, beginning, oldest or a cursor)",
+                ff_core::engine_error::excerpt(cursor)
+            )
+        }),
     }
 }
 
 /// Run `ff tail`.
 pub async fn run(args: TailArgs, opened: Opened) -> Result<()> {
     let filter = args.filter.to_filter(args.family)?;
-    let start = parse_from(&args.from)?;
+    let start = resolve_from(&args.from, args.family, opened.backend.as_ref()).await?;
     let mut stream = opened
         .backend
         .subscribe_family(args.family, start, &filter)

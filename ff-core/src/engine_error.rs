@@ -40,8 +40,10 @@ pub enum EngineError {
     /// The position is no longer (or not yet) in the store's history: it
     /// was trimmed/pruned away, or lies beyond the store's head (restore,
     /// failover, another process's memory backend). Terminal; resume from
-    /// `oldest` to continue with the oldest retained event.
-    #[error("cursor {cursor} has expired: {detail}")]
+    /// `oldest` to continue with the oldest retained event. The message
+    /// shows `oldest` as cursor text, ready to pass back (`ff tail --from`,
+    /// `?cursor=`).
+    #[error("cursor {cursor} has expired: {detail}; {}", resume_hint(oldest.as_ref()))]
     CursorExpired {
         /// The expired position.
         cursor: StreamCursor,
@@ -86,6 +88,16 @@ pub enum EngineError {
         /// What the server said (credentials redacted).
         detail: String,
     },
+}
+
+/// How to go on after `CursorExpired`, naming `oldest` as cursor text.
+fn resume_hint(oldest: Option<&StreamCursor>) -> String {
+    match oldest {
+        Some(oldest) => {
+            format!("resume from the oldest retained event with cursor {oldest}")
+        }
+        None => "resume from the tail or the beginning".to_owned(),
+    }
 }
 
 impl EngineError {
@@ -176,5 +188,17 @@ mod tests {
         }
         .to_string();
         assert!(s.contains("resume from cursor AA"), "{s}");
+        let expired = EngineError::CursorExpired {
+            cursor: StreamCursor::new(vec![3u8, 2, 1]),
+            oldest: Some(StreamCursor::new(vec![3u8, 2, 9])),
+            detail: "it was trimmed".into(),
+        }
+        .to_string();
+        assert!(
+            expired.ends_with(
+                "it was trimmed; resume from the oldest retained event with cursor AwIJ"
+            ),
+            "{expired}"
+        );
     }
 }

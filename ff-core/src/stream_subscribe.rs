@@ -12,6 +12,7 @@
 //! | `0x02` | Postgres | family ++ xid8 (u64 BE) ++ row id (u64 BE) |
 //! | `0x03` | memory | family ++ instance epoch (u64 BE) ++ sequence (u64 BE) |
 //! | `0x04` | Valkey, partitioned | family ++ partition count ++ one entry id per followed partition ([`partitioned`](self#partitioned-cursors)) |
+//! | `0x05` | Postgres | family ++ system identifier ++ xid8 ++ row id ++ row `at` (u64 BE each); see [`encode_postgres_history`] |
 //! | `0x80`–`0xFE` | third-party backends | theirs (`0xFF` reserved) |
 //!
 //! # Partitioned cursors
@@ -36,11 +37,16 @@ use crate::engine_error::EngineError;
 use crate::stream_events::Family;
 
 mod partitioned;
+mod postgres_history;
 mod varint;
 
 pub use partitioned::{
     decode_valkey_partitioned, encode_valkey_partitioned, PartitionedPosition, MAX_PARTITIONS,
     VALKEY_PARTITIONED_BYTE,
+};
+pub use postgres_history::{
+    decode_postgres_any, encode_postgres_history, PostgresCursor, PostgresHistoryPosition,
+    POSTGRES_HISTORY_BYTE, POSTGRES_HISTORY_LEN,
 };
 
 /// Byte 0 of the beginning cursor.
@@ -202,7 +208,7 @@ pub enum CursorStart<P> {
 fn issuer(byte: u8) -> String {
     match byte {
         VALKEY_BYTE => "the Valkey backend".into(),
-        POSTGRES_BYTE => "the Postgres backend".into(),
+        POSTGRES_BYTE | POSTGRES_HISTORY_BYTE => "the Postgres backend".into(),
         MEMORY_BYTE => "the memory backend".into(),
         VALKEY_PARTITIONED_BYTE => "the Valkey backend with partitioned families".into(),
         0x80..=0xFE => format!("a third-party backend (format 0x{byte:02x})"),

@@ -189,9 +189,10 @@ pub(crate) fn engine_code(err: &EngineError) -> &'static str {
 /// out of their messages; this adds what an HTTP client should do.
 fn engine_detail(err: &EngineError) -> String {
     match err {
-        EngineError::CursorExpired { .. } => format!(
-            "{err}. Reconnect with `cursor` set to `oldest` to continue from the oldest retained event, or with `from=tail`"
-        ),
+        EngineError::CursorExpired { oldest, .. } => match oldest {
+            Some(_) => format!("{err} (pass it as `?cursor=`), or reconnect with `from=tail`"),
+            None => format!("{err} (`from=tail` or `from=beginning`)"),
+        },
         EngineError::Transport { .. } => {
             format!("{err}. The gateway cannot reach its backend; retry later")
         }

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ff_backend_postgres::sqlx::{self, Row};
+use ff_backend_postgres::sqlx;
 use ff_backend_postgres::{PostgresBackend, PostgresConfig};
 use ff_core::backend::{
     DeliveryItem, DeliveryStream, EventPublisher, ReconnectPolicy, StreamBackend,
@@ -19,10 +19,10 @@ use ff_core::backend::{
 use ff_core::engine_error::EngineError;
 use ff_core::filter::SubscriptionFilter;
 use ff_core::stream_events::{EventMeta, Family, LeaseHistoryKind, NewEvent, StreamEvent};
-use ff_core::stream_subscribe::{encode_postgres, StreamCursor};
+use ff_core::stream_subscribe::StreamCursor;
 use ff_core::testkit::support::ITEM_DEADLINE;
 use ff_core::types::{ExecutionId, LeaseId};
-use ff_tests::harness::postgres::{own_server, server_url};
+use ff_tests::harness::postgres::{own_server, returned_cursor, server_url, RETURNING_POSITION};
 use ff_tests::support::{self, PostgresServer};
 use futures::StreamExt;
 use tokio::time::Instant;
@@ -348,15 +348,14 @@ async fn undecodable_rows_mid_stream_are_one_corrupt_item_each_then_the_rest() {
         ("newer schema version", "('acquired', $1, 2)"),
     ] {
         let sql = format!(
-            "INSERT INTO {table} (type, execution_id, v) VALUES {values} RETURNING xid::text::int8, id"
+            "INSERT INTO {table} (type, execution_id, v) VALUES {values} {RETURNING_POSITION}"
         );
         let mut q = sqlx::query(&sql);
         if values.contains("$1") {
             q = q.bind(ExecutionId::new(1).to_string());
         }
         let row = q.fetch_one(&admin).await.expect(what);
-        let (xid, id): (i64, i64) = (row.get(0), row.get(1));
-        bad.push((what, encode_postgres(FAMILY, xid as u64, id as u64)));
+        bad.push((what, returned_cursor(FAMILY, &row)));
     }
     for n in 3..6 {
         publish_retrying(&b, n).await;

@@ -8,11 +8,40 @@
 //! `sqlx`'s notification listener requires one; reconnecting is the
 //! subscription's business (see [`ReconnectPolicy`](ff_core::backend::ReconnectPolicy)),
 //! so the listener's own reconnection is switched off.
+//!
+//! Nothing here waits unboundedly: opening (connect and `LISTEN`) is
+//! bounded by the connect timeout, and [`within`] bounds each read, so a
+//! server that stops answering without closing the connection (a network
+//! partition, a moved virtual IP, a stopped host) reads as a lost
+//! connection in seconds. A connection abandoned that way is dropped;
+//! `sqlx` then sends `UNLISTEN` on it from a background task that ends
+//! when the socket fails or the kernel gives it up.
 
+use std::future::Future;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::PgPool;
+
+/// `fut`, unless it takes longer than `limit`: then [`timed_out`], which
+/// callers treat as a lost connection.
+pub(crate) async fn within<T, E: From<sqlx::Error>>(
+    limit: Duration,
+    what: &str,
+    fut: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .unwrap_or_else(|_| Err(E::from(timed_out(limit, what))))
+}
+
+/// The error for a server that did not answer `what` within `limit`.
+pub(crate) fn timed_out(limit: Duration, what: &str) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("the server did not answer within {limit:?} ({what})"),
+    ))
+}
 
 /// Why a wait for a wake-up ended.
 #[derive(Debug)]
@@ -30,9 +59,21 @@ pub(crate) struct SubConnection {
 }
 
 impl SubConnection {
-    /// Connect with `options` (waiting at most `timeout`) and `LISTEN` on
-    /// `channel`.
+    /// Connect with `options` and `LISTEN` on `channel`, within `timeout`.
     pub async fn open(
+        options: &PgConnectOptions,
+        channel: &str,
+        timeout: Duration,
+    ) -> Result<Self, sqlx::Error> {
+        within(
+            timeout,
+            "connecting and listening",
+            Self::open_unbounded(options, channel, timeout),
+        )
+        .await
+    }
+
+    async fn open_unbounded(
         options: &PgConnectOptions,
         channel: &str,
         timeout: Duration,
@@ -85,6 +126,13 @@ impl SubConnection {
             ))),
             Ok(Err(e)) => Err(e),
         }
+    }
+
+    /// Drop a connection known to be lost, without waiting for it.
+    pub fn abandon(self) {
+        let Self { listener, pool } = self;
+        drop(listener);
+        drop(pool);
     }
 
     /// Close the connection (gracefully where it still works).

@@ -22,11 +22,13 @@ use tokio::sync::mpsc;
 
 use crate::backend::Inner;
 use crate::error::map_sqlx;
-use crate::position::{self, Pos};
+use crate::filter_indexes;
+use crate::history;
+use crate::position::{self, Given, Pos};
 use crate::resolve::Resolved;
 use crate::sql::{self, SqlFilter};
 
-use connection::SubConnection;
+use connection::{timed_out, SubConnection};
 use stream::{Pending, SubscriptionStream, CHANNEL_BATCHES};
 use task::{Driver, Start};
 
@@ -42,7 +44,6 @@ pub(crate) async fn subscribe(
     filter.validate_for(family)?;
     let start = position::decode(&cursor, family)?;
     let sql_filter = SqlFilter::new(filter, family);
-    let read_sql = sql::read(&inner.names, family, &sql_filter);
     let base = sql::read_header_len(&sql_filter);
     let mut conn = SubConnection::open(
         &inner.sub_options,
@@ -51,14 +52,47 @@ pub(crate) async fn subscribe(
     )
     .await
     .map_err(map_sqlx)?;
-    let resolved = match Resolved::read(conn.executor(), &inner.names, family).await {
+    let probe = match start {
+        CursorStart::After(given) => Some(given.pos),
+        _ => None,
+    };
+    let limit = inner.config.read_timeout;
+    let names = &inner.names;
+    let prepare = async {
+        let indexed = if sql_filter.is_empty() {
+            false
+        } else {
+            sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+                .bind(filter_indexes::malformed_index(names, family))
+                .fetch_one(conn.executor())
+                .await
+                .map_err(map_sqlx)?
+        };
+        let resolved = Resolved::read(conn.executor(), names, family, probe).await?;
+        Ok::<_, EngineError>((indexed, resolved))
+    };
+    let (indexed, resolved) = match tokio::time::timeout(limit, prepare)
+        .await
+        .unwrap_or_else(|_| Err(map_sqlx(timed_out(limit, "resolving the start"))))
+    {
         Ok(r) => r,
         Err(e) => {
             conn.close().await;
             return Err(e);
         }
     };
-    let mut start = match resolve_start(family, start, cursor, &resolved) {
+    let read_sql = sql::read(names, family, &sql_filter, indexed);
+    // A cursor of another cluster is expired whatever this one holds;
+    // otherwise rows numbered beyond this cluster's ids stop everyone.
+    let other_cluster = matches!(
+        start,
+        CursorStart::After(Given { system: Some(s), .. }) if s != resolved.system
+    );
+    let guard = match history::foreign_rows(&resolved, family) {
+        Some(err) if !other_cluster => Err(err),
+        _ => Ok(()),
+    };
+    let mut start = match guard.and_then(|()| resolve_start(family, start, cursor, &resolved)) {
         Ok(s) => s,
         Err(e) => {
             conn.close().await;
@@ -67,71 +101,87 @@ pub(crate) async fn subscribe(
     };
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
     let initial = std::mem::take(&mut start.initial);
-    let driver = Driver::new(inner, family, read_sql, sql_filter, conn, &start, tx);
+    let system = resolved.system;
+    let driver = Driver::new(
+        inner, family, read_sql, sql_filter, conn, &start, system, tx,
+    );
     tokio::spawn(driver.run(initial));
-    Ok(Box::pin(SubscriptionStream::new(rx, family, base)))
+    Ok(Box::pin(SubscriptionStream::new(
+        rx, family, base, filter, system,
+    )))
 }
 
 /// Turn a decoded cursor into a concrete start. The tail becomes the
-/// frontier of the current snapshot (after every transaction older than
-/// the oldest open one). `CaughtUp` is yielded at once when nothing
-/// committed before the subscribe lies after the start; otherwise after
-/// the newest such event.
+/// newest row a reader can see without gaps (see
+/// [`Resolved::tail_start`]). A cursor at or after the oldest open
+/// transaction (a publish's own cursor can be) starts there too, so
+/// transactions that were open when it was written and commit later are
+/// not skipped: more, never fewer. `CaughtUp` is yielded at once when
+/// nothing committed before the subscribe lies after the start; otherwise
+/// after the newest such event.
 fn resolve_start(
     family: Family,
-    start: CursorStart<Pos>,
+    start: CursorStart<Given>,
     cursor: StreamCursor,
     resolved: &Resolved,
 ) -> Result<Start, EngineError> {
-    let caught_up_at = |scan: Option<Pos>, pos: Pos, yielded: StreamCursor| Start {
-        scan,
-        yielded,
-        caught_up: true,
-        target: None,
-        initial: vec![Pending::Ready(Ok(DeliveryItem::CaughtUp {
-            cursor: pos.cursor(family),
-        }))],
+    let system = resolved.system;
+    let tail = resolved.tail_start();
+    let from = |scan: Option<Pos>, yielded: StreamCursor| match resolved.head {
+        Some(head) if scan.is_none_or(|s| head > s) => Start {
+            scan,
+            yielded,
+            caught_up: false,
+            target: Some(head),
+            initial: Vec::new(),
+        },
+        _ => {
+            let at = scan.unwrap_or(tail);
+            Start {
+                scan: Some(at),
+                yielded,
+                caught_up: true,
+                target: None,
+                initial: vec![Pending::Ready(Ok(DeliveryItem::CaughtUp {
+                    cursor: at.cursor(family, system),
+                }))],
+            }
+        }
     };
     Ok(match start {
         CursorStart::Tail => {
-            let pos = Pos::frontier(resolved.xmin);
-            caught_up_at(Some(pos), pos, pos.cursor(family))
-        }
-        CursorStart::Beginning => match resolved.head {
-            // Nothing is retained: every event to come commits later, in
-            // a transaction at or after the oldest open one.
-            None => {
-                let pos = Pos::frontier(resolved.xmin);
-                caught_up_at(Some(pos), pos, pos.cursor(family))
+            let cursor = tail.cursor(family, system);
+            Start {
+                scan: Some(tail),
+                yielded: cursor.clone(),
+                caught_up: true,
+                target: None,
+                initial: vec![Pending::Ready(Ok(DeliveryItem::CaughtUp { cursor }))],
             }
-            Some(head) => Start {
-                scan: None,
-                yielded: StreamCursor::beginning(),
-                caught_up: false,
-                target: Some(head),
-                initial: Vec::new(),
-            },
+        }
+        CursorStart::Beginning => match (resolved.head, resolved.horizon) {
+            // Nothing is retained: every event to come commits later.
+            (None, _) => from(Some(tail), tail.cursor(family, system)),
+            // Rows that sort behind the horizon are pruned, even where a
+            // time-range prune has not deleted them yet.
+            (Some(_), Some(horizon)) => from(Some(horizon), StreamCursor::beginning()),
+            (Some(_), None) => from(None, StreamCursor::beginning()),
         },
-        CursorStart::After(pos) => {
-            if let Some(detail) = resolved.expiry(pos) {
-                let oldest = resolved
-                    .horizon
-                    .map_or_else(StreamCursor::beginning, |h| h.cursor(family));
+        CursorStart::After(Given {
+            pos,
+            system: read_in,
+        }) => {
+            if let Some(detail) = history::unproven(pos, read_in, resolved) {
                 return Err(EngineError::CursorExpired {
                     cursor,
-                    oldest: Some(oldest),
+                    oldest: Some(history::oldest(resolved, family)),
                     detail,
                 });
             }
-            match resolved.head {
-                Some(head) if head > pos => Start {
-                    scan: Some(pos),
-                    yielded: cursor,
-                    caught_up: false,
-                    target: Some(head),
-                    initial: Vec::new(),
-                },
-                _ => caught_up_at(Some(pos), pos, cursor),
+            if pos.xid >= resolved.xmin && tail < pos {
+                from(Some(tail), tail.cursor(family, system))
+            } else {
+                from(Some(pos), cursor)
             }
         }
     })

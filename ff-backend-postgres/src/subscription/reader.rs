@@ -98,19 +98,22 @@ where
 }
 
 fn header(row: &PgRow, base: usize) -> Result<Batch, sqlx::Error> {
-    let opt_pos = |x: usize, i: usize| -> Result<Option<Pos>, sqlx::Error> {
-        let xid: Option<i64> = row.try_get(x)?;
-        let id: Option<i64> = row.try_get(i)?;
-        Ok(xid.zip(id).map(|(x, i)| Pos::from_row(x, i)))
+    let opt_pos = |first: usize| -> Result<Option<Pos>, sqlx::Error> {
+        let xid: Option<i64> = row.try_get(first)?;
+        let id: Option<i64> = row.try_get(first + 1)?;
+        let at: Option<i64> = row.try_get(first + 2)?;
+        Ok(xid
+            .zip(id)
+            .map(|(x, i)| Pos::row(x, i, at.unwrap_or_default())))
     };
     let xmin: i64 = row.try_get(0)?;
     let xmax: i64 = row.try_get(1)?;
     Ok(Batch {
         xmin: xmin.max(0) as u64,
         xmax: xmax.max(0) as u64,
-        horizon: opt_pos(2, 3)?,
-        held: row.try_get(4)?,
-        scanned: if base > 5 { opt_pos(5, 6)? } else { None },
+        horizon: opt_pos(2)?,
+        held: row.try_get(5)?,
+        scanned: if base > 6 { opt_pos(6)? } else { None },
         items: Vec::new(),
     })
 }

@@ -8,12 +8,18 @@
 //! task goes straight on to the next read while the consumer's task
 //! decodes, so reading and decoding overlap. Dropping the stream closes
 //! the channel, which ends the task.
+//!
+//! A filtered read also returns the rows the decoder rejects (see
+//! `well_formed`), so decoded events are checked against the filter here
+//! once more: the shared Rust filter has the last word on what is
+//! delivered.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use ff_core::backend::DeliveryItem;
 use ff_core::engine_error::EngineError;
+use ff_core::filter::SubscriptionFilter;
 use ff_core::stream_events::Family;
 use futures::Stream;
 use sqlx::postgres::PgRow;
@@ -42,26 +48,48 @@ pub(crate) struct SubscriptionStream {
     family: Family,
     /// Column where a row's outbox columns start.
     base: usize,
+    /// The subscription's filter, unless it admits everything.
+    filter: Option<SubscriptionFilter>,
+    /// The cluster's system identifier, which event cursors carry.
+    system: u64,
 }
 
 impl SubscriptionStream {
     /// A stream of `family` reading from `rx`; rows' outbox columns start
-    /// at column `base`.
-    pub fn new(rx: mpsc::Receiver<Vec<Pending>>, family: Family, base: usize) -> Self {
+    /// at column `base`; events that `filter` rejects are skipped; cursors
+    /// name the cluster `system`.
+    pub fn new(
+        rx: mpsc::Receiver<Vec<Pending>>,
+        family: Family,
+        base: usize,
+        filter: &SubscriptionFilter,
+        system: u64,
+    ) -> Self {
         Self {
             rx,
             current: Vec::new().into_iter(),
             family,
             base,
+            filter: (!filter.is_empty()).then(|| filter.clone()),
+            system,
         }
     }
 
-    fn resolve(&self, pending: Pending) -> Item {
-        match pending {
-            Pending::Ready(item) => item,
+    /// The item `pending` stands for; `None` for an event the filter rejects.
+    fn resolve(&self, pending: Pending) -> Option<Item> {
+        let item = match pending {
+            Pending::Ready(item) => return Some(item),
             Pending::Row(row) => RowView::new(&row, self.base, self.family)
-                .decode()
+                .decode(self.system)
                 .map(|(_, item)| item),
+        };
+        match (&item, &self.filter) {
+            (Ok(DeliveryItem::Event { event, meta }), Some(filter))
+                if !filter.matches(event, meta) =>
+            {
+                None
+            }
+            _ => Some(item),
         }
     }
 }
@@ -72,7 +100,10 @@ impl Stream for SubscriptionStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item>> {
         loop {
             if let Some(pending) = self.current.next() {
-                return Poll::Ready(Some(self.resolve(pending)));
+                match self.resolve(pending) {
+                    Some(item) => return Poll::Ready(Some(item)),
+                    None => continue,
+                }
             }
             match self.rx.poll_recv(cx) {
                 Poll::Ready(Some(batch)) => self.current = batch.into_iter(),

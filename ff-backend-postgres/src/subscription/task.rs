@@ -20,10 +20,12 @@ use tokio::time::Instant;
 
 use crate::backend::Inner;
 use crate::error::{is_connection_error, map_sqlx};
+use crate::history;
 use crate::position::Pos;
 use crate::resolve::expiry;
+use crate::resolve::Resolved;
 use crate::sql::SqlFilter;
-use crate::subscription::connection::{SubConnection, Wake};
+use crate::subscription::connection::{timed_out, within, SubConnection, Wake};
 use crate::subscription::reader::{read_batch, Batch, ReadError};
 use crate::subscription::stream::Pending;
 use sqlx::postgres::PgRow;
@@ -67,6 +69,11 @@ pub(crate) struct Driver {
     held_since: Option<Instant>,
     next_held_warning: Option<Instant>,
     held_pause: Duration,
+    /// A notification arrived while a batch waited for the consumer.
+    woken_while_delivering: bool,
+    /// The system identifier of the cluster the subscription reads; every
+    /// reconnection must reach the same history (see `history`).
+    system: u64,
 }
 
 /// What to do after a step.
@@ -94,6 +101,7 @@ impl Driver {
         filter: SqlFilter,
         conn: SubConnection,
         start: &Start,
+        system: u64,
         tx: mpsc::Sender<Vec<Pending>>,
     ) -> Self {
         let channel = inner.names.channel(family);
@@ -116,13 +124,15 @@ impl Driver {
             held_since: None,
             next_held_warning: None,
             held_pause: HELD_BACK_FIRST_PAUSE,
+            woken_while_delivering: false,
+            system,
         }
     }
 
     /// Run until the consumer goes away or a terminal error is yielded,
     /// then release the connection.
     pub async fn run(mut self, initial: Vec<Pending>) {
-        if initial.is_empty() || self.tx.send(initial).await.is_ok() {
+        if initial.is_empty() || self.deliver(initial).await {
             while let Next::Continue = self.step().await {}
         }
         if let Some(conn) = self.conn.take() {
@@ -141,13 +151,17 @@ impl Driver {
         conn.drain_notifications();
         self.local.borrow_and_update();
         let after = self.scan.unwrap_or(Pos::ORIGIN);
-        let read = read_batch(
-            conn.executor(),
-            &self.sql,
-            self.family,
-            &self.filter,
-            after,
-            batch_size,
+        let read = within(
+            config.read_timeout,
+            "reading the outbox",
+            read_batch(
+                conn.executor(),
+                &self.sql,
+                self.family,
+                &self.filter,
+                after,
+                batch_size,
+            ),
         );
         let mut batch = match or_closed(&self.tx, read).await {
             None => return Next::Stop,
@@ -158,9 +172,9 @@ impl Driver {
         };
         if let Some(scan) = self.scan {
             if let Some(detail) = expiry(scan, batch.xmax, batch.horizon) {
-                let oldest = batch
-                    .horizon
-                    .map_or_else(StreamCursor::beginning, |h| h.cursor(self.family));
+                let oldest = batch.horizon.map_or_else(StreamCursor::beginning, |h| {
+                    h.cursor(self.family, self.system)
+                });
                 let err = EngineError::CursorExpired {
                     cursor: self.yielded.clone(),
                     oldest: Some(oldest),
@@ -181,13 +195,17 @@ impl Driver {
                 out.push(checkpoint);
             }
         }
-        if !out.is_empty() && self.tx.send(out).await.is_err() {
+        if !out.is_empty() && !self.deliver(out).await {
             return Next::Stop;
         }
-        if full {
+        if full || std::mem::take(&mut self.woken_while_delivering) {
             return Next::Continue;
         }
-        let timeout = self.wait_timeout(&batch, now);
+        // Waiting no longer than the liveness interval makes the next read
+        // the round trip that proves the server still answers.
+        let timeout = self
+            .wait_timeout(&batch, now)
+            .min(self.inner.config.liveness_interval);
         let Some(conn) = self.conn.as_mut() else {
             return Next::Continue;
         };
@@ -210,6 +228,38 @@ impl Driver {
         }
     }
 
+    /// Hand `out` to the consumer; `false` when the consumer is gone.
+    ///
+    /// While the consumer is slow to take it, keep reading the connection:
+    /// a listener that is not read stops the server's notification queue
+    /// from advancing past it, and when that cluster-wide queue is full
+    /// every producer's `COMMIT` fails. The notifications read meanwhile
+    /// are only wake-ups; one is remembered so the next step reads again
+    /// at once instead of waiting.
+    async fn deliver(&mut self, out: Vec<Pending>) -> bool {
+        let Some(conn) = self.conn.as_mut() else {
+            return self.tx.send(out).await.is_ok();
+        };
+        let send = self.tx.send(out);
+        tokio::pin!(send);
+        let lost = loop {
+            tokio::select! {
+                biased;
+                sent = &mut send => return sent.is_ok(),
+                woke = conn.wait(self.inner.config.safety_net_poll) => match woke {
+                    Ok(Wake::Notified) => self.woken_while_delivering = true,
+                    Ok(Wake::TimedOut) => {}
+                    Err(e) => break e,
+                },
+            }
+        };
+        tracing::info!(family = %self.family, error = %lost, "ff: postgres subscription lost its connection while its consumer was busy");
+        if let Some(conn) = self.conn.take() {
+            conn.abandon();
+        }
+        send.await.is_ok()
+    }
+
     /// Yield a batch's rows and advance the scan past them; `CaughtUp`
     /// goes before the first row newer than the subscribe-time head.
     fn take_items(&mut self, items: Vec<(Pos, PgRow)>, now: Instant) -> Vec<Pending> {
@@ -225,7 +275,7 @@ impl Driver {
         if let Some(pos) = last {
             self.scan = Some(pos);
             self.yielded_pos = Some(pos);
-            self.yielded = pos.cursor(self.family);
+            self.yielded = pos.cursor(self.family, self.system);
             self.yielded_at = now;
         }
         out
@@ -249,7 +299,7 @@ impl Driver {
 
     /// Yield `CaughtUp` at `target`: every row up to it has been read.
     fn caught_up_at(&mut self, target: Pos, now: Instant, out: &mut Vec<Pending>) {
-        let cursor = target.cursor(self.family);
+        let cursor = target.cursor(self.family, self.system);
         self.caught_up = true;
         if Some(target) > self.scan {
             self.scan = Some(target);
@@ -271,7 +321,7 @@ impl Driver {
         {
             return None;
         }
-        let cursor = scan.cursor(self.family);
+        let cursor = scan.cursor(self.family, self.system);
         self.yielded = cursor.clone();
         self.yielded_pos = Some(scan);
         self.yielded_at = now;
@@ -329,9 +379,42 @@ impl Driver {
     async fn lost(&mut self, e: sqlx::Error) -> Next {
         tracing::info!(family = %self.family, error = %e, "ff: postgres subscription lost its connection; reconnecting");
         if let Some(conn) = self.conn.take() {
-            conn.close().await;
+            conn.abandon();
         }
         self.reconnect().await
+    }
+
+    /// Whether the server `conn` reached shares the history this
+    /// subscription has read (a failover may have reached a copy that
+    /// lacks it): `Some(CursorExpired)` when it does not.
+    async fn same_history(
+        &self,
+        conn: &mut SubConnection,
+    ) -> Result<Option<EngineError>, ReadError> {
+        let limit = self.inner.config.read_timeout;
+        let read = Resolved::read(conn.executor(), &self.inner.names, self.family, self.scan);
+        let resolved = match tokio::time::timeout(limit, read).await {
+            Err(_) => return Err(ReadError::Sql(timed_out(limit, "checking its history"))),
+            Ok(Err(EngineError::Transport { source, .. })) => {
+                return Err(ReadError::Sql(sqlx::Error::Io(std::io::Error::other(
+                    source.to_string(),
+                ))))
+            }
+            Ok(Err(e)) => return Err(ReadError::Engine(e)),
+            Ok(Ok(resolved)) => resolved,
+        };
+        let detail = match self.scan {
+            Some(scan) => history::unproven(scan, Some(self.system), &resolved),
+            None if resolved.system != self.system => {
+                history::unproven(Pos::ORIGIN, Some(self.system), &resolved)
+            }
+            None => None,
+        };
+        Ok(detail.map(|detail| EngineError::CursorExpired {
+            cursor: self.yielded.clone(),
+            oldest: Some(history::oldest(&resolved, self.family)),
+            detail,
+        }))
     }
 
     /// Reconnect with the policy's backoff; yield `StreamDisconnected`
@@ -366,9 +449,17 @@ impl Driver {
                 .min(config.connect_timeout)
                 .max(Duration::from_millis(100));
             let open = SubConnection::open(&self.inner.sub_options, &self.channel, timeout);
-            match or_closed(&self.tx, open).await {
+            let mut conn = match or_closed(&self.tx, open).await {
                 None => return Next::Stop,
-                Some(Ok(conn)) => {
+                Some(Ok(conn)) => conn,
+                Some(Err(e)) => {
+                    tracing::debug!(family = %self.family, error = %e, "ff: reconnect attempt failed");
+                    continue;
+                }
+            };
+            match or_closed(&self.tx, self.same_history(&mut conn)).await {
+                None => return Next::Stop,
+                Some(Ok(None)) => {
                     tracing::info!(
                         family = %self.family,
                         attempts = backoff.attempts(),
@@ -377,9 +468,16 @@ impl Driver {
                     self.conn = Some(conn);
                     return Next::Continue;
                 }
-                Some(Err(e)) => {
-                    tracing::debug!(family = %self.family, error = %e, "ff: reconnect attempt failed");
+                Some(Ok(Some(expired))) => {
+                    conn.close().await;
+                    return self.fail(expired).await;
                 }
+                Some(Err(ReadError::Sql(e))) if is_connection_error(&e) => {
+                    tracing::debug!(family = %self.family, error = %e, "ff: reconnect attempt failed");
+                    conn.abandon();
+                }
+                Some(Err(ReadError::Sql(e))) => return self.fail(map_sqlx(e)).await,
+                Some(Err(ReadError::Engine(e))) => return self.fail(e).await,
             }
         }
     }

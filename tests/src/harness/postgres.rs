@@ -12,6 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use ff_backend_postgres::sqlx::postgres::PgRow;
 use ff_backend_postgres::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use ff_backend_postgres::sqlx::{self, PgPool, Row};
 use ff_backend_postgres::{PostgresBackend, PostgresConfig};
@@ -19,7 +20,10 @@ use ff_core::backend::{EventPublisher, StreamBackend};
 use ff_core::engine_error::EngineError;
 use ff_core::stream_events::record::Field;
 use ff_core::stream_events::Family;
-use ff_core::stream_subscribe::{decode_postgres, encode_postgres, CursorStart, StreamCursor};
+use ff_core::stream_subscribe::{
+    decode_postgres_any, encode_postgres, encode_postgres_history, CursorStart, PostgresCursor,
+    PostgresHistoryPosition, StreamCursor,
+};
 use ff_core::testkit::support::{drafts, publish_batch, ITEM_DEADLINE};
 use ff_core::testkit::Harness;
 use tokio::sync::{Mutex, OwnedMutexGuard};
@@ -91,10 +95,25 @@ pub async fn admin_pool(url: &str) -> PgPool {
 
 /// The `(xid as text, id)` of a positioned Postgres cursor.
 pub fn position(family: Family, cursor: &StreamCursor) -> (String, i64) {
-    match decode_postgres(cursor, family) {
-        Ok(CursorStart::After(p)) => (p.xid.to_string(), p.id as i64),
+    match decode_postgres_any(cursor, family) {
+        Ok(CursorStart::After(PostgresCursor::History(p))) => (p.xid.to_string(), p.id as i64),
+        Ok(CursorStart::After(PostgresCursor::Plain(p))) => (p.xid.to_string(), p.id as i64),
         other => panic!("not a positioned cursor: {other:?}"),
     }
+}
+
+/// A `RETURNING` clause whose row [`returned_cursor`] turns into the
+/// inserted row's cursor.
+pub const RETURNING_POSITION: &str =
+    "RETURNING xid::text::int8, id, at, (SELECT system_identifier FROM pg_control_system())";
+
+/// The cursor of the row an `INSERT ... RETURNING_POSITION` returned.
+pub fn returned_cursor(family: Family, row: &PgRow) -> StreamCursor {
+    let get = |i: usize| row.get::<i64, _>(i) as u64;
+    encode_postgres_history(
+        family,
+        PostgresHistoryPosition::new(get(3), get(0), get(1), get(2)),
+    )
 }
 
 /// A second cluster, started on first use, whose cursors the shared
@@ -241,11 +260,11 @@ impl Harness for PostgresHarness {
             .collect::<Vec<_>>()
             .join(", ");
         let sql = if record.is_empty() {
-            format!("INSERT INTO {table} DEFAULT VALUES RETURNING xid::text::int8, id")
+            format!("INSERT INTO {table} DEFAULT VALUES {RETURNING_POSITION}")
         } else {
             format!(
                 "INSERT INTO {table} ({columns}) SELECT {columns} \
-                 FROM jsonb_populate_record(NULL::{table}, $1::text::jsonb) RETURNING xid::text::int8, id"
+                 FROM jsonb_populate_record(NULL::{table}, $1::text::jsonb) {RETURNING_POSITION}"
             )
         };
         let row = sqlx::query(&sql)
@@ -253,9 +272,7 @@ impl Harness for PostgresHarness {
             .fetch_one(&self.admin)
             .await
             .map_err(Self::err)?;
-        let xid: i64 = row.get(0);
-        let id: i64 = row.get(1);
-        Ok(encode_postgres(family, xid as u64, id as u64))
+        Ok(returned_cursor(family, &row))
     }
 
     async fn kill_connections(&self) -> Result<(), EngineError> {

@@ -52,10 +52,14 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 mod postgres;
+mod postgres_tls;
+mod proxy;
 pub mod tls_ca;
 mod valkey;
 
 pub use postgres::PostgresServer;
+pub use postgres_tls::{PostgresTlsFiles, CERT_ROLE};
+pub use proxy::TcpProxy;
 pub use tls_ca::{ServerCert, TlsFiles};
 pub use valkey::{Reply, TlsServerOptions, ValkeyServer};
 

@@ -2,11 +2,13 @@
 
 use std::ffi::{OsStr, OsString};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use super::postgres_tls::{self, PostgresTlsFiles};
 use super::{
     describe, effective_uid, find_in_path, is_executable, log_tail, make_temp_dir, release_port,
     reserve_port, run, shell_quote, start_timeout, Backoff, SupportError, Watchdog,
@@ -15,6 +17,7 @@ use super::{
 const DATA_DIR: &str = "data";
 const LOG_FILE: &str = "postgres.log";
 const EXTRA_CONF: &str = "ff-test.conf";
+const TLS_CONF: &str = "ff-tls.conf";
 /// The OS user the cluster runs as when the tests run as root.
 const UNPRIVILEGED_USER: &str = "postgres";
 
@@ -34,26 +37,23 @@ pub struct PostgresServer {
     watchdog: Option<Watchdog>,
 }
 
+#[derive(Clone)]
 struct RunAs {
     uid: u32,
     gid: u32,
     via: Via,
 }
 
+#[derive(Clone)]
 enum Via {
     Runuser(PathBuf),
     Su(PathBuf),
 }
 
 impl PostgresServer {
-    /// Creates and starts a cluster, and waits until it accepts connections.
-    pub fn start() -> Result<Self, SupportError> {
-        let bindir = pg_bindir()?;
-        let run_as = if effective_uid() == Some(0) {
-            Some(RunAs::detect()?)
-        } else {
-            None
-        };
+    /// A server object with a fresh directory (owned by the cluster's OS
+    /// user) and its watchdog, not started and without a data directory.
+    fn unstarted(bindir: PathBuf, run_as: Option<RunAs>) -> Result<Self, SupportError> {
         let dir = make_temp_dir("pg")?;
         let mut server = PostgresServer {
             bindir,
@@ -68,6 +68,18 @@ impl PostgresServer {
             )?;
         }
         server.watchdog = Some(Watchdog::spawn(&server.cleanup_script())?);
+        Ok(server)
+    }
+
+    /// Creates and starts a cluster, and waits until it accepts connections.
+    pub fn start() -> Result<Self, SupportError> {
+        let bindir = pg_bindir()?;
+        let run_as = if effective_uid() == Some(0) {
+            Some(RunAs::detect()?)
+        } else {
+            None
+        };
+        let mut server = Self::unstarted(bindir, run_as)?;
 
         let mut initdb = server.pg_command(
             "initdb",
@@ -89,10 +101,185 @@ impl PostgresServer {
         let conf = server.data_dir().join("postgresql.conf");
         let mut main_conf = std::fs::read_to_string(&conf)
             .map_err(|e| SupportError::io(format!("reading {}", conf.display()), e))?;
-        main_conf.push_str(&format!("\ninclude '{EXTRA_CONF}'\n"));
+        main_conf.push_str(&format!(
+            "\ninclude '{EXTRA_CONF}'\ninclude_if_exists '{TLS_CONF}'\n"
+        ));
         std::fs::write(&conf, main_conf)
             .map_err(|e| SupportError::io(format!("writing {}", conf.display()), e))?;
+        server.listen()?;
+        Ok(server)
+    }
 
+    /// A physical copy of this cluster (`pg_basebackup`, same system
+    /// identifier), started as a hot standby on a port of its own. With
+    /// `follow` it streams from this server; without, it replays only
+    /// what the backup holds (as a copy cut off from its primary would).
+    /// [`promote`](Self::promote) makes it a primary.
+    pub fn standby(&self, follow: bool) -> Result<Self, SupportError> {
+        let mut copy = Self::unstarted(self.bindir.clone(), self.run_as.clone())?;
+        let port = OsString::from(self.port.to_string());
+        let data = copy.data_dir();
+        let mut args = vec![
+            OsStr::new("-D"),
+            data.as_os_str(),
+            OsStr::new("-h"),
+            OsStr::new("127.0.0.1"),
+            OsStr::new("-p"),
+            port.as_os_str(),
+            OsStr::new("-U"),
+            OsStr::new("postgres"),
+            OsStr::new("-X"),
+            OsStr::new("stream"),
+            OsStr::new("--no-sync"),
+        ];
+        if follow {
+            args.push(OsStr::new("-R"));
+        }
+        run(copy.pg_command("pg_basebackup", args))?;
+        if !follow {
+            let signal = copy.data_dir().join("standby.signal");
+            std::fs::write(&signal, "")
+                .map_err(|e| SupportError::io(format!("writing {}", signal.display()), e))?;
+            if let Some(run_as) = &copy.run_as {
+                std::os::unix::fs::chown(&signal, Some(run_as.uid), Some(run_as.gid))
+                    .map_err(|e| SupportError::io(format!("chown {}", signal.display()), e))?;
+            }
+        }
+        copy.listen()?;
+        Ok(copy)
+    }
+
+    /// Turns TLS on with a throwaway CA made in the cluster's directory,
+    /// admits TCP connections only over TLS (`hostssl`; role
+    /// [`CERT_ROLE`](super::postgres_tls::CERT_ROLE) only with a client
+    /// certificate), and restarts the server. Returns the PEM files.
+    pub fn enable_tls(&self) -> Result<PostgresTlsFiles, SupportError> {
+        let files = postgres_tls::make(&self.dir)?;
+        for path in [
+            &files.ca,
+            &files.other_ca,
+            &files.server_cert,
+            &files.server_key,
+            &files.client_cert,
+            &files.client_key,
+        ] {
+            self.give_to_cluster_user(path)?;
+        }
+        let key_mode = std::fs::Permissions::from_mode(0o600);
+        std::fs::set_permissions(&files.server_key, key_mode)
+            .map_err(|e| SupportError::io("chmod the server key", e))?;
+        let data = self.data_dir();
+        for (name, text) in [
+            (TLS_CONF, postgres_tls::server_config(&files)),
+            ("pg_hba.conf", postgres_tls::HBA.to_owned()),
+        ] {
+            let path = data.join(name);
+            std::fs::write(&path, text)
+                .map_err(|e| SupportError::io(format!("writing {}", path.display()), e))?;
+            self.give_to_cluster_user(&path)?;
+        }
+        self.restart()?;
+        Ok(files)
+    }
+
+    /// Make `path` owned by the cluster's OS user (when running as root).
+    fn give_to_cluster_user(&self, path: &Path) -> Result<(), SupportError> {
+        if let Some(run_as) = &self.run_as {
+            std::os::unix::fs::chown(path, Some(run_as.uid), Some(run_as.gid))
+                .map_err(|e| SupportError::io(format!("chown {}", path.display()), e))?;
+        }
+        Ok(())
+    }
+
+    /// Promotes a standby to a primary (`pg_ctl promote`), waiting until it
+    /// accepts writes.
+    pub fn promote(&self) -> Result<(), SupportError> {
+        let promote = self.pg_command(
+            "pg_ctl",
+            [
+                OsStr::new("promote"),
+                OsStr::new("-D"),
+                self.data_dir().as_os_str(),
+                OsStr::new("-w"),
+            ],
+        );
+        run(promote).map(drop)
+    }
+
+    /// Stops the server, sets the epoch of its next transaction id
+    /// (`pg_resetwal --epoch`), and starts it again: every transaction id
+    /// it issues from then on is at least `epoch * 2^32`.
+    pub fn set_xid_epoch(&self, epoch: u32) -> Result<(), SupportError> {
+        self.stop()?;
+        let epoch = OsString::from(epoch.to_string());
+        let reset = self.pg_command(
+            "pg_resetwal",
+            [
+                OsStr::new("--epoch"),
+                epoch.as_os_str(),
+                OsStr::new("-D"),
+                self.data_dir().as_os_str(),
+            ],
+        );
+        run(reset)?;
+        self.launch()
+    }
+
+    /// Copies `schema` into `target` the logical way: `pg_dump` of this
+    /// server restored with `psql` (data, sequences, functions, policies;
+    /// the target keeps its own system identifier and transaction ids).
+    pub fn copy_schema_to(
+        &self,
+        schema: &str,
+        target: &PostgresServer,
+    ) -> Result<(), SupportError> {
+        let dump = self.dir.join(format!("{schema}.dump.sql"));
+        let mut pg_dump = Command::new(self.bindir.join("pg_dump"));
+        pg_dump
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-n",
+                schema,
+            ])
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-f")
+            .arg(&dump)
+            .env_remove("PGPASSWORD")
+            .env_remove("PGOPTIONS");
+        run(pg_dump)?;
+        let mut psql = Command::new(target.bindir.join("psql"));
+        psql.args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+        ])
+        .args(["-d", "postgres"])
+        .arg("-p")
+        .arg(target.port.to_string())
+        .arg("-f")
+        .arg(&dump)
+        .env_remove("PGPASSWORD")
+        .env_remove("PGOPTIONS");
+        let restored = run(psql).map(drop);
+        let _ = std::fs::remove_file(&dump);
+        restored
+    }
+
+    /// Picks a free port, writes the extra configuration, and starts the
+    /// server.
+    fn listen(&mut self) -> Result<(), SupportError> {
+        let server = self;
         // The port was free a moment ago, but another process may grab it
         // before the postmaster binds it: retry with a fresh port then.
         let mut attempts = 0;
@@ -101,7 +288,7 @@ impl PostgresServer {
             server.port = reserve_port()?;
             server.write_extra_config()?;
             match server.launch() {
-                Ok(()) => return Ok(server),
+                Ok(()) => return Ok(()),
                 Err(e) if attempts < 5 && server.port_was_taken() => {
                     release_port(server.port);
                     drop(e);

@@ -1,0 +1,95 @@
+//! Retention by whole time ranges: outboxes partitioned by `at`.
+//!
+//! For outboxes that take millions of events a day, deleting old rows
+//! costs as much as writing them. A family converted with
+//! [`PostgresBackend::partition_by_time`] is partitioned by `at` (the SQL
+//! lives in migration `0007`), and
+//! [`PostgresBackend::prune_partitions_older_than`] drops or detaches
+//! whole ranges, recording the horizon exactly as row pruning does, so an
+//! expired cursor is still `CursorExpired`, never a gap. Ranges are cut by
+//! `at` but streams are ordered by `(xid, id)`: a range is removed only
+//! when every transaction that wrote into it is older than every open
+//! one, and rows of younger ranges that sort behind the new horizon are
+//! deleted with it, so what stays is exactly the stream after the horizon.
+
+use std::time::Duration;
+
+use ff_core::engine_error::EngineError;
+use ff_core::stream_events::Family;
+
+use sqlx::Connection;
+
+use crate::error::map_sqlx;
+use crate::pool::with_conn;
+use crate::PostgresBackend;
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl PostgresBackend {
+    /// Convert every family's outbox, which must be empty (else nothing is
+    /// converted), to one
+    /// partitioned by `at` in ranges of `interval` (e.g. a day), with
+    /// ranges from one interval ago to a week of intervals ahead. Families
+    /// already converted are left as they are. Grant roles their rights
+    /// afterwards (`ff migrate --partitioned --grant-…` does).
+    pub async fn partition_by_time(&self, interval: Duration) -> Result<(), EngineError> {
+        if interval < Duration::from_secs(1) {
+            return Err(EngineError::validation(
+                "the partition interval must be at least one second",
+            ));
+        }
+        let sql = format!(
+            "SELECT {}.partition_by_time($1, $2)",
+            self.inner.names.schema()
+        );
+        // All families or none.
+        with_conn!(
+            self.inner.pool,
+            untimed | conn | {
+                let mut tx = conn.begin().await.map_err(map_sqlx)?;
+                for family in Family::ALL {
+                    sqlx::query(&sql)
+                        .bind(family.as_str())
+                        .bind(millis(interval))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_sqlx)?;
+                }
+                tx.commit().await.map_err(map_sqlx)
+            }
+        )
+    }
+
+    /// Drop (or, with `detach`, detach and keep as plain tables) the time
+    /// ranges of a partitioned `family` that ended more than `age` ago,
+    /// recording the retention horizon; also creates the next week of
+    /// ranges. Returns how many ranges were removed. Run it regularly
+    /// (e.g. daily, from `pg_cron` as `SELECT
+    /// <schema>.prune_partitions_older_than(family, age_ms, detach)`).
+    pub async fn prune_partitions_older_than(
+        &self,
+        family: Family,
+        age: Duration,
+        detach: bool,
+    ) -> Result<u64, EngineError> {
+        let sql = format!(
+            "SELECT {}.prune_partitions_older_than($1, $2, $3)",
+            self.inner.names.schema()
+        );
+        let removed: i32 = with_conn!(
+            self.inner.pool,
+            untimed | conn | {
+                sqlx::query_scalar(&sql)
+                    .bind(family.as_str())
+                    .bind(millis(age))
+                    .bind(detach)
+                    .fetch_one(conn)
+                    .await
+                    .map_err(map_sqlx)
+            }
+        )?;
+        Ok(removed.max(0) as u64)
+    }
+}

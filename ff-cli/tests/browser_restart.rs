@@ -2,7 +2,6 @@
 //! `ff serve` restart: events published while the server was down arrive
 //! after it comes back, with no gap and no duplicate.
 
-use std::net::TcpListener;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -17,16 +16,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
+use ff_tests::support::serve_process::start_listening;
 
-/// Start `ff serve` and wait until `/healthz` answers.
-async fn start_serve(backend_url: &str, port: u16) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_ff"))
+/// The `ff serve` command on `port` (0: a port the server picks).
+fn serve_command(backend_url: &str, port: u16) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ff"));
+    command
         .args([
             "serve",
             "--no-auth",
@@ -36,15 +31,29 @@ async fn start_serve(backend_url: &str, port: u16) -> Child {
             backend_url,
         ])
         .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn ff serve");
+        .stdin(Stdio::null());
+    command
+}
+
+/// Start `ff serve` on a port it picks and wait until `/healthz`
+/// answers; the child and the port.
+async fn start_serve(backend_url: &str) -> (Child, u16) {
+    let (child, port) = start_listening(serve_command(backend_url, 0)).await;
+    wait_healthy(port).await;
+    (child, port)
+}
+
+/// Start `ff serve` again on `port` (the browser reconnects to it).
+async fn restart_serve(backend_url: &str, port: u16) -> Child {
+    let (child, again) = start_listening(serve_command(backend_url, port)).await;
+    assert_eq!(again, port);
+    wait_healthy(port).await;
+    child
+}
+
+async fn wait_healthy(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if healthz(port).await {
-            return child;
-        }
+    while !healthz(port).await {
         assert!(
             Instant::now() < deadline,
             "ff serve did not answer /healthz within 30 s"
@@ -121,8 +130,7 @@ async fn viewer_resumes_after_a_server_restart_without_gap_or_duplicate() {
     let backend = ValkeyBackend::connect(&url, ValkeyConfig::default())
         .await
         .expect("connect to valkey");
-    let port = free_port();
-    let mut serve = start_serve(&url, port).await;
+    let (mut serve, port) = start_serve(&url).await;
 
     let mut browser = Chromium::launch().await.expect("launch chromium");
     let page = browser
@@ -152,7 +160,7 @@ async fn viewer_resumes_after_a_server_restart_without_gap_or_duplicate() {
     serve.kill().await.expect("kill ff serve");
     serve.wait().await.expect("reap ff serve");
     expected.extend(publish(&backend, 10).await);
-    let mut serve = start_serve(&url, port).await;
+    let mut serve = restart_serve(&url, port).await;
     expected.extend(publish(&backend, 5).await);
 
     let after = wait_for_events(&mut browser, &page, 25, "after the restart").await;
@@ -229,8 +237,7 @@ async fn viewer_controls_truncate_copy_highlight_pause_chart_and_lag() {
     if skip_browser_tests("viewer_controls_truncate_copy_highlight_pause_chart_and_lag") {
         return;
     }
-    let port = free_port();
-    let mut serve = start_serve("memory:", port).await;
+    let (mut serve, port) = start_serve("memory:").await;
     let mut browser = Chromium::launch().await.expect("launch chromium");
     let page = browser
         .open(&format!(

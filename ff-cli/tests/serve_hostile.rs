@@ -12,6 +12,8 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
+use ff_tests::support::serve_process::start_listening;
+
 /// Deadline for anything the server must do promptly.
 const WAIT: Duration = Duration::from_secs(15);
 const READ: &str = "read-token-aaaaaaaaaaaaaaaa";
@@ -33,13 +35,6 @@ impl Drop for TempFile {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
 impl Serve {
     /// Start `ff serve` over memory with tokens and `extra` options,
     /// optionally under an open-file limit, and wait for `/healthz`.
@@ -57,15 +52,13 @@ impl Serve {
             std::fs::set_permissions(&tokens.0, std::fs::Permissions::from_mode(0o600))
                 .expect("chmod token file");
         }
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
         let token_file = tokens.0.display().to_string();
         let mut args: Vec<&str> = vec![
             "serve",
             "--backend",
             "memory:",
             "--listen",
-            &listen,
+            "127.0.0.1:0",
             "--token-file",
             &token_file,
         ];
@@ -86,12 +79,8 @@ impl Serve {
                 c
             }
         };
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn ff serve");
+        command.stdin(Stdio::null()).stdout(Stdio::null());
+        let (child, port) = start_listening(command).await;
         let serve = Self {
             child,
             port,

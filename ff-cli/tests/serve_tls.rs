@@ -15,6 +15,8 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
+use ff_tests::support::serve_process::start_listening;
+
 const WAIT: Duration = Duration::from_secs(15);
 const READ: &str = "read-token-aaaaaaaaaaaaaaaa";
 
@@ -130,14 +132,7 @@ fn make_certs(dir: &Path) {
     openssl(dir, &other);
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-fn serve_command(dir: &Path, port: u16, extra: &[&str]) -> Command {
+fn serve_command(dir: &Path, extra: &[&str]) -> Command {
     std::fs::write(dir.join("tokens"), format!("{READ}\n")).unwrap();
     #[cfg(unix)]
     {
@@ -147,7 +142,7 @@ fn serve_command(dir: &Path, port: u16, extra: &[&str]) -> Command {
     }
     let mut c = Command::new(env!("CARGO_BIN_EXE_ff"));
     c.args(["serve", "--backend", "memory:"])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--listen", "127.0.0.1:0"])
         .arg("--token-file")
         .arg(dir.join("tokens"))
         .args(extra)
@@ -240,12 +235,13 @@ where
 async fn ff_serve_terminates_tls_and_marks_the_session_cookie_secure() {
     let dir = Scratch::new("tls");
     make_certs(&dir.0);
-    let port = free_port();
     let cert = dir.path("cert.pem").display().to_string();
     let key = dir.path("key.pem").display().to_string();
-    let mut child = serve_command(&dir.0, port, &["--tls-cert", &cert, "--tls-key", &key])
-        .spawn()
-        .unwrap();
+    let (mut child, port) = start_listening(serve_command(
+        &dir.0,
+        &["--tls-cert", &cert, "--tls-key", &key],
+    ))
+    .await;
     let connector = tls_connector(&dir.path("ca.pem"));
     let health = "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
     wait_up(&mut child, || async {
@@ -293,13 +289,9 @@ async fn a_key_that_does_not_match_the_certificate_fails_at_startup_in_one_line(
     make_certs(&dir.0);
     let cert = dir.path("cert.pem").display().to_string();
     let key = dir.path("other-key.pem").display().to_string();
-    let child = serve_command(
-        &dir.0,
-        free_port(),
-        &["--tls-cert", &cert, "--tls-key", &key],
-    )
-    .spawn()
-    .unwrap();
+    let child = serve_command(&dir.0, &["--tls-cert", &cert, "--tls-key", &key])
+        .spawn()
+        .unwrap();
     let out = tokio::time::timeout(WAIT, child.wait_with_output())
         .await
         .expect("ff serve must exit")
@@ -325,8 +317,7 @@ async fn behind_a_proxy_forwarded_https_marks_the_cookie_secure_only_when_truste
             .starts_with("HTTP/1.1 200")
     };
 
-    let port = free_port();
-    let mut untrusting = serve_command(&dir.0, port, &[]).spawn().unwrap();
+    let (mut untrusting, port) = start_listening(serve_command(&dir.0, &[])).await;
     wait_up(&mut untrusting, || healthy(port)).await;
     let cookie = set_cookie(&http(port, &session_request(forwarded)).await);
     assert!(
@@ -335,10 +326,8 @@ async fn behind_a_proxy_forwarded_https_marks_the_cookie_secure_only_when_truste
     );
     drop(untrusting);
 
-    let port = free_port();
-    let mut trusting = serve_command(&dir.0, port, &["--trust-forwarded-proto"])
-        .spawn()
-        .unwrap();
+    let (mut trusting, port) =
+        start_listening(serve_command(&dir.0, &["--trust-forwarded-proto"])).await;
     wait_up(&mut trusting, || healthy(port)).await;
     let cookie = set_cookie(&http(port, &session_request(forwarded)).await);
     assert!(cookie.contains("; Secure"), "{cookie}");
@@ -349,10 +338,7 @@ async fn behind_a_proxy_forwarded_https_marks_the_cookie_secure_only_when_truste
     );
     drop(trusting);
 
-    let port = free_port();
-    let mut secure = serve_command(&dir.0, port, &["--secure-cookie"])
-        .spawn()
-        .unwrap();
+    let (mut secure, port) = start_listening(serve_command(&dir.0, &["--secure-cookie"])).await;
     wait_up(&mut secure, || healthy(port)).await;
     let cookie = set_cookie(&http(port, &session_request("")).await);
     assert!(cookie.contains("; Secure"), "{cookie}");

@@ -54,6 +54,7 @@ use std::time::Duration;
 mod postgres;
 mod postgres_tls;
 mod proxy;
+pub mod serve_process;
 pub mod tls_ca;
 mod valkey;
 

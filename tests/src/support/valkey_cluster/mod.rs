@@ -1,5 +1,5 @@
 //! A throwaway Valkey Cluster — by default three primaries with one replica
-//! each — built from the same `valkey-server` binary as [`ValkeyServer`]
+//! each — built from the same `valkey-server` binary as [`ValkeyServer`](super::ValkeyServer)
 //! (super::ValkeyServer), and the faults cluster tests inject: kill a
 //! primary and wait for its replica's promotion, restart a node, migrate a
 //! slot.

@@ -37,7 +37,8 @@
 //!
 //! ## Schema
 //!
-//! Created by [`PostgresBackend::migrate`] (by default on connect) in the
+//! Created by [`PostgresBackend::migrate`] (`ff migrate`, or on connect when
+//! migrations are pending and `migrate_on_connect` is on) in the
 //! configured schema (default `ff`): tables `lease_history`, `completion`,
 //! `signal_delivery`, `instance_tags` with a typed column per event field,
 //! named as the field's wire name, plus `namespace` (text), `tags` (jsonb
@@ -83,6 +84,23 @@
 //! [`PostgresBackend::prune_older_than`] (or the SQL functions
 //! `<schema>.prune_before` / `<schema>.prune_older_than`) delete a prefix of
 //! a family and record its horizon; a cursor behind it is `CursorExpired`.
+//!
+//! ## Production
+//!
+//! - TLS through the libpq URL parameters (`sslmode`, `sslrootcert`,
+//!   `sslcert`, `sslkey`), over rustls (see `tls`).
+//! - Least privilege: connecting only reads the schema's migration record
+//!   unless migrations are pending and enabled;
+//!   [`PostgresBackend::grant_consumer`] / [`PostgresBackend::grant_publisher`]
+//!   grant what each role needs.
+//! - Every read, wait and pooled query is bounded
+//!   ([`PostgresConfig::read_timeout`], [`PostgresConfig::query_timeout`],
+//!   [`PostgresConfig::liveness_interval`]).
+//! - Cursors carry the history they were read in (format `0x05`): after a
+//!   failover or restore that lost their row they are `CursorExpired`.
+//! - Filter indexes are opt-in ([`PostgresBackend::create_filter_indexes`]);
+//!   high-volume outboxes can be partitioned by time and pruned by whole
+//!   ranges ([`PostgresBackend::partition_by_time`]).
 //!
 //! ## Where to look next
 //!

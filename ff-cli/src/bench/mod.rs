@@ -5,6 +5,7 @@ mod http_client;
 mod measure;
 mod memory;
 pub mod postgres;
+mod postgres_prune;
 pub mod report;
 pub mod rss;
 mod sse;

@@ -5,7 +5,9 @@
 //!
 //! ff writes to schema `ff_bench`, the baselines to `ff_bench_raw`; both
 //! are created by ff's migrations (identical tables, indexes and trigger)
-//! and dropped afterwards. The raw publishers set `ff.defer_notify = on`
+//! and dropped afterwards. `publish_batch_vs_plain_outbox` compares ff's
+//! batch publish with the same `INSERT` into a bare table: the same
+//! columns and primary key, no other index, no trigger. The raw publishers set `ff.defer_notify = on`
 //! (no `NOTIFY`, like a plain `INSERT` into an untriggered table); one
 //! more figure measures raw single-event transactions whose `NOTIFY` runs
 //! inside the transaction, the cost ff avoids by notifying after commit.
@@ -34,16 +36,22 @@ pub const MIN_CATCH_UP_EVENTS: usize = 200_000;
 const BATCH: usize = 1000;
 /// Concurrent single-event publishers.
 const PUBLISHERS: usize = 4;
-/// How long each single-event publish measurement runs, and how many
-/// interleaved rounds of them.
-const PUBLISH_PHASE: Duration = Duration::from_secs(2);
-const PUBLISH_ROUNDS: usize = 3;
+/// How long each single-event publish phase runs, and how many
+/// interleaved rounds of them are totalled.
+const PUBLISH_PHASE: Duration = Duration::from_millis(500);
+const PUBLISH_ROUNDS: usize = 12;
 /// Live latency: events per second and samples per side.
 const LIVE_RATE: u64 = 500;
 const LIVE_SAMPLES: usize = 1000;
 
 const FF_SCHEMA: &str = "ff_bench";
 const RAW_SCHEMA: &str = "ff_bench_raw";
+/// A bare outbox in [`RAW_SCHEMA`]: the completion table's columns and
+/// primary key, no other index, no trigger.
+const PLAIN_TABLE: &str = "plain_completion";
+/// ff's schema with the opt-in filter indexes, to measure what writers pay
+/// for them.
+const INDEXED_SCHEMA: &str = "ff_bench_indexed";
 
 /// Run the Postgres benchmark against `url` with `events` events (at least
 /// [`MIN_CATCH_UP_EVENTS`]). Uses schemas `ff_bench` and `ff_bench_raw`,
@@ -63,9 +71,23 @@ pub async fn run(url: &str, events: usize) -> anyhow::Result<BenchReport> {
         .await?
         .close()
         .await;
-    let result = measure(url, &backend, &options, events).await;
+    sqlx::raw_sql(&format!(
+        "CREATE TABLE {RAW_SCHEMA}.{PLAIN_TABLE} \
+         (LIKE {RAW_SCHEMA}.completion INCLUDING DEFAULTS INCLUDING IDENTITY INCLUDING INDEXES)"
+    ))
+    .execute(&mut admin)
+    .await
+    .context("creating the plain outbox table")?;
+    let mut result = measure(url, &backend, &options, events).await;
     backend.close().await;
     drop_schemas(&mut admin).await?;
+    if let Ok(figures) = &mut result {
+        eprintln!(
+            "bench: pruning {} events by time range and by row",
+            super::postgres_prune::PRUNED
+        );
+        figures.push(super::postgres_prune::measure(url, &mut admin).await?);
+    }
     Ok(BenchReport {
         backend: format!("postgres {}", redact_url(url)),
         figures: result?,
@@ -74,7 +96,8 @@ pub async fn run(url: &str, events: usize) -> anyhow::Result<BenchReport> {
 
 async fn drop_schemas(conn: &mut PgConnection) -> anyhow::Result<()> {
     sqlx::raw_sql(&format!(
-        "DROP SCHEMA IF EXISTS {FF_SCHEMA} CASCADE; DROP SCHEMA IF EXISTS {RAW_SCHEMA} CASCADE"
+        "DROP SCHEMA IF EXISTS {FF_SCHEMA} CASCADE; DROP SCHEMA IF EXISTS {RAW_SCHEMA} CASCADE; \
+         DROP SCHEMA IF EXISTS {INDEXED_SCHEMA} CASCADE"
     ))
     .execute(conn)
     .await
@@ -128,18 +151,26 @@ async fn measure(
     let quiet = options.clone().options([("ff.defer_notify", "on")]);
 
     eprintln!("bench: single-event transactions from {PUBLISHERS} connections");
-    // Commit throughput is bound by the WAL flush and varies from second
-    // to second: interleave the three measurements and keep each one's best.
-    let (mut raw_tx, mut raw_tx_notify, mut ff_tx) = (0f64, 0f64, 0f64);
+    // Commit throughput is bound by the WAL flush, which varies from
+    // moment to moment: interleave many short phases of the three
+    // measurements, so each sees the same conditions, and total them.
+    let (mut raw_tx, mut raw_tx_notify, mut ff_tx) =
+        (Tally::default(), Tally::default(), Tally::default());
     for _ in 0..PUBLISH_ROUNDS {
-        raw_tx = raw_tx.max(raw_publish_tx(&quiet).await?);
-        ff_tx = ff_tx.max(ff_publish_tx(backend).await?);
-        raw_tx_notify = raw_tx_notify.max(raw_publish_tx(options).await?);
+        raw_tx.add(raw_publish_tx(&quiet).await?);
+        ff_tx.add(ff_publish_tx(backend).await?);
+        raw_tx_notify.add(raw_publish_tx(options).await?);
     }
+    let (raw_tx, raw_tx_notify, ff_tx) = (raw_tx.rate(), raw_tx_notify.rate(), ff_tx.rate());
 
     eprintln!("bench: publishing {events} events in batches of {BATCH}");
-    let raw_batch = raw_publish_batch(&quiet, events).await?;
+    let raw_batch = raw_publish_batch(&quiet, RAW_SCHEMA, "completion", events).await?;
     let ff_batch = ff_publish_batch(backend, events).await?;
+    let plain_batch = raw_publish_batch(&quiet, RAW_SCHEMA, PLAIN_TABLE, events).await?;
+    let indexed = PostgresBackend::connect(url, bench_config(INDEXED_SCHEMA)).await?;
+    indexed.create_filter_indexes().await?;
+    let indexed_batch = ff_publish_batch(&indexed, events).await?;
+    indexed.close().await;
 
     let ff_total = count(options, FF_SCHEMA).await?;
     let raw_total = count(options, RAW_SCHEMA).await?;
@@ -172,6 +203,18 @@ async fn measure(
             Some(raw_batch),
         ),
         Figure::new(
+            "publish_batch_vs_plain_outbox",
+            "events/s",
+            ff_batch,
+            Some(plain_batch),
+        ),
+        Figure::new(
+            "publish_batch_with_filter_indexes_vs_plain_outbox",
+            "events/s",
+            indexed_batch,
+            Some(plain_batch),
+        ),
+        Figure::new(
             "catch_up_events_per_sec",
             "events/s",
             ff_catch_up,
@@ -193,6 +236,24 @@ async fn count(options: &PgConnectOptions, schema: &str) -> anyhow::Result<usize
     Ok(n as usize)
 }
 
+/// Transactions and time summed over interleaved phases.
+#[derive(Default)]
+struct Tally {
+    done: usize,
+    took: Duration,
+}
+
+impl Tally {
+    fn add(&mut self, (done, took): (usize, Duration)) {
+        self.done += done;
+        self.took += took;
+    }
+
+    fn rate(&self) -> f64 {
+        per_sec(self.done, self.took)
+    }
+}
+
 fn raw_insert_one() -> String {
     format!(
         "INSERT INTO {RAW_SCHEMA}.completion (v, execution_id, outcome, namespace, tags) \
@@ -201,14 +262,19 @@ fn raw_insert_one() -> String {
 }
 
 /// Single-row `INSERT` transactions from [`PUBLISHERS`] raw connections.
-async fn raw_publish_tx(options: &PgConnectOptions) -> anyhow::Result<f64> {
+async fn raw_publish_tx(options: &PgConnectOptions) -> anyhow::Result<(usize, Duration)> {
+    // Connect first: ff's pool is warm, so connecting is not measured.
+    let mut conns = Vec::with_capacity(PUBLISHERS);
+    for _ in 0..PUBLISHERS {
+        conns.push(PgConnection::connect_with(options).await?);
+    }
     let deadline = Instant::now() + PUBLISH_PHASE;
     let started = Instant::now();
-    let tasks: Vec<_> = (0..PUBLISHERS)
-        .map(|p| {
-            let options = options.clone();
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(p, mut conn)| {
             tokio::spawn(async move {
-                let mut conn = PgConnection::connect_with(&options).await?;
                 let sql = raw_insert_one();
                 let mut n = p * 1_000_000;
                 let mut done = 0usize;
@@ -233,11 +299,11 @@ async fn raw_publish_tx(options: &PgConnectOptions) -> anyhow::Result<f64> {
     for t in tasks {
         total += t.await??;
     }
-    Ok(per_sec(total, started.elapsed()))
+    Ok((total, started.elapsed()))
 }
 
 /// `publish` of single events from [`PUBLISHERS`] concurrent tasks.
-async fn ff_publish_tx(backend: &PostgresBackend) -> anyhow::Result<f64> {
+async fn ff_publish_tx(backend: &PostgresBackend) -> anyhow::Result<(usize, Duration)> {
     let deadline = Instant::now() + PUBLISH_PHASE;
     let started = Instant::now();
     let tasks: Vec<_> = (0..PUBLISHERS)
@@ -260,14 +326,20 @@ async fn ff_publish_tx(backend: &PostgresBackend) -> anyhow::Result<f64> {
     for t in tasks {
         total += t.await??;
     }
-    Ok(per_sec(total, started.elapsed()))
+    Ok((total, started.elapsed()))
 }
 
-/// 1000-row `INSERT ... SELECT FROM UNNEST` statements on one connection.
-async fn raw_publish_batch(options: &PgConnectOptions, events: usize) -> anyhow::Result<f64> {
+/// 1000-row `INSERT ... SELECT FROM UNNEST` statements on one connection
+/// into `schema.table`.
+async fn raw_publish_batch(
+    options: &PgConnectOptions,
+    schema: &str,
+    table: &str,
+    events: usize,
+) -> anyhow::Result<f64> {
     let mut conn = PgConnection::connect_with(options).await?;
     let sql = format!(
-        "INSERT INTO {RAW_SCHEMA}.completion (v, execution_id, outcome, namespace, tags) \
+        "INSERT INTO {schema}.{table} (v, execution_id, outcome, namespace, tags) \
          SELECT 1, u.e, u.o, u.ns, u.t::jsonb FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) \
          AS u(e, o, ns, t) RETURNING xid::text::int8, id"
     );

@@ -100,6 +100,8 @@ impl PostgresBackend {
                 "expected postgres://user:password@host:port/database".into(),
             ));
         }
+        // A password typed with `/ ? # @` unencoded still parses.
+        let url = &ff_core::redact::encode_userinfo(url);
         tls::check_tls_params(url)?;
         let base = PgConnectOptions::from_str(url)
             .map_err(|e| invalid(e.to_string()))?

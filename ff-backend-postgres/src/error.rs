@@ -78,39 +78,7 @@ pub(crate) fn map_sqlx(e: sqlx::Error) -> EngineError {
 /// `url` with any password replaced by `***` (in the user-info part and in
 /// a `password=` query parameter), for error messages.
 pub fn redact_url(url: &str) -> String {
-    let mut out = url.to_owned();
-    if let Some(scheme_end) = out.find("://") {
-        let rest_start = scheme_end + 3;
-        let authority_end = out[rest_start..]
-            .find(['/', '?', '#'])
-            .map_or(out.len(), |i| rest_start + i);
-        if let Some(at) = out[rest_start..authority_end].rfind('@') {
-            let at = rest_start + at;
-            if let Some(colon) = out[rest_start..at].find(':') {
-                out.replace_range(rest_start + colon + 1..at, "***");
-            }
-        }
-    }
-    let lower = out.to_ascii_lowercase();
-    let mut search = 0;
-    let mut result = String::with_capacity(out.len());
-    while let Some(i) = lower[search..].find("password=") {
-        let start = search + i;
-        let before = out[..start].chars().last();
-        let value_start = start + "password=".len();
-        let value_end = out[value_start..]
-            .find(['&', '#', ' '])
-            .map_or(out.len(), |j| value_start + j);
-        result.push_str(&out[search..value_start]);
-        if matches!(before, Some('?' | '&' | ' ') | None) {
-            result.push_str("***");
-        } else {
-            result.push_str(&out[value_start..value_end]);
-        }
-        search = value_end;
-    }
-    result.push_str(&out[search..]);
-    result
+    ff_core::redact::redact_url(url)
 }
 
 #[cfg(test)]

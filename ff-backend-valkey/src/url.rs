@@ -82,17 +82,15 @@ impl ServerUrl {
                 )))
             }
         };
+        // The user-info first: a password may hold `/ ? # @` unencoded.
+        let (userinfo, rest) = ff_core::redact::split_userinfo(rest);
         if rest.contains('#') {
             return Err(invalid(": fragments are not allowed".into()));
         }
         let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let (authority, path) = match rest.find('/') {
+        let (host_port, path) = match rest.find('/') {
             Some(i) => rest.split_at(i),
             None => (rest, ""),
-        };
-        let (userinfo, host_port) = match authority.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, authority),
         };
         let (host, port) = split_host_port(host_port);
         let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -201,32 +199,9 @@ fn split_host_port(s: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// `url` with the password of its user-info (if any) replaced by `***`.
+/// `url` with its password hidden (see [`ff_core::redact::redact_url`]).
 pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        // Without a scheme we cannot tell a password apart: show nothing
-        // that could be one.
-        return if url.contains('@') {
-            "<url with credentials>".to_owned()
-        } else {
-            url.to_owned()
-        };
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            let hidden = if userinfo.contains(':') || user.is_empty() {
-                format!("{user}:***")
-            } else {
-                // `redis://secret@host` puts the password in the user slot.
-                "***".to_owned()
-            };
-            format!("{scheme}://{hidden}@{host}{tail}")
-        }
-        None => url.to_owned(),
-    }
+    ff_core::redact::redact_url(url)
 }
 
 #[cfg(test)]

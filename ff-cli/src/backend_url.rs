@@ -20,31 +20,9 @@ pub struct Opened {
     pub label: String,
 }
 
-/// Remove the password (and anything that looks like one) from a URL.
+/// The URL with its password hidden (see [`ff_core::redact::redact_url`]).
 pub fn redact(url: &str) -> String {
-    if url == "memory:" {
-        return url.to_owned();
-    }
-    let Some((scheme, rest)) = url.split_once("://") else {
-        // Not a URL (perhaps a key=value DSN with a password): show nothing of it.
-        return "<unparseable URL>".to_owned();
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{user}:***@{host}")
-        }
-        None => authority.to_owned(),
-    };
-    let path = match path.split_once('?') {
-        Some((p, _)) => format!("{p}?…"),
-        None => path.to_owned(),
-    };
-    format!("{scheme}://{authority}{path}")
+    ff_core::redact::redact_url(url)
 }
 
 /// Open the backend `url` names.
@@ -77,7 +55,7 @@ mod tests {
     fn passwords_never_survive_redaction() {
         assert_eq!(
             redact("postgres://app:s3cret@db:5432/ff?sslmode=require&password=x"),
-            "postgres://app:***@db:5432/ff?…"
+            "postgres://app:***@db:5432/ff?sslmode=require&password=***"
         );
         assert_eq!(
             redact("redis://:hunter2@127.0.0.1:6379/0"),
@@ -85,6 +63,13 @@ mod tests {
         );
         assert_eq!(redact("valkey://127.0.0.1:6379"), "valkey://127.0.0.1:6379");
         assert_eq!(redact("memory:"), "memory:");
-        assert_eq!(redact("host=db password=hunter2"), "<unparseable URL>");
+        assert_eq!(
+            redact("host=db password=hunter2"),
+            "<URL with credentials, hidden>"
+        );
+        assert_eq!(
+            redact("valkey://app:S3cr/et@db:6379"),
+            "valkey://app:***@db:6379"
+        );
     }
 }

@@ -16,6 +16,7 @@
 //! - [`stream_subscribe`] — the cursor and its per-backend codecs.
 //! - [`filter`] — [`SubscriptionFilter`](filter::SubscriptionFilter).
 //! - [`engine_error`] — [`EngineError`](engine_error::EngineError).
+//! - [`redact`] — one URL redactor, so no credential reaches a message.
 //! - [`backend`] — [`StreamBackend`](backend::StreamBackend),
 //!   [`EventPublisher`](backend::EventPublisher),
 //!   [`CursorStore`](backend::CursorStore) and the delivery stream.
@@ -42,6 +43,7 @@
 pub mod backend;
 pub mod engine_error;
 pub mod filter;
+pub mod redact;
 pub mod stream_events;
 pub mod stream_subscribe;
 #[cfg(feature = "testkit")]

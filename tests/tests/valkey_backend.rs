@@ -109,13 +109,15 @@ async fn bad_urls_and_unreachable_servers_never_reveal_the_password() {
 
 #[tokio::test]
 async fn a_password_authenticates_every_connection_and_never_shows() {
+    // Written into the URL unencoded, `/ ? # @ :` included.
+    const PASSWORD: &str = "hun/ter2?#x@y:z";
     let mut conn = raw().await;
     let user = support::unique_name("ffuser");
     let created: redis::RedisResult<()> = redis::cmd("ACL")
         .arg("SETUSER")
         .arg(&user)
         .arg("on")
-        .arg(">hunter2")
+        .arg(format!(">{PASSWORD}"))
         .arg("~*")
         .arg("&*")
         .arg("+@all")
@@ -126,7 +128,7 @@ async fn a_password_authenticates_every_connection_and_never_shows() {
         return;
     }
     let server = server_url().await;
-    let with_password = server.replacen("redis://", &format!("valkey://{user}:hunter2@"), 1);
+    let with_password = server.replacen("redis://", &format!("valkey://{user}:{PASSWORD}@"), 1);
     let name = support::unique_name("ffauth");
     let b = ValkeyBackend::connect(
         &with_password,
@@ -137,7 +139,7 @@ async fn a_password_authenticates_every_connection_and_never_shows() {
     .await
     .expect("connect with a password");
     let shown = format!("{b:?} {}", b.url());
-    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(!shown.contains("hun/ter2"), "{shown}");
     assert!(shown.contains("***"), "{shown}");
     let cursors = b
         .publish_batch((0..3).map(completion).collect())
@@ -147,11 +149,11 @@ async fn a_password_authenticates_every_connection_and_never_shows() {
     let mut sub = subscribe(&b, Family::Completion, StreamCursor::beginning()).await;
     let events = backlog(&mut sub).await;
     assert_eq!(events.last().map(|(e, _)| e.cursor()), cursors.last());
-    let wrong = with_password.replacen("hunter2", "hunter3", 1);
+    let wrong = with_password.replacen("hun/ter2", "hun/ter3", 1);
     match ValkeyBackend::connect(&wrong, ValkeyConfig::default()).await {
         Err(e) => {
             let text = format!("{e} {e:?}");
-            assert!(!text.contains("hunter"), "{text}");
+            assert!(!text.contains("hun/ter"), "{text}");
         }
         Ok(_) => panic!("a wrong password must not connect"),
     }

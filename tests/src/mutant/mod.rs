@@ -151,3 +151,47 @@ impl Mutation {
         Mutation::CaughtUpBeforeTheBacklog,
     ];
 }
+
+impl Mutation {
+    /// The suite functions meant to catch this bug: the mutation test
+    /// runs these and requires one of them to fail on an assertion (a run
+    /// cut off by its time limit does not count).
+    pub fn caught_by(self) -> &'static [&'static str] {
+        use Mutation::*;
+        match self {
+            SkipsAnEvent | RepeatsAnEvent | ReordersEvents | DropsMetadata
+            | DropsAnOptionalField => &["order_is_total_and_matches_cursors"],
+            NeverCaughtUp | CaughtUpBeforeTheBacklog => &["caught_up_is_yielded_exactly_once"],
+            CaughtUpTwice | TailIncludesTheLastEvent | TailResolvedLate => {
+                &["tail_yields_only_later_events"]
+            }
+            AcceptsAnotherInstancesCursor => &["cursors_of_another_instance_are_refused"],
+            AcceptsAnotherFamilysCursor => &["bad_cursors_are_rejected_at_subscribe"],
+            LittleEndianPositions => &["cursors_compare_by_bytes_past_256_and_65536_events"],
+            NoWakeUp => &["live_events_arrive_promptly"],
+            NoCrossProcessWakeUp => &["live_events_from_another_process_arrive_promptly"],
+            ReconnectRepeats | ReconnectSkips | KillHookDoesNothing | KillHookUnavailable => {
+                &["reconnect_continues_exactly_after_the_last_event"]
+            }
+            ExpireHookDoesNothing
+            | ExpiredCursorsRestart
+            | BeyondHeadWaits
+            | ExpiredWithoutOldest => &["expired_cursors_are_reported_never_skipped"],
+            UnboundedReadAhead => &["slow_consumer_receives_a_large_backlog_exactly_once"],
+            DropsCorruptRecords
+            | CorruptIsTerminal
+            | FilteredSubscriptionsDropCorrupt
+            | RawHookDoesNothing => &["corrupt_entries_are_flagged_and_the_stream_goes_on"],
+            FilterIgnoresNamespace | FilterHonoursFirstKindOnly => {
+                &["filters_admit_exactly_the_matching_events"]
+            }
+            FilterComparesRawText => &["filters_treat_non_canonical_records_like_canonical_ones"],
+            NoCheckpoints => &["checkpoints_advance_past_filtered_out_events"],
+            BatchIsNotAtomic => &["publish_batch_is_all_or_none"],
+            DropLeaksTheSubscription => &["dropping_a_subscription_releases_it"],
+            BoundsHeadIsOldest | CursorAtSkipsOne => {
+                &["bounds_and_cursor_at_agree_with_published_events"]
+            }
+        }
+    }
+}

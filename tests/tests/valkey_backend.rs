@@ -308,7 +308,7 @@ async fn min_age_retention_removes_only_old_enough_entries() {
     while removed < 10 {
         assert!(Instant::now() < deadline, "entries never aged out");
         removed += b.apply_retention(Family::Completion).await.expect("trim");
-        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     assert_eq!(removed, 10);
     let bounds = b.bounds(Family::Completion).await.expect("bounds");
@@ -377,7 +377,9 @@ async fn a_subscription_holds_one_connection_named_for_it() {
             .expect("CLIENT LIST");
         match count(list) {
             4 => break,
-            n if n < 4 && Instant::now() < deadline => tokio::task::yield_now().await,
+            n if n < 4 && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
             n => panic!("{n} subscription connections for 4 subscriptions"),
         }
     }

@@ -89,6 +89,10 @@ async fn first_of(sub: &mut Sub, what: &str, pick: fn(&DeliveryItem) -> bool) ->
     }
 }
 
+#[cfg_attr(
+    ff_external_postgres,
+    ignore = "needs a PostgreSQL server of its own; FF_TEST_POSTGRES_URL is set"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn positions_handed_out_survive_an_immediate_stop_of_the_server() {
     let Some(server) =
@@ -195,6 +199,10 @@ async fn positions_handed_out_survive_an_immediate_stop_of_the_server() {
     }
 }
 
+#[cfg_attr(
+    ff_external_postgres,
+    ignore = "needs a PostgreSQL server of its own; FF_TEST_POSTGRES_URL is set"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cursor_beyond_an_open_transaction_misses_nothing_of_it() {
     let Some(server) = own_server("a_cursor_beyond_an_open_transaction_misses_nothing_of_it").await

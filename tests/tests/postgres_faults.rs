@@ -114,6 +114,10 @@ async fn next(sub: &mut DeliveryStream) -> DeliveryItem {
     }
 }
 
+#[cfg_attr(
+    ff_external_postgres,
+    ignore = "needs a PostgreSQL server of its own; FF_TEST_POSTGRES_URL is set"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_crashed_and_restarted_mid_stream_loses_and_repeats_nothing() {
     let Some(server) =
@@ -177,6 +181,10 @@ async fn server_crashed_and_restarted_mid_stream_loses_and_repeats_nothing() {
     );
 }
 
+#[cfg_attr(
+    ff_external_postgres,
+    ignore = "needs a PostgreSQL server of its own; FF_TEST_POSTGRES_URL is set"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_down_past_the_policy_disconnects_then_resumes_losslessly() {
     let Some(server) =

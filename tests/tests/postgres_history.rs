@@ -119,6 +119,10 @@ fn strings(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
 
+#[cfg_attr(
+    ff_external_postgres,
+    ignore = "needs a PostgreSQL server of its own; FF_TEST_POSTGRES_URL is set"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_promoted_after_the_original_advanced_expires_cursors_past_the_fork() {
     let Some(original) =
@@ -201,6 +205,10 @@ async fn a_copy_promoted_after_the_original_advanced_expires_cursors_past_the_fo
     );
 }
 
+#[cfg_attr(
+    ff_external_postgres,
+    ignore = "needs a PostgreSQL server of its own; FF_TEST_POSTGRES_URL is set"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_that_lost_nothing_expires_no_cursor() {
     let Some(original) = own_server("a_failover_that_lost_nothing_expires_no_cursor").await else {
@@ -270,6 +278,10 @@ async fn a_failover_that_lost_nothing_expires_no_cursor() {
     );
 }
 
+#[cfg_attr(
+    ff_external_postgres,
+    ignore = "needs a PostgreSQL server of its own; FF_TEST_POSTGRES_URL is set"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dump_restored_into_a_fresh_cluster_expires_every_cursor_and_serves_once_its_ids_pass() {
     let Some(original) = own_server(

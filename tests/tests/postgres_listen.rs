@@ -43,6 +43,10 @@ async fn commit_with_notification(admin: &PgPool, table: &str, channel: &str, n:
     .expect("a producer commits");
 }
 
+#[cfg_attr(
+    ff_external_postgres,
+    ignore = "needs a PostgreSQL server of its own; FF_TEST_POSTGRES_URL is set"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unpolled_subscription_keeps_the_notification_queue_from_growing() {
     let Some(server) =

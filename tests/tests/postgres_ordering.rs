@@ -71,6 +71,10 @@ async fn next_event(sub: &mut Sub, within: Duration) -> Option<(String, StreamCu
     }
 }
 
+#[cfg_attr(
+    ff_external_postgres,
+    ignore = "needs a PostgreSQL server of its own; FF_TEST_POSTGRES_URL is set"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_transaction_holds_back_later_commits_and_nothing_is_lost() {
     let Some(server) =
@@ -145,6 +149,10 @@ async fn an_open_transaction_holds_back_later_commits_and_nothing_is_lost() {
     }
 }
 
+#[cfg_attr(
+    ff_external_postgres,
+    ignore = "needs a PostgreSQL server of its own; FF_TEST_POSTGRES_URL is set"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tail_subscribed_while_a_writer_is_open_still_receives_its_events() {
     let Some(server) =
@@ -302,6 +310,10 @@ async fn resuming_reader(
     }
 }
 
+#[cfg_attr(
+    ff_external_postgres,
+    ignore = "needs a PostgreSQL server of its own; FF_TEST_POSTGRES_URL is set"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_with_rollbacks_deliver_every_commit_once_in_one_order() {
     let Some(server) =

@@ -34,6 +34,10 @@ async fn connect_err(url: &str) -> EngineError {
     }
 }
 
+#[cfg_attr(
+    ff_external_postgres,
+    ignore = "needs a PostgreSQL server of its own; FF_TEST_POSTGRES_URL is set"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_sslmode_behaves_as_libpq_and_everything_runs_over_tls() {
     let Some(server) =

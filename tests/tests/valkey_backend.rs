@@ -399,6 +399,10 @@ async fn xrange_calls(conn: &mut MultiplexedConnection) -> u64 {
         .unwrap_or(0)
 }
 
+#[cfg_attr(
+    ff_external_valkey,
+    ignore = "needs a Valkey server of its own; FF_TEST_VALKEY_URL is set"
+)]
 #[tokio::test]
 async fn the_largest_possible_entry_id_is_delivered_once_and_never_again() {
     if support::skip_if_external_valkey(

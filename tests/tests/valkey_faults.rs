@@ -78,22 +78,39 @@ impl Transport {
 }
 
 /// Run each test function once per transport, as `plain::name` and
-/// `tls::name`.
+/// `tls::name`. Tests that kill their server need a plaintext server of
+/// their own, so they are ignored over an external `FF_TEST_VALKEY_URL`.
 macro_rules! over_plain_and_tls {
-    ($($name:ident),* $(,)?) => {
+    (kill: [$($kill:ident),* $(,)?], share: [$($share:ident),* $(,)?] $(,)?) => {
         mod plain {
             $(
+                #[cfg_attr(
+                    ff_external_valkey,
+                    ignore = "kills a Valkey server of its own; FF_TEST_VALKEY_URL is set"
+                )]
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Transport::Plain).await
+                async fn $kill() {
+                    super::$kill(super::Transport::Plain).await
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $share() {
+                    super::$share(super::Transport::Plain).await
                 }
             )*
         }
         mod tls {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Transport::Tls).await
+                async fn $kill() {
+                    super::$kill(super::Transport::Tls).await
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $share() {
+                    super::$share(super::Transport::Tls).await
                 }
             )*
         }
@@ -101,10 +118,14 @@ macro_rules! over_plain_and_tls {
 }
 
 over_plain_and_tls!(
-    server_killed_and_restarted_mid_stream_loses_and_repeats_nothing,
-    server_down_past_the_policy_disconnects_and_resumes_losslessly,
-    trimming_under_a_slow_consumer_is_cursor_expired_not_a_gap,
-    a_garbage_entry_mid_stream_is_one_corrupt_item_then_the_rest,
+    kill: [
+        server_killed_and_restarted_mid_stream_loses_and_repeats_nothing,
+        server_down_past_the_policy_disconnects_and_resumes_losslessly,
+    ],
+    share: [
+        trimming_under_a_slow_consumer_is_cursor_expired_not_a_gap,
+        a_garbage_entry_mid_stream_is_one_corrupt_item_then_the_rest,
+    ],
 );
 
 /// Completion event number `n` (its number is in the `n` tag).

@@ -28,6 +28,7 @@ use crate::schema::SchemaNames;
 use crate::schema_state;
 use crate::sql;
 use crate::tls;
+use crate::url_params;
 
 /// The ff backend over a Postgres outbox. Cheap to clone (the state is
 /// shared); see the [crate documentation](crate) for the schema and the
@@ -90,8 +91,7 @@ impl PostgresBackend {
 
     /// Connect the pool (once, so an unreachable server fails here) without
     /// looking at the schema.
-    async fn open(url: &str, config: PostgresConfig) -> Result<Self, EngineError> {
-        config.validate()?;
+    async fn open(url: &str, mut config: PostgresConfig) -> Result<Self, EngineError> {
         let invalid = |why: String| {
             EngineError::validation(format!("invalid Postgres URL {}: {why}", redact_url(url)))
         };
@@ -102,6 +102,12 @@ impl PostgresBackend {
         }
         // A password typed with `/ ? # @` unencoded still parses.
         let url = &ff_core::redact::encode_userinfo(url);
+        let (url, connect_timeout) = url_params::take_connect_timeout(url)?;
+        let url = &url;
+        if let Some(timeout) = connect_timeout {
+            config.connect_timeout = timeout;
+        }
+        config.validate()?;
         tls::check_tls_params(url)?;
         let base = PgConnectOptions::from_str(url)
             .map_err(|e| invalid(e.to_string()))?

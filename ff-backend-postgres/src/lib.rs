@@ -130,6 +130,7 @@ mod schema_state;
 mod sql;
 mod subscription;
 mod tls;
+mod url_params;
 mod well_formed;
 
 pub use backend::PostgresBackend;

@@ -105,3 +105,105 @@ fn a_missing_token_file_says_so_once() {
     assert_one_line(&stderr);
     assert_eq!(stderr.matches("No such file").count(), 1, "{stderr}");
 }
+
+/// A Valkey server of this test's own, with an ACL user `ffuser` that
+/// may only read (`XADD` is refused).
+fn valkey_with_reader() -> ff_tests::support::ValkeyServer {
+    let server = ff_tests::support::ValkeyServer::start().expect("start valkey-server");
+    let client = ff_backend_valkey::redis::Client::open(server.url()).expect("client");
+    let mut conn = client.get_connection().expect("connection");
+    ff_backend_valkey::redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("ffuser")
+        .arg("on")
+        .arg(">right-pass")
+        .arg("~*")
+        .arg("+@all")
+        .arg("-xadd")
+        .query::<()>(&mut conn)
+        .expect("ACL SETUSER");
+    server
+}
+
+#[test]
+fn a_wrong_password_says_authentication_failed_once() {
+    let server = valkey_with_reader();
+    let url = format!("valkey://ffuser:wrong-pass@127.0.0.1:{}", server.port());
+    let (ok, stderr) = ff(&["tail", "completion", "--backend", &url, "--limit", "1"]);
+    assert!(!ok);
+    assert_one_line(&stderr);
+    assert!(stderr.contains("authentication failed"), "{stderr}");
+    assert!(
+        !stderr.contains("wrong-pass"),
+        "the password leaked: {stderr}"
+    );
+}
+
+#[test]
+fn a_missing_right_names_the_command_and_the_account() {
+    let server = valkey_with_reader();
+    let url = format!("valkey://ffuser:right-pass@127.0.0.1:{}", server.port());
+    let (ok, stderr) = ff_with_stdin(
+        &["publish", "completion", "--backend", &url],
+        r#"{"execution_id":"{fp:1}:11111111-1111-4111-8111-111111111111","outcome":"success"}"#,
+    );
+    assert!(!ok);
+    assert_one_line(&stderr);
+    assert!(stderr.contains("XADD"), "{stderr}");
+    assert!(stderr.contains("ffuser"), "{stderr}");
+    assert!(!stderr.contains("ExtensionError"), "{stderr}");
+}
+
+#[test]
+fn publishing_to_a_killed_server_is_one_line() {
+    let mut server = ff_tests::support::ValkeyServer::start().expect("start valkey-server");
+    let url = format!("valkey://127.0.0.1:{}", server.port());
+    server.kill().expect("kill valkey-server");
+    let (ok, stderr) = ff_with_stdin(
+        &["publish", "completion", "--backend", &url],
+        r#"{"execution_id":"{fp:1}:11111111-1111-4111-8111-111111111111","outcome":"success"}"#,
+    );
+    assert!(!ok);
+    assert_one_line(&stderr);
+    assert!(stderr.contains("nothing is listening"), "{stderr}");
+}
+
+#[test]
+fn a_postgres_url_at_a_valkey_port_times_out_in_one_line() {
+    let server = ff_tests::support::ValkeyServer::start().expect("start valkey-server");
+    let url = format!(
+        "postgres://ff@127.0.0.1:{}/ff?connect_timeout=1",
+        server.port()
+    );
+    let (ok, stderr) = ff(&["tail", "completion", "--backend", &url]);
+    assert!(!ok);
+    assert_one_line(&stderr);
+    assert!(stderr.contains("within 1s"), "{stderr}");
+    assert!(stderr.contains("kind of server"), "{stderr}");
+    assert_eq!(stderr.matches("within 1s").count(), 1, "{stderr}");
+}
+
+/// Run `ff` with `args` and `input` on stdin; its exit success and stderr.
+fn ff_with_stdin(args: &[&str], input: &str) -> (bool, String) {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ff"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("FF_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ff");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait for ff");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -202,7 +202,9 @@ async fn expect_live<H: Harness>(
         let what = format!("{family}: live event {i} published from {from}, within 5 s");
         // Wait for the event first and publish once the subscription has
         // had time to park in its wait: a stream that reads only when
-        // polled would otherwise find the event without any wake-up.
+        // polled would otherwise find the event without any wake-up. (Not
+        // a synchronisation: a correct backend passes however the pause
+        // falls; it only stops a missing wake-up from hiding.)
         let publish = async {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             publish_retrying(publisher, d.0.clone(), d.1.clone()).await;

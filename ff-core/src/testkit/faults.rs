@@ -99,7 +99,9 @@ async fn read_ahead_of_a_stalled_consumer<H: Harness>(
 ) -> usize {
     let mut sub = subscribe(h, family, start, &Default::default()).await;
     let mut delivered = take_events(&mut sub, 1, "the first event of a backlog").await;
-    // The stall: long enough for an unbounded reader to fetch thousands.
+    // The stall. Not a synchronisation: what follows holds for a correct
+    // backend however long it lasts; the pause only gives an unbounded
+    // reader the time to fetch thousands, so the check can catch it.
     tokio::time::sleep(Duration::from_millis(300)).await;
     h.expire_before(family, cursors.last().expect("a backlog"))
         .await

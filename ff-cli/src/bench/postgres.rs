@@ -40,6 +40,8 @@ const PUBLISHERS: usize = 4;
 /// interleaved rounds of them are totalled.
 const PUBLISH_PHASE: Duration = Duration::from_millis(500);
 const PUBLISH_ROUNDS: usize = 12;
+/// Interleaved rounds of the batch-publish measurements.
+const BATCH_ROUNDS: usize = 10;
 /// Live latency: events per second and samples per side.
 const LIVE_RATE: u64 = 500;
 const LIVE_SAMPLES: usize = 1000;
@@ -164,13 +166,31 @@ async fn measure(
     let (raw_tx, raw_tx_notify, ff_tx) = (raw_tx.rate(), raw_tx_notify.rate(), ff_tx.rate());
 
     eprintln!("bench: publishing {events} events in batches of {BATCH}");
-    let raw_batch = raw_publish_batch(&quiet, RAW_SCHEMA, "completion", events).await?;
-    let ff_batch = ff_publish_batch(backend, events).await?;
-    let plain_batch = raw_publish_batch(&quiet, RAW_SCHEMA, PLAIN_TABLE, events).await?;
+    // Insert rates drift as tables grow and checkpoints come and go:
+    // interleave rounds of the four writers, so each sees the same
+    // conditions, and total them.
     let indexed = PostgresBackend::connect(url, bench_config(INDEXED_SCHEMA)).await?;
     indexed.create_filter_indexes().await?;
-    let indexed_batch = ff_publish_batch(&indexed, events).await?;
+    let (mut raw_batch, mut ff_batch, mut plain_batch, mut indexed_batch) = (
+        Tally::default(),
+        Tally::default(),
+        Tally::default(),
+        Tally::default(),
+    );
+    let per_round = events.div_ceil(BATCH_ROUNDS);
+    for _ in 0..BATCH_ROUNDS {
+        raw_batch.add(raw_publish_batch(&quiet, RAW_SCHEMA, "completion", per_round).await?);
+        ff_batch.add(ff_publish_batch(backend, per_round).await?);
+        plain_batch.add(raw_publish_batch(&quiet, RAW_SCHEMA, PLAIN_TABLE, per_round).await?);
+        indexed_batch.add(ff_publish_batch(&indexed, per_round).await?);
+    }
     indexed.close().await;
+    let (raw_batch, ff_batch, plain_batch, indexed_batch) = (
+        raw_batch.rate(),
+        ff_batch.rate(),
+        plain_batch.rate(),
+        indexed_batch.rate(),
+    );
 
     let ff_total = count(options, FF_SCHEMA).await?;
     let raw_total = count(options, RAW_SCHEMA).await?;
@@ -336,7 +356,7 @@ async fn raw_publish_batch(
     schema: &str,
     table: &str,
     events: usize,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(usize, Duration)> {
     let mut conn = PgConnection::connect_with(options).await?;
     let sql = format!(
         "INSERT INTO {schema}.{table} (v, execution_id, outcome, namespace, tags) \
@@ -362,16 +382,19 @@ async fn raw_publish_batch(
             .context("raw batch insert")?;
         std::hint::black_box(out.len());
     }
-    Ok(per_sec(events, started.elapsed()))
+    Ok((events, started.elapsed()))
 }
 
-async fn ff_publish_batch(backend: &PostgresBackend, events: usize) -> anyhow::Result<f64> {
+async fn ff_publish_batch(
+    backend: &PostgresBackend,
+    events: usize,
+) -> anyhow::Result<(usize, Duration)> {
     let started = Instant::now();
     for start in (0..events).step_by(BATCH) {
         let batch = (start..(start + BATCH).min(events)).map(draft).collect();
         backend.publish_batch(batch).await?;
     }
-    Ok(per_sec(events, started.elapsed()))
+    Ok((events, started.elapsed()))
 }
 
 /// What the raw loop decodes each row into.

@@ -15,7 +15,7 @@ use ff_core::engine_error::EngineError;
 use ff_core::filter::SubscriptionFilter;
 use ff_core::stream_events::{CompletionOutcome, EventMeta, Family, NewEvent};
 use ff_core::types::ExecutionId;
-use ff_tests::acl::{commands, setuser_args, Role};
+use ff_tests::acl::{commands, setuser_args, Role, CLUSTER_ONLY};
 use ff_tests::harness::valkey::server_url;
 use ff_tests::support;
 use futures::StreamExt;
@@ -191,6 +191,9 @@ async fn each_missing_right_is_named(mut server: Server) {
         .await
         .expect("publish");
     for missing in commands(Role::ConsumerWithCursorStore) {
+        if CLUSTER_ONLY.contains(&missing) {
+            continue;
+        }
         let (user, url) = server
             .account(Role::ConsumerWithCursorStore, &prefix, &[missing])
             .await;

@@ -43,8 +43,8 @@ pub(crate) async fn subscribe(
 ) -> Result<DeliveryStream, EngineError> {
     filter.validate_for(family)?;
     let start = decode_valkey(&cursor, family)?;
-    let context = format!("subscribing to {}", inner.describe(family));
-    let state = stream_info::stream_state(inner, family, &context).await?;
+    let context = format!("subscribing to {}", inner.describe(family, 0));
+    let state = stream_info::stream_state(inner, family, 0, &context).await?;
     let start = match start {
         CursorStart::Tail => Start::Tail(state.last_generated),
         CursorStart::Beginning => Start::Beginning {

@@ -128,8 +128,8 @@ impl Pump {
         tx: mpsc::Sender<Batch>,
     ) -> Self {
         let keys = PageKeys {
-            stream: inner.keys.stream(family).to_owned(),
-            record: inner.keys.trim_record(family).to_owned(),
+            stream: inner.keys.stream(family, 0).to_owned(),
+            record: inner.keys.trim_record(family, 0).to_owned(),
         };
         let now = Instant::now();
         let (position, target, sent, initial) = match start {
@@ -189,7 +189,7 @@ impl Pump {
     }
 
     fn context(&self) -> String {
-        format!("reading {}", self.inner.describe(self.family))
+        format!("reading {}", self.inner.describe(self.family, 0))
     }
 
     /// A failed exchange: transient failures are a lost connection, others
@@ -297,8 +297,14 @@ impl Pump {
 
     /// Open a connection and read on it until something stops it.
     async fn session(&mut self, outage: &mut Outage) -> Stop {
+        let slot = self.inner.keys.slot(self.family, 0);
+        let node = self
+            .inner
+            .router
+            .owner(slot)
+            .unwrap_or_else(|| self.inner.router.seed().clone());
         let mut conn = match Conn::open(
-            &self.inner.endpoint,
+            &self.inner.router.endpoint(&node),
             &self.inner.subscription_client_name(),
             self.inner.config.connect_timeout,
         )

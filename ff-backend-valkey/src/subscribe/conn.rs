@@ -163,11 +163,13 @@ impl Conn {
         resp::encode(&mut self.out, args);
     }
 
-    /// Send every queued command.
+    /// Send every queued command (over TLS, until the last record left
+    /// the TLS buffer: a request stuck there would never be answered).
     pub(crate) async fn flush(&mut self) -> Result<(), ConnError> {
         let result = self.stream.write_all(&self.out).await;
         self.out.clear();
-        Ok(result?)
+        result?;
+        Ok(self.stream.flush().await?)
     }
 
     /// Read the next reply (error replies included: see [`Reply::check`]);

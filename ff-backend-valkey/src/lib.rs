@@ -246,6 +246,15 @@ impl ValkeyBackend {
             .collect()
     }
 
+    /// The node (`host:port`) serving `key`'s hash slot now, as far as this
+    /// backend knows (`None` while no node serves it, e.g. mid-failover).
+    pub fn node_for_key(&self, key: &str) -> Option<String> {
+        self.inner
+            .router
+            .owner(key_slot(key.as_bytes()))
+            .map(|n| n.to_string())
+    }
+
     /// P: how many partitions each family is split into.
     pub fn partitions(&self) -> u16 {
         self.inner.keys.partitions()
@@ -277,6 +286,24 @@ impl ValkeyBackend {
             self.partitions()
         );
         self.inner.keys.stream(family, partition)
+    }
+
+    /// Subscribe to `family`'s partitions `partitions` only (numbers below
+    /// [`ValkeyBackend::partitions`]), exactly after `cursor`: consumers
+    /// that split the work each follow their share. The cursors it yields
+    /// name those partitions only (resume it, or a subscription following
+    /// a subset of them, from them); a cursor of a subscription that
+    /// followed more partitions is narrowed to these. With an
+    /// `execution_id` filter only that execution's partition is read (it
+    /// must be one of `partitions`).
+    pub async fn subscribe_partitions(
+        &self,
+        family: Family,
+        partitions: &[u16],
+        cursor: StreamCursor,
+        filter: &SubscriptionFilter,
+    ) -> Result<DeliveryStream, EngineError> {
+        subscribe::subscribe_partitions(&self.inner, family, partitions, cursor, filter).await
     }
 
     /// The hash the [`CursorStore`] writes: `{prefix}cursors`.
@@ -405,10 +432,31 @@ impl ValkeyBackend {
         event: &NewEvent,
         entry_id: &str,
     ) -> Result<StreamCursor, EngineError> {
-        let at = parse_entry_id(entry_id)?;
         let partition = self.partition_of(event.execution_id());
+        self.entry_cursor(event.family(), partition, entry_id)
+    }
+
+    /// The cursor publish returns for the entry `entry_id` (`ms-seq`) of
+    /// `family`'s partition `partition`: with one partition, that entry's
+    /// position; with several, every other partition placed where the
+    /// entry falls in entry-id order (ties go to the lower partition), so
+    /// subscribing from it yields what a catch-up over all partitions
+    /// reads after the entry.
+    pub fn entry_cursor(
+        &self,
+        family: Family,
+        partition: u16,
+        entry_id: &str,
+    ) -> Result<StreamCursor, EngineError> {
+        if partition >= self.partitions() {
+            return Err(EngineError::validation(format!(
+                "partition {partition} does not exist: each family has {} partition(s)",
+                self.partitions()
+            )));
+        }
+        let at = parse_entry_id(entry_id)?;
         Ok(partition::event_cursor(
-            event.family(),
+            family,
             self.partitions(),
             partition,
             at,

@@ -72,6 +72,37 @@ impl Followed {
         }
     }
 
+    /// The partitions in `wanted` (any order, duplicates allowed), or a
+    /// `Validation` error naming one that does not exist or an empty list.
+    pub(crate) fn some(family: Family, count: u16, wanted: &[u16]) -> Result<Self, EngineError> {
+        let mut partitions = wanted.to_vec();
+        partitions.sort_unstable();
+        partitions.dedup();
+        if partitions.is_empty() {
+            return Err(EngineError::validation(
+                "a subscription follows at least one partition",
+            ));
+        }
+        if let Some(p) = partitions.iter().find(|&&p| p >= count.max(1)) {
+            return Err(EngineError::validation(format!(
+                "partition {p} does not exist: each family has {} partition{} (0 to {})",
+                count.max(1),
+                if count > 1 { "s" } else { "" },
+                count.max(1) - 1
+            )));
+        }
+        Ok(Self {
+            family,
+            count,
+            partitions,
+        })
+    }
+
+    /// The family.
+    pub(crate) fn family(&self) -> Family {
+        self.family
+    }
+
     /// The followed partitions, ascending.
     pub(crate) fn partitions(&self) -> &[u16] {
         &self.partitions

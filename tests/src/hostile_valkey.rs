@@ -167,9 +167,9 @@ impl Connection {
                 }
                 (Some("XREAD"), None) => (self.script)(&Request::Wait),
                 (Some("PING"), None) => Answer::Bytes(b"+PONG\r\n".to_vec()),
-                (Some("CLUSTER"), None) => Answer::Bytes(
-                    b"-ERR This instance has cluster support disabled\r\n".to_vec(),
-                ),
+                (Some("CLUSTER"), None) => {
+                    Answer::Bytes(b"-ERR This instance has cluster support disabled\r\n".to_vec())
+                }
                 (Some("CLIENT"), None) => {
                     let is_setname =
                         command.get(1).map(|s| s.to_ascii_uppercase()) == Some("SETNAME".into());

@@ -13,5 +13,5 @@ mod router;
 pub(crate) mod slot;
 pub(crate) mod topology;
 
-pub(crate) use redirect::NodeAddr;
+pub(crate) use redirect::{NodeAddr, Redirect};
 pub(crate) use router::{Retry, Router};

@@ -81,7 +81,6 @@ impl Redirect {
     }
 
     /// Classify a whole error reply line (`CODE detail…`).
-    #[cfg(test)]
     pub(crate) fn classify_line(text: &str, from: &NodeAddr) -> Option<Self> {
         let (code, detail) = text.split_once(' ').unwrap_or((text, ""));
         Self::classify(code, detail, from)

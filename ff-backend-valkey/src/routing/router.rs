@@ -7,10 +7,13 @@
 //! - `ASK`: the request goes to the named node once, preceded by `ASKING`
 //!   in the same write on the same connection;
 //! - `TRYAGAIN`, `LOADING`, `CLUSTERDOWN`, `MASTERDOWN`, `READONLY`: it is
-//!   resent after a growing pause (refreshing the topology for the last
-//!   three), until the deadline;
+//!   resent after a growing pause (the topology refreshed meanwhile for the
+//!   last three), until the deadline;
 //! - a connection that cannot be opened: the topology is refreshed (a
 //!   failover may be under way) and the request resent after a pause.
+//!
+//! Refreshes run on a task of their own, one at a time: a request whose
+//! caller stops polling it never holds up another's.
 //!
 //! Invariant: a request is resent only when the server certainly did not
 //! apply it — it refused it (the replies above: a transaction refused
@@ -214,7 +217,7 @@ impl Router {
                             "no node serves the slot",
                             format!("slot {slot} (is the cluster failing over?)"),
                         ));
-                        self.refresh().await;
+                        self.schedule_refresh();
                         self.wait(&mut pause, deadline, e).await?;
                         continue;
                     }
@@ -248,7 +251,7 @@ impl Router {
                 Some(Redirect::Wait { refresh }) => {
                     redirects = 0;
                     if refresh {
-                        self.refresh().await;
+                        self.schedule_refresh();
                     }
                     let e = match outcome {
                         Ok(reply) => reply.extract_error().err().unwrap_or_else(|| {

@@ -437,11 +437,10 @@ impl ValkeyBackend {
     }
 
     /// The cursor publish returns for the entry `entry_id` (`ms-seq`) of
-    /// `family`'s partition `partition`: with one partition, that entry's
-    /// position; with several, every other partition placed where the
-    /// entry falls in entry-id order (ties go to the lower partition), so
-    /// subscribing from it yields what a catch-up over all partitions
-    /// reads after the entry.
+    /// `family`'s partition `partition`: the entry's position in its
+    /// partition — with several partitions a cursor following that one
+    /// partition, which resumes a subscription of it (or one filtered on
+    /// an execution of it) exactly after the entry.
     pub fn entry_cursor(
         &self,
         family: Family,

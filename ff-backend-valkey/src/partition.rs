@@ -8,11 +8,12 @@
 //! yields or reads a cursor goes through it, so no other module tells the
 //! formats apart.
 //!
-//! Invariant: a cursor [`Followed::encode`] makes, decoded by
+//! Invariants: a cursor [`Followed::encode`] makes, decoded by
 //! [`Followed::decode`] of the same family, P and partitions, gives back
-//! the same positions; and the cursor of a published event
-//! ([`event_cursor`]) resumes exactly after that event in the order a
-//! merged catch-up reads (entry id, then partition number).
+//! the same positions; and every position a cursor holds was read from
+//! its partition's stream (or is its start), never made up for another
+//! partition — so a position beyond a stream's newest id always means the
+//! stream lost history.
 
 use ff_core::engine_error::EngineError;
 use ff_core::stream_events::Family;
@@ -22,8 +23,6 @@ use ff_core::stream_subscribe::{
 };
 use ff_core::types::ExecutionId;
 
-use crate::id;
-
 /// The partition of an event of execution `execution` when families are
 /// split into `partitions`: the `N` of its `{fp:N}` modulo P.
 pub(crate) fn partition_of(execution: &ExecutionId, partitions: u16) -> u16 {
@@ -31,9 +30,10 @@ pub(crate) fn partition_of(execution: &ExecutionId, partitions: u16) -> u16 {
 }
 
 /// The cursor publish returns for the entry `at` of `family`'s partition
-/// `partition`: with P > 1, every other partition is placed where the
-/// event falls in entry-id order (ties go to the lower partition), so
-/// subscribing from it yields what a merged catch-up reads after it.
+/// `partition`: the entry's position in its own partition (with P > 1, a
+/// cursor following that one partition: it resumes a subscription of that
+/// partition, or one filtered on an execution of it, exactly after the
+/// event).
 pub(crate) fn event_cursor(
     family: Family,
     partitions: u16,
@@ -43,11 +43,8 @@ pub(crate) fn event_cursor(
     if partitions <= 1 {
         return encode_valkey(family, at.ms, at.seq);
     }
-    let position = PartitionedPosition::new(
-        partitions,
-        (0..partitions).map(|q| (q, if q <= partition { at } else { id::before(at) })),
-    )
-    .expect("every partition below P, once each");
+    let position =
+        PartitionedPosition::new(partitions, [(partition, at)]).expect("a partition below P");
     encode_valkey_partitioned(family, &position)
 }
 
@@ -195,20 +192,21 @@ mod tests {
     }
 
     #[test]
-    fn an_events_cursor_places_the_other_partitions_at_its_entry_id() {
+    fn an_events_cursor_follows_its_own_partition() {
         let f = Family::LeaseHistory;
         assert_eq!(event_cursor(f, 1, 0, at(7, 2)), encode_valkey(f, 7, 2));
         let c = event_cursor(f, 4, 2, at(7, 2));
-        let CursorStart::After(p) = Followed::all(f, 4).decode(&c).unwrap() else {
-            panic!("a position");
-        };
-        assert_eq!(p, [at(7, 2), at(7, 2), at(7, 2), at(7, 1)]);
-        let later = event_cursor(f, 4, 0, at(7, 3));
-        assert_eq!(c.position_cmp(&later), Some(std::cmp::Ordering::Less));
-        let same_id_higher_partition = event_cursor(f, 4, 3, at(7, 2));
-        assert_eq!(
-            c.position_cmp(&same_id_higher_partition),
-            Some(std::cmp::Ordering::Less)
+        let own = Followed::some(f, 4, &[2]).unwrap();
+        assert_eq!(own.decode(&c).unwrap(), CursorStart::After(vec![at(7, 2)]));
+        assert!(
+            matches!(
+                Followed::all(f, 4).decode(&c),
+                Err(EngineError::InvalidCursor { .. })
+            ),
+            "a subscription over every partition cannot start from it"
         );
+        let later = event_cursor(f, 4, 2, at(7, 3));
+        assert_eq!(c.position_cmp(&later), Some(std::cmp::Ordering::Less));
+        assert_eq!(c.position_cmp(&event_cursor(f, 4, 1, at(9, 0))), None);
     }
 }

@@ -17,3 +17,13 @@ async fn cursor_store() -> ValkeyBackend {
 }
 
 ff_core::cursor_store_suite!(cursor_store);
+
+mod partitioned {
+    use super::*;
+
+    async fn harness() -> ValkeyClusterHarness {
+        ValkeyClusterHarness::new(6).await
+    }
+
+    ff_core::conformance_suite!(harness);
+}

@@ -246,51 +246,50 @@ impl Merger {
         }
     }
 
+    /// The followed partitions.
+    pub(crate) fn followed(&self) -> &Followed {
+        &self.followed
+    }
+
+    /// Each lane's position (`None` until its first read of a subscription
+    /// from the beginning).
+    pub(crate) fn lane_positions(&self) -> Vec<Option<ValkeyPosition>> {
+        self.lanes.iter().map(|l| l.position).collect()
+    }
+
     /// The `CursorExpired` error for lane `lane` found expired at its read
     /// after `at`: the cursor is the current positions (or, before they
-    /// are all known, `sent`), and `oldest` the same with that lane at the
-    /// oldest position still retained.
+    /// are all known, `sent`), and `oldest` the positions that resume every
+    /// lane at what it still retains, when known.
     pub(crate) fn expired(
         &self,
         lane: usize,
         at: ValkeyPosition,
         expired: Expired,
         sent: &StreamCursor,
+        oldest: Option<Vec<ValkeyPosition>>,
     ) -> EngineError {
-        let mut positions: Vec<ValkeyPosition> = self
+        let positions: Option<Vec<ValkeyPosition>> = self
             .lanes
             .iter()
             .enumerate()
-            .map(|(i, l)| {
-                if i == lane {
-                    at
-                } else {
-                    l.position.unwrap_or(at)
-                }
-            })
+            .map(|(i, l)| if i == lane { Some(at) } else { l.position })
             .collect();
-        let known = self.lanes.iter().all(|l| l.position.is_some());
-        let cursor = if known {
-            self.followed.encode(&positions)
-        } else {
-            sent.clone()
-        };
-        positions[lane] = expired.oldest;
-        let partition = self.followed.partitions()[lane];
-        let detail = if self.lanes.len() > 1 || partition != 0 {
-            format!(
-                "{} partition {partition}: {}",
-                self.followed.family(),
-                expired.detail
-            )
-        } else {
-            format!("{}: {}", self.followed.family(), expired.detail)
-        };
         EngineError::CursorExpired {
-            cursor,
-            oldest: known.then(|| self.followed.encode(&positions)),
-            detail,
+            cursor: positions.map_or_else(|| sent.clone(), |p| self.followed.encode(&p)),
+            oldest: oldest.map(|p| self.followed.encode(&p)),
+            detail: lane_detail(&self.followed, lane, &expired.detail),
         }
+    }
+}
+
+/// `detail` about lane `lane`, naming its partition when there are several.
+pub(crate) fn lane_detail(followed: &Followed, lane: usize, detail: &str) -> String {
+    let partition = followed.partitions()[lane];
+    if followed.partitions().len() > 1 || partition != 0 {
+        format!("{} partition {partition}: {detail}", followed.family())
+    } else {
+        format!("{}: {detail}", followed.family())
     }
 }
 

@@ -37,7 +37,7 @@ use crate::expiry;
 use crate::inner::Inner;
 use crate::partition::{partition_of, Followed};
 use crate::stream_info::{self, StreamState};
-use merge::Merger;
+use merge::{lane_detail, Merger};
 use pump::Pump;
 use reader::Reader;
 use subscription::Subscription;
@@ -124,21 +124,21 @@ async fn subscribe_followed(
         }
         CursorStart::Beginning => (vec![None; heads.len()], Some(heads), cursor, None),
         CursorStart::After(positions) => {
+            // Every expired lane resumes at what it retains in `oldest`.
+            let mut oldest = positions.clone();
+            let mut first = None;
             for (lane, (&p, state)) in positions.iter().zip(&states).enumerate() {
                 if let Err(expired) = expiry::judge(p, state) {
-                    let mut oldest = positions.clone();
                     oldest[lane] = expired.oldest;
-                    let partition = followed.partitions()[lane];
-                    return Err(EngineError::CursorExpired {
-                        cursor,
-                        oldest: Some(followed.encode(&oldest)),
-                        detail: if followed.partitions().len() > 1 || partition != 0 {
-                            format!("{family} partition {partition}: {}", expired.detail)
-                        } else {
-                            format!("{family}: {}", expired.detail)
-                        },
-                    });
+                    first.get_or_insert((lane, expired.detail));
                 }
+            }
+            if let Some((lane, detail)) = first {
+                return Err(EngineError::CursorExpired {
+                    cursor,
+                    oldest: Some(followed.encode(&oldest)),
+                    detail: lane_detail(&followed, lane, &detail),
+                });
             }
             (
                 positions.into_iter().map(Some).collect(),
@@ -170,15 +170,7 @@ async fn subscribe_followed(
         .collect();
     let merger = Merger::new(followed, positions, targets);
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
-    let pump = Pump::new(
-        merger,
-        readers,
-        tx,
-        inner.config.read_batch,
-        inner.config.checkpoint_interval,
-        resume,
-        initial,
-    );
+    let pump = Pump::new(inner.clone(), merger, readers, tx, resume, initial);
     let task = tokio::spawn(pump.run());
     Ok(Box::pin(Subscription::new(rx, task)))
 }

@@ -22,8 +22,15 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use std::sync::Arc;
+
+use ff_core::stream_subscribe::ValkeyPosition;
+
 use super::merge::Merger;
 use super::reader::{Output, Reader};
+use crate::expiry::{self, Expired};
+use crate::inner::Inner;
+use crate::stream_info::stream_state;
 
 /// One item of a delivery stream.
 pub(crate) type Item = Result<DeliveryItem, EngineError>;
@@ -35,6 +42,7 @@ type Running = Pin<Box<dyn Future<Output = (usize, Reader, Output)> + Send>>;
 
 /// The state of one subscription.
 pub(crate) struct Pump {
+    inner: Arc<Inner>,
     merger: Merger,
     /// Each lane's reader while it is not reading.
     parked: Vec<Option<Reader>>,
@@ -50,29 +58,63 @@ pub(crate) struct Pump {
 
 impl Pump {
     /// A pump over `readers` (one per lane of `merger`), yielding batches
-    /// of at most `batch` items on `tx`, starting with `initial` (a tail
+    /// of at most a read batch of items on `tx`, starting with `initial` (a tail
     /// subscription's `CaughtUp`); `start` is the cursor to resume from
     /// before any item (the one given, or resolved at subscribe).
     pub(crate) fn new(
+        inner: Arc<Inner>,
         merger: Merger,
         readers: Vec<Reader>,
         tx: mpsc::Sender<Batch>,
-        batch: usize,
-        checkpoint_interval: std::time::Duration,
         start: StreamCursor,
         initial: Option<Batch>,
     ) -> Self {
         debug_assert_eq!(merger.len(), readers.len());
         Self {
+            batch: inner.config.read_batch,
+            checkpoint_interval: inner.config.checkpoint_interval,
+            inner,
             merger,
             parked: readers.into_iter().map(Some).collect(),
             tx,
-            batch,
-            checkpoint_interval,
             sent: start,
             sent_at: Instant::now(),
             initial,
         }
+    }
+
+    /// The `CursorExpired` error for lane `lane`, expired after `at`. The
+    /// other lanes may have lost entries too: each is judged on its
+    /// stream's state now, so `oldest` resumes every lane at what it still
+    /// retains (it is left out when a state cannot be read).
+    async fn expired(&self, lane: usize, at: ValkeyPosition, expired: Expired) -> EngineError {
+        let followed = self.merger.followed();
+        let family = followed.family();
+        let mut oldest = Some(Vec::with_capacity(followed.partitions().len()));
+        for (i, (&partition, position)) in followed
+            .partitions()
+            .iter()
+            .zip(self.merger.lane_positions())
+            .enumerate()
+        {
+            let resume = if i == lane {
+                Some(expired.oldest)
+            } else {
+                let context = format!("reading {}", self.inner.describe(family, partition));
+                match stream_state(&self.inner, family, partition, &context).await {
+                    Ok(state) => Some(match position {
+                        Some(p) => expiry::judge(p, &state).map_or_else(|e| e.oldest, |()| p),
+                        None => expiry::oldest(&state),
+                    }),
+                    Err(_) => None,
+                }
+            };
+            match (resume, oldest.as_mut()) {
+                (Some(p), Some(o)) => o.push(p),
+                _ => oldest = None,
+            }
+        }
+        self.merger.expired(lane, at, expired, &self.sent, oldest)
     }
 
     /// Run until the consumer goes away or a terminal error was yielded.
@@ -140,7 +182,7 @@ impl Pump {
                             None
                         }
                         Output::Expired { after, expired } => {
-                            Some(self.merger.expired(lane, after, expired, &self.sent))
+                            Some(self.expired(lane, after, expired).await)
                         }
                         Output::Failed(e) => Some(e),
                         Output::GaveUp => Some(EngineError::StreamDisconnected {

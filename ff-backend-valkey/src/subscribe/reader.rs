@@ -323,10 +323,13 @@ impl Reader {
             return Some(Output::GaveUp);
         };
         tracing::debug!(family = %self.family, partition = self.partition, ?delay, %error, "ff valkey subscription retrying");
-        tokio::time::sleep(delay).await;
         if refresh {
-            self.inner.router.refresh().await;
+            // On a task of its own: this reader may not be polled again
+            // for a while (its consumer reads slowly), and must not hold
+            // up the refreshes other subscriptions wait for.
+            self.inner.router.schedule_refresh();
         }
+        tokio::time::sleep(delay).await;
         None
     }
 

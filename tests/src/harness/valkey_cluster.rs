@@ -19,7 +19,7 @@ use ff_core::stream_subscribe::{
     CursorStart, PartitionedPosition, StreamCursor, ValkeyPosition,
 };
 use ff_core::testkit::support::{drafts, publish_batch, ITEM_DEADLINE};
-use ff_core::testkit::Harness;
+use ff_core::testkit::{EventOrder, Harness};
 use ff_core::types::ExecutionId;
 use tokio::sync::Mutex;
 
@@ -186,6 +186,13 @@ impl Harness for ValkeyClusterHarness {
         Some(SAFETY_NET_POLL)
     }
 
+    fn event_order(&self) -> EventOrder {
+        match self.backend.partitions() {
+            1 => EventOrder::Total,
+            p => EventOrder::per_partition(p),
+        }
+    }
+
     /// The batch being consumed, one in the channel and one being merged,
     /// plus a page and a read-ahead page per partition.
     fn read_ahead_limit(&self) -> usize {
@@ -274,8 +281,9 @@ impl Harness for ValkeyClusterHarness {
         Ok(self.cursor(family, &beyond))
     }
 
-    /// Another prefix's cursor for an entry appended after everything in
-    /// this family: beyond every partition's newest id.
+    /// A cursor over every partition of another prefix's family whose
+    /// positions are all that prefix's newest entry, appended after
+    /// everything in this family: beyond every partition's newest id.
     async fn foreign_cursor(&self, family: Family) -> Result<StreamCursor, EngineError> {
         let head = self.backend.bounds(family).await?.head;
         let newest = self
@@ -295,15 +303,16 @@ impl Harness for ValkeyClusterHarness {
         .await?;
         let deadline = tokio::time::Instant::now() + ITEM_DEADLINE;
         loop {
-            let cursor = publish_batch(&other, &drafts(family, 1, "foreign"))
-                .await
-                .remove(0);
-            if self
-                .positions(family, &cursor)
-                .iter()
-                .all(|p| p.ms > newest)
-            {
-                return Ok(cursor);
+            publish_batch(&other, &drafts(family, 1, "foreign")).await;
+            let theirs = other.bounds(family).await?.head;
+            let at = self
+                .positions(family, &theirs)
+                .into_iter()
+                .max()
+                .expect("a position");
+            if at.ms > newest {
+                let p = usize::from(self.backend.partitions());
+                return Ok(self.cursor(family, &vec![at; p]));
             }
             assert!(
                 tokio::time::Instant::now() < deadline,

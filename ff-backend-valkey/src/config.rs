@@ -91,6 +91,12 @@ pub struct ValkeyConfig {
     pub connect_timeout: Duration,
     /// Longest wait for the reply to an ordinary command.
     pub command_timeout: Duration,
+    /// Replicas that must acknowledge each publish (`WAIT`) before it
+    /// succeeds, and how long to wait for them; `None` (the default): a
+    /// publish succeeds once the primary stored it. Replication is
+    /// asynchronous, so a publish acknowledged only by its primary can be
+    /// lost when that primary fails over.
+    pub replica_acks: Option<(u16, Duration)>,
     retention: [Retention; 4],
 }
 
@@ -106,6 +112,7 @@ impl Default for ValkeyConfig {
             client_name: DEFAULT_CLIENT_NAME.to_owned(),
             connect_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(30),
+            replica_acks: None,
             retention: [Retention::None; 4],
         }
     }
@@ -187,6 +194,13 @@ impl ValkeyConfig {
         self
     }
 
+    /// Make every publish wait until `replicas` replicas acknowledged it,
+    /// at most `timeout` (see [`ValkeyConfig::replica_acks`]).
+    pub fn with_replica_acks(mut self, replicas: u16, timeout: Duration) -> Self {
+        self.replica_acks = Some((replicas, timeout));
+        self
+    }
+
     /// Check every setting, naming the first bad one.
     pub fn validate(&self) -> Result<(), EngineError> {
         let p = &self.key_prefix;
@@ -218,6 +232,13 @@ impl ValkeyConfig {
                 "read batch {} must be 1..={MAX_READ_BATCH}",
                 self.read_batch
             )));
+        }
+        if let Some((replicas, timeout)) = self.replica_acks {
+            if replicas == 0 || timeout < Duration::from_millis(1) {
+                return Err(EngineError::validation(format!(
+                    "replica acknowledgements need at least 1 replica and a timeout of at least 1 ms, got {replicas} within {timeout:?}"
+                )));
+            }
         }
         for (what, d) in [
             ("checkpoint interval", self.checkpoint_interval),
@@ -289,6 +310,10 @@ mod tests {
         );
         invalid(ValkeyConfig::default().with_read_batch(0), "read batch");
         invalid(ValkeyConfig::default().with_partitions(0), "partitions=0");
+        invalid(
+            ValkeyConfig::default().with_replica_acks(0, Duration::from_secs(1)),
+            "at least 1 replica",
+        );
         invalid(ValkeyConfig::default().with_partitions(257), "1 to 256");
         invalid(
             ValkeyConfig::default().with_checkpoint_interval(Duration::ZERO),

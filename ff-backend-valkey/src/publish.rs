@@ -171,17 +171,40 @@ async fn send(
 ) -> Result<Vec<ValkeyPosition>, EngineError> {
     let family = events[write.events[0]].0.family();
     let slot = inner.keys.slot(family, write.partition);
-    let reply = match write.cmds.as_slice() {
+    let wrap = |reply: Value| match write.cmds.len() {
+        1 => Value::Array(vec![reply]),
+        _ => reply,
+    };
+    let reply = match (inner.config.replica_acks, write.cmds.as_slice()) {
+        (Some((replicas, timeout)), cmds) => {
+            let mut wait = redis::cmd("WAIT");
+            wait.arg(replicas).arg(
+                u64::try_from(timeout.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            );
+            let (reply, acks) = inner
+                .router
+                .write_then(slot, cmds, &wait, Retry::Once)
+                .await
+                .map_err(|e| inner.fail(e, context()))?;
+            check_acks(inner, &acks, replicas, timeout, write.partition, context)?;
+            wrap(reply)
+        }
         // One XADD is atomic by itself: skip MULTI/EXEC (a shorter path
         // for live publishers).
-        [xadd] => inner
+        (None, [xadd]) => inner
             .router
             .command(slot, xadd, Retry::Once)
             .await
-            .map(|reply| Value::Array(vec![reply])),
-        cmds => inner.router.transaction(slot, cmds, Retry::Once).await,
-    }
-    .map_err(|e| inner.fail(e, context()))?;
+            .map(wrap)
+            .map_err(|e| inner.fail(e, context()))?,
+        (None, cmds) => inner
+            .router
+            .transaction(slot, cmds, Retry::Once)
+            .await
+            .map_err(|e| inner.fail(e, context()))?,
+    };
     let n = write.events.len();
     let replies = match reply {
         Value::Array(replies) if replies.len() == n + write.trimmed.len() => replies,
@@ -223,6 +246,36 @@ async fn send(
             other => Err(unexpected(&context(), format!("XADD returned {other:?}"))),
         })
         .collect()
+}
+
+/// `Ok` when `WAIT` replied that at least `replicas` replicas have the
+/// partition's writes.
+fn check_acks(
+    inner: &Inner,
+    acks: &Value,
+    replicas: u16,
+    timeout: std::time::Duration,
+    partition: u16,
+    context: &(dyn Fn() -> String + Sync),
+) -> Result<(), EngineError> {
+    match acks {
+        Value::Int(n) if *n >= i64::from(replicas) => Ok(()),
+        Value::Int(n) => Err(EngineError::transport(
+            crate::error::BACKEND,
+            crate::error::InContext::new(
+                context(),
+                std::io::Error::other(format!(
+                    "partition {partition}'s events are stored on its primary, but {n} of the {replicas} replica(s) asked for acknowledged them within {timeout:?}: they can be lost if that primary fails now; publish again if they must not be (a duplicate may result)"
+                )),
+            ),
+        )),
+        Value::ServerError(e) => Err(server_error(
+            &reply_text(e.code(), e.details()),
+            inner.account(),
+            &format!("{}: WAIT", context()),
+        )),
+        other => Err(unexpected(&context(), format!("WAIT returned {other:?}"))),
+    }
 }
 
 /// `error` of a batch whose other partitions were stored: says which

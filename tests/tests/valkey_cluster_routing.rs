@@ -351,3 +351,37 @@ async fn a_publish_during_a_failover_waits_for_the_promoted_replica() {
     assert!(!after.contains(&format!("127.0.0.1:{}", cluster.port(owner))));
     assert!(retained(&backend, Family::Completion).await >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_publish_that_must_reach_a_replica_fails_in_one_line_without_one() {
+    let url = ff_tests::harness::valkey::server_url().await;
+    let backend = ValkeyBackend::connect(
+        &url,
+        config("ffwait").with_replica_acks(1, Duration::from_millis(100)),
+    )
+    .await
+    .expect("connect");
+    let (e, m) = completions(1, "wait").remove(0);
+    match backend.publish(e, m).await {
+        Err(e @ EngineError::Transport { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("0 of the 1 replica(s)") && text.contains("publish again"),
+                "{text}"
+            );
+            assert!(!text.contains('\n'), "{text}");
+        }
+        other => panic!("expected a Transport error, got {other:?}"),
+    }
+    // On the cluster every primary has a replica.
+    let clustered = ValkeyBackend::connect(
+        &shared_url().await,
+        config("ffwait").with_replica_acks(1, Duration::from_secs(5)),
+    )
+    .await
+    .expect("connect");
+    clustered
+        .publish_batch(completions(8, "wait"))
+        .await
+        .expect("acknowledged by a replica");
+}

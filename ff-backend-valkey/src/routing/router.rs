@@ -184,7 +184,9 @@ impl Router {
     /// Run `cmd` on the node serving `slot`: its reply (a refusal the
     /// router does not handle is `Ok(Value::ServerError)`).
     pub(crate) async fn command(&self, slot: u16, cmd: &Cmd, retry: Retry) -> RedisResult<Value> {
-        self.run(slot, Request::Command(cmd), retry).await
+        self.run(slot, Request::Command(cmd), None, retry)
+            .await
+            .map(|(reply, _)| reply)
     }
 
     /// Run `cmds` in one `MULTI`/`EXEC` on the node serving `slot` (every
@@ -198,10 +200,38 @@ impl Router {
         cmds: &[Cmd],
         retry: Retry,
     ) -> RedisResult<Value> {
-        self.run(slot, Request::Transaction(cmds), retry).await
+        self.run(slot, Request::Transaction(cmds), None, retry)
+            .await
+            .map(|(reply, _)| reply)
     }
 
-    async fn run(&self, slot: u16, request: Request<'_>, retry: Retry) -> RedisResult<Value> {
+    /// [`Router::command`] (one command) or [`Router::transaction`]
+    /// (several), followed on the same connection by `then` (such as
+    /// `WAIT`, which is about the writes before it on that connection):
+    /// the request's reply and `then`'s.
+    pub(crate) async fn write_then(
+        &self,
+        slot: u16,
+        cmds: &[Cmd],
+        then: &Cmd,
+        retry: Retry,
+    ) -> RedisResult<(Value, Value)> {
+        let request = match cmds {
+            [cmd] => Request::Command(cmd),
+            cmds => Request::Transaction(cmds),
+        };
+        self.run(slot, request, Some(then), retry)
+            .await
+            .map(|(reply, then)| (reply, then.unwrap_or(Value::Nil)))
+    }
+
+    async fn run(
+        &self,
+        slot: u16,
+        request: Request<'_>,
+        then: Option<&Cmd>,
+        retry: Retry,
+    ) -> RedisResult<(Value, Option<Value>)> {
         let deadline = Instant::now() + self.command_timeout;
         let mut pause = FIRST_PAUSE;
         let mut redirects = 0;
@@ -223,11 +253,18 @@ impl Router {
                     }
                 },
             };
-            let outcome = self.send(&addr, &request, ask).await;
+            let (outcome, then_reply) = match self.send(&addr, &request, then, ask).await {
+                Ok((reply, then_reply)) => (Ok(reply), then_reply),
+                Err(e) => (Err(e), None),
+            };
             let redirect = match &outcome {
                 Ok(reply) => match refusal(reply) {
                     Some((code, detail)) => Redirect::classify(code, detail, &addr),
-                    None => return outcome.map_err(SendError::into_inner),
+                    None => {
+                        return outcome
+                            .map(|reply| (reply, then_reply))
+                            .map_err(SendError::into_inner)
+                    }
                 },
                 Err(SendError::Exchange(e)) if e.code().is_some() => {
                     Redirect::classify_error(e, &addr)
@@ -239,7 +276,11 @@ impl Router {
                 Err(SendError::Exchange(_)) => None,
             };
             match redirect {
-                None => return outcome.map_err(SendError::into_inner),
+                None => {
+                    return outcome
+                        .map(|reply| (reply, then_reply))
+                        .map_err(SendError::into_inner)
+                }
                 Some(Redirect::Moved { slot: moved, to }) => {
                     redirects += 1;
                     self.moved(moved, &to);
@@ -294,15 +335,18 @@ impl Router {
         &self,
         addr: &NodeAddr,
         request: &Request<'_>,
+        then: Option<&Cmd>,
         asking: bool,
-    ) -> Result<Value, SendError> {
+    ) -> Result<(Value, Option<Value>), SendError> {
         let conn = self.connection(addr);
         let mut pipe = redis::pipe();
         if asking {
             pipe.cmd("ASKING");
         }
         let queued = match request {
-            Request::Command(cmd) if !asking => return conn.command(cmd).await,
+            Request::Command(cmd) if !asking && then.is_none() => {
+                return conn.command(cmd).await.map(|reply| (reply, None))
+            }
             Request::Command(cmd) => {
                 pipe.add_command((*cmd).clone());
                 0
@@ -316,7 +360,11 @@ impl Router {
                 cmds.len() + 1
             }
         };
-        let replies = conn.pipeline(&pipe).await?;
+        if let Some(then) = then {
+            pipe.add_command(then.clone());
+        }
+        let mut replies = conn.pipeline(&pipe).await?;
+        let then_reply = then.and_then(|_| replies.pop());
         let skip = usize::from(asking);
         // ASKING, then MULTI and one QUEUED per command: the first refusal
         // among them is why the transaction was discarded.
@@ -325,7 +373,7 @@ impl Router {
                 return Err(SendError::Exchange(e.clone().into()));
             }
         }
-        Ok(replies.into_iter().last().unwrap_or(Value::Nil))
+        Ok((replies.pop().unwrap_or(Value::Nil), then_reply))
     }
 
     /// A `MOVED` reply: `to` serves `slot` now. Corrects that slot at once

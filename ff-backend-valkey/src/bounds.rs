@@ -15,7 +15,7 @@ use crate::expiry;
 use crate::id;
 use crate::inner::Inner;
 use crate::partition::Followed;
-use crate::routing::Retry;
+use crate::routing::{Retry, Transaction};
 use crate::stream_info::{parse_state, stream_state};
 
 /// The oldest resumable position and the newest entry of every partition.
@@ -78,10 +78,11 @@ async fn position_at(
         .router
         .transaction(
             inner.keys.slot(family, partition),
-            &[range, info],
+            &Transaction::new([range, info]),
             Retry::Idempotent,
         )
         .await
+        .map(|(reply, _)| reply)
         .map_err(|e| inner.fail(e, &context))?;
     let Value::Array(parts) = reply else {
         return Err(unexpected(&context, format!("EXEC returned {reply:?}")));

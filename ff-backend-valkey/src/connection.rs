@@ -160,6 +160,20 @@ impl SharedConnection {
         self.check(generation, result)
     }
 
+    /// Send an atomic pipeline (`MULTI`/`EXEC` around its commands): the
+    /// raw `EXEC` reply (an array with one reply per command, or a refusal
+    /// of the transaction as `Value::ServerError`); a command refused while
+    /// queueing is the error.
+    pub(crate) async fn transaction(&self, pipe: &Pipeline) -> Result<Value, SendError> {
+        debug_assert!(pipe.is_transaction());
+        let (generation, mut conn) = self.get().await.map_err(SendError::Connect)?;
+        let result = conn
+            .send_packed_commands(pipe, pipe.len() + 1, 1)
+            .await
+            .map(|mut replies| replies.pop().unwrap_or(Value::Nil));
+        self.check(generation, result)
+    }
+
     /// Send a pipeline and return every reply, in order (server errors as
     /// `Value::ServerError`). The pipeline is written as it is: callers
     /// spell out `MULTI`/`EXEC` (and `ASKING`) themselves.

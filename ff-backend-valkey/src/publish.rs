@@ -16,7 +16,7 @@ use crate::inner::Inner;
 use crate::limits::MAX_ENTRY_BYTES;
 use crate::partition::{event_cursor, partition_of};
 use crate::retention::retention_cmd;
-use crate::routing::Retry;
+use crate::routing::{Retry, Transaction};
 
 /// `XADD key * v 1 <field value>… [namespace ns] [tags {json}]`, or
 /// `Validation` when the entry would be larger than [`MAX_ENTRY_BYTES`]
@@ -68,6 +68,17 @@ struct PartitionWrite {
     cmds: Vec<Cmd>,
     /// The families whose retention runs after the appends.
     trimmed: Vec<Family>,
+    /// What is sent: built from `cmds` once they are all known.
+    request: Option<Request>,
+}
+
+/// A partition's write as sent.
+enum Request {
+    /// One `XADD`, atomic by itself: no `MULTI`/`EXEC` (the shorter path
+    /// live publishers take).
+    Single(Cmd),
+    /// Everything else, and any write followed by `WAIT`.
+    Transaction(Transaction),
 }
 
 /// Append `events` (after validating all of them): one `MULTI`/`EXEC` per
@@ -94,6 +105,7 @@ pub(crate) async fn publish_batch(
             events: Vec::new(),
             cmds: Vec::new(),
             trimmed: Vec::new(),
+            request: None,
         });
         write.events.push(i);
         write.cmds.push(xadd(
@@ -117,6 +129,20 @@ pub(crate) async fn publish_batch(
                 }
             }
         }
+        let cmds = std::mem::take(&mut write.cmds);
+        write.request = Some(match (inner.config.replica_acks, cmds.len()) {
+            (None, 1) => Request::Single(cmds.into_iter().next().expect("one command")),
+            (None, _) => Request::Transaction(Transaction::new(cmds)),
+            (Some((replicas, timeout)), _) => {
+                let mut wait = redis::cmd("WAIT");
+                wait.arg(replicas).arg(
+                    u64::try_from(timeout.as_millis())
+                        .unwrap_or(u64::MAX)
+                        .max(1),
+                );
+                Request::Transaction(Transaction::new(cmds).then(wait))
+            }
+        });
     }
     let context = || {
         format!(
@@ -171,39 +197,24 @@ async fn send(
 ) -> Result<Vec<ValkeyPosition>, EngineError> {
     let family = events[write.events[0]].0.family();
     let slot = inner.keys.slot(family, write.partition);
-    let wrap = |reply: Value| match write.cmds.len() {
-        1 => Value::Array(vec![reply]),
-        _ => reply,
-    };
-    let reply = match (inner.config.replica_acks, write.cmds.as_slice()) {
-        (Some((replicas, timeout)), cmds) => {
-            let mut wait = redis::cmd("WAIT");
-            wait.arg(replicas).arg(
-                u64::try_from(timeout.as_millis())
-                    .unwrap_or(u64::MAX)
-                    .max(1),
-            );
-            let (reply, acks) = inner
-                .router
-                .write_then(slot, cmds, &wait, Retry::Once)
-                .await
-                .map_err(|e| inner.fail(e, context()))?;
-            check_acks(inner, &acks, replicas, timeout, write.partition, context)?;
-            wrap(reply)
-        }
-        // One XADD is atomic by itself: skip MULTI/EXEC (a shorter path
-        // for live publishers).
-        (None, [xadd]) => inner
+    let reply = match write.request.as_ref().expect("built before sending") {
+        Request::Single(xadd) => inner
             .router
             .command(slot, xadd, Retry::Once)
             .await
-            .map(wrap)
+            .map(|reply| Value::Array(vec![reply]))
             .map_err(|e| inner.fail(e, context()))?,
-        (None, cmds) => inner
-            .router
-            .transaction(slot, cmds, Retry::Once)
-            .await
-            .map_err(|e| inner.fail(e, context()))?,
+        Request::Transaction(transaction) => {
+            let (reply, acks) = inner
+                .router
+                .transaction(slot, transaction, Retry::Once)
+                .await
+                .map_err(|e| inner.fail(e, context()))?;
+            if let (Some(acks), Some((replicas, timeout))) = (acks, inner.config.replica_acks) {
+                check_acks(inner, &acks, replicas, timeout, write.partition, context)?;
+            }
+            reply
+        }
     };
     let n = write.events.len();
     let replies = match reply {

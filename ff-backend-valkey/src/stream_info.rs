@@ -10,7 +10,7 @@ use redis::Value;
 use crate::error::{reply_text, server_error, unexpected};
 use crate::id;
 use crate::inner::Inner;
-use crate::routing::Retry;
+use crate::routing::{Retry, Transaction};
 use crate::trim_record::TrimRecord;
 
 /// A stream's metadata at one instant. An absent key is an empty stream
@@ -187,10 +187,11 @@ pub(crate) async fn stream_state(
         .router
         .transaction(
             inner.keys.slot(family, partition),
-            &state_request(inner, family, partition),
+            &Transaction::new(state_request(inner, family, partition)),
             Retry::Idempotent,
         )
         .await
+        .map(|(reply, _)| reply)
         .map_err(|e| inner.fail(e, context))?;
     match reply {
         Value::Array(parts) => match parts.as_slice() {

@@ -14,4 +14,4 @@ pub(crate) mod slot;
 pub(crate) mod topology;
 
 pub(crate) use redirect::{NodeAddr, Redirect};
-pub(crate) use router::{Retry, Router};
+pub(crate) use router::{Retry, Router, Transaction};

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
-use redis::{Cmd, ErrorKind, RedisError, RedisResult, Value};
+use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisResult, Value};
 use tokio::time::Instant;
 
 use super::redirect::{NodeAddr, Redirect};
@@ -59,8 +59,54 @@ pub(crate) enum Retry {
 /// What to send.
 enum Request<'a> {
     Command(&'a Cmd),
-    /// Commands to run in one `MULTI`/`EXEC`.
-    Transaction(&'a [Cmd]),
+    Transaction(&'a Transaction),
+}
+
+/// Commands to run in one `MULTI`/`EXEC`, written once into the pipeline
+/// that is sent (not copied per attempt), optionally followed on the same
+/// connection by a command about them (such as `WAIT`).
+pub(crate) struct Transaction {
+    /// The commands, as an atomic pipeline (`MULTI` and `EXEC` added when
+    /// it is written; only `EXEC`'s reply is kept, a refusal while
+    /// queueing becomes the error).
+    pipe: Pipeline,
+    then: Option<Cmd>,
+}
+
+impl Transaction {
+    /// `cmds` in one `MULTI`/`EXEC`.
+    pub(crate) fn new(cmds: impl IntoIterator<Item = Cmd>) -> Self {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for cmd in cmds {
+            pipe.add_command(cmd);
+        }
+        Self { pipe, then: None }
+    }
+
+    /// Send `cmd` right after `EXEC`, on the same connection.
+    pub(crate) fn then(mut self, cmd: Cmd) -> Self {
+        self.then = Some(cmd);
+        self
+    }
+
+    /// The transaction spelled out, behind `ASKING` when `asking`, and its
+    /// `then`: for the less common paths.
+    fn spelled_out(&self, asking: bool) -> Pipeline {
+        let mut pipe = redis::pipe();
+        if asking {
+            pipe.cmd("ASKING");
+        }
+        pipe.cmd("MULTI");
+        for cmd in self.pipe.cmd_iter() {
+            pipe.add_command(cmd.clone());
+        }
+        pipe.cmd("EXEC");
+        if let Some(then) = &self.then {
+            pipe.add_command(then.clone());
+        }
+        pipe
+    }
 }
 
 /// Routes requests to the node serving their slot; see the module docs.
@@ -184,52 +230,30 @@ impl Router {
     /// Run `cmd` on the node serving `slot`: its reply (a refusal the
     /// router does not handle is `Ok(Value::ServerError)`).
     pub(crate) async fn command(&self, slot: u16, cmd: &Cmd, retry: Retry) -> RedisResult<Value> {
-        self.run(slot, Request::Command(cmd), None, retry)
+        self.run(slot, Request::Command(cmd), retry)
             .await
             .map(|(reply, _)| reply)
     }
 
-    /// Run `cmds` in one `MULTI`/`EXEC` on the node serving `slot` (every
-    /// key in that slot). `Ok` is `EXEC`'s reply: one reply per command, or
-    /// a refusal of the whole transaction as `Value::ServerError`; a
-    /// command refused while queueing (the transaction was discarded) is
-    /// `Err` carrying that refusal.
+    /// Run `transaction` on the node serving `slot` (every key in that
+    /// slot). `Ok` is `EXEC`'s reply — one reply per command, or a refusal
+    /// of the whole transaction as `Value::ServerError` — and the reply of
+    /// the command after it, if any; a command refused while queueing (the
+    /// transaction was discarded) is `Err` carrying that refusal.
     pub(crate) async fn transaction(
         &self,
         slot: u16,
-        cmds: &[Cmd],
+        transaction: &Transaction,
         retry: Retry,
-    ) -> RedisResult<Value> {
-        self.run(slot, Request::Transaction(cmds), None, retry)
+    ) -> RedisResult<(Value, Option<Value>)> {
+        self.run(slot, Request::Transaction(transaction), retry)
             .await
-            .map(|(reply, _)| reply)
-    }
-
-    /// [`Router::command`] (one command) or [`Router::transaction`]
-    /// (several), followed on the same connection by `then` (such as
-    /// `WAIT`, which is about the writes before it on that connection):
-    /// the request's reply and `then`'s.
-    pub(crate) async fn write_then(
-        &self,
-        slot: u16,
-        cmds: &[Cmd],
-        then: &Cmd,
-        retry: Retry,
-    ) -> RedisResult<(Value, Value)> {
-        let request = match cmds {
-            [cmd] => Request::Command(cmd),
-            cmds => Request::Transaction(cmds),
-        };
-        self.run(slot, request, Some(then), retry)
-            .await
-            .map(|(reply, then)| (reply, then.unwrap_or(Value::Nil)))
     }
 
     async fn run(
         &self,
         slot: u16,
         request: Request<'_>,
-        then: Option<&Cmd>,
         retry: Retry,
     ) -> RedisResult<(Value, Option<Value>)> {
         let deadline = Instant::now() + self.command_timeout;
@@ -253,7 +277,7 @@ impl Router {
                     }
                 },
             };
-            let (outcome, then_reply) = match self.send(&addr, &request, then, ask).await {
+            let (outcome, then_reply) = match self.send(&addr, &request, ask).await {
                 Ok((reply, then_reply)) => (Ok(reply), then_reply),
                 Err(e) => (Err(e), None),
             };
@@ -335,40 +359,42 @@ impl Router {
         &self,
         addr: &NodeAddr,
         request: &Request<'_>,
-        then: Option<&Cmd>,
         asking: bool,
     ) -> Result<(Value, Option<Value>), SendError> {
         let conn = self.connection(addr);
-        let mut pipe = redis::pipe();
-        if asking {
-            pipe.cmd("ASKING");
-        }
-        let queued = match request {
-            Request::Command(cmd) if !asking && then.is_none() => {
+        let transaction = match request {
+            Request::Command(cmd) if !asking => {
                 return conn.command(cmd).await.map(|reply| (reply, None))
             }
             Request::Command(cmd) => {
-                pipe.add_command((*cmd).clone());
-                0
+                let mut pipe = redis::pipe();
+                pipe.cmd("ASKING").add_command((*cmd).clone());
+                let mut replies = conn.pipeline(&pipe).await?;
+                let reply = replies.pop().unwrap_or(Value::Nil);
+                return match replies.pop() {
+                    Some(Value::ServerError(e)) => Err(SendError::Exchange(e.into())),
+                    _ => Ok((reply, None)),
+                };
             }
-            Request::Transaction(cmds) => {
-                pipe.cmd("MULTI");
-                for cmd in cmds.iter() {
-                    pipe.add_command(cmd.clone());
-                }
-                pipe.cmd("EXEC");
-                cmds.len() + 1
-            }
+            Request::Transaction(transaction) => transaction,
         };
-        if let Some(then) = then {
-            pipe.add_command(then.clone());
+        if !asking && transaction.then.is_none() {
+            return conn
+                .transaction(&transaction.pipe)
+                .await
+                .map(|reply| (reply, None));
         }
-        let mut replies = conn.pipeline(&pipe).await?;
-        let then_reply = then.and_then(|_| replies.pop());
-        let skip = usize::from(asking);
+        let mut replies = conn.pipeline(&transaction.spelled_out(asking)).await?;
+        let then_reply = match transaction.then {
+            Some(_) => replies.pop(),
+            None => None,
+        };
         // ASKING, then MULTI and one QUEUED per command: the first refusal
         // among them is why the transaction was discarded.
-        for reply in replies.iter().take(skip + queued) {
+        for reply in replies
+            .iter()
+            .take(usize::from(asking) + 1 + transaction.pipe.len())
+        {
             if let Value::ServerError(e) = reply {
                 return Err(SendError::Exchange(e.clone().into()));
             }

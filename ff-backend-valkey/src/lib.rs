@@ -364,6 +364,25 @@ impl ValkeyBackend {
         self.open_app_connection(&node).await
     }
 
+    /// A new connection to `node` (`host:port`, as [`ValkeyBackend::nodes`]
+    /// lists it) with the backend's TLS settings and credentials, named
+    /// `{client_name}:app`: for commands about that node itself (`INFO`,
+    /// `CLIENT LIST`).
+    pub async fn connection_to_node(
+        &self,
+        node: &str,
+    ) -> Result<redis::aio::MultiplexedConnection, EngineError> {
+        let addr = routing::NodeAddr::parse(node, "")
+            .filter(|a| !a.host.is_empty())
+            .ok_or_else(|| {
+                EngineError::validation(format!(
+                    "{:?} is not a node address (host:port)",
+                    node.chars().take(80).collect::<String>()
+                ))
+            })?;
+        self.open_app_connection(&addr).await
+    }
+
     async fn open_app_connection(
         &self,
         node: &routing::NodeAddr,

@@ -100,6 +100,11 @@ impl Followed {
         self.family
     }
 
+    /// P, the family's partition count.
+    pub(crate) fn count(&self) -> u16 {
+        self.count
+    }
+
     /// The followed partitions, ascending.
     pub(crate) fn partitions(&self) -> &[u16] {
         &self.partitions

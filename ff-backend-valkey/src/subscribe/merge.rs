@@ -20,7 +20,9 @@ use std::collections::VecDeque;
 use ff_core::backend::DeliveryItem;
 use ff_core::engine_error::EngineError;
 use ff_core::stream_events::{EventMeta, NewEvent};
-use ff_core::stream_subscribe::{StreamCursor, ValkeyPosition};
+use ff_core::stream_subscribe::{
+    encode_valkey_partitioned, PartitionedPosition, StreamCursor, ValkeyPosition,
+};
 use ff_core::types::TimestampMs;
 
 use crate::expiry::Expired;
@@ -89,6 +91,10 @@ pub(crate) struct Merger {
     /// `taken` when the last item was yielded (or the subscription started
     /// at known positions); `None` before any.
     yielded_at: Option<u64>,
+    /// With several partitions, the positions as a cursor position, kept
+    /// up to date entry by entry once every lane's is known (so yielding
+    /// an item encodes it without rebuilding it).
+    composite: Option<PartitionedPosition>,
 }
 
 impl Merger {
@@ -122,11 +128,29 @@ impl Merger {
             awaiting_caught_up,
             taken: 0,
             yielded_at: None,
+            composite: None,
         };
         if merger.positions().is_some() {
             merger.yielded_at = Some(0);
         }
+        merger.build_composite();
         merger
+    }
+
+    /// Build the composite position once every lane's is known.
+    fn build_composite(&mut self) {
+        if self.composite.is_some() || self.followed.count() <= 1 {
+            return;
+        }
+        if let Some(positions) = self.positions() {
+            self.composite = Some(
+                PartitionedPosition::new(
+                    self.followed.count(),
+                    self.followed.partitions().iter().copied().zip(positions),
+                )
+                .expect("followed partitions are valid"),
+            );
+        }
     }
 
     /// How many partitions are followed.
@@ -155,6 +179,7 @@ impl Merger {
         l.position.get_or_insert(start);
         l.queue.extend(entries);
         l.at_end = at_end;
+        self.build_composite();
     }
 
     /// Every position, once each is known.
@@ -164,7 +189,10 @@ impl Merger {
 
     /// The cursor of the current positions, once each is known.
     pub(crate) fn cursor(&self) -> Option<StreamCursor> {
-        self.positions().map(|p| self.followed.encode(&p))
+        match &self.composite {
+            Some(position) => Some(encode_valkey_partitioned(self.followed.family(), position)),
+            None => self.positions().map(|p| self.followed.encode(&p)),
+        }
     }
 
     /// Whether the positions moved past the last item yielded (a filter
@@ -224,6 +252,12 @@ impl Merger {
             };
             let entry = self.lanes[lane].queue.pop_front().expect("a head");
             self.lanes[lane].position = Some(entry.id);
+            if let Some(position) = self.composite.as_mut() {
+                let partition = self.followed.partitions()[lane];
+                position
+                    .set_position(partition, entry.id)
+                    .expect("a followed partition");
+            }
             self.taken += 1;
             let item = match entry.decoded {
                 Decoded::Skipped => continue,

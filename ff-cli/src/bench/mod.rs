@@ -1,6 +1,7 @@
 //! `ff bench`: throughput and latency through ff beside raw-client
 //! baselines measured in the same run.
 
+pub mod cpu;
 mod http_client;
 mod measure;
 mod memory;

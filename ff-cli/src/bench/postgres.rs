@@ -67,6 +67,8 @@ pub async fn run(url: &str, events: usize) -> anyhow::Result<BenchReport> {
     backend.close().await;
     drop_schemas(&mut admin).await?;
     Ok(BenchReport {
+        partitions: None,
+        nodes: None,
         backend: format!("postgres {}", redact_url(url)),
         figures: result?,
     })

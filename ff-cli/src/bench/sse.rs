@@ -264,6 +264,8 @@ pub async fn run(args: &SseBenchArgs) -> Result<BenchReport> {
         Figure::new("server_rss_mib", "MiB", rss_peak, None),
     ];
     Ok(BenchReport {
+        partitions: None,
+        nodes: None,
         backend: format!(
             "ff serve over {}",
             crate::backend_url::redact(&args.backend)

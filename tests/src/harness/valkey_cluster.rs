@@ -197,11 +197,7 @@ impl Harness for ValkeyClusterHarness {
     /// plus a page and a read-ahead page per partition.
     fn read_ahead_limit(&self) -> usize {
         let p = usize::from(self.backend.partitions());
-        let per_read = if p == 1 {
-            READ_BATCH
-        } else {
-            (READ_BATCH / p).max(16)
-        };
+        let per_read = (8 * READ_BATCH / p).clamp(16, READ_BATCH);
         3 * READ_BATCH + 2 * p * per_read
     }
 

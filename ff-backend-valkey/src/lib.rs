@@ -1,16 +1,23 @@
 //! # ff-backend-valkey: durable ff event streams on Valkey
 //!
 //! Each family is one Valkey stream, `{prefix}{family}` (`ff:completion`,
-//! ...). Producers append with `XADD` (single events, all-or-none
-//! `MULTI`/`EXEC` batches, or inside their own transaction with
-//! [`ValkeyBackend::append_cmd`]). Each subscription owns one connection,
-//! which nothing else shares: it catches up with batched `XRANGE` reads,
-//! each paired with `XINFO STREAM` in one transaction so expiry is judged
-//! on exactly the state the read saw, with the next read already requested
-//! while a page is decoded; once caught up it waits with `XREAD BLOCK`,
-//! used only as a wake-up, with the next paired read queued right behind
-//! it. Lost connections are re-established with capped exponential backoff
-//! and the stream goes on exactly after the last position it reached.
+//! ...), or — split into P partitions ([`ValkeyConfig::partitions`]) — P
+//! streams `{prefix}{fp:n}:{family}`, an event going to the partition of
+//! its execution id's `{fp:N}`. The URL names a standalone server or any
+//! node of a Valkey Cluster: every request goes to the node serving its
+//! keys' slot, following `MOVED`, `ASK`, resharding and failover (module
+//! `routing`). Producers append with `XADD` (single events, `MULTI`/`EXEC`
+//! batches — all-or-none per partition — or inside their own transaction
+//! with [`ValkeyBackend::append_cmd`]). A subscription reads each partition
+//! it follows on a connection of its own, which nothing else shares: it
+//! catches up with batched `XRANGE` reads, each paired with `XINFO STREAM`
+//! in one transaction so expiry is judged on exactly the state the read
+//! saw, with the next read already requested while a page is decoded; once
+//! caught up it waits with `XREAD BLOCK`, used only as a wake-up, with the
+//! next paired read queued right behind it. The partitions' pages are
+//! merged into one stream whose cursor holds one position per partition.
+//! Lost connections are re-established with capped exponential backoff and
+//! the stream goes on exactly after the last position it reached.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), ff_core::engine_error::EngineError> {
@@ -106,10 +113,12 @@
 //!
 //! ## Where to look next
 //!
-//! [`ValkeyConfig`] (prefix, retention, batch size, intervals, reconnect
-//! policy, client name), [`ValkeyBackend`] (the `ff_core::backend` traits
+//! [`ValkeyConfig`] (prefix, partitions, retention, batch size, intervals,
+//! reconnect policy, client name, replica acknowledgements),
+//! [`ValkeyBackend`] (the `ff_core::backend` traits, subset subscriptions
 //! and the producer helpers), and the conformance suite in
-//! `ff_core::testkit`, which this backend passes against a real server.
+//! `ff_core::testkit`, which this backend passes against a real server and
+//! a real cluster, with one partition and with six.
 
 mod bounds;
 mod config;

@@ -1,59 +1,88 @@
-//! What a family's stream retains (`bounds`) and where to start for a
-//! point in time (`cursor_at`).
+//! What a family retains (`bounds`) and where to start for a point in
+//! time (`cursor_at`) — per partition, combined into one cursor over all
+//! of them (the single-stream cursor when there is one partition).
 
 use ff_core::backend::StreamBounds;
 use ff_core::engine_error::EngineError;
 use ff_core::stream_events::Family;
-use ff_core::stream_subscribe::{encode_valkey, StreamCursor, ValkeyPosition};
+use ff_core::stream_subscribe::{StreamCursor, ValkeyPosition};
 use ff_core::types::TimestampMs;
+use futures::future::try_join_all;
 use redis::Value;
 
 use crate::error::unexpected;
 use crate::expiry;
 use crate::id;
 use crate::inner::Inner;
+use crate::partition::Followed;
+use crate::routing::{Retry, Transaction};
 use crate::stream_info::{parse_state, stream_state};
 
-fn cursor(family: Family, p: ValkeyPosition) -> StreamCursor {
-    encode_valkey(family, p.ms, p.seq)
-}
-
-/// The oldest resumable position and the newest entry.
+/// The oldest resumable position and the newest entry of every partition.
 pub(crate) async fn bounds(inner: &Inner, family: Family) -> Result<StreamBounds, EngineError> {
-    let context = format!("reading the bounds of {}", inner.describe(family));
-    let state = stream_state(inner, family, &context).await?;
+    let followed = Followed::all(family, inner.keys.partitions());
+    let states = try_join_all(followed.partitions().iter().map(|&n| async move {
+        let context = format!("reading the bounds of {}", inner.describe(family, n));
+        stream_state(inner, family, n, &context).await
+    }))
+    .await?;
+    let oldest: Vec<ValkeyPosition> = states.iter().map(expiry::oldest).collect();
+    let head: Vec<ValkeyPosition> = states
+        .iter()
+        .map(|s| s.last.unwrap_or(s.last_generated))
+        .collect();
     Ok(StreamBounds::new(
-        cursor(family, expiry::oldest(&state)),
-        cursor(family, state.last.unwrap_or(state.last_generated)),
-        Some(state.length),
+        followed.encode(&oldest),
+        followed.encode(&head),
+        Some(states.iter().map(|s| s.length).sum()),
     ))
 }
 
-/// Just before the first entry recorded at or after `at`; the newest id
-/// when there is none yet.
+/// In every partition, just before the first entry recorded at or after
+/// `at`, or its newest id when there is none yet.
 pub(crate) async fn cursor_at(
     inner: &Inner,
     family: Family,
     at: TimestampMs,
 ) -> Result<StreamCursor, EngineError> {
-    let key = inner.keys.stream(family);
-    let context = format!("finding time {} in {}", at.0, inner.describe(family));
+    let followed = Followed::all(family, inner.keys.partitions());
     let ms = u64::try_from(at.0).unwrap_or(0);
-    let mut pipe = redis::pipe();
-    pipe.atomic()
-        .cmd("XRANGE")
+    let positions = try_join_all(
+        followed
+            .partitions()
+            .iter()
+            .map(|&n| position_at(inner, family, n, ms)),
+    )
+    .await?;
+    Ok(followed.encode(&positions))
+}
+
+async fn position_at(
+    inner: &Inner,
+    family: Family,
+    partition: u16,
+    ms: u64,
+) -> Result<ValkeyPosition, EngineError> {
+    let key = inner.keys.stream(family, partition);
+    let context = format!("finding time {ms} in {}", inner.describe(family, partition));
+    let mut range = redis::cmd("XRANGE");
+    range
         .arg(key)
         .arg(format!("{ms}-0"))
         .arg("+")
         .arg("COUNT")
-        .arg(1)
-        .cmd("XINFO")
-        .arg("STREAM")
-        .arg(key);
+        .arg(1);
+    let mut info = redis::cmd("XINFO");
+    info.arg("STREAM").arg(key);
     let reply = inner
-        .conn
-        .transaction(&pipe)
+        .router
+        .transaction(
+            inner.keys.slot(family, partition),
+            &Transaction::new([range, info]),
+            Retry::Idempotent,
+        )
         .await
+        .map(|(reply, _)| reply)
         .map_err(|e| inner.fail(e, &context))?;
     let Value::Array(parts) = reply else {
         return Err(unexpected(&context, format!("EXEC returned {reply:?}")));
@@ -70,9 +99,9 @@ pub(crate) async fn cursor_at(
             _ => None,
         }
         .ok_or_else(|| unexpected(&context, format!("XRANGE returned {first:?}")))?;
-        return Ok(cursor(family, id::before(p)));
+        return Ok(id::before(p));
     }
     // Only the newest id is needed here: no trim record was read.
     let state = parse_state(info, &Value::Nil, inner.account(), &context)?;
-    Ok(cursor(family, state.last_generated))
+    Ok(state.last_generated)
 }

@@ -1,12 +1,13 @@
-//! [`ValkeyConfig`] and [`Retention`]: key prefix, retention per family,
-//! read batch size, checkpoint and safety-net intervals, reconnection, and
-//! the client name the backend's connections carry.
+//! [`ValkeyConfig`] and [`Retention`]: key prefix, partitions, retention
+//! per family, read batch size, checkpoint and safety-net intervals,
+//! reconnection, and the client name the backend's connections carry.
 
 use std::time::Duration;
 
 use ff_core::backend::ReconnectPolicy;
 use ff_core::engine_error::EngineError;
 use ff_core::stream_events::Family;
+use ff_core::stream_subscribe::MAX_PARTITIONS;
 
 /// Default key prefix.
 pub const DEFAULT_KEY_PREFIX: &str = "ff:";
@@ -63,10 +64,16 @@ pub enum Retention {
 #[non_exhaustive]
 pub struct ValkeyConfig {
     /// Prefix of every key the backend uses (`{prefix}{family}`,
-    /// `{prefix}cursors`). Non-empty, without whitespace or control
-    /// characters. On Valkey Cluster put a hash tag in it (`ff:{app}:`) so
-    /// callers can append atomically beside their own keys.
+    /// `{prefix}{fp:n}:{family}`, `{prefix}cursors`). Non-empty, without
+    /// whitespace or control characters; with more than one partition,
+    /// without `{` or `}`.
     pub key_prefix: String,
+    /// P: how many partitions (streams) each family is split into, 1 to
+    /// 256 (default 1). An event goes to partition `N mod P` of its
+    /// execution id `{fp:N}:…`. With P = 1 cursors are single-stream
+    /// (`0x01`); with P > 1 they hold one position per partition (`0x04`).
+    /// A URL's `?partitions=P` sets it too.
+    pub partitions: u16,
     /// Entries per catch-up read.
     pub read_batch: usize,
     /// How long a subscription may scan filtered-out entries without
@@ -84,6 +91,12 @@ pub struct ValkeyConfig {
     pub connect_timeout: Duration,
     /// Longest wait for the reply to an ordinary command.
     pub command_timeout: Duration,
+    /// Replicas that must acknowledge each publish (`WAIT`) before it
+    /// succeeds, and how long to wait for them; `None` (the default): a
+    /// publish succeeds once the primary stored it. Replication is
+    /// asynchronous, so a publish acknowledged only by its primary can be
+    /// lost when that primary fails over.
+    pub replica_acks: Option<(u16, Duration)>,
     retention: [Retention; 4],
 }
 
@@ -91,6 +104,7 @@ impl Default for ValkeyConfig {
     fn default() -> Self {
         Self {
             key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            partitions: 1,
             read_batch: DEFAULT_READ_BATCH,
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
             safety_net_poll: DEFAULT_SAFETY_NET_POLL,
@@ -98,6 +112,7 @@ impl Default for ValkeyConfig {
             client_name: DEFAULT_CLIENT_NAME.to_owned(),
             connect_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(30),
+            replica_acks: None,
             retention: [Retention::None; 4],
         }
     }
@@ -116,6 +131,12 @@ impl ValkeyConfig {
     /// Set the key prefix.
     pub fn with_key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.key_prefix = prefix.into();
+        self
+    }
+
+    /// Split each family into `partitions` partitions (1 to 256).
+    pub fn with_partitions(mut self, partitions: u16) -> Self {
+        self.partitions = partitions;
         self
     }
 
@@ -173,6 +194,13 @@ impl ValkeyConfig {
         self
     }
 
+    /// Make every publish wait until `replicas` replicas acknowledged it,
+    /// at most `timeout` (see [`ValkeyConfig::replica_acks`]).
+    pub fn with_replica_acks(mut self, replicas: u16, timeout: Duration) -> Self {
+        self.replica_acks = Some((replicas, timeout));
+        self
+    }
+
     /// Check every setting, naming the first bad one.
     pub fn validate(&self) -> Result<(), EngineError> {
         let p = &self.key_prefix;
@@ -183,6 +211,12 @@ impl ValkeyConfig {
             return Err(EngineError::validation(format!(
                 "key prefix {:?} must be 1..={MAX_PREFIX_LEN} bytes without whitespace or control characters (e.g. \"ff:\")",
                 p.chars().take(40).collect::<String>()
+            )));
+        }
+        if !(1..=MAX_PARTITIONS).contains(&self.partitions) {
+            return Err(EngineError::validation(format!(
+                "partitions={} is out of range: a family has 1 to {MAX_PARTITIONS} partitions",
+                self.partitions
             )));
         }
         let n = &self.client_name;
@@ -198,6 +232,13 @@ impl ValkeyConfig {
                 "read batch {} must be 1..={MAX_READ_BATCH}",
                 self.read_batch
             )));
+        }
+        if let Some((replicas, timeout)) = self.replica_acks {
+            if replicas == 0 || timeout < Duration::from_millis(1) {
+                return Err(EngineError::validation(format!(
+                    "replica acknowledgements need at least 1 replica and a timeout of at least 1 ms, got {replicas} within {timeout:?}"
+                )));
+            }
         }
         for (what, d) in [
             ("checkpoint interval", self.checkpoint_interval),
@@ -268,6 +309,12 @@ mod tests {
             "client name",
         );
         invalid(ValkeyConfig::default().with_read_batch(0), "read batch");
+        invalid(ValkeyConfig::default().with_partitions(0), "partitions=0");
+        invalid(
+            ValkeyConfig::default().with_replica_acks(0, Duration::from_secs(1)),
+            "at least 1 replica",
+        );
+        invalid(ValkeyConfig::default().with_partitions(257), "1 to 256");
         invalid(
             ValkeyConfig::default().with_checkpoint_interval(Duration::ZERO),
             "checkpoint interval",

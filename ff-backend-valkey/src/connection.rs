@@ -8,6 +8,8 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisResult, Value};
 
+use tokio::task::JoinHandle;
+
 use crate::error::breaks_connection;
 use crate::transport::Endpoint;
 
@@ -21,17 +23,30 @@ pub(crate) async fn open(
     connect_timeout: Duration,
     response_timeout: Duration,
 ) -> RedisResult<MultiplexedConnection> {
+    open_driven(endpoint, name, connect_timeout, response_timeout)
+        .await
+        .map(|(conn, _)| conn)
+}
+
+/// [`open`], also returning the task that drives the connection's I/O: it
+/// has finished once the connection is closed.
+async fn open_driven(
+    endpoint: &Endpoint,
+    name: &str,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+) -> RedisResult<(MultiplexedConnection, JoinHandle<()>)> {
     let stream = endpoint.connect(connect_timeout).await?;
     let config = AsyncConnectionConfig::new().set_response_timeout(response_timeout);
     let setup = async {
         let (mut conn, driver) =
             MultiplexedConnection::new_with_config(&endpoint.redis, stream, config).await?;
-        tokio::spawn(driver);
+        let driver = tokio::spawn(driver);
         let reply = conn
             .send_packed_command(redis::cmd("CLIENT").arg("SETNAME").arg(name))
             .await?;
         reply.extract_error()?;
-        Ok::<_, RedisError>(conn)
+        Ok::<_, RedisError>((conn, driver))
     };
     match tokio::time::timeout(connect_timeout, setup).await {
         Ok(Ok(conn)) => Ok(conn),
@@ -51,6 +66,13 @@ pub(crate) async fn open(
     }
 }
 
+/// A [`SharedConnection`]'s open connection.
+struct Current {
+    generation: u64,
+    conn: MultiplexedConnection,
+    driver: JoinHandle<()>,
+}
+
 /// The connection ordinary commands (publishes, catch-up reads, bounds)
 /// share. Requests are pipelined on it; when a request fails in a way that
 /// breaks the connection, the next request opens a new one.
@@ -59,7 +81,7 @@ pub(crate) struct SharedConnection {
     name: String,
     connect_timeout: Duration,
     response_timeout: Duration,
-    current: Mutex<Option<(u64, MultiplexedConnection)>>,
+    current: Mutex<Option<Current>>,
     opening: tokio::sync::Mutex<u64>,
 }
 
@@ -81,11 +103,15 @@ impl SharedConnection {
         }
     }
 
+    /// The open connection, unless its I/O task has ended (the server
+    /// closed it): a request on it would fail without reaching the server,
+    /// and could not tell that it did not.
     fn cached(&self) -> Option<(u64, MultiplexedConnection)> {
-        self.current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.as_ref().is_some_and(|c| c.driver.is_finished()) {
+            *current = None;
+        }
+        current.as_ref().map(|c| (c.generation, c.conn.clone()))
     }
 
     /// The current connection (opening one if there is none) and its
@@ -98,7 +124,7 @@ impl SharedConnection {
         if let Some(c) = self.cached() {
             return Ok(c);
         }
-        let conn = open(
+        let (conn, driver) = open_driven(
             &self.endpoint,
             &self.name,
             self.connect_timeout,
@@ -106,15 +132,18 @@ impl SharedConnection {
         )
         .await?;
         *generation += 1;
-        let entry = (*generation, conn);
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(entry.clone());
-        Ok(entry)
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(Current {
+            generation: *generation,
+            conn: conn.clone(),
+            driver,
+        });
+        Ok((*generation, conn))
     }
 
     /// Forget generation `generation` if it is still current.
     fn discard(&self, generation: u64) {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if matches!(&*current, Some((g, _)) if *g == generation) {
+        if matches!(&*current, Some(c) if c.generation == generation) {
             *current = None;
         }
     }
@@ -125,31 +154,60 @@ impl SharedConnection {
     }
 
     /// Send one command; the raw reply (a server error is `Ok(Value::ServerError)`).
-    pub(crate) async fn command(&self, cmd: &Cmd) -> RedisResult<Value> {
-        let (generation, mut conn) = self.get().await?;
+    pub(crate) async fn command(&self, cmd: &Cmd) -> Result<Value, SendError> {
+        let (generation, mut conn) = self.get().await.map_err(SendError::Connect)?;
         let result = conn.send_packed_command(cmd).await;
-        if let Err(e) = &result {
-            if breaks_connection(e) {
-                self.discard(generation);
-            }
-        }
-        result
+        self.check(generation, result)
     }
 
-    /// Send a `MULTI`/`EXEC` pipeline; the raw `EXEC` reply (an array with
-    /// one reply per command, `Nil` if the transaction was aborted).
-    pub(crate) async fn transaction(&self, pipe: &Pipeline) -> RedisResult<Value> {
+    /// Send an atomic pipeline (`MULTI`/`EXEC` around its commands): the
+    /// raw `EXEC` reply (an array with one reply per command, or a refusal
+    /// of the transaction as `Value::ServerError`); a command refused while
+    /// queueing is the error.
+    pub(crate) async fn transaction(&self, pipe: &Pipeline) -> Result<Value, SendError> {
         debug_assert!(pipe.is_transaction());
-        let (generation, mut conn) = self.get().await?;
+        let (generation, mut conn) = self.get().await.map_err(SendError::Connect)?;
         let result = conn
             .send_packed_commands(pipe, pipe.len() + 1, 1)
             .await
             .map(|mut replies| replies.pop().unwrap_or(Value::Nil));
-        if let Err(e) = &result {
-            if breaks_connection(e) {
+        self.check(generation, result)
+    }
+
+    /// Send a pipeline and return every reply, in order (server errors as
+    /// `Value::ServerError`). The pipeline is written as it is: callers
+    /// spell out `MULTI`/`EXEC` (and `ASKING`) themselves.
+    pub(crate) async fn pipeline(&self, pipe: &Pipeline) -> Result<Vec<Value>, SendError> {
+        debug_assert!(!pipe.is_transaction());
+        let (generation, mut conn) = self.get().await.map_err(SendError::Connect)?;
+        let result = conn.send_packed_commands(pipe, 0, pipe.len()).await;
+        self.check(generation, result)
+    }
+
+    fn check<T>(&self, generation: u64, result: RedisResult<T>) -> Result<T, SendError> {
+        result.map_err(|e| {
+            if breaks_connection(&e) {
                 self.discard(generation);
             }
+            SendError::Exchange(e)
+        })
+    }
+}
+
+/// Why a request on a [`SharedConnection`] failed.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// No connection could be opened: nothing was sent.
+    Connect(RedisError),
+    /// The request may have been sent (and applied) before it failed.
+    Exchange(RedisError),
+}
+
+impl SendError {
+    /// The client error.
+    pub(crate) fn into_inner(self) -> RedisError {
+        match self {
+            Self::Connect(e) | Self::Exchange(e) => e,
         }
-        result
     }
 }

@@ -8,6 +8,12 @@ use redis::Value;
 
 use crate::error::unexpected;
 use crate::inner::Inner;
+use crate::routing::slot::key_slot;
+use crate::routing::Retry;
+
+fn cursors_slot(inner: &Inner) -> u16 {
+    key_slot(inner.keys.cursors().as_bytes())
+}
 
 /// The stored cursor of consumer `name`.
 pub(crate) async fn load(inner: &Inner, name: &str) -> Result<Option<StreamCursor>, EngineError> {
@@ -17,8 +23,12 @@ pub(crate) async fn load(inner: &Inner, name: &str) -> Result<Option<StreamCurso
         inner.url.redacted()
     );
     let reply = inner
-        .conn
-        .command(redis::cmd("HGET").arg(inner.keys.cursors()).arg(name))
+        .router
+        .command(
+            cursors_slot(inner),
+            redis::cmd("HGET").arg(inner.keys.cursors()).arg(name),
+            Retry::Idempotent,
+        )
         .await
         .map_err(|e| inner.fail(e, &context))?;
     match reply {
@@ -43,13 +53,16 @@ pub(crate) async fn store(
 ) -> Result<(), EngineError> {
     validate_consumer_name(name)?;
     let context = format!("storing the cursor of {name:?} in {}", inner.url.redacted());
+    // Writing the same value twice is harmless: safe to resend.
     let reply = inner
-        .conn
+        .router
         .command(
+            cursors_slot(inner),
             redis::cmd("HSET")
                 .arg(inner.keys.cursors())
                 .arg(name)
                 .arg(cursor.to_string()),
+            Retry::Idempotent,
         )
         .await
         .map_err(|e| inner.fail(e, &context))?;

@@ -16,9 +16,7 @@
 //! `max-deleted-entry-id` after a plain trim by another client, and a
 //! false alarm beats a silent gap.
 
-use ff_core::engine_error::EngineError;
-use ff_core::stream_events::Family;
-use ff_core::stream_subscribe::{encode_valkey, ValkeyPosition};
+use ff_core::stream_subscribe::ValkeyPosition;
 
 use crate::id;
 use crate::stream_info::StreamState;
@@ -36,15 +34,6 @@ pub(crate) struct Expired {
 /// first entry, or the last generated id when nothing is retained.
 pub(crate) fn oldest(state: &StreamState) -> ValkeyPosition {
     state.first.map_or(state.last_generated, id::before)
-}
-
-/// The `CursorExpired` error for position `c` of `family`.
-pub(crate) fn to_error(family: Family, c: ValkeyPosition, expired: Expired) -> EngineError {
-    EngineError::CursorExpired {
-        cursor: encode_valkey(family, c.ms, c.seq),
-        oldest: Some(encode_valkey(family, expired.oldest.ms, expired.oldest.seq)),
-        detail: format!("{family}: {}", expired.detail),
-    }
 }
 
 /// `Ok` when reading exactly after `c` misses nothing.

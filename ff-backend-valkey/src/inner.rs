@@ -1,44 +1,72 @@
 //! [`Inner`]: what a backend handle and its subscriptions share.
 
+use std::sync::Arc;
+
 use ff_core::engine_error::EngineError;
 use ff_core::stream_events::Family;
 
 use crate::config::ValkeyConfig;
-use crate::connection::SharedConnection;
 use crate::keys::Keys;
 use crate::retention::RetentionClock;
+use crate::routing::Router;
 use crate::transport::Endpoint;
 use crate::url::ServerUrl;
 
 /// The state behind every clone of a [`ValkeyBackend`](crate::ValkeyBackend).
 pub(crate) struct Inner {
     pub(crate) url: ServerUrl,
-    /// Where every connection (shared and per subscription) goes.
+    /// The URL's server: TLS settings, credentials and database of every
+    /// connection, to any node.
     pub(crate) endpoint: Endpoint,
     pub(crate) config: ValkeyConfig,
     pub(crate) keys: Keys,
-    pub(crate) conn: SharedConnection,
+    /// Where each slot is served, and the per-node shared connections.
+    pub(crate) router: Arc<Router>,
     pub(crate) retention: RetentionClock,
 }
 
 impl Inner {
-    /// Build from a checked URL, its endpoint and a validated
-    /// configuration (no network I/O).
-    pub(crate) fn new(url: ServerUrl, endpoint: Endpoint, config: ValkeyConfig) -> Self {
-        let conn = SharedConnection::new(
+    /// Connect to `url`'s server, learn whether it is a cluster and lay the
+    /// keys out for it. The configuration is already validated, with the
+    /// URL's `partitions=` applied.
+    pub(crate) async fn connect(url: ServerUrl, config: ValkeyConfig) -> Result<Self, EngineError> {
+        let endpoint = url.endpoint()?;
+        let account = endpoint.redis.username.as_deref().unwrap_or("default");
+        let router = Router::discover(
             endpoint.clone(),
             config.client_name.clone(),
             config.connect_timeout,
             config.command_timeout,
-        );
-        Self {
+        )
+        .await
+        .map_err(|e| {
+            if endpoint.redis.db != 0 && e.to_string().contains("DB index is out of range") {
+                return EngineError::validation(format!(
+                    "backend URL {} names database {}, which the server does not have (a Valkey Cluster has only database 0): remove /{} from the URL",
+                    url.redacted(),
+                    endpoint.redis.db,
+                    endpoint.redis.db
+                ));
+            }
+            crate::error::to_engine(e, account, format!("connecting to {}", url.redacted()))
+        })?;
+        if router.is_cluster() && endpoint.redis.db != 0 {
+            return Err(EngineError::validation(format!(
+                "backend URL {} names database {}, but a Valkey Cluster has only database 0: remove /{} from the URL",
+                url.redacted(),
+                endpoint.redis.db,
+                endpoint.redis.db
+            )));
+        }
+        let keys = Keys::new(&config.key_prefix, config.partitions, router.is_cluster())?;
+        Ok(Self {
+            retention: RetentionClock::new(config.partitions),
             url,
             endpoint,
-            keys: Keys::new(&config.key_prefix),
+            keys,
             config,
-            conn,
-            retention: RetentionClock::new(),
-        }
+            router,
+        })
     }
 
     /// The account connections authenticate as: the URL's user name, or
@@ -58,7 +86,11 @@ impl Inner {
     }
 
     /// "`key` on `url`" for error messages (the URL redacted).
-    pub(crate) fn describe(&self, family: Family) -> String {
-        format!("{} on {}", self.keys.stream(family), self.url.redacted())
+    pub(crate) fn describe(&self, family: Family, partition: u16) -> String {
+        format!(
+            "{} on {}",
+            self.keys.stream(family, partition),
+            self.url.redacted()
+        )
     }
 }

@@ -1,16 +1,23 @@
 //! # ff-backend-valkey: durable ff event streams on Valkey
 //!
 //! Each family is one Valkey stream, `{prefix}{family}` (`ff:completion`,
-//! ...). Producers append with `XADD` (single events, all-or-none
-//! `MULTI`/`EXEC` batches, or inside their own transaction with
-//! [`ValkeyBackend::append_cmd`]). Each subscription owns one connection,
-//! which nothing else shares: it catches up with batched `XRANGE` reads,
-//! each paired with `XINFO STREAM` in one transaction so expiry is judged
-//! on exactly the state the read saw, with the next read already requested
-//! while a page is decoded; once caught up it waits with `XREAD BLOCK`,
-//! used only as a wake-up, with the next paired read queued right behind
-//! it. Lost connections are re-established with capped exponential backoff
-//! and the stream goes on exactly after the last position it reached.
+//! ...), or — split into P partitions ([`ValkeyConfig::partitions`]) — P
+//! streams `{prefix}{fp:n}:{family}`, an event going to the partition of
+//! its execution id's `{fp:N}`. The URL names a standalone server or any
+//! node of a Valkey Cluster: every request goes to the node serving its
+//! keys' slot, following `MOVED`, `ASK`, resharding and failover (module
+//! `routing`). Producers append with `XADD` (single events, `MULTI`/`EXEC`
+//! batches — all-or-none per partition — or inside their own transaction
+//! with [`ValkeyBackend::append_cmd`]). A subscription reads each partition
+//! it follows on a connection of its own, which nothing else shares: it
+//! catches up with batched `XRANGE` reads, each paired with `XINFO STREAM`
+//! in one transaction so expiry is judged on exactly the state the read
+//! saw, with the next read already requested while a page is decoded; once
+//! caught up it waits with `XREAD BLOCK`, used only as a wake-up, with the
+//! next paired read queued right behind it. The partitions' pages are
+//! merged into one stream whose cursor holds one position per partition.
+//! Lost connections are re-established with capped exponential backoff and
+//! the stream goes on exactly after the last position it reached.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), ff_core::engine_error::EngineError> {
@@ -106,10 +113,12 @@
 //!
 //! ## Where to look next
 //!
-//! [`ValkeyConfig`] (prefix, retention, batch size, intervals, reconnect
-//! policy, client name), [`ValkeyBackend`] (the `ff_core::backend` traits
+//! [`ValkeyConfig`] (prefix, partitions, retention, batch size, intervals,
+//! reconnect policy, client name, replica acknowledgements),
+//! [`ValkeyBackend`] (the `ff_core::backend` traits, subset subscriptions
 //! and the producer helpers), and the conformance suite in
-//! `ff_core::testkit`, which this backend passes against a real server.
+//! `ff_core::testkit`, which this backend passes against a real server and
+//! a real cluster, with one partition and with six.
 
 mod bounds;
 mod config;
@@ -122,11 +131,13 @@ mod id;
 mod inner;
 mod keys;
 mod limits;
+mod partition;
 mod publish;
 mod resp;
 #[cfg(test)]
 mod resp_properties;
 mod retention;
+mod routing;
 mod stream_info;
 mod subscribe;
 mod tls;
@@ -144,8 +155,8 @@ use ff_core::backend::{
 use ff_core::engine_error::EngineError;
 use ff_core::filter::SubscriptionFilter;
 use ff_core::stream_events::{EventMeta, Family, NewEvent};
-use ff_core::stream_subscribe::{decode_valkey, encode_valkey, CursorStart, StreamCursor};
-use ff_core::types::TimestampMs;
+use ff_core::stream_subscribe::{encode_valkey, CursorStart, StreamCursor};
+use ff_core::types::{ExecutionId, TimestampMs};
 use redis::Value;
 
 pub use config::{
@@ -156,8 +167,11 @@ pub use limits::MAX_ENTRY_BYTES;
 /// The client crate, re-exported: [`ValkeyBackend::append_cmd`] returns its
 /// [`Cmd`](redis::Cmd) for callers' own pipelines.
 pub use redis;
+pub use routing::slot::{key_slot, SLOTS};
 
 use inner::Inner;
+use partition::Followed;
+use routing::Retry;
 use url::ServerUrl;
 
 /// The Valkey backend: [`StreamBackend`], [`EventPublisher`] and
@@ -182,29 +196,40 @@ impl ValkeyBackend {
     /// `redis://…`; `valkeys://…` or `rediss://…` for TLS, verified against
     /// the system's CA certificates or the query parameters `ca_cert=PATH`
     /// (a private CA), `client_cert=PATH` and `client_key=PATH` (mutual
-    /// TLS), all PEM files — with `config`. Fails with `Validation` for a
-    /// bad URL, certificate file or configuration (the password never
-    /// appears in the message) and with `Transport` when the server cannot
-    /// be reached or the TLS handshake fails (the message says why: an
-    /// untrusted or expired certificate, a wrong host name, a plaintext
-    /// server behind a TLS URL or the reverse).
+    /// TLS), all PEM files; `partitions=P` splits each family into P
+    /// partitions (see [`ValkeyConfig::partitions`]) — with `config`.
+    ///
+    /// The URL may name a standalone server or any node of a Valkey
+    /// Cluster: ff asks (`CLUSTER SHARDS`) and, on a cluster, sends each
+    /// request to the node serving its keys, following the cluster through
+    /// resharding and failover.
+    ///
+    /// Fails with `Validation` for a bad URL, certificate file or
+    /// configuration (the password never appears in the message) and with
+    /// `Transport` when the server cannot be reached or the TLS handshake
+    /// fails (the message says why: an untrusted or expired certificate, a
+    /// wrong host name, a plaintext server behind a TLS URL or the reverse).
     pub async fn connect(url: &str, config: ValkeyConfig) -> Result<Self, EngineError> {
-        config.validate()?;
         let url = ServerUrl::parse(url)?;
-        let redacted = url.redacted().to_owned();
-        let endpoint = url.endpoint()?;
-        let inner = Inner::new(url, endpoint, config);
-        inner
-            .conn
-            .ensure_open()
-            .await
-            .map_err(|e| inner.fail(e, format!("connecting to {redacted}")))?;
+        let config = match url.partitions() {
+            Some(p) if config.partitions != 1 && config.partitions != p => {
+                return Err(EngineError::validation(format!(
+                    "backend URL {} asks for partitions={p}, but the configuration says {}; set one of them",
+                    url.redacted(),
+                    config.partitions
+                )))
+            }
+            Some(p) => config.with_partitions(p),
+            None => config,
+        };
+        config.validate()?;
+        let inner = Inner::connect(url, config).await?;
         Ok(Self {
             inner: Arc::new(inner),
         })
     }
 
-    /// The configuration in use.
+    /// The configuration in use (with the URL's `partitions=` applied).
     pub fn config(&self) -> &ValkeyConfig {
         &self.inner.config
     }
@@ -214,9 +239,80 @@ impl ValkeyBackend {
         self.inner.url.redacted()
     }
 
-    /// The stream key of `family`: `{prefix}{family}`, e.g. `ff:completion`.
+    /// Whether the URL reached a Valkey Cluster (rather than one server).
+    pub fn is_cluster(&self) -> bool {
+        self.inner.router.is_cluster()
+    }
+
+    /// The nodes serving data now (`host:port`): the cluster's primaries,
+    /// or the one server.
+    pub fn nodes(&self) -> Vec<String> {
+        self.inner
+            .router
+            .primaries()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    /// The node (`host:port`) serving `key`'s hash slot now, as far as this
+    /// backend knows (`None` while no node serves it, e.g. mid-failover).
+    pub fn node_for_key(&self, key: &str) -> Option<String> {
+        self.inner
+            .router
+            .owner(key_slot(key.as_bytes()))
+            .map(|n| n.to_string())
+    }
+
+    /// P: how many partitions each family is split into.
+    pub fn partitions(&self) -> u16 {
+        self.inner.keys.partitions()
+    }
+
+    /// The partition events of `execution` go to: its `{fp:N}` modulo P.
+    pub fn partition_of(&self, execution: &ExecutionId) -> u16 {
+        partition::partition_of(execution, self.partitions())
+    }
+
+    /// The stream key of `family` (its partition 0 when it has several):
+    /// `{prefix}{family}`, e.g. `ff:completion`, or
+    /// `{prefix}{fp:0}:{family}` (see [`ValkeyBackend::partition_stream_key`]).
     pub fn stream_key(&self, family: Family) -> &str {
-        self.inner.keys.stream(family)
+        self.inner.keys.stream(family, 0)
+    }
+
+    /// The stream key of `family`'s partition `partition` (below
+    /// [`ValkeyBackend::partitions`]): `{prefix}{fp:n}:{family}` on a
+    /// cluster or with several partitions, else `{prefix}{family}`.
+    ///
+    /// # Panics
+    ///
+    /// When `partition` is not below [`ValkeyBackend::partitions`].
+    pub fn partition_stream_key(&self, family: Family, partition: u16) -> &str {
+        assert!(
+            partition < self.partitions(),
+            "partition {partition} of {}",
+            self.partitions()
+        );
+        self.inner.keys.stream(family, partition)
+    }
+
+    /// Subscribe to `family`'s partitions `partitions` only (numbers below
+    /// [`ValkeyBackend::partitions`]), exactly after `cursor`: consumers
+    /// that split the work each follow their share. The cursors it yields
+    /// name those partitions only (resume it, or a subscription following
+    /// a subset of them, from them); a cursor of a subscription that
+    /// followed more partitions is narrowed to these. With an
+    /// `execution_id` filter only that execution's partition is read (it
+    /// must be one of `partitions`).
+    pub async fn subscribe_partitions(
+        &self,
+        family: Family,
+        partitions: &[u16],
+        cursor: StreamCursor,
+        filter: &SubscriptionFilter,
+    ) -> Result<DeliveryStream, EngineError> {
+        subscribe::subscribe_partitions(&self.inner, family, partitions, cursor, filter).await
     }
 
     /// The hash the [`CursorStore`] writes: `{prefix}cursors`.
@@ -224,60 +320,122 @@ impl ValkeyBackend {
         self.inner.keys.cursors()
     }
 
-    /// The client name of the backend's shared connection (`CLIENT LIST`).
+    /// The client name of the backend's shared connections (`CLIENT LIST`
+    /// on each node).
     pub fn client_name(&self) -> &str {
         &self.inner.config.client_name
     }
 
-    /// The client name of each subscription's dedicated blocking
-    /// connection: `{client_name}:sub`.
+    /// The client name of each subscription's dedicated connections:
+    /// `{client_name}:sub`.
     pub fn subscription_client_name(&self) -> String {
         self.inner.subscription_client_name()
     }
 
-    /// A new connection to the backend's server — the same address, TLS
-    /// settings, credentials and database — for the caller's own commands,
-    /// such as a `MULTI`/`EXEC` around [`ValkeyBackend::append_cmd`]. It is
-    /// named `{client_name}:app` in `CLIENT LIST`.
+    /// A new connection to the URL's server — the same address, TLS
+    /// settings, credentials and database — for the caller's own commands.
+    /// It is named `{client_name}:app` in `CLIENT LIST`. On a cluster it
+    /// reaches that one node: use [`ValkeyBackend::connection_for_key`] for
+    /// commands on keys.
     pub async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, EngineError> {
+        let seed = self.inner.router.seed().clone();
+        self.open_app_connection(&seed).await
+    }
+
+    /// A new connection to the node serving `key`'s hash slot now (the
+    /// server itself when it is not a cluster), named `{client_name}:app`,
+    /// for a `MULTI`/`EXEC` around [`ValkeyBackend::append_cmd`] beside
+    /// your own keys in the same slot. It does not follow redirects: after
+    /// a resharding or failover, `MOVED` errors mean "ask again".
+    pub async fn connection_for_key(
+        &self,
+        key: &str,
+    ) -> Result<redis::aio::MultiplexedConnection, EngineError> {
+        let slot = key_slot(key.as_bytes());
+        let node = match self.inner.router.owner(slot) {
+            Some(node) => node,
+            None => {
+                self.inner.router.refresh().await;
+                self.inner.router.owner(slot).ok_or_else(|| {
+                    EngineError::transport(
+                        error::BACKEND,
+                        error::InContext::new(
+                            format!("connecting to the node serving {key:?}"),
+                            std::io::Error::other(format!(
+                                "no node of {} serves slot {slot} right now",
+                                self.inner.url.redacted()
+                            )),
+                        ),
+                    )
+                })?
+            }
+        };
+        self.open_app_connection(&node).await
+    }
+
+    /// A new connection to `node` (`host:port`, as [`ValkeyBackend::nodes`]
+    /// lists it) with the backend's TLS settings and credentials, named
+    /// `{client_name}:app`: for commands about that node itself (`INFO`,
+    /// `CLIENT LIST`).
+    pub async fn connection_to_node(
+        &self,
+        node: &str,
+    ) -> Result<redis::aio::MultiplexedConnection, EngineError> {
+        let addr = routing::NodeAddr::parse(node, "")
+            .filter(|a| !a.host.is_empty())
+            .ok_or_else(|| {
+                EngineError::validation(format!(
+                    "{:?} is not a node address (host:port)",
+                    node.chars().take(80).collect::<String>()
+                ))
+            })?;
+        self.open_app_connection(&addr).await
+    }
+
+    async fn open_app_connection(
+        &self,
+        node: &routing::NodeAddr,
+    ) -> Result<redis::aio::MultiplexedConnection, EngineError> {
         let name = format!("{}:app", self.inner.config.client_name);
         connection::open(
-            &self.inner.endpoint,
+            &self.inner.router.endpoint(node),
             &name,
             self.inner.config.connect_timeout,
             self.inner.config.command_timeout,
         )
         .await
-        .map_err(|e| {
-            self.inner
-                .fail(e, format!("connecting to {}", self.inner.url.redacted()))
-        })
+        .map_err(|e| self.inner.fail(e, format!("connecting to {node}")))
     }
 
     /// The `XADD` that appends `event`, for a caller's own `MULTI`/`EXEC`
-    /// or script, so a state change and its event commit together. Its
-    /// reply is the entry id; [`ValkeyBackend::cursor_from_entry_id`] turns
-    /// it into the event's cursor. Validates like a publish. Retention is
-    /// not applied by this command: add [`ValkeyBackend::retention_cmd`]
-    /// now and then, or call [`ValkeyBackend::apply_retention`].
+    /// or script, so a state change and its event commit together. It goes
+    /// to the event's partition, whose stream key carries the hash tag
+    /// `{fp:n}` on a cluster or with several partitions: with P equal to
+    /// the engine's partition count that is the slot of the execution's
+    /// own keys. Its reply is the entry id;
+    /// [`ValkeyBackend::cursor_of_entry`] turns it into the event's cursor.
+    /// Validates like a publish. Retention is not applied by this command:
+    /// add [`ValkeyBackend::retention_cmd`] now and then, or call
+    /// [`ValkeyBackend::apply_retention`].
     ///
     /// ```no_run
     /// # async fn demo(backend: ff_backend_valkey::ValkeyBackend) -> Result<(), Box<dyn std::error::Error>> {
     /// use ff_backend_valkey::redis;
-    /// use ff_core::stream_events::{CompletionOutcome, EventMeta, NewEvent, Family};
+    /// use ff_core::stream_events::{CompletionOutcome, EventMeta, NewEvent};
     /// use ff_core::types::ExecutionId;
     ///
     /// let exec = ExecutionId::new(3);
     /// let event = NewEvent::completion(exec, CompletionOutcome::Success);
-    /// let mut conn = backend.connection().await?;
+    /// let app_key = format!("app:{{fp:3}}:executions");
+    /// let mut conn = backend.connection_for_key(&app_key).await?;
     /// let (entry_id,): (String,) = redis::pipe()
     ///     .atomic()
-    ///     .hset("app:executions", exec.to_string(), "done")
+    ///     .hset(&app_key, exec.to_string(), "done")
     ///     .ignore()
     ///     .add_command(backend.append_cmd(&event, &EventMeta::new())?)
     ///     .query_async(&mut conn)
     ///     .await?;
-    /// let cursor = backend.cursor_from_entry_id(Family::Completion, &entry_id)?;
+    /// let cursor = backend.cursor_of_entry(&event, &entry_id)?;
     /// # let _ = cursor; Ok(()) }
     /// ```
     pub fn append_cmd(
@@ -286,78 +444,148 @@ impl ValkeyBackend {
         meta: &EventMeta,
     ) -> Result<redis::Cmd, EngineError> {
         validate_new_event(event, meta)?;
-        publish::xadd(self.stream_key(event.family()), event, meta)
+        let partition = self.partition_of(event.execution_id());
+        publish::xadd(
+            self.inner.keys.stream(event.family(), partition),
+            event,
+            meta,
+        )
+    }
+
+    /// The cursor of `event`, appended with [`ValkeyBackend::append_cmd`]
+    /// under entry id `entry_id` (`ms-seq`, as `XADD` replies): the cursor
+    /// publish would have returned.
+    pub fn cursor_of_entry(
+        &self,
+        event: &NewEvent,
+        entry_id: &str,
+    ) -> Result<StreamCursor, EngineError> {
+        let partition = self.partition_of(event.execution_id());
+        self.entry_cursor(event.family(), partition, entry_id)
+    }
+
+    /// The cursor publish returns for the entry `entry_id` (`ms-seq`) of
+    /// `family`'s partition `partition`: the entry's position in its
+    /// partition — with several partitions a cursor following that one
+    /// partition, which resumes a subscription of it (or one filtered on
+    /// an execution of it) exactly after the entry.
+    pub fn entry_cursor(
+        &self,
+        family: Family,
+        partition: u16,
+        entry_id: &str,
+    ) -> Result<StreamCursor, EngineError> {
+        if partition >= self.partitions() {
+            return Err(EngineError::validation(format!(
+                "partition {partition} does not exist: each family has {} partition(s)",
+                self.partitions()
+            )));
+        }
+        let at = parse_entry_id(entry_id)?;
+        Ok(partition::event_cursor(
+            family,
+            self.partitions(),
+            partition,
+            at,
+        ))
     }
 
     /// The cursor of the `family` entry with id `entry_id` (`ms-seq`, as
-    /// `XADD` replies).
+    /// `XADD` replies) when each family is one stream (P = 1); with several
+    /// partitions the cursor depends on the event's partition: use
+    /// [`ValkeyBackend::cursor_of_entry`].
     pub fn cursor_from_entry_id(
         &self,
         family: Family,
         entry_id: &str,
     ) -> Result<StreamCursor, EngineError> {
-        id::parse(entry_id.as_bytes())
-            .map(|p| encode_valkey(family, p.ms, p.seq))
-            .ok_or_else(|| {
-                EngineError::validation(format!(
-                    "{:?} is not a stream entry id (ms-seq)",
-                    entry_id.chars().take(40).collect::<String>()
-                ))
-            })
+        if self.partitions() > 1 {
+            return Err(EngineError::validation(format!(
+                "with partitions={} an entry id alone does not make a cursor; use cursor_of_entry(event, entry_id)",
+                self.partitions()
+            )));
+        }
+        let at = parse_entry_id(entry_id)?;
+        Ok(encode_valkey(family, at.ms, at.seq))
     }
 
-    /// The command that trims `family`'s stream to its configured
-    /// retention (`None` when it keeps everything); its reply is the number
-    /// of entries removed. Publishes run it themselves about every 100 ms.
+    /// The command that trims `family`'s stream (its partition 0) to its
+    /// configured retention (`None` when it keeps everything); its reply is
+    /// the number of entries removed. Publishes run it themselves about
+    /// every 100 ms per stream. With several partitions, use
+    /// [`ValkeyBackend::partition_retention_cmd`] for each.
     pub fn retention_cmd(&self, family: Family) -> Option<redis::Cmd> {
+        self.partition_retention_cmd(family, 0)
+    }
+
+    /// [`ValkeyBackend::retention_cmd`] for `family`'s partition `partition`.
+    pub fn partition_retention_cmd(&self, family: Family, partition: u16) -> Option<redis::Cmd> {
         retention::retention_cmd(
-            self.stream_key(family),
-            self.inner.keys.trim_record(family),
+            self.inner.keys.stream(family, partition),
+            self.inner.keys.trim_record(family, partition),
             self.inner.config.retention(family),
         )
     }
 
-    /// Trim `family`'s stream to its configured retention now; returns the
-    /// number of entries removed.
+    /// Trim every partition of `family` to its configured retention now;
+    /// returns the number of entries removed.
     pub async fn apply_retention(&self, family: Family) -> Result<u64, EngineError> {
-        match self.retention_cmd(family) {
-            None => Ok(0),
-            Some(cmd) => self.run_trim(family, cmd).await,
+        let mut removed = 0;
+        for partition in 0..self.partitions() {
+            if let Some(cmd) = self.partition_retention_cmd(family, partition) {
+                removed += self.run_trim(family, partition, cmd).await?;
+            }
         }
+        Ok(removed)
     }
 
-    /// Remove every entry of `family` before the event at `first_kept`,
-    /// which becomes the oldest retained (cursors before it then yield
-    /// `CursorExpired`). Returns the number of entries removed.
+    /// Remove, in every partition of `family`, the entries before
+    /// `first_kept`'s position there; the entry at that position (with one
+    /// partition: the event at `first_kept`) becomes the oldest retained,
+    /// and cursors before it then yield `CursorExpired`. Returns the number
+    /// of entries removed.
     pub async fn trim_before(
         &self,
         family: Family,
         first_kept: &StreamCursor,
     ) -> Result<u64, EngineError> {
-        match decode_valkey(first_kept, family)? {
-            CursorStart::After(p) if p != id::ZERO => {
-                self.run_trim(
-                    family,
-                    retention::trim_before_cmd(
-                        self.stream_key(family),
-                        self.inner.keys.trim_record(family),
-                        p,
-                    ),
-                )
-                .await
-            }
-            _ => Err(EngineError::validation(
+        let followed = Followed::all(family, self.partitions());
+        let CursorStart::After(positions) = followed.decode(first_kept)? else {
+            return Err(EngineError::validation(
                 "trim_before needs the cursor of an event, not tail or beginning",
-            )),
+            ));
+        };
+        let mut removed = 0;
+        for (&partition, &p) in followed.partitions().iter().zip(&positions) {
+            if p == id::ZERO {
+                continue;
+            }
+            let cmd = retention::trim_before_cmd(
+                self.inner.keys.stream(family, partition),
+                self.inner.keys.trim_record(family, partition),
+                p,
+            );
+            removed += self.run_trim(family, partition, cmd).await?;
         }
+        Ok(removed)
     }
 
-    async fn run_trim(&self, family: Family, cmd: redis::Cmd) -> Result<u64, EngineError> {
-        let context = format!("trimming {}", self.inner.describe(family));
+    async fn run_trim(
+        &self,
+        family: Family,
+        partition: u16,
+        cmd: redis::Cmd,
+    ) -> Result<u64, EngineError> {
+        let context = format!("trimming {}", self.inner.describe(family, partition));
+        // Trimming again to the same bound removes nothing more: safe to resend.
         match self
             .inner
-            .conn
-            .command(&cmd)
+            .router
+            .command(
+                self.inner.keys.slot(family, partition),
+                &cmd,
+                Retry::Idempotent,
+            )
             .await
             .map_err(|e| self.inner.fail(e, &context))?
         {
@@ -369,6 +597,18 @@ impl ValkeyBackend {
             )),
         }
     }
+}
+
+/// Parse an `XADD` reply id, or say it is not one.
+fn parse_entry_id(
+    entry_id: &str,
+) -> Result<ff_core::stream_subscribe::ValkeyPosition, EngineError> {
+    id::parse(entry_id.as_bytes()).ok_or_else(|| {
+        EngineError::validation(format!(
+            "{:?} is not a stream entry id (ms-seq)",
+            entry_id.chars().take(40).collect::<String>()
+        ))
+    })
 }
 
 #[async_trait]

@@ -5,14 +5,18 @@ use ff_core::backend::validate_new_event;
 use ff_core::engine_error::EngineError;
 use ff_core::stream_events::record::{Field, SCHEMA_VERSION};
 use ff_core::stream_events::{EventMeta, Family, NewEvent};
-use ff_core::stream_subscribe::{encode_valkey, StreamCursor};
+use std::collections::BTreeMap;
+
+use ff_core::stream_subscribe::{StreamCursor, ValkeyPosition};
 use redis::{Cmd, Value};
 
 use crate::error::{reply_text, server_error, unexpected};
 use crate::id;
 use crate::inner::Inner;
 use crate::limits::MAX_ENTRY_BYTES;
+use crate::partition::{event_cursor, partition_of};
 use crate::retention::retention_cmd;
+use crate::routing::{Retry, Transaction};
 
 /// `XADD key * v 1 <field value>… [namespace ns] [tags {json}]`, or
 /// `Validation` when the entry would be larger than [`MAX_ENTRY_BYTES`]
@@ -54,8 +58,34 @@ pub(crate) fn xadd(key: &str, event: &NewEvent, meta: &EventMeta) -> Result<Cmd,
     Ok(cmd)
 }
 
-/// Append `events` in one `MULTI`/`EXEC` (after validating all of them),
-/// running each touched family's retention when it is due.
+/// The events of one batch that go to one partition: appended together
+/// in one `MULTI`/`EXEC` (or one plain `XADD`), with the retention of each
+/// touched family of that partition when it is due.
+struct PartitionWrite {
+    partition: u16,
+    /// Indexes into the batch, in batch order.
+    events: Vec<usize>,
+    cmds: Vec<Cmd>,
+    /// The families whose retention runs after the appends.
+    trimmed: Vec<Family>,
+    /// What is sent: built from `cmds` once they are all known.
+    request: Option<Request>,
+}
+
+/// A partition's write as sent.
+enum Request {
+    /// One `XADD`, atomic by itself: no `MULTI`/`EXEC` (the shorter path
+    /// live publishers take).
+    Single(Cmd),
+    /// Everything else, and any write followed by `WAIT`.
+    Transaction(Transaction),
+}
+
+/// Append `events` (after validating all of them): one `MULTI`/`EXEC` per
+/// partition they go to, all partitions at once. With one partition the
+/// batch is all-or-none; across partitions each partition's part is (a
+/// cluster has no cross-slot transactions), and an error names the
+/// partitions whose part was not acknowledged.
 pub(crate) async fn publish_batch(
     inner: &Inner,
     events: Vec<(NewEvent, EventMeta)>,
@@ -66,27 +96,53 @@ pub(crate) async fn publish_batch(
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    let mut pipe = redis::Pipeline::with_capacity(events.len() + 4);
-    pipe.atomic();
-    let mut touched = [false; 4];
-    for (event, meta) in &events {
-        let family = event.family();
-        touched[usize::from(family.cursor_byte() - 1)] = true;
-        pipe.add_command(xadd(inner.keys.stream(family), event, meta)?);
+    let partitions = inner.keys.partitions();
+    let mut writes: BTreeMap<u16, PartitionWrite> = BTreeMap::new();
+    for (i, (event, meta)) in events.iter().enumerate() {
+        let partition = partition_of(event.execution_id(), partitions);
+        let write = writes.entry(partition).or_insert_with(|| PartitionWrite {
+            partition,
+            events: Vec::new(),
+            cmds: Vec::new(),
+            trimmed: Vec::new(),
+            request: None,
+        });
+        write.events.push(i);
+        write.cmds.push(xadd(
+            inner.keys.stream(event.family(), partition),
+            event,
+            meta,
+        )?);
     }
-    let mut trimmed = Vec::new();
-    for family in Family::ALL.iter().copied() {
-        if !touched[usize::from(family.cursor_byte() - 1)] {
-            continue;
-        }
-        let key = inner.keys.stream(family);
-        let record = inner.keys.trim_record(family);
-        if let Some(cmd) = retention_cmd(key, record, inner.config.retention(family)) {
-            if inner.retention.due(family) {
-                pipe.add_command(cmd);
-                trimmed.push(family);
+    for write in writes.values_mut() {
+        for family in Family::ALL.iter().copied() {
+            let touched = write.events.iter().any(|&i| events[i].0.family() == family);
+            if !touched {
+                continue;
+            }
+            let key = inner.keys.stream(family, write.partition);
+            let record = inner.keys.trim_record(family, write.partition);
+            if let Some(cmd) = retention_cmd(key, record, inner.config.retention(family)) {
+                if inner.retention.due(family, write.partition) {
+                    write.cmds.push(cmd);
+                    write.trimmed.push(family);
+                }
             }
         }
+        let cmds = std::mem::take(&mut write.cmds);
+        write.request = Some(match (inner.config.replica_acks, cmds.len()) {
+            (None, 1) => Request::Single(cmds.into_iter().next().expect("one command")),
+            (None, _) => Request::Transaction(Transaction::new(cmds)),
+            (Some((replicas, timeout)), _) => {
+                let mut wait = redis::cmd("WAIT");
+                wait.arg(replicas).arg(
+                    u64::try_from(timeout.as_millis())
+                        .unwrap_or(u64::MAX)
+                        .max(1),
+                );
+                Request::Transaction(Transaction::new(cmds).then(wait))
+            }
+        });
     }
     let context = || {
         format!(
@@ -95,19 +151,74 @@ pub(crate) async fn publish_batch(
             inner.url.redacted()
         )
     };
-    let reply = match pipe.cmd_iter().next() {
-        // One XADD is atomic by itself: skip MULTI/EXEC (a shorter path
-        // for live publishers).
-        Some(xadd) if pipe.len() == 1 => inner
-            .conn
-            .command(xadd)
-            .await
-            .map(|reply| Value::Array(vec![reply])),
-        _ => inner.conn.transaction(&pipe).await,
+    let results = futures::future::join_all(
+        writes
+            .values()
+            .map(|write| send(inner, write, &events, &context)),
+    )
+    .await;
+    let mut cursors: Vec<Option<StreamCursor>> = vec![None; events.len()];
+    let mut failed: Vec<(u16, EngineError)> = Vec::new();
+    for (write, result) in writes.values().zip(results) {
+        match result {
+            Ok(ids) => {
+                for (&i, at) in write.events.iter().zip(ids) {
+                    cursors[i] = Some(event_cursor(
+                        events[i].0.family(),
+                        partitions,
+                        write.partition,
+                        at,
+                    ));
+                }
+            }
+            Err(e) => failed.push((write.partition, e)),
+        }
     }
-    .map_err(|e| inner.fail(e, context()))?;
+    match failed.len() {
+        0 => Ok(cursors
+            .into_iter()
+            .map(|c| c.expect("every event written"))
+            .collect()),
+        n if n == writes.len() => Err(failed.swap_remove(0).1),
+        _ => {
+            let list: Vec<String> = failed.iter().map(|(p, _)| p.to_string()).collect();
+            let (_, first) = failed.swap_remove(0);
+            Err(partly_applied(first, &list.join(", ")))
+        }
+    }
+}
+
+/// Send one partition's appends; the entry ids of its events, in order.
+async fn send(
+    inner: &Inner,
+    write: &PartitionWrite,
+    events: &[(NewEvent, EventMeta)],
+    context: &(dyn Fn() -> String + Sync),
+) -> Result<Vec<ValkeyPosition>, EngineError> {
+    let family = events[write.events[0]].0.family();
+    let slot = inner.keys.slot(family, write.partition);
+    let reply = match write.request.as_ref().expect("built before sending") {
+        Request::Single(xadd) => inner
+            .router
+            .command(slot, xadd, Retry::Once)
+            .await
+            .map(|reply| Value::Array(vec![reply]))
+            .map_err(|e| inner.fail(e, context()))?,
+        Request::Transaction(transaction) => {
+            let (reply, acks) = inner
+                .router
+                .transaction(slot, transaction, Retry::Once)
+                .await
+                .map_err(|e| inner.fail(e, context()))?;
+            if let (Some(acks), Some((replicas, timeout))) = (acks, inner.config.replica_acks) {
+                check_acks(inner, &acks, replicas, timeout, write.partition, context)?;
+            }
+            reply
+        }
+    };
+    let n = write.events.len();
     let replies = match reply {
-        Value::Array(replies) if replies.len() == events.len() + trimmed.len() => replies,
+        Value::Array(replies) if replies.len() == n + write.trimmed.len() => replies,
         Value::ServerError(e) => {
             return Err(server_error(
                 &reply_text(e.code(), e.details()),
@@ -117,7 +228,7 @@ pub(crate) async fn publish_batch(
         }
         other => return Err(unexpected(&context(), format!("EXEC returned {other:?}"))),
     };
-    for (family, reply) in trimmed.iter().zip(&replies[events.len()..]) {
+    for (family, reply) in write.trimmed.iter().zip(&replies[n..]) {
         if let Value::ServerError(e) = reply {
             let error = server_error(
                 &reply_text(e.code(), e.details()),
@@ -127,28 +238,74 @@ pub(crate) async fn publish_batch(
             tracing::warn!(%family, %error, "ff valkey: trimming to the configured retention failed");
         }
     }
-    events
+    write
+        .events
         .iter()
         .zip(&replies)
-        .map(|((event, _), reply)| {
-            let family = event.family();
-            match reply {
-                Value::BulkString(b) => id::parse(b)
-                    .map(|p| encode_valkey(family, p.ms, p.seq))
-                    .ok_or_else(|| unexpected(&context(), format!("XADD returned {reply:?}"))),
-                Value::ServerError(e) => Err(server_error(
-                    &reply_text(e.code(), e.details()),
-                    inner.account(),
-                    &format!(
-                        "{} (other events of this batch may have been stored): XADD to {}",
-                        context(),
-                        inner.keys.stream(family)
-                    ),
-                )),
-                other => Err(unexpected(&context(), format!("XADD returned {other:?}"))),
-            }
+        .map(|(&i, reply)| match reply {
+            Value::BulkString(b) => id::parse(b)
+                .ok_or_else(|| unexpected(&context(), format!("XADD returned {reply:?}"))),
+            Value::ServerError(e) => Err(server_error(
+                &reply_text(e.code(), e.details()),
+                inner.account(),
+                &format!(
+                    "{} (other events of this batch may have been stored): XADD to {}",
+                    context(),
+                    inner.keys.stream(events[i].0.family(), write.partition)
+                ),
+            )),
+            other => Err(unexpected(&context(), format!("XADD returned {other:?}"))),
         })
         .collect()
+}
+
+/// `Ok` when `WAIT` replied that at least `replicas` replicas have the
+/// partition's writes.
+fn check_acks(
+    inner: &Inner,
+    acks: &Value,
+    replicas: u16,
+    timeout: std::time::Duration,
+    partition: u16,
+    context: &(dyn Fn() -> String + Sync),
+) -> Result<(), EngineError> {
+    match acks {
+        Value::Int(n) if *n >= i64::from(replicas) => Ok(()),
+        Value::Int(n) => Err(EngineError::transport(
+            crate::error::BACKEND,
+            crate::error::InContext::new(
+                context(),
+                std::io::Error::other(format!(
+                    "partition {partition}'s events are stored on its primary, but {n} of the {replicas} replica(s) asked for acknowledged them within {timeout:?}: they can be lost if that primary fails now; publish again if they must not be (a duplicate may result)"
+                )),
+            ),
+        )),
+        Value::ServerError(e) => Err(server_error(
+            &reply_text(e.code(), e.details()),
+            inner.account(),
+            &format!("{}: WAIT", context()),
+        )),
+        other => Err(unexpected(&context(), format!("WAIT returned {other:?}"))),
+    }
+}
+
+/// `error` of a batch whose other partitions were stored: says which
+/// partitions' parts were not acknowledged.
+fn partly_applied(error: EngineError, partitions: &str) -> EngineError {
+    let note = format!(
+        "partitions {partitions} of this batch were not acknowledged (each partition's part is stored whole or not at all; the others are stored)"
+    );
+    match error {
+        EngineError::Backend { backend, detail } => EngineError::Backend {
+            backend,
+            detail: format!("{note}: {detail}"),
+        },
+        EngineError::Transport { backend, source } => EngineError::Transport {
+            backend,
+            source: std::sync::Arc::new(crate::error::InContext::new(note, source)),
+        },
+        other => other,
+    }
 }
 
 #[cfg(test)]

@@ -58,24 +58,32 @@ fn script(key: &str, record: &str, mode: &str, limit: &str, slack: u64) -> Cmd {
     cmd
 }
 
-/// When each family's retention last ran from this backend instance.
+/// When each stream's retention last ran from this backend instance.
 pub(crate) struct RetentionClock {
     started: Instant,
-    last_run_ms: [AtomicU64; 4],
+    partitions: u16,
+    /// Per family, then per partition.
+    last_run_ms: Vec<AtomicU64>,
 }
 
 impl RetentionClock {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(partitions: u16) -> Self {
         Self {
             started: Instant::now(),
-            last_run_ms: Default::default(),
+            partitions,
+            last_run_ms: (0..4 * usize::from(partitions))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
         }
     }
 
-    /// `true` (and the clock is reset) when `family`'s retention is due.
-    pub(crate) fn due(&self, family: Family) -> bool {
+    /// `true` (and the clock is reset) when the retention of `family`'s
+    /// partition `partition` is due.
+    pub(crate) fn due(&self, family: Family, partition: u16) -> bool {
         let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX) + 1;
-        let slot = &self.last_run_ms[usize::from(family.cursor_byte() - 1)];
+        let index = usize::from(family.cursor_byte() - 1) * usize::from(self.partitions)
+            + usize::from(partition);
+        let slot = &self.last_run_ms[index];
         let last = slot.load(Ordering::Relaxed);
         if last != 0 && now.saturating_sub(last) < CHECK_EVERY.as_millis() as u64 {
             return false;
@@ -111,10 +119,11 @@ mod tests {
     }
 
     #[test]
-    fn the_clock_is_due_once_per_interval_and_family() {
-        let clock = RetentionClock::new();
-        assert!(clock.due(Family::Completion));
-        assert!(!clock.due(Family::Completion));
-        assert!(clock.due(Family::LeaseHistory));
+    fn the_clock_is_due_once_per_interval_and_stream() {
+        let clock = RetentionClock::new(2);
+        assert!(clock.due(Family::Completion, 0));
+        assert!(!clock.due(Family::Completion, 0));
+        assert!(clock.due(Family::Completion, 1));
+        assert!(clock.due(Family::LeaseHistory, 0));
     }
 }

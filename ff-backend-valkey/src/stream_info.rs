@@ -10,6 +10,7 @@ use redis::Value;
 use crate::error::{reply_text, server_error, unexpected};
 use crate::id;
 use crate::inner::Inner;
+use crate::routing::{Retry, Transaction};
 use crate::trim_record::TrimRecord;
 
 /// A stream's metadata at one instant. An absent key is an empty stream
@@ -174,19 +175,23 @@ fn entry_id(v: InfoValue<'_>, what: &str) -> Result<Option<ValkeyPosition>, Stri
     }
 }
 
-/// The stream's state now: `XINFO STREAM` and the trim record in one
-/// transaction on the shared connection.
+/// The state of `family`'s partition `partition` now: `XINFO STREAM` and
+/// the trim record in one transaction on the node serving it.
 pub(crate) async fn stream_state(
     inner: &Inner,
     family: Family,
+    partition: u16,
     context: &str,
 ) -> Result<StreamState, EngineError> {
-    let mut pipe = redis::pipe();
-    push_state_request(&mut pipe, inner, family);
     let reply = inner
-        .conn
-        .transaction(&pipe)
+        .router
+        .transaction(
+            inner.keys.slot(family, partition),
+            &Transaction::new(state_request(inner, family, partition)),
+            Retry::Idempotent,
+        )
         .await
+        .map(|(reply, _)| reply)
         .map_err(|e| inner.fail(e, context))?;
     match reply {
         Value::Array(parts) => match parts.as_slice() {
@@ -198,18 +203,17 @@ pub(crate) async fn stream_state(
     }
 }
 
-/// Add `XINFO STREAM` and `GET` of the trim record of `family` to an
-/// atomic pipeline (their replies: see [`parse_state`]).
-pub(crate) fn push_state_request(pipe: &mut redis::Pipeline, inner: &Inner, family: Family) {
-    pipe.atomic()
-        .cmd("XINFO")
-        .arg("STREAM")
-        .arg(inner.keys.stream(family))
-        .cmd("GET")
-        .arg(inner.keys.trim_record(family));
+/// `XINFO STREAM` and `GET` of the trim record of a stream (their replies:
+/// see [`parse_state`]).
+pub(crate) fn state_request(inner: &Inner, family: Family, partition: u16) -> [redis::Cmd; 2] {
+    let mut info = redis::cmd("XINFO");
+    info.arg("STREAM").arg(inner.keys.stream(family, partition));
+    let mut get = redis::cmd("GET");
+    get.arg(inner.keys.trim_record(family, partition));
+    [info, get]
 }
 
-/// Parse the replies of [`push_state_request`] on the shared connection;
+/// Parse the replies of [`state_request`] on a shared connection;
 /// "no such key" is the absent stream.
 pub(crate) fn parse_state(
     reply: &Value,

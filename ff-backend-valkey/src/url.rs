@@ -1,13 +1,14 @@
 //! Server URLs: `valkey://` and `redis://`, or `valkeys://` and
 //! `rediss://` for TLS with the `ca_cert=`, `client_cert=` and
-//! `client_key=` query parameters, checked with messages that name the
-//! problem and never echo a password.
+//! `client_key=` query parameters, and `partitions=P` on either, checked
+//! with messages that name the problem and never echo a password.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use ff_core::engine_error::EngineError;
+use ff_core::stream_subscribe::MAX_PARTITIONS;
 use redis::RedisConnectionInfo;
 
 use crate::tls::{Tls, TlsOptions};
@@ -26,6 +27,7 @@ pub(crate) struct ServerUrl {
     username: Option<String>,
     password: Option<String>,
     tls: Option<TlsOptions>,
+    partitions: Option<u16>,
     redacted: String,
 }
 
@@ -39,6 +41,11 @@ impl ServerUrl {
     /// The URL with any password replaced by `***`.
     pub(crate) fn redacted(&self) -> &str {
         &self.redacted
+    }
+
+    /// The partition count the URL's `partitions=` asks for, if any.
+    pub(crate) fn partitions(&self) -> Option<u16> {
+        self.partitions
     }
 
     /// The endpoint every connection is opened to, with its TLS
@@ -139,11 +146,27 @@ impl ServerUrl {
             }
         };
         let mut options = TlsOptions::default();
+        let mut partitions = None;
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if name == "partitions" {
+                partitions = Some(
+                    value
+                        .parse::<u16>()
+                        .ok()
+                        .filter(|p| (1..=MAX_PARTITIONS).contains(p))
+                        .ok_or_else(|| {
+                            invalid(format!(
+                                ": partitions={:?} is not a number from 1 to {MAX_PARTITIONS}",
+                                value.chars().take(20).collect::<String>()
+                            ))
+                        })?,
+                );
+                continue;
+            }
             if !TlsOptions::PARAMETERS.contains(&name) {
                 return Err(invalid(format!(
-                    ": unknown parameter {name:?}; the parameters are ca_cert=, client_cert= and client_key= (TLS only)"
+                    ": unknown parameter {name:?}; the parameters are partitions=, and ca_cert=, client_cert= and client_key= (TLS only)"
                 )));
             }
             if !tls {
@@ -163,6 +186,7 @@ impl ServerUrl {
             username,
             password,
             tls: tls.then_some(options),
+            partitions,
             redacted: redact(url),
         })
     }
@@ -235,6 +259,16 @@ mod tests {
     }
 
     #[test]
+    fn partitions_come_from_the_query_on_either_scheme() {
+        assert_eq!(ServerUrl::parse("valkey://h").unwrap().partitions(), None);
+        let u = ServerUrl::parse("valkey://h:7000?partitions=8").unwrap();
+        assert_eq!(u.partitions(), Some(8));
+        let u = ServerUrl::parse("valkeys://h?partitions=256&ca_cert=/ca.pem").unwrap();
+        assert_eq!(u.partitions(), Some(256));
+        assert!(u.tls.is_some());
+    }
+
+    #[test]
     fn tls_urls_carry_their_certificate_paths() {
         let u = ServerUrl::parse(
             "valkeys://h:6380/0?ca_cert=/etc/ff/ca.pem&client_cert=/c%20d.pem&client_key=/k.pem",
@@ -279,6 +313,13 @@ mod tests {
         invalid("valkeys://u:hunter2@h?sslmode=require", "unknown parameter");
         invalid("valkeys://u:hunter2@h?ca_cert=", "needs a file path");
         invalid("valkey://u:hunter2@h#frag", "fragments");
+        invalid(
+            "valkey://u:hunter2@h?partitions=0",
+            "partitions=\"0\" is not a number",
+        );
+        invalid("valkey://u:hunter2@h?partitions=eight", "from 1 to 256");
+        invalid("valkey://u:hunter2@h?partitions=257", "from 1 to 256");
+        invalid("valkey://u:hunter2@h?partitions=", "partitions=");
         let u = ServerUrl::parse("valkeys://u:hunter2@h?ca_cert=/nonexistent.pem").unwrap();
         match u.endpoint() {
             Err(EngineError::Validation { detail }) => {

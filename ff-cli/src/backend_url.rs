@@ -18,6 +18,9 @@ pub struct Opened {
     pub cursors: Arc<dyn CursorStore>,
     /// The URL with any password removed, for display.
     pub label: String,
+    /// How many partitions each family is split into: events keep
+    /// publish order within a partition (1: one order per family).
+    pub partitions: u16,
 }
 
 /// The URL with its password hidden (see [`ff_core::redact::redact_url`]).
@@ -37,12 +40,13 @@ pub async fn open(url: &str) -> Result<Opened> {
                 publisher: Arc::new(memory.clone()),
                 cursors: Arc::new(memory),
                 label,
+                partitions: 1,
             })
         }
         "valkey" | "redis" | "valkeys" | "rediss" => crate::backends::open_valkey(url, label).await,
         "postgres" | "postgresql" => crate::backends::open_postgres(url, label).await,
         _ => bail!(
-            "unsupported backend URL {label:?}: use memory:, valkey://host:port[/db] (valkeys:// for TLS), redis://host:port[/db] or postgres://user@host:port/db"
+            "unsupported backend URL {label:?}: use memory:, valkey://host:port[/db][?partitions=P] (valkeys:// for TLS; any node of a cluster), redis://host:port[/db] or postgres://user@host:port/db"
         ),
     }
 }

@@ -8,10 +8,12 @@ use ff_backend_valkey::{ValkeyBackend, ValkeyConfig};
 
 use crate::backend_url::Opened;
 
-/// Connect to Valkey (`valkey://` or `redis://`).
+/// Connect to Valkey (`valkey://` or `redis://`, a standalone server or
+/// any node of a cluster; `?partitions=P` splits each family).
 pub async fn open_valkey(url: &str, label: String) -> Result<Opened> {
     let backend = ValkeyBackend::connect(url, ValkeyConfig::default()).await?;
     Ok(Opened {
+        partitions: backend.partitions(),
         backend: Arc::new(backend.clone()),
         publisher: Arc::new(backend.clone()),
         cursors: Arc::new(backend),
@@ -27,5 +29,6 @@ pub async fn open_postgres(url: &str, label: String) -> Result<Opened> {
         publisher: Arc::new(backend.clone()),
         cursors: Arc::new(backend),
         label,
+        partitions: 1,
     })
 }

@@ -13,9 +13,13 @@ pub enum Role {
     ConsumerWithCursorStore,
 }
 
+/// Rights only a Valkey Cluster exercises (a standalone server never
+/// redirects, so an account lacking them still works there).
+pub const CLUSTER_ONLY: [&str; 1] = ["asking"];
+
 /// The commands `role` needs (`ACL SETUSER` `+…` rules, without the `+`).
 pub fn commands(role: Role) -> Vec<&'static str> {
-    let setup = ["client|setname"];
+    let setup = ["client|setname", "cluster|shards", "asking"];
     match role {
         Role::Publisher => setup
             .into_iter()

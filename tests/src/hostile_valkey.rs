@@ -6,7 +6,8 @@
 //! Valkey server.
 //!
 //! The server answers `MULTI` with `+OK`, queued commands with `+QUEUED`,
-//! and every other command it does not script with `+OK`. A test scripts
+//! `CLUSTER …` as a standalone server does (cluster support disabled), and
+//! every other command it does not script with `+OK`. A test scripts
 //! three requests (see [`Request`]): the state read at subscribe time
 //! (`XINFO STREAM` + `GET` in `MULTI`), a paired page read (`XRANGE` +
 //! `XINFO STREAM` + `GET` in `MULTI`), and the wake-up (`XREAD`).
@@ -166,6 +167,9 @@ impl Connection {
                 }
                 (Some("XREAD"), None) => (self.script)(&Request::Wait),
                 (Some("PING"), None) => Answer::Bytes(b"+PONG\r\n".to_vec()),
+                (Some("CLUSTER"), None) => {
+                    Answer::Bytes(b"-ERR This instance has cluster support disabled\r\n".to_vec())
+                }
                 (Some("CLIENT"), None) => {
                     let is_setname =
                         command.get(1).map(|s| s.to_ascii_uppercase()) == Some("SETNAME".into());

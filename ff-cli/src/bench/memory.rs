@@ -91,6 +91,8 @@ pub async fn run(opened: &Opened, events: usize) -> Result<BenchReport> {
     latencies.sort_by(f64::total_cmp);
     let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
     Ok(BenchReport {
+        partitions: None,
+        nodes: None,
         backend: opened.label.clone(),
         figures: vec![
             Figure::new("publish_events_per_sec", "events/s", publish, None),

@@ -1,6 +1,7 @@
 //! `ff bench`: throughput and latency through ff beside raw-client
 //! baselines measured in the same run.
 
+pub mod cpu;
 mod http_client;
 mod measure;
 mod memory;
@@ -24,7 +25,7 @@ pub struct BenchArgs {
     /// Benchmark the SSE gateway instead of a backend.
     #[command(subcommand)]
     pub which: Option<BenchWhich>,
-    /// Backend URL: memory:, valkey://host:port[/db] (valkeys://…?ca_cert=PATH for TLS), postgres://...
+    /// Backend URL: memory:, valkey://host:port[/db] (any node of a cluster; ?partitions=P splits each family; valkeys://…?ca_cert=PATH for TLS), postgres://...
     #[arg(long, env = "FF_BACKEND", default_value = "memory:")]
     pub backend: String,
     /// Events to publish and catch up on (at least 200,000 for Valkey and Postgres).

@@ -91,6 +91,8 @@ pub async fn run(url: &str, events: usize) -> anyhow::Result<BenchReport> {
         figures.push(super::postgres_prune::measure(url, &mut admin).await?);
     }
     Ok(BenchReport {
+        partitions: None,
+        nodes: None,
         backend: format!("postgres {}", redact_url(url)),
         figures: result?,
     })

@@ -37,6 +37,12 @@ impl Figure {
 pub struct BenchReport {
     /// Which backend (URL with credentials removed).
     pub backend: String,
+    /// Partitions per family (Valkey).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<u16>,
+    /// Nodes serving data: a cluster's primaries, or 1 (Valkey).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<usize>,
     /// The figures, in the order measured.
     pub figures: Vec<Figure>,
 }
@@ -44,7 +50,15 @@ pub struct BenchReport {
 impl BenchReport {
     /// Print as an aligned table.
     pub fn print_table(&self) {
-        println!("ff bench — {}", self.backend);
+        match (self.partitions, self.nodes) {
+            (Some(p), Some(n)) => println!(
+                "ff bench — {} ({p} partition{}, {n} node{})",
+                self.backend,
+                if p == 1 { "" } else { "s" },
+                if n == 1 { "" } else { "s" }
+            ),
+            _ => println!("ff bench — {}", self.backend),
+        }
         println!(
             "{:<32} {:>14} {:>14} {:>8}  unit",
             "figure", "ff", "raw", "ratio"

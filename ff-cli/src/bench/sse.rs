@@ -282,6 +282,8 @@ pub async fn run(args: &SseBenchArgs) -> Result<BenchReport> {
     ];
     let figures = figures.into_iter().chain(storm_figures).collect();
     Ok(BenchReport {
+        partitions: None,
+        nodes: None,
         backend: format!(
             "ff serve over {}",
             crate::backend_url::redact(&args.backend)

@@ -2,8 +2,15 @@
 //! and live latency through ff, each beside a raw `redis`-crate baseline
 //! doing the same work against the same server in the same run. With a
 //! `valkeys://` URL both sides go over TLS: the raw client's connections
-//! come from [`ValkeyBackend::connection`] (the same rustls setup), so the
-//! ratios compare ff with the raw client, TLS cost included on both.
+//! come from [`ValkeyBackend::connection_for_key`] (the same rustls setup),
+//! so the ratios compare ff with the raw client, TLS cost included on both.
+//!
+//! On a Valkey Cluster (a URL naming any node, with `?partitions=P` or
+//! not), the figures are taken at the URL's P with the raw client on the
+//! node of ff's partition 0, and the report adds `cluster_scaling` — ff's
+//! catch-up over 6 partitions divided by ff's catch-up over 1, in the same
+//! run — and the client's and the servers' CPU per event of each catch-up
+//! (from `/proc`, when the servers are local processes).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -16,6 +23,7 @@ use ff_core::backend::EventPublisher;
 use ff_core::stream_events::{CompletionOutcome, EventMeta, Family, NewEvent};
 use ff_core::types::ExecutionId;
 
+use super::cpu::{own_cpu_ns, total_cpu_ns};
 use super::measure::{
     collect, ff_catch_up, ff_live_receiver, latencies, per_sec, percentiles_us, ticker,
 };
@@ -40,21 +48,161 @@ pub async fn run(url: &str, events: usize) -> anyhow::Result<BenchReport> {
         .with_key_prefix(prefix.clone())
         .with_client_name("ff-bench");
     let backend = ValkeyBackend::connect(url, config).await?;
-    let mut raw = backend.connection().await.context("raw connection")?;
     let ff_key = backend.stream_key(Family::Completion).to_owned();
-    let raw_key = format!("{prefix}raw");
-    let result = measure(&backend, &mut raw, &ff_key, &raw_key, events).await;
-    let mut del = redis::cmd("DEL");
-    del.arg(&raw_key).arg(format!("{raw_key}-live"));
-    for family in Family::ALL.iter().copied() {
-        del.arg(backend.stream_key(family));
+    // On a cluster (or with partitions) the raw key shares partition 0's
+    // slot, so both clients talk to the same node.
+    let raw_key = if backend.is_cluster() || backend.partitions() > 1 {
+        format!("{prefix}{{fp:0}}:raw")
+    } else {
+        format!("{prefix}raw")
+    };
+    let mut raw = backend
+        .connection_for_key(&raw_key)
+        .await
+        .context("raw connection")?;
+    // With one partition the raw client reads ff's own stream; with
+    // several, its own (the same entries, published by the raw producer).
+    let read_key = if backend.partitions() == 1 {
+        ff_key.clone()
+    } else {
+        raw_key.clone()
+    };
+    let result = measure(&backend, &mut raw, &read_key, &raw_key, events).await;
+    let mut keys = vec![raw_key.clone(), format!("{raw_key}-live")];
+    keys.extend(all_stream_keys(&backend));
+    delete(&backend, &keys).await;
+    let mut figures = result?;
+    if backend.is_cluster() {
+        eprintln!("bench: cluster scaling (catch-up over 1 and 6 partitions)");
+        figures.extend(cluster_scaling(url, &prefix, events).await?);
     }
-    let _: redis::RedisResult<()> = del.query_async(&mut raw).await;
-    let figures = result?;
     Ok(BenchReport {
         backend: format!("valkey {}", backend.url()),
+        partitions: Some(backend.partitions()),
+        nodes: Some(backend.nodes().len()),
         figures,
     })
+}
+
+/// Every stream key of every family and partition.
+fn all_stream_keys(backend: &ValkeyBackend) -> Vec<String> {
+    Family::ALL
+        .iter()
+        .flat_map(|&f| {
+            (0..backend.partitions()).map(move |n| backend.partition_stream_key(f, n).to_owned())
+        })
+        .collect()
+}
+
+/// Delete `keys`, each on the node serving it (errors ignored: cleanup).
+async fn delete(backend: &ValkeyBackend, keys: &[String]) {
+    for key in keys {
+        if let Ok(mut conn) = backend.connection_for_key(key).await {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(key).query_async(&mut conn).await;
+        }
+    }
+}
+
+/// The process ids of the nodes serving data, from `INFO server`.
+async fn server_pids(backend: &ValkeyBackend) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for node in backend.nodes() {
+        let Ok(mut conn) = backend.connection_to_node(&node).await else {
+            continue;
+        };
+        let info: redis::RedisResult<String> = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await;
+        if let Some(pid) = info.ok().and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("process_id:"))
+                .and_then(|p| p.trim().parse().ok())
+        }) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Catch-ups per partition count in [`cluster_scaling`], alternating, of
+/// which the median counts: the machine's other load moves single runs.
+const SCALING_ROUNDS: usize = 3;
+
+/// ff's catch-up over 1 and over 6 partitions of the same cluster in one
+/// run, their ratio (`cluster_scaling`), and the client's and servers' CPU
+/// per event of each (servers: only when they are local processes). The
+/// two catch-ups alternate [`SCALING_ROUNDS`] times; each figure is the
+/// median of its rounds.
+async fn cluster_scaling(url: &str, prefix: &str, events: usize) -> anyhow::Result<Vec<Figure>> {
+    const COUNTS: [u16; 2] = [1, 6];
+    let mut backends = Vec::new();
+    for partitions in COUNTS {
+        let config = ValkeyConfig::default()
+            .with_key_prefix(format!("{prefix}p{partitions}:"))
+            .with_client_name("ff-bench")
+            .with_partitions(partitions);
+        let backend = ValkeyBackend::connect(url, config).await?;
+        for start in (0..events).step_by(PUBLISH_CHUNK) {
+            let chunk = start..(start + PUBLISH_CHUNK).min(events);
+            backend.publish_batch(chunk.map(draft).collect()).await?;
+        }
+        backends.push(backend);
+    }
+    let pids = server_pids(&backends[0]).await;
+    // Per partition count: rates, client and server µs per event.
+    let mut samples: [Vec<[Option<f64>; 3]>; 2] = [Vec::new(), Vec::new()];
+    let mut result = Ok(());
+    'rounds: for _ in 0..SCALING_ROUNDS {
+        for (i, backend) in backends.iter().enumerate() {
+            let (client_before, server_before) = (own_cpu_ns(), total_cpu_ns(&pids));
+            let rate = match ff_catch_up(backend, Family::Completion, events).await {
+                Ok((rate, _)) => rate,
+                Err(e) => {
+                    result = Err(e);
+                    break 'rounds;
+                }
+            };
+            let (client_after, server_after) = (own_cpu_ns(), total_cpu_ns(&pids));
+            let per_event = |before: Option<u64>, after: Option<u64>| {
+                Some(after?.saturating_sub(before?) as f64 / 1_000.0 / events as f64)
+            };
+            samples[i].push([
+                Some(rate),
+                per_event(client_before, client_after),
+                per_event(server_before, server_after).filter(|_| !pids.is_empty()),
+            ]);
+        }
+    }
+    for backend in &backends {
+        delete(backend, &all_stream_keys(backend)).await;
+    }
+    result?;
+    let median = |i: usize, k: usize| -> Option<f64> {
+        let mut v: Vec<f64> = samples[i].iter().filter_map(|s| s[k]).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    };
+    let mut figures = Vec::new();
+    for (i, partitions) in COUNTS.iter().enumerate() {
+        let mut figure = |name: &str, unit: &str, k: usize| {
+            if let Some(value) = median(i, k) {
+                figures.push(Figure::new(
+                    &format!("{name}_p{partitions}"),
+                    unit,
+                    value,
+                    None,
+                ));
+            }
+        };
+        figure("catch_up_events_per_sec", "events/s", 0);
+        figure("catch_up_client_cpu_us_per_event", "us", 1);
+        figure("catch_up_server_cpu_us_per_event", "us", 2);
+    }
+    if let (Some(p6), Some(p1)) = (median(1, 0), median(0, 0)) {
+        figures.push(Figure::new("cluster_scaling", "x", p6 / p1, None));
+    }
+    Ok(figures)
 }
 
 fn nanos() -> u32 {
@@ -181,7 +329,8 @@ struct RawCompletion {
     tags: Option<String>,
 }
 
-/// `XREAD COUNT 1000` from the start until `events` entries were decoded.
+/// `XREAD COUNT 1000` of `key` from the start until `events` entries were
+/// decoded.
 async fn raw_catch_up(
     raw: &mut MultiplexedConnection,
     key: &str,
@@ -223,7 +372,7 @@ async fn raw_live(
     raw: &mut MultiplexedConnection,
     key: &str,
 ) -> anyhow::Result<(f64, f64)> {
-    let mut reader = backend.connection().await?;
+    let mut reader = backend.connection_for_key(key).await?;
     let key_owned = key.to_owned();
     let receiver = tokio::spawn(async move {
         let options = StreamReadOptions::default().count(1000).block(30_000);

@@ -28,7 +28,8 @@ pub struct Tally {
     pub delivered: u64,
     /// Events applied whose sequence had already been applied.
     pub duplicated: u64,
-    /// Events applied with a sequence below one applied before.
+    /// Events applied with a sequence below one applied before in the
+    /// same partition (the order a partitioned family keeps).
     pub out_of_order: u64,
     /// Events applied that the consumer's filter should not have admitted.
     pub unexpected: u64,
@@ -37,13 +38,15 @@ pub struct Tally {
     /// Distinct expected sequences applied.
     pub distinct: u64,
     seen: Vec<bool>,
-    max_seq: Option<u64>,
+    /// The highest sequence applied, per partition.
+    max_seq: Vec<Option<u64>>,
 }
 
 impl Tally {
-    fn new(space: usize) -> Self {
+    fn new(space: usize, partitions: u16) -> Self {
         Self {
             seen: vec![false; space],
+            max_seq: vec![None; usize::from(partitions.max(1))],
             ..Self::default()
         }
     }
@@ -56,6 +59,9 @@ pub struct Plan {
     pub events: Arc<Vec<(NewEvent, EventMeta)>>,
     /// `wanted[seq]`: whether the filter admits that event.
     pub wanted: Vec<bool>,
+    /// How many partitions the family is split into: order is checked
+    /// within each.
+    pub partitions: u16,
 }
 
 impl Plan {
@@ -85,10 +91,12 @@ impl Plan {
             *slot = true;
             tally.distinct += 1;
         }
-        if tally.max_seq.is_some_and(|m| seq < m) {
+        let partition = usize::from(event.execution_id().partition() % self.partitions.max(1));
+        let max = &mut tally.max_seq[partition];
+        if max.is_some_and(|m| seq < m) {
             tally.out_of_order += 1;
         }
-        tally.max_seq = Some(tally.max_seq.map_or(seq, |m| m.max(seq)));
+        *max = Some(max.map_or(seq, |m| m.max(seq)));
         Ok(())
     }
 }
@@ -124,7 +132,7 @@ pub async fn run(
 ) -> Result<ConsumerRun> {
     let idle_limit = Duration::from_secs(30);
     let expected = plan.expected();
-    let mut committed = Tally::new(plan.wanted.len());
+    let mut committed = Tally::new(plan.wanted.len(), plan.partitions);
     let mut restarts = 0;
     let mut replayed = 0;
     'session: loop {

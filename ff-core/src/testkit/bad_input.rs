@@ -9,7 +9,7 @@ use crate::engine_error::EngineError;
 use crate::filter::SubscriptionFilter;
 use crate::stream_events::{CompletionKind, EventKind, Family, LeaseHistoryKind};
 use crate::stream_subscribe::{StreamCursor, MEMORY_BYTE, POSTGRES_BYTE, VALKEY_BYTE};
-use crate::testkit::harness::{hook, Capability};
+use crate::testkit::harness::{hook, Capability, EventOrder};
 use crate::testkit::support::*;
 use crate::testkit::Harness;
 
@@ -123,11 +123,16 @@ pub async fn corrupt_entries_are_flagged_and_the_stream_goes_on<H: Harness>(h: &
     let run = run_label("corrupt");
     let publisher = h.publisher();
     let backend = h.backend();
+    let order = h.event_order();
     for family in Family::ALL.iter().copied() {
         let drafts = drafts(family, 4, &run);
         let before = publish_batch(&*publisher, &drafts[..2]).await;
         let corrupt = inject_corrupt(h, family).await;
         publish_batch(&*publisher, &drafts[2..]).await;
+        if order != EventOrder::Total {
+            corrupt_among_partitions(h, family, &drafts, &run).await;
+            continue;
+        }
         for (filtered, filter) in [
             (false, SubscriptionFilter::default()),
             (true, SubscriptionFilter::new().with_tag("run", run.clone())),
@@ -176,7 +181,11 @@ pub async fn corrupt_entries_are_flagged_and_the_stream_goes_on<H: Harness>(h: &
             .expect("completion: a typed item within the deadline")
             .expect("completion: the typed stream ended after a corrupt record");
         match item {
-            Err(EngineError::Corrupt { cursor, .. }) if cursor == corrupt => saw_corrupt = true,
+            Err(EngineError::Corrupt { cursor, .. })
+                if cursor == corrupt || order != EventOrder::Total =>
+            {
+                saw_corrupt = true
+            }
             Err(EngineError::Corrupt { .. }) => {}
             Err(e) => panic!("completion: typed stream: unexpected error {e}"),
             Ok(e) if e.execution_id == *drafts[0].0.execution_id() => break,
@@ -187,4 +196,96 @@ pub async fn corrupt_entries_are_flagged_and_the_stream_goes_on<H: Harness>(h: &
         saw_corrupt,
         "completion: the typed subscription must report the corrupt record and go on"
     );
+}
+
+/// The corrupt-record scenario under a per-partition order, where the
+/// record's cursor is the subscription's own: from the beginning (with and
+/// without a filter) the record comes as one `Corrupt` among `drafts`;
+/// resuming from the item before it yields it again with the same cursor,
+/// and resuming from its cursor yields exactly what followed it.
+async fn corrupt_among_partitions<H: Harness>(
+    h: &H,
+    family: Family,
+    drafts: &[(
+        crate::stream_events::NewEvent,
+        crate::stream_events::EventMeta,
+    )],
+    run: &str,
+) {
+    let order = h.event_order();
+    for (filtered, filter) in [
+        (false, SubscriptionFilter::default()),
+        (
+            true,
+            SubscriptionFilter::new().with_tag("run", run.to_owned()),
+        ),
+    ] {
+        let what = format!(
+            "{family}: {} subscription over a corrupt record",
+            if filtered { "a filtered" } else { "a" }
+        );
+        let mut sub = subscribe(h, family, StreamCursor::beginning(), &filter).await;
+        let mut items = Vec::new();
+        loop {
+            match next_item(&mut sub, ITEM_DEADLINE, "the backlog with a corrupt record").await {
+                DeliveryItem::CaughtUp { .. } => break,
+                DeliveryItem::Checkpoint { .. } => {}
+                item => items.push(item),
+            }
+        }
+        let corrupt_at: Vec<usize> = items
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| matches!(i, DeliveryItem::Corrupt { .. }))
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(
+            corrupt_at.len(),
+            1,
+            "{what}: one Corrupt item, got {items:?}"
+        );
+        let at = corrupt_at[0];
+        let DeliveryItem::Corrupt { cursor, detail } = &items[at] else {
+            unreachable!()
+        };
+        assert!(
+            !detail.is_empty(),
+            "{what}: Corrupt must say what was wrong"
+        );
+        let events = |items: &[DeliveryItem]| -> Vec<_> {
+            items
+                .iter()
+                .filter_map(|i| match i {
+                    DeliveryItem::Event { event, meta } => Some((event.clone(), meta.clone())),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_delivered_in(order, &events(&items), drafts, &what);
+        let start = if at == 0 {
+            StreamCursor::beginning()
+        } else {
+            items[at - 1].cursor().clone()
+        };
+        let mut again = subscribe(h, family, start, &filter).await;
+        match next_item(&mut again, ITEM_DEADLINE, "the Corrupt item again").await {
+            DeliveryItem::Corrupt { cursor: again, .. } => assert_eq!(
+                &again, cursor,
+                "{what}: resumed just before it, the record comes with the same cursor"
+            ),
+            other => panic!("{what}: resumed just before the corrupt record, got {other:?}"),
+        }
+        let mut resumed = subscribe(h, family, cursor.clone(), &filter).await;
+        let (rest, _) = until_caught_up(&mut resumed, "resume from a Corrupt cursor").await;
+        let after: Vec<_> = events(&items[at + 1..])
+            .into_iter()
+            .map(|(e, m)| (e.to_new_event(), m))
+            .collect();
+        assert_delivered_in(
+            order,
+            &rest,
+            &after,
+            &format!("{what}, resumed from the Corrupt item's cursor"),
+        );
+    }
 }

@@ -5,30 +5,43 @@ use futures::StreamExt;
 
 use crate::backend::DeliveryItem;
 use crate::filter::SubscriptionFilter;
-use crate::stream_events::{EventMeta, Family, FamilyEvent};
+use crate::stream_events::{EventMeta, Family, FamilyEvent, StreamEvent};
 use crate::stream_subscribe::StreamCursor;
-use crate::testkit::harness::{hook, Capability};
+use crate::testkit::harness::{hook, Capability, EventOrder};
 use crate::testkit::support::*;
 use crate::testkit::Harness;
+use crate::types::ExecutionId;
 
 /// §3.7.1: one total order per family, consistent with the cursors, equal
-/// to publish order, and the cursors publish returned are the delivered ones.
+/// to publish order, and the cursors publish returned are the delivered
+/// ones. Under a per-partition order: publish order within each partition,
+/// the delivered cursors increasing, and publish's cursors increasing
+/// within each partition.
 pub async fn order_is_total_and_matches_cursors<H: Harness>(h: &H) {
     let run = run_label("order");
     let publisher = h.publisher();
+    let order = h.event_order();
     for family in Family::ALL.iter().copied() {
         let drafts = drafts(family, 30, &run);
         let mut cursors = publish_each(&*publisher, &drafts[..10]).await;
         cursors.extend(publish_batch(&*publisher, &drafts[10..]).await);
         let mut sub = subscribe(h, family, StreamCursor::beginning(), &Default::default()).await;
         let (events, _) = until_caught_up(&mut sub, "the published backlog").await;
-        assert_delivered(&events, &drafts, &format!("{family} from beginning"));
+        assert_delivered_in(order, &events, &drafts, &format!("{family} from beginning"));
         let delivered: Vec<&StreamCursor> = events.iter().map(|(e, _)| e.cursor()).collect();
-        assert_eq!(
-            delivered,
-            cursors.iter().collect::<Vec<_>>(),
-            "{family}: delivered cursors differ from the cursors publish returned"
-        );
+        match order {
+            EventOrder::Total => assert_eq!(
+                delivered,
+                cursors.iter().collect::<Vec<_>>(),
+                "{family}: delivered cursors differ from the cursors publish returned"
+            ),
+            _ => assert_publish_cursors_increase(
+                order,
+                &cursors,
+                &drafts,
+                &format!("{family}: the cursors publish returned"),
+            ),
+        }
         assert_increasing(&delivered, &format!("{family} delivery order"));
         for (event, _) in &events {
             assert_eq!(
@@ -47,6 +60,7 @@ pub async fn order_is_total_and_matches_cursors<H: Harness>(h: &H) {
 pub async fn cursors_compare_by_bytes_past_256_and_65536_events<H: Harness>(h: &H) {
     let run = run_label("byteorder");
     let publisher = h.publisher();
+    let order = h.event_order();
     for family in Family::ALL.iter().copied() {
         // Completion crosses 65,536 within one batch; every family crosses
         // 256 within a batch and again across single publishes.
@@ -63,10 +77,11 @@ pub async fn cursors_compare_by_bytes_past_256_and_65536_events<H: Harness>(h: &
             "{family}: cursors publish returned for {} events",
             all.len()
         );
-        assert_increasing(&cursors, &what);
+        assert_publish_cursors_increase(order, &cursors, &all, &what);
         let mut sub = subscribe(h, family, StreamCursor::beginning(), &Default::default()).await;
         let (events, _) = until_caught_up(&mut sub, "a backlog of tens of thousands").await;
-        assert_delivered(
+        assert_delivered_in(
+            order,
             &events,
             &all,
             &format!("{family} from beginning, byte order"),
@@ -75,12 +90,16 @@ pub async fn cursors_compare_by_bytes_past_256_and_65536_events<H: Harness>(h: &
             .into_iter()
             .map(|(e, _)| e.cursor().clone())
             .collect();
-        assert!(
-            delivered == cursors,
-            "{family}: the delivered cursors differ from the cursors publish returned \
-             (first at position {:?})",
-            delivered.iter().zip(&cursors).position(|(a, b)| a != b)
-        );
+        if order == EventOrder::Total {
+            assert!(
+                delivered == cursors,
+                "{family}: the delivered cursors differ from the cursors publish returned \
+                 (first at position {:?})",
+                delivered.iter().zip(&cursors).position(|(a, b)| a != b)
+            );
+        } else {
+            assert_increasing(&delivered, &format!("{family}: delivered cursors"));
+        }
     }
 }
 
@@ -89,6 +108,7 @@ pub async fn cursors_compare_by_bytes_past_256_and_65536_events<H: Harness>(h: &
 pub async fn resume_from_any_cursor_yields_exactly_the_rest<H: Harness>(h: &H) {
     let run = run_label("resume");
     let publisher = h.publisher();
+    let order = h.event_order();
     for family in Family::ALL.iter().copied() {
         let drafts = drafts(family, 17, &run);
         let (first, later) = drafts.split_at(12);
@@ -96,13 +116,22 @@ pub async fn resume_from_any_cursor_yields_exactly_the_rest<H: Harness>(h: &H) {
         let mut sub = subscribe(h, family, StreamCursor::beginning(), &Default::default()).await;
         let (events, caught_up) = until_caught_up(&mut sub, "the first 12 events").await;
         drop(sub);
-        assert_delivered(&events, first, &format!("{family} initial read"));
+        assert_delivered_in(order, &events, first, &format!("{family} initial read"));
         for (i, (event, _)) in events.iter().enumerate() {
             let mut sub = subscribe(h, family, event.cursor().clone(), &Default::default()).await;
             let (rest, _) = until_caught_up(&mut sub, "the rest after a resume").await;
-            assert_delivered(
+            // Exactly what the first subscription yielded after event i.
+            let expected: Vec<_> = match order {
+                EventOrder::Total => first[i + 1..].to_vec(),
+                _ => events[i + 1..]
+                    .iter()
+                    .map(|(e, m)| (e.to_new_event(), m.clone()))
+                    .collect(),
+            };
+            assert_delivered_in(
+                order,
                 &rest,
-                &first[i + 1..],
+                &expected,
                 &format!("{family} resumed after event {i}"),
             );
         }
@@ -111,7 +140,12 @@ pub async fn resume_from_any_cursor_yields_exactly_the_rest<H: Harness>(h: &H) {
         for start in [events.last().unwrap().0.cursor().clone(), caught_up] {
             let mut sub = subscribe(h, family, start, &Default::default()).await;
             let (rest, _) = until_caught_up(&mut sub, "events appended while away").await;
-            assert_delivered(&rest, later, &format!("{family} resumed after a gap"));
+            assert_delivered_in(
+                order,
+                &rest,
+                later,
+                &format!("{family} resumed after a gap"),
+            );
         }
     }
 }
@@ -121,6 +155,7 @@ pub async fn resume_from_any_cursor_yields_exactly_the_rest<H: Harness>(h: &H) {
 pub async fn tail_yields_only_later_events<H: Harness>(h: &H) {
     let run = run_label("tail");
     let publisher = h.publisher();
+    let order = h.event_order();
     for family in Family::ALL.iter().copied() {
         let drafts = drafts(family, 10, &run);
         let (before, after) = drafts.split_at(5);
@@ -138,18 +173,19 @@ pub async fn tail_yields_only_later_events<H: Harness>(h: &H) {
             "{family}: CaughtUp must carry the resolved position, not the empty cursor"
         );
         let got = take_events(&mut sub, 5, "events published after subscribing").await;
-        assert_delivered(&got, after, &format!("{family} tail"));
+        assert_delivered_in(order, &got, after, &format!("{family} tail"));
         let mut again = subscribe(h, family, resolved, &Default::default()).await;
         let (from_resolved, _) =
             until_caught_up(&mut again, "events after the resolved tail").await;
-        assert_delivered(
+        assert_delivered_in(
+            order,
             &from_resolved,
             after,
             &format!("{family} from resolved tail"),
         );
         let mut all = subscribe(h, family, StreamCursor::beginning(), &Default::default()).await;
         let (everything, _) = until_caught_up(&mut all, "everything from beginning").await;
-        assert_delivered(&everything, &drafts, &format!("{family} beginning"));
+        assert_delivered_in(order, &everything, &drafts, &format!("{family} beginning"));
     }
 }
 
@@ -253,6 +289,7 @@ pub async fn live_events_from_another_process_arrive_promptly<H: Harness>(h: &H)
 pub async fn caught_up_is_yielded_exactly_once<H: Harness>(h: &H) {
     let run = run_label("caughtup");
     let publisher = h.publisher();
+    let order = h.event_order();
     for family in Family::ALL.iter().copied() {
         let drafts = drafts(family, 8, &run);
         publish_batch(&*publisher, &drafts[..5]).await;
@@ -260,7 +297,7 @@ pub async fn caught_up_is_yielded_exactly_once<H: Harness>(h: &H) {
         // Committed after subscribe returned: they come after CaughtUp.
         publish_each(&*publisher, &drafts[5..]).await;
         let (backlog, caught_up) = until_caught_up(&mut sub, "the backlog").await;
-        assert_delivered(&backlog, &drafts[..5], "backlog before CaughtUp");
+        assert_delivered_in(order, &backlog, &drafts[..5], "backlog before CaughtUp");
         assert_eq!(
             caught_up.position_cmp(backlog.last().unwrap().0.cursor()),
             Some(std::cmp::Ordering::Equal),
@@ -276,7 +313,7 @@ pub async fn caught_up_is_yielded_exactly_once<H: Harness>(h: &H) {
                 ),
             }
         }
-        assert_delivered(&live, &drafts[5..], "events after CaughtUp");
+        assert_delivered_in(order, &live, &drafts[5..], "events after CaughtUp");
     }
 }
 
@@ -305,6 +342,7 @@ pub async fn typed_subscriptions_yield_each_family<H: Harness>(h: &H) {
     let run = run_label("typed");
     let backend = h.backend();
     let publisher = h.publisher();
+    let order = h.event_order();
     let f = SubscriptionFilter::default();
     let mut expected = Vec::new();
     for family in Family::ALL.iter().copied() {
@@ -316,18 +354,24 @@ pub async fn typed_subscriptions_yield_each_family<H: Harness>(h: &H) {
         expected.push(
             cursors
                 .into_iter()
-                .zip(published.into_iter().map(|(_, m)| m))
+                .zip(published.into_iter().map(|(d, m)| (m, *d.execution_id())))
+                .map(|(c, (m, e))| (c, m, e))
                 .collect::<Vec<_>>(),
         );
     }
-    fn parts<E: FamilyEvent>(events: Vec<E>) -> Vec<(StreamCursor, EventMeta)> {
+    type Parts = (StreamCursor, EventMeta, ExecutionId);
+    fn parts<E: FamilyEvent + Into<StreamEvent>>(events: Vec<E>) -> Vec<Parts> {
         events
             .into_iter()
-            .map(|e| (e.event_cursor().clone(), e.event_meta().clone()))
+            .map(|e| {
+                let (cursor, meta) = (e.event_cursor().clone(), e.event_meta().clone());
+                let event: StreamEvent = e.into();
+                (cursor, meta, *event.execution_id())
+            })
             .collect()
     }
     let start = StreamCursor::beginning;
-    let got: [Vec<(StreamCursor, EventMeta)>; 4] = [
+    let got: [Vec<Parts>; 4] = [
         parts(
             drain_typed(
                 backend.subscribe_lease_history(start(), &f).await.unwrap(),
@@ -355,9 +399,30 @@ pub async fn typed_subscriptions_yield_each_family<H: Harness>(h: &H) {
         ),
     ];
     for ((family, got), want) in Family::ALL.iter().zip(got).zip(expected) {
+        if order == EventOrder::Total {
+            assert_eq!(
+                got, want,
+                "{family}: a typed subscription's events must carry the cursors publish returned and their metadata"
+            );
+            continue;
+        }
+        // Per partition: the metadata in publish order, cursors increasing.
+        let partition = |p: &Parts| order.partition_of(&p.2);
+        let mut got_order: Vec<&Parts> = got.iter().collect();
+        got_order.sort_by_key(|p| partition(p));
+        let mut want_order: Vec<&Parts> = want.iter().collect();
+        want_order.sort_by_key(|p| partition(p));
+        let metas = |v: &[&Parts]| {
+            v.iter()
+                .map(|p| (partition(p), p.1.clone()))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
-            got, want,
-            "{family}: a typed subscription's events must carry the cursors publish returned and their metadata"
+            metas(&got_order),
+            metas(&want_order),
+            "{family}: a typed subscription's events must carry their metadata, in publish order within each partition"
         );
+        let cursors: Vec<&StreamCursor> = got.iter().map(|p| &p.0).collect();
+        assert_increasing(&cursors, &format!("{family}: typed cursors"));
     }
 }

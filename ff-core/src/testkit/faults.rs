@@ -9,7 +9,7 @@ use crate::backend::DeliveryItem;
 use crate::engine_error::EngineError;
 use crate::stream_events::{EventMeta, Family, NewEvent};
 use crate::stream_subscribe::StreamCursor;
-use crate::testkit::harness::{hook, Capability};
+use crate::testkit::harness::{hook, Capability, EventOrder};
 use crate::testkit::support::*;
 use crate::testkit::Harness;
 
@@ -20,6 +20,7 @@ use crate::testkit::Harness;
 pub async fn reconnect_continues_exactly_after_the_last_event<H: Harness>(h: &H) {
     let run = run_label("reconnect");
     let publisher = h.publisher();
+    let order = h.event_order();
     for family in Family::ALL.iter().copied() {
         let drafts = drafts(family, 24, &run);
         publish_batch(&*publisher, &drafts[..10]).await;
@@ -49,13 +50,15 @@ pub async fn reconnect_continues_exactly_after_the_last_event<H: Harness>(h: &H)
         let rest = take_events(&mut mid, 19, "events after the connection loss").await;
         let mut all = first;
         all.extend(rest);
-        assert_delivered(
+        assert_delivered_in(
+            order,
             &all,
             &drafts,
             &format!("{family}: a subscription 5 events in, across a reconnect"),
         );
         let live = take_events(&mut tail, 14, "tail events after the connection loss").await;
-        assert_delivered(
+        assert_delivered_in(
+            order,
             &live,
             &drafts[10..],
             &format!(
@@ -87,8 +90,9 @@ pub async fn reconnect_continues_exactly_after_the_last_event<H: Harness>(h: &H)
 
 /// Subscribe to `family` from `start`, read one event, then stop reading
 /// while the subscription does whatever read-ahead it does; trim
-/// everything but the newest event and count the events the stalled
-/// subscription still yields before `CursorExpired`. That is what it held.
+/// everything but the newest event (of each partition, under a
+/// per-partition order) and count the events the stalled subscription
+/// still yields before `CursorExpired`. That is what it held.
 async fn read_ahead_of_a_stalled_consumer<H: Harness>(
     h: &H,
     family: Family,
@@ -97,13 +101,25 @@ async fn read_ahead_of_a_stalled_consumer<H: Harness>(
     cursors: &[StreamCursor],
     what: &str,
 ) -> usize {
+    let order = h.event_order();
     let mut sub = subscribe(h, family, start, &Default::default()).await;
     let mut delivered = take_events(&mut sub, 1, "the first event of a backlog").await;
     // The stall. Not a synchronisation: what follows holds for a correct
     // backend however long it lasts; the pause only gives an unbounded
     // reader the time to fetch thousands, so the check can catch it.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    h.expire_before(family, cursors.last().expect("a backlog"))
+    let (first_kept, retained) = match order {
+        EventOrder::Total => (
+            cursors.last().expect("a backlog").clone(),
+            backlog[backlog.len() - 1..].to_vec(),
+        ),
+        // The head holds each partition's newest event.
+        _ => (
+            h.backend().bounds(family).await.expect("bounds").head,
+            newest_of_each_partition(order, backlog),
+        ),
+    };
+    h.expire_before(family, &first_kept)
         .await
         .expect("expire_before");
     loop {
@@ -120,11 +136,12 @@ async fn read_ahead_of_a_stalled_consumer<H: Harness>(
                     )
                 });
                 let mut rest = subscribe(h, family, oldest, &Default::default()).await;
-                let (retained, _) =
+                let (from_oldest, _) =
                     until_caught_up(&mut rest, "events from CursorExpired.oldest").await;
-                assert_delivered(
+                assert_delivered_in(
+                    order,
+                    &from_oldest,
                     &retained,
-                    &backlog[backlog.len() - 1..],
                     &format!("{what}: from the oldest position CursorExpired named"),
                 );
                 break;
@@ -137,9 +154,10 @@ async fn read_ahead_of_a_stalled_consumer<H: Harness>(
         }
     }
     let n = delivered.len();
-    assert_delivered(
+    assert_prefix_in(
+        order,
         &delivered,
-        &backlog[..n],
+        backlog,
         &format!("{what}: events delivered before CursorExpired"),
     );
     assert!(
@@ -148,6 +166,24 @@ async fn read_ahead_of_a_stalled_consumer<H: Harness>(
          after the first: the subscription read the whole backlog ahead"
     );
     n - 1
+}
+
+/// The last draft of each partition of `order`, in publish order.
+fn newest_of_each_partition(
+    order: EventOrder,
+    drafts: &[(NewEvent, EventMeta)],
+) -> Vec<(NewEvent, EventMeta)> {
+    drafts
+        .iter()
+        .enumerate()
+        .filter(|(i, (d, _))| {
+            let p = order.partition_of(d.execution_id());
+            !drafts[i + 1..]
+                .iter()
+                .any(|(later, _)| order.partition_of(later.execution_id()) == p)
+        })
+        .map(|(_, d)| d.clone())
+        .collect()
 }
 
 /// §3.7.6: a consumer that reads slowly while a large backlog builds up
@@ -162,6 +198,7 @@ pub async fn slow_consumer_receives_a_large_backlog_exactly_once<H: Harness>(h: 
     );
     let run = run_label("backlog");
     let publisher = h.publisher();
+    let order = h.event_order();
     let family = Family::Completion;
     let drafts = drafts(family, 5000, &run);
     let mut sub = subscribe(h, family, StreamCursor::empty(), &Default::default()).await;
@@ -180,14 +217,19 @@ pub async fn slow_consumer_receives_a_large_backlog_exactly_once<H: Harness>(h: 
         got.extend(batch);
         tokio::time::sleep(Duration::from_millis(5)).await; // a slow consumer
     }
-    assert_delivered(
+    assert_delivered_in(
+        order,
         &got,
         &drafts,
         "completion: a 5000-event backlog read slowly",
     );
     drop(sub);
 
-    let start = cursors.last().expect("cursors").clone();
+    // After everything published so far.
+    let start = match order {
+        EventOrder::Total => cursors.last().expect("cursors").clone(),
+        _ => h.backend().bounds(family).await.expect("bounds").head,
+    };
     let more = super::support::drafts(family, 5000, &format!("{run}-stalled"));
     let mut more_cursors = Vec::with_capacity(more.len());
     for chunk in more.chunks(500) {
@@ -216,10 +258,29 @@ pub async fn slow_consumer_receives_a_large_backlog_exactly_once<H: Harness>(h: 
 pub async fn expired_cursors_are_reported_never_skipped<H: Harness>(h: &H) {
     let run = run_label("retention");
     let publisher = h.publisher();
+    let order = h.event_order();
     let limit = h.read_ahead_limit();
     for family in Family::ALL.iter().copied() {
-        let drafts = drafts(family, 20, &run);
-        let cursors = publish_batch(&*publisher, &drafts[..10]).await;
+        // One stream's history: under a per-partition order, one partition's
+        // (followed by a subscription over all), with the cursors a
+        // subscription yields.
+        let (drafts, cursors) = match order {
+            EventOrder::Total => {
+                let drafts = drafts(family, 20, &run);
+                let cursors = publish_batch(&*publisher, &drafts[..10]).await;
+                (drafts, cursors)
+            }
+            _ => {
+                let drafts = drafts_of_one_partition(family, 20, &run);
+                publish_batch(&*publisher, &drafts[..10]).await;
+                let mut sub =
+                    subscribe(h, family, StreamCursor::beginning(), &Default::default()).await;
+                let (events, _) = until_caught_up(&mut sub, "ten events").await;
+                assert_delivered(&events, &drafts[..10], &format!("{family}: ten events"));
+                let cursors = events.iter().map(|(e, _)| e.cursor().clone()).collect();
+                (drafts, cursors)
+            }
+        };
         h.expire_before(family, &cursors[5])
             .await
             .expect("expire_before");
@@ -229,7 +290,8 @@ pub async fn expired_cursors_are_reported_never_skipped<H: Harness>(h: &H) {
             });
             let mut sub = subscribe(h, family, oldest, &Default::default()).await;
             let (rest, _) = until_caught_up(&mut sub, "events from the oldest position").await;
-            assert_delivered(
+            assert_delivered_in(
+                order,
                 &rest,
                 &drafts[5..10],
                 &format!("{family}: from CursorExpired.oldest"),
@@ -238,14 +300,16 @@ pub async fn expired_cursors_are_reported_never_skipped<H: Harness>(h: &H) {
         // The event after cursors[4] is cursors[5], still retained.
         let mut sub = subscribe(h, family, cursors[4].clone(), &Default::default()).await;
         let (rest, _) = until_caught_up(&mut sub, "events after the last unexpired cursor").await;
-        assert_delivered(
+        assert_delivered_in(
+            order,
             &rest,
             &drafts[5..10],
             &format!("{family}: from the cursor just before the oldest retained event"),
         );
         let mut sub = subscribe(h, family, StreamCursor::beginning(), &Default::default()).await;
         let (rest, _) = until_caught_up(&mut sub, "beginning after expiry").await;
-        assert_delivered(
+        assert_delivered_in(
+            order,
             &rest,
             &drafts[5..10],
             &format!("{family}: beginning after expiry"),

@@ -44,6 +44,12 @@ pub trait Harness: Send + Sync + 'static {
     /// The backend's safety-net poll interval, if it polls at all.
     fn safety_net_poll(&self) -> Option<Duration>;
 
+    /// How the backend orders each family's events; [`EventOrder::Total`]
+    /// unless the backend splits families into partitions.
+    fn event_order(&self) -> EventOrder {
+        EventOrder::Total
+    }
+
     /// The most events one subscription reads ahead of a consumer that has
     /// stopped reading: what it buffers (e.g. the read batch × the batches
     /// its channel holds, plus the batch in flight). The suite checks that
@@ -101,6 +107,43 @@ pub trait Harness: Send + Sync + 'static {
     /// How many subscriptions (or their dedicated connections) the backend
     /// holds open right now; used to prove that dropping releases them.
     async fn open_subscriptions(&self) -> Result<usize, EngineError>;
+}
+
+/// How a backend orders a family's events: what the suite expects of the
+/// delivery order and of the cursors publish returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EventOrder {
+    /// One total order, equal to publish order; an event is delivered with
+    /// the cursor publish returned for it.
+    Total,
+    /// The family is split into `partitions` partitions: an event goes to
+    /// partition `N mod partitions` of its execution id `{fp:N}`. Each
+    /// partition keeps publish order; a subscription interleaves the
+    /// partitions in an order of its own, and its cursors (one position
+    /// per partition) resume exactly after what it yielded from each. The
+    /// cursor publish returns names the event's position in its partition
+    /// only, so the suite starts subscriptions from cursors a subscription
+    /// (or `bounds`) gave, and trims with them.
+    PerPartition {
+        /// How many partitions each family has (at least 2).
+        partitions: u16,
+    },
+}
+
+impl EventOrder {
+    /// A per-partition order over `partitions` partitions.
+    pub fn per_partition(partitions: u16) -> Self {
+        Self::PerPartition { partitions }
+    }
+
+    /// The partition an event of `execution` goes to (0 under a total order).
+    pub fn partition_of(self, execution: &crate::types::ExecutionId) -> u16 {
+        match self {
+            Self::Total => 0,
+            Self::PerPartition { partitions } => execution.partition() % partitions.max(1),
+        }
+    }
 }
 
 /// An optional ability of a harness, named in

@@ -76,7 +76,7 @@ pub use filters::{
 };
 #[doc(hidden)]
 pub use harness::capability;
-pub use harness::{capability_is_absent, Capability, Harness};
+pub use harness::{capability_is_absent, Capability, EventOrder, Harness};
 pub use publish::{bounds_and_cursor_at_agree_with_published_events, publish_batch_is_all_or_none};
 pub(crate) use runner::runner_entry;
 pub use runner::{block_on, SuiteOutcome, SuiteReport, SuiteRun, TestOutcome};

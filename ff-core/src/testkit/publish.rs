@@ -4,6 +4,7 @@
 use crate::engine_error::EngineError;
 use crate::stream_events::Family;
 use crate::stream_subscribe::StreamCursor;
+use crate::testkit::harness::EventOrder;
 use crate::testkit::support::*;
 use crate::testkit::Harness;
 use crate::types::TimestampMs;
@@ -37,7 +38,12 @@ pub async fn publish_batch_is_all_or_none<H: Harness>(h: &H) {
         if family == Family::Completion {
             expected.extend(marker.clone());
         }
-        assert_delivered(&got, &expected, &format!("{family} after a rejected batch"));
+        assert_delivered_in(
+            h.event_order(),
+            &got,
+            &expected,
+            &format!("{family} after a rejected batch"),
+        );
     }
 }
 
@@ -48,27 +54,53 @@ pub async fn bounds_and_cursor_at_agree_with_published_events<H: Harness>(h: &H)
     let run = run_label("bounds");
     let publisher = h.publisher();
     let backend = h.backend();
+    let order = h.event_order();
     for family in Family::ALL.iter().copied() {
         let drafts = drafts(family, 6, &run);
         let cursors = publish_batch(&*publisher, &drafts).await;
         let bounds = backend.bounds(family).await.expect("bounds");
-        assert_eq!(
-            &bounds.head,
-            cursors.last().unwrap(),
-            "{family}: bounds.head"
-        );
         let mut sub = subscribe(h, family, bounds.oldest.clone(), &Default::default()).await;
-        let (all, _) = until_caught_up(&mut sub, "events from bounds.oldest").await;
-        assert_delivered(&all, &drafts, &format!("{family} from bounds.oldest"));
+        let (all, caught_up) = until_caught_up(&mut sub, "events from bounds.oldest").await;
+        assert_delivered_in(
+            order,
+            &all,
+            &drafts,
+            &format!("{family} from bounds.oldest"),
+        );
+        match order {
+            EventOrder::Total => assert_eq!(
+                &bounds.head,
+                cursors.last().unwrap(),
+                "{family}: bounds.head"
+            ),
+            // One position per partition: the head is where reading
+            // everything ends, and nothing follows it.
+            _ => {
+                assert_eq!(
+                    bounds.head.position_cmp(&caught_up),
+                    Some(std::cmp::Ordering::Equal),
+                    "{family}: bounds.head must be where reading everything from bounds.oldest ends"
+                );
+                let mut sub = subscribe(h, family, bounds.head.clone(), &Default::default()).await;
+                let (after_head, _) = until_caught_up(&mut sub, "events after bounds.head").await;
+                assert!(
+                    after_head.is_empty(),
+                    "{family}: {} events after bounds.head",
+                    after_head.len()
+                );
+            }
+        }
 
-        let first_at = all[0].0.at();
+        // Under a per-partition order the delivery order is not time order.
+        let first_at = all.iter().map(|(e, _)| e.at()).min().unwrap();
         let from = backend
             .cursor_at(family, first_at)
             .await
             .expect("cursor_at");
         let mut sub = subscribe(h, family, from, &Default::default()).await;
         let (got, _) = until_caught_up(&mut sub, "events from cursor_at").await;
-        assert_delivered(
+        assert_delivered_in(
+            order,
             &got,
             &drafts,
             &format!("{family} from cursor_at(first event's time)"),
@@ -76,7 +108,7 @@ pub async fn bounds_and_cursor_at_agree_with_published_events<H: Harness>(h: &H)
 
         // A second group recorded strictly later: cursor_at its time yields
         // exactly that group.
-        let last_at = all.last().unwrap().0.at();
+        let last_at = all.iter().map(|(e, _)| e.at()).max().unwrap();
         let deadline = tokio::time::Instant::now() + ITEM_DEADLINE;
         while TimestampMs::now().0 <= last_at.0 + 2 {
             assert!(
@@ -89,7 +121,13 @@ pub async fn bounds_and_cursor_at_agree_with_published_events<H: Harness>(h: &H)
         publish_batch(&*publisher, &second).await;
         let mut sub = subscribe(h, family, bounds.oldest.clone(), &Default::default()).await;
         let (everything, _) = until_caught_up(&mut sub, "both groups").await;
-        let second_at = everything[drafts.len()].0.at();
+        let second_run = format!("{run}-second");
+        let second_at = everything
+            .iter()
+            .filter(|(_, m)| m.tags.get("run") == Some(&second_run))
+            .map(|(e, _)| e.at())
+            .min()
+            .expect("the second group");
         assert!(
             second_at > last_at,
             "{family}: the second group was not recorded later"
@@ -100,14 +138,15 @@ pub async fn bounds_and_cursor_at_agree_with_published_events<H: Harness>(h: &H)
             .expect("cursor_at");
         let mut sub = subscribe(h, family, from, &Default::default()).await;
         let (got, _) = until_caught_up(&mut sub, "events from cursor_at(second group)").await;
-        assert_delivered(
+        assert_delivered_in(
+            order,
             &got,
             &second,
             &format!("{family} from cursor_at(second group's time)"),
         );
         let all = everything;
 
-        let future = TimestampMs(all.last().unwrap().0.at().0 + 3_600_000);
+        let future = TimestampMs(all.iter().map(|(e, _)| e.at().0).max().unwrap() + 3_600_000);
         let from = backend.cursor_at(family, future).await.expect("cursor_at");
         let mut sub = subscribe(h, family, from, &Default::default()).await;
         let (got, _) = until_caught_up(&mut sub, "events from a future time").await;

@@ -12,7 +12,7 @@ use crate::filter::SubscriptionFilter;
 use crate::stream_events::record::Field;
 use crate::stream_events::{EventMeta, Family, NewEvent, StreamEvent};
 use crate::stream_subscribe::StreamCursor;
-use crate::testkit::harness::{hook, Capability};
+use crate::testkit::harness::{hook, Capability, EventOrder};
 use crate::testkit::Harness;
 use crate::types::ExecutionId;
 
@@ -273,6 +273,105 @@ pub fn assert_delivered(
     );
 }
 
+/// [`assert_delivered`] as `order` allows: in publish order under a total
+/// order; under a per-partition order, each partition's events in publish
+/// order (the partitions interleaved in any way), and nothing else.
+pub fn assert_delivered_in(
+    order: EventOrder,
+    delivered: &[(StreamEvent, EventMeta)],
+    published: &[(NewEvent, EventMeta)],
+    what: &str,
+) {
+    let EventOrder::PerPartition { partitions } = order else {
+        return assert_delivered(delivered, published, what);
+    };
+    for n in 0..partitions {
+        let got: Vec<(StreamEvent, EventMeta)> = delivered
+            .iter()
+            .filter(|(e, _)| order.partition_of(e.execution_id()) == n)
+            .cloned()
+            .collect();
+        let expected: Vec<(NewEvent, EventMeta)> = published
+            .iter()
+            .filter(|(d, _)| order.partition_of(d.execution_id()) == n)
+            .cloned()
+            .collect();
+        assert_delivered(
+            &got,
+            &expected,
+            &format!("{what} (partition {n} of {partitions})"),
+        );
+    }
+}
+
+/// Assert `delivered` is a prefix of `published` as `order` allows: under a
+/// per-partition order, each partition's events are a prefix of that
+/// partition's published events.
+pub fn assert_prefix_in(
+    order: EventOrder,
+    delivered: &[(StreamEvent, EventMeta)],
+    published: &[(NewEvent, EventMeta)],
+    what: &str,
+) {
+    let EventOrder::PerPartition { partitions } = order else {
+        let n = delivered.len().min(published.len());
+        return assert_delivered(delivered, &published[..n], what);
+    };
+    for p in 0..partitions {
+        let got: Vec<(StreamEvent, EventMeta)> = delivered
+            .iter()
+            .filter(|(e, _)| order.partition_of(e.execution_id()) == p)
+            .cloned()
+            .collect();
+        let expected: Vec<(NewEvent, EventMeta)> = published
+            .iter()
+            .filter(|(d, _)| order.partition_of(d.execution_id()) == p)
+            .take(got.len())
+            .cloned()
+            .collect();
+        assert_delivered(
+            &got,
+            &expected,
+            &format!("{what} (partition {p} of {partitions})"),
+        );
+    }
+}
+
+/// Assert the cursors publish returned for `drafts` strictly increase:
+/// all of them under a total order, those of each partition under a
+/// per-partition order (see [`assert_increasing`]).
+pub fn assert_publish_cursors_increase(
+    order: EventOrder,
+    cursors: &[StreamCursor],
+    drafts: &[(NewEvent, EventMeta)],
+    what: &str,
+) {
+    let EventOrder::PerPartition { partitions } = order else {
+        return assert_increasing(cursors, what);
+    };
+    for n in 0..partitions {
+        let own: Vec<&StreamCursor> = cursors
+            .iter()
+            .zip(drafts)
+            .filter(|(_, (d, _))| order.partition_of(d.execution_id()) == n)
+            .map(|(c, _)| c)
+            .collect();
+        assert_increasing(&own, &format!("{what} (partition {n} of {partitions})"));
+    }
+}
+
+/// `n` drafts as [`drafts`] makes them, all of one execution partition
+/// (partition 0 under any partitioning): for scenarios about one stream's
+/// history, such as retention, where a per-partition order has one stream
+/// per partition.
+pub fn drafts_of_one_partition(family: Family, n: usize, run: &str) -> Vec<(NewEvent, EventMeta)> {
+    let mut drafts = drafts(family, n, run);
+    for (draft, _) in &mut drafts {
+        set_execution_id(draft, ExecutionId::new(0));
+    }
+    drafts
+}
+
 /// Assert cursors strictly increase — by [`StreamCursor::position_cmp`]
 /// and by their raw bytes alike (§3.3: positions compare by byte order;
 /// only the partitioned Valkey format `0x04`, one position per partition,
@@ -391,4 +490,101 @@ pub async fn inject_corrupt<H: Harness + ?Sized>(h: &H, family: Family) -> Strea
 /// A unique run label for tagging events.
 pub fn run_label(test: &str) -> String {
     format!("{test}-{}", uuid::Uuid::new_v4().simple())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream_subscribe::encode_valkey;
+
+    /// The drafts delivered in `order` (indexes into `drafts`).
+    fn delivered(
+        drafts: &[(NewEvent, EventMeta)],
+        order: &[usize],
+    ) -> Vec<(StreamEvent, EventMeta)> {
+        order
+            .iter()
+            .enumerate()
+            .map(|(n, &i)| {
+                let cursor = encode_valkey(Family::Completion, n as u64 + 1, 0);
+                (
+                    drafts[i]
+                        .0
+                        .clone()
+                        .into_event(cursor, crate::types::TimestampMs(1)),
+                    drafts[i].1.clone(),
+                )
+            })
+            .collect()
+    }
+
+    fn fails(f: impl FnOnce() + std::panic::UnwindSafe) -> bool {
+        std::panic::catch_unwind(f).is_err()
+    }
+
+    #[test]
+    fn per_partition_delivery_may_interleave_partitions_but_not_reorder_one() {
+        // Executions 0..7 → partitions 0,1,2,0,1,2,0 with P = 3.
+        let drafts = drafts(Family::Completion, 7, "unit");
+        let order = EventOrder::per_partition(3);
+        let interleaved = delivered(&drafts, &[1, 0, 2, 4, 3, 6, 5]);
+        assert_delivered_in(order, &interleaved, &drafts, "interleaved");
+        assert!(fails(|| assert_delivered_in(
+            EventOrder::Total,
+            &interleaved,
+            &drafts,
+            "total"
+        )));
+        // 3 before 0: both partition 0.
+        let reordered = delivered(&drafts, &[3, 1, 2, 0, 4, 5, 6]);
+        assert!(fails(|| assert_delivered_in(
+            order,
+            &reordered,
+            &drafts,
+            "reordered"
+        )));
+        let missing = delivered(&drafts, &[0, 1, 2, 3, 4, 5]);
+        assert!(fails(|| assert_delivered_in(
+            order, &missing, &drafts, "missing"
+        )));
+        let repeated = delivered(&drafts, &[0, 1, 2, 3, 4, 5, 6, 2]);
+        assert!(fails(|| assert_delivered_in(
+            order, &repeated, &drafts, "repeated"
+        )));
+    }
+
+    #[test]
+    fn a_prefix_per_partition_is_a_prefix_of_each_partitions_events() {
+        let drafts = drafts(Family::Completion, 7, "unit");
+        let order = EventOrder::per_partition(3);
+        assert_prefix_in(order, &delivered(&drafts, &[1, 0, 4]), &drafts, "prefix");
+        assert!(fails(|| assert_prefix_in(
+            order,
+            &delivered(&drafts, &[3]),
+            &drafts,
+            "skips 0"
+        )));
+        assert_prefix_in(
+            EventOrder::Total,
+            &delivered(&drafts, &[0, 1]),
+            &drafts,
+            "total",
+        );
+        assert!(fails(|| assert_prefix_in(
+            EventOrder::Total,
+            &delivered(&drafts, &[1]),
+            &drafts,
+            "total skips 0"
+        )));
+    }
+
+    #[test]
+    fn drafts_of_one_partition_land_in_partition_zero_under_any_partitioning() {
+        for p in [2, 3, 6, 256] {
+            let order = EventOrder::per_partition(p);
+            assert!(drafts_of_one_partition(Family::LeaseHistory, 9, "unit")
+                .iter()
+                .all(|(d, _)| order.partition_of(d.execution_id()) == 0));
+        }
+    }
 }

@@ -4,3 +4,4 @@
 pub mod memory;
 pub mod postgres;
 pub mod valkey;
+pub mod valkey_cluster;

@@ -192,7 +192,7 @@ pub fn external_servers() -> bool {
 
 /// Writes straight to the process's stderr, bypassing the test harness's
 /// output capture, so that a skip is visible in a normal `cargo test` run.
-pub(crate) fn say_loudly(message: &str) {
+pub fn say_loudly(message: &str) {
     let mut err = io::stderr().lock();
     let _ = writeln!(err, "\n!!! {message}\n");
     let _ = err.flush();

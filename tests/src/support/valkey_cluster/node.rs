@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::super::tls_ca::TlsFiles;
 use super::super::{log_tail, release_port, reserve_port, start_timeout, Backoff, SupportError};
 use super::session::Session;
 use super::ClusterOptions;
@@ -24,6 +25,8 @@ pub(super) struct ClusterNode {
     dir: PathBuf,
     port: u16,
     bus_port: u16,
+    /// The TLS port and certificates of a TLS cluster's node.
+    tls: Option<(u16, TlsFiles)>,
     child: Option<Child>,
 }
 
@@ -35,6 +38,7 @@ impl ClusterNode {
         parent: &Path,
         index: usize,
         options: &ClusterOptions,
+        tls: Option<&TlsFiles>,
     ) -> Result<Self, SupportError> {
         let dir = parent.join(format!("node-{index}"));
         std::fs::create_dir(&dir)
@@ -43,6 +47,7 @@ impl ClusterNode {
             dir,
             port: 0,
             bus_port: 0,
+            tls: tls.map(|files| (0, files.clone())),
             child: None,
         };
         let mut attempts = 0;
@@ -50,6 +55,9 @@ impl ClusterNode {
             attempts += 1;
             node.port = reserve_port()?;
             node.bus_port = reserve_port()?;
+            if let Some((port, _)) = node.tls.as_mut() {
+                *port = reserve_port()?;
+            }
             node.write_config(options)?;
             match node.launch(binary) {
                 Ok(()) => return Ok(node),
@@ -57,6 +65,9 @@ impl ClusterNode {
                     drop(e);
                     release_port(node.port);
                     release_port(node.bus_port);
+                    if let Some((port, _)) = &node.tls {
+                        release_port(*port);
+                    }
                     let _ = std::fs::remove_file(node.dir.join(LOG_FILE));
                 }
                 Err(e) => return Err(e),
@@ -67,6 +78,11 @@ impl ClusterNode {
     /// The client port.
     pub(super) fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The TLS client port of a TLS cluster's node.
+    pub(super) fn tls_port(&self) -> Option<u16> {
+        self.tls.as_ref().map(|(port, _)| *port)
     }
 
     /// The cluster bus port (set with `cluster-port`, not port + 10000).
@@ -157,6 +173,28 @@ impl ClusterNode {
             dir = self.dir.to_string_lossy(),
             timeout = options.node_timeout.as_millis(),
         );
+        let config = match &self.tls {
+            None => config,
+            // The bus over TLS too: only then does a node announce its
+            // TLS port (CLUSTER SHARDS `tls-port`) beside the plaintext one.
+            // Nodes present the test client certificate to each other.
+            Some((port, files)) => format!(
+                "{config}tls-port {port}\n\
+                 tls-cert-file \"{}\"\n\
+                 tls-key-file \"{}\"\n\
+                 tls-ca-cert-file \"{}\"\n\
+                 tls-client-cert-file \"{}\"\n\
+                 tls-client-key-file \"{}\"\n\
+                 tls-auth-clients no\n\
+                 tls-cluster yes\n\
+                 tls-replication yes\n",
+                files.server_cert.display(),
+                files.server_key.display(),
+                files.ca.display(),
+                files.client_cert.display(),
+                files.client_key.display(),
+            ),
+        };
         let path = self.dir.join(CONF_FILE);
         std::fs::write(&path, config)
             .map_err(|e| SupportError::io(format!("writing {}", path.display()), e))
@@ -210,5 +248,8 @@ impl Drop for ClusterNode {
         let _ = self.kill();
         release_port(self.port);
         release_port(self.bus_port);
+        if let Some((port, _)) = &self.tls {
+            release_port(*port);
+        }
     }
 }

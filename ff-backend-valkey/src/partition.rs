@@ -1,0 +1,217 @@
+//! Partitions: which partition an event goes to, and the cursors that
+//! name positions in one or several partitions.
+//!
+//! With P = 1 a position is one entry id and its cursor the single-stream
+//! format (`0x01`); with P > 1 a subscription's position is one entry id
+//! per partition it follows and its cursor the partitioned format (`0x04`).
+//! [`Followed`] is that choice, made once per subscription: everything that
+//! yields or reads a cursor goes through it, so no other module tells the
+//! formats apart.
+//!
+//! Invariants: a cursor [`Followed::encode`] makes, decoded by
+//! [`Followed::decode`] of the same family, P and partitions, gives back
+//! the same positions; and every position a cursor holds was read from
+//! its partition's stream (or is its start), never made up for another
+//! partition — so a position beyond a stream's newest id always means the
+//! stream lost history.
+
+use ff_core::engine_error::EngineError;
+use ff_core::stream_events::Family;
+use ff_core::stream_subscribe::{
+    decode_valkey, decode_valkey_partitioned, encode_valkey, encode_valkey_partitioned,
+    CursorStart, PartitionedPosition, StreamCursor, ValkeyPosition,
+};
+use ff_core::types::ExecutionId;
+
+/// The partition of an event of execution `execution` when families are
+/// split into `partitions`: the `N` of its `{fp:N}` modulo P.
+pub(crate) fn partition_of(execution: &ExecutionId, partitions: u16) -> u16 {
+    execution.partition() % partitions.max(1)
+}
+
+/// The cursor publish returns for the entry `at` of `family`'s partition
+/// `partition`: the entry's position in its own partition (with P > 1, a
+/// cursor following that one partition: it resumes a subscription of that
+/// partition, or one filtered on an execution of it, exactly after the
+/// event).
+pub(crate) fn event_cursor(
+    family: Family,
+    partitions: u16,
+    partition: u16,
+    at: ValkeyPosition,
+) -> StreamCursor {
+    if partitions <= 1 {
+        return encode_valkey(family, at.ms, at.seq);
+    }
+    let position =
+        PartitionedPosition::new(partitions, [(partition, at)]).expect("a partition below P");
+    encode_valkey_partitioned(family, &position)
+}
+
+/// The partitions a subscription (or a `bounds` answer) covers, and the
+/// cursor format that goes with them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Followed {
+    family: Family,
+    /// P, the family's partition count.
+    count: u16,
+    /// Ascending, distinct, each below `count`, never empty.
+    partitions: Vec<u16>,
+}
+
+impl Followed {
+    /// Every partition of `family` split into `count`.
+    pub(crate) fn all(family: Family, count: u16) -> Self {
+        Self {
+            family,
+            count,
+            partitions: (0..count.max(1)).collect(),
+        }
+    }
+
+    /// The partitions in `wanted` (any order, duplicates allowed), or a
+    /// `Validation` error naming one that does not exist or an empty list.
+    pub(crate) fn some(family: Family, count: u16, wanted: &[u16]) -> Result<Self, EngineError> {
+        let mut partitions = wanted.to_vec();
+        partitions.sort_unstable();
+        partitions.dedup();
+        if partitions.is_empty() {
+            return Err(EngineError::validation(
+                "a subscription follows at least one partition",
+            ));
+        }
+        if let Some(p) = partitions.iter().find(|&&p| p >= count.max(1)) {
+            return Err(EngineError::validation(format!(
+                "partition {p} does not exist: each family has {} partition{} (0 to {})",
+                count.max(1),
+                if count > 1 { "s" } else { "" },
+                count.max(1) - 1
+            )));
+        }
+        Ok(Self {
+            family,
+            count,
+            partitions,
+        })
+    }
+
+    /// The family.
+    pub(crate) fn family(&self) -> Family {
+        self.family
+    }
+
+    /// P, the family's partition count.
+    pub(crate) fn count(&self) -> u16 {
+        self.count
+    }
+
+    /// The followed partitions, ascending.
+    pub(crate) fn partitions(&self) -> &[u16] {
+        &self.partitions
+    }
+
+    /// The cursor of `positions` (one per followed partition, in order).
+    pub(crate) fn encode(&self, positions: &[ValkeyPosition]) -> StreamCursor {
+        debug_assert_eq!(positions.len(), self.partitions.len());
+        if self.count <= 1 {
+            let p = positions[0];
+            return encode_valkey(self.family, p.ms, p.seq);
+        }
+        let position = PartitionedPosition::new(
+            self.count,
+            self.partitions
+                .iter()
+                .copied()
+                .zip(positions.iter().copied()),
+        )
+        .expect("followed partitions are valid");
+        encode_valkey_partitioned(self.family, &position)
+    }
+
+    /// Where `cursor` starts each followed partition (positions in the
+    /// order of [`Followed::partitions`]). `InvalidCursor`, saying which,
+    /// for a cursor of another format, family or P, or one that does not
+    /// cover the followed partitions; a cursor covering more is narrowed.
+    pub(crate) fn decode(
+        &self,
+        cursor: &StreamCursor,
+    ) -> Result<CursorStart<Vec<ValkeyPosition>>, EngineError> {
+        if self.count <= 1 {
+            return Ok(match decode_valkey(cursor, self.family)? {
+                CursorStart::Tail => CursorStart::Tail,
+                CursorStart::Beginning => CursorStart::Beginning,
+                CursorStart::After(p) => CursorStart::After(vec![p]),
+            });
+        }
+        Ok(
+            match decode_valkey_partitioned(
+                cursor,
+                self.family,
+                self.count,
+                Some(&self.partitions),
+            )? {
+                CursorStart::Tail => CursorStart::Tail,
+                CursorStart::Beginning => CursorStart::Beginning,
+                CursorStart::After(position) => {
+                    CursorStart::After(position.iter().map(|(_, p)| p).collect())
+                }
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: u64, seq: u64) -> ValkeyPosition {
+        ValkeyPosition { ms, seq }
+    }
+
+    #[test]
+    fn events_go_to_their_execution_partition_modulo_p() {
+        let exec = ExecutionId::new(13);
+        assert_eq!(partition_of(&exec, 1), 0);
+        assert_eq!(partition_of(&exec, 6), 1);
+        assert_eq!(partition_of(&exec, 256), 13);
+    }
+
+    #[test]
+    fn cursors_round_trip_in_both_formats() {
+        let f = Family::Completion;
+        let one = Followed::all(f, 1);
+        let c = one.encode(&[at(5, 1)]);
+        assert_eq!(c, encode_valkey(f, 5, 1));
+        assert_eq!(one.decode(&c).unwrap(), CursorStart::After(vec![at(5, 1)]));
+        let six = Followed::all(f, 6);
+        let positions: Vec<_> = (0..6).map(|n| at(100 + n, n)).collect();
+        let c = six.encode(&positions);
+        assert_eq!(
+            six.decode(&c).unwrap(),
+            CursorStart::After(positions.clone())
+        );
+        assert!(matches!(
+            one.decode(&c),
+            Err(EngineError::InvalidCursor { .. })
+        ));
+    }
+
+    #[test]
+    fn an_events_cursor_follows_its_own_partition() {
+        let f = Family::LeaseHistory;
+        assert_eq!(event_cursor(f, 1, 0, at(7, 2)), encode_valkey(f, 7, 2));
+        let c = event_cursor(f, 4, 2, at(7, 2));
+        let own = Followed::some(f, 4, &[2]).unwrap();
+        assert_eq!(own.decode(&c).unwrap(), CursorStart::After(vec![at(7, 2)]));
+        assert!(
+            matches!(
+                Followed::all(f, 4).decode(&c),
+                Err(EngineError::InvalidCursor { .. })
+            ),
+            "a subscription over every partition cannot start from it"
+        );
+        let later = event_cursor(f, 4, 2, at(7, 3));
+        assert_eq!(c.position_cmp(&later), Some(std::cmp::Ordering::Less));
+        assert_eq!(c.position_cmp(&event_cursor(f, 4, 1, at(9, 0))), None);
+    }
+}

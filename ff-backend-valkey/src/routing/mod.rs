@@ -1,0 +1,17 @@
+//! Routing requests to the right server: a standalone server is a
+//! one-node topology serving every slot, a Valkey Cluster the topology its
+//! nodes report — one code path for both.
+//!
+//! - [`slot`]: which hash slot a key belongs to;
+//! - [`topology`]: which node serves each slot;
+//! - [`redirect`]: what `MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`… mean;
+//! - [`router`]: sending a request to its slot's node and following the
+//!   cluster's answers until a deadline.
+
+pub(crate) mod redirect;
+mod router;
+pub(crate) mod slot;
+pub(crate) mod topology;
+
+pub(crate) use redirect::{NodeAddr, Redirect};
+pub(crate) use router::{Retry, Router, Transaction};

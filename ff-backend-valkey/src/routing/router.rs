@@ -1,0 +1,485 @@
+//! [`Router`]: sends a command or a transaction to the node serving its
+//! slot, over one multiplexed connection per node, and follows the
+//! cluster's answers until the request is served or its deadline passes.
+//!
+//! - `MOVED`: the slot map is corrected at once (a full refresh follows in
+//!   the background) and the request goes to the new owner;
+//! - `ASK`: the request goes to the named node once, preceded by `ASKING`
+//!   in the same write on the same connection;
+//! - `TRYAGAIN`, `LOADING`, `CLUSTERDOWN`, `MASTERDOWN`, `READONLY`: it is
+//!   resent after a growing pause (the topology refreshed meanwhile for the
+//!   last three), until the deadline;
+//! - a connection that cannot be opened: the topology is refreshed (a
+//!   failover may be under way) and the request resent after a pause.
+//!
+//! Refreshes run on a task of their own, one at a time: a request whose
+//! caller stops polling it never holds up another's.
+//!
+//! Invariant: a request is resent only when the server certainly did not
+//! apply it — it refused it (the replies above: a transaction refused
+//! while queueing is discarded whole, `EXECABORT`), or no connection was
+//! open to send it on — or when the caller declared it safe to repeat
+//! ([`Retry::Idempotent`]). A write whose connection failed after it was
+//! sent is ambiguous and is reported, never silently repeated.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisResult, Value};
+use tokio::time::Instant;
+
+use super::redirect::{NodeAddr, Redirect};
+use super::topology::Topology;
+use crate::connection::{SendError, SharedConnection};
+use crate::transport::Endpoint;
+
+/// Most `MOVED`/`ASK` hops one request follows between two waits (a loop
+/// means the cluster disagrees with itself; the deadline ends waits, this
+/// ends ping-pong).
+const MAX_REDIRECTS: u32 = 16;
+/// First pause before resending a request the cluster cannot serve yet.
+const FIRST_PAUSE: Duration = Duration::from_millis(5);
+/// Longest pause between two attempts.
+const MAX_PAUSE: Duration = Duration::from_millis(250);
+/// Topology refreshes are at most this frequent (each asks one node).
+const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Whether a request may be sent again after its connection failed once
+/// it may have been sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// Reads, and writes whose repetition is harmless.
+    Idempotent,
+    /// Writes: resent only when certainly not applied.
+    Once,
+}
+
+/// What to send.
+enum Request<'a> {
+    Command(&'a Cmd),
+    Transaction(&'a Transaction),
+}
+
+/// Commands to run in one `MULTI`/`EXEC`, written once into the pipeline
+/// that is sent (not copied per attempt), optionally followed on the same
+/// connection by a command about them (such as `WAIT`).
+pub(crate) struct Transaction {
+    /// The commands, as an atomic pipeline (`MULTI` and `EXEC` added when
+    /// it is written; only `EXEC`'s reply is kept, a refusal while
+    /// queueing becomes the error).
+    pipe: Pipeline,
+    then: Option<Cmd>,
+}
+
+impl Transaction {
+    /// `cmds` in one `MULTI`/`EXEC`.
+    pub(crate) fn new(cmds: impl IntoIterator<Item = Cmd>) -> Self {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for cmd in cmds {
+            pipe.add_command(cmd);
+        }
+        Self { pipe, then: None }
+    }
+
+    /// Send `cmd` right after `EXEC`, on the same connection.
+    pub(crate) fn then(mut self, cmd: Cmd) -> Self {
+        self.then = Some(cmd);
+        self
+    }
+
+    /// The transaction spelled out, behind `ASKING` when `asking`, and its
+    /// `then`: for the less common paths.
+    fn spelled_out(&self, asking: bool) -> Pipeline {
+        let mut pipe = redis::pipe();
+        if asking {
+            pipe.cmd("ASKING");
+        }
+        pipe.cmd("MULTI");
+        for cmd in self.pipe.cmd_iter() {
+            pipe.add_command(cmd.clone());
+        }
+        pipe.cmd("EXEC");
+        if let Some(then) = &self.then {
+            pipe.add_command(then.clone());
+        }
+        pipe
+    }
+}
+
+/// Routes requests to the node serving their slot; see the module docs.
+pub(crate) struct Router {
+    /// The URL's server: TLS, credentials and database for every node.
+    seed: Endpoint,
+    seed_addr: NodeAddr,
+    name: String,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+    topology: RwLock<Topology>,
+    connections: Mutex<HashMap<NodeAddr, Arc<SharedConnection>>>,
+    /// Held while a refresh runs: concurrent refreshes wait for it and then
+    /// find theirs done (the value: when the last one finished).
+    refreshing: tokio::sync::Mutex<Option<Instant>>,
+    refresh_scheduled: AtomicBool,
+    this: Weak<Router>,
+}
+
+impl Router {
+    /// Connect to `seed` and learn whether it is a standalone server or a
+    /// node of a cluster (`CLUSTER SHARDS`, refused by a server with
+    /// cluster support disabled); a cluster's topology is read at once.
+    /// Every connection is named `name` (`CLIENT SETNAME`).
+    pub(crate) async fn discover(
+        seed: Endpoint,
+        name: String,
+        connect_timeout: Duration,
+        command_timeout: Duration,
+    ) -> RedisResult<Arc<Self>> {
+        let seed_addr = NodeAddr::new(&seed.host, seed.port);
+        let router = Arc::new_cyclic(|this| Router {
+            topology: RwLock::new(Topology::standalone(seed_addr.clone())),
+            seed,
+            seed_addr: seed_addr.clone(),
+            name,
+            connect_timeout,
+            command_timeout,
+            connections: Mutex::new(HashMap::new()),
+            refreshing: tokio::sync::Mutex::new(None),
+            refresh_scheduled: AtomicBool::new(false),
+            this: this.clone(),
+        });
+        let conn = router.connection(&seed_addr);
+        conn.ensure_open().await?;
+        let reply = conn
+            .command(redis::cmd("CLUSTER").arg("SHARDS"))
+            .await
+            .map_err(SendError::into_inner)?;
+        match reply {
+            Value::ServerError(e)
+                if e.details()
+                    .is_some_and(|d| d.contains("cluster support disabled")) => {}
+            Value::ServerError(e) => return Err(e.into()),
+            shards => {
+                let topology = router.parse_shards(&shards, &seed_addr)?;
+                *router.topology.write().unwrap_or_else(|e| e.into_inner()) = topology;
+            }
+        }
+        Ok(router)
+    }
+
+    fn parse_shards(&self, reply: &Value, from: &NodeAddr) -> RedisResult<Topology> {
+        Topology::from_shards(reply, self.seed.tls.is_some(), from).map_err(|why| {
+            RedisError::from((
+                ErrorKind::ClientError,
+                "unexpected CLUSTER SHARDS reply",
+                why,
+            ))
+        })
+    }
+
+    /// Whether the server is a Valkey Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.read_topology().is_cluster()
+    }
+
+    /// The nodes serving slots now.
+    pub(crate) fn primaries(&self) -> Vec<NodeAddr> {
+        self.read_topology().primaries()
+    }
+
+    /// The node serving `slot` now, if any.
+    pub(crate) fn owner(&self, slot: u16) -> Option<NodeAddr> {
+        self.read_topology().owner(slot).cloned()
+    }
+
+    /// How to connect to `addr`: the seed's TLS settings (the certificate
+    /// checked against `addr`'s host), credentials and database.
+    pub(crate) fn endpoint(&self, addr: &NodeAddr) -> Endpoint {
+        let mut endpoint = self.seed.clone();
+        endpoint.host = addr.host.to_string();
+        endpoint.port = addr.port;
+        endpoint
+    }
+
+    /// The URL's own server.
+    pub(crate) fn seed(&self) -> &NodeAddr {
+        &self.seed_addr
+    }
+
+    fn read_topology(&self) -> std::sync::RwLockReadGuard<'_, Topology> {
+        self.topology.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The shared connection to `addr` (opened on first use).
+    fn connection(&self, addr: &NodeAddr) -> Arc<SharedConnection> {
+        let mut map = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(addr.clone())
+            .or_insert_with(|| {
+                Arc::new(SharedConnection::new(
+                    self.endpoint(addr),
+                    self.name.clone(),
+                    self.connect_timeout,
+                    self.command_timeout,
+                ))
+            })
+            .clone()
+    }
+
+    /// Run `cmd` on the node serving `slot`: its reply (a refusal the
+    /// router does not handle is `Ok(Value::ServerError)`).
+    pub(crate) async fn command(&self, slot: u16, cmd: &Cmd, retry: Retry) -> RedisResult<Value> {
+        self.run(slot, Request::Command(cmd), retry)
+            .await
+            .map(|(reply, _)| reply)
+    }
+
+    /// Run `transaction` on the node serving `slot` (every key in that
+    /// slot). `Ok` is `EXEC`'s reply — one reply per command, or a refusal
+    /// of the whole transaction as `Value::ServerError` — and the reply of
+    /// the command after it, if any; a command refused while queueing (the
+    /// transaction was discarded) is `Err` carrying that refusal.
+    pub(crate) async fn transaction(
+        &self,
+        slot: u16,
+        transaction: &Transaction,
+        retry: Retry,
+    ) -> RedisResult<(Value, Option<Value>)> {
+        self.run(slot, Request::Transaction(transaction), retry)
+            .await
+    }
+
+    async fn run(
+        &self,
+        slot: u16,
+        request: Request<'_>,
+        retry: Retry,
+    ) -> RedisResult<(Value, Option<Value>)> {
+        let deadline = Instant::now() + self.command_timeout;
+        let mut pause = FIRST_PAUSE;
+        let mut redirects = 0;
+        let mut asking: Option<NodeAddr> = None;
+        loop {
+            let (addr, ask) = match asking.take() {
+                Some(addr) => (addr, true),
+                None => match self.owner(slot) {
+                    Some(addr) => (addr, false),
+                    None => {
+                        let e = RedisError::from((
+                            ErrorKind::ClusterDown,
+                            "no node serves the slot",
+                            format!("slot {slot} (is the cluster failing over?)"),
+                        ));
+                        self.schedule_refresh();
+                        self.wait(&mut pause, deadline, e).await?;
+                        continue;
+                    }
+                },
+            };
+            let (outcome, then_reply) = match self.send(&addr, &request, ask).await {
+                Ok((reply, then_reply)) => (Ok(reply), then_reply),
+                Err(e) => (Err(e), None),
+            };
+            let redirect = match &outcome {
+                Ok(reply) => match refusal(reply) {
+                    Some((code, detail)) => Redirect::classify(code, detail, &addr),
+                    None => {
+                        return outcome
+                            .map(|reply| (reply, then_reply))
+                            .map_err(SendError::into_inner)
+                    }
+                },
+                Err(SendError::Exchange(e)) if e.code().is_some() => {
+                    Redirect::classify_error(e, &addr)
+                }
+                Err(SendError::Connect(_)) => Some(Redirect::Wait { refresh: true }),
+                Err(SendError::Exchange(_)) if retry == Retry::Idempotent => {
+                    Some(Redirect::Wait { refresh: true })
+                }
+                Err(SendError::Exchange(_)) => None,
+            };
+            match redirect {
+                None => {
+                    return outcome
+                        .map(|reply| (reply, then_reply))
+                        .map_err(SendError::into_inner)
+                }
+                Some(Redirect::Moved { slot: moved, to }) => {
+                    redirects += 1;
+                    self.moved(moved, &to);
+                }
+                Some(Redirect::Ask { to, .. }) => {
+                    redirects += 1;
+                    asking = Some(to);
+                }
+                Some(Redirect::Wait { refresh }) => {
+                    redirects = 0;
+                    if refresh {
+                        self.schedule_refresh();
+                    }
+                    let e = match outcome {
+                        Ok(reply) => reply.extract_error().err().unwrap_or_else(|| {
+                            RedisError::from((ErrorKind::ClusterDown, "the cluster refused"))
+                        }),
+                        Err(e) => e.into_inner(),
+                    };
+                    self.wait(&mut pause, deadline, e).await?;
+                    continue;
+                }
+            }
+            if redirects > MAX_REDIRECTS {
+                return Err(RedisError::from((
+                    ErrorKind::ClientError,
+                    "too many cluster redirects",
+                    format!("slot {slot}: the nodes keep redirecting to each other"),
+                )));
+            }
+        }
+    }
+
+    /// Pause before the next attempt, or give up with `last` when the
+    /// deadline would pass.
+    async fn wait(
+        &self,
+        pause: &mut Duration,
+        deadline: Instant,
+        last: RedisError,
+    ) -> RedisResult<()> {
+        if Instant::now() + *pause > deadline {
+            return Err(last);
+        }
+        tokio::time::sleep(*pause).await;
+        *pause = (*pause * 2).min(MAX_PAUSE);
+        Ok(())
+    }
+
+    /// One attempt on `addr`.
+    async fn send(
+        &self,
+        addr: &NodeAddr,
+        request: &Request<'_>,
+        asking: bool,
+    ) -> Result<(Value, Option<Value>), SendError> {
+        let conn = self.connection(addr);
+        let transaction = match request {
+            Request::Command(cmd) if !asking => {
+                return conn.command(cmd).await.map(|reply| (reply, None))
+            }
+            Request::Command(cmd) => {
+                let mut pipe = redis::pipe();
+                pipe.cmd("ASKING").add_command((*cmd).clone());
+                let mut replies = conn.pipeline(&pipe).await?;
+                let reply = replies.pop().unwrap_or(Value::Nil);
+                return match replies.pop() {
+                    Some(Value::ServerError(e)) => Err(SendError::Exchange(e.into())),
+                    _ => Ok((reply, None)),
+                };
+            }
+            Request::Transaction(transaction) => transaction,
+        };
+        if !asking && transaction.then.is_none() {
+            return conn
+                .transaction(&transaction.pipe)
+                .await
+                .map(|reply| (reply, None));
+        }
+        let mut replies = conn.pipeline(&transaction.spelled_out(asking)).await?;
+        let then_reply = match transaction.then {
+            Some(_) => replies.pop(),
+            None => None,
+        };
+        // ASKING, then MULTI and one QUEUED per command: the first refusal
+        // among them is why the transaction was discarded.
+        for reply in replies
+            .iter()
+            .take(usize::from(asking) + 1 + transaction.pipe.len())
+        {
+            if let Value::ServerError(e) = reply {
+                return Err(SendError::Exchange(e.clone().into()));
+            }
+        }
+        Ok((replies.pop().unwrap_or(Value::Nil), then_reply))
+    }
+
+    /// A `MOVED` reply: `to` serves `slot` now. Corrects that slot at once
+    /// and refreshes the whole topology in the background (a resharding or
+    /// failover rarely moves just one slot).
+    pub(crate) fn moved(&self, slot: u16, to: &NodeAddr) {
+        self.topology
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_owner(slot, to);
+        self.schedule_refresh();
+    }
+
+    /// Refresh the topology soon, on a task of its own.
+    pub(crate) fn schedule_refresh(&self) {
+        if self.refresh_scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Some(router) = self.this.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move {
+            router.refresh_scheduled.store(false, Ordering::Release);
+            router.refresh().await;
+        });
+    }
+
+    /// Ask the known nodes, one after another, for the topology and adopt
+    /// the first answer; at most one refresh per [`MIN_REFRESH_INTERVAL`],
+    /// and concurrent callers share one. A standalone server has nothing
+    /// to refresh.
+    pub(crate) async fn refresh(&self) {
+        if !self.is_cluster() {
+            return;
+        }
+        let asked_at = Instant::now();
+        let mut last = self.refreshing.lock().await;
+        if let Some(done) = *last {
+            if done >= asked_at {
+                return; // one finished while this caller waited
+            }
+            let next = done + MIN_REFRESH_INTERVAL;
+            if next > Instant::now() {
+                tokio::time::sleep_until(next).await;
+            }
+        }
+        let mut candidates = self.read_topology().all_nodes();
+        if !candidates.contains(&self.seed_addr) {
+            candidates.push(self.seed_addr.clone());
+        }
+        for addr in candidates {
+            let conn = self.connection(&addr);
+            let reply = match conn.command(redis::cmd("CLUSTER").arg("SHARDS")).await {
+                Ok(reply @ Value::Array(_)) => reply,
+                Ok(_) | Err(_) => continue,
+            };
+            match self.parse_shards(&reply, &addr) {
+                Ok(topology) if topology.slots_served() > 0 => {
+                    let known = topology.all_nodes();
+                    *self.topology.write().unwrap_or_else(|e| e.into_inner()) = topology;
+                    self.connections
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .retain(|a, _| known.contains(a) || *a == self.seed_addr);
+                    break;
+                }
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::debug!(node = %addr, error = %e, "ff valkey: ignoring a topology reply");
+                }
+            }
+        }
+        *last = Some(Instant::now());
+    }
+}
+
+/// The code and detail of an error reply.
+fn refusal(reply: &Value) -> Option<(&str, &str)> {
+    match reply {
+        Value::ServerError(e) => Some((e.code(), e.details().unwrap_or(""))),
+        _ => None,
+    }
+}

@@ -1,0 +1,470 @@
+//! Families split into partitions (`partitions=P`), over the real test
+//! cluster (and one standalone server): keys in the slot of `{fp:n}`,
+//! cursors that say which partitions they follow and refuse other uses,
+//! subscriptions over a subset of partitions or one execution's partition
+//! and the connections each holds, `append_cmd` beside an execution's own
+//! keys, and a batch whose partitions are stored independently.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use ff_backend_valkey::redis::{self, Value};
+use ff_backend_valkey::{key_slot, ValkeyBackend, ValkeyConfig};
+use ff_core::backend::{DeliveryItem, DeliveryStream, EventPublisher, StreamBackend};
+use ff_core::engine_error::EngineError;
+use ff_core::filter::SubscriptionFilter;
+use ff_core::stream_events::{CompletionOutcome, EventMeta, Family, NewEvent, StreamEvent};
+use ff_core::stream_subscribe::StreamCursor;
+use ff_core::types::ExecutionId;
+use ff_tests::harness::valkey::server_url;
+use ff_tests::harness::valkey_cluster::cluster_url;
+use ff_tests::support::{self, skip_if_external_valkey_cluster, ClusterOptions, ValkeyCluster};
+use futures::StreamExt;
+use tokio::task::block_in_place;
+use tokio::time::{timeout_at, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+fn config(partitions: u16) -> ValkeyConfig {
+    let name = support::unique_name("ffpart");
+    ValkeyConfig::default()
+        .with_key_prefix(format!("{name}:"))
+        .with_client_name(name)
+        .with_partitions(partitions)
+        .with_read_batch(50)
+}
+
+async fn backend(partitions: u16) -> ValkeyBackend {
+    ValkeyBackend::connect(&cluster_url().await, config(partitions))
+        .await
+        .expect("connect")
+}
+
+/// `n` completions, event `i` of execution `{fp:i}`.
+fn completions(n: u16) -> Vec<(NewEvent, EventMeta)> {
+    (0..n)
+        .map(|i| {
+            (
+                NewEvent::completion(ExecutionId::new(i), CompletionOutcome::Success),
+                EventMeta::new().with_tag("n", i.to_string()),
+            )
+        })
+        .collect()
+}
+
+/// Events until `CaughtUp`, with the `CaughtUp` cursor.
+async fn until_caught_up(sub: &mut DeliveryStream) -> (Vec<StreamEvent>, StreamCursor) {
+    let deadline = Instant::now() + DEADLINE;
+    let mut events = Vec::new();
+    loop {
+        match timeout_at(deadline, sub.next()).await {
+            Ok(Some(Ok(DeliveryItem::Event { event, .. }))) => events.push(event),
+            Ok(Some(Ok(DeliveryItem::CaughtUp { cursor }))) => return (events, cursor),
+            Ok(Some(Ok(_))) => {}
+            other => panic!("expected events then CaughtUp, got {other:?}"),
+        }
+    }
+}
+
+fn partitions_of(events: &[StreamEvent], p: u16) -> BTreeSet<u16> {
+    events
+        .iter()
+        .map(|e| e.execution_id().partition() % p)
+        .collect()
+}
+
+fn invalid<T>(r: Result<T, EngineError>, needles: &[&str]) {
+    match r {
+        Err(EngineError::InvalidCursor { detail }) => {
+            for needle in needles {
+                assert!(detail.contains(needle), "{detail:?} lacks {needle:?}");
+            }
+        }
+        Err(other) => panic!("expected InvalidCursor, got {other}"),
+        Ok(_) => panic!("expected InvalidCursor, the cursor was accepted"),
+    }
+}
+
+/// How many subscription connections the backend holds on the cluster's
+/// nodes now.
+async fn subscription_connections(backend: &ValkeyBackend) -> usize {
+    let name = backend.subscription_client_name();
+    let mut n = 0;
+    for node in backend.nodes() {
+        let mut admin = redis::Client::open(format!("redis://{node}"))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        n += list
+            .lines()
+            .filter(|l| l.split(' ').any(|kv| kv == format!("name={name}")))
+            .count();
+    }
+    n
+}
+
+/// Wait (with a deadline) until the backend holds `n` subscription
+/// connections: server-side lists lag a close.
+async fn expect_connections(backend: &ValkeyBackend, n: usize, what: &str) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let now = subscription_connections(backend).await;
+        if now == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {now} subscription connections, expected {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn partition_n_streams_live_in_the_slot_of_fp_n() {
+    let b = backend(6).await;
+    assert_eq!(b.partitions(), 6);
+    let prefix = b.config().key_prefix.clone();
+    for n in 0..6u16 {
+        let key = b.partition_stream_key(Family::Completion, n);
+        assert_eq!(key, format!("{prefix}{{fp:{n}}}:completion"));
+        assert_eq!(
+            key_slot(key.as_bytes()),
+            key_slot(format!("{{fp:{n}}}:6f1c0a4e").as_bytes())
+        );
+    }
+    assert_eq!(b.partition_of(&ExecutionId::new(13)), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn partitions_come_from_the_url_and_a_braced_prefix_is_refused() {
+    let url = format!("{}?partitions=4", cluster_url().await);
+    let b = ValkeyBackend::connect(&url, config(1))
+        .await
+        .expect("connect");
+    assert_eq!(b.partitions(), 4);
+    match ValkeyBackend::connect(&url, config(1).with_key_prefix("ff:{app}:")).await {
+        Err(EngineError::Validation { detail }) => {
+            assert!(
+                detail.contains("braces") && detail.contains("{fp:n}"),
+                "{detail}"
+            )
+        }
+        other => panic!("expected Validation, got {other:?}"),
+    }
+    match ValkeyBackend::connect(&url, config(6)).await {
+        Err(EngineError::Validation { detail }) => {
+            assert!(
+                detail.contains("partitions=4") && detail.contains("6"),
+                "{detail}"
+            )
+        }
+        other => panic!("expected Validation, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cursors_of_another_partition_count_or_partition_set_are_invalid_and_say_which() {
+    let six = backend(6).await;
+    six.publish_batch(completions(6)).await.expect("publish");
+    let mut sub = six
+        .subscribe_family(
+            Family::Completion,
+            StreamCursor::beginning(),
+            &SubscriptionFilter::default(),
+        )
+        .await
+        .expect("subscribe");
+    let (events, full) = until_caught_up(&mut sub).await;
+    assert_eq!(events.len(), 6);
+
+    let mut other_p = config(4);
+    other_p.key_prefix = six.config().key_prefix.clone();
+    let four = ValkeyBackend::connect(&cluster_url().await, other_p)
+        .await
+        .expect("connect");
+    invalid(
+        four.subscribe_family(Family::Completion, full.clone(), &Default::default())
+            .await,
+        &["issued for 6 partitions", "into 4", "partitions=4"],
+    );
+
+    let mut sub = six
+        .subscribe_partitions(
+            Family::Completion,
+            &[1, 4],
+            StreamCursor::beginning(),
+            &SubscriptionFilter::default(),
+        )
+        .await
+        .expect("subscribe to two partitions");
+    let (_, subset) = until_caught_up(&mut sub).await;
+    invalid(
+        six.subscribe_family(Family::Completion, subset, &Default::default())
+            .await,
+        &[
+            "does not cover",
+            "partitions 1, 4 of 6",
+            "but not 0, 2, 3, 5",
+        ],
+    );
+
+    let standalone = ValkeyBackend::connect(&server_url().await, config(1))
+        .await
+        .expect("connect to the standalone server");
+    invalid(
+        standalone
+            .subscribe_family(Family::Completion, full, &Default::default())
+            .await,
+        &["partitioned Valkey cursor (partitions=6)", "partitions=1"],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subset_follows_only_its_partitions_and_narrows_a_wider_cursor() {
+    let b = backend(6).await;
+    let first = b.publish_batch(completions(12)).await.expect("publish");
+    assert_eq!(first.len(), 12);
+    let mut all = b
+        .subscribe_family(
+            Family::Completion,
+            StreamCursor::beginning(),
+            &Default::default(),
+        )
+        .await
+        .expect("subscribe");
+    let (events, full) = until_caught_up(&mut all).await;
+    assert_eq!(events.len(), 12);
+    drop(all);
+
+    let mut two = b
+        .subscribe_partitions(
+            Family::Completion,
+            &[4, 1],
+            StreamCursor::beginning(),
+            &Default::default(),
+        )
+        .await
+        .expect("subscribe to two partitions");
+    let (mine, _) = until_caught_up(&mut two).await;
+    assert_eq!(mine.len(), 4, "executions 1, 4, 7, 10");
+    assert_eq!(partitions_of(&mine, 6), BTreeSet::from([1, 4]));
+    expect_connections(&b, 2, "a subscription to two partitions").await;
+    drop(two);
+    expect_connections(&b, 0, "after dropping it").await;
+
+    // The full subscription's cursor, narrowed: only later events.
+    b.publish_batch(completions(6)).await.expect("publish more");
+    let mut resumed = b
+        .subscribe_partitions(Family::Completion, &[1, 4], full, &Default::default())
+        .await
+        .expect("subscribe from a wider cursor");
+    let (later, _) = until_caught_up(&mut resumed).await;
+    assert_eq!(later.len(), 2, "executions 1 and 4 of the second batch");
+    assert_eq!(partitions_of(&later, 6), BTreeSet::from([1, 4]));
+
+    match b
+        .subscribe_partitions(
+            Family::Completion,
+            &[6],
+            StreamCursor::beginning(),
+            &Default::default(),
+        )
+        .await
+    {
+        Err(EngineError::Validation { detail }) => {
+            assert!(detail.contains("partition 6 does not exist"), "{detail}")
+        }
+        Err(other) => panic!("expected Validation, got {other}"),
+        Ok(_) => panic!("a partition beyond P was accepted"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_execution_filter_reads_only_its_partition_and_resumes_from_publish_cursors() {
+    let b = backend(6).await;
+    let exec = ExecutionId::new(9);
+    let filter = SubscriptionFilter::new().with_execution_id(exec);
+    let events: Vec<(NewEvent, EventMeta)> = [
+        CompletionOutcome::Success,
+        CompletionOutcome::Failure,
+        CompletionOutcome::Cancelled,
+    ]
+    .into_iter()
+    .map(|o| (NewEvent::completion(exec, o), EventMeta::new()))
+    .collect();
+    let cursors = b.publish_batch(events).await.expect("publish");
+    b.publish_batch(completions(12)).await.expect("others");
+    let mut sub = b
+        .subscribe_family(Family::Completion, StreamCursor::beginning(), &filter)
+        .await
+        .expect("subscribe");
+    expect_connections(&b, 1, "an execution_id-filtered subscription").await;
+    let (got, _) = until_caught_up(&mut sub).await;
+    assert_eq!(got.len(), 3);
+    assert!(got.iter().all(|e| *e.execution_id() == exec));
+    drop(sub);
+    // The publish cursor of the first event resumes it after that event.
+    let mut sub = b
+        .subscribe_family(Family::Completion, cursors[0].clone(), &filter)
+        .await
+        .expect("subscribe from a publish cursor");
+    let (rest, _) = until_caught_up(&mut sub).await;
+    let at: Vec<&StreamCursor> = rest.iter().map(|e| e.cursor()).collect();
+    assert_eq!(at, [&cursors[1], &cursors[2]]);
+    // A subscription over every partition cannot start from it.
+    invalid(
+        b.subscribe_family(Family::Completion, cursors[0].clone(), &Default::default())
+            .await,
+        &["does not cover", "partitions 3 of 6"],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_merged_subscription_holds_one_connection_per_partition() {
+    let b = backend(6).await;
+    let base = subscription_connections(&b).await;
+    assert_eq!(base, 0);
+    let mut subs = Vec::new();
+    for family in [Family::Completion, Family::LeaseHistory] {
+        let mut sub = b
+            .subscribe_family(family, StreamCursor::empty(), &Default::default())
+            .await
+            .expect("subscribe");
+        let first = timeout_at(Instant::now() + DEADLINE, sub.next()).await;
+        assert!(matches!(first, Ok(Some(Ok(DeliveryItem::CaughtUp { .. })))));
+        subs.push(sub);
+    }
+    expect_connections(&b, 12, "two subscriptions over six partitions").await;
+    drop(subs);
+    expect_connections(&b, 0, "after dropping them").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn append_cmd_commits_with_the_executions_own_keys() {
+    let b = backend(6).await;
+    let exec = ExecutionId::new(3);
+    let event = NewEvent::completion(exec, CompletionOutcome::Success);
+    let app_key = format!("{}app:{{fp:3}}:state", b.config().key_prefix);
+    let mut conn = b.connection_for_key(&app_key).await.expect("connection");
+    let (entry_id,): (String,) = redis::pipe()
+        .atomic()
+        .hset(&app_key, exec.to_string(), "done")
+        .ignore()
+        .add_command(b.append_cmd(&event, &EventMeta::new()).expect("append_cmd"))
+        .query_async(&mut conn)
+        .await
+        .expect("one transaction in the execution's slot");
+    let cursor = b.cursor_of_entry(&event, &entry_id).expect("cursor");
+    let filter = SubscriptionFilter::new().with_execution_id(exec);
+    let mut sub = b
+        .subscribe_family(Family::Completion, StreamCursor::beginning(), &filter)
+        .await
+        .expect("subscribe");
+    let (got, _) = until_caught_up(&mut sub).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].cursor(), &cursor);
+    let state: Value = redis::cmd("HGET")
+        .arg(&app_key)
+        .arg(exec.to_string())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(state, Value::BulkString(b"done".to_vec()));
+    match b.cursor_from_entry_id(Family::Completion, &entry_id) {
+        Err(EngineError::Validation { detail }) => {
+            assert!(detail.contains("cursor_of_entry"), "{detail}")
+        }
+        other => panic!("expected Validation, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn partitions_work_on_a_standalone_server_too() {
+    let b = ValkeyBackend::connect(&server_url().await, config(4))
+        .await
+        .expect("connect");
+    assert!(!b.is_cluster());
+    let prefix = b.config().key_prefix.clone();
+    assert_eq!(
+        b.partition_stream_key(Family::Completion, 2),
+        format!("{prefix}{{fp:2}}:completion")
+    );
+    b.publish_batch(completions(8)).await.expect("publish");
+    let mut sub = b
+        .subscribe_family(
+            Family::Completion,
+            StreamCursor::beginning(),
+            &Default::default(),
+        )
+        .await
+        .expect("subscribe");
+    let (events, _) = until_caught_up(&mut sub).await;
+    assert_eq!(events.len(), 8);
+    assert_eq!(partitions_of(&events, 4), BTreeSet::from([0, 1, 2, 3]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_over_partitions_names_those_not_acknowledged_and_keeps_the_rest() {
+    if skip_if_external_valkey_cluster("a_batch_over_partitions_names_those_not_acknowledged") {
+        return;
+    }
+    let mut cluster = block_in_place(|| {
+        ValkeyCluster::start_with(ClusterOptions {
+            replicas_per_primary: 0,
+            ..ClusterOptions::default()
+        })
+    })
+    .expect("a cluster");
+    let b = ValkeyBackend::connect(
+        &cluster.url(),
+        config(6).with_timeouts(Duration::from_secs(1), Duration::from_secs(2)),
+    )
+    .await
+    .expect("connect");
+    // Stop the node serving partition 0's stream (and whatever else it serves).
+    let key = b.partition_stream_key(Family::Completion, 0).to_owned();
+    let owner = block_in_place(|| cluster.owner_of_key(&key)).unwrap();
+    let down: BTreeSet<u16> = (0..6)
+        .filter(|&n| {
+            let k = b.partition_stream_key(Family::Completion, n);
+            block_in_place(|| cluster.owner_of_key(k)).unwrap() == owner
+        })
+        .collect();
+    let up: Vec<u16> = (0..6).filter(|n| !down.contains(n)).collect();
+    assert!(!up.is_empty(), "the partitions spread over the primaries");
+    block_in_place(|| cluster.kill_node(owner)).expect("kill");
+    let e = b
+        .publish_batch(completions(6))
+        .await
+        .expect_err("a partition's node is down");
+    let text = e.to_string();
+    let named: Vec<String> = down.iter().map(u16::to_string).collect();
+    assert!(
+        text.contains(&format!(
+            "partitions {} of this batch were not acknowledged",
+            named.join(", ")
+        )),
+        "{text}"
+    );
+    assert!(!text.contains('\n'), "{text}");
+    // The other partitions' events are stored.
+    let mut sub = b
+        .subscribe_partitions(
+            Family::Completion,
+            &up,
+            StreamCursor::beginning(),
+            &Default::default(),
+        )
+        .await
+        .expect("subscribe to the partitions still served");
+    let (stored, _) = until_caught_up(&mut sub).await;
+    assert_eq!(partitions_of(&stored, 6), up.iter().copied().collect());
+    assert_eq!(stored.len(), up.len());
+}

@@ -10,7 +10,8 @@ async fn harness() -> ValkeyClusterHarness {
     ValkeyClusterHarness::new(1).await
 }
 
-ff_core::conformance_suite!(harness);
+// Valkey cursors carry no stream identity (see valkey_conformance.rs).
+ff_core::conformance_suite!(harness, absent: [foreign_cursor]);
 
 async fn cursor_store() -> ValkeyBackend {
     harness().await.backend
@@ -25,5 +26,5 @@ mod partitioned {
         ValkeyClusterHarness::new(6).await
     }
 
-    ff_core::conformance_suite!(harness);
+    ff_core::conformance_suite!(harness, absent: [foreign_cursor]);
 }

@@ -18,7 +18,6 @@ use ff_core::stream_subscribe::{
     decode_valkey, decode_valkey_partitioned, encode_valkey, encode_valkey_partitioned,
     CursorStart, PartitionedPosition, StreamCursor, ValkeyPosition,
 };
-use ff_core::testkit::support::{drafts, publish_batch, ITEM_DEADLINE};
 use ff_core::testkit::{EventOrder, Harness};
 use ff_core::types::ExecutionId;
 use tokio::sync::Mutex;
@@ -277,45 +276,13 @@ impl Harness for ValkeyClusterHarness {
         Ok(self.cursor(family, &beyond))
     }
 
-    /// A cursor over every partition of another prefix's family whose
-    /// positions are all that prefix's newest entry, appended after
-    /// everything in this family: beyond every partition's newest id.
-    async fn foreign_cursor(&self, family: Family) -> Result<StreamCursor, EngineError> {
-        let head = self.backend.bounds(family).await?.head;
-        let newest = self
-            .positions(family, &head)
-            .into_iter()
-            .map(|p| p.ms)
-            .max()
-            .unwrap_or(0);
-        let name = support::unique_name("ffforeign");
-        let other = ValkeyBackend::connect(
-            &self.url,
-            self.config
-                .clone()
-                .with_key_prefix(format!("{name}:"))
-                .with_client_name(name),
-        )
-        .await?;
-        let deadline = tokio::time::Instant::now() + ITEM_DEADLINE;
-        loop {
-            publish_batch(&other, &drafts(family, 1, "foreign")).await;
-            let theirs = other.bounds(family).await?.head;
-            let at = self
-                .positions(family, &theirs)
-                .into_iter()
-                .max()
-                .expect("a position");
-            if at.ms > newest {
-                let p = usize::from(self.backend.partitions());
-                return Ok(self.cursor(family, &vec![at; p]));
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the clock does not advance"
-            );
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+    /// Valkey cursors carry no stream identity (see the standalone
+    /// harness): the capability is absent, declared in the cluster
+    /// conformance file.
+    async fn foreign_cursor(&self, _family: Family) -> Result<StreamCursor, EngineError> {
+        Err(EngineError::unavailable(
+            "foreign_cursor (Valkey cursors carry no stream identity)",
+        ))
     }
 
     async fn independent_publisher(&self) -> Result<Arc<dyn EventPublisher>, EngineError> {

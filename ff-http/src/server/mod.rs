@@ -131,11 +131,15 @@ where
             Admit::AfterEviction(side) => {
                 let admission = admission.clone();
                 tokio::spawn(async move {
-                    let waited = admission.slot_after_eviction(&phase).await;
-                    drop(side);
-                    match waited {
-                        Some(slot) => start.run(tcp, phase, slot).await,
-                        None => turn_away(tcp, start.acceptor, admission.max(), &settings).await,
+                    match admission.slot_after_eviction(&phase).await {
+                        Some(slot) => {
+                            drop(side);
+                            start.run(tcp, phase, slot).await
+                        }
+                        None => {
+                            turn_away(tcp, start.acceptor, admission.max(), &settings).await;
+                            drop(side);
+                        }
                     }
                 });
             }

@@ -42,9 +42,10 @@ pub struct ServeArgs {
     /// Most concurrent SSE clients.
     #[arg(long, default_value_t = 20_000)]
     pub max_clients: usize,
-    /// Most connections served at once; at the cap the longest-idle
-    /// connection is closed to admit a new one. Lowered to fit the
-    /// open-file limit.
+    /// Most connections served at once; at the cap the connection evictable
+    /// longest (idle, or still sending an unauthenticated sign-in body) is
+    /// closed to admit a new one, and when none is, the newcomer gets 503
+    /// (over HTTPS too). Lowered to fit the open-file limit.
     #[arg(long, default_value_t = 24_000)]
     pub max_connections: usize,
     /// Seconds a connection may take to send a complete request head.
@@ -53,7 +54,8 @@ pub struct ServeArgs {
     /// Seconds a kept-alive connection may wait for its next request.
     #[arg(long, default_value = "30", value_parser = crate::duration_arg::parse_secs)]
     pub idle_timeout: Duration,
-    /// Seconds a `POST` body may take to arrive.
+    /// Seconds a `POST` body may take to arrive (the unauthenticated
+    /// sign-in body gets the shorter of this and --header-timeout).
     #[arg(long, default_value = "30", value_parser = crate::duration_arg::parse_secs)]
     pub body_timeout: Duration,
     /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key.

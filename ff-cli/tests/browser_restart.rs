@@ -1,6 +1,9 @@
 //! The viewer page in a real headless Chromium keeps its place across an
 //! `ff serve` restart: events published while the server was down arrive
-//! after it comes back, with no gap and no duplicate.
+//! after it comes back, with no gap and no duplicate. Its controls work on
+//! real events (truncated cells with copy, failure and expired-lease rows
+//! highlighted, pause/resume, the chart, the behind/caught-up indicator),
+//! and what it keeps stays bounded however many events arrive.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -180,12 +183,17 @@ async fn viewer_resumes_after_a_server_restart_without_gap_or_duplicate() {
 
 /// `POST` a JSON array of completion events to `ff serve` (no auth).
 async fn post_events(port: u16, events: &[Value]) -> Vec<String> {
+    post_family(port, "completion", events).await
+}
+
+/// `POST` a JSON array of `family` events to `ff serve` (no auth).
+async fn post_family(port: u16, family: &str, events: &[Value]) -> Vec<String> {
     let body = Value::from(events.to_vec()).to_string();
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
     let req = format!(
-        "POST /v1/streams/completion HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST /v1/streams/{family} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await.expect("send");
@@ -233,8 +241,10 @@ async fn eval(browser: &mut Chromium, page: &Page, expression: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn viewer_controls_truncate_copy_highlight_pause_chart_and_lag() {
-    if skip_browser_tests("viewer_controls_truncate_copy_highlight_pause_chart_and_lag") {
+async fn viewer_controls_truncate_copy_highlight_pause_chart_lag_and_stay_bounded() {
+    if skip_browser_tests(
+        "viewer_controls_truncate_copy_highlight_pause_chart_lag_and_stay_bounded",
+    ) {
         return;
     }
     let (mut serve, port) = start_serve("memory:").await;
@@ -349,6 +359,26 @@ async fn viewer_controls_truncate_copy_highlight_pause_chart_and_lag() {
         eval(&mut browser, &page, "window.ffViewer.events.length").await,
         10
     );
+    // The page now shows less than the gateway has delivered: the lag
+    // indicator says so.
+    wait_true(
+        &mut browser,
+        &page,
+        "window.ffViewer.families.completion === 'behind'",
+        "behind indicator while paused",
+    )
+    .await;
+    let chip = eval(
+        &mut browser,
+        &page,
+        "(() => { const c = document.querySelector('#families .chip[data-family=\"completion\"]'); return [c.dataset.state, c.textContent]; })()",
+    )
+    .await;
+    assert_eq!(chip[0], "behind", "{chip}");
+    assert!(
+        chip[1].as_str().unwrap().contains("behind"),
+        "the chip says the page is behind: {chip}"
+    );
     eval(
         &mut browser,
         &page,
@@ -372,6 +402,90 @@ async fn viewer_controls_truncate_copy_highlight_pause_chart_and_lag() {
         "caught-up indicator",
     )
     .await;
+
+    // A long-lived page stays bounded: more events than the rows kept
+    // leave the page with the newest rows and cursors only, and no
+    // duplicate counted.
+    let max_rows = eval(&mut browser, &page, "window.ffViewer.maxRows")
+        .await
+        .as_u64()
+        .unwrap() as usize;
+    let many: Vec<Value> = (0..max_rows + 100)
+        .map(|i| completion("success", 1000 + i))
+        .collect();
+    expected.extend(post_events(port, &many).await);
+    wait_true(
+        &mut browser,
+        &page,
+        &format!("window.ffViewer.shown === {}", expected.len()),
+        "every event shown",
+    )
+    .await;
+    let kept = viewer_events(&mut browser, &page).await;
+    assert_eq!(
+        kept,
+        expected[expected.len() - max_rows..],
+        "the page keeps the cursors of its newest rows only"
+    );
+    assert_eq!(
+        eval(&mut browser, &page, "window.ffViewer.remembered()").await,
+        max_rows
+    );
+    assert_eq!(
+        eval(
+            &mut browser,
+            &page,
+            "document.querySelectorAll('#rows tr').length"
+        )
+        .await,
+        max_rows
+    );
+    assert_eq!(
+        eval(&mut browser, &page, "window.ffViewer.duplicates").await,
+        0
+    );
+
+    // An expired lease is highlighted on its row, in a page that watches
+    // lease history.
+    let leases = browser
+        .open(&format!(
+            "http://127.0.0.1:{port}/?family=lease-history&from=tail&autoconnect=1"
+        ))
+        .await
+        .expect("open a lease-history viewer");
+    wait_true(
+        &mut browser,
+        &leases,
+        "window.ffViewer && window.ffViewer.state === 'live'",
+        "connect the lease-history viewer",
+    )
+    .await;
+    let exec = "{fp:3}:33333333-1111-4111-8111-333333333333";
+    let lease_events = post_family(
+        port,
+        "lease-history",
+        &[
+            serde_json::json!({"type": "acquired", "execution_id": exec, "lease_id": "44444444-1111-4111-8111-444444444444", "worker_instance_id": "worker-1"}),
+            serde_json::json!({"type": "expired", "execution_id": exec, "lease_id": "44444444-1111-4111-8111-444444444444", "prev_owner": "worker-1"}),
+        ],
+    )
+    .await;
+    let shown = wait_for_events(&mut browser, &leases, 2, "the lease events").await;
+    assert_eq!(shown, lease_events);
+    let classes = eval(
+        &mut browser,
+        &leases,
+        &format!(
+            "[...document.querySelectorAll('#rows tr')].filter(r => r.dataset.cursor === '{}' || r.dataset.cursor === '{}').map(r => [r.dataset.cursor, r.className])",
+            lease_events[0], lease_events[1]
+        ),
+    )
+    .await;
+    assert_eq!(
+        classes,
+        serde_json::json!([[lease_events[1], "row-expired"], [lease_events[0], ""]]),
+        "the expired lease's row is highlighted, the acquired one's is not"
+    );
 
     if let Ok(path) = std::env::var("FF_VIEWER_SCREENSHOT") {
         // A realistic minute for the README: a steady mix of kinds.

@@ -450,3 +450,69 @@ async fn at_the_connection_cap_with_every_connection_busy_a_newcomer_gets_503() 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Open a `POST /v1/session` that sends part of its body and stalls; returns
+/// once the server has begun reading the body (it answered the
+/// `Expect: 100-continue`).
+async fn stalled_sign_in(serve: &Serve) -> TcpStream {
+    let mut s = serve.connect().await;
+    let head = "POST /v1/session HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n";
+    s.write_all(head.as_bytes()).await.unwrap();
+    let interim = answer(&mut s, "a sign-in expecting 100-continue").await;
+    assert_eq!(status_of(&interim), Some(100), "{interim}");
+    s.write_all(b"{\"token\":\"").await.unwrap();
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_sign_ins_filling_the_connection_cap_do_not_lock_out_healthz() {
+    // Timeouts far beyond the test's deadline: only evicting the stalled
+    // sign-ins can make room.
+    let serve = Serve::start(
+        &[
+            "--max-connections",
+            "20",
+            "--body-timeout",
+            "600",
+            "--header-timeout",
+            "600",
+        ],
+        None,
+    )
+    .await;
+    let mut stalled = Vec::new();
+    for _ in 0..20 {
+        stalled.push(stalled_sign_in(&serve).await);
+    }
+    // Twenty kept-alive /healthz connections, each needing a slot: every one
+    // is answered, and the stalled sign-ins (evictable since their reads
+    // began, before these went idle) make the room.
+    let mut kept = Vec::new();
+    for i in 0..20 {
+        let mut s = serve.connect().await;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let head = answer(&mut s, "/healthz with stalled sign-ins at the cap").await;
+        assert_eq!(status_of(&head), Some(200), "/healthz #{i}: {head}");
+        kept.push(s);
+    }
+    let deadline = Instant::now() + WAIT;
+    for (i, s) in stalled.iter_mut().enumerate() {
+        assert!(
+            closed_by_server(s, deadline).await,
+            "stalled sign-in #{i} was not closed to make room"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_sign_in_body_gets_408_after_the_header_timeout() {
+    // The body timeout is far beyond the test's deadline; the sign-in gets
+    // the header timeout.
+    let serve = Serve::start(&["--header-timeout", "1", "--body-timeout", "600"], None).await;
+    let mut s = stalled_sign_in(&serve).await;
+    let head = answer(&mut s, "a stalled sign-in").await;
+    assert_eq!(status_of(&head), Some(408), "{head}");
+    assert!(closed_by_server(&mut s, Instant::now() + WAIT).await);
+}

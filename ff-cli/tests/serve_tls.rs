@@ -343,3 +343,66 @@ async fn behind_a_proxy_forwarded_https_marks_the_cookie_secure_only_when_truste
     let cookie = set_cookie(&http(port, &session_request("")).await);
     assert!(cookie.contains("; Secure"), "{cookie}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_connection_cap_an_https_newcomer_gets_503_after_the_handshake() {
+    let dir = Scratch::new("tls-cap");
+    make_certs(&dir.0);
+    let cert = dir.path("cert.pem").display().to_string();
+    let key = dir.path("key.pem").display().to_string();
+    let (mut child, port) = start_listening(serve_command(
+        &dir.0,
+        &[
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--max-connections",
+            "2",
+        ],
+    ))
+    .await;
+    let connector = tls_connector(&dir.path("ca.pem"));
+    let health = "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    wait_up(&mut child, || async {
+        match TcpStream::connect(("127.0.0.1", port)).await {
+            Ok(tcp) => match connector
+                .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                .await
+            {
+                Ok(mut tls) => exchange(&mut tls, health).await.starts_with("HTTP/1.1 200"),
+                Err(_) => false,
+            },
+            Err(_) => false,
+        }
+    })
+    .await;
+    // Two streams fill the cap with requests in flight: nothing to evict.
+    let stream = format!(
+        "GET /v1/streams/completion HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {READ}\r\n\r\n"
+    );
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut tls = connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .expect("TLS handshake under the cap");
+        let head = exchange(&mut tls, &stream).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        streams.push(tls);
+    }
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("a newcomer past the cap still completes the TLS handshake");
+    let head = exchange(&mut tls, health).await;
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("retry-after:"), "{head}");
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(WAIT, tls.read_to_end(&mut rest)).await;
+    let whole = head + &String::from_utf8_lossy(&rest);
+    assert!(whole.contains("too_many_connections"), "{whole}");
+    drop(streams);
+}

@@ -1,9 +1,13 @@
 // ff live viewer: plain JavaScript, no build step.
 //
 // State for automated checks is exposed as `window.ffViewer`
-// ({state, events: [cursor...], duplicates, lastId, errors, paused,
-// pending, copied, families, chartDraws, rate(), rowClass()}) and as
-// `data-state` on <body>. URL parameters prefill the form and
+// ({state, events: [the cursors of the rows kept, oldest first], shown,
+// duplicates, lastId, errors, paused, pending, copied, families,
+// chartDraws, maxRows, rate(), rowClass(), remembered()}) and as
+// `data-state` on <body>. Everything the page keeps is bounded: rows,
+// cursors and duplicate detection by MAX_ROWS, errors by MAX_ERRORS, held
+// events by PAUSE_CAP, the chart by CHART_SECONDS, so a dashboard left
+// open for weeks stays small. URL parameters prefill the form and
 // `autoconnect=1` connects at once, e.g. `/?family=completion&from=beginning&autoconnect=1`.
 (function () {
   "use strict";
@@ -15,6 +19,7 @@
     "instance-tags": ["attached", "cleared"]
   };
   var MAX_ROWS = 500;
+  var MAX_ERRORS = 100;
   // Events held while paused; past this the stream is closed at the last
   // held event and reopened from there on resume, so nothing is lost.
   var PAUSE_CAP = 5000;
@@ -28,10 +33,13 @@
 
   var $ = function (id) { return document.getElementById(id); };
   var viewer = window.ffViewer = {
-    state: "idle", events: [], duplicates: 0, lastId: null, errors: [],
-    paused: false, pending: 0, copied: null, families: {}, chartDraws: 0
+    state: "idle", events: [], shown: 0, duplicates: 0, lastId: null, errors: [],
+    paused: false, pending: 0, copied: null, families: {}, chartDraws: 0,
+    maxRows: MAX_ROWS
   };
+  // The cursors in `viewer.events`, for duplicate checks.
   var seen = new Set();
+  viewer.remembered = function () { return seen.size; };
   var source = null;
   var retryTimer = null;
   var wanted = false;
@@ -229,18 +237,37 @@
     viewer.chartDraws += 1;
   }
 
+  // A duplicate is a cursor still remembered, or one at or before the
+  // oldest remembered (a stream delivers in position order).
+  function isDuplicate(cursor) {
+    if (seen.has(cursor)) return true;
+    var oldest = viewer.events[0];
+    return viewer.events.length >= MAX_ROWS && atOrAfter(oldest, cursor) === true;
+  }
+
+  function remember(cursor) {
+    seen.add(cursor);
+    viewer.events.push(cursor);
+    while (viewer.events.length > MAX_ROWS) seen.delete(viewer.events.shift());
+  }
+
   function show(cursor, kind, data) {
     viewer.lastId = cursor;
     $("last").textContent = cursor;
     $("last").title = cursor;
-    if (seen.has(cursor)) {
+    if (isDuplicate(cursor)) {
       viewer.duplicates += 1;
     } else {
-      seen.add(cursor);
-      viewer.events.push(cursor);
+      remember(cursor);
+      viewer.shown += 1;
     }
-    $("count").textContent = String(viewer.events.length);
+    $("count").textContent = String(viewer.shown);
     addRow(cursor, kind, data);
+  }
+
+  function noteError(data) {
+    viewer.errors.push(data);
+    while (viewer.errors.length > MAX_ERRORS) viewer.errors.shift();
   }
 
   function setPending(n) {
@@ -294,7 +321,7 @@
   function onStreamError(e) {
     var data;
     try { data = JSON.parse(e.data); } catch (err) { data = { error: "unknown", detail: e.data }; }
-    viewer.errors.push(data);
+    noteError(data);
     if (data.error === "corrupt") {
       count("ff-error");
       addRow(data.cursor || e.lastEventId || "", "ff-error", data);
@@ -360,7 +387,7 @@
         var retry = parseInt(resp.headers.get("retry-after") || "0", 10);
         return resp.json().then(function (body) {
           banner(resp.status + " " + body.error + ": " + (body.detail || ""));
-          viewer.errors.push(body);
+          noteError(body);
           if (resp.status === 503) return scheduleRetry(retry || 2);
           stop("error", String(resp.status));
           if (resp.status === 410 && body.oldest) offerRestart(body.oldest);
@@ -481,7 +508,7 @@
   $("disconnect").addEventListener("click", function () { stop("idle", "disconnected"); });
   $("pause").addEventListener("click", function () { if (viewer.paused) resume(); else pause(); });
   $("clear").addEventListener("click", function () {
-    $("rows").textContent = ""; viewer.events = []; viewer.duplicates = 0; seen.clear();
+    $("rows").textContent = ""; viewer.events = []; viewer.shown = 0; viewer.duplicates = 0; seen.clear();
     $("count").textContent = "0";
   });
   $("signin-btn").addEventListener("click", signIn);

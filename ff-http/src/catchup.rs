@@ -117,6 +117,8 @@ impl CatchUpPool {
                 return Decision::Failed(e);
             }
         }
+        // A closed hub holds its slot until its backend stream is dropped.
+        let held_slots = state.hubs.iter().filter(|h| h.family() == family).count();
         let family_hubs: Vec<&Arc<Hub>> = state
             .hubs
             .iter()
@@ -161,7 +163,7 @@ impl CatchUpPool {
             .filter(|w| w.family == family && w.granted.load(Ordering::Acquire))
             .filter(|w| !queued.as_ref().is_some_and(|q| Arc::ptr_eq(q, w)))
             .count();
-        if mine || family_hubs.len() + reserved < self.per_family {
+        if mine || held_slots + reserved < self.per_family {
             let (hub, joined) = hubs.start_catch_up(family, p.clone());
             state.hubs.push(hub.clone());
             if let Some(w) = queued.take() {
@@ -191,7 +193,17 @@ impl CatchUpPool {
         }
     }
 
-    /// A catch-up hub ended: free its slot, tell clients queued on exactly
+    /// Catch-up hubs of `family` holding a slot now.
+    #[cfg(test)]
+    pub(crate) fn held_by(&self, family: Family) -> usize {
+        self.lock()
+            .hubs
+            .iter()
+            .filter(|h| h.family() == family)
+            .count()
+    }
+
+    /// A catch-up hub ended (its backend stream is dropped): free its slot, tell clients queued on exactly
     /// its start if it failed there, and give the slot to the oldest
     /// queued position of its family.
     pub fn ended(&self, hub: &Arc<Hub>) {
@@ -310,11 +322,15 @@ pub(crate) async fn place(
 mod tests {
     use super::*;
     use crate::fanout::HubSettings;
+    use crate::fanout::{is_held_back, HubMsg, Status};
     use crate::metrics::Metrics;
     use ff_backend_memory::MemoryBackend;
-    use ff_core::backend::EventPublisher;
+    use ff_core::backend::{DeliveryStream, EventPublisher, StreamBackend, StreamBounds};
+    use ff_core::filter::SubscriptionFilter;
     use ff_core::stream_events::{CompletionOutcome, EventMeta, NewEvent};
-    use ff_core::types::ExecutionId;
+    use ff_core::types::{ExecutionId, TimestampMs};
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::{OnceLock, Weak};
     use std::time::Duration;
 
     const WAIT: Duration = Duration::from_secs(10);
@@ -323,7 +339,15 @@ mod tests {
         events: usize,
         per_family: usize,
     ) -> (Arc<Hubs>, Vec<StreamCursor>, watch::Sender<bool>) {
-        let backend = MemoryBackend::new();
+        hubs_over_backend(MemoryBackend::new(), events, per_family, |b| Arc::new(b)).await
+    }
+
+    async fn hubs_over_backend(
+        backend: MemoryBackend,
+        events: usize,
+        per_family: usize,
+        wrap: impl FnOnce(MemoryBackend) -> Arc<dyn StreamBackend>,
+    ) -> (Arc<Hubs>, Vec<StreamCursor>, watch::Sender<bool>) {
         let drafts = (0..events)
             .map(|_| {
                 (
@@ -335,7 +359,7 @@ mod tests {
         let cursors = backend.publish_batch(drafts).await.unwrap();
         let (stop, shutdown) = watch::channel(false);
         let hubs = Arc::new(Hubs::new(
-            Arc::new(backend),
+            wrap(backend),
             Arc::new(Metrics::default()),
             HubSettings {
                 capacity: 64,
@@ -385,5 +409,166 @@ mod tests {
                 .expect("placed");
         assert!(!Arc::ptr_eq(&waited.0, &first));
         assert_eq!(waited.1.position, c[10]);
+    }
+
+    /// A memory backend whose streams check, as they are dropped, that
+    /// every open stream still holds a slot of the gateway's bound.
+    struct SlotCheckingBackend {
+        inner: MemoryBackend,
+        hubs: Arc<OnceLock<Weak<Hubs>>>,
+        open: Arc<AtomicUsize>,
+        unslotted_drops: Arc<AtomicUsize>,
+    }
+
+    /// Runs the check when its stream is dropped.
+    struct DropCheck {
+        family: Family,
+        hubs: Arc<OnceLock<Weak<Hubs>>>,
+        open: Arc<AtomicUsize>,
+        unslotted_drops: Arc<AtomicUsize>,
+    }
+
+    impl Drop for DropCheck {
+        fn drop(&mut self) {
+            if let Some(hubs) = self.hubs.get().and_then(Weak::upgrade) {
+                if self.open.load(Ordering::SeqCst) > hubs.held_slots(self.family) {
+                    self.unslotted_drops.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            self.open.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl StreamBackend for SlotCheckingBackend {
+        fn backend_name(&self) -> &'static str {
+            "slot-checking memory"
+        }
+
+        async fn subscribe_family(
+            &self,
+            family: Family,
+            cursor: StreamCursor,
+            filter: &SubscriptionFilter,
+        ) -> Result<DeliveryStream, EngineError> {
+            let stream = self.inner.subscribe_family(family, cursor, filter).await?;
+            self.open.fetch_add(1, Ordering::SeqCst);
+            let check = DropCheck {
+                family,
+                hubs: self.hubs.clone(),
+                open: self.open.clone(),
+                unslotted_drops: self.unslotted_drops.clone(),
+            };
+            Ok(Box::pin(futures::StreamExt::map(stream, move |item| {
+                let _ = &check;
+                item
+            })))
+        }
+
+        async fn bounds(&self, family: Family) -> Result<StreamBounds, EngineError> {
+            self.inner.bounds(family).await
+        }
+
+        async fn cursor_at(
+            &self,
+            family: Family,
+            at: TimestampMs,
+        ) -> Result<StreamCursor, EngineError> {
+            self.inner.cursor_at(family, at).await
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_frees_its_slot_only_after_closing_its_backend_stream() {
+        let hubs_cell = Arc::new(OnceLock::new());
+        let unslotted_drops = Arc::new(AtomicUsize::new(0));
+        let (hubs, c, _stop) = hubs_over_backend(MemoryBackend::new(), 100, 2, |inner| {
+            Arc::new(SlotCheckingBackend {
+                inner,
+                hubs: hubs_cell.clone(),
+                open: Arc::new(AtomicUsize::new(0)),
+                unslotted_drops: unslotted_drops.clone(),
+            })
+        })
+        .await;
+        hubs_cell.set(Arc::downgrade(&hubs)).unwrap();
+        let family = Family::Completion;
+        let (first, joined) = place(&hubs, family, &c[50], WAIT, WhenQueued::Return)
+            .await
+            .expect("a free slot starts a reader");
+        let queued = tokio::spawn({
+            let (hubs, p) = (hubs.clone(), c[10].clone());
+            async move { place(&hubs, family, &p, WAIT, WhenQueued::Wait).await }
+        });
+        // The queued client is placed once the first reader's client leaves
+        // and the reader ends.
+        drop(joined);
+        let (second, placed) = tokio::time::timeout(WAIT, queued)
+            .await
+            .expect("placed once the slot frees")
+            .expect("task")
+            .expect("placed");
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert_eq!(placed.position, c[10]);
+        assert_eq!(
+            unslotted_drops.load(Ordering::SeqCst),
+            0,
+            "a backend stream was still open after its hub had freed its slot"
+        );
+    }
+
+    /// Wait (in virtual time) until `hub` holds back for its clients.
+    async fn until_held_back(hub: &Hub) {
+        let deadline = Instant::now() + WAIT;
+        while !is_held_back(hub) {
+            assert!(Instant::now() < deadline, "the reader never held back");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_back_reader_ends_at_once_on_shutdown() {
+        let (hubs, c, stop) = hubs_over(200, 2).await;
+        let (hub, _joined) = place(&hubs, Family::Completion, &c[10], WAIT, WhenQueued::Return)
+            .await
+            .expect("a reader starts");
+        // Its only client reads nothing: the reader fills the buffer and
+        // holds back.
+        until_held_back(&hub).await;
+        let stopped = Instant::now();
+        stop.send_replace(true);
+        let mut status = hub.status.subscribe();
+        status
+            .wait_for(|s| matches!(s, Status::Closed))
+            .await
+            .expect("the hub reports its end");
+        assert_eq!(
+            stopped.elapsed(),
+            Duration::ZERO,
+            "the held-back reader waited for a timer instead of ending on shutdown"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_back_reader_resumes_as_soon_as_its_client_reads() {
+        let (hubs, c, _stop) = hubs_over(200, 2).await;
+        let (hub, mut joined) = place(&hubs, Family::Completion, &c[10], WAIT, WhenQueued::Return)
+            .await
+            .expect("a reader starts");
+        until_held_back(&hub).await;
+        let resumed = Instant::now();
+        let mut got = Vec::new();
+        while got.len() < 150 {
+            match joined.rx.recv().await.expect("the reader goes on") {
+                HubMsg::Item(item) => got.push(item.cursor.clone()),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(got, c[11..161].to_vec());
+        assert_eq!(
+            resumed.elapsed(),
+            Duration::ZERO,
+            "the held-back reader waited for a timer instead of its client"
+        );
     }
 }

@@ -25,7 +25,6 @@ use ff_core::stream_events::Family;
 use ff_core::stream_subscribe::StreamCursor;
 use futures::Stream;
 use serde_json::json;
-use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::{Instant, Sleep};
 
@@ -33,7 +32,7 @@ use crate::catchup::{self, WhenQueued};
 use crate::config::SlowClientPolicy;
 use crate::encode;
 use crate::errors::{self, ApiError};
-use crate::fanout::{at_or_before, Hub, HubBody, HubItem, HubMsg, Joined, StartError};
+use crate::fanout::{at_or_before, Hub, HubBody, HubItem, HubMsg, HubReceiver, Joined, StartError};
 use crate::gateway::GatewayState;
 use crate::metrics::Metrics;
 use crate::params::{Start, StreamParams};
@@ -68,7 +67,7 @@ enum Source {
     /// A shared subscription: the family's live hub or a catch-up hub.
     Hub {
         hub: Arc<Hub>,
-        rx: broadcast::Receiver<HubMsg>,
+        rx: HubReceiver,
         replay: VecDeque<Arc<HubItem>>,
     },
     /// Waiting for a place on a catch-up hub.

@@ -79,7 +79,9 @@ pub struct GatewayConfig {
     /// running size) passes it.
     pub max_body_bytes: usize,
     /// How long reading a whole `POST` body may take (default 30 s); a
-    /// slower one gets 408 and the connection is closed.
+    /// slower one gets 408 and the connection is closed. The viewer's
+    /// sign-in (`POST /v1/session`, unauthenticated until its body is
+    /// read) gets the shorter [`GatewayConfig::session_body_timeout`].
     pub body_read_timeout: Duration,
     /// How long a connection may take to send a complete request head
     /// (default 10 s): from accept for a new connection, from the first
@@ -136,6 +138,15 @@ impl GatewayConfig {
             secure_cookie: false,
             trust_forwarded_proto: false,
         }
+    }
+
+    /// How long the unauthenticated sign-in body (`POST /v1/session`) may
+    /// take to arrive: the shorter of
+    /// [`GatewayConfig::header_read_timeout`] and
+    /// [`GatewayConfig::body_read_timeout`], since it is as small as a head
+    /// and proves no right until it is read.
+    pub fn session_body_timeout(&self) -> Duration {
+        self.header_read_timeout.min(self.body_read_timeout)
     }
 
     /// Set [`GatewayConfig::keep_alive`].

@@ -35,6 +35,13 @@
 //! [`GatewayConfig::hub_linger`](crate::GatewayConfig::hub_linger), on
 //! shutdown, and on a terminal backend error (which its clients receive as
 //! an `ff-error` message).
+//!
+//! # Bounded backend streams
+//!
+//! A hub frees its slot (the family's live slot, or its place in the
+//! catch-up pool) only after it has dropped its backend stream, and a new
+//! hub is started only in a free slot: the bound on backend subscriptions
+//! holds for the streams actually open, not merely for the hubs counted.
 
 use std::cmp::Ordering;
 use std::collections::{HashMap, VecDeque};
@@ -50,7 +57,7 @@ use ff_core::stream_events::{EventMeta, Family, StreamEvent};
 use ff_core::stream_subscribe::StreamCursor;
 use ff_core::types::TimestampMs;
 use futures::StreamExt;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, watch, Notify};
 
 use crate::catchup::CatchUpPool;
 use crate::encode;
@@ -113,6 +120,65 @@ struct HubState {
     closed: bool,
 }
 
+/// How a held-back catch-up hub learns that its clients read on: while
+/// `held` is set, every receive and every receiver dropped notifies.
+#[derive(Debug, Default)]
+pub(crate) struct HoldBack {
+    held: AtomicBool,
+    drained: Notify,
+}
+
+impl HoldBack {
+    /// A client read a message or left.
+    fn progressed(&self) {
+        if self.held.load(AtomicOrdering::SeqCst) {
+            self.drained.notify_waiters();
+        }
+    }
+}
+
+/// A client's receiver of a hub's broadcast: it wakes the hub when the
+/// hub is held back waiting for its clients to read.
+#[derive(Debug)]
+pub(crate) struct HubReceiver {
+    rx: Option<broadcast::Receiver<HubMsg>>,
+    hold: Arc<HoldBack>,
+}
+
+impl HubReceiver {
+    fn new(rx: broadcast::Receiver<HubMsg>, hold: Arc<HoldBack>) -> Self {
+        Self { rx: Some(rx), hold }
+    }
+
+    fn rx(&mut self) -> &mut broadcast::Receiver<HubMsg> {
+        self.rx.as_mut().expect("the receiver lives until drop")
+    }
+
+    /// The next message (see [`broadcast::Receiver::recv`]).
+    pub async fn recv(&mut self) -> Result<HubMsg, broadcast::error::RecvError> {
+        let msg = self.rx().recv().await;
+        self.hold.progressed();
+        msg
+    }
+
+    /// The next message if one is ready (see
+    /// [`broadcast::Receiver::try_recv`]).
+    pub fn try_recv(&mut self) -> Result<HubMsg, broadcast::error::TryRecvError> {
+        let msg = self.rx().try_recv();
+        if msg.is_ok() {
+            self.hold.progressed();
+        }
+        msg
+    }
+}
+
+impl Drop for HubReceiver {
+    fn drop(&mut self) {
+        drop(self.rx.take());
+        self.hold.progressed();
+    }
+}
+
 /// A family's shared subscription, as seen by clients.
 #[derive(Debug)]
 pub(crate) struct Hub {
@@ -124,6 +190,11 @@ pub(crate) struct Hub {
     keep: usize,
     /// Set once a catch-up hub has reached the live hub's window.
     handed_over: AtomicBool,
+    /// Wakes the hub task while it holds back for its slowest client.
+    hold: Arc<HoldBack>,
+    /// Set once the hub task has dropped its backend stream (and, for a
+    /// live hub, left its family's slot).
+    released: watch::Sender<bool>,
     /// Set once any client has joined.
     joined_ever: AtomicBool,
     /// Set once the hub has delivered (its start was accepted).
@@ -136,7 +207,7 @@ pub(crate) struct Hub {
 /// A successful join: replay `replay`, then read `rx`.
 #[derive(Debug)]
 pub(crate) struct Joined {
-    pub rx: broadcast::Receiver<HubMsg>,
+    pub rx: HubReceiver,
     pub replay: VecDeque<Arc<HubItem>>,
     /// The hub's position at the join.
     pub position: StreamCursor,
@@ -190,6 +261,8 @@ impl Hub {
             status: watch::Sender::new(Status::Starting),
             keep,
             handed_over: AtomicBool::new(false),
+            hold: Arc::new(HoldBack::default()),
+            released: watch::Sender::new(false),
             joined_ever: AtomicBool::new(false),
             ready_ever: AtomicBool::new(false),
             lag_ms: AtomicI64::new(i64::MIN),
@@ -225,6 +298,11 @@ impl Hub {
         self.handed_over.load(AtomicOrdering::Acquire)
     }
 
+    /// A receiver of the hub's broadcast (call under the state lock).
+    fn receiver(&self) -> HubReceiver {
+        HubReceiver::new(self.tx.subscribe(), self.hold.clone())
+    }
+
     /// The hub's window `(base, position)`, when it has one.
     pub fn window(&self) -> Option<(StreamCursor, StreamCursor)> {
         let state = self.lock();
@@ -240,7 +318,7 @@ impl Hub {
         let position = state.position.clone().ok_or(JoinRefused::Gone)?;
         self.joined_ever.store(true, AtomicOrdering::Release);
         Ok(Joined {
-            rx: self.tx.subscribe(),
+            rx: self.receiver(),
             replay: VecDeque::new(),
             position,
         })
@@ -281,7 +359,7 @@ impl Hub {
             .collect();
         self.joined_ever.store(true, AtomicOrdering::Release);
         Ok(Joined {
-            rx: self.tx.subscribe(),
+            rx: self.receiver(),
             replay,
             position: position.clone(),
         })
@@ -407,9 +485,6 @@ pub(crate) struct HubSettings {
     pub per_family: usize,
 }
 
-/// How often a held-back catch-up hub looks at its clients' buffers again.
-const CATCH_UP_STALL_POLL: Duration = Duration::from_millis(2);
-
 /// The hubs of every family: the live ones and the catch-up pool.
 pub(crate) struct Hubs {
     pub(crate) backend: Arc<dyn StreamBackend>,
@@ -448,12 +523,13 @@ impl Hubs {
         hub.is_ready().then_some(hub)
     }
 
+    /// The family's live hub, started if there is none. A hub that has
+    /// closed stays in its slot until it has released its backend stream,
+    /// so the caller waits for that before one more is started.
     fn get_or_start(self: &Arc<Self>, family: Family) -> Arc<Hub> {
         let mut slots = self.slots();
         if let Some(hub) = slots.get(&family) {
-            if !hub.lock().closed {
-                return hub.clone();
-            }
+            return hub.clone();
         }
         let hub = Arc::new(Hub::new(family, self.settings.capacity, self.settings.keep));
         slots.insert(family, hub.clone());
@@ -479,7 +555,7 @@ impl Hubs {
             },
         ));
         let joined = Joined {
-            rx: hub.tx.subscribe(),
+            rx: hub.receiver(),
             replay: VecDeque::new(),
             position: start,
         };
@@ -497,6 +573,14 @@ impl Hubs {
                 return Err(StartError::ShuttingDown);
             }
             let hub = self.get_or_start(family);
+            if hub.is_closed() {
+                let mut released = hub.released.subscribe();
+                let waited = tokio::time::timeout_at(deadline, released.wait_for(|r| *r)).await;
+                match waited {
+                    Ok(_) => continue,
+                    Err(_) => return Err(StartError::Timeout),
+                }
+            }
             match wait_ready(&hub, deadline).await {
                 Ok(()) => return Ok(hub),
                 Err(StartError::Timeout) | Err(StartError::ShuttingDown)
@@ -506,17 +590,15 @@ impl Hubs {
         }
     }
 
-    /// Remove `hub` if it has had no client; `true` when removed.
-    fn remove_if_idle(&self, hub: &Arc<Hub>) -> bool {
-        let mut slots = self.slots();
+    /// Close `hub` if it has had no client; `true` when closed. It keeps
+    /// its slot until its task has released the backend stream.
+    fn close_if_idle(&self, hub: &Arc<Hub>) -> bool {
+        let _slots = self.slots();
         let mut state = hub.lock();
         if hub.tx.receiver_count() > 0 {
             return false;
         }
         state.closed = true;
-        if slots.get(&hub.family).is_some_and(|h| Arc::ptr_eq(h, hub)) {
-            slots.remove(&hub.family);
-        }
         true
     }
 
@@ -525,6 +607,12 @@ impl Hubs {
         if slots.get(&hub.family).is_some_and(|h| Arc::ptr_eq(h, hub)) {
             slots.remove(&hub.family);
         }
+    }
+
+    /// Slots of `family` held now: its live hub's and its catch-up hubs'.
+    #[cfg(test)]
+    pub(crate) fn held_slots(&self, family: Family) -> usize {
+        usize::from(self.slots().contains_key(&family)) + self.catch_up.held_by(family)
     }
 
     /// Per-family statistics of the running live hubs.
@@ -566,6 +654,7 @@ pub(crate) async fn wait_ready(
 async fn run_hub(hub: Arc<Hub>, hubs: Weak<Hubs>) {
     let Some(strong) = hubs.upgrade() else {
         hub.close();
+        hub.released.send_replace(true);
         return;
     };
     let (backend, metrics, settings, mut shutdown) = (
@@ -599,7 +688,7 @@ async fn run_hub(hub: Arc<Hub>, hubs: Weak<Hubs>) {
             return;
         }
     };
-    let _gauge = SubscriptionGauge::new(metrics, kind);
+    let gauge = SubscriptionGauge::new(metrics, kind);
     tracing::debug!(%family, role = ?hub.role, "shared subscription started");
     let linger = if catching_up {
         settings.linger.min(Duration::from_secs(1))
@@ -619,7 +708,7 @@ async fn run_hub(hub: Arc<Hub>, hubs: Weak<Hubs>) {
     .max(1);
     loop {
         if catching_up && hub.tx.len() >= hold_at {
-            hold_back(&hub, hold_at, settings.timeout).await;
+            hold_back(&hub, hold_at, settings.timeout, &mut shutdown).await;
         }
         tokio::select! {
             biased;
@@ -659,7 +748,7 @@ async fn run_hub(hub: Arc<Hub>, hubs: Weak<Hubs>) {
                 let since = *idle_since.get_or_insert_with(tokio::time::Instant::now);
                 if since.elapsed() >= linger {
                     match hubs.upgrade() {
-                        Some(hubs) if !hubs.remove_if_idle(&hub) => idle_since = None,
+                        Some(hubs) if !hubs.close_if_idle(&hub) => idle_since = None,
                         _ => {
                             hub.close();
                             break;
@@ -676,6 +765,10 @@ async fn run_hub(hub: Arc<Hub>, hubs: Weak<Hubs>) {
             }
         }
     }
+    // Close the backend stream before freeing the slot, so a new hub never
+    // opens its subscription while this one is still open.
+    drop(stream);
+    drop(gauge);
     finish(&hub, &hubs);
     tracing::debug!(%family, role = ?hub.role, "shared subscription ended");
 }
@@ -686,15 +779,36 @@ fn kind_is_catch_up(kind: SubscriptionKind) -> bool {
 
 /// Wait while the slowest client's buffer holds `hold_at` items or more,
 /// at most `limit` (the backend timeout): a client stalled longer than
-/// that lags, and is placed again from its position.
-async fn hold_back(hub: &Hub, hold_at: usize, limit: Duration) {
+/// that lags, and is placed again from its position. Woken by its clients
+/// as they read or leave, never by polling; ends at once on shutdown.
+async fn hold_back(
+    hub: &Hub,
+    hold_at: usize,
+    limit: Duration,
+    shutdown: &mut watch::Receiver<bool>,
+) {
     let until = tokio::time::Instant::now() + limit;
-    while hub.tx.len() >= hold_at
-        && hub.tx.receiver_count() > 0
-        && tokio::time::Instant::now() < until
-    {
-        tokio::time::sleep(CATCH_UP_STALL_POLL).await;
+    hub.hold.held.store(true, AtomicOrdering::SeqCst);
+    loop {
+        let drained = hub.hold.drained.notified();
+        let mut drained = std::pin::pin!(drained);
+        drained.as_mut().enable();
+        if hub.tx.len() < hold_at || hub.tx.receiver_count() == 0 {
+            break;
+        }
+        tokio::select! {
+            () = drained => {}
+            () = tokio::time::sleep_until(until) => break,
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
     }
+    hub.hold.held.store(false, AtomicOrdering::SeqCst);
+}
+
+/// `true` while the hub waits for its slowest client to read on.
+#[cfg(test)]
+pub(crate) fn is_held_back(hub: &Hub) -> bool {
+    hub.hold.held.load(AtomicOrdering::SeqCst)
 }
 
 /// `true` when the catch-up `hub`'s position lies in the live hub's window.
@@ -708,7 +822,8 @@ fn reached_live(hub: &Hub, hubs: &Hubs) -> bool {
     covers(&live_base, &position)
 }
 
-/// Unregister an ended hub.
+/// Unregister an ended hub, whose backend stream is closed: this frees its
+/// slot.
 fn finish(hub: &Arc<Hub>, hubs: &Weak<Hubs>) {
     if let Some(hubs) = hubs.upgrade() {
         match hub.role {
@@ -716,6 +831,7 @@ fn finish(hub: &Arc<Hub>, hubs: &Weak<Hubs>) {
             Role::CatchUp { .. } => hubs.catch_up.ended(hub),
         }
     }
+    hub.released.send_replace(true);
 }
 
 #[cfg(test)]

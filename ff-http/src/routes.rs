@@ -22,7 +22,7 @@ use crate::errors::ApiError;
 use crate::gateway::GatewayState;
 use crate::metrics::{self, Metrics};
 use crate::params::{self, LAST_EVENT_ID};
-use crate::server::ServedOverTls;
+use crate::server::{ServedConnection, ServedOverTls};
 use crate::viewer;
 
 type AppState = State<Arc<GatewayState>>;
@@ -240,8 +240,6 @@ struct SessionBody {
     token: String,
 }
 
-/// `POST /v1/session`: `{"token": "..."}` → an HttpOnly cookie that
-/// authorises reads from this browser (the viewer page's sign-in).
 /// Whether the session cookie must be `Secure`: configured so, served over
 /// TLS here, or (when trusted) forwarded from an HTTPS proxy.
 fn cookie_secure(state: &GatewayState, headers: &HeaderMap, extensions: &Extensions) -> bool {
@@ -257,20 +255,33 @@ fn cookie_secure(state: &GatewayState, headers: &HeaderMap, extensions: &Extensi
         || (state.config.trust_forwarded_proto && forwarded_https())
 }
 
+/// `POST /v1/session`: `{"token": "..."}` → an HttpOnly cookie that
+/// authorises reads from this browser (the viewer page's sign-in).
+///
+/// The sign-in body proves nothing until it is read, so reading it must
+/// cost the server little: it is small ([`SESSION_BODY_LIMIT`]), must
+/// arrive within [`GatewayConfig::session_body_timeout`], and meanwhile the
+/// connection may be evicted to admit another.
+///
+/// [`GatewayConfig::session_body_timeout`]: crate::GatewayConfig::session_body_timeout
 async fn session_create(
     State(state): AppState,
     headers: HeaderMap,
     extensions: Extensions,
     body: Body,
 ) -> Response {
-    let bytes = match body::read_limited(
+    let evictable = extensions
+        .get::<ServedConnection>()
+        .map(ServedConnection::unauthenticated_read);
+    let read = body::read_limited(
         &headers,
         body,
         SESSION_BODY_LIMIT,
-        state.config.body_read_timeout,
+        state.config.session_body_timeout(),
     )
-    .await
-    {
+    .await;
+    drop(evictable);
+    let bytes = match read {
         Ok(bytes) => bytes,
         Err(e) => return e.into_response(),
     };

@@ -2,21 +2,21 @@
 //!
 //! Invariant: at most `max_connections` connections are served at once
 //! (each holds a permit for its whole life). When the cap is reached, the
-//! connection that has waited longest without a request in flight — a
-//! silent or trickling client, or an idle keep-alive — is evicted to make
-//! room, so idle sockets can never lock out a client with a real request.
-//! When every connection has a request in flight, the newcomer gets a
-//! prompt `503` (plain HTTP) or, over TLS, is closed. Connections waiting
-//! for an evicted one's permit, and rejections being written, are bounded
-//! too, so a flood costs a bounded number of file descriptors.
+//! connection that has been evictable longest — a silent or trickling
+//! client, an idle keep-alive, or one still sending the body of an
+//! unauthenticated request — is evicted to make room, so sockets that
+//! prove no right can never lock out a client with a real request. When
+//! every connection serves an authorised request, the newcomer gets a
+//! prompt `503` (over TLS after a handshake bounded in time). Connections
+//! waiting for an evicted one's permit, and rejections being answered, are
+//! bounded too, so a flood costs a bounded number of file descriptors.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::phase::ConnPhase;
@@ -120,13 +120,13 @@ impl Admission {
         Some(self.slot(permit, phase))
     }
 
-    /// Ask the connection idle the longest to close; `false` if none is idle.
+    /// Ask the connection evictable the longest to close; `false` if none is.
     fn evict_longest_idle(&self) -> bool {
         let live = self.live();
         let oldest = live
             .values()
             .filter(|p| !p.eviction_asked())
-            .filter_map(|p| Some((p.idle_since()?, p)))
+            .filter_map(|p| Some((p.evictable_since()?, p)))
             .min_by_key(|(since, _)| *since);
         match oldest {
             Some((_, phase)) => {
@@ -138,8 +138,11 @@ impl Admission {
     }
 }
 
-/// Answer `503` on a plain-HTTP connection that found no room, and close.
-pub(crate) async fn reject(mut tcp: TcpStream, max: usize, retry_after: Duration) {
+/// Answer `503` on a connection that found no room, and close.
+pub(crate) async fn reject<S>(mut tcp: S, max: usize, retry_after: Duration)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let body = format!(
         "{{\"error\":\"too_many_connections\",\"detail\":\"the server holds its maximum of {max} connections, all busy; retry later\"}}"
     );

@@ -4,9 +4,12 @@
 //! hyper and closes the connection when its deadline passes ([`phase`]).
 //!
 //! Invariant: every accepted socket is either served in a slot, answered
-//! and closed, or closed at once; a served connection ends when its client
-//! leaves, when it idles past its deadline, when it is evicted while idle,
-//! or at shutdown (after its in-flight response ends).
+//! `503` and closed (over TLS, after a handshake bounded in time), or
+//! closed at once when even the rejections in progress are at their bound;
+//! a served connection ends when its client leaves, when it idles past its
+//! deadline, when it is evicted while it holds nothing authorised (idle,
+//! or reading an unauthenticated body), or at shutdown (after its
+//! in-flight response ends).
 
 mod admission;
 mod phase;
@@ -30,6 +33,7 @@ use tower::ServiceExt;
 use crate::config::GatewayConfig;
 use crate::tls::TlsConfig;
 use admission::{Admission, Admit, Slot};
+pub(crate) use phase::UnauthenticatedRead;
 use phase::{ConnPhase, RequestGuard, Timeouts, Watched};
 
 /// Marks a request that arrived over TLS terminated by this server (a
@@ -37,9 +41,26 @@ use phase::{ConnPhase, RequestGuard, Timeouts, Watched};
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ServedOverTls;
 
+/// The connection a request arrived on (a request extension set by
+/// [`Gateway::serve`](crate::Gateway::serve)).
+#[derive(Clone, Debug)]
+pub(crate) struct ServedConnection(Arc<ConnPhase>);
+
+impl ServedConnection {
+    /// Let the connection be evicted while the guard lives, as the request
+    /// reads a body no token has authorised yet.
+    pub fn unauthenticated_read(&self) -> UnauthenticatedRead {
+        self.0.unauthenticated_read()
+    }
+}
+
 /// How long the accept loop pauses after an accept error (e.g. out of file
 /// descriptors), so it does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// Longest TLS handshake granted to a connection that is only to be told
+/// `503` (shorter still when the header-read timeout is).
+const REJECT_HANDSHAKE: Duration = Duration::from_secs(3);
 
 /// The connection-level settings, taken from [`GatewayConfig`].
 #[derive(Clone, Copy, Debug)]
@@ -110,25 +131,26 @@ where
             Admit::AfterEviction(side) => {
                 let admission = admission.clone();
                 tokio::spawn(async move {
-                    let waited = admission.slot_after_eviction(&phase).await;
-                    drop(side);
-                    match waited {
-                        Some(slot) => start.run(tcp, phase, slot).await,
-                        None if start.acceptor.is_none() => {
-                            admission::reject(tcp, admission.max(), settings.retry_after).await
+                    match admission.slot_after_eviction(&phase).await {
+                        Some(slot) => {
+                            drop(side);
+                            start.run(tcp, phase, slot).await
                         }
-                        None => drop(tcp),
+                        None => {
+                            turn_away(tcp, start.acceptor, admission.max(), &settings).await;
+                            drop(side);
+                        }
                     }
                 });
             }
-            Admit::Reject(side) if acceptor.is_none() => {
-                let max = admission.max();
+            Admit::Reject(side) => {
+                let (acceptor, max) = (acceptor.clone(), admission.max());
                 tokio::spawn(async move {
-                    admission::reject(tcp, max, settings.retry_after).await;
+                    turn_away(tcp, acceptor, max, &settings).await;
                     drop(side);
                 });
             }
-            Admit::Reject(_) | Admit::Drop => drop(tcp),
+            Admit::Drop => drop(tcp),
         }
     }
     drop(listener);
@@ -137,6 +159,28 @@ where
     stop_tx.send_replace(true);
     stop_tx.closed().await;
     Ok(())
+}
+
+/// Answer `503` to a connection that found no room and close it; over TLS
+/// after the handshake, which must complete within [`REJECT_HANDSHAKE`]
+/// (or the header-read timeout, if shorter).
+async fn turn_away(
+    tcp: TcpStream,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    max: usize,
+    settings: &ServerSettings,
+) {
+    let Some(acceptor) = acceptor else {
+        return admission::reject(tcp, max, settings.retry_after).await;
+    };
+    let limit = settings.timeouts.header_read.min(REJECT_HANDSHAKE);
+    match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => admission::reject(tls, max, settings.retry_after).await,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake of a turned-away connection failed")
+        }
+        Err(_) => tracing::debug!("TLS handshake of a turned-away connection timed out"),
+    }
 }
 
 /// What a connection task needs.
@@ -186,6 +230,8 @@ impl Start {
             let guard = service_phase.begin_request();
             let router = router.clone();
             let mut req = req.map(Body::new);
+            req.extensions_mut()
+                .insert(ServedConnection(service_phase.clone()));
             if over_tls {
                 req.extensions_mut().insert(ServedOverTls);
             }

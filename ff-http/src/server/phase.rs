@@ -10,8 +10,13 @@
 //!
 //! A connection with a request in flight (a publish being read, an SSE
 //! stream being written) has no deadline here: request bodies have their
-//! own read timeout, and a stream ends when its client leaves. Only a
-//! connection without a request in flight may be evicted to admit another.
+//! own read timeout, and a stream ends when its client leaves.
+//!
+//! Only a connection that holds nothing anyone has proven a right to may be
+//! evicted to admit another: one without a request in flight, or one whose
+//! request is still reading the body of an unauthenticated request (see
+//! [`ConnPhase::unauthenticated_read`]); it is then evictable since the
+//! read began.
 
 use std::io;
 use std::pin::Pin;
@@ -47,6 +52,8 @@ struct Waiting {
 #[derive(Debug)]
 pub(crate) struct ConnPhase {
     in_flight: AtomicUsize,
+    /// Requests in flight that are reading an unauthenticated body.
+    unauthenticated_reads: AtomicUsize,
     waiting: Mutex<Waiting>,
     evicted: AtomicBool,
     /// Wakes the connection's task to recompute its deadline.
@@ -58,6 +65,7 @@ impl ConnPhase {
     pub fn accepted() -> Arc<Self> {
         Arc::new(Self {
             in_flight: AtomicUsize::new(0),
+            unauthenticated_reads: AtomicUsize::new(0),
             waiting: Mutex::new(Waiting {
                 since: Instant::now(),
                 head_started: None,
@@ -77,9 +85,27 @@ impl ConnPhase {
         self.in_flight.load(Ordering::Acquire) == 0
     }
 
-    /// Since when an idle connection has waited (for eviction order).
-    pub fn idle_since(&self) -> Option<Instant> {
-        self.is_idle().then(|| self.lock().since)
+    /// `true` while every request in flight is only reading an
+    /// unauthenticated body (or none is in flight).
+    fn holds_nothing_authorised(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) <= self.unauthenticated_reads.load(Ordering::Acquire)
+    }
+
+    /// Since when the connection may be evicted (for eviction order):
+    /// since it became idle, or since its unauthenticated body read began;
+    /// `None` while it serves an authorised or bodiless request.
+    pub fn evictable_since(&self) -> Option<Instant> {
+        self.holds_nothing_authorised().then(|| self.lock().since)
+    }
+
+    /// Mark the current request as reading an unauthenticated body until
+    /// the guard is dropped: meanwhile the connection may be evicted to
+    /// admit another, so unauthenticated clients can never hold every slot.
+    pub fn unauthenticated_read(self: &Arc<Self>) -> UnauthenticatedRead {
+        self.lock().since = Instant::now();
+        self.unauthenticated_reads.fetch_add(1, Ordering::AcqRel);
+        self.changed.notify_one();
+        UnauthenticatedRead(self.clone())
     }
 
     /// A request head was parsed: the connection is busy until the guard
@@ -137,9 +163,10 @@ impl ConnPhase {
         self.changed.notify_one();
     }
 
-    /// `true` when eviction was asked and the connection is still idle.
+    /// `true` when eviction was asked and the connection still holds
+    /// nothing authorised (it is idle or reading an unauthenticated body).
     pub fn should_close_for_eviction(&self) -> bool {
-        self.evicted.load(Ordering::Acquire) && self.is_idle()
+        self.evicted.load(Ordering::Acquire) && self.holds_nothing_authorised()
     }
 
     /// `true` when eviction was asked (idle or not).
@@ -155,6 +182,17 @@ pub(crate) struct RequestGuard(Arc<ConnPhase>);
 impl Drop for RequestGuard {
     fn drop(&mut self) {
         self.0.end_request();
+    }
+}
+
+/// Marks one unauthenticated body read until dropped.
+#[derive(Debug)]
+pub(crate) struct UnauthenticatedRead(Arc<ConnPhase>);
+
+impl Drop for UnauthenticatedRead {
+    fn drop(&mut self) {
+        self.0.unauthenticated_reads.fetch_sub(1, Ordering::AcqRel);
+        self.0.changed.notify_one();
     }
 }
 
@@ -240,7 +278,7 @@ mod tests {
         let phase = ConnPhase::accepted();
         let guard = phase.begin_request();
         assert_eq!(phase.deadline(&T), None);
-        assert!(phase.idle_since().is_none());
+        assert!(phase.evictable_since().is_none());
         tokio::time::advance(Duration::from_secs(100)).await;
         drop(guard);
         let ended = Instant::now();
@@ -258,6 +296,23 @@ mod tests {
         let phase = ConnPhase::accepted();
         let guard = phase.begin_request();
         phase.evict();
+        assert!(!phase.should_close_for_eviction());
+        drop(guard);
+        assert!(phase.should_close_for_eviction());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_reading_an_unauthenticated_body_may_be_evicted_only_meanwhile() {
+        let phase = ConnPhase::accepted();
+        let guard = phase.begin_request();
+        phase.evict();
+        assert!(!phase.should_close_for_eviction());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let reading = phase.unauthenticated_read();
+        assert_eq!(phase.evictable_since(), Some(Instant::now()));
+        assert!(phase.should_close_for_eviction());
+        drop(reading);
+        assert!(phase.evictable_since().is_none());
         assert!(!phase.should_close_for_eviction());
         drop(guard);
         assert!(phase.should_close_for_eviction());

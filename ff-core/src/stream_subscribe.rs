@@ -138,6 +138,37 @@ impl StreamCursor {
         }
         Some(a[2..].cmp(&b[2..]))
     }
+
+    /// The least position at or after both `self` and `other`: the later of
+    /// the two for byte-ordered formats, and for partitioned cursors
+    /// (`0x04`) the later entry of each partition. `None` when they are
+    /// not comparable in the sense of [`position_cmp`](Self::position_cmp)'s
+    /// formats (different backend, family or partition set; tail or
+    /// beginning).
+    ///
+    /// A consumer that merges what it has seen from two orders of the same
+    /// events (a fan-out joining a shared subscription at its own position)
+    /// resumes from the join without repeating or skipping any event.
+    ///
+    /// ```
+    /// use ff_core::stream_events::Family;
+    /// use ff_core::stream_subscribe::{encode_valkey, StreamCursor};
+    ///
+    /// let a = encode_valkey(Family::Completion, 5, 0);
+    /// let b = encode_valkey(Family::Completion, 7, 1);
+    /// assert_eq!(a.position_join(&b), Some(b.clone()));
+    /// assert_eq!(a.position_join(&StreamCursor::beginning()), None);
+    /// ```
+    pub fn position_join(&self, other: &StreamCursor) -> Option<StreamCursor> {
+        let (a, b) = (self.as_bytes(), other.as_bytes());
+        if a.len() < 2 || b.len() < 2 || a[..2] != b[..2] || a[0] == BEGINNING_BYTE {
+            return None;
+        }
+        if a[0] == VALKEY_PARTITIONED_BYTE {
+            return partitioned::join_cursors(a, b);
+        }
+        Some(if a[2..] >= b[2..] { self } else { other }.clone())
+    }
 }
 
 impl fmt::Display for StreamCursor {

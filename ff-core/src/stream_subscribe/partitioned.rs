@@ -398,6 +398,26 @@ pub(super) fn compare_cursors(a: &[u8], b: &[u8]) -> Option<Ordering> {
     a.partial_cmp(&b)
 }
 
+/// The componentwise later of two `0x04` cursors over the same family, P
+/// and partition set; `None` otherwise.
+pub(super) fn join_cursors(a: &[u8], b: &[u8]) -> Option<StreamCursor> {
+    let (family, a) = parse_cursor(a).ok()?;
+    let (family_b, b) = parse_cursor(b).ok()?;
+    if family != family_b || a.count != b.count || !a.partitions().eq(b.partitions()) {
+        return None;
+    }
+    let entries = a
+        .iter()
+        .zip(b.iter())
+        .map(|((p, x), (_, y))| (p, x.max(y)))
+        .collect();
+    let joined = PartitionedPosition {
+        count: a.count,
+        entries,
+    };
+    Some(encode_valkey_partitioned(family, &joined))
+}
+
 /// The partition count a cursor names, when it is a readable `0x04` cursor.
 pub(super) fn partition_count(cursor: &StreamCursor) -> Option<u16> {
     parse_cursor(cursor.as_bytes()).ok().map(|(_, p)| p.count)
@@ -698,6 +718,32 @@ mod tests {
         let garbage = StreamCursor::new(vec![VALKEY_PARTITIONED_BYTE, f.cursor_byte(), 0xff]);
         assert_eq!(base.position_cmp(&garbage), None);
         assert_eq!(garbage.position_cmp(&garbage), None);
+    }
+
+    #[test]
+    fn position_join_takes_the_later_entry_of_each_partition() {
+        let f = Family::Completion;
+        let cursor = |positions: &[(u16, ValkeyPosition)], count| {
+            encode_valkey_partitioned(
+                f,
+                &PartitionedPosition::new(count, positions.iter().copied()).unwrap(),
+            )
+        };
+        let a = cursor(&[(0, at(9, 0)), (1, at(1, 0))], 2);
+        let b = cursor(&[(0, at(5, 0)), (1, at(7, 2))], 2);
+        let both = cursor(&[(0, at(9, 0)), (1, at(7, 2))], 2);
+        assert_eq!(a.position_join(&b), Some(both.clone()));
+        assert_eq!(b.position_join(&a), Some(both.clone()));
+        assert_eq!(both.position_join(&a), Some(both.clone()));
+        assert_eq!(a.position_join(&a), Some(a.clone()));
+        let other_count = cursor(&[(0, at(9, 0)), (1, at(1, 0))], 3);
+        assert_eq!(a.position_join(&other_count), None, "different P");
+        let subset = cursor(&[(0, at(9, 0))], 3);
+        assert_eq!(other_count.position_join(&subset), None, "different sets");
+        assert_eq!(a.position_join(&encode_valkey(f, 5, 0)), None);
+        assert_eq!(a.position_join(&StreamCursor::beginning()), None);
+        let garbage = StreamCursor::new(vec![VALKEY_PARTITIONED_BYTE, f.cursor_byte(), 0xff]);
+        assert_eq!(a.position_join(&garbage), None);
     }
 
     #[test]

@@ -361,18 +361,33 @@ impl Client {
         self.checkpoint_at = None;
     }
 
+    /// Pass one hub item on, unless the client has seen it. The client's
+    /// position and the hub's are merged ([`StreamCursor::position_join`]):
+    /// for a partitioned family the client may be ahead of the hub in some
+    /// partitions (it joined from another order of the same events), so an
+    /// item is new exactly when it moves the merged position, and what the
+    /// client is told is that merged position, not the hub's.
     fn on_hub_item(&mut self, item: &HubItem) {
-        if at_or_before(&item.cursor, &self.pos) {
-            return;
-        }
+        let seen = self.skipped.as_ref().unwrap_or(&self.pos);
+        let next = match seen.position_join(&item.cursor) {
+            Some(next) if &next == seen => return,
+            Some(next) => next,
+            None if at_or_before(&item.cursor, seen) => return,
+            None => item.cursor.clone(),
+        };
+        let own = next == item.cursor;
         match &item.body {
             HubBody::Event { event, meta, frame } => {
                 if self.admits_all || self.filter.matches(event, meta) {
-                    self.out.extend_from_slice(frame);
+                    if own {
+                        self.out.extend_from_slice(frame);
+                    } else {
+                        encode::push_event_at(&mut self.out, event, meta, &next);
+                    }
                     Metrics::add(&self.state.metrics.events_sent, 1);
-                    self.sent_position(item.cursor.clone());
+                    self.sent_position(next);
                 } else {
-                    self.skipped = Some(item.cursor.clone());
+                    self.skipped = Some(next);
                     if self.checkpoint_at.is_none() {
                         let at = Instant::now() + self.state.config.checkpoint_interval;
                         self.checkpoint_at = Some(at);
@@ -380,10 +395,18 @@ impl Client {
                     }
                 }
             }
-            HubBody::Corrupt { frame } => {
-                self.out.extend_from_slice(frame);
+            HubBody::Corrupt { frame, detail } => {
+                if own {
+                    self.out.extend_from_slice(frame);
+                } else {
+                    encode::push_error(
+                        &mut self.out,
+                        Some(&next),
+                        &errors::corrupt_json(&next, detail),
+                    );
+                }
                 Metrics::add(&self.state.metrics.errors_sent, 1);
-                self.sent_position(item.cursor.clone());
+                self.sent_position(next);
             }
         }
     }

@@ -33,6 +33,24 @@ pub(crate) fn push_event(out: &mut Vec<u8>, event: &StreamEvent, meta: &EventMet
     );
 }
 
+/// Append an event message that names `cursor` (in `id:` and the JSON's
+/// `"cursor"`) instead of the event's own: a client's merged position.
+pub(crate) fn push_event_at(
+    out: &mut Vec<u8>,
+    event: &StreamEvent,
+    meta: &EventMeta,
+    cursor: &StreamCursor,
+) {
+    let mut json = event_to_json(event, Some(meta));
+    json["cursor"] = cursor.to_string().into();
+    push_message(
+        out,
+        Some(cursor),
+        Some(event.kind().as_str()),
+        &json.to_string(),
+    );
+}
+
 /// One event message as shared bytes (what the fan-out hub broadcasts).
 pub(crate) fn event_frame(event: &StreamEvent, meta: &EventMeta) -> Bytes {
     let mut out = Vec::with_capacity(256);

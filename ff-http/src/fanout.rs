@@ -82,7 +82,7 @@ pub(crate) enum HubBody {
         frame: Bytes,
     },
     /// An undecodable entry, as its `ff-error` message.
-    Corrupt { frame: Bytes },
+    Corrupt { frame: Bytes, detail: String },
 }
 
 /// A broadcast message.
@@ -385,6 +385,7 @@ impl Hub {
             }
             DeliveryItem::Corrupt { cursor, detail } => Some(HubBody::Corrupt {
                 frame: corrupt_frame(&cursor, &detail),
+                detail,
             }),
             _ => None,
         };

@@ -407,7 +407,7 @@ mod suite {
     use std::time::Duration;
 
     use async_trait::async_trait;
-    use ff_core::backend::{DeliveryStream, StreamBackend, StreamBounds};
+    use ff_core::backend::{DeliveryStream, EventPublisher, StreamBackend, StreamBounds};
     use ff_core::engine_error::EngineError;
     use ff_core::filter::SubscriptionFilter;
     use ff_core::stream_events::{sample_drafts, CompletionOutcome, EventMeta, Family, NewEvent};
@@ -658,6 +658,87 @@ mod suite {
         assert_eq!(resumed_at, start);
         assert_eq!(ids(&events(&mut again, 2).await), cursors);
         again.expect_quiet(Duration::from_millis(300)).await;
+    }
+
+    /// A family split into 2 partitions: a client that has seen the
+    /// shared subscription's second event but not its first (its position
+    /// is ahead in one partition and behind in the other, as after reading
+    /// the same events in another merged order) joins the hub and gets the
+    /// first event once, named by its merged position, never the second.
+    pub async fn a_partitioned_client_ahead_in_one_partition_gets_each_event_once(
+        backend: Arc<dyn StreamBackend>,
+        publisher: Arc<dyn EventPublisher>,
+    ) {
+        use ff_core::stream_subscribe::{
+            decode_valkey_partitioned, encode_valkey_partitioned, CursorStart, PartitionedPosition,
+        };
+        let f = Family::Completion;
+        let decode = |text: &str| -> PartitionedPosition {
+            let cursor: StreamCursor = text.parse().expect("cursor text");
+            match decode_valkey_partitioned(&cursor, f, 2, None) {
+                Ok(CursorStart::After(p)) => p,
+                other => panic!("{text} is not a 2-partition position: {other:?}"),
+            }
+        };
+        let partition_of = |m: &Message| -> u16 {
+            let id = m.json()["execution_id"].as_str().unwrap().to_owned();
+            ExecutionId::parse(&id).unwrap().partition() % 2
+        };
+        let publish_on = |partition: u16| {
+            let publisher = publisher.clone();
+            async move {
+                publisher
+                    .publish(
+                        NewEvent::completion(
+                            ExecutionId::new(partition),
+                            CompletionOutcome::Success,
+                        ),
+                        EventMeta::new(),
+                    )
+                    .await
+                    .expect("publish")
+            }
+        };
+        let server = serve_backend(backend, Some(publisher.clone()), config()).await;
+        let (mut watcher, head) = open_started(&server, "/v1/streams/completion", &[]).await;
+        publish_on(0).await;
+        publish_on(1).await;
+        let shared = events(&mut watcher, 2).await;
+        let (first, second) = (&shared[0], &shared[1]);
+        assert_ne!(partition_of(first), partition_of(second));
+
+        // Seen: the second event only.
+        let mut ahead = decode(&head);
+        let k = partition_of(second);
+        let second_at = decode(second.id.as_deref().unwrap()).position(k).unwrap();
+        ahead.set_position(k, second_at).unwrap();
+        let ahead = encode_valkey_partitioned(f, &ahead).to_string();
+        let (mut client, start) = open_started(
+            &server,
+            "/v1/streams/completion",
+            &[("Last-Event-ID", &ahead)],
+        )
+        .await;
+        assert_eq!(start, ahead);
+        let got = events(&mut client, 1).await;
+        assert_eq!(
+            got[0].json()["execution_id"],
+            first.json()["execution_id"],
+            "the event not yet seen comes first"
+        );
+        assert_eq!(
+            got[0].id, second.id,
+            "its id merges both positions: the client has now seen both events"
+        );
+        assert_eq!(got[0].json()["cursor"], second.json()["cursor"]);
+        publish_on(partition_of(first)).await;
+        let third = events(&mut watcher, 1).await.remove(0);
+        let got = events(&mut client, 1).await.remove(0);
+        assert_eq!(
+            (got.id.as_deref(), got.json()["execution_id"].clone()),
+            (third.id.as_deref(), third.json()["execution_id"].clone()),
+            "the already-seen event must not come again; then the next one, with the hub's id"
+        );
     }
 
     pub async fn resume_with_last_event_id_yields_exactly_the_rest(h: &dyn Harness) {
@@ -1848,6 +1929,24 @@ mod over_valkey {
             300,
             1_500,
             None,
+        )
+        .await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_partitioned_client_ahead_in_one_partition_gets_each_event_once() {
+        use ff_backend_valkey::{ValkeyBackend, ValkeyConfig};
+        let name = ff_tests::support::unique_name("ffssepart");
+        let config = ValkeyConfig::default()
+            .with_key_prefix(format!("{name}:"))
+            .with_client_name(name)
+            .with_partitions(2);
+        let backend =
+            ValkeyBackend::connect(&ff_tests::harness::valkey::server_url().await, config)
+                .await
+                .expect("connect");
+        crate::suite::a_partitioned_client_ahead_in_one_partition_gets_each_event_once(
+            std::sync::Arc::new(backend.clone()),
+            std::sync::Arc::new(backend),
         )
         .await;
     }

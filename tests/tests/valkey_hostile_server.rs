@@ -132,6 +132,25 @@ async fn ids_that_go_backwards_or_repeat_are_never_delivered() {
 }
 
 #[tokio::test]
+async fn a_page_reply_of_the_wrong_shape_is_reconnected_to_then_refused() {
+    let server = HostileServer::start(|request| match request {
+        Request::State => Answer::Bytes(state_reply(Some("1-0"), HEAD, 100)),
+        // EXEC answers an integer where the array of three replies is due.
+        Request::Page { .. } => Answer::Bytes(b":7\r\n".to_vec()),
+        Request::Wait => Answer::Bytes(b"*-1\r\n".to_vec()),
+    })
+    .await;
+    let (delivered, error) = drain(subscribe(&server, config()).await).await;
+    assert!(delivered.is_empty(), "delivered {delivered:?}");
+    protocol_error(&error, "EXEC returned");
+    assert_eq!(
+        server.subscription_connections(),
+        3,
+        "a malformed reply is reconnected to, then the reader gives up"
+    );
+}
+
+#[tokio::test]
 async fn a_replayed_page_is_delivered_once_and_does_not_loop_forever() {
     let server = HostileServer::start(|request| match request {
         Request::State => Answer::Bytes(state_reply(Some("1-0"), "3-0", 3)),

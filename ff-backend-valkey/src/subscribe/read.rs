@@ -91,11 +91,20 @@ pub(crate) fn push_page_request(conn: &mut Conn, keys: &PageKeys, ask: PageAsk) 
 }
 
 /// Why a page could not be read.
+#[derive(Debug)]
 pub(crate) enum PageError {
-    /// The exchange failed (see [`ConnError::is_transient`]).
+    /// The exchange failed (see [`ConnError::is_transient`]); a reply of
+    /// the wrong shape is a [`ConnError::Protocol`] here: a buggy server
+    /// or a broken connection, reconnected to.
     Conn(ConnError),
-    /// The reply made no sense; the message says what was wrong.
+    /// The server refused a command of the read (say `WRONGTYPE`, or an
+    /// account without the right); the message says which and why.
     Reply(String),
+}
+
+/// A reply of the wrong shape.
+fn malformed(why: impl Into<String>) -> PageError {
+    PageError::Conn(ConnError::Protocol(why.into()))
 }
 
 impl From<ConnError> for PageError {
@@ -129,7 +138,7 @@ pub(crate) async fn read_page(
     let reply = tokio::time::timeout(timeout, read)
         .await
         .map_err(|_| ConnError::Timeout(timeout))??;
-    let page = parse_page(reply).map_err(PageError::Reply)?;
+    let page = parse_page(reply)?;
     check_order(&page, ask).map_err(|why| PageError::Conn(ConnError::Protocol(why)))?;
     Ok(page)
 }
@@ -159,28 +168,38 @@ fn check_order(page: &Page, ask: PageAsk) -> Result<(), String> {
     Ok(())
 }
 
-fn parse_page(reply: Reply) -> Result<Page, String> {
+fn parse_page(reply: Reply) -> Result<Page, PageError> {
     let t = &reply.tokens;
     if t.first() != Some(&Token::Array(3)) {
-        return Err(format!("EXEC returned {:?}", t.first()));
+        return Err(malformed(format!("EXEC returned {:?}", t.first())));
     }
     if let Some(Token::Error(r)) = t.get(1) {
-        return Err(format!(
+        return Err(PageError::Reply(format!(
             "XRANGE failed: {}",
             String::from_utf8_lossy(reply.bytes(r))
-        ));
+        )));
     }
-    let mut entries = Entries::new(&reply.data, t, 1)?;
+    let mut entries = Entries::new(&reply.data, t, 1).map_err(malformed)?;
     let len = entries.len();
     let mut last = None;
     for entry in entries.by_ref() {
-        last = Some(entry?.id);
+        last = Some(entry.map_err(malformed)?.id);
     }
     let info = skip(t, 1);
     let record = match t.get(skip(t, info)) {
         Some(Token::Nil) => None,
         Some(Token::Bulk(r)) => Some(reply.bytes(r)),
-        other => return Err(format!("GET of the trim record returned {other:?}")),
+        Some(Token::Error(r)) => {
+            return Err(PageError::Reply(format!(
+                "GET of the trim record failed: {}",
+                String::from_utf8_lossy(reply.bytes(r))
+            )))
+        }
+        other => {
+            return Err(malformed(format!(
+                "GET of the trim record returned {other:?}"
+            )))
+        }
     };
     let state = state_from_tokens(&reply, info)?.with_record(record);
     Ok(Page {
@@ -193,7 +212,7 @@ fn parse_page(reply: Reply) -> Result<Page, String> {
 
 /// Parse the `XINFO STREAM` reply at `tokens[at]`; "no such key" is the
 /// absent stream.
-fn state_from_tokens(reply: &Reply, at: usize) -> Result<StreamState, String> {
+fn state_from_tokens(reply: &Reply, at: usize) -> Result<StreamState, PageError> {
     let t = &reply.tokens;
     let n = match t.get(at).cloned() {
         Some(Token::Array(n)) => n,
@@ -202,10 +221,10 @@ fn state_from_tokens(reply: &Reply, at: usize) -> Result<StreamState, String> {
             return if msg.contains("no such key") {
                 Ok(StreamState::ABSENT)
             } else {
-                Err(format!("XINFO STREAM failed: {msg}"))
+                Err(PageError::Reply(format!("XINFO STREAM failed: {msg}")))
             };
         }
-        other => return Err(format!("XINFO STREAM returned {other:?}")),
+        other => return Err(malformed(format!("XINFO STREAM returned {other:?}"))),
     };
     let string = |i: usize| match t.get(i) {
         Some(Token::Bulk(r) | Token::Simple(r)) => Some(reply.bytes(r)),
@@ -214,7 +233,7 @@ fn state_from_tokens(reply: &Reply, at: usize) -> Result<StreamState, String> {
     let mut fields = Vec::with_capacity(n / 2);
     let mut i = at + 1;
     for _ in 0..n / 2 {
-        let name = string(i).ok_or("XINFO STREAM field name is not a string")?;
+        let name = string(i).ok_or_else(|| malformed("XINFO STREAM field name is not a string"))?;
         let value = match t.get(i + 1).cloned() {
             Some(Token::Int(v)) => InfoValue::Int(v),
             Some(Token::Nil) => InfoValue::Nil,
@@ -225,7 +244,7 @@ fn state_from_tokens(reply: &Reply, at: usize) -> Result<StreamState, String> {
         fields.push((name, value));
         i = skip(t, i + 1);
     }
-    StreamState::from_fields(fields)
+    StreamState::from_fields(fields).map_err(malformed)
 }
 
 #[cfg(test)]
@@ -314,7 +333,17 @@ mod tests {
         let page = parse_page(reply(b"*3\r\n*0\r\n-ERR no such key\r\n$-1\r\n")).unwrap();
         assert_eq!(page.len(), 0);
         assert_eq!(page.state, StreamState::ABSENT);
-        assert!(parse_page(reply(b"*3\r\n*0\r\n-WRONGTYPE x\r\n$-1\r\n")).is_err());
-        assert!(parse_page(reply(b"*-1\r\n")).is_err());
+        assert!(matches!(
+            parse_page(reply(b"*3\r\n*0\r\n-WRONGTYPE x\r\n$-1\r\n")),
+            Err(PageError::Reply(_))
+        ));
+        assert!(matches!(
+            parse_page(reply(b"*-1\r\n")),
+            Err(PageError::Conn(ConnError::Protocol(_)))
+        ));
+        assert!(matches!(
+            parse_page(reply(b"*3\r\n:5\r\n-ERR no such key\r\n$-1\r\n")),
+            Err(PageError::Conn(ConnError::Protocol(_)))
+        ));
     }
 }

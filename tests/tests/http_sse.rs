@@ -1969,6 +1969,10 @@ mod over_postgres {
     /// below the number of clients: one backend connection per client would
     /// exhaust it (and the application's own connections with it). The
     /// bound is checked in `pg_stat_activity` too.
+    #[cfg_attr(
+        ff_external_postgres,
+        ignore = "needs a PostgreSQL server of its own; FF_TEST_POSTGRES_URL is set"
+    )]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_reconnect_storm_is_served_within_a_small_max_connections() {
         let test = "over_postgres::a_reconnect_storm_is_served_within_a_small_max_connections";

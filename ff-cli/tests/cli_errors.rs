@@ -3,20 +3,13 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::process::Command;
+
+mod common;
 
 /// Run `ff` with `args`; its exit success and stderr.
 fn ff(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ff"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("FF_LOG")
-        .output()
-        .expect("run ff");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (ok, _, stderr) = common::ff(args, None);
+    (ok, stderr)
 }
 
 /// A loopback port nothing listens on (bound, then released).
@@ -185,25 +178,6 @@ fn a_postgres_url_at_a_valkey_port_times_out_in_one_line() {
 
 /// Run `ff` with `args` and `input` on stdin; its exit success and stderr.
 fn ff_with_stdin(args: &[&str], input: &str) -> (bool, String) {
-    use std::process::Stdio;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ff"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("FF_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run ff");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("wait for ff");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (ok, _, stderr) = common::ff(args, Some(input));
+    (ok, stderr)
 }

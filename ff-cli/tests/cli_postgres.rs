@@ -3,31 +3,11 @@
 //! cursor's error names the oldest retained position as cursor text that
 //! `--from` accepts, and `--from oldest` starts there.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use ff_tests::support::PostgresServer;
 
-fn ff(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ff"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run ff");
-    let mut input = child.stdin.take().expect("stdin");
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).expect("write stdin");
-    }
-    drop(input);
-    let out = child.wait_with_output().expect("wait for ff");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::ff;
+
+mod common;
 
 fn tail(url: &str, from: &str, limit: &str) -> (bool, Vec<serde_json::Value>, String) {
     let (ok, out, err) = ff(

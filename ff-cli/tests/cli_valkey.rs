@@ -1,30 +1,10 @@
 //! `ff publish`, `ff tail` and `ff demo` against a real Valkey server.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use ff_tests::support::ValkeyServer;
 
-fn ff(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ff"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run ff");
-    let mut input = child.stdin.take().expect("stdin");
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).expect("write stdin");
-    }
-    drop(input);
-    let out = child.wait_with_output().expect("wait for ff");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::ff;
+
+mod common;
 
 fn lines(text: &str) -> Vec<serde_json::Value> {
     text.lines()

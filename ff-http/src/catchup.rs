@@ -131,7 +131,7 @@ impl CatchUpPool {
             let Some((base, _)) = hub.window() else {
                 continue;
             };
-            if covers(&base, p) && best.as_ref().is_none_or(|(_, b)| earlier(b, &base)) {
+            if hub.covers(p) && best.as_ref().is_none_or(|(_, b)| earlier(b, &base)) {
                 best = Some((hub, base));
             }
         }
@@ -409,6 +409,53 @@ mod tests {
                 .expect("placed");
         assert!(!Arc::ptr_eq(&waited.0, &first));
         assert_eq!(waited.1.position, c[10]);
+    }
+
+    /// Wait until `cond` holds, failing after [`WAIT`].
+    async fn eventually(what: &str, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hub_from_beginning_does_not_vouch_for_positions_before_its_first_event() {
+        let backend = MemoryBackend::new();
+        let (hubs, c, _stop) = hubs_over_backend(backend, 10, 4, |b| Arc::new(b)).await;
+        let family = Family::Completion;
+        let (from_start, joined) = place(
+            &hubs,
+            family,
+            &StreamCursor::beginning(),
+            WAIT,
+            WhenQueued::Return,
+        )
+        .await
+        .expect("a reader from the beginning");
+        eventually("the reader to deliver its first event", || {
+            from_start
+                .window()
+                .is_some_and(|(_, position)| position == c[9])
+        })
+        .await;
+        // c[0] is the reader's first event: what follows it, it has seen.
+        assert!(from_start.covers(&c[0]) && from_start.covers(&c[5]));
+        assert!(from_start.covers(&StreamCursor::beginning()));
+        // A position before that event (say, one since trimmed) is the
+        // backend's to judge, not the reader's to accept.
+        let before_first = ff_core::stream_subscribe::encode_memory(
+            family,
+            match ff_core::stream_subscribe::decode_memory(&c[0], family).unwrap() {
+                ff_core::stream_subscribe::CursorStart::After(p) => p.epoch,
+                other => panic!("{other:?}"),
+            },
+            0,
+        );
+        assert!(!from_start.covers(&before_first));
+        assert!(from_start.join_after(&before_first, Some(&c[9])).is_err());
+        drop(joined);
     }
 
     /// A memory backend whose streams check, as they are dropped, that

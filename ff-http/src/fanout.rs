@@ -120,6 +120,27 @@ struct HubState {
     closed: bool,
 }
 
+impl HubState {
+    /// `true` when the hub has seen every event after `p`. A hub that
+    /// started at `beginning` and still keeps its first event covers
+    /// `beginning` and every position at or after that event; a position
+    /// before it may have been trimmed away before the hub started, which
+    /// only the backend can judge.
+    fn covers(&self, p: &StreamCursor) -> bool {
+        match &self.base {
+            None => false,
+            Some(base) if base.is_beginning() => {
+                p.is_beginning()
+                    || self
+                        .kept
+                        .front()
+                        .is_some_and(|first| at_or_before(&first.cursor, p))
+            }
+            Some(base) => covers(base, p),
+        }
+    }
+}
+
 /// How a held-back catch-up hub learns that its clients read on: while
 /// `held` is set, every receive and every receiver dropped notifies.
 #[derive(Debug, Default)]
@@ -223,13 +244,18 @@ pub(crate) enum JoinRefused {
 }
 
 /// `true` when a hub whose window starts at `base` has seen every event
-/// after `p` (a `beginning` base covers everything).
+/// after `p`. A `beginning` base covers only `beginning`: such a hub read
+/// from the oldest event retained when it started, and cannot tell whether
+/// an older position was trimmed away since (see [`HubState::covers`] for a
+/// hub that has delivered).
 pub(crate) fn covers(base: &StreamCursor, p: &StreamCursor) -> bool {
-    base.is_beginning()
-        || matches!(
-            p.position_cmp(base),
-            Some(Ordering::Greater | Ordering::Equal)
-        )
+    if base.is_beginning() {
+        return p.is_beginning();
+    }
+    matches!(
+        p.position_cmp(base),
+        Some(Ordering::Greater | Ordering::Equal)
+    )
 }
 
 /// `true` when `a` is at or before `b` (comparable positions only).
@@ -309,6 +335,12 @@ impl Hub {
         Some((state.base.clone()?, state.position.clone()?))
     }
 
+    /// `true` when the hub has seen every event after `p` (see
+    /// [`HubState::covers`]).
+    pub fn covers(&self, p: &StreamCursor) -> bool {
+        self.lock().covers(p)
+    }
+
     /// Join at the hub's current position (a tail start).
     pub fn join_tail(&self) -> Result<Joined, JoinRefused> {
         let state = self.lock();
@@ -336,13 +368,13 @@ impl Hub {
         if state.closed {
             return Err(JoinRefused::Gone);
         }
-        let (Some(base), Some(position)) = (&state.base, &state.position) else {
+        let (Some(_), Some(position)) = (&state.base, &state.position) else {
             return Err(JoinRefused::Gone);
         };
         let inside = after.is_beginning()
             || at_or_before(after, position)
             || vouched_until.is_some_and(|v| at_or_before(after, v));
-        if !covers(base, after) || !inside {
+        if !state.covers(after) || !inside {
             return Err(JoinRefused::OutOfWindow);
         }
         let newer = state

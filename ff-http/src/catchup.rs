@@ -187,10 +187,25 @@ impl CatchUpPool {
         Decision::Queued
     }
 
+    /// Take a client out of the queue (placed elsewhere, or gone). A slot
+    /// it was given and did not use goes to the next oldest waiter.
     fn dequeue(&self, queued: &mut Option<Arc<Waiter>>) {
-        if let Some(w) = queued.take() {
-            self.lock().waiters.retain(|x| !Arc::ptr_eq(x, &w));
+        let Some(w) = queued.take() else {
+            return;
+        };
+        let mut state = self.lock();
+        state.waiters.retain(|x| !Arc::ptr_eq(x, &w));
+        if w.granted.load(Ordering::Acquire) {
+            grant_oldest(&state, w.family);
+            drop(state);
+            self.bump();
         }
+    }
+
+    /// Clients queued now (all families).
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> usize {
+        self.lock().waiters.len()
     }
 
     /// Catch-up hubs of `family` holding a slot now.
@@ -218,26 +233,44 @@ impl CatchUpPool {
                 *w.verdict.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.clone());
             }
         }
-        let family = hub.family();
-        let oldest = state
-            .waiters
-            .iter()
-            .filter(|w| w.family == family && !w.granted.load(Ordering::Acquire))
-            .filter(|w| {
-                w.verdict
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .is_none()
-            })
-            .fold(None::<&Arc<Waiter>>, |best, w| match best {
-                Some(b) if !earlier(&w.cursor, &b.cursor) => Some(b),
-                _ => Some(w),
-            });
-        if let Some(w) = oldest {
-            w.granted.store(true, Ordering::Release);
-        }
+        grant_oldest(&state, hub.family());
         drop(state);
         self.bump();
+    }
+}
+
+/// Give a free slot of `family` to its oldest queued position without one.
+fn grant_oldest(state: &PoolState, family: Family) {
+    let oldest = state
+        .waiters
+        .iter()
+        .filter(|w| w.family == family && !w.granted.load(Ordering::Acquire))
+        .filter(|w| {
+            w.verdict
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_none()
+        })
+        .fold(None::<&Arc<Waiter>>, |best, w| match best {
+            Some(b) if !earlier(&w.cursor, &b.cursor) => Some(b),
+            _ => Some(w),
+        });
+    if let Some(w) = oldest {
+        w.granted.store(true, Ordering::Release);
+    }
+}
+
+/// A client's place in the queue while [`place`] runs: left when `place`
+/// returns or its future is dropped (the client went away while queued),
+/// so a gone client neither stays queued nor keeps a slot given to it.
+struct QueueSpot<'a> {
+    pool: &'a CatchUpPool,
+    waiter: Option<Arc<Waiter>>,
+}
+
+impl Drop for QueueSpot<'_> {
+    fn drop(&mut self) {
+        self.pool.dequeue(&mut self.waiter);
     }
 }
 
@@ -273,8 +306,9 @@ pub(crate) async fn place(
     let pool = &hubs.catch_up;
     let mut changes = pool.changes.subscribe();
     let mut shutdown = hubs.shutdown.clone();
-    let mut queued: Option<Arc<Waiter>> = None;
-    let result = loop {
+    let mut spot = QueueSpot { pool, waiter: None };
+    let queued = &mut spot.waiter;
+    loop {
         if *shutdown.borrow() {
             break Err(Unplaced::Start(StartError::ShuttingDown));
         }
@@ -288,7 +322,7 @@ pub(crate) async fn place(
         let live_position = live.window().map(|(_, position)| position);
         changes.borrow_and_update();
         let deadline = Instant::now() + backend_wait;
-        match pool.decide(hubs, family, p, live_position.as_ref(), &mut queued) {
+        match pool.decide(hubs, family, p, live_position.as_ref(), queued) {
             Decision::Joined(hub, joined) => break Ok((hub, joined)),
             Decision::Created(hub, joined) => match wait_ready(&hub, deadline).await {
                 Ok(()) => break Ok((hub, joined)),
@@ -313,9 +347,7 @@ pub(crate) async fn place(
                 }
             }
         }
-    };
-    pool.dequeue(&mut queued);
-    result
+    }
 }
 
 #[cfg(test)]
@@ -418,6 +450,36 @@ mod tests {
             assert!(Instant::now() < deadline, "timed out waiting for {what}");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_gone_while_queued_leaves_the_queue_and_its_slot_goes_on() {
+        let (hubs, c, _stop) = hubs_over(100, 2).await;
+        let family = Family::Completion;
+        let (_reader, joined) = place(&hubs, family, &c[50], WAIT, WhenQueued::Return)
+            .await
+            .expect("a free slot starts a reader");
+        let queue = |at: StreamCursor| {
+            let hubs = hubs.clone();
+            tokio::spawn(async move { place(&hubs, family, &at, WAIT, WhenQueued::Wait).await })
+        };
+        let gone = queue(c[10].clone());
+        eventually("the first client to queue", || hubs.catch_up.queued() == 1).await;
+        let staying = queue(c[20].clone());
+        eventually("the second client to queue", || hubs.catch_up.queued() == 2).await;
+        // The oldest waiter goes away (its response body is dropped).
+        gone.abort();
+        assert!(gone.await.unwrap_err().is_cancelled());
+        assert_eq!(hubs.catch_up.queued(), 1, "a gone client leaves the queue");
+        // The slot that frees goes to the client still waiting.
+        drop(joined);
+        let (_, placed) = tokio::time::timeout(WAIT, staying)
+            .await
+            .expect("the waiting client is placed once the slot frees")
+            .unwrap()
+            .expect("placed");
+        assert_eq!(placed.position, c[20]);
+        assert_eq!(hubs.catch_up.queued(), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

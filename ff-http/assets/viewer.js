@@ -409,17 +409,68 @@
   }
 
   // Cursors of one family compare by their bytes after the backend and
-  // family bytes; `null` when not comparable.
+  // family bytes, except partitioned Valkey cursors (0x04), which hold one
+  // entry id per partition as varints and compare partition by partition.
+  // `atOrAfter` is `null` when the two are not comparable.
   function cursorBytes(cursor) {
     try {
       return atob(cursor.replace(/-/g, "+").replace(/_/g, "/"));
     } catch (e) { return null; }
   }
+  var PARTITIONED = 4;
+  // The partitions and entry ids of a 0x04 cursor (README, "Cursors"):
+  // {set: "P:p1,p2,...", ids: [[ms, seq], ...]}, or null if malformed.
+  function partitionedIds(bytes) {
+    var i = 2;
+    function varint() {
+      var value = 0n, shift = 0n;
+      while (i < bytes.length && shift < 70n) {
+        var b = bytes.charCodeAt(i++);
+        value |= BigInt(b & 0x7f) << shift;
+        if ((b & 0x80) === 0) return value;
+        shift += 7n;
+      }
+      return null;
+    }
+    var count = varint();
+    if (count === null || count > 256n) return null;
+    var parts = [];
+    var set = bytes.charCodeAt(i++);
+    if (set === 0) {
+      for (var p = 0; p < Number(count); p++) parts.push(p);
+    } else if (set === 1) {
+      var k = varint(), previous = -1;
+      if (k === null || k > count) return null;
+      for (var j = 0n; j < k; j++) {
+        var gap = varint();
+        if (gap === null) return null;
+        previous += 1 + Number(gap);
+        parts.push(previous);
+      }
+    } else return null;
+    var base = varint();
+    if (base === null) return null;
+    var ids = [];
+    for (var n = 0; n < parts.length; n++) {
+      var delta = varint(), seq = varint();
+      if (delta === null || seq === null) return null;
+      ids.push([base + delta, seq]);
+    }
+    return { set: count + ":" + parts.join(","), ids: ids };
+  }
   function atOrAfter(a, b) {
     var x = cursorBytes(a), y = cursorBytes(b);
     if (x === null || y === null || x.length < 2 || y.length < 2 || x.slice(0, 2) !== y.slice(0, 2)) return null;
-    return x.slice(2) >= y.slice(2);
+    if (x.charCodeAt(0) !== PARTITIONED) return x.slice(2) >= y.slice(2);
+    var px = partitionedIds(x), py = partitionedIds(y);
+    if (px === null || py === null || px.set !== py.set) return null;
+    // At or after in every partition.
+    return px.ids.every(function (id, n) {
+      var other = py.ids[n];
+      return id[0] > other[0] || (id[0] === other[0] && id[1] >= other[1]);
+    });
   }
+  viewer.atOrAfter = atOrAfter;
 
   // Per family: for the one shown, whether this page has caught up with
   // the gateway's live position; for the others, the gateway's lag.

@@ -92,16 +92,65 @@ fn indexes(text: &[u8], needle: &memmem::Finder<'_>, mut each: impl FnMut(usize)
     start
 }
 
-/// One storm client: resume after event `after`, expect every index up to
-/// `last` (the live marker) once; stop at `last` or `stop`.
+/// The backlog as a subscription delivers it: the storm indexes in
+/// delivery order and each one's `id:` (its cursor). Publish order is
+/// delivery order on a backend with one order per family; over
+/// partitions, delivery merges them, and only a delivered cursor resumes
+/// every partition (a publish cursor names its own partition alone).
+async fn delivered_order(port: u16, path: &str, n: usize) -> Result<(Vec<usize>, Vec<String>)> {
+    let (mut reader, first) = SseReader::open(port, &format!("{path}&from=beginning")).await?;
+    let finder = format!("\"{INDEX_TAG}\":\"");
+    let needle = memmem::Finder::new(finder.as_bytes());
+    let (mut order, mut ids) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut text = first;
+    let deadline = Instant::now() + STORM_DEADLINE;
+    while order.len() < n {
+        // Message by message: id-only ones (the start position,
+        // checkpoints) carry no index and are passed over.
+        let mut start = 0;
+        while let Some(end) = memmem::find(&text[start..], b"\n\n") {
+            let message = &text[start..start + end + 2];
+            let mut index = None;
+            indexes(message, &needle, |k| index = Some(k));
+            if let Some(k) = index {
+                let id = message
+                    .split(|b| *b == b'\n')
+                    .find_map(|line| line.strip_prefix(b"id: "))
+                    .with_context(|| format!("storm event {k} came without an id"))?;
+                order.push(k);
+                ids.push(String::from_utf8_lossy(id).into_owned());
+            }
+            start += end + 2;
+        }
+        text.drain(..start);
+        if order.len() >= n {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("reading the storm backlog: {} of {n} events", order.len());
+        }
+        let chunk = reader.next_chunk().await?;
+        if chunk.is_empty() {
+            bail!("the stream ended after {} of {n} storm events", order.len());
+        }
+        text.extend_from_slice(&chunk);
+    }
+    Ok((order, ids))
+}
+
+/// One storm client: resume after the event delivered `after`-th (of
+/// index order\[after\]), expect every index delivered after it and `last`
+/// (the live marker) once; stop at `last` or `stop`. `rank[k]` is where
+/// index `k` was delivered.
 async fn client(
     port: u16,
     path: String,
     resume: String,
     after: usize,
-    last: usize,
+    rank: Arc<Vec<usize>>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Seen> {
+    let last = rank.len();
     let (mut reader, first) = SseReader::open_after(port, &path, Some(&resume)).await?;
     let mut counts = vec![0u8; last + 1];
     let finder = format!("\"{INDEX_TAG}\":\"");
@@ -110,7 +159,7 @@ async fn client(
     let mut seen = Seen::default();
     loop {
         let consumed = indexes(&text, &needle, |k| {
-            if k <= after || k > last {
+            if k > last || (k < last && rank[k] <= after) {
                 seen.duplicated += 1;
             } else {
                 counts[k] = counts[k].saturating_add(1);
@@ -134,7 +183,8 @@ async fn client(
             _ = stop.changed() => break,
         }
     }
-    for &c in &counts[after + 1..=last] {
+    let expected = (0..=last).filter(|&k| k == last || rank[k] > after);
+    for c in expected.map(|k| counts[k]) {
         match c {
             0 => seen.lost += 1,
             1 => {}
@@ -165,14 +215,26 @@ pub async fn run(
         "ff bench sse: storm: publishing {} events",
         settings.backlog
     );
-    let cursors = publish(port, &namespace, 0, settings.backlog).await?;
+    publish(port, &namespace, 0, settings.backlog).await?;
+    let path = format!("/v1/streams/completion?namespace={namespace}");
+    let (order, cursors) = delivered_order(port, &path, settings.backlog).await?;
+    let mut rank = vec![0; settings.backlog];
+    for (position, &k) in order.iter().enumerate() {
+        if k >= settings.backlog {
+            bail!(
+                "the storm backlog delivered index {k} of {}",
+                settings.backlog
+            );
+        }
+        rank[k] = position;
+    }
+    let rank = Arc::new(rank);
     if backend != "memory:" {
         eprintln!("ff bench sse: storm: restarting ff serve");
         server.kill().await.ok();
         port = free_port()?;
         server = spawn_server(backend, port).await?;
     }
-    let path = format!("/v1/streams/completion?namespace={namespace}");
     let last = settings.backlog;
     let (stop_tx, stop_rx) = watch::channel(false);
     eprintln!(
@@ -185,9 +247,9 @@ pub async fn run(
         .map(|i| {
             let after = i * (settings.backlog - 1) / settings.clients.saturating_sub(1).max(1);
             let (path, resume, stop) = (path.clone(), cursors[after].clone(), stop_rx.clone());
-            let connected = connected.clone();
+            let (connected, rank) = (connected.clone(), rank.clone());
             tokio::spawn(async move {
-                let seen = client(port, path, resume, after, last, stop).await;
+                let seen = client(port, path, resume, after, rank, stop).await;
                 connected.add_permits(1);
                 seen
             })

@@ -112,6 +112,7 @@ mod config;
 mod cursor_store;
 mod decode;
 mod error;
+mod event_columns;
 mod filter_indexes;
 mod grants;
 mod held_back;

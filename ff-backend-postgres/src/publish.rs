@@ -5,6 +5,8 @@
 //! `INSERT ... SELECT FROM UNNEST(...)` per family it touches. The row's
 //! cursor is `(xid, id)`: the inserting transaction's id and the row id.
 
+use std::borrow::Cow;
+
 use ff_core::backend::validate_new_event;
 use ff_core::engine_error::EngineError;
 use ff_core::stream_events::{EventMeta, Family, NewEvent};
@@ -12,6 +14,7 @@ use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use crate::error::{map_sqlx, BACKEND};
+use crate::event_columns::{column_value, ColumnValue};
 use crate::position::Pos;
 use crate::schema::{table_def, SchemaNames};
 use crate::sql;
@@ -51,34 +54,12 @@ impl InsertStatements {
     }
 }
 
-/// One event column's value.
-enum Value {
-    Text(Option<String>),
-    Uuid(Option<Uuid>),
-}
-
 /// The event's column values in its table's column order.
-fn column_values(event: &NewEvent) -> Result<Vec<Value>, EngineError> {
-    let def = table_def(event.family());
-    let mut fields = event.fields();
-    def.columns
+fn column_values(event: &NewEvent) -> Result<Vec<ColumnValue<'_>>, EngineError> {
+    table_def(event.family())
+        .columns
         .iter()
-        .map(|c| {
-            let v = fields
-                .iter_mut()
-                .find(|(f, _)| *f == c.field)
-                .and_then(|(_, v)| v.take());
-            if c.is_uuid {
-                v.map(|s| Uuid::parse_str(&s))
-                    .transpose()
-                    .map(Value::Uuid)
-                    .map_err(|e| {
-                        EngineError::validation(format!("field `{}`: not a UUID: {e}", c.name()))
-                    })
-            } else {
-                Ok(Value::Text(v))
-            }
-        })
+        .map(|c| column_value(event, c))
         .collect()
 }
 
@@ -104,8 +85,8 @@ pub(crate) async fn insert_one(
     let mut q = sqlx::query(statements.one(event.family()));
     for v in &values {
         q = match v {
-            Value::Text(t) => q.bind(t.as_deref()),
-            Value::Uuid(u) => q.bind(*u),
+            ColumnValue::Text(t) => q.bind(t.as_deref()),
+            ColumnValue::Uuid(u) => q.bind(*u),
         };
     }
     let q = q.bind(meta.namespace.as_deref()).bind(meta.tags_json());
@@ -114,8 +95,8 @@ pub(crate) async fn insert_one(
 }
 
 /// One column of a batch, as an array to bind.
-enum ColumnArray {
-    Text(Vec<Option<String>>),
+enum ColumnArray<'a> {
+    Text(Vec<Option<Cow<'a, str>>>),
     Uuid(Vec<Option<Uuid>>),
 }
 
@@ -145,14 +126,14 @@ pub(crate) async fn insert_many(
     let mut namespaces = Vec::with_capacity(events.len());
     let mut tags = Vec::with_capacity(events.len());
     for (event, meta) in events {
-        for (array, value) in columns.iter_mut().zip(column_values(event)?) {
-            match (array, value) {
-                (ColumnArray::Text(a), Value::Text(v)) => a.push(v),
-                (ColumnArray::Uuid(a), Value::Uuid(v)) => a.push(v),
-                _ => unreachable!("column_values follows the table's column types"),
+        for (array, column) in columns.iter_mut().zip(def.columns) {
+            match (array, column_value(event, column)?) {
+                (ColumnArray::Text(a), ColumnValue::Text(v)) => a.push(v),
+                (ColumnArray::Uuid(a), ColumnValue::Uuid(v)) => a.push(v),
+                _ => unreachable!("column_value follows the table's column types"),
             }
         }
-        namespaces.push(meta.namespace.clone());
+        namespaces.push(meta.namespace.as_deref());
         tags.push(meta.tags_json());
     }
     let mut q = sqlx::query(statements.many(family));

@@ -95,7 +95,7 @@ async fn client(
     let needle = format!("\"{SENT_TAG}\":\"");
     let needle = memmem::Finder::new(needle.as_bytes());
     loop {
-        let consumed = sent_stamps(&text, &needle, |sent| {
+        let consumed = tagged_numbers(&text, &needle, |sent| {
             latencies.push(now_us().saturating_sub(sent).min(u32::MAX as u64) as u32);
         });
         text.drain(..consumed);
@@ -112,25 +112,37 @@ async fn client(
     }
 }
 
-/// Calls `each` with the send timestamp of every complete SSE message in
-/// `text` that carries one; returns how many bytes those messages took.
-fn sent_stamps(text: &[u8], needle: &memmem::Finder<'_>, mut each: impl FnMut(u64)) -> usize {
+/// Calls `each` with every complete SSE message in `text` (without its
+/// blank-line end); returns how many bytes those messages took.
+pub(super) fn complete_messages(text: &[u8], mut each: impl FnMut(&[u8])) -> usize {
     let mut start = 0;
     while let Some(end) = memmem::find(&text[start..], b"\n\n") {
-        let message = &text[start..start + end];
-        if let Some(i) = needle.find(message) {
-            let digits = &message[i + needle.needle().len()..];
-            let n = digits.iter().take_while(|b| b.is_ascii_digit()).count();
-            if let Some(sent) = std::str::from_utf8(&digits[..n])
-                .ok()
-                .and_then(|s| s.parse::<u64>().ok())
-            {
-                each(sent);
-            }
-        }
+        each(&text[start..start + end]);
         start += end + 2;
     }
     start
+}
+
+/// The decimal number right after `needle` in `message`, if there is one.
+pub(super) fn number_after(message: &[u8], needle: &memmem::Finder<'_>) -> Option<u64> {
+    let digits = &message[needle.find(message)? + needle.needle().len()..];
+    let n = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&digits[..n]).ok()?.parse().ok()
+}
+
+/// Calls `each` with the number after `needle` in every complete SSE
+/// message in `text` that carries one; returns how many bytes those
+/// messages took.
+pub(super) fn tagged_numbers(
+    text: &[u8],
+    needle: &memmem::Finder<'_>,
+    mut each: impl FnMut(u64),
+) -> usize {
+    complete_messages(text, |message| {
+        if let Some(n) = number_after(message, needle) {
+            each(n);
+        }
+    })
 }
 
 pub(super) fn rss_of(pid: u32, field: &str) -> Option<f64> {
@@ -309,7 +321,7 @@ mod tests {
             ": keep-alive\n\nid: a\ndata: {{\"tags\":{{{needle}12\"}}}}\n\nid: b\ndata: {{{needle}34"
         );
         let mut seen = Vec::new();
-        let used = sent_stamps(text.as_bytes(), &finder, |s| seen.push(s));
+        let used = tagged_numbers(text.as_bytes(), &finder, |s| seen.push(s));
         assert_eq!(seen, vec![12]);
         assert_eq!(&text[used..], format!("id: b\ndata: {{{needle}34"));
     }

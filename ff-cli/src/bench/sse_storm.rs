@@ -15,7 +15,9 @@ use tokio::sync::watch;
 
 use super::http_client::{get_text, post_json, SseReader};
 use super::report::Figure;
-use super::sse::{free_port, rss_of, spawn_server, uuid_text};
+use super::sse::{
+    complete_messages, free_port, number_after, rss_of, spawn_server, tagged_numbers, uuid_text,
+};
 
 const INDEX_TAG: &str = "storm-n";
 /// Events per publish request.
@@ -74,22 +76,7 @@ async fn publish(port: u16, namespace: &str, from: usize, n: usize) -> Result<Ve
 /// Calls `each` with the storm index of every complete message in `text`
 /// that carries one; returns how many bytes those messages took.
 fn indexes(text: &[u8], needle: &memmem::Finder<'_>, mut each: impl FnMut(usize)) -> usize {
-    let mut start = 0;
-    while let Some(end) = memmem::find(&text[start..], b"\n\n") {
-        let message = &text[start..start + end];
-        if let Some(i) = needle.find(message) {
-            let digits = &message[i + needle.needle().len()..];
-            let n = digits.iter().take_while(|b| b.is_ascii_digit()).count();
-            if let Some(k) = std::str::from_utf8(&digits[..n])
-                .ok()
-                .and_then(|s| s.parse::<usize>().ok())
-            {
-                each(k);
-            }
-        }
-        start += end + 2;
-    }
-    start
+    tagged_numbers(text, needle, |k| each(k as usize))
 }
 
 /// The backlog as a subscription delivers it: the storm indexes in
@@ -107,22 +94,26 @@ async fn delivered_order(port: u16, path: &str, n: usize) -> Result<(Vec<usize>,
     while order.len() < n {
         // Message by message: id-only ones (the start position,
         // checkpoints) carry no index and are passed over.
-        let mut start = 0;
-        while let Some(end) = memmem::find(&text[start..], b"\n\n") {
-            let message = &text[start..start + end + 2];
-            let mut index = None;
-            indexes(message, &needle, |k| index = Some(k));
-            if let Some(k) = index {
-                let id = message
-                    .split(|b| *b == b'\n')
-                    .find_map(|line| line.strip_prefix(b"id: "))
-                    .with_context(|| format!("storm event {k} came without an id"))?;
-                order.push(k);
-                ids.push(String::from_utf8_lossy(id).into_owned());
+        let mut missing_id = None;
+        let consumed = complete_messages(&text, |message| {
+            let Some(k) = number_after(message, &needle) else {
+                return;
+            };
+            match message
+                .split(|b| *b == b'\n')
+                .find_map(|line| line.strip_prefix(b"id: "))
+            {
+                Some(id) => {
+                    order.push(k as usize);
+                    ids.push(String::from_utf8_lossy(id).into_owned());
+                }
+                None => missing_id = Some(k),
             }
-            start += end + 2;
+        });
+        if let Some(k) = missing_id {
+            bail!("storm event {k} came without an id");
         }
-        text.drain(..start);
+        text.drain(..consumed);
         if order.len() >= n {
             break;
         }

@@ -65,6 +65,23 @@ fn query_of(
     })
 }
 
+/// The query of a read request, once its token (header, `access_token`
+/// or cookie) is found to allow reading.
+fn read_query(
+    state: &GatewayState,
+    headers: &HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Vec<(String, String)>, ApiError> {
+    let query = query_of(query)?;
+    auth::authorize(
+        &state.config.auth,
+        headers,
+        params::query_token(&query),
+        Need::Read,
+    )?;
+    Ok(query)
+}
+
 fn shutting_down(state: &GatewayState) -> Result<(), ApiError> {
     if *state.shutdown.borrow() {
         return Err(ApiError::unavailable(
@@ -95,13 +112,7 @@ async fn open_stream(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let family = family_of(path)?;
-    let query = query_of(query)?;
-    auth::authorize(
-        &state.config.auth,
-        &headers,
-        params::query_token(&query),
-        Need::Read,
-    )?;
+    let query = read_query(&state, &headers, query)?;
     shutting_down(&state)?;
     let last_event_id = match headers.get("last-event-id") {
         None => None,
@@ -345,16 +356,7 @@ async fn metrics(
     headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Response {
-    let query = match query_of(query) {
-        Ok(q) => q,
-        Err(e) => return e.into_response(),
-    };
-    if let Err(e) = auth::authorize(
-        &state.config.auth,
-        &headers,
-        params::query_token(&query),
-        Need::Read,
-    ) {
+    if let Err(e) = read_query(&state, &headers, query) {
         return e.into_response();
     }
     let text = metrics::render(&state.metrics.snapshot(), &state.hubs.stats());
@@ -377,16 +379,7 @@ async fn status(
     headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Response {
-    let query = match query_of(query) {
-        Ok(q) => q,
-        Err(e) => return e.into_response(),
-    };
-    if let Err(e) = auth::authorize(
-        &state.config.auth,
-        &headers,
-        params::query_token(&query),
-        Need::Read,
-    ) {
+    if let Err(e) = read_query(&state, &headers, query) {
         return e.into_response();
     }
     let stats = state.hubs.stats();

@@ -140,16 +140,7 @@ impl Gateway {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let stop = self.clone();
-        server::serve(
-            listener,
-            self.router(),
-            ServerSettings::from_config(&self.state.config),
-            None,
-            signal,
-            move || stop.shutdown(),
-        )
-        .await
+        self.serve_with(listener, None, signal).await
     }
 
     /// [`Gateway::serve`] over HTTPS: every connection completes a TLS
@@ -176,12 +167,24 @@ impl Gateway {
     where
         F: Future<Output = ()> + Send + 'static,
     {
+        self.serve_with(listener, Some(tls), signal).await
+    }
+
+    async fn serve_with<F>(
+        &self,
+        listener: TcpListener,
+        tls: Option<TlsConfig>,
+        signal: F,
+    ) -> std::io::Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
         let stop = self.clone();
         server::serve(
             listener,
             self.router(),
             ServerSettings::from_config(&self.state.config),
-            Some(tls),
+            tls,
             signal,
             move || stop.shutdown(),
         )

@@ -6,11 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
+use rcgen::ExtendedKeyUsagePurpose;
 
+use super::tls_ca::{authority, signed, write};
 use super::SupportError;
 
 /// The role whose connections must authenticate with the client
@@ -34,57 +32,6 @@ pub struct PostgresTlsFiles {
     pub client_key: PathBuf,
 }
 
-fn failed(what: &str, e: impl std::fmt::Display) -> SupportError {
-    SupportError::Protocol(format!("making the test CA: {what}: {e}"))
-}
-
-fn write(dir: &Path, name: &str, pem: &str) -> Result<PathBuf, SupportError> {
-    let path = dir.join(name);
-    std::fs::write(&path, pem)
-        .map_err(|e| SupportError::io(format!("writing {}", path.display()), e))?;
-    Ok(path)
-}
-
-/// A self-signed CA named `name`: its issuer and certificate PEM.
-fn authority(name: &str) -> Result<(Issuer<'static, KeyPair>, String), SupportError> {
-    let key = KeyPair::generate().map_err(|e| failed("CA key", e))?;
-    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| failed("CA", e))?;
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let pem = params.self_signed(&key).map_err(|e| failed("CA", e))?.pem();
-    Ok((Issuer::new(params, key), pem))
-}
-
-/// A certificate with common name `common_name` and `sans`, signed by
-/// `issuer`: its PEM and its key's PEM.
-fn signed(
-    common_name: &str,
-    sans: &[&str],
-    purpose: ExtendedKeyUsagePurpose,
-    issuer: &Issuer<'_, KeyPair>,
-) -> Result<(String, String), SupportError> {
-    let key = KeyPair::generate().map_err(|e| failed("key", e))?;
-    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| failed("cert", e))?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, common_name);
-    for name in sans {
-        params.subject_alt_names.push(match name.parse() {
-            Ok(ip) => SanType::IpAddress(ip),
-            Err(_) => SanType::DnsName((*name).try_into().map_err(|e| failed("DNS name", e))?),
-        });
-    }
-    params.extended_key_usages = vec![purpose];
-    let cert = params
-        .signed_by(&key, issuer)
-        .map_err(|e| failed("signing", e))?;
-    Ok((cert.pem(), key.serialize_pem()))
-}
-
 /// Make the CA and certificates in `dir`.
 pub(crate) fn make(dir: &Path) -> Result<PostgresTlsFiles, SupportError> {
     let (ca, ca_pem) = authority("ff test CA")?;
@@ -93,10 +40,16 @@ pub(crate) fn make(dir: &Path) -> Result<PostgresTlsFiles, SupportError> {
         "localhost",
         &["localhost", "127.0.0.1"],
         ExtendedKeyUsagePurpose::ServerAuth,
+        false,
         &ca,
     )?;
-    let (client_cert, client_key) =
-        signed(CERT_ROLE, &[], ExtendedKeyUsagePurpose::ClientAuth, &ca)?;
+    let (client_cert, client_key) = signed(
+        CERT_ROLE,
+        &[],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        false,
+        &ca,
+    )?;
     Ok(PostgresTlsFiles {
         ca: write(dir, "tls-ca.pem", &ca_pem)?,
         other_ca: write(dir, "tls-other-ca.pem", &other_pem)?,

@@ -42,18 +42,20 @@ pub struct TlsFiles {
     pub client_key: PathBuf,
 }
 
-fn failed(what: &str, e: impl std::fmt::Display) -> SupportError {
+pub(super) fn failed(what: &str, e: impl std::fmt::Display) -> SupportError {
     SupportError::Protocol(format!("making the test CA: {what}: {e}"))
 }
 
-fn write(dir: &Path, name: &str, pem: &str) -> Result<PathBuf, SupportError> {
+/// Write `pem` to `dir/name`; its path.
+pub(super) fn write(dir: &Path, name: &str, pem: &str) -> Result<PathBuf, SupportError> {
     let path = dir.join(name);
     std::fs::write(&path, pem)
         .map_err(|e| SupportError::io(format!("writing {}", path.display()), e))?;
     Ok(path)
 }
 
-fn ca(name: &str) -> Result<(CertificateParams, KeyPair, String), SupportError> {
+/// A self-signed CA named `name`: its issuer and certificate PEM.
+pub(super) fn authority(name: &str) -> Result<(Issuer<'static, KeyPair>, String), SupportError> {
     let key = KeyPair::generate().map_err(|e| failed("CA key", e))?;
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| failed("CA", e))?;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -63,21 +65,23 @@ fn ca(name: &str) -> Result<(CertificateParams, KeyPair, String), SupportError> 
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    let cert = params.self_signed(&key).map_err(|e| failed("CA", e))?;
-    Ok((params, key, cert.pem()))
+    let pem = params.self_signed(&key).map_err(|e| failed("CA", e))?.pem();
+    Ok((Issuer::new(params, key), pem))
 }
 
-/// A leaf certificate for `names` (DNS names or IP addresses) signed by
-/// `issuer`: its PEM and its key's PEM.
-fn leaf(
-    names: &[&str],
+/// A certificate with common name `common_name` for `sans` (DNS names or
+/// IP addresses), signed by `issuer`, valid now or (`expired`) only in
+/// 2000: its PEM and its key's PEM.
+pub(super) fn signed(
+    common_name: &str,
+    sans: &[&str],
     purpose: ExtendedKeyUsagePurpose,
     expired: bool,
     issuer: &Issuer<'_, KeyPair>,
 ) -> Result<(String, String), SupportError> {
     let key = KeyPair::generate().map_err(|e| failed("leaf key", e))?;
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| failed("leaf", e))?;
-    for name in names {
+    for name in sans {
         params.subject_alt_names.push(match name.parse() {
             Ok(ip) => SanType::IpAddress(ip),
             Err(_) => SanType::DnsName((*name).try_into().map_err(|e| failed("a DNS name", e))?),
@@ -85,7 +89,7 @@ fn leaf(
     }
     params
         .distinguished_name
-        .push(DnType::CommonName, names.first().copied().unwrap_or("ff"));
+        .push(DnType::CommonName, common_name);
     params.extended_key_usages = vec![purpose];
     if expired {
         params.not_before = rcgen::date_time_ymd(2000, 1, 1);
@@ -97,41 +101,35 @@ fn leaf(
     Ok((cert.pem(), key.serialize_pem()))
 }
 
+/// A server certificate for `names` (the first is its common name).
+fn server_leaf(
+    names: &[&str],
+    expired: bool,
+    issuer: &Issuer<'_, KeyPair>,
+) -> Result<(String, String), SupportError> {
+    signed(
+        names[0],
+        names,
+        ExtendedKeyUsagePurpose::ServerAuth,
+        expired,
+        issuer,
+    )
+}
+
 /// Make a CA and the certificates a server presenting `server` needs, in
 /// `dir`.
 pub fn make(dir: &Path, server: ServerCert) -> Result<TlsFiles, SupportError> {
-    let (ca_params, ca_key, ca_pem) = ca("ff test CA")?;
-    let issuer = Issuer::new(ca_params, ca_key);
-    let (other_params, other_key, _) = ca("untrusted CA")?;
-    let untrusted = Issuer::new(other_params, other_key);
+    let (issuer, ca_pem) = authority("ff test CA")?;
+    let (untrusted, _) = authority("untrusted CA")?;
     let ok_names = ["localhost", "127.0.0.1", "::1"];
     let (cert, key) = match server {
-        ServerCert::Valid => leaf(
-            &ok_names,
-            ExtendedKeyUsagePurpose::ServerAuth,
-            false,
-            &issuer,
-        )?,
-        ServerCert::Expired => leaf(
-            &ok_names,
-            ExtendedKeyUsagePurpose::ServerAuth,
-            true,
-            &issuer,
-        )?,
-        ServerCert::WrongHost => leaf(
-            &["other.invalid"],
-            ExtendedKeyUsagePurpose::ServerAuth,
-            false,
-            &issuer,
-        )?,
-        ServerCert::UntrustedCa => leaf(
-            &ok_names,
-            ExtendedKeyUsagePurpose::ServerAuth,
-            false,
-            &untrusted,
-        )?,
+        ServerCert::Valid => server_leaf(&ok_names, false, &issuer)?,
+        ServerCert::Expired => server_leaf(&ok_names, true, &issuer)?,
+        ServerCert::WrongHost => server_leaf(&["other.invalid"], false, &issuer)?,
+        ServerCert::UntrustedCa => server_leaf(&ok_names, false, &untrusted)?,
     };
-    let (client_cert, client_key) = leaf(
+    let (client_cert, client_key) = signed(
+        "ff-client",
         &["ff-client"],
         ExtendedKeyUsagePurpose::ClientAuth,
         false,

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use ff_core::stream_subscribe::{StreamCursor, ValkeyPosition};
 use redis::{Cmd, Value};
 
+use crate::config::Retention;
 use crate::error::{reply_text, server_error, unexpected};
 use crate::id;
 use crate::inner::Inner;
@@ -120,13 +121,17 @@ pub(crate) async fn publish_batch(
             if !touched {
                 continue;
             }
+            // Checked before the command is built: it is due at most once
+            // per interval, and the command carries the whole script.
+            let retention = inner.config.retention(family);
+            if retention == Retention::None || !inner.retention.due(family, write.partition) {
+                continue;
+            }
             let key = inner.keys.stream(family, write.partition);
             let record = inner.keys.trim_record(family, write.partition);
-            if let Some(cmd) = retention_cmd(key, record, inner.config.retention(family)) {
-                if inner.retention.due(family, write.partition) {
-                    write.cmds.push(cmd);
-                    write.trimmed.push(family);
-                }
+            if let Some(cmd) = retention_cmd(key, record, retention) {
+                write.cmds.push(cmd);
+                write.trimmed.push(family);
             }
         }
         let cmds = std::mem::take(&mut write.cmds);

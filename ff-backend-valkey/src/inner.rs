@@ -31,7 +31,7 @@ impl Inner {
     /// URL's `partitions=` applied.
     pub(crate) async fn connect(url: ServerUrl, config: ValkeyConfig) -> Result<Self, EngineError> {
         let endpoint = url.endpoint()?;
-        let account = endpoint.redis.username.as_deref().unwrap_or("default");
+        let account = endpoint.account();
         let router = Router::discover(
             endpoint.clone(),
             config.client_name.clone(),
@@ -72,7 +72,7 @@ impl Inner {
     /// The account connections authenticate as: the URL's user name, or
     /// `default`.
     pub(crate) fn account(&self) -> &str {
-        self.endpoint.redis.username.as_deref().unwrap_or("default")
+        self.endpoint.account()
     }
 
     /// [`to_engine`](crate::error::to_engine) for this backend's account.

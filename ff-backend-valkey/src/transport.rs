@@ -45,6 +45,12 @@ impl fmt::Debug for Endpoint {
 }
 
 impl Endpoint {
+    /// The account connections authenticate as: the URL's user name, or
+    /// `default`.
+    pub(crate) fn account(&self) -> &str {
+        self.redis.username.as_deref().unwrap_or("default")
+    }
+
     /// Open a byte stream to the server: TCP, then the TLS handshake when
     /// configured, all within `timeout`. `Err` is one line (an
     /// `io::Error` whose message says what to do).

@@ -75,19 +75,20 @@ impl EventPublisher for PostgresBackend {
         }
         let groups = group_by_family(&events)?;
         let statements = &self.inner.statements;
+        let notifier = &self.inner.notifier;
         let rows = with_conn!(self.inner.pool, |conn| {
-            if groups.len() == 1 {
-                insert_grouped(conn, statements, &events, &groups).await
+            let publishing = notifier.publishing();
+            let rows = if groups.len() == 1 {
+                insert_grouped(conn, statements, &events, &groups).await?
             } else {
                 let mut tx = conn.begin().await.map_err(map_sqlx)?;
                 let rows = insert_grouped(&mut tx, statements, &events, &groups).await?;
                 tx.commit().await.map_err(map_sqlx)?;
-                Ok(rows)
-            }
+                rows
+            };
+            publishing.committed(groups.iter().map(|(family, _)| *family));
+            Ok(rows)
         })?;
-        for (family, _) in &groups {
-            self.inner.notifier.committed(*family);
-        }
         let system = self.inner.pool.system();
         Ok(rows
             .into_iter()
@@ -98,9 +99,11 @@ impl EventPublisher for PostgresBackend {
     async fn publish(&self, event: NewEvent, meta: EventMeta) -> Result<StreamCursor, EngineError> {
         validate_new_event(&event, &meta)?;
         let pos = with_conn!(self.inner.pool, |conn| {
-            insert_one(conn, &self.inner.statements, &event, &meta).await
+            let publishing = self.inner.notifier.publishing();
+            let pos = insert_one(conn, &self.inner.statements, &event, &meta).await?;
+            publishing.committed([event.family()]);
+            Ok(pos)
         })?;
-        self.inner.notifier.committed(event.family());
         Ok(pos.cursor(event.family(), self.inner.pool.system()))
     }
 }

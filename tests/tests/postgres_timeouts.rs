@@ -1,22 +1,28 @@
 //! Timeouts on Postgres: a server that stops answering without closing
 //! the connection (black-holed by a loopback proxy the test controls) is
 //! noticed in seconds; subscriptions reconnect and deliver every committed
-//! row once, and a publish fails in bounded time instead of hanging.
+//! row once, and a publish fails in bounded time instead of hanging. A
+//! publish stuck in the server does not hold back the wake-up for another
+//! publish's commit.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use ff_backend_postgres::sqlx::postgres::PgConnectOptions;
+use ff_backend_postgres::sqlx::{self, Connection as _, PgConnection};
 use ff_backend_postgres::{PostgresBackend, PostgresConfig};
 use ff_core::backend::{DeliveryItem, EventPublisher, ReconnectPolicy, StreamBackend};
 use ff_core::engine_error::EngineError;
 use ff_core::filter::SubscriptionFilter;
-use ff_core::stream_events::{CompletionOutcome, EventMeta, Family, NewEvent};
+use ff_core::stream_events::{
+    CompletionOutcome, EventMeta, Family, LeaseHistoryEvent, NewEvent, StreamEvent,
+};
 use ff_core::stream_subscribe::StreamCursor;
 use ff_core::testkit::support::{next_item, take_events, Sub, ITEM_DEADLINE};
-use ff_core::types::ExecutionId;
+use ff_core::types::{ExecutionId, WorkerInstanceId};
 use ff_tests::harness::postgres::{config, serial, server_url};
 use ff_tests::support::{unique_name, TcpProxy};
+use tokio::time::Instant;
 
 const FAMILY: Family = Family::Completion;
 
@@ -141,4 +147,110 @@ async fn a_publish_on_a_black_holed_connection_fails_in_bounded_time_and_the_nex
         .await
         .expect("the next publish returns")
         .expect("the next publish uses a new connection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_stuck_in_the_server_does_not_hold_back_another_publishs_wake_up() {
+    let _serial = serial().await;
+    let url = server_url().await;
+    let schema = unique_name("stuck");
+    // The stuck publish would end only at its query timeout, far beyond
+    // the deadline the wake-up must meet.
+    let publisher = PostgresBackend::connect(
+        &url,
+        config(&schema)
+            .with_application_name("ff-stuck-pub")
+            .with_query_timeout(Duration::from_secs(120)),
+    )
+    .await
+    .expect("connect the publisher");
+    // Another instance: only the server's NOTIFY wakes its subscriptions
+    // (its safety-net poll and liveness reads are far beyond the deadline).
+    let subscriber = PostgresBackend::connect(
+        &url,
+        config(&schema).with_liveness_interval(Duration::from_secs(120)),
+    )
+    .await
+    .expect("connect the subscriber");
+    let mut sub = Sub::new(
+        subscriber
+            .subscribe_family(
+                Family::LeaseHistory,
+                StreamCursor::empty(),
+                &SubscriptionFilter::default(),
+            )
+            .await
+            .expect("subscribe"),
+    );
+    assert!(matches!(
+        next_item(&mut sub, ITEM_DEADLINE, "CaughtUp").await,
+        DeliveryItem::CaughtUp { .. }
+    ));
+
+    // A completion publish waits for a lock the test holds. (SHARE blocks
+    // inserts without giving the test's transaction an id, which would
+    // hold back every later commit's delivery; ACCESS EXCLUSIVE would.)
+    let mut locker = PgConnection::connect(&url).await.expect("connect");
+    sqlx::raw_sql(&format!(
+        "BEGIN; LOCK TABLE {} IN SHARE MODE",
+        publisher.table_name(FAMILY)
+    ))
+    .execute(&mut locker)
+    .await
+    .expect("lock the completion table");
+    let stuck = {
+        let publisher = publisher.clone();
+        tokio::spawn(async move {
+            let (e, m) = completion(0);
+            publisher.publish(e, m).await
+        })
+    };
+    let deadline = Instant::now() + ITEM_DEADLINE;
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE application_name = 'ff-stuck-pub' AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut locker)
+        .await
+        .expect("read pg_stat_activity");
+        if waiting == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the completion publish never waited for the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Meanwhile a lease event commits: the subscriber elsewhere hears of it.
+    let worker = WorkerInstanceId::parse("worker-1").expect("a worker id");
+    publisher
+        .publish(
+            NewEvent::lease_acquired(ExecutionId::new(1), None, Some(worker)),
+            EventMeta::new(),
+        )
+        .await
+        .expect("publish a lease event");
+    match next_item(&mut sub, ITEM_DEADLINE, "the lease event").await {
+        DeliveryItem::Event { event, .. } => assert!(
+            matches!(
+                event,
+                StreamEvent::LeaseHistory(LeaseHistoryEvent::Acquired { .. })
+            ),
+            "got {event:?}"
+        ),
+        other => panic!("expected the lease event, got {other:?}"),
+    }
+
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut locker)
+        .await
+        .expect("release the lock");
+    tokio::time::timeout(ITEM_DEADLINE, stuck)
+        .await
+        .expect("the stuck publish ends once the lock is released")
+        .expect("its task")
+        .expect("and commits");
 }

@@ -38,10 +38,11 @@ const BATCH: usize = 1000;
 const PUBLISHERS: usize = 4;
 /// How long each single-event publish phase runs, and how many
 /// interleaved rounds of them are totalled.
-const PUBLISH_PHASE: Duration = Duration::from_millis(500);
-const PUBLISH_ROUNDS: usize = 12;
-/// Interleaved rounds of the batch-publish measurements.
-const BATCH_ROUNDS: usize = 10;
+const PUBLISH_PHASE: Duration = Duration::from_millis(400);
+const PUBLISH_ROUNDS: usize = 24;
+/// Interleaved rounds of the batch-publish measurements (even, so each
+/// order of [`round_order`] runs as often as the other).
+const BATCH_ROUNDS: usize = 20;
 /// Live latency: events per second and samples per side.
 const LIVE_RATE: u64 = 500;
 const LIVE_SAMPLES: usize = 1000;
@@ -160,10 +161,14 @@ async fn measure(
     // measurements, so each sees the same conditions, and total them.
     let (mut raw_tx, mut raw_tx_notify, mut ff_tx) =
         (Tally::default(), Tally::default(), Tally::default());
-    for _ in 0..PUBLISH_ROUNDS {
-        raw_tx.add(raw_publish_tx(&quiet).await?);
-        ff_tx.add(ff_publish_tx(backend).await?);
-        raw_tx_notify.add(raw_publish_tx(options).await?);
+    for round in 0..PUBLISH_ROUNDS {
+        for writer in round_order::<3>(round) {
+            match writer {
+                0 => raw_tx.add(raw_publish_tx(&quiet).await?),
+                1 => ff_tx.add(ff_publish_tx(backend).await?),
+                _ => raw_tx_notify.add(raw_publish_tx(options).await?),
+            }
+        }
     }
     let (raw_tx, raw_tx_notify, ff_tx) = (raw_tx.rate(), raw_tx_notify.rate(), ff_tx.rate());
 
@@ -180,11 +185,17 @@ async fn measure(
         Tally::default(),
     );
     let per_round = events.div_ceil(BATCH_ROUNDS);
-    for _ in 0..BATCH_ROUNDS {
-        raw_batch.add(raw_publish_batch(&quiet, RAW_SCHEMA, "completion", per_round).await?);
-        ff_batch.add(ff_publish_batch(backend, per_round).await?);
-        plain_batch.add(raw_publish_batch(&quiet, RAW_SCHEMA, PLAIN_TABLE, per_round).await?);
-        indexed_batch.add(ff_publish_batch(&indexed, per_round).await?);
+    for round in 0..BATCH_ROUNDS {
+        for writer in round_order::<4>(round) {
+            match writer {
+                0 => raw_batch
+                    .add(raw_publish_batch(&quiet, RAW_SCHEMA, "completion", per_round).await?),
+                1 => ff_batch.add(ff_publish_batch(backend, per_round).await?),
+                2 => plain_batch
+                    .add(raw_publish_batch(&quiet, RAW_SCHEMA, PLAIN_TABLE, per_round).await?),
+                _ => indexed_batch.add(ff_publish_batch(&indexed, per_round).await?),
+            }
+        }
     }
     indexed.close().await;
     let (raw_batch, ff_batch, plain_batch, indexed_batch) = (
@@ -256,6 +267,18 @@ async fn count(options: &PgConnectOptions, schema: &str) -> anyhow::Result<usize
         .fetch_one(&mut conn)
         .await?;
     Ok(n as usize)
+}
+
+/// The order `N` interleaved writers run in during `round`: forwards in
+/// even rounds, backwards in odd ones, so no writer always runs right
+/// after the same other one (and inherits its WAL, checkpoints and
+/// vacuum every time).
+fn round_order<const N: usize>(round: usize) -> [usize; N] {
+    let mut order: [usize; N] = std::array::from_fn(|i| i);
+    if round % 2 == 1 {
+        order.reverse();
+    }
+    order
 }
 
 /// Transactions and time summed over interleaved phases.

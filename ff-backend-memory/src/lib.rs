@@ -74,7 +74,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn log(&self, family: Family) -> &FamilyLog {
-        &self.logs[usize::from(family.cursor_byte() - 1)]
+        &self.logs[family.index()]
     }
 }
 
@@ -280,17 +280,17 @@ impl EventPublisher for MemoryBackend {
         // whole batch becomes visible at once.
         let mut touched = [false; 4];
         for (event, _) in &events {
-            touched[usize::from(event.family().cursor_byte() - 1)] = true;
+            touched[event.family().index()] = true;
         }
         let mut guards: Vec<_> = Family::ALL
             .iter()
-            .map(|f| touched[usize::from(f.cursor_byte() - 1)].then(|| self.shared.log(*f).lock()))
+            .map(|f| touched[f.index()].then(|| self.shared.log(*f).lock()))
             .collect();
         let retention = self.retention();
         let mut cursors = Vec::with_capacity(events.len());
         for (event, meta) in events {
             let family = event.family();
-            let guard = guards[usize::from(family.cursor_byte() - 1)]
+            let guard = guards[family.index()]
                 .as_mut()
                 .expect("family locked above");
             let seq = guard.push(meta, RecordBody::Event(event), retention);

@@ -83,7 +83,7 @@ impl Default for Shared {
 #[derive(Debug)]
 pub(crate) struct Notifier {
     shared: Arc<Shared>,
-    /// Per family (by cursor byte − 1): a counter bumped after each commit.
+    /// Per family (by [`Family::index`]): a counter bumped after each commit.
     local: Vec<watch::Sender<u64>>,
 }
 
@@ -101,7 +101,7 @@ impl Notifier {
     }
 
     fn local(&self, family: Family) -> &watch::Sender<u64> {
-        &self.local[usize::from(family.cursor_byte()) - 1]
+        &self.local[family.index()]
     }
 
     /// A publish is about to send its statements on a pooled connection;

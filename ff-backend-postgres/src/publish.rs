@@ -26,10 +26,6 @@ pub(crate) struct InsertStatements {
     many: Vec<String>,
 }
 
-fn slot(family: Family) -> usize {
-    usize::from(family.cursor_byte()) - 1
-}
-
 impl InsertStatements {
     /// Build the statements for `names`.
     pub fn new(names: &SchemaNames) -> Self {
@@ -46,11 +42,11 @@ impl InsertStatements {
     }
 
     fn one(&self, family: Family) -> &str {
-        &self.one[slot(family)]
+        &self.one[family.index()]
     }
 
     fn many(&self, family: Family) -> &str {
-        &self.many[slot(family)]
+        &self.many[family.index()]
     }
 }
 

@@ -118,10 +118,6 @@ impl Default for ValkeyConfig {
     }
 }
 
-fn family_index(family: Family) -> usize {
-    usize::from(family.cursor_byte() - 1)
-}
-
 impl ValkeyConfig {
     /// The default configuration (prefix `ff:`, keep everything).
     pub fn new() -> Self {
@@ -142,7 +138,7 @@ impl ValkeyConfig {
 
     /// Set `family`'s retention.
     pub fn with_retention(mut self, family: Family, retention: Retention) -> Self {
-        self.retention[family_index(family)] = retention;
+        self.retention[family.index()] = retention;
         self
     }
 
@@ -154,7 +150,7 @@ impl ValkeyConfig {
 
     /// `family`'s retention.
     pub fn retention(&self, family: Family) -> Retention {
-        self.retention[family_index(family)]
+        self.retention[family.index()]
     }
 
     /// Set the entries per catch-up read.

@@ -73,8 +73,7 @@ impl Keys {
 
     fn index(&self, family: Family, partition: u16) -> usize {
         debug_assert!(partition < self.partitions);
-        usize::from(family.cursor_byte() - 1) * usize::from(self.partitions)
-            + usize::from(partition)
+        family.index() * usize::from(self.partitions) + usize::from(partition)
     }
 
     /// How many partitions each family has.

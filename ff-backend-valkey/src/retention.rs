@@ -81,8 +81,7 @@ impl RetentionClock {
     /// partition `partition` is due.
     pub(crate) fn due(&self, family: Family, partition: u16) -> bool {
         let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX) + 1;
-        let index = usize::from(family.cursor_byte() - 1) * usize::from(self.partitions)
-            + usize::from(partition);
+        let index = family.index() * usize::from(self.partitions) + usize::from(partition);
         let slot = &self.last_run_ms[index];
         let last = slot.load(Ordering::Relaxed);
         if last != 0 && now.saturating_sub(last) < CHECK_EVERY.as_millis() as u64 {

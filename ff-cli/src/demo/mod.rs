@@ -225,7 +225,7 @@ pub async fn run(args: DemoArgs, opened: Opened) -> Result<()> {
 
     let mut consumers = Vec::new();
     for family in Family::ALL.iter().copied() {
-        let events = by_family[usize::from(family.cursor_byte() - 1)].clone();
+        let events = by_family[family.index()].clone();
         let consumer_plan = consumer::Plan {
             wanted: vec![true; events.len()],
             events,
@@ -247,7 +247,7 @@ pub async fn run(args: DemoArgs, opened: Opened) -> Result<()> {
             pb,
         )));
     }
-    let completions = by_family[usize::from(Family::Completion.cursor_byte() - 1)].clone();
+    let completions = by_family[Family::Completion.index()].clone();
     let failures_plan = consumer::Plan {
         wanted: completions
             .iter()

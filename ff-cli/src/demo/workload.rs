@@ -2,9 +2,7 @@
 //! sometimes lose and reclaim them, receive signals, get tagged, and
 //! complete — every event tagged with its family sequence for checking.
 
-use ff_core::stream_events::{
-    CompletionOutcome, EventMeta, Family, NewEvent, SignalDeliveryEffect,
-};
+use ff_core::stream_events::{CompletionOutcome, EventMeta, NewEvent, SignalDeliveryEffect};
 use ff_core::types::{ExecutionId, LeaseId, SignalId, WaitpointId, WorkerInstanceId};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -20,7 +18,7 @@ pub const NAMESPACES: [&str; 3] = ["billing", "search", "ingest"];
 pub struct Workload {
     /// Drafts with metadata, in publish order.
     pub events: Vec<(NewEvent, EventMeta)>,
-    /// Events per family, indexed by `cursor_byte() - 1`.
+    /// Events per family, indexed by [`Family::index`](ff_core::stream_events::Family::index).
     pub per_family: [u64; 4],
     /// Completion failures in the `billing` namespace (the filtered consumer's expectation).
     pub billing_failures: u64,
@@ -31,14 +29,10 @@ impl Workload {
     pub fn by_family(&self) -> [std::sync::Arc<Vec<(NewEvent, EventMeta)>>; 4] {
         let mut out: [Vec<(NewEvent, EventMeta)>; 4] = Default::default();
         for (draft, meta) in &self.events {
-            out[idx(draft.family())].push((draft.clone(), meta.clone()));
+            out[draft.family().index()].push((draft.clone(), meta.clone()));
         }
         out.map(std::sync::Arc::new)
     }
-}
-
-fn idx(f: Family) -> usize {
-    usize::from(f.cursor_byte() - 1)
 }
 
 /// Generate at least `target` events for run `run`, deterministically from `seed`.
@@ -57,8 +51,8 @@ pub fn generate(target: usize, run: &str, seed: u64) -> Workload {
         let ns = NAMESPACES[rng.random_range(0..NAMESPACES.len())];
         let push = |w: &mut Workload, draft: NewEvent| {
             let f = draft.family();
-            let seq = w.per_family[idx(f)];
-            w.per_family[idx(f)] += 1;
+            let seq = w.per_family[f.index()];
+            w.per_family[f.index()] += 1;
             let meta = EventMeta::new()
                 .with_namespace(ns)
                 .with_tag(RUN_TAG, run)

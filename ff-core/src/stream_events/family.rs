@@ -108,6 +108,19 @@ impl Family {
         }
     }
 
+    /// The family's position in [`Family::ALL`] (`0..4`), for arrays
+    /// that hold one entry per family.
+    ///
+    /// ```
+    /// use ff_core::stream_events::Family;
+    /// for family in Family::ALL {
+    ///     assert_eq!(Family::ALL[family.index()], *family);
+    /// }
+    /// ```
+    pub fn index(self) -> usize {
+        usize::from(self.cursor_byte() - 1)
+    }
+
     /// The family whose cursor byte is `b`.
     pub fn from_cursor_byte(b: u8) -> Option<Family> {
         Family::ALL.iter().copied().find(|f| f.cursor_byte() == b)

@@ -121,10 +121,6 @@ pub(crate) struct Store {
     pub open_subscriptions: AtomicUsize,
 }
 
-fn slot(family: Family) -> usize {
-    usize::from(family.cursor_byte()) - 1
-}
-
 impl Store {
     pub fn new(mutation: Option<Mutation>) -> Self {
         Self {
@@ -146,7 +142,7 @@ impl Store {
     /// Run `f` on `family`'s log.
     pub fn with_log<T>(&self, family: Family, f: impl FnOnce(&mut Log) -> T) -> T {
         let mut logs = self.logs.lock().expect("store lock");
-        f(&mut logs[slot(family)])
+        f(&mut logs[family.index()])
     }
 
     /// Append records (of any families) under one lock; returns each
@@ -156,7 +152,7 @@ impl Store {
             let mut logs = self.logs.lock().expect("store lock");
             records
                 .into_iter()
-                .map(|(family, body)| (family, logs[slot(family)].append(body)))
+                .map(|(family, body)| (family, logs[family.index()].append(body)))
                 .collect()
         };
         self.notify.send_modify(|n| *n = n.wrapping_add(1));

@@ -13,11 +13,11 @@
 //! throughput. So notifications coalesce:
 //! - one notification statement is in flight at a time; commits meanwhile
 //!   join the next one;
-//! - before sending, the task waits while other publishes are on the wire
-//!   (their commits follow within a round trip), for a few rounds of
-//!   them, so one notification covers them all. An idle publisher's
+//! - before sending, the task waits while other publishes are in flight
+//!   (their commits usually follow within a round trip), for a few rounds
+//!   of them, so one notification covers them all. An idle publisher's
 //!   commit is notified at once, as nothing else is in flight, and no
-//!   wake-up waits longer than [`MAX_COALESCE`] for others. (A fixed
+//!   wait for others lasts longer than about [`MAX_COALESCE`]. (A fixed
 //!   minimum interval between notifications was measured too: tokio's
 //!   millisecond timer made it add 1–2 ms to cross-process latency even
 //!   at moderate rates, where nothing needs coalescing.)
@@ -51,7 +51,8 @@ struct Shared {
     dirty: AtomicU8,
     wake: Notify,
     stopped: AtomicBool,
-    /// Publishes whose statements are on the wire.
+    /// Publishes between taking a pooled connection and finishing
+    /// (including any waiting on a lock in the server).
     in_flight: AtomicU64,
     /// Publishes finished (committed or failed) since the start.
     finished: AtomicU64,
@@ -59,8 +60,9 @@ struct Shared {
     /// waits for none. Publishes signal `finish` only on reaching it, so
     /// a busy publisher does not wake the notifier at every commit.
     wake_at: AtomicU64,
-    /// Signalled when a publish finishes at `wake_at`, or is the last in
-    /// flight while the notifier waits.
+    /// Signalled when a publish finishes at or past `wake_at`, or is the
+    /// last in flight while the notifier waits, and when the notifier
+    /// stops.
     finish: Notify,
 }
 
@@ -112,12 +114,11 @@ impl Notifier {
         Publishing { notifier: self }
     }
 
-    /// `family` has new committed rows: wake its subscribers, here and
-    /// (by `NOTIFY`) everywhere.
-    fn committed(&self, family: Family) {
+    /// `family` has new committed rows: wake its subscribers here, and
+    /// mark it for the next `NOTIFY`.
+    fn mark(&self, family: Family) {
         self.local(family).send_modify(|n| *n = n.wrapping_add(1));
-        self.shared.dirty.fetch_or(bit(family), Ordering::AcqRel);
-        self.shared.wake.notify_one();
+        self.shared.dirty.fetch_or(bit(family), Ordering::SeqCst);
     }
 
     /// In-process wake-ups for a subscription of `family`.
@@ -133,14 +134,18 @@ pub(crate) struct Publishing<'a> {
 }
 
 impl Publishing<'_> {
-    /// The publish committed rows of `families`: wake their subscribers.
+    /// The publish committed rows of `families`: wake their subscribers,
+    /// here and (by `NOTIFY`) everywhere.
     pub fn committed(self, families: impl IntoIterator<Item = Family>) {
         let notifier = self.notifier;
-        // Finish first, so the notifier does not wait for this very publish.
-        drop(self);
         for family in families {
-            notifier.committed(family);
+            notifier.mark(family);
         }
+        // Finish after marking, so a notifier this finish ends the wait of
+        // sends these families too; and before waking it, so it does not
+        // wait for this very publish.
+        drop(self);
+        notifier.shared.wake.notify_one();
     }
 }
 
@@ -164,10 +169,11 @@ impl Drop for Publishing<'_> {
 /// one round, 0.97× after three.
 const COALESCE_ROUNDS: u64 = 3;
 
-/// The longest a notification waits for publishes in flight: a long batch
-/// on one connection must not hold back the wake-up for another's commit,
-/// and a busy publisher's subscribers elsewhere hear of it within about
-/// this much.
+/// The longest one coalescing wait lasts (tokio's millisecond timer can
+/// stretch it to about 3 ms): a long batch, or a publish stuck on a lock,
+/// must not hold back the wake-up for another's commit. A commit made
+/// while a notification is being sent waits for that send, then for one
+/// such wait.
 const MAX_COALESCE: Duration = Duration::from_millis(2);
 
 /// Wait until [`COALESCE_ROUNDS`] times as many publishes as are on the

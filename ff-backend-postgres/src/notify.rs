@@ -216,6 +216,14 @@ async fn run(shared: Arc<Shared>, pool: Arc<ConnPool>, names: SchemaNames) {
     loop {
         shared.wake.notified().await;
         loop {
+            if shared.stopped.load(Ordering::Acquire) {
+                return;
+            }
+            // Nothing to send (the usual case right after a send): wait
+            // for the next commit's wake-up rather than for publishes.
+            if shared.dirty.load(Ordering::SeqCst) == 0 {
+                break;
+            }
             await_in_flight(&shared).await;
             if shared.stopped.load(Ordering::Acquire) {
                 return;

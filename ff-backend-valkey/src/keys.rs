@@ -32,6 +32,13 @@ pub(crate) struct Keys {
     cursors: String,
 }
 
+/// Where `family`'s partition `partition` sits among the streams of a
+/// backend whose families have `partitions` partitions each: family-major,
+/// for arrays holding one entry per stream.
+pub(crate) fn stream_index(partitions: u16, family: Family, partition: u16) -> usize {
+    family.index() * usize::from(partitions) + usize::from(partition)
+}
+
 impl Keys {
     /// The keys under `prefix` (already validated as a prefix) for
     /// `partitions` partitions, on a cluster or a standalone server. A
@@ -73,7 +80,7 @@ impl Keys {
 
     fn index(&self, family: Family, partition: u16) -> usize {
         debug_assert!(partition < self.partitions);
-        family.index() * usize::from(self.partitions) + usize::from(partition)
+        stream_index(self.partitions, family, partition)
     }
 
     /// How many partitions each family has.

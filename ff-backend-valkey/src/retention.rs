@@ -15,6 +15,7 @@ use redis::Cmd;
 
 use crate::config::Retention;
 use crate::id;
+use crate::keys::stream_index;
 
 /// The trimming script.
 const SCRIPT: &str = include_str!("retention.lua");
@@ -81,8 +82,7 @@ impl RetentionClock {
     /// partition `partition` is due.
     pub(crate) fn due(&self, family: Family, partition: u16) -> bool {
         let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX) + 1;
-        let index = family.index() * usize::from(self.partitions) + usize::from(partition);
-        let slot = &self.last_run_ms[index];
+        let slot = &self.last_run_ms[stream_index(self.partitions, family, partition)];
         let last = slot.load(Ordering::Relaxed);
         if last != 0 && now.saturating_sub(last) < CHECK_EVERY.as_millis() as u64 {
             return false;

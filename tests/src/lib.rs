@@ -8,6 +8,7 @@
 
 pub mod acl;
 pub mod browser;
+pub mod checker;
 pub mod harness;
 pub mod hostile_valkey;
 pub mod mutant;

@@ -130,6 +130,7 @@ impl PostgresServer {
             OsStr::new("postgres"),
             OsStr::new("-X"),
             OsStr::new("stream"),
+            OsStr::new("--checkpoint=fast"),
             OsStr::new("--no-sync"),
         ];
         if follow {

@@ -33,6 +33,8 @@ struct TlsSetup {
 
 const LOG_FILE: &str = "valkey.log";
 const CONF_FILE: &str = "valkey.conf";
+/// Debian's libfaketime, for servers on a fake clock.
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
 /// A Valkey server on a free loopback port with its own temporary directory,
 /// running with `appendonly yes` and `appendfsync always`, so whatever it
@@ -44,6 +46,8 @@ pub struct ValkeyServer {
     dir: PathBuf,
     port: u16,
     tls: Option<TlsSetup>,
+    /// `FAKETIME` for libfaketime, when the server runs on a fake clock.
+    clock: Option<String>,
     child: Option<Child>,
     // Declared last: dropped (disarmed) after `Drop::drop` cleaned up.
     watchdog: Option<Watchdog>,
@@ -52,7 +56,28 @@ pub struct ValkeyServer {
 impl ValkeyServer {
     /// Starts a server and waits until it answers `PING`.
     pub fn start() -> Result<Self, SupportError> {
-        Self::start_with(valkey_binary()?, None)
+        Self::start_with(valkey_binary()?, None, None)
+    }
+
+    /// Starts a server whose wall clock stands still at `at` (libfaketime's
+    /// `FAKETIME` syntax, e.g. `2026-01-01 00:00:00`; its monotonic clock
+    /// runs). Entry ids then advance by sequence only, so a promoted copy
+    /// hands out ids its old primary already used. Needs Debian's
+    /// `libfaketime`.
+    pub fn start_with_frozen_clock(at: &str) -> Result<Self, SupportError> {
+        if !Path::new(LIBFAKETIME).exists() {
+            return Err(SupportError::StartFailed {
+                server: "valkey",
+                reason: format!("{LIBFAKETIME} is missing (apt-get install faketime)"),
+                log: String::new(),
+            });
+        }
+        Self::start_with(valkey_binary()?, None, Some(at.to_owned()))
+    }
+
+    /// The server process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Starts a server that also listens with TLS (a TLS-capable binary:
@@ -60,10 +85,14 @@ impl ValkeyServer {
     /// made by a throwaway CA in its directory, and waits until it answers
     /// `PING` on its plaintext port (which tests use for administration).
     pub fn start_tls(options: TlsServerOptions) -> Result<Self, SupportError> {
-        Self::start_with(tls_binary()?, Some(options))
+        Self::start_with(tls_binary()?, Some(options), None)
     }
 
-    fn start_with(binary: PathBuf, tls: Option<TlsServerOptions>) -> Result<Self, SupportError> {
+    fn start_with(
+        binary: PathBuf,
+        tls: Option<TlsServerOptions>,
+        clock: Option<String>,
+    ) -> Result<Self, SupportError> {
         let dir = make_temp_dir("valkey")?;
         let watchdog = match Watchdog::spawn(&format!(
             "case $line in ''|*[!0-9]*) ;; *) kill -9 \"$line\" ;; esac 2>/dev/null\n\
@@ -81,6 +110,7 @@ impl ValkeyServer {
             dir,
             port: 0,
             tls: None,
+            clock,
             child: None,
             watchdog: Some(watchdog),
         };
@@ -217,6 +247,7 @@ impl ValkeyServer {
              logfile \"\"\n\
              appendonly yes\n\
              appendfsync always\n\
+             repl-diskless-sync-delay 0\n\
              save \"\"\n",
             port = self.port,
         );
@@ -253,7 +284,14 @@ impl ValkeyServer {
         let log_err = log
             .try_clone()
             .map_err(|e| SupportError::io("duplicating the log file handle", e))?;
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some(at) = &self.clock {
+            command
+                .env("LD_PRELOAD", LIBFAKETIME)
+                .env("FAKETIME", at)
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
+        let child = command
             .arg(self.conf_path())
             .current_dir(&self.dir)
             .stdin(Stdio::null())

@@ -1,0 +1,468 @@
+//! The oracle: per consumer and partition, what it received is exactly the
+//! committed sequence after its start, or a `CursorExpired` came before
+//! any gap; events reach caught-up consumers within the wake-up bound.
+//!
+//! A consumer's *position* in a partition is logical: the event it last
+//! received there, or how it started (tail, beginning, a publish's
+//! cursor). Each segment's events in a partition must be one contiguous
+//! run of that partition's committed history (filtered as the consumer
+//! filters) that begins exactly where the position says:
+//! - after an event: right after it;
+//! - beginning: with nothing retained skipped;
+//! - tail: with nothing skipped that was published after the subscribe
+//!   returned and, where the backend orders by commit (`exact`), nothing
+//!   included that was acknowledged before the subscribe was called;
+//! - a publish's cursor: right after it where `exact`; on Postgres, events
+//!   at or before it may come again ("more, never fewer"), but none that
+//!   committed after the cursor was handed out may be skipped.
+//!
+//! A consumer that received an event of a forked history (one a lossy
+//! failover lost) must receive nothing of the new history before a
+//! `CursorExpired`. A consumer stopped at the end of a quiet run must have
+//! received everything after its position.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use super::history::{
+    Ck, ConsumerSpec, FirstStart, History, PosKey, Published, Segment, SegmentEnd, SegmentStart,
+};
+use super::truth::{Truth, TruthEntry};
+
+/// How long a caught-up consumer may wait for an event outside faults.
+pub const WAKE_UP_BOUND: Duration = Duration::from_secs(5);
+
+/// One broken promise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// The consumer concerned, if any.
+    pub consumer: Option<usize>,
+    /// The events around it, for the shrunk history.
+    pub events: Vec<Ck>,
+    /// What went wrong.
+    pub what: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.consumer {
+            Some(c) => write!(f, "consumer {c}: {}", self.what),
+            None => write!(f, "{}", self.what),
+        }
+    }
+}
+
+/// Where a consumer stands in one partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Logical {
+    Beginning,
+    Tail {
+        called: Duration,
+        returned: Duration,
+    },
+    AfterEvent(Ck),
+    AfterPublish(Ck),
+    AfterForked(Ck),
+    /// Somewhere the oracle cannot place (a checkpoint a store gave back).
+    Unknown,
+}
+
+/// Judge a run. `exact` is false where a tail or a publish's cursor may
+/// include overlapping transactions (Postgres); `complete` when the run
+/// ended quietly, so every consumer should have caught up.
+pub fn check(history: &History, truth: &Truth, exact: bool, complete: bool) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for &ck in &truth.lost {
+        out.push(Violation {
+            consumer: None,
+            events: vec![ck],
+            what: format!(
+                "acknowledged event {ck} is neither stored nor behind the retention horizon"
+            ),
+        });
+    }
+    for (spec, segments) in &history.consumers {
+        Consumer {
+            spec,
+            history,
+            truth,
+            exact,
+            out: &mut out,
+        }
+        .check(segments, complete);
+    }
+    out
+}
+
+struct Consumer<'a> {
+    spec: &'a ConsumerSpec,
+    history: &'a History,
+    truth: &'a Truth,
+    exact: bool,
+    out: &'a mut Vec<Violation>,
+}
+
+impl Consumer<'_> {
+    fn violation(&mut self, events: Vec<Ck>, what: String) {
+        self.out.push(Violation {
+            consumer: Some(self.spec.id),
+            events,
+            what,
+        });
+    }
+
+    fn published(&self, ck: Ck) -> Option<&Published> {
+        self.history.published.get(&ck)
+    }
+
+    fn partition_of(&self, ck: Ck) -> Option<u16> {
+        self.published(ck).map(|p| p.partition)
+    }
+
+    /// The partition's committed history as this consumer filters it.
+    fn stream(&self, partition: u16) -> Vec<&TruthEntry> {
+        self.truth
+            .streams
+            .get(&(self.spec.family, partition))
+            .map(|entries| {
+                entries
+                    .iter()
+                    .filter(|e| {
+                        self.published(e.ck)
+                            .is_some_and(|p| self.spec.filter.admits(p))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn partitions(&self) -> Vec<u16> {
+        if let Some(list) = &self.spec.partitions {
+            return list.clone();
+        }
+        let mut all: Vec<u16> = self
+            .truth
+            .streams
+            .keys()
+            .filter(|(f, _)| *f == self.spec.family)
+            .map(|&(_, p)| p)
+            .collect();
+        for p in self.history.published.values() {
+            if p.family == self.spec.family && !all.contains(&p.partition) {
+                all.push(p.partition);
+            }
+        }
+        all.sort_unstable();
+        all
+    }
+
+    fn first_logical(&self, first: &FirstStart, seg: &Segment) -> Logical {
+        match first {
+            FirstStart::Tail => Logical::Tail {
+                called: seg.called,
+                returned: seg.returned.unwrap_or(seg.called),
+            },
+            FirstStart::Beginning => Logical::Beginning,
+            FirstStart::PublishCursor(ck) => Logical::AfterPublish(*ck),
+        }
+    }
+
+    fn check(&mut self, segments: &[Segment], complete: bool) {
+        let partitions = self.partitions();
+        let mut state: HashMap<u16, Logical> = HashMap::new();
+        for (n, seg) in segments.iter().enumerate() {
+            match &seg.start {
+                SegmentStart::First(first) => {
+                    let l = self.first_logical(first, seg);
+                    for &p in &partitions {
+                        state.insert(p, l.clone());
+                    }
+                }
+                SegmentStart::AfterExpiry => {
+                    for &p in &partitions {
+                        state.insert(p, Logical::Beginning);
+                    }
+                }
+                SegmentStart::Resume => {}
+                SegmentStart::Restored(at) => {
+                    let l = match at {
+                        Some(ck) if self.truth.forked.contains(ck) => Logical::AfterForked(*ck),
+                        Some(ck) => Logical::AfterEvent(*ck),
+                        None => Logical::Unknown,
+                    };
+                    for &p in &partitions {
+                        state.insert(p, l.clone());
+                    }
+                }
+            }
+            for &p in &partitions {
+                let run: Vec<Ck> = seg
+                    .events
+                    .iter()
+                    .map(|r| r.ck)
+                    .filter(|&ck| self.partition_of(ck) == Some(p))
+                    .collect();
+                if run.is_empty() {
+                    continue;
+                }
+                let next = self.judge_run(n, p, &run, &state[&p]);
+                match next {
+                    Some(l) => {
+                        state.insert(p, l);
+                    }
+                    None => return,
+                }
+            }
+            self.check_wake_ups(n, seg);
+        }
+        let Some(last) = segments.last() else {
+            return;
+        };
+        if !complete || !matches!(last.end, SegmentEnd::Stopped | SegmentEnd::Open) {
+            return;
+        }
+        for &p in &partitions {
+            self.check_complete(p, &state[&p]);
+        }
+    }
+
+    /// Check one segment's events in one partition; the new position, or
+    /// `None` after a violation (later segments would only repeat it).
+    fn judge_run(&mut self, n: usize, p: u16, run: &[Ck], at: &Logical) -> Option<Logical> {
+        let stream = self.stream(p);
+        let index: HashMap<Ck, usize> = stream.iter().enumerate().map(|(i, e)| (e.ck, i)).collect();
+        // Events of a forked history end the comparable part of the run.
+        let forked = run.iter().position(|ck| self.truth.forked.contains(ck));
+        let (ours, theirs) = run.split_at(forked.unwrap_or(run.len()));
+        if let Some(&after) = theirs.iter().find(|ck| !self.truth.forked.contains(ck)) {
+            let lost = theirs[0];
+            self.violation(
+                vec![lost, after],
+                format!(
+                    "segment {n}, partition {p}: after event {lost} of a history the store lost, delivered event {after} of the new one without CursorExpired"
+                ),
+            );
+            return None;
+        }
+        if let (Logical::AfterForked(lost), Some(&first)) = (at, ours.first()) {
+            self.violation(
+                vec![*lost, first],
+                format!(
+                    "segment {n}, partition {p}: resumed from event {lost} of a lost history and delivered event {first} of the new one without CursorExpired"
+                ),
+            );
+            return None;
+        }
+        if let Some(&first) = ours.first() {
+            let Some(&i0) = index.get(&first) else {
+                self.violation(
+                    vec![first],
+                    format!("segment {n}, partition {p}: delivered event {first}, which its filter does not admit or the store never held"),
+                );
+                return None;
+            };
+            for (j, &ck) in ours.iter().enumerate() {
+                let want = stream.get(i0 + j).map(|e| e.ck);
+                if want != Some(ck) {
+                    let what = match (index.get(&ck), want) {
+                        (Some(&got), Some(w)) if got > i0 + j => format!(
+                            "skipped {} event(s) from event {w} (next delivered: {ck})",
+                            got - (i0 + j)
+                        ),
+                        (Some(_), _) => format!("delivered event {ck} again or out of order"),
+                        (None, _) => format!("delivered event {ck}, which its filter does not admit or the store never held"),
+                    };
+                    self.violation(vec![ck], format!("segment {n}, partition {p}: {what}"));
+                    return None;
+                }
+            }
+            if let Err(what) = self.judge_start(&stream, &index, i0, at) {
+                self.violation(vec![first], format!("segment {n}, partition {p}: {what}"));
+                return None;
+            }
+        }
+        Some(match theirs.last().or(ours.last()) {
+            Some(&ck) if self.truth.forked.contains(&ck) => Logical::AfterForked(ck),
+            Some(&ck) => Logical::AfterEvent(ck),
+            None => at.clone(),
+        })
+    }
+
+    /// Whether a run may begin at index `i0` of `stream` from `at`.
+    fn judge_start(
+        &self,
+        stream: &[&TruthEntry],
+        index: &HashMap<Ck, usize>,
+        i0: usize,
+        at: &Logical,
+    ) -> Result<(), String> {
+        let first = stream[i0].ck;
+        match at {
+            Logical::AfterEvent(e) => match index.get(e) {
+                Some(&i) if i + 1 == i0 => Ok(()),
+                Some(&i) if i0 > i + 1 => Err(format!(
+                    "resumed after event {e} but began at event {first}: skipped {}",
+                    i0 - i - 1
+                )),
+                Some(_) => Err(format!(
+                    "resumed after event {e} but began at event {first}, which came before it"
+                )),
+                None => Err(format!("resumed after event {e}, which is in no history")),
+            },
+            Logical::AfterForked(e) => Err(format!(
+                "resumed from event {e} of a lost history without CursorExpired"
+            )),
+            Logical::Unknown => Ok(()),
+            Logical::Beginning => match stream[..i0].iter().find(|e| e.retained) {
+                Some(skipped) => Err(format!(
+                    "from the beginning, began at event {first} and skipped retained event {}",
+                    skipped.ck
+                )),
+                None => Ok(()),
+            },
+            Logical::Tail { called, returned } => {
+                if let Some(skipped) = stream[..i0]
+                    .iter()
+                    .find(|e| self.published(e.ck).is_some_and(|p| p.started > *returned))
+                {
+                    return Err(format!(
+                        "from the tail, skipped event {}, published after the subscribe returned",
+                        skipped.ck
+                    ));
+                }
+                if self.exact
+                    && self
+                        .published(first)
+                        .and_then(|p| p.acked)
+                        .is_some_and(|a| a < *called)
+                {
+                    return Err(format!(
+                        "from the tail, delivered event {first}, acknowledged before the subscribe began"
+                    ));
+                }
+                Ok(())
+            }
+            Logical::AfterPublish(e) => {
+                let Some(origin) = self.published(*e) else {
+                    return Err(format!("started from the cursor of unknown event {e}"));
+                };
+                let (Some(pos), Some(handed)) = (origin.pos, origin.acked) else {
+                    return Ok(());
+                };
+                let after = stream
+                    .iter()
+                    .position(|t| t.pos > pos)
+                    .unwrap_or(stream.len());
+                if self.exact {
+                    return if i0 == after {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "from event {e}'s publish cursor, began at event {first} instead of right after it"
+                        ))
+                    };
+                }
+                if i0 > after {
+                    return Err(format!(
+                        "from event {e}'s publish cursor, skipped events after it (began at {first})"
+                    ));
+                }
+                match stream[..i0]
+                    .iter()
+                    .find(|t| self.published(t.ck).is_some_and(|p| p.started > handed))
+                {
+                    Some(skipped) => Err(format!(
+                        "from event {e}'s publish cursor, skipped event {}, committed after the cursor was handed out",
+                        skipped.ck
+                    )),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// At the end of a quiet run: nothing left undelivered after `at`.
+    fn check_complete(&mut self, p: u16, at: &Logical) {
+        let stream = self.stream(p);
+        let missing: Vec<Ck> = match at {
+            Logical::AfterEvent(e) => match stream.iter().position(|t| t.ck == *e) {
+                Some(i) => stream[i + 1..].iter().map(|t| t.ck).collect(),
+                None => Vec::new(),
+            },
+            Logical::AfterForked(e) => {
+                self.violation(
+                    vec![*e],
+                    format!(
+                        "partition {p}: positioned at event {e} of a lost history and never told (no CursorExpired)"
+                    ),
+                );
+                return;
+            }
+            Logical::Beginning => stream.iter().filter(|t| t.retained).map(|t| t.ck).collect(),
+            Logical::Unknown => Vec::new(),
+            Logical::Tail { returned, .. } => stream
+                .iter()
+                .filter(|t| self.published(t.ck).is_some_and(|p| p.started > *returned))
+                .map(|t| t.ck)
+                .collect(),
+            Logical::AfterPublish(e) => {
+                let origin = self.published(*e);
+                let pos = origin
+                    .and_then(|o| o.pos)
+                    .unwrap_or(PosKey(u64::MAX, u64::MAX));
+                let handed = origin.and_then(|o| o.acked).unwrap_or(Duration::MAX);
+                stream
+                    .iter()
+                    .filter(|t| {
+                        t.pos > pos
+                            || (!self.exact
+                                && self.published(t.ck).is_some_and(|p| p.started > handed))
+                    })
+                    .map(|t| t.ck)
+                    .collect()
+            }
+        };
+        if let Some(&first) = missing.first() {
+            self.violation(
+                missing.iter().copied().take(8).collect(),
+                format!(
+                    "partition {p}: never delivered {} event(s) from event {first} by the end of a quiet run",
+                    missing.len()
+                ),
+            );
+        }
+    }
+
+    /// Events reached the caught-up segment within the bound, outside
+    /// faults.
+    fn check_wake_ups(&mut self, n: usize, seg: &Segment) {
+        let Some(caught_up) = seg.caught_up else {
+            return;
+        };
+        for r in &seg.events {
+            let Some(acked) = self.published(r.ck).and_then(|p| p.acked) else {
+                continue;
+            };
+            if acked < caught_up || r.at.saturating_sub(acked) <= WAKE_UP_BOUND {
+                continue;
+            }
+            let disturbed = self.history.faults.iter().any(|f| {
+                f.consumer.is_none_or(|c| c == self.spec.id)
+                    && f.from <= r.at
+                    && f.until.is_none_or(|u| u + WAKE_UP_BOUND >= acked)
+            });
+            if !disturbed {
+                let late = r.at.saturating_sub(acked);
+                self.violation(
+                    vec![r.ck],
+                    format!(
+                        "segment {n}: event {} arrived {late:.1?} after its publish returned, with no fault active (bound {WAKE_UP_BOUND:?})",
+                        r.ck
+                    ),
+                );
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! A minimal SSE client over a plain TCP socket: one `GET`, the response
+//! head, a chunked body, and the messages in it. Enough to resume with
+//! `Last-Event-ID` and to stop reading (a stalled client) at will.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// One SSE message.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Message {
+    /// `id:`.
+    pub id: Option<String>,
+    /// `event:`.
+    pub event: Option<String>,
+    /// `data:`.
+    pub data: Option<String>,
+}
+
+/// An open SSE response.
+pub struct SseConnection {
+    socket: TcpStream,
+    /// Raw bytes read and not yet decoded from chunks.
+    raw: Vec<u8>,
+    /// Body bytes not yet split into messages.
+    body: Vec<u8>,
+    done: bool,
+}
+
+/// Why a connection could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    /// The server answered with a status other than 200.
+    Status(u16, String),
+    /// Socket trouble.
+    Io(String),
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+impl SseConnection {
+    /// `GET path` on `addr`, with `Last-Event-ID` when given.
+    pub async fn open(
+        addr: std::net::SocketAddr,
+        path: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<Self, OpenError> {
+        let io = |e: std::io::Error| OpenError::Io(e.to_string());
+        let mut socket = TcpStream::connect(addr).await.map_err(io)?;
+        let mut request =
+            format!("GET {path} HTTP/1.1\r\nHost: checker\r\nAccept: text/event-stream\r\n");
+        if let Some(id) = last_event_id {
+            request.push_str(&format!("Last-Event-ID: {id}\r\n"));
+        }
+        request.push_str("\r\n");
+        socket.write_all(request.as_bytes()).await.map_err(io)?;
+        let mut raw = Vec::new();
+        let head_end = loop {
+            if let Some(i) = find(&raw, b"\r\n\r\n") {
+                break i;
+            }
+            let mut buf = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(30), socket.read(&mut buf))
+                .await
+                .map_err(|_| OpenError::Io("no response head in 30 s".into()))?
+                .map_err(io)?;
+            if n == 0 {
+                return Err(OpenError::Io("closed before the response head".into()));
+            }
+            raw.extend_from_slice(&buf[..n]);
+        };
+        let head = String::from_utf8_lossy(&raw[..head_end]).to_string();
+        let status: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let rest = raw.split_off(head_end + 4);
+        let mut conn = SseConnection {
+            socket,
+            raw: rest,
+            body: Vec::new(),
+            done: false,
+        };
+        if status != 200 {
+            let mut text = Vec::new();
+            while conn.fill().await {
+                text.extend_from_slice(&conn.body);
+                conn.body.clear();
+                if text.len() > 4096 {
+                    break;
+                }
+            }
+            text.extend_from_slice(&conn.body);
+            return Err(OpenError::Status(
+                status,
+                String::from_utf8_lossy(&text).into_owned(),
+            ));
+        }
+        Ok(conn)
+    }
+
+    /// Decode complete chunks from `raw` into `body`; `false` at the end.
+    fn decode(&mut self) -> bool {
+        loop {
+            let Some(line_end) = find(&self.raw, b"\r\n") else {
+                return true;
+            };
+            let size_text = String::from_utf8_lossy(&self.raw[..line_end]).to_string();
+            let Ok(size) = usize::from_str_radix(size_text.trim(), 16) else {
+                self.done = true;
+                return false;
+            };
+            if size == 0 {
+                self.done = true;
+                return false;
+            }
+            if self.raw.len() < line_end + 2 + size + 2 {
+                return true;
+            }
+            let start = line_end + 2;
+            self.body.extend_from_slice(&self.raw[start..start + size]);
+            self.raw.drain(..start + size + 2);
+        }
+    }
+
+    /// Read more of the body; `false` when it ended.
+    async fn fill(&mut self) -> bool {
+        if !self.decode() || self.done {
+            return false;
+        }
+        let mut buf = [0u8; 16384];
+        match self.socket.read(&mut buf).await {
+            Ok(0) | Err(_) => {
+                self.done = true;
+                false
+            }
+            Ok(n) => {
+                self.raw.extend_from_slice(&buf[..n]);
+                self.decode();
+                true
+            }
+        }
+    }
+
+    /// The next message (comments skipped); `None` when the body ended.
+    pub async fn next(&mut self) -> Option<Message> {
+        loop {
+            if let Some(end) = find(&self.body, b"\n\n") {
+                let block: Vec<u8> = self.body.drain(..end + 2).collect();
+                let text = String::from_utf8_lossy(&block);
+                let mut m = Message::default();
+                for line in text.lines() {
+                    if let Some(v) = line.strip_prefix("id: ") {
+                        m.id = Some(v.to_owned());
+                    } else if let Some(v) = line.strip_prefix("event: ") {
+                        m.event = Some(v.to_owned());
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        m.data = Some(v.to_owned());
+                    }
+                }
+                if m == Message::default() {
+                    continue;
+                }
+                return Some(m);
+            }
+            if self.done && self.raw.is_empty() {
+                return None;
+            }
+            if !self.fill().await && find(&self.body, b"\n\n").is_none() {
+                return None;
+            }
+        }
+    }
+}

@@ -88,6 +88,7 @@ fn main() -> ExitCode {
                 world,
                 steps: args.steps,
             };
+            let began = Instant::now();
             match runtime.block_on(run(&config)) {
                 Ok(s) => {
                     published += s.published;
@@ -104,6 +105,11 @@ fn main() -> ExitCode {
                 }
                 Err(f) => {
                     eprintln!("{}", f.report);
+                    eprintln!(
+                        "FAILED {} seed {seed} after {:.1?}",
+                        world.as_str(),
+                        began.elapsed()
+                    );
                     failed.push((world, seed));
                 }
             }

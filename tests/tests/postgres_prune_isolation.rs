@@ -127,13 +127,15 @@ async fn prune_under_a_writer(url: &str, level: &str, pruner: Pruner) {
     let mut tx = writer.begin().await.expect("begin the writer");
     let (ew, mw) = event("w");
     let cw = backend.append(&mut tx, &ew, &mw).await.expect("append w");
-    let due_ms: i64 = sqlx::query_scalar(&format!(
-        "SELECT (max(at) / 1000 + 1) * 1000 FROM {}",
-        backend.table_name(FAMILY)
-    ))
-    .fetch_one(&mut *tx)
+    // The row's `at` is the server's clock at the insert; reading the
+    // clock after it (not the row: the writer reads nothing, as a reader
+    // would change what SERIALIZABLE makes of the two) bounds its range.
+    let due_ms: i64 = sqlx::query_scalar(
+        "SELECT ((extract(epoch FROM clock_timestamp()) * 1000)::bigint / 1000 + 1) * 1000",
+    )
+    .fetch_one(&mut admin)
     .await
-    .expect("the writer's range");
+    .expect("the server's clock");
     wait_until(
         &mut admin,
         &format!("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint >= {due_ms}"),

@@ -186,9 +186,14 @@ impl PostgresBackend {
         self.inner.names.channel(family)
     }
 
-    /// Close the pool (subscriptions keep their own connections until
-    /// dropped).
+    /// Send the wake-ups still pending for this instance's publishes
+    /// (waiting, within the query timeout, for publishes whose calls ended
+    /// without their result), then close the pool (subscriptions keep
+    /// their own connections until dropped). Dropping the last handle
+    /// sends pending wake-ups too, from a background task that needs the
+    /// runtime to keep running: call this before a process exits.
     pub async fn close(&self) {
+        self.inner.notifier.flush().await;
         self.inner.pool.close().await;
     }
 }

@@ -25,15 +25,26 @@
 //! Subscriptions of the same backend instance are also woken directly, in
 //! process, without waiting for the notification's round trip through the
 //! server; subscribers elsewhere rely on the `NOTIFY`.
+//!
+//! The invariant: a publish that committed on the server is notified, even
+//! when its caller never saw the commit. A publish that ends without its
+//! result (cancelled, timed out, failed) hands its connection to a task
+//! that waits until the server has finished the statement (a `Sync` round
+//! trip on it), then marks its families — a spurious wake-up is harmless,
+//! a missing one is not. [`Notifier::flush`] (from `close`) and dropping
+//! the last handle send whatever is pending before the task ends, each
+//! bounded by the pool's timeouts.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ff_core::engine_error::EngineError;
 use ff_core::stream_events::Family;
-use tokio::sync::{watch, Notify};
+use sqlx::Connection;
+use tokio::sync::{watch, Mutex, Notify};
 
-use crate::pool::{with_conn, ConnPool};
+use crate::pool::{with_conn, ConnPool, PooledConn};
 use crate::schema::SchemaNames;
 
 /// One notification per channel. A `NOTIFY` gives its transaction an id,
@@ -44,11 +55,21 @@ use crate::schema::SchemaNames;
 const NOTIFY: &str = "SELECT set_config('synchronous_commit', 'off', true), pg_notify(c, '') \
                       FROM unnest($1::text[]) AS c";
 
-/// Shared state between publishers and the notifier task.
-#[derive(Debug)]
+/// Shared state between publishers, settling tasks and the notifier task.
 struct Shared {
+    pool: Arc<ConnPool>,
+    names: SchemaNames,
+    /// Per family (by [`Family::index`]): a counter bumped after each commit.
+    local: Vec<watch::Sender<u64>>,
     /// One bit per family (by cursor byte) with a commit not yet notified.
     dirty: AtomicU8,
+    /// Held while taking `dirty` and sending it, so a flush that takes it
+    /// next knows every earlier send is done.
+    sending: Mutex<()>,
+    /// Publishes that ended without their result whose statements the
+    /// server may still be running; signalled on `settled` as each ends.
+    settling: AtomicU64,
+    settled: Notify,
     wake: Notify,
     stopped: AtomicBool,
     /// Publishes between taking a pooled connection and finishing
@@ -66,10 +87,16 @@ struct Shared {
     finish: Notify,
 }
 
-impl Default for Shared {
-    fn default() -> Self {
+impl Shared {
+    fn new(pool: Arc<ConnPool>, names: SchemaNames) -> Self {
         Self {
+            pool,
+            names,
+            local: Family::ALL.iter().map(|_| watch::channel(0).0).collect(),
             dirty: AtomicU8::new(0),
+            sending: Mutex::new(()),
+            settling: AtomicU64::new(0),
+            settled: Notify::new(),
             wake: Notify::new(),
             stopped: AtomicBool::new(false),
             in_flight: AtomicU64::new(0),
@@ -82,76 +109,133 @@ impl Default for Shared {
 
 /// Handle publishers use to request a wake-up; dropping the last handle
 /// stops the task.
-#[derive(Debug)]
 pub(crate) struct Notifier {
     shared: Arc<Shared>,
-    /// Per family (by [`Family::index`]): a counter bumped after each commit.
-    local: Vec<watch::Sender<u64>>,
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier").finish_non_exhaustive()
+    }
 }
 
 fn bit(family: Family) -> u8 {
     1 << family.cursor_byte()
 }
 
+impl Shared {
+    /// The families of `bits` may have new committed rows: wake their
+    /// subscribers here, and mark them for the next `NOTIFY`.
+    fn mark(&self, bits: u8) {
+        for family in Family::ALL {
+            if bits & bit(*family) != 0 {
+                self.local[family.index()].send_modify(|n| *n = n.wrapping_add(1));
+            }
+        }
+        self.dirty.fetch_or(bits, Ordering::SeqCst);
+    }
+}
+
 impl Notifier {
     /// Start the notifier task on `pool` for the channels in `names`.
     pub fn spawn(pool: Arc<ConnPool>, names: SchemaNames) -> Self {
-        let shared = Arc::new(Shared::default());
-        tokio::spawn(run(shared.clone(), pool, names));
-        let local = Family::ALL.iter().map(|_| watch::channel(0).0).collect();
-        Self { shared, local }
+        let shared = Arc::new(Shared::new(pool, names));
+        tokio::spawn(run(shared.clone()));
+        Self { shared }
     }
 
-    fn local(&self, family: Family) -> &watch::Sender<u64> {
-        &self.local[family.index()]
-    }
-
-    /// A publish is about to send its statements on a pooled connection;
-    /// report its commit through the returned guard. Dropping the guard
-    /// (an error, a cancelled call) reports that it ended without one.
-    pub fn publishing(&self) -> Publishing<'_> {
+    /// Take a pooled connection for a publish that writes rows of
+    /// `families`; report its commit through the returned guard. Dropping
+    /// the guard (an error, a cancelled call) reports that it ended
+    /// without seeing one.
+    pub async fn publishing(
+        &self,
+        families: impl IntoIterator<Item = Family>,
+    ) -> Result<Publishing, EngineError> {
+        let conn = self.shared.pool.acquire().await?;
         self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
-        Publishing { notifier: self }
-    }
-
-    /// `family` has new committed rows: wake its subscribers here, and
-    /// mark it for the next `NOTIFY`.
-    fn mark(&self, family: Family) {
-        self.local(family).send_modify(|n| *n = n.wrapping_add(1));
-        self.shared.dirty.fetch_or(bit(family), Ordering::SeqCst);
+        Ok(Publishing {
+            shared: self.shared.clone(),
+            bits: families.into_iter().fold(0, |bits, f| bits | bit(f)),
+            conn: Some(conn),
+        })
     }
 
     /// In-process wake-ups for a subscription of `family`.
     pub fn local_wakeups(&self, family: Family) -> watch::Receiver<u64> {
-        self.local(family).subscribe()
+        self.shared.local[family.index()].subscribe()
+    }
+
+    /// Send every pending notification now, after the statements of
+    /// publishes that ended without their result have finished; bounded
+    /// by the pool's timeouts.
+    pub async fn flush(&self) {
+        flush(&self.shared).await;
     }
 }
 
-/// A publish in flight; see [`Notifier::publishing`].
-#[derive(Debug)]
-pub(crate) struct Publishing<'a> {
-    notifier: &'a Notifier,
+/// A publish in flight, holding its pooled connection; see
+/// [`Notifier::publishing`].
+pub(crate) struct Publishing {
+    shared: Arc<Shared>,
+    bits: u8,
+    conn: Option<PooledConn>,
 }
 
-impl Publishing<'_> {
-    /// The publish committed rows of `families`: wake their subscribers,
-    /// here and (by `NOTIFY`) everywhere.
-    pub fn committed(self, families: impl IntoIterator<Item = Family>) {
-        let notifier = self.notifier;
-        for family in families {
-            notifier.mark(family);
+impl Publishing {
+    /// The connection to publish on.
+    pub fn conn(&mut self) -> &mut sqlx::PgConnection {
+        self.conn
+            .as_mut()
+            .expect("connection present until the publish ends")
+    }
+
+    /// The publish committed: return the connection to the pool and wake
+    /// the subscribers of its families, here and (by `NOTIFY`) everywhere.
+    pub fn committed(mut self) {
+        if let Some(conn) = self.conn.take() {
+            conn.release();
         }
+        let shared = self.shared.clone();
+        shared.mark(self.bits);
         // Finish after marking, so a notifier this finish ends the wait of
         // sends these families too; and before waking it, so it does not
         // wait for this very publish.
         drop(self);
-        notifier.shared.wake.notify_one();
+        shared.wake.notify_one();
     }
 }
 
-impl Drop for Publishing<'_> {
+/// Wait until the server has finished whatever `conn` last sent (a
+/// statement, a `COMMIT`), at most `bound`; then mark `bits`. Whether it
+/// committed is unknown, so the families are marked either way.
+async fn settle(shared: Arc<Shared>, mut conn: PooledConn, bits: u8, bound: Duration) {
+    let _ = tokio::time::timeout(bound, conn.ping()).await;
+    drop(conn);
+    shared.mark(bits);
+    shared.wake.notify_one();
+    shared.settling.fetch_sub(1, Ordering::SeqCst);
+    shared.settled.notify_waiters();
+}
+
+impl Drop for Publishing {
     fn drop(&mut self) {
-        let shared = &self.notifier.shared;
+        let shared = &self.shared;
+        if let Some(conn) = self.conn.take() {
+            // Ended without its result: the server may still commit.
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    shared.settling.fetch_add(1, Ordering::SeqCst);
+                    let bound = shared.pool.query_timeout();
+                    runtime.spawn(settle(shared.clone(), conn, self.bits, bound));
+                }
+                Err(_) => {
+                    drop(conn);
+                    shared.mark(self.bits);
+                    shared.wake.notify_one();
+                }
+            }
+        }
         // Sequentially consistent with the notifier's store of `wake_at`
         // and its check of these counts: one of the two sees the other.
         let left = shared.in_flight.fetch_sub(1, Ordering::SeqCst) - 1;
@@ -211,13 +295,58 @@ impl Drop for Notifier {
     }
 }
 
-async fn run(shared: Arc<Shared>, pool: Arc<ConnPool>, names: SchemaNames) {
-    let mut retry = Duration::from_millis(10);
+/// Take the dirty families and notify them; on failure they stay dirty.
+async fn send_dirty(shared: &Shared) -> Result<(), EngineError> {
+    let _sending = shared.sending.lock().await;
+    let dirty = shared.dirty.swap(0, Ordering::AcqRel);
+    if dirty == 0 {
+        return Ok(());
+    }
+    let channels: Vec<String> = Family::ALL
+        .iter()
+        .filter(|f| dirty & bit(**f) != 0)
+        .map(|f| shared.names.channel(*f))
+        .collect();
+    let sent: Result<_, EngineError> = async {
+        with_conn!(shared.pool, |conn| {
+            sqlx::query(NOTIFY)
+                .bind(&channels)
+                .execute(conn)
+                .await
+                .map_err(crate::error::map_sqlx)
+        })
+    }
+    .await;
+    if sent.is_err() {
+        shared.dirty.fetch_or(dirty, Ordering::AcqRel);
+    }
+    sent.map(drop)
+}
+
+/// Wait for publishes that ended without their result to settle (each is
+/// bounded), then send what is pending.
+async fn flush(shared: &Shared) {
     loop {
+        let settled = shared.settled.notified();
+        tokio::pin!(settled);
+        settled.as_mut().enable();
+        if shared.settling.load(Ordering::SeqCst) == 0 {
+            break;
+        }
+        settled.await;
+    }
+    if let Err(e) = send_dirty(shared).await {
+        tracing::warn!(error = %e, "ff: could not send pending notifications; subscribers elsewhere find the events by their safety-net poll");
+    }
+}
+
+async fn run(shared: Arc<Shared>) {
+    let mut retry = Duration::from_millis(10);
+    'running: loop {
         shared.wake.notified().await;
         loop {
             if shared.stopped.load(Ordering::Acquire) {
-                return;
+                break 'running;
             }
             // Nothing to send (the usual case right after a send): wait
             // for the next commit's wake-up rather than for publishes.
@@ -226,38 +355,20 @@ async fn run(shared: Arc<Shared>, pool: Arc<ConnPool>, names: SchemaNames) {
             }
             await_in_flight(&shared).await;
             if shared.stopped.load(Ordering::Acquire) {
-                return;
+                break 'running;
             }
-            let dirty = shared.dirty.swap(0, Ordering::AcqRel);
-            if dirty == 0 {
-                break;
-            }
-            let channels: Vec<String> = Family::ALL
-                .iter()
-                .filter(|f| dirty & bit(**f) != 0)
-                .map(|f| names.channel(*f))
-                .collect();
-            let sent: Result<_, ff_core::engine_error::EngineError> = async {
-                with_conn!(pool, |conn| {
-                    sqlx::query(NOTIFY)
-                        .bind(&channels)
-                        .execute(conn)
-                        .await
-                        .map_err(crate::error::map_sqlx)
-                })
-            }
-            .await;
-            match sent {
-                Ok(_) => retry = Duration::from_millis(10),
+            match send_dirty(&shared).await {
+                Ok(()) => retry = Duration::from_millis(10),
                 Err(e) => {
                     // Subscribers still find the rows by their safety-net
                     // poll; keep trying so they do not have to wait for it.
                     tracing::debug!(error = %e, "ff: post-commit notification failed; retrying");
-                    shared.dirty.fetch_or(dirty, Ordering::AcqRel);
                     tokio::time::sleep(retry).await;
                     retry = (retry * 2).min(Duration::from_secs(1));
                 }
             }
         }
     }
+    // The last handle is gone: what was committed is still notified.
+    flush(&shared).await;
 }

@@ -3,7 +3,7 @@
 //! For outboxes that take millions of events a day, deleting old rows
 //! costs as much as writing them. A family converted with
 //! [`PostgresBackend::partition_by_time`] is partitioned by `at` (the SQL
-//! lives in migration `0007`), and
+//! lives in migrations `0007` and `0008`), and
 //! [`PostgresBackend::prune_partitions_older_than`] drops or detaches
 //! whole ranges, recording the horizon exactly as row pruning does, so an
 //! expired cursor is still `CursorExpired`, never a gap. Ranges are cut by
@@ -11,6 +11,11 @@
 //! when every transaction that wrote into it is older than every open
 //! one, and rows of younger ranges that sort behind the new horizon are
 //! deleted with it, so what stays is exactly the stream after the horizon.
+//!
+//! Both operations drop tables, so they run at READ COMMITTED whatever the
+//! session's default isolation: at a stricter level the snapshot would
+//! predate the lock wait, and a row committed meanwhile would be dropped
+//! unseen. (The SQL functions refuse stricter levels themselves.)
 
 use std::time::Duration;
 
@@ -22,6 +27,10 @@ use sqlx::Connection;
 use crate::error::map_sqlx;
 use crate::pool::with_conn;
 use crate::PostgresBackend;
+
+/// Begins the transaction of an operation that drops tables: its
+/// statements must each see what committed before their locks.
+const READ_COMMITTED: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -48,7 +57,7 @@ impl PostgresBackend {
         with_conn!(
             self.inner.pool,
             untimed | conn | {
-                let mut tx = conn.begin().await.map_err(map_sqlx)?;
+                let mut tx = conn.begin_with(READ_COMMITTED).await.map_err(map_sqlx)?;
                 for family in Family::ALL {
                     sqlx::query(&sql)
                         .bind(family.as_str())
@@ -67,7 +76,8 @@ impl PostgresBackend {
     /// recording the retention horizon; also creates the next week of
     /// ranges. Returns how many ranges were removed. Run it regularly
     /// (e.g. daily, from `pg_cron` as `SELECT
-    /// <schema>.prune_partitions_older_than(family, age_ms, detach)`).
+    /// <schema>.prune_partitions_older_than(family, age_ms, detach)`, at
+    /// READ COMMITTED: the function refuses stricter isolation levels).
     pub async fn prune_partitions_older_than(
         &self,
         family: Family,
@@ -81,13 +91,16 @@ impl PostgresBackend {
         let removed: i32 = with_conn!(
             self.inner.pool,
             untimed | conn | {
-                sqlx::query_scalar(&sql)
+                let mut tx = conn.begin_with(READ_COMMITTED).await.map_err(map_sqlx)?;
+                let removed = sqlx::query_scalar(&sql)
                     .bind(family.as_str())
                     .bind(millis(age))
                     .bind(detach)
-                    .fetch_one(conn)
+                    .fetch_one(&mut *tx)
                     .await
-                    .map_err(map_sqlx)
+                    .map_err(map_sqlx)?;
+                tx.commit().await.map_err(map_sqlx)?;
+                Ok(removed)
             }
         )?;
         Ok(removed.max(0) as u64)

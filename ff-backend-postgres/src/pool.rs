@@ -117,6 +117,11 @@ impl ConnPool {
         self.system.load(Ordering::Acquire)
     }
 
+    /// The longest one operation on a pooled connection may take.
+    pub fn query_timeout(&self) -> Duration {
+        self.query_timeout
+    }
+
     /// Run `op` within the query timeout; past it, a `Transport` error.
     pub async fn timed<T>(
         &self,

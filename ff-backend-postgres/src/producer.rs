@@ -8,7 +8,6 @@ use ff_core::stream_subscribe::StreamCursor;
 use sqlx::{Acquire, PgConnection};
 
 use crate::error::map_sqlx;
-use crate::pool::with_conn;
 use crate::publish::{group_by_family, insert_grouped, insert_one};
 use crate::PostgresBackend;
 
@@ -75,20 +74,27 @@ impl EventPublisher for PostgresBackend {
         }
         let groups = group_by_family(&events)?;
         let statements = &self.inner.statements;
-        let notifier = &self.inner.notifier;
-        let rows = with_conn!(self.inner.pool, |conn| {
-            let publishing = notifier.publishing();
-            let rows = if groups.len() == 1 {
-                insert_grouped(conn, statements, &events, &groups).await?
-            } else {
-                let mut tx = conn.begin().await.map_err(map_sqlx)?;
-                let rows = insert_grouped(&mut tx, statements, &events, &groups).await?;
-                tx.commit().await.map_err(map_sqlx)?;
-                rows
-            };
-            publishing.committed(groups.iter().map(|(family, _)| *family));
-            Ok(rows)
-        })?;
+        let mut publishing = self
+            .inner
+            .notifier
+            .publishing(groups.iter().map(|(family, _)| *family))
+            .await?;
+        let rows = self
+            .inner
+            .pool
+            .timed(async {
+                let conn = publishing.conn();
+                if groups.len() == 1 {
+                    insert_grouped(conn, statements, &events, &groups).await
+                } else {
+                    let mut tx = conn.begin().await.map_err(map_sqlx)?;
+                    let rows = insert_grouped(&mut tx, statements, &events, &groups).await?;
+                    tx.commit().await.map_err(map_sqlx)?;
+                    Ok(rows)
+                }
+            })
+            .await?;
+        publishing.committed();
         let system = self.inner.pool.system();
         Ok(rows
             .into_iter()
@@ -98,12 +104,18 @@ impl EventPublisher for PostgresBackend {
 
     async fn publish(&self, event: NewEvent, meta: EventMeta) -> Result<StreamCursor, EngineError> {
         validate_new_event(&event, &meta)?;
-        let pos = with_conn!(self.inner.pool, |conn| {
-            let publishing = self.inner.notifier.publishing();
-            let pos = insert_one(conn, &self.inner.statements, &event, &meta).await?;
-            publishing.committed([event.family()]);
-            Ok(pos)
-        })?;
+        let mut publishing = self.inner.notifier.publishing([event.family()]).await?;
+        let pos = self
+            .inner
+            .pool
+            .timed(insert_one(
+                publishing.conn(),
+                &self.inner.statements,
+                &event,
+                &meta,
+            ))
+            .await?;
+        publishing.committed();
         Ok(pos.cursor(event.family(), self.inner.pool.system()))
     }
 }

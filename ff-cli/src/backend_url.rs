@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use ff_backend_memory::MemoryBackend;
+use ff_backend_postgres::PostgresBackend;
 use ff_core::backend::{CursorStore, EventPublisher, StreamBackend};
 
 /// A backend opened from a URL: its subscribe, publish and cursor-store sides.
@@ -21,6 +22,20 @@ pub struct Opened {
     /// How many partitions each family is split into: events keep
     /// publish order within a partition (1: one order per family).
     pub partitions: u16,
+    /// The Postgres backend, whose pending wake-ups [`Opened::close`]
+    /// sends before the process exits.
+    pub postgres: Option<PostgresBackend>,
+}
+
+impl Opened {
+    /// Send what the backend still owes other processes (Postgres
+    /// wake-ups for this process's publishes) and close it; call before
+    /// exiting.
+    pub async fn close(&self) {
+        if let Some(postgres) = &self.postgres {
+            postgres.close().await;
+        }
+    }
 }
 
 /// The URL with its password hidden (see [`ff_core::redact::redact_url`]).
@@ -41,6 +56,7 @@ pub async fn open(url: &str) -> Result<Opened> {
                 cursors: Arc::new(memory),
                 label,
                 partitions: 1,
+                postgres: None,
             })
         }
         "valkey" | "redis" | "valkeys" | "rediss" => crate::backends::open_valkey(url, label).await,

@@ -18,6 +18,7 @@ pub async fn open_valkey(url: &str, label: String) -> Result<Opened> {
         publisher: Arc::new(backend.clone()),
         cursors: Arc::new(backend),
         label,
+        postgres: None,
     })
 }
 
@@ -27,8 +28,9 @@ pub async fn open_postgres(url: &str, label: String) -> Result<Opened> {
     Ok(Opened {
         backend: Arc::new(backend.clone()),
         publisher: Arc::new(backend.clone()),
-        cursors: Arc::new(backend),
+        cursors: Arc::new(backend.clone()),
         label,
         partitions: 1,
+        postgres: Some(backend),
     })
 }

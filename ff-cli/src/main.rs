@@ -89,7 +89,9 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo(args) => {
             let opened = backend_url::open(&args.backend).await?;
-            demo::run(args, opened).await
+            let ran = demo::run(args, opened.clone()).await;
+            opened.close().await;
+            ran
         }
         Command::Tail(args) => {
             let opened = backend_url::open(&args.backend).await?;
@@ -97,13 +99,19 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Publish(args) => {
             let opened = backend_url::open(&args.backend).await?;
-            publish::run(args, opened).await
+            // Other processes' subscribers are woken only once the
+            // pending wake-ups are sent.
+            let published = publish::run(args, opened.clone()).await;
+            opened.close().await;
+            published
         }
         Command::Bench(args) => bench::run(args).await,
         Command::Migrate(args) => migrate::run(args).await,
         Command::Serve(args) => {
             let opened = backend_url::open(&args.backend).await?;
-            serve::run(args, opened).await
+            let ran = serve::run(args, opened.clone()).await;
+            opened.close().await;
+            ran
         }
     }
 }

@@ -1,8 +1,17 @@
 //! `ff migrate` with grants, then `ff publish` and `ff tail` as
 //! least-privilege roles against a real PostgreSQL server; an expired
 //! cursor's error names the oldest retained position as cursor text that
-//! `--from` accepts, and `--from oldest` starts there.
+//! `--from` accepts, and `--from oldest` starts there. `ff publish` wakes
+//! another process's subscriber before it exits.
 
+use std::time::Duration;
+
+use ff_backend_postgres::{PostgresBackend, PostgresConfig};
+use ff_core::backend::{DeliveryItem, StreamBackend};
+use ff_core::filter::SubscriptionFilter;
+use ff_core::stream_events::Family;
+use ff_core::stream_subscribe::StreamCursor;
+use ff_core::testkit::support::{next_item, Sub, ITEM_DEADLINE, LIVE_DEADLINE};
 use ff_tests::support::PostgresServer;
 
 use common::ff;
@@ -110,4 +119,65 @@ fn least_privilege_roles_publish_and_tail_and_expired_cursors_name_oldest() {
         ["5", "6"],
         "the retained events, after the horizon"
     );
+}
+
+#[test]
+fn a_published_event_wakes_another_processes_subscriber_before_ff_exits() {
+    let server = PostgresServer::start().expect("start postgres");
+    let url = server.url();
+    let (ok, _, err) = ff(&["migrate", "--backend", &url], None);
+    assert!(ok, "ff migrate failed: {err}");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        // Only a wake-up can deliver within the live deadline.
+        let config = PostgresConfig::default()
+            .with_safety_net_poll(Duration::from_secs(30))
+            .with_liveness_interval(Duration::from_secs(30));
+        let backend = PostgresBackend::connect(&url, config)
+            .await
+            .expect("connect the subscriber");
+        let mut tail = Sub::new(
+            backend
+                .subscribe_family(
+                    Family::Completion,
+                    StreamCursor::empty(),
+                    &SubscriptionFilter::default(),
+                )
+                .await
+                .expect("tail"),
+        );
+        assert!(matches!(
+            next_item(&mut tail, ITEM_DEADLINE, "CaughtUp").await,
+            DeliveryItem::CaughtUp { .. }
+        ));
+        let publish_url = url.clone();
+        let (ok, _, err) = tokio::task::spawn_blocking(move || {
+            ff(
+                &[
+                    "publish",
+                    "completion",
+                    "--backend",
+                    &publish_url,
+                    "--event",
+                    &event(7),
+                ],
+                None,
+            )
+        })
+        .await
+        .expect("ff publish thread");
+        assert!(ok, "ff publish failed: {err}");
+        let deadline = tokio::time::Instant::now() + LIVE_DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match next_item(&mut tail, left, "the event ff publish wrote").await {
+                DeliveryItem::Event { meta, .. } => break assert_eq!(meta.tags["n"], "7"),
+                DeliveryItem::Checkpoint { .. } => {}
+                other => panic!("expected the published event, got {other:?}"),
+            }
+        }
+    });
 }

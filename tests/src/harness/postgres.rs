@@ -35,6 +35,10 @@ use crate::support::{self, PostgresServer};
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
 /// The safety-net poll harness backends use.
 pub const SAFETY_NET_POLL: Duration = Duration::from_secs(30);
+/// The liveness read harness backends use: far beyond the live deadline,
+/// so that a live test fails when a wake-up goes missing instead of being
+/// rescued by the read that proves the server still answers.
+pub const LIVENESS_INTERVAL: Duration = Duration::from_secs(30);
 /// Rows a harness subscription reads per query: small, so backlogs span
 /// many reads.
 pub const READ_BATCH: usize = 50;
@@ -77,6 +81,7 @@ pub fn config(schema: &str) -> PostgresConfig {
         .with_application_name(format!("fft_{schema}"))
         .with_checkpoint_interval(CHECKPOINT_INTERVAL)
         .with_safety_net_poll(SAFETY_NET_POLL)
+        .with_liveness_interval(LIVENESS_INTERVAL)
         .with_batch_size(READ_BATCH)
         .with_pool_size(4)
 }

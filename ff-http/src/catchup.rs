@@ -574,6 +574,14 @@ mod tests {
             })))
         }
 
+        async fn resolve_cursor(
+            &self,
+            family: Family,
+            cursor: StreamCursor,
+        ) -> Result<StreamCursor, EngineError> {
+            self.inner.resolve_cursor(family, cursor).await
+        }
+
         async fn bounds(&self, family: Family) -> Result<StreamBounds, EngineError> {
             self.inner.bounds(family).await
         }

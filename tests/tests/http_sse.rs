@@ -1014,6 +1014,16 @@ mod suite {
                 std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused"),
             ))
         }
+        async fn resolve_cursor(
+            &self,
+            _: Family,
+            _: StreamCursor,
+        ) -> Result<StreamCursor, EngineError> {
+            Err(EngineError::transport(
+                "unreachable",
+                std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused"),
+            ))
+        }
         async fn bounds(&self, _: Family) -> Result<StreamBounds, EngineError> {
             Err(EngineError::unavailable("bounds"))
         }
@@ -1477,6 +1487,13 @@ mod suite {
                 })
             });
             Ok(Box::pin(futures::stream::select(inner, failure)))
+        }
+        async fn resolve_cursor(
+            &self,
+            family: Family,
+            cursor: StreamCursor,
+        ) -> Result<StreamCursor, EngineError> {
+            self.inner.resolve_cursor(family, cursor).await
         }
         async fn bounds(&self, family: Family) -> Result<StreamBounds, EngineError> {
             self.inner.bounds(family).await

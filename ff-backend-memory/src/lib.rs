@@ -153,6 +153,42 @@ impl MemoryBackend {
         })
     }
 
+    /// Where a subscription from `cursor` starts: the decoded cursor, the
+    /// sequence it resumes after, and the head it is caught up at.
+    /// `CursorExpired` when the events after the cursor are gone (evicted,
+    /// or beyond this instance's head).
+    fn start_of(
+        &self,
+        family: Family,
+        cursor: StreamCursor,
+    ) -> Result<(CursorStart<u64>, u64, u64), EngineError> {
+        let start = self.sequence_of(family, &cursor)?;
+        let log = self.shared.log(family).lock();
+        let head = log.head();
+        let after = match start {
+            CursorStart::Tail => head,
+            CursorStart::Beginning => log.evicted_through(),
+            CursorStart::After(seq) => {
+                if seq > head {
+                    return Err(EngineError::CursorExpired {
+                        cursor,
+                        oldest: Some(self.cursor(family, log.evicted_through())),
+                        detail: format!("position {seq} is beyond this instance's head {head}"),
+                    });
+                }
+                if seq < log.evicted_through() {
+                    return Err(EngineError::CursorExpired {
+                        cursor,
+                        oldest: Some(self.cursor(family, log.evicted_through())),
+                        detail: "the events after this position were evicted by retention".into(),
+                    });
+                }
+                seq
+            }
+        };
+        Ok((start, after, head))
+    }
+
     /// Evict every event of `family` before the one at `cursor` (which
     /// stays, as the oldest retained). Returns how many were evicted.
     pub fn evict_before(
@@ -211,34 +247,7 @@ impl StreamBackend for MemoryBackend {
         filter: &SubscriptionFilter,
     ) -> Result<DeliveryStream, EngineError> {
         filter.validate_for(family)?;
-        let start = self.sequence_of(family, &cursor)?;
-        let (after, head) = {
-            let log = self.shared.log(family).lock();
-            let head = log.head();
-            let after = match start {
-                CursorStart::Tail => head,
-                CursorStart::Beginning => log.evicted_through(),
-                CursorStart::After(seq) => {
-                    if seq > head {
-                        return Err(EngineError::CursorExpired {
-                            cursor,
-                            oldest: Some(self.cursor(family, log.evicted_through())),
-                            detail: format!("position {seq} is beyond this instance's head {head}"),
-                        });
-                    }
-                    if seq < log.evicted_through() {
-                        return Err(EngineError::CursorExpired {
-                            cursor,
-                            oldest: Some(self.cursor(family, log.evicted_through())),
-                            detail: "the events after this position were evicted by retention"
-                                .into(),
-                        });
-                    }
-                    seq
-                }
-            };
-            (after, head)
-        };
+        let (_, after, head) = self.start_of(family, cursor)?;
         Ok(Subscription::start(
             self.shared.clone(),
             family,
@@ -246,6 +255,17 @@ impl StreamBackend for MemoryBackend {
             after,
             head,
         ))
+    }
+
+    async fn resolve_cursor(
+        &self,
+        family: Family,
+        cursor: StreamCursor,
+    ) -> Result<StreamCursor, EngineError> {
+        Ok(match self.start_of(family, cursor)? {
+            (CursorStart::Beginning, _, _) => StreamCursor::beginning(),
+            (_, after, _) => self.cursor(family, after),
+        })
     }
 
     async fn bounds(&self, family: Family) -> Result<StreamBounds, EngineError> {

@@ -213,6 +213,14 @@ impl StreamBackend for PostgresBackend {
         crate::subscription::subscribe(self.inner.clone(), family, cursor, filter).await
     }
 
+    async fn resolve_cursor(
+        &self,
+        family: Family,
+        cursor: StreamCursor,
+    ) -> Result<StreamCursor, EngineError> {
+        crate::subscription::resolve(&self.inner, family, cursor).await
+    }
+
     /// `oldest` is the retention horizon (or `beginning()` if never
     /// pruned); `head` the newest committed event. Subscribing from `head`
     /// can miss events of transactions that were open when `bounds` read

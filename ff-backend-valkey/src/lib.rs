@@ -626,6 +626,14 @@ impl StreamBackend for ValkeyBackend {
         subscribe::subscribe(&self.inner, family, cursor, filter).await
     }
 
+    async fn resolve_cursor(
+        &self,
+        family: Family,
+        cursor: StreamCursor,
+    ) -> Result<StreamCursor, EngineError> {
+        subscribe::resolve(&self.inner, family, cursor).await
+    }
+
     async fn bounds(&self, family: Family) -> Result<StreamBounds, EngineError> {
         bounds::bounds(&self.inner, family).await
     }

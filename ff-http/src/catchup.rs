@@ -7,17 +7,19 @@
 //! catch-up hubs — however many clients arrive, and every client still
 //! gets exactly the events after its position.
 //!
-//! A client at position `p` is placed, in order of preference:
-//! 1. on the live hub, when `p` is inside its window;
-//! 2. on a ready catch-up hub whose window starts at or before `p`, when
-//!    `p` is at or before that hub's position or the live hub's (so `p` is
-//!    a position of the current history): the client skips what the hub
-//!    delivers up to `p`;
+//! A client is placed only at a [`Vouched`] position `p` — resolved by the
+//! backend when the client connected, or yielded by a hub since (see
+//! [`crate::vouched`]); no hub admits a cursor because its bytes sort
+//! inside the hub's window. It is placed, in order of preference:
+//! 1. on the live hub, when the live hub has seen every event after `p`
+//!    (its window starts at or before `p`);
+//! 2. on a ready catch-up hub whose window starts at or before `p`: the
+//!    client skips what the hub delivers up to `p`;
 //! 3. behind a catch-up hub that is still starting from at or before `p`:
 //!    it waits for that hub, then goes to 2;
 //! 4. on a new catch-up hub from `p`, when a slot is free (the backend
-//!    judges `p`: an expired or foreign position fails that hub alone, and
-//!    only its creator receives the error);
+//!    judges `p` again as the hub subscribes: a position that expired
+//!    since fails that hub alone, and only its creator receives the error);
 //! 5. otherwise it queues. When a catch-up hub ends, its slot goes to a new
 //!    hub from the *oldest* queued position, which every other queued
 //!    client can then join by 3: a reconnect storm is served in one pass.
@@ -35,6 +37,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::fanout::{covers, wait_ready, Hub, Hubs, JoinRefused, Joined, Role, StartError};
+use crate::vouched::Vouched;
 
 /// A queued client.
 #[derive(Debug)]
@@ -106,8 +109,7 @@ impl CatchUpPool {
         &self,
         hubs: &Arc<Hubs>,
         family: Family,
-        p: &StreamCursor,
-        live_position: Option<&StreamCursor>,
+        p: &Vouched,
         queued: &mut Option<Arc<Waiter>>,
     ) -> Decision {
         let mut state = self.lock();
@@ -131,12 +133,12 @@ impl CatchUpPool {
             let Some((base, _)) = hub.window() else {
                 continue;
             };
-            if hub.covers(p) && best.as_ref().is_none_or(|(_, b)| earlier(b, &base)) {
+            if hub.covers(p.cursor()) && best.as_ref().is_none_or(|(_, b)| earlier(b, &base)) {
                 best = Some((hub, base));
             }
         }
         if let Some((hub, _)) = best {
-            match hub.join_after(p, live_position) {
+            match hub.join_after(p) {
                 Ok(joined) => {
                     let hub = hub.clone();
                     drop(state);
@@ -149,7 +151,7 @@ impl CatchUpPool {
         // 3: a hub still starting from at or before `p`.
         if let Some(hub) = family_hubs
             .iter()
-            .find(|h| !h.is_ready() && start_of(h).is_some_and(|s| covers(s, p)))
+            .find(|h| !h.is_ready() && start_of(h).is_some_and(|s| covers(s, p.cursor())))
         {
             return Decision::WaitFor((*hub).clone());
         }
@@ -177,7 +179,7 @@ impl CatchUpPool {
         queued.get_or_insert_with(|| {
             let w = Arc::new(Waiter {
                 family,
-                cursor: p.clone(),
+                cursor: p.cursor().clone(),
                 verdict: Mutex::new(None),
                 granted: AtomicBool::new(false),
             });
@@ -299,7 +301,7 @@ pub(crate) enum Unplaced {
 pub(crate) async fn place(
     hubs: &Arc<Hubs>,
     family: Family,
-    p: &StreamCursor,
+    p: &Vouched,
     backend_wait: std::time::Duration,
     when_queued: WhenQueued,
 ) -> Result<(Arc<Hub>, Joined), Unplaced> {
@@ -316,13 +318,12 @@ pub(crate) async fn place(
             Ok(live) => live,
             Err(e) => break Err(Unplaced::Start(e)),
         };
-        if let Ok(joined) = live.join_after(p, None) {
+        if let Ok(joined) = live.join_after(p) {
             break Ok((live, joined));
         }
-        let live_position = live.window().map(|(_, position)| position);
         changes.borrow_and_update();
         let deadline = Instant::now() + backend_wait;
-        match pool.decide(hubs, family, p, live_position.as_ref(), queued) {
+        match pool.decide(hubs, family, p, queued) {
             Decision::Joined(hub, joined) => break Ok((hub, joined)),
             Decision::Created(hub, joined) => match wait_ready(&hub, deadline).await {
                 Ok(()) => break Ok((hub, joined)),
@@ -331,7 +332,7 @@ pub(crate) async fn place(
             Decision::Failed(e) => break Err(Unplaced::Start(StartError::Engine(e))),
             Decision::WaitFor(hub) => match wait_ready(&hub, deadline).await {
                 Ok(()) => {}
-                Err(StartError::Engine(e)) if start_of(&hub) == Some(p) => {
+                Err(StartError::Engine(e)) if start_of(&hub) == Some(p.cursor()) => {
                     break Err(Unplaced::Start(StartError::Engine(e)))
                 }
                 Err(StartError::Timeout) if when_queued == WhenQueued::Return => {
@@ -366,6 +367,11 @@ mod tests {
     use std::time::Duration;
 
     const WAIT: Duration = Duration::from_secs(10);
+
+    /// A position of the backend's own history, as if it had resolved it.
+    fn at(cursor: &StreamCursor) -> Vouched {
+        Vouched::assumed(cursor.clone())
+    }
 
     async fn hubs_over(
         events: usize,
@@ -419,28 +425,30 @@ mod tests {
         // The live hub plus one catch-up reader.
         let (hubs, c, _stop) = hubs_over(100, 2).await;
         let family = Family::Completion;
-        let (first, joined) = place(&hubs, family, &c[50], WAIT, WhenQueued::Return)
+        let (first, joined) = place(&hubs, family, &at(&c[50]), WAIT, WhenQueued::Return)
             .await
             .expect("a free slot starts a reader");
         assert!(matches!(first.role, Role::CatchUp { .. }));
         // Ahead of the reader, before the live head: shares it.
-        let (second, joined2) = place(&hubs, family, &c[60], WAIT, WhenQueued::Return)
+        let (second, joined2) = place(&hubs, family, &at(&c[60]), WAIT, WhenQueued::Return)
             .await
             .expect("joins the reader ahead");
         assert!(Arc::ptr_eq(&first, &second));
         // Behind every reader with no slot left: queued, not a new reader.
-        let older = place(&hubs, family, &c[10], WAIT, WhenQueued::Return).await;
+        let older = place(&hubs, family, &at(&c[10]), WAIT, WhenQueued::Return).await;
         assert!(matches!(older, Err(Unplaced::Queued)));
         assert_eq!(hubs.catch_up.lock().hubs.len(), 1);
         // Once the reader's clients leave, the queued client gets the slot.
         drop((joined, joined2));
-        let waited =
-            tokio::time::timeout(WAIT, place(&hubs, family, &c[10], WAIT, WhenQueued::Wait))
-                .await
-                .expect("placed once the slot frees")
-                .expect("placed");
+        let waited = tokio::time::timeout(
+            WAIT,
+            place(&hubs, family, &at(&c[10]), WAIT, WhenQueued::Wait),
+        )
+        .await
+        .expect("placed once the slot frees")
+        .expect("placed");
         assert!(!Arc::ptr_eq(&waited.0, &first));
-        assert_eq!(waited.1.position, c[10]);
+        assert_eq!(waited.1.position.cursor(), &c[10]);
     }
 
     /// Wait until `cond` holds, failing after [`WAIT`].
@@ -456,12 +464,14 @@ mod tests {
     async fn a_client_gone_while_queued_leaves_the_queue_and_its_slot_goes_on() {
         let (hubs, c, _stop) = hubs_over(100, 2).await;
         let family = Family::Completion;
-        let (_reader, joined) = place(&hubs, family, &c[50], WAIT, WhenQueued::Return)
+        let (_reader, joined) = place(&hubs, family, &at(&c[50]), WAIT, WhenQueued::Return)
             .await
             .expect("a free slot starts a reader");
-        let queue = |at: StreamCursor| {
+        let queue = |from: StreamCursor| {
             let hubs = hubs.clone();
-            tokio::spawn(async move { place(&hubs, family, &at, WAIT, WhenQueued::Wait).await })
+            tokio::spawn(
+                async move { place(&hubs, family, &at(&from), WAIT, WhenQueued::Wait).await },
+            )
         };
         let gone = queue(c[10].clone());
         eventually("the first client to queue", || hubs.catch_up.queued() == 1).await;
@@ -478,7 +488,7 @@ mod tests {
             .expect("the waiting client is placed once the slot frees")
             .unwrap()
             .expect("placed");
-        assert_eq!(placed.position, c[20]);
+        assert_eq!(placed.position.cursor(), &c[20]);
         assert_eq!(hubs.catch_up.queued(), 0);
     }
 
@@ -490,7 +500,7 @@ mod tests {
         let (from_start, joined) = place(
             &hubs,
             family,
-            &StreamCursor::beginning(),
+            &Vouched::beginning(),
             WAIT,
             WhenQueued::Return,
         )
@@ -516,7 +526,7 @@ mod tests {
             0,
         );
         assert!(!from_start.covers(&before_first));
-        assert!(from_start.join_after(&before_first, Some(&c[9])).is_err());
+        assert!(from_start.join_after(&at(&before_first)).is_err());
         drop(joined);
     }
 
@@ -574,6 +584,14 @@ mod tests {
             })))
         }
 
+        async fn resolve_cursor(
+            &self,
+            family: Family,
+            cursor: StreamCursor,
+        ) -> Result<StreamCursor, EngineError> {
+            self.inner.resolve_cursor(family, cursor).await
+        }
+
         async fn bounds(&self, family: Family) -> Result<StreamBounds, EngineError> {
             self.inner.bounds(family).await
         }
@@ -602,12 +620,12 @@ mod tests {
         .await;
         hubs_cell.set(Arc::downgrade(&hubs)).unwrap();
         let family = Family::Completion;
-        let (first, joined) = place(&hubs, family, &c[50], WAIT, WhenQueued::Return)
+        let (first, joined) = place(&hubs, family, &at(&c[50]), WAIT, WhenQueued::Return)
             .await
             .expect("a free slot starts a reader");
         let queued = tokio::spawn({
             let (hubs, p) = (hubs.clone(), c[10].clone());
-            async move { place(&hubs, family, &p, WAIT, WhenQueued::Wait).await }
+            async move { place(&hubs, family, &at(&p), WAIT, WhenQueued::Wait).await }
         });
         // The queued client is placed once the first reader's client leaves
         // and the reader ends.
@@ -618,7 +636,7 @@ mod tests {
             .expect("task")
             .expect("placed");
         assert!(!Arc::ptr_eq(&first, &second));
-        assert_eq!(placed.position, c[10]);
+        assert_eq!(placed.position.cursor(), &c[10]);
         assert_eq!(
             unslotted_drops.load(Ordering::SeqCst),
             0,
@@ -638,9 +656,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_held_back_reader_ends_at_once_on_shutdown() {
         let (hubs, c, stop) = hubs_over(200, 2).await;
-        let (hub, _joined) = place(&hubs, Family::Completion, &c[10], WAIT, WhenQueued::Return)
-            .await
-            .expect("a reader starts");
+        let (hub, _joined) = place(
+            &hubs,
+            Family::Completion,
+            &at(&c[10]),
+            WAIT,
+            WhenQueued::Return,
+        )
+        .await
+        .expect("a reader starts");
         // Its only client reads nothing: the reader fills the buffer and
         // holds back.
         until_held_back(&hub).await;
@@ -661,9 +685,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_held_back_reader_resumes_as_soon_as_its_client_reads() {
         let (hubs, c, _stop) = hubs_over(200, 2).await;
-        let (hub, mut joined) = place(&hubs, Family::Completion, &c[10], WAIT, WhenQueued::Return)
-            .await
-            .expect("a reader starts");
+        let (hub, mut joined) = place(
+            &hubs,
+            Family::Completion,
+            &at(&c[10]),
+            WAIT,
+            WhenQueued::Return,
+        )
+        .await
+        .expect("a reader starts");
         until_held_back(&hub).await;
         let resumed = Instant::now();
         let mut got = Vec::new();

@@ -22,7 +22,6 @@ use bytes::Bytes;
 use ff_core::engine_error::EngineError;
 use ff_core::filter::SubscriptionFilter;
 use ff_core::stream_events::Family;
-use ff_core::stream_subscribe::StreamCursor;
 use futures::Stream;
 use serde_json::json;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -32,10 +31,11 @@ use crate::catchup::{self, WhenQueued};
 use crate::config::SlowClientPolicy;
 use crate::encode;
 use crate::errors::{self, ApiError};
-use crate::fanout::{at_or_before, Hub, HubBody, HubItem, HubMsg, HubReceiver, Joined, StartError};
+use crate::fanout::{Hub, HubBody, HubItem, HubMsg, HubReceiver, Joined, StartError};
 use crate::gateway::GatewayState;
 use crate::metrics::Metrics;
 use crate::params::{Start, StreamParams};
+use crate::vouched::Vouched;
 
 /// Coalesce ready messages into one chunk up to about this many bytes.
 const MAX_CHUNK: usize = 64 * 1024;
@@ -93,12 +93,13 @@ pub(crate) struct Client {
     family: Family,
     filter: SubscriptionFilter,
     admits_all: bool,
-    /// The position the client has been told (its `Last-Event-ID`).
-    pos: StreamCursor,
+    /// The position the client has been told (its `Last-Event-ID`):
+    /// resolved by the backend at connect, then moved only by hub items.
+    pos: Vouched,
     source: Source,
     out: Vec<u8>,
     /// The latest position passed over by the filter and not yet told.
-    skipped: Option<StreamCursor>,
+    skipped: Option<Vouched>,
     /// When the pending checkpoint is due (armed while `skipped` is set).
     checkpoint_at: Option<Instant>,
     checkpoint_timer: Pin<Box<Sleep>>,
@@ -130,8 +131,9 @@ fn start_error(e: StartError, parameter: Option<&str>, retry: Duration) -> ApiEr
 }
 
 impl Client {
-    /// Resolve the start, subscribe, and queue the id-only message carrying
-    /// the start position. Errors here are answered as HTTP statuses.
+    /// Resolve the start (a cursor the client brings, by the backend),
+    /// place the client, and queue the id-only message carrying the
+    /// resolved start position. Errors here are answered as HTTP statuses.
     pub async fn open(
         state: Arc<GatewayState>,
         family: Family,
@@ -139,11 +141,37 @@ impl Client {
         guard: ClientGuard,
     ) -> Result<Self, ApiError> {
         let retry = state.config.retry_after;
+        let parameter = params.start.parameter();
+        let wait = state.config.backend_timeout;
+        let (pos, joined_tail) = match params.start {
+            Start::Tail => loop {
+                let hub = state
+                    .hubs
+                    .ready(family)
+                    .await
+                    .map_err(|e| start_error(e, None, retry))?;
+                if let Ok(joined) = hub.join_tail() {
+                    break (joined.position.clone(), Some((hub, joined)));
+                }
+            },
+            Start::After { cursor, .. } => {
+                let _turn = state
+                    .resolving
+                    .acquire()
+                    .await
+                    .expect("the resolve semaphore is never closed");
+                let resolved = Vouched::resolve(&*state.backend, family, cursor, wait)
+                    .await
+                    .map_err(|e| start_error(e, Some(parameter), retry))?;
+                (resolved, None)
+            }
+            Start::Beginning => (Vouched::beginning(), None),
+        };
         let mut client = Client {
             family,
             admits_all: params.filter.is_empty(),
             filter: params.filter,
-            pos: StreamCursor::empty(),
+            pos,
             source: Source::Done,
             out: Vec::with_capacity(512),
             skipped: None,
@@ -161,31 +189,7 @@ impl Client {
             _guard: guard,
             state,
         };
-        let parameter = params.start.parameter();
-        let wait = client.state.config.backend_timeout;
-        let start = match params.start {
-            Start::Tail => loop {
-                let hub = client
-                    .state
-                    .hubs
-                    .ready(family)
-                    .await
-                    .map_err(|e| start_error(e, None, retry))?;
-                if let Ok(joined) = hub.join_tail() {
-                    client.pos = joined.position.clone();
-                    break Some((hub, joined));
-                }
-            },
-            Start::After { ref cursor, .. } => {
-                client.pos = cursor.clone();
-                None
-            }
-            Start::Beginning => {
-                client.pos = StreamCursor::beginning();
-                None
-            }
-        };
-        let placed = match start {
+        let placed = match joined_tail {
             Some(placed) => Ok(placed),
             None => {
                 catchup::place(
@@ -203,7 +207,7 @@ impl Client {
             Err(catchup::Unplaced::Queued) => client.queue(),
             Err(catchup::Unplaced::Start(e)) => return Err(start_error(e, Some(parameter), retry)),
         }
-        encode::push_id(&mut client.out, &client.pos);
+        encode::push_id(&mut client.out, client.pos.cursor());
         Ok(client)
     }
 
@@ -321,7 +325,7 @@ impl Client {
             Wake::Checkpoint => {
                 self.checkpoint_at = None;
                 if let Some(cursor) = self.skipped.take() {
-                    encode::push_id(&mut self.out, &cursor);
+                    encode::push_id(&mut self.out, cursor.cursor());
                     Metrics::add(&self.state.metrics.checkpoints_sent, 1);
                     self.pos = cursor;
                 }
@@ -349,40 +353,34 @@ impl Client {
         encode::push_error(
             &mut self.out,
             None,
-            &errors::stream_error_json(err, &self.pos),
+            &errors::stream_error_json(err, self.pos.cursor()),
         );
         Metrics::add(&self.state.metrics.errors_sent, 1);
         self.finish();
     }
 
-    fn sent_position(&mut self, cursor: StreamCursor) {
+    fn sent_position(&mut self, cursor: Vouched) {
         self.pos = cursor;
         self.skipped = None;
         self.checkpoint_at = None;
     }
 
-    /// Pass one hub item on, unless the client has seen it. The client's
-    /// position and the hub's are merged ([`StreamCursor::position_join`]):
-    /// for a partitioned family the client may be ahead of the hub in some
-    /// partitions (it joined from another order of the same events), so an
-    /// item is new exactly when it moves the merged position, and what the
-    /// client is told is that merged position, not the hub's.
+    /// Pass one hub item on, unless the client has seen it (see
+    /// [`Vouched::advanced_by`]): what the client is told is its merged
+    /// position, not the hub's.
     fn on_hub_item(&mut self, item: &HubItem) {
         let seen = self.skipped.as_ref().unwrap_or(&self.pos);
-        let next = match seen.position_join(&item.cursor) {
-            Some(next) if &next == seen => return,
-            Some(next) => next,
-            None if at_or_before(&item.cursor, seen) => return,
-            None => item.cursor.clone(),
+        let Some(next) = seen.advanced_by(item) else {
+            return;
         };
-        let own = next == item.cursor;
+        let own = next.cursor() == &item.cursor;
         match &item.body {
             HubBody::Event { event, meta, frame } => {
                 if self.admits_all || self.filter.matches(event, meta) {
                     if own {
                         self.out.extend_from_slice(frame);
                     } else {
-                        encode::push_event_at(&mut self.out, event, meta, &next);
+                        encode::push_event_at(&mut self.out, event, meta, next.cursor());
                     }
                     Metrics::add(&self.state.metrics.events_sent, 1);
                     self.sent_position(next);
@@ -401,8 +399,8 @@ impl Client {
                 } else {
                     encode::push_error(
                         &mut self.out,
-                        Some(&next),
-                        &errors::corrupt_json(&next, detail),
+                        Some(next.cursor()),
+                        &errors::corrupt_json(next.cursor(), detail),
                     );
                 }
                 Metrics::add(&self.state.metrics.errors_sent, 1);
@@ -423,7 +421,7 @@ impl Client {
         let Some(live) = self.state.hubs.existing(self.family) else {
             return;
         };
-        if let Ok(joined) = live.join_after(&self.pos, Some(&self.pos)) {
+        if let Ok(joined) = live.join_after(&self.pos) {
             self.switch_to_hub(live, joined);
         }
     }
@@ -446,7 +444,7 @@ impl Client {
                 None,
                 &json!({
                     "error": "lagged",
-                    "cursor": self.pos.to_string(),
+                    "cursor": self.pos.cursor().to_string(),
                     "detail": "the client fell too far behind; reconnect with Last-Event-ID to resume",
                 }),
             );
@@ -463,7 +461,7 @@ impl Client {
         self.skipped = None;
         self.checkpoint_at = None;
         if let Source::Hub { hub, .. } = previous {
-            if let Ok(joined) = hub.join_after(&self.pos, Some(&self.pos)) {
+            if let Ok(joined) = hub.join_after(&self.pos) {
                 return self.switch_to_hub(hub, joined);
             }
         }
@@ -479,10 +477,85 @@ impl Client {
         let e = start_error(e, Some("Last-Event-ID"), self.state.config.retry_after);
         let mut json = e.body();
         if json.get("cursor").is_none() {
-            json["cursor"] = self.pos.to_string().into();
+            json["cursor"] = self.pos.cursor().to_string().into();
         }
         encode::push_error(&mut self.out, None, &json);
         Metrics::add(&self.state.metrics.errors_sent, 1);
         self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use ff_backend_memory::MemoryBackend;
+    use ff_core::backend::{EventPublisher, StreamBackend};
+    use ff_core::engine_error::EngineError;
+    use ff_core::stream_events::{CompletionOutcome, EventMeta, Family, NewEvent};
+    use ff_core::stream_subscribe::StreamCursor;
+    use ff_core::types::ExecutionId;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use crate::{Auth, Gateway, GatewayConfig};
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    fn get(last_event_id: Option<&StreamCursor>) -> Request<Body> {
+        let mut request = Request::get("/v1/streams/completion");
+        if let Some(cursor) = last_event_id {
+            request = request.header("Last-Event-ID", cursor.to_string());
+        }
+        request.body(Body::empty()).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cursor_the_backend_refuses_is_refused_though_it_sorts_inside_the_live_window() {
+        let backend = MemoryBackend::builder().retention(5).build();
+        let gateway = Gateway::new(
+            Arc::new(backend.clone()),
+            None,
+            GatewayConfig::new(Auth::NoAuth),
+        );
+        // A tail client keeps the live hub reading.
+        let tail = gateway.router().oneshot(get(None)).await.unwrap();
+        assert_eq!(tail.status(), StatusCode::OK);
+        let mut tail = tail.into_body();
+        // One at a time, each read by the hub before the next: the hub
+        // keeps all twenty, the backend retains the last five.
+        let mut c = Vec::new();
+        let mut seen = String::new();
+        for _ in 0..20 {
+            let event = NewEvent::completion(ExecutionId::new(0), CompletionOutcome::Success);
+            let cursor = backend.publish(event, EventMeta::new()).await.unwrap();
+            let id = format!("id: {cursor}\n");
+            while !seen.contains(&id) {
+                let frame = tokio::time::timeout(WAIT, tail.frame())
+                    .await
+                    .expect("the live hub delivers the event")
+                    .unwrap_or_else(|| panic!("the stream ended after {seen}"))
+                    .unwrap();
+                if let Ok(data) = frame.into_data() {
+                    seen.push_str(&String::from_utf8_lossy(&data));
+                }
+            }
+            c.push(cursor);
+        }
+        // Evicted by retention, yet inside the live hub's window.
+        assert!(matches!(
+            backend
+                .subscribe_family(Family::Completion, c[2].clone(), &Default::default())
+                .await,
+            Err(EngineError::CursorExpired { .. })
+        ));
+        let refused = gateway.router().oneshot(get(Some(&c[2]))).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::GONE);
+        let body = refused.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"], "cursor_expired", "{json}");
     }
 }

@@ -66,13 +66,15 @@ pub struct GatewayConfig {
     /// 8, at least 2): the shared live one, and shared catch-up readers for
     /// clients that start behind it. Clients beyond what the readers can
     /// take wait for one (a reconnect storm is served in one pass), so
-    /// this bounds the backend connections a storm can cost.
+    /// this bounds the backend connections a storm can cost. It also
+    /// bounds how many connecting clients' cursors the backend resolves at
+    /// once; the others wait their turn.
     pub max_family_subscriptions: usize,
     /// What a client that lags behind the shared subscription gets.
     pub slow_client: SlowClientPolicy,
-    /// How long subscribing (and the first read, which detects an expired
-    /// cursor) or publishing may take before the request fails with 503
-    /// (default 10 s).
+    /// How long resolving a client's cursor, subscribing (and the first
+    /// read, which detects an expired cursor) or publishing may take before
+    /// the request fails with 503 (default 10 s).
     pub backend_timeout: Duration,
     /// Largest accepted `POST` body in bytes (default 1 MiB); larger ones
     /// get 413, as soon as the `Content-Length` (or a chunked body's

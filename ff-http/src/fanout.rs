@@ -13,16 +13,17 @@
 //!
 //! # Joining without gap or duplicate
 //!
-//! A client at position `p` joins under the hub's state lock, which the hub
-//! also holds while it sends an item and advances `position`. If
-//! `base <= p`, the hub has seen every event after `p` up to `position`,
-//! and the kept items after `p` are exactly those events; the broadcast
-//! receiver, subscribed under the same lock, yields exactly the items after
-//! `position`. So the client replays the kept items after `p`, then reads
-//! the receiver, skipping anything at or before `p`. A `p` beyond
-//! `position` is accepted only when it is vouched for: it came from a hub of
-//! the same family (a handover), or it lies at or before the live hub's
-//! position (so it is a position of the current history); the client then
+//! A client joins only at a [`Vouched`] position `p`: one the backend
+//! resolved for it, or one a hub yielded (see [`crate::vouched`]) — never a
+//! cursor admitted because its bytes sort inside the window. It joins
+//! under the hub's state lock, which the hub also holds while it sends an
+//! item and advances `position`. If `base <= p`, the hub has seen every
+//! event after `p` up to `position`, and the kept items after `p` are
+//! exactly those events; the broadcast receiver, subscribed under the same
+//! lock, yields exactly the items after `position`. So the client replays
+//! the kept items after `p`, then reads the receiver, skipping anything at
+//! or before `p`. A `p` beyond `position` (the backend vouched for a
+//! position the hub has not reached yet) joins with nothing to replay and
 //! skips items up to `p`.
 //!
 //! A catch-up hub that reaches the live hub's window (its position at or
@@ -62,6 +63,7 @@ use tokio::sync::{broadcast, watch, Notify};
 use crate::catchup::CatchUpPool;
 use crate::encode;
 use crate::metrics::{HubStats, Metrics, SubscriptionGauge, SubscriptionKind};
+use crate::vouched::Vouched;
 
 /// One item the hub delivers.
 #[derive(Debug)]
@@ -231,7 +233,7 @@ pub(crate) struct Joined {
     pub rx: HubReceiver,
     pub replay: VecDeque<Arc<HubItem>>,
     /// The hub's position at the join.
-    pub position: StreamCursor,
+    pub position: Vouched,
 }
 
 /// Why a client could not join a hub.
@@ -239,7 +241,8 @@ pub(crate) struct Joined {
 pub(crate) enum JoinRefused {
     /// The hub has ended; look it up again.
     Gone,
-    /// The position is outside the hub's window (or not comparable).
+    /// The hub has not seen every event after the position (or it is
+    /// not comparable).
     OutOfWindow,
 }
 
@@ -352,18 +355,15 @@ impl Hub {
         Ok(Joined {
             rx: self.receiver(),
             replay: VecDeque::new(),
-            position,
+            position: Vouched::reached_by_hub(position),
         })
     }
 
-    /// Join exactly after `after`. `vouched_until`: a position known to be
-    /// real (from the backend); `after` may lie beyond the hub's position up
-    /// to it. `None`: only positions inside the window are accepted.
-    pub fn join_after(
-        &self,
-        after: &StreamCursor,
-        vouched_until: Option<&StreamCursor>,
-    ) -> Result<Joined, JoinRefused> {
+    /// Join exactly after the vouched position `after`, when the hub has
+    /// seen every event after it (it may lie beyond the hub's position:
+    /// the client then skips items up to it).
+    pub fn join_after(&self, after: &Vouched) -> Result<Joined, JoinRefused> {
+        let after = after.cursor();
         let state = self.lock();
         if state.closed {
             return Err(JoinRefused::Gone);
@@ -371,10 +371,7 @@ impl Hub {
         let (Some(_), Some(position)) = (&state.base, &state.position) else {
             return Err(JoinRefused::Gone);
         };
-        let inside = after.is_beginning()
-            || at_or_before(after, position)
-            || vouched_until.is_some_and(|v| at_or_before(after, v));
-        if !state.covers(after) || !inside {
+        if !state.covers(after) {
             return Err(JoinRefused::OutOfWindow);
         }
         let newer = state
@@ -393,7 +390,7 @@ impl Hub {
         Ok(Joined {
             rx: self.receiver(),
             replay,
-            position: position.clone(),
+            position: Vouched::reached_by_hub(position.clone()),
         })
     }
 
@@ -577,14 +574,14 @@ impl Hubs {
     pub(crate) fn start_catch_up(
         self: &Arc<Self>,
         family: Family,
-        start: StreamCursor,
+        start: Vouched,
     ) -> (Arc<Hub>, Joined) {
         let hub = Arc::new(Hub::with_role(
             family,
             self.settings.capacity,
             self.settings.keep,
             Role::CatchUp {
-                start: start.clone(),
+                start: start.cursor().clone(),
             },
         ));
         let joined = Joined {
@@ -886,6 +883,10 @@ mod tests {
         encode_memory(Family::Completion, 1, seq)
     }
 
+    fn v(seq: u64) -> Vouched {
+        Vouched::assumed(c(seq))
+    }
+
     fn seqs(j: &Joined) -> Vec<StreamCursor> {
         j.replay.iter().map(|i| i.cursor.clone()).collect()
     }
@@ -899,26 +900,22 @@ mod tests {
         }
         // Kept: 13, 14, 15; base 12.
         assert_eq!(
-            seqs(&hub.join_after(&c(12), None).unwrap()),
+            seqs(&hub.join_after(&v(12)).unwrap()),
             [c(13), c(14), c(15)]
         );
-        assert_eq!(seqs(&hub.join_after(&c(14), None).unwrap()), [c(15)]);
-        assert!(hub.join_after(&c(15), None).unwrap().replay.is_empty());
+        assert_eq!(seqs(&hub.join_after(&v(14)).unwrap()), [c(15)]);
+        assert!(hub.join_after(&v(15)).unwrap().replay.is_empty());
         assert_eq!(
-            hub.join_after(&c(11), None).unwrap_err(),
+            hub.join_after(&v(11)).unwrap_err(),
             JoinRefused::OutOfWindow
         );
+        // A vouched position the hub has not reached: nothing to replay.
+        assert!(hub.join_after(&v(16)).unwrap().replay.is_empty());
         assert_eq!(
-            hub.join_after(&c(16), None).unwrap_err(),
+            hub.join_after(&Vouched::beginning()).unwrap_err(),
             JoinRefused::OutOfWindow
         );
-        assert!(hub.join_after(&c(16), Some(&c(16))).is_ok());
-        assert_eq!(
-            hub.join_after(&StreamCursor::beginning(), Some(&c(20)))
-                .unwrap_err(),
-            JoinRefused::OutOfWindow
-        );
-        assert_eq!(hub.join_tail().unwrap().position, c(15));
+        assert_eq!(hub.join_tail().unwrap().position.cursor(), &c(15));
     }
 
     #[test]
@@ -926,12 +923,12 @@ mod tests {
         let hub = Hub::new(Family::Completion, 16, 3);
         hub.deliver(DeliveryItem::CaughtUp { cursor: c(10) });
         hub.deliver(DeliveryItem::Checkpoint { cursor: c(12) });
-        assert!(hub.join_after(&c(12), None).is_ok());
-        assert!(hub.join_after(&c(11), None).is_err());
+        assert!(hub.join_after(&v(12)).is_ok());
+        assert!(hub.join_after(&v(11)).is_err());
         hub.deliver(event(13));
         hub.deliver(DeliveryItem::Checkpoint { cursor: c(20) });
-        assert_eq!(seqs(&hub.join_after(&c(12), None).unwrap()), [c(13)]);
-        assert!(hub.join_after(&c(17), None).unwrap().replay.is_empty());
+        assert_eq!(seqs(&hub.join_after(&v(12)).unwrap()), [c(13)]);
+        assert!(hub.join_after(&v(17)).unwrap().replay.is_empty());
     }
 
     #[test]
@@ -939,7 +936,7 @@ mod tests {
         let hub = Hub::new(Family::Completion, 16, 0);
         hub.deliver(DeliveryItem::CaughtUp { cursor: c(1) });
         hub.deliver(event(2));
-        let mut joined = hub.join_after(&c(2), None).unwrap();
+        let mut joined = hub.join_after(&v(2)).unwrap();
         assert!(joined.replay.is_empty());
         hub.deliver(event(3));
         match joined.rx.try_recv().unwrap() {

@@ -8,7 +8,7 @@ use std::future::Future;
 use axum::Router;
 use ff_core::backend::{EventPublisher, StreamBackend};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use crate::config::GatewayConfig;
 use crate::fanout::{HubSettings, Hubs};
@@ -25,6 +25,10 @@ pub(crate) struct GatewayState {
     pub hubs: Arc<Hubs>,
     pub metrics: Arc<Metrics>,
     pub shutdown: watch::Sender<bool>,
+    /// Backend resolves of connecting clients' cursors in flight at once
+    /// (as many as one family's backend subscriptions): a reconnect storm
+    /// queues here, fairly, instead of for the backend's connections.
+    pub resolving: Semaphore,
 }
 
 /// An SSE gateway over one backend: build it, then either
@@ -88,6 +92,7 @@ impl Gateway {
             state: Arc::new(GatewayState {
                 backend,
                 publisher,
+                resolving: Semaphore::new(config.max_family_subscriptions.max(1)),
                 config,
                 hubs,
                 metrics,

@@ -60,6 +60,9 @@
 //!   it), else `?cursor=CURSOR`, else `?from=tail|beginning` (default
 //!   `tail`). Resuming with any `id` the stream sent yields exactly the
 //!   events after it.
+//! - A cursor a client brings is judged by the backend
+//!   ([`StreamBackend::resolve_cursor`](ff_core::backend::StreamBackend::resolve_cursor))
+//!   before the client joins a shared reader, never by how its bytes sort.
 //! - On connect, an id-only message carries the resolved start position at
 //!   once, so a client that sees no event still resumes without a gap.
 //! - Filters: `?kinds=a,b`, `?execution_id=`, `?namespace=`,
@@ -123,6 +126,7 @@ mod routes;
 mod server;
 mod tls;
 mod viewer;
+mod vouched;
 
 pub use auth::{
     load_tokens_from_env, load_tokens_from_file, parse_tokens, Auth, Token, TokenError,

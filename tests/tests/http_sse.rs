@@ -516,7 +516,7 @@ mod suite {
     }
 
     /// Open and read the id-only start message; returns it with the stream.
-    async fn open_started(
+    pub async fn open_started(
         server: &Server,
         path: &str,
         headers: &[(&str, &str)],
@@ -533,7 +533,7 @@ mod suite {
     }
 
     /// Read event messages, skipping id-only ones, until `n` events arrived.
-    async fn events(conn: &mut Connection, n: usize) -> Vec<Message> {
+    pub async fn events(conn: &mut Connection, n: usize) -> Vec<Message> {
         let mut out = Vec::new();
         while out.len() < n {
             let m = conn
@@ -547,7 +547,7 @@ mod suite {
         out
     }
 
-    fn ids(messages: &[Message]) -> Vec<String> {
+    pub fn ids(messages: &[Message]) -> Vec<String> {
         messages
             .iter()
             .map(|m| m.id.clone().unwrap_or_default())
@@ -1009,6 +1009,16 @@ mod suite {
             _: StreamCursor,
             _: &SubscriptionFilter,
         ) -> Result<DeliveryStream, EngineError> {
+            Err(EngineError::transport(
+                "unreachable",
+                std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused"),
+            ))
+        }
+        async fn resolve_cursor(
+            &self,
+            _: Family,
+            _: StreamCursor,
+        ) -> Result<StreamCursor, EngineError> {
             Err(EngineError::transport(
                 "unreachable",
                 std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused"),
@@ -1477,6 +1487,13 @@ mod suite {
                 })
             });
             Ok(Box::pin(futures::stream::select(inner, failure)))
+        }
+        async fn resolve_cursor(
+            &self,
+            family: Family,
+            cursor: StreamCursor,
+        ) -> Result<StreamCursor, EngineError> {
+            self.inner.resolve_cursor(family, cursor).await
         }
         async fn bounds(&self, family: Family) -> Result<StreamBounds, EngineError> {
             self.inner.bounds(family).await
@@ -2020,4 +2037,206 @@ mod over_postgres {
     }
     // Mid-stream expiry over Postgres is proven by the conformance suite and
     // `postgres_faults`.
+
+    mod cursors {
+        //! Only the backend judges a cursor a client brings: a cursor of a
+        //! history the server lost is refused, and a publish cursor resumes
+        //! as a subscription from it does, however its bytes sort against
+        //! what the gateway's shared readers hold.
+
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        use ff_backend_postgres::PostgresBackend;
+        use ff_core::backend::{DeliveryItem, EventPublisher, StreamBackend};
+        use ff_core::engine_error::EngineError;
+        use ff_core::stream_events::{CompletionOutcome, EventMeta, Family, NewEvent};
+        use ff_core::stream_subscribe::StreamCursor;
+        use ff_core::testkit::support::{next_item, Sub, ITEM_DEADLINE};
+        use ff_core::types::ExecutionId;
+        use ff_tests::harness::postgres::{config, own_server, PostgresHarness};
+        use ff_tests::support::SupportError;
+
+        use crate::suite::{config as gateway_config, events, ids, open_started, serve_backend};
+        use crate::wire;
+
+        const WAIT: Duration = Duration::from_secs(10);
+        const PATH: &str = "/v1/streams/completion";
+
+        fn tagged(n: &str) -> (NewEvent, EventMeta) {
+            (
+                NewEvent::completion(ExecutionId::new(1), CompletionOutcome::Success),
+                EventMeta::new().with_tag("n", n),
+            )
+        }
+
+        async fn publish(backend: &PostgresBackend, prefix: &str, n: usize) -> Vec<StreamCursor> {
+            let mut out = Vec::new();
+            for i in 0..n {
+                let (event, meta) = tagged(&format!("{prefix}{i}"));
+                out.push(backend.publish(event, meta).await.expect("publish"));
+            }
+            out
+        }
+
+        /// Run a blocking support operation off the runtime's threads.
+        async fn blocking<T: Send + 'static>(
+            op: impl FnOnce() -> Result<T, SupportError> + Send + 'static,
+        ) -> T {
+            tokio::task::spawn_blocking(op)
+                .await
+                .expect("support thread")
+                .expect("server operation")
+        }
+
+        /// A copy of the cluster (`pg_basebackup`) promoted after the
+        /// original wrote five more events: the copy reuses their
+        /// transaction ids for events of its own, so their cursors sort
+        /// inside the live hub's window. Each is 410 `cursor_expired`, as
+        /// `ff tail --from` answers `CursorExpired` — never 200 with part
+        /// of the copy's events.
+        #[cfg_attr(
+            ff_external_postgres,
+            ignore = "needs a PostgreSQL server of its own; FF_TEST_POSTGRES_URL is set"
+        )]
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_cursor_of_events_lost_in_a_fork_is_410_not_part_of_the_new_history() {
+            let test = "over_postgres::cursors::a_cursor_of_events_lost_in_a_fork_is_410_not_part_of_the_new_history";
+            let Some(original) = own_server(test).await else {
+                return;
+            };
+            let on_original = PostgresBackend::connect(&original.url(), config("gwfork"))
+                .await
+                .expect("connect");
+            publish(&on_original, "e", 5).await;
+            let copy = {
+                let original = original.clone();
+                Arc::new(blocking(move || original.standby(false)).await)
+            };
+            let lost = publish(&on_original, "lost", 5).await;
+            on_original.close().await;
+            {
+                let original = original.clone();
+                blocking(move || original.kill()).await;
+            }
+            {
+                let copy = copy.clone();
+                blocking(move || copy.promote()).await;
+            }
+            let on_copy = PostgresBackend::connect(&copy.url(), config("gwfork"))
+                .await
+                .expect("connect to the promoted copy");
+            let server = serve_backend(Arc::new(on_copy.clone()), None, gateway_config()).await;
+            // A tail client keeps the live hub reading the copy's new events.
+            let (mut tail, _) = open_started(&server, PATH, &[]).await;
+            let fresh: Vec<String> = publish(&on_copy, "f", 30)
+                .await
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            assert_eq!(ids(&events(&mut tail, 30).await), fresh);
+
+            for cursor in &lost {
+                assert!(
+                    matches!(
+                        on_copy
+                            .resolve_cursor(Family::Completion, cursor.clone())
+                            .await,
+                        Err(EngineError::CursorExpired { .. })
+                    ),
+                    "the copy's backend refuses a cursor of its lost history"
+                );
+                let id = cursor.to_string();
+                match wire::open_sse(server.addr, PATH, &[("Last-Event-ID", &id)]).await {
+                    Ok(mut sse) => {
+                        let got = sse.next_message(WAIT).await;
+                        panic!("a cursor of a lost event ({id}) was admitted: 200, then {got:?}")
+                    }
+                    Err(resp) => {
+                        assert_eq!(resp.status, 410, "{}", resp.text());
+                        let body = resp.json();
+                        assert_eq!(body["error"], "cursor_expired", "{body}");
+                        assert!(body["oldest"].is_string(), "{body}");
+                    }
+                }
+            }
+        }
+
+        /// A transaction with an older id holds an event while a publish
+        /// returns its cursor `p`: resuming from `p` includes that event
+        /// (the backend rewinds a cursor at or after the oldest open
+        /// transaction: more, never fewer). SSE with `Last-Event-ID: p`
+        /// gets exactly what a backend subscription from `p` gets.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn resuming_from_a_publish_cursor_gets_what_a_subscription_from_it_gets() {
+            let h = PostgresHarness::new().await;
+            let backend = h.backend.clone();
+            let server = serve_backend(Arc::new(backend.clone()), None, gateway_config()).await;
+            let mut older = h.admin.begin().await.expect("begin");
+            let (event, meta) = tagged("older-open-tx");
+            backend
+                .append(&mut older, &event, &meta)
+                .await
+                .expect("append in the older transaction");
+            let (event, meta) = tagged("published");
+            let p = backend.publish(event, meta).await.expect("publish");
+
+            // Both resume from `p` while the older transaction is open.
+            let mut sub = Sub::new(
+                backend
+                    .subscribe_family(Family::Completion, p.clone(), &Default::default())
+                    .await
+                    .expect("subscribe"),
+            );
+            let connect = tokio::spawn({
+                let (addr, id) = (server.addr, p.to_string());
+                async move {
+                    match wire::open_sse(addr, PATH, &[("Last-Event-ID", &id)]).await {
+                        Ok(sse) => sse,
+                        Err(resp) => panic!("GET {PATH}: {} {}", resp.status, resp.text()),
+                    }
+                }
+            });
+            // The older transaction commits once the client is placed, or
+            // once a reader the gateway started from `p` has subscribed.
+            let deadline = tokio::time::Instant::now() + WAIT;
+            while !connect.is_finished()
+                && server.gateway.metrics().catch_up_subscriptions_opened == 0
+            {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the gateway neither placed the client nor started a reader"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            older.commit().await.expect("commit the older transaction");
+            let mut sse = connect.await.expect("the connecting task");
+            let (event, meta) = tagged("later");
+            let later = backend.publish(event, meta).await.expect("publish");
+
+            let mut from_backend = Vec::new();
+            while from_backend.last().map(|(c, _)| c) != Some(&later) {
+                if let DeliveryItem::Event { event, meta } =
+                    next_item(&mut sub, ITEM_DEADLINE, "events from the publish cursor").await
+                {
+                    from_backend.push((event.cursor().clone(), meta.tags["n"].clone()));
+                }
+            }
+            let from_backend: Vec<String> = from_backend.into_iter().map(|(_, n)| n).collect();
+            assert_eq!(from_backend, ["older-open-tx", "published", "later"]);
+
+            let mut over_sse = Vec::new();
+            loop {
+                let m = sse.next_message(WAIT).await.expect("the stream goes on");
+                if m.is_id_only() {
+                    continue;
+                }
+                over_sse.push(m.json()["tags"]["n"].as_str().unwrap_or("?").to_owned());
+                if m.id.as_deref() == Some(later.to_string().as_str()) {
+                    break;
+                }
+            }
+            assert_eq!(over_sse, from_backend);
+        }
+    }
 }

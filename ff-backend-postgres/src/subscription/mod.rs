@@ -24,6 +24,7 @@ use crate::backend::Inner;
 use crate::error::map_sqlx;
 use crate::filter_indexes;
 use crate::history;
+use crate::pool::with_conn;
 use crate::position::{self, Given, Pos};
 use crate::resolve::Resolved;
 use crate::sql::{self, SqlFilter};
@@ -52,10 +53,7 @@ pub(crate) async fn subscribe(
     )
     .await
     .map_err(map_sqlx)?;
-    let probe = match start {
-        CursorStart::After(given) => Some(given.pos),
-        _ => None,
-    };
+    let probe = probe(&start);
     let limit = inner.config.read_timeout;
     let names = &inner.names;
     let prepare = async {
@@ -82,17 +80,7 @@ pub(crate) async fn subscribe(
         }
     };
     let read_sql = sql::read(names, family, &sql_filter, indexed);
-    // A cursor of another cluster is expired whatever this one holds;
-    // otherwise rows numbered beyond this cluster's ids stop everyone.
-    let other_cluster = matches!(
-        start,
-        CursorStart::After(Given { system: Some(s), .. }) if s != resolved.system
-    );
-    let guard = match history::foreign_rows(&resolved, family) {
-        Some(err) if !other_cluster => Err(err),
-        _ => Ok(()),
-    };
-    let mut start = match guard.and_then(|()| resolve_start(family, start, cursor, &resolved)) {
+    let mut start = match judge(family, start, cursor, &resolved) {
         Ok(s) => s,
         Err(e) => {
             conn.close().await;
@@ -109,6 +97,57 @@ pub(crate) async fn subscribe(
     Ok(Box::pin(SubscriptionStream::new(
         rx, family, base, filter, system,
     )))
+}
+
+/// Judge `cursor` as [`subscribe`] does, on the pool, without opening a
+/// subscription, and answer the position a subscription from it starts
+/// exactly after (`beginning()` stays `beginning()`).
+pub(crate) async fn resolve(
+    inner: &Inner,
+    family: Family,
+    cursor: StreamCursor,
+) -> Result<StreamCursor, EngineError> {
+    let start = position::decode(&cursor, family)?;
+    let probe = probe(&start);
+    let resolved = with_conn!(inner.pool, |conn| {
+        Resolved::read(conn, &inner.names, family, probe).await
+    })?;
+    let beginning = matches!(start, CursorStart::Beginning);
+    let start = judge(family, start, cursor, &resolved)?;
+    Ok(if beginning {
+        StreamCursor::beginning()
+    } else {
+        start.yielded
+    })
+}
+
+/// The position whose row [`Resolved::read`] must look up to prove a
+/// start (see [`history::unproven`]).
+fn probe(start: &CursorStart<Given>) -> Option<Pos> {
+    match start {
+        CursorStart::After(given) => Some(given.pos),
+        _ => None,
+    }
+}
+
+/// The proof every start passes, on `resolved` (read with [`probe`]): a
+/// cursor of another cluster is expired whatever this one holds;
+/// otherwise rows numbered beyond this cluster's ids stop everyone. Then
+/// [`resolve_start`].
+fn judge(
+    family: Family,
+    start: CursorStart<Given>,
+    cursor: StreamCursor,
+    resolved: &Resolved,
+) -> Result<Start, EngineError> {
+    let other_cluster = matches!(
+        start,
+        CursorStart::After(Given { system: Some(s), .. }) if s != resolved.system
+    );
+    if let Some(err) = history::foreign_rows(resolved, family).filter(|_| !other_cluster) {
+        return Err(err);
+    }
+    resolve_start(family, start, cursor, resolved)
 }
 
 /// Turn a decoded cursor into a concrete start. The tail becomes the

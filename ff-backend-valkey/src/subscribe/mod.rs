@@ -107,14 +107,42 @@ pub(crate) async fn subscribe_partitions(
     subscribe_followed(inner, followed, cursor, filter).await
 }
 
-async fn subscribe_followed(
+/// Resolve where an unfiltered subscription of every partition of
+/// `family` from `cursor` starts (see [`start_of`]), and answer that
+/// position.
+pub(crate) async fn resolve(
     inner: &Arc<Inner>,
-    followed: Followed,
+    family: Family,
     cursor: StreamCursor,
-    filter: &SubscriptionFilter,
-) -> Result<DeliveryStream, EngineError> {
+) -> Result<StreamCursor, EngineError> {
+    let followed = Followed::all(family, inner.keys.partitions());
+    Ok(start_of(inner, &followed, cursor).await?.resume)
+}
+
+/// Where a subscription over `followed` from `cursor` starts, read once.
+struct Start {
+    /// Each followed partition's state when the start was resolved.
+    states: Vec<StreamState>,
+    /// Each followed partition's position (`None`: its beginning).
+    positions: Vec<Option<ValkeyPosition>>,
+    /// Each partition's newest entry when the subscription must catch up
+    /// to it before `CaughtUp`; `None` when `initial` holds `CaughtUp`.
+    targets: Option<Vec<ValkeyPosition>>,
+    /// The position the subscription resumes from before it yields.
+    resume: StreamCursor,
+    /// Items to yield first.
+    initial: Option<Vec<Result<DeliveryItem, EngineError>>>,
+}
+
+/// Judge `cursor` against each followed partition's state: the tail
+/// resolves to every partition's newest entry; a position expired in any
+/// partition is `CursorExpired` (with every expired partition's oldest).
+async fn start_of(
+    inner: &Arc<Inner>,
+    followed: &Followed,
+    cursor: StreamCursor,
+) -> Result<Start, EngineError> {
     let family = followed.family();
-    filter.validate_for(family)?;
     let start = followed.decode(&cursor)?;
     let states: Vec<StreamState> =
         try_join_all(followed.partitions().iter().map(|&n| async move {
@@ -152,7 +180,7 @@ async fn subscribe_followed(
                 return Err(EngineError::CursorExpired {
                     cursor,
                     oldest: Some(followed.encode(&oldest)),
-                    detail: lane_detail(&followed, lane, &detail),
+                    detail: lane_detail(followed, lane, &detail),
                 });
             }
             (
@@ -163,6 +191,30 @@ async fn subscribe_followed(
             )
         }
     };
+    Ok(Start {
+        states,
+        positions,
+        targets,
+        resume,
+        initial,
+    })
+}
+
+async fn subscribe_followed(
+    inner: &Arc<Inner>,
+    followed: Followed,
+    cursor: StreamCursor,
+    filter: &SubscriptionFilter,
+) -> Result<DeliveryStream, EngineError> {
+    let family = followed.family();
+    filter.validate_for(family)?;
+    let Start {
+        states,
+        positions,
+        targets,
+        resume,
+        initial,
+    } = start_of(inner, &followed, cursor).await?;
     let lanes = followed.partitions().len();
     let per_read = per_partition_read(inner.config.read_batch, lanes);
     let readers = followed

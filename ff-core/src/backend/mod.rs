@@ -5,7 +5,9 @@
 //! A backend implements one family-generic method,
 //! [`StreamBackend::subscribe_family`]; the four typed methods consumers
 //! call (`subscribe_completion`, ...) are provided on top of it, so no
-//! backend can lack a family.
+//! backend can lack a family. [`StreamBackend::resolve_cursor`] answers,
+//! without subscribing, what that method would make of a cursor: only a
+//! backend judges a cursor, and layers that share subscriptions ask it.
 
 mod delivery;
 mod reconnect;
@@ -81,6 +83,28 @@ pub trait StreamBackend: Send + Sync {
         cursor: StreamCursor,
         filter: &SubscriptionFilter,
     ) -> Result<DeliveryStream, EngineError>;
+
+    /// Judge `cursor` as an unfiltered [`subscribe_family`] from it would,
+    /// without opening a subscription, and answer the position that
+    /// subscription would start exactly after: the resolved tail for the
+    /// empty cursor, `beginning()` for `beginning()`, and for a position
+    /// the one the backend resumes after — the cursor itself, or an
+    /// earlier one where the backend deliberately includes more (a
+    /// Postgres cursor at or after the oldest open transaction is rewound
+    /// to the tail start; a partitioned Valkey cursor per partition).
+    /// Refuses exactly what subscribing refuses: `CursorExpired` (retention,
+    /// a history the cursor does not belong to) or `InvalidCursor`.
+    ///
+    /// Only a backend can judge a cursor: a layer that places readers on a
+    /// shared subscription (the HTTP gateway) asks here, and never admits
+    /// a cursor because its bytes sort inside what it has read.
+    ///
+    /// [`subscribe_family`]: StreamBackend::subscribe_family
+    async fn resolve_cursor(
+        &self,
+        family: Family,
+        cursor: StreamCursor,
+    ) -> Result<StreamCursor, EngineError>;
 
     /// What `family`'s stream retains now.
     async fn bounds(&self, family: Family) -> Result<StreamBounds, EngineError>;

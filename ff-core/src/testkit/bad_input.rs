@@ -1,5 +1,5 @@
 //! Semantic 8: malformed, foreign and other-instance cursors are refused
-//! at subscribe time; undecodable stored records are reported as
+//! at subscribe time (and by `resolve_cursor`); undecodable stored records are reported as
 //! `Corrupt` and the stream goes on.
 
 use futures::StreamExt;
@@ -113,6 +113,10 @@ pub async fn cursors_of_another_instance_are_refused<H: Harness>(h: &H) {
         );
         let what = format!("{family}: a cursor of another instance ({foreign:?})");
         expect_refused(h, family, &foreign, true, &what).await;
+        match h.backend().resolve_cursor(family, foreign.clone()).await {
+            Err(EngineError::InvalidCursor { .. } | EngineError::CursorExpired { .. }) => {}
+            other => panic!("{what}: resolve_cursor gave {other:?}, expected it refused"),
+        }
     }
 }
 

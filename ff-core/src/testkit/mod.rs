@@ -35,6 +35,7 @@
 //! | typed API | [`typed_subscriptions_yield_each_family`] |
 //! | batch atomicity | [`publish_batch_is_all_or_none`] |
 //! | bounds, cursor_at | [`bounds_and_cursor_at_agree_with_published_events`] |
+//! | resolve_cursor | [`resolve_cursor_matches_subscription`] |
 //!
 //! Tests that need an optional hook ([`Capability`]) fail when the hook
 //! answers `Unavailable`, unless the macro's `absent:` list names the
@@ -49,6 +50,7 @@ mod faults;
 mod filters;
 mod harness;
 mod publish;
+mod resolve;
 mod runner;
 pub mod support;
 
@@ -78,6 +80,7 @@ pub use filters::{
 pub use harness::capability;
 pub use harness::{capability_is_absent, Capability, EventOrder, Harness};
 pub use publish::{bounds_and_cursor_at_agree_with_published_events, publish_batch_is_all_or_none};
+pub use resolve::resolve_cursor_matches_subscription;
 pub(crate) use runner::runner_entry;
 pub use runner::{block_on, SuiteOutcome, SuiteReport, SuiteRun, TestOutcome};
 
@@ -113,6 +116,7 @@ macro_rules! __ff_suite_list {
             filtered_subscriptions_skip_long_rejected_runs_promptly: none,
             publish_batch_is_all_or_none: none,
             bounds_and_cursor_at_agree_with_published_events: none,
+            resolve_cursor_matches_subscription: none,
         }
     };
 }

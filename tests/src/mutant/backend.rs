@@ -68,29 +68,13 @@ impl MutantBackend {
         }
     }
 
-    fn expired(&self, family: Family, cursor: StreamCursor, why: &str) -> EngineError {
-        let oldest = self.store.with_log(family, |log| log.oldest_position());
-        EngineError::CursorExpired {
-            cursor,
-            oldest: Some(cursor::encode(&self.store, family, oldest)),
-            detail: why.into(),
-        }
-    }
-}
-
-#[async_trait]
-impl StreamBackend for MutantBackend {
-    fn backend_name(&self) -> &'static str {
-        "mutant"
-    }
-
-    async fn subscribe_family(
+    /// Where a subscription from `cursor` starts: the decoded cursor, the
+    /// position it resumes after, and the head at the time.
+    fn start_of(
         &self,
         family: Family,
         cursor: StreamCursor,
-        filter: &SubscriptionFilter,
-    ) -> Result<DeliveryStream, EngineError> {
-        filter.validate_for(family)?;
+    ) -> Result<(CursorStart<u64>, u64, u64), EngineError> {
         let start = match cursor::decode(&self.store, family, &cursor) {
             Err(EngineError::CursorExpired { detail, .. }) => {
                 return Err(self.expired(family, cursor, &detail))
@@ -127,6 +111,33 @@ impl StreamBackend for MutantBackend {
             }
             CursorStart::After(seq) => seq,
         };
+        Ok((start, after, head))
+    }
+
+    fn expired(&self, family: Family, cursor: StreamCursor, why: &str) -> EngineError {
+        let oldest = self.store.with_log(family, |log| log.oldest_position());
+        EngineError::CursorExpired {
+            cursor,
+            oldest: Some(cursor::encode(&self.store, family, oldest)),
+            detail: why.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl StreamBackend for MutantBackend {
+    fn backend_name(&self) -> &'static str {
+        "mutant"
+    }
+
+    async fn subscribe_family(
+        &self,
+        family: Family,
+        cursor: StreamCursor,
+        filter: &SubscriptionFilter,
+    ) -> Result<DeliveryStream, EngineError> {
+        filter.validate_for(family)?;
+        let (start, after, head) = self.start_of(family, cursor)?;
         let resolve_late =
             matches!(start, CursorStart::Tail) && self.store.has(Mutation::TailResolvedLate);
         Ok(Subscription::start(
@@ -144,6 +155,22 @@ impl StreamBackend for MutantBackend {
                 resolve_late,
             },
         ))
+    }
+
+    async fn resolve_cursor(
+        &self,
+        family: Family,
+        cursor: StreamCursor,
+    ) -> Result<StreamCursor, EngineError> {
+        if self.store.has(Mutation::ResolveSkipsTheSubscriptionsProof) {
+            if let CursorStart::After(_) = cursor::decode(&self.store, family, &cursor)? {
+                return Ok(cursor);
+            }
+        }
+        Ok(match self.start_of(family, cursor)? {
+            (CursorStart::Beginning, _, _) => StreamCursor::beginning(),
+            (_, after, _) => cursor::encode(&self.store, family, after),
+        })
     }
 
     async fn bounds(&self, family: Family) -> Result<StreamBounds, EngineError> {

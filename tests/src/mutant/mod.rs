@@ -108,6 +108,9 @@ pub enum Mutation {
     KillHookUnavailable,
     /// `CaughtUp` comes at once, before the backlog.
     CaughtUpBeforeTheBacklog,
+    /// `resolve_cursor` checks only the cursor's format, not what a
+    /// subscription checks: an expired position resolves to itself.
+    ResolveSkipsTheSubscriptionsProof,
 }
 
 impl Mutation {
@@ -149,6 +152,7 @@ impl Mutation {
         Mutation::RawHookDoesNothing,
         Mutation::KillHookUnavailable,
         Mutation::CaughtUpBeforeTheBacklog,
+        Mutation::ResolveSkipsTheSubscriptionsProof,
     ];
 }
 
@@ -192,6 +196,7 @@ impl Mutation {
             BoundsHeadIsOldest | CursorAtSkipsOne => {
                 &["bounds_and_cursor_at_agree_with_published_events"]
             }
+            ResolveSkipsTheSubscriptionsProof => &["resolve_cursor_matches_subscription"],
         }
     }
 }

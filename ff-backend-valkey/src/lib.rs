@@ -86,7 +86,10 @@
 //! Cursors are ff's Valkey format (`0x01`, family, entry-id ms, entry-id
 //! seq). Other keys: `{prefix}cursors`, a hash of consumer name → cursor
 //! text, written by the [`CursorStore`]; `{prefix}{family}:trimmed`, the
-//! record of ff's last trim of that stream. Retention trims with the script
+//! record of ff's last trim of that stream; `{prefix}{fp:0}:layout`, the
+//! prefix's layout (`layout=1 partitions=P`), written by the first backend
+//! to use the prefix and checked by every backend that connects: one
+//! configured with another P is refused, naming both. Retention trims with the script
 //! in `retention.lua`, which records the last removed id (in the stream's
 //! `max-deleted-entry-id` and in the trim record, with the stream's removal
 //! count `entries-added − length`). Trims by other clients (`XTRIM`,
@@ -130,6 +133,7 @@ mod expiry;
 mod id;
 mod inner;
 mod keys;
+mod layout;
 mod limits;
 mod partition;
 mod publish;

@@ -6,8 +6,10 @@
 //! Valkey server.
 //!
 //! The server answers `MULTI` with `+OK`, queued commands with `+QUEUED`,
-//! `CLUSTER …` as a standalone server does (cluster support disabled), and
-//! every other command it does not script with `+OK`. A test scripts
+//! `CLUSTER …` as a standalone server does (cluster support disabled),
+//! `GET` and `SET` with nil (the key prefix's layout record is absent, and
+//! the backend's `SET … NX GET` records it), and every other command it
+//! does not script with `+OK`. A test scripts
 //! three requests (see [`Request`]): the state read at subscribe time
 //! (`XINFO STREAM` + `GET` in `MULTI`), a paired page read (`XRANGE` +
 //! `XINFO STREAM` + `GET` in `MULTI`), and the wake-up (`XREAD`).
@@ -167,6 +169,7 @@ impl Connection {
                 }
                 (Some("XREAD"), None) => (self.script)(&Request::Wait),
                 (Some("PING"), None) => Answer::Bytes(b"+PONG\r\n".to_vec()),
+                (Some("GET" | "SET"), None) => Answer::Bytes(b"$-1\r\n".to_vec()),
                 (Some("CLUSTER"), None) => {
                     Answer::Bytes(b"-ERR This instance has cluster support disabled\r\n".to_vec())
                 }

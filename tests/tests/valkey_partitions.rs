@@ -360,7 +360,9 @@ async fn append_cmd_commits_with_the_executions_own_keys() {
         .query_async(&mut conn)
         .await
         .expect("one transaction in the execution's slot");
-    let cursor = b.cursor_of_entry(&event, &entry_id).expect("cursor");
+    let cursor = b
+        .cursor_of_entry(&event, &EventMeta::new(), &entry_id)
+        .expect("cursor");
     let filter = SubscriptionFilter::new().with_execution_id(exec);
     let mut sub = b
         .subscribe_family(Family::Completion, StreamCursor::beginning(), &filter)

@@ -8,17 +8,18 @@
 //! one prefix always agree on which streams hold a family's events. The
 //! record is never rewritten: repartitioning means a new key prefix.
 //!
-//! The record is one string key, `{prefix}{fp:0}:layout` — in the slot of
-//! partition 0 — or `{prefix}layout` under a prefix with its own hash tag
-//! (whose streams all live in that tag's slot). Its name does not depend
-//! on P, so backends configured with different P read the same record.
-//! Its value is `layout=1 partitions=P`.
+//! The record is one string key, `{prefix}layout`. It has no hash tag of
+//! its own: on a cluster it sits in the slot of its name (under a prefix
+//! with a hash tag, that tag's slot), apart from the partitions' streams,
+//! so a stream slot's migration never has to move it along. Its name does
+//! not depend on P, so backends configured with different P read the same
+//! record. Its value is `layout=1 partitions=P`.
 
 use ff_core::engine_error::EngineError;
 use redis::Value;
 
 use crate::error::unexpected;
-use crate::routing::slot::{has_hash_tag, key_slot};
+use crate::routing::slot::key_slot;
 use crate::routing::{Retry, Router};
 
 /// The key layout this build writes (see [`crate::keys`]).
@@ -26,11 +27,7 @@ pub(crate) const VERSION: u32 = 1;
 
 /// The record's key under `prefix`.
 pub(crate) fn key(prefix: &str) -> String {
-    if has_hash_tag(prefix) {
-        format!("{prefix}layout")
-    } else {
-        format!("{prefix}{{fp:0}}:layout")
-    }
+    format!("{prefix}layout")
 }
 
 /// A layout: the key layout version and P.
@@ -137,8 +134,9 @@ mod tests {
 
     #[test]
     fn the_record_key_does_not_depend_on_p_and_stays_in_a_prefix_tag() {
-        assert_eq!(key("ff:"), "ff:{fp:0}:layout");
-        assert_eq!(key_slot(key("ff:").as_bytes()), key_slot(b"{fp:0}"));
+        assert_eq!(key("ff:"), "ff:layout");
+        assert_eq!(key_slot(key("ff:").as_bytes()), key_slot(b"ff:layout"));
+        assert_ne!(key_slot(key("ff:").as_bytes()), key_slot(b"{fp:0}"));
         assert_eq!(key("ff:{app}:"), "ff:{app}:layout");
         assert_eq!(key_slot(key("ff:{app}:").as_bytes()), key_slot(b"app"));
     }

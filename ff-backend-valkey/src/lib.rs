@@ -89,7 +89,7 @@
 //! one given the same id after a lossy failover — `CursorExpired`, never a
 //! silent skip). Other keys: `{prefix}cursors`, a hash of consumer name → cursor
 //! text, written by the [`CursorStore`]; `{prefix}{family}:trimmed`, the
-//! record of ff's last trim of that stream; `{prefix}{fp:0}:layout`, the
+//! record of ff's last trim of that stream; `{prefix}layout`, the
 //! prefix's layout (`layout=1 partitions=P`), written by the first backend
 //! to use the prefix and checked by every backend that connects: one
 //! configured with another P is refused, naming both. Retention trims with the script

@@ -470,10 +470,10 @@ async fn a_batch_over_partitions_names_those_not_acknowledged_and_keeps_the_rest
     assert_eq!(stored.len(), up.len());
 }
 
-/// The layout record under `prefix` (`{prefix}{fp:0}:layout`), read
+/// The layout record under `prefix` (`{prefix}layout`), read
 /// through `via`'s connection to the node serving it.
 async fn layout_record(via: &ValkeyBackend, prefix: &str) -> Option<String> {
-    let key = format!("{prefix}{{fp:0}}:layout");
+    let key = format!("{prefix}layout");
     let mut conn = via.connection_for_key(&key).await.expect("connection");
     redis::cmd("GET")
         .arg(&key)

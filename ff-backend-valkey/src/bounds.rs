@@ -1,6 +1,8 @@
 //! What a family retains (`bounds`) and where to start for a point in
 //! time (`cursor_at`) — per partition, combined into one cursor over all
-//! of them (the single-stream cursor when there is one partition).
+//! of them (the single-stream cursor when there is one partition). A
+//! position naming a retained entry carries its witness, as the cursors
+//! publish returns and subscriptions yield do.
 
 use ff_core::backend::StreamBounds;
 use ff_core::engine_error::EngineError;
@@ -31,9 +33,13 @@ pub(crate) async fn bounds(inner: &Inner, family: Family) -> Result<StreamBounds
         .iter()
         .map(|s| s.last.unwrap_or(s.last_generated))
         .collect();
+    let head_witnesses: Vec<Option<u32>> = states
+        .iter()
+        .map(|s| s.last_witness.filter(|_| s.last.is_some()))
+        .collect();
     Ok(StreamBounds::new(
         followed.encode(&oldest),
-        followed.encode(&head),
+        followed.encode_witnessed(&head, &head_witnesses),
         Some(states.iter().map(|s| s.length).sum()),
     ))
 }
@@ -47,22 +53,26 @@ pub(crate) async fn cursor_at(
 ) -> Result<StreamCursor, EngineError> {
     let followed = Followed::all(family, inner.keys.partitions());
     let ms = u64::try_from(at.0).unwrap_or(0);
-    let positions = try_join_all(
+    let (positions, witnesses): (Vec<ValkeyPosition>, Vec<Option<u32>>) = try_join_all(
         followed
             .partitions()
             .iter()
             .map(|&n| position_at(inner, family, n, ms)),
     )
-    .await?;
-    Ok(followed.encode(&positions))
+    .await?
+    .into_iter()
+    .unzip();
+    Ok(followed.encode_witnessed(&positions, &witnesses))
 }
 
+/// In one partition: the position, and the witness of the entry it names
+/// when it names one (the newest).
 async fn position_at(
     inner: &Inner,
     family: Family,
     partition: u16,
     ms: u64,
-) -> Result<ValkeyPosition, EngineError> {
+) -> Result<(ValkeyPosition, Option<u32>), EngineError> {
     let key = inner.keys.stream(family, partition);
     let context = format!("finding time {ms} in {}", inner.describe(family, partition));
     let mut range = redis::cmd("XRANGE");
@@ -99,9 +109,12 @@ async fn position_at(
             _ => None,
         }
         .ok_or_else(|| unexpected(&context, format!("XRANGE returned {first:?}")))?;
-        return Ok(id::before(p));
+        return Ok((id::before(p), None));
     }
     // Only the newest id is needed here: no trim record was read.
     let state = parse_state(info, &Value::Nil, inner.account(), &context)?;
-    Ok(state.last_generated)
+    let witness = state
+        .last_witness
+        .filter(|_| state.last == Some(state.last_generated));
+    Ok((state.last_generated, witness))
 }

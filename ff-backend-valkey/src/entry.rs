@@ -10,6 +10,7 @@ use ff_core::stream_subscribe::ValkeyPosition;
 
 use crate::id;
 use crate::resp::{skip, Token};
+use crate::witness;
 
 /// An entry's fields: a flat run of string tokens over the reply bytes.
 #[derive(Clone, Copy)]
@@ -19,11 +20,25 @@ pub(crate) struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
+    /// The fields whose tokens (name, value, …) are `tokens` over `data`.
+    pub(crate) fn new(data: &'a [u8], tokens: &'a [Token]) -> Self {
+        Self { data, tokens }
+    }
+
     fn string(&self, t: &Token) -> Option<&'a [u8]> {
         match t {
             Token::Bulk(r) | Token::Simple(r) => Some(&self.data[r.clone()]),
             _ => None,
         }
+    }
+
+    /// The entry's [witness](crate::witness).
+    pub(crate) fn witness(&self) -> u32 {
+        witness::digest(
+            self.tokens
+                .iter()
+                .map(|t| self.string(t).unwrap_or_default()),
+        )
     }
 }
 

@@ -86,6 +86,7 @@ mod tests {
             max_deleted: p(max_deleted, 0),
             first: Some(p(first, 0)),
             last: Some(p(10, 0)),
+            last_witness: None,
             length: 11 - first,
             entries_added: Some(10),
             trim_record: Some(if max_deleted == 0 {
@@ -192,6 +193,7 @@ mod tests {
             max_deleted: p(10, 0),
             first: None,
             last: None,
+            last_witness: None,
             length: 0,
             entries_added: Some(10),
             trim_record: Some(TrimRecord {

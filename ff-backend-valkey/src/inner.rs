@@ -26,8 +26,9 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    /// Connect to `url`'s server, learn whether it is a cluster and lay the
-    /// keys out for it. The configuration is already validated, with the
+    /// Connect to `url`'s server, learn whether it is a cluster, lay the
+    /// keys out for it and check them against the prefix's layout record
+    /// (see [`crate::layout`]). The configuration is already validated, with the
     /// URL's `partitions=` applied.
     pub(crate) async fn connect(url: ServerUrl, config: ValkeyConfig) -> Result<Self, EngineError> {
         let endpoint = url.endpoint()?;
@@ -59,6 +60,16 @@ impl Inner {
             )));
         }
         let keys = Keys::new(&config.key_prefix, config.partitions, router.is_cluster())?;
+        crate::layout::check(
+            &router,
+            &crate::layout::Checked {
+                prefix: &config.key_prefix,
+                partitions: config.partitions,
+                url: url.redacted(),
+                account,
+            },
+        )
+        .await?;
         Ok(Self {
             retention: RetentionClock::new(config.partitions),
             url,

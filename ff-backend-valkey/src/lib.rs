@@ -84,9 +84,15 @@
 //! ```
 //!
 //! Cursors are ff's Valkey format (`0x01`, family, entry-id ms, entry-id
-//! seq). Other keys: `{prefix}cursors`, a hash of consumer name → cursor
+//! seq, and the witness of the entry: a 32-bit digest of its
+//! fields, by which a resume or a page read tells the entry from another
+//! one given the same id after a lossy failover — `CursorExpired`, never a
+//! silent skip). Other keys: `{prefix}cursors`, a hash of consumer name → cursor
 //! text, written by the [`CursorStore`]; `{prefix}{family}:trimmed`, the
-//! record of ff's last trim of that stream. Retention trims with the script
+//! record of ff's last trim of that stream; `{prefix}layout`, the
+//! prefix's layout (`layout=1 partitions=P`), written by the first backend
+//! to use the prefix and checked by every backend that connects: one
+//! configured with another P is refused, naming both. Retention trims with the script
 //! in `retention.lua`, which records the last removed id (in the stream's
 //! `max-deleted-entry-id` and in the trim record, with the stream's removal
 //! count `entries-added − length`). Trims by other clients (`XTRIM`,
@@ -130,6 +136,7 @@ mod expiry;
 mod id;
 mod inner;
 mod keys;
+mod layout;
 mod limits;
 mod partition;
 mod publish;
@@ -144,6 +151,7 @@ mod tls;
 mod transport;
 mod trim_record;
 mod url;
+mod witness;
 
 use std::fmt;
 use std::sync::Arc;
@@ -435,7 +443,7 @@ impl ValkeyBackend {
     ///     .add_command(backend.append_cmd(&event, &EventMeta::new())?)
     ///     .query_async(&mut conn)
     ///     .await?;
-    /// let cursor = backend.cursor_of_entry(&event, &entry_id)?;
+    /// let cursor = backend.cursor_of_entry(&event, &EventMeta::new(), &entry_id)?;
     /// # let _ = cursor; Ok(()) }
     /// ```
     pub fn append_cmd(
@@ -452,28 +460,59 @@ impl ValkeyBackend {
         )
     }
 
-    /// The cursor of `event`, appended with [`ValkeyBackend::append_cmd`]
-    /// under entry id `entry_id` (`ms-seq`, as `XADD` replies): the cursor
-    /// publish would have returned.
+    /// The cursor of `event` with `meta`, appended with
+    /// [`ValkeyBackend::append_cmd`] under entry id `entry_id` (`ms-seq`,
+    /// as `XADD` replies): the cursor publish would have returned, with
+    /// the entry's witness.
     pub fn cursor_of_entry(
         &self,
         event: &NewEvent,
+        meta: &EventMeta,
         entry_id: &str,
     ) -> Result<StreamCursor, EngineError> {
+        let witness = publish::xadd_witness(&self.append_cmd(event, meta)?);
         let partition = self.partition_of(event.execution_id());
-        self.entry_cursor(event.family(), partition, entry_id)
+        self.cursor_of(event.family(), partition, entry_id, Some(witness))
     }
 
-    /// The cursor publish returns for the entry `entry_id` (`ms-seq`) of
-    /// `family`'s partition `partition`: the entry's position in its
-    /// partition — with several partitions a cursor following that one
-    /// partition, which resumes a subscription of it (or one filtered on
-    /// an execution of it) exactly after the entry.
+    /// The cursor of the entry `entry_id` (`ms-seq`) of `family`'s
+    /// partition `partition`, without the entry's witness: the entry's
+    /// position in its partition — with several partitions a cursor
+    /// following that one partition, which resumes a subscription of it
+    /// (or one filtered on an execution of it) exactly after the entry. It
+    /// resumes exactly, but cannot tell that entry from another given the
+    /// same id after a lossy failover: prefer
+    /// [`ValkeyBackend::raw_entry_cursor`] when the fields are known.
     pub fn entry_cursor(
         &self,
         family: Family,
         partition: u16,
         entry_id: &str,
+    ) -> Result<StreamCursor, EngineError> {
+        self.cursor_of(family, partition, entry_id, None)
+    }
+
+    /// The cursor of the entry `entry_id` (`ms-seq`) of `family`'s
+    /// partition `partition` that another client appended with `fields`
+    /// (names and values, in the order written): the cursor subscriptions
+    /// deliver for it, with the entry's witness.
+    pub fn raw_entry_cursor<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        family: Family,
+        partition: u16,
+        entry_id: &str,
+        fields: &[(N, V)],
+    ) -> Result<StreamCursor, EngineError> {
+        let witness = witness::digest(fields.iter().flat_map(|(n, v)| [n.as_ref(), v.as_ref()]));
+        self.cursor_of(family, partition, entry_id, Some(witness))
+    }
+
+    fn cursor_of(
+        &self,
+        family: Family,
+        partition: u16,
+        entry_id: &str,
+        witness: Option<u32>,
     ) -> Result<StreamCursor, EngineError> {
         if partition >= self.partitions() {
             return Err(EngineError::validation(format!(
@@ -487,11 +526,13 @@ impl ValkeyBackend {
             self.partitions(),
             partition,
             at,
+            witness,
         ))
     }
 
     /// The cursor of the `family` entry with id `entry_id` (`ms-seq`, as
-    /// `XADD` replies) when each family is one stream (P = 1); with several
+    /// `XADD` replies) when each family is one stream (P = 1), without the
+    /// entry's witness (see [`ValkeyBackend::entry_cursor`]); with several
     /// partitions the cursor depends on the event's partition: use
     /// [`ValkeyBackend::cursor_of_entry`].
     pub fn cursor_from_entry_id(
@@ -501,7 +542,7 @@ impl ValkeyBackend {
     ) -> Result<StreamCursor, EngineError> {
         if self.partitions() > 1 {
             return Err(EngineError::validation(format!(
-                "with partitions={} an entry id alone does not make a cursor; use cursor_of_entry(event, entry_id)",
+                "with partitions={} an entry id alone does not make a cursor; use cursor_of_entry(event, meta, entry_id)",
                 self.partitions()
             )));
         }

@@ -8,9 +8,14 @@
 //! yields or reads a cursor goes through it, so no other module tells the
 //! formats apart.
 //!
-//! Invariants: a cursor [`Followed::encode`] makes, decoded by
-//! [`Followed::decode`] of the same family, P and partitions, gives back
-//! the same positions; and every position a cursor holds was read from
+//! A position that names an entry the backend wrote or read carries that
+//! entry's [witness](crate::witness): `0x01` cursors of 22 bytes, `0x04`
+//! cursors with witnesses (18-byte `0x01` cursors and `0x04` cursors
+//! without them, from older builds, still decode, without witnesses).
+//!
+//! Invariants: a cursor [`Followed::encode_witnessed`] makes, decoded by
+//! [`Followed::decode_witnessed`] of the same family, P and partitions,
+//! gives back the same positions and witnesses; and every position a cursor holds was read from
 //! its partition's stream (or is its start), never made up for another
 //! partition — so a position beyond a stream's newest id always means the
 //! stream lost history.
@@ -18,8 +23,9 @@
 use ff_core::engine_error::EngineError;
 use ff_core::stream_events::Family;
 use ff_core::stream_subscribe::{
-    decode_valkey, decode_valkey_partitioned, encode_valkey, encode_valkey_partitioned,
-    CursorStart, PartitionedPosition, StreamCursor, ValkeyPosition,
+    decode_valkey_partitioned, decode_valkey_witnessed, encode_valkey_partitioned,
+    encode_valkey_witnessed, CursorStart, PartitionedPosition, StreamCursor, ValkeyPosition,
+    WitnessedPosition,
 };
 use ff_core::types::ExecutionId;
 
@@ -30,23 +36,30 @@ pub(crate) fn partition_of(execution: &ExecutionId, partitions: u16) -> u16 {
 }
 
 /// The cursor publish returns for the entry `at` of `family`'s partition
-/// `partition`: the entry's position in its own partition (with P > 1, a
-/// cursor following that one partition: it resumes a subscription of that
-/// partition, or one filtered on an execution of it, exactly after the
-/// event).
+/// `partition`, whose witness is `witness` (when known): the entry's
+/// position in its own partition (with P > 1, a cursor following that one
+/// partition: it resumes a subscription of that partition, or one filtered
+/// on an execution of it, exactly after the event).
 pub(crate) fn event_cursor(
     family: Family,
     partitions: u16,
     partition: u16,
     at: ValkeyPosition,
+    witness: Option<u32>,
 ) -> StreamCursor {
     if partitions <= 1 {
-        return encode_valkey(family, at.ms, at.seq);
+        return encode_valkey_witnessed(family, WitnessedPosition { at, witness });
     }
-    let position =
+    let mut position =
         PartitionedPosition::new(partitions, [(partition, at)]).expect("a partition below P");
+    position
+        .set_witnessed(partition, at, witness)
+        .expect("the followed partition");
     encode_valkey_partitioned(family, &position)
 }
+
+/// One position per followed partition, and the witness each carries.
+pub(crate) type Positions = (Vec<ValkeyPosition>, Vec<Option<u32>>);
 
 /// The partitions a subscription (or a `bounds` answer) covers, and the
 /// cursor format that goes with them.
@@ -110,14 +123,29 @@ impl Followed {
         &self.partitions
     }
 
-    /// The cursor of `positions` (one per followed partition, in order).
+    /// The cursor of `positions` (one per followed partition, in order),
+    /// none carrying a witness.
     pub(crate) fn encode(&self, positions: &[ValkeyPosition]) -> StreamCursor {
+        self.encode_witnessed(positions, &vec![None; positions.len()])
+    }
+
+    /// The cursor of `positions` with their `witnesses` (one each per
+    /// followed partition, in order).
+    pub(crate) fn encode_witnessed(
+        &self,
+        positions: &[ValkeyPosition],
+        witnesses: &[Option<u32>],
+    ) -> StreamCursor {
         debug_assert_eq!(positions.len(), self.partitions.len());
+        debug_assert_eq!(witnesses.len(), self.partitions.len());
         if self.count <= 1 {
-            let p = positions[0];
-            return encode_valkey(self.family, p.ms, p.seq);
+            let position = WitnessedPosition {
+                at: positions[0],
+                witness: witnesses[0],
+            };
+            return encode_valkey_witnessed(self.family, position);
         }
-        let position = PartitionedPosition::new(
+        let mut position = PartitionedPosition::new(
             self.count,
             self.partitions
                 .iter()
@@ -125,6 +153,11 @@ impl Followed {
                 .zip(positions.iter().copied()),
         )
         .expect("followed partitions are valid");
+        for ((&partition, &at), &witness) in self.partitions.iter().zip(positions).zip(witnesses) {
+            position
+                .set_witnessed(partition, at, witness)
+                .expect("a followed partition");
+        }
         encode_valkey_partitioned(self.family, &position)
     }
 
@@ -136,11 +169,23 @@ impl Followed {
         &self,
         cursor: &StreamCursor,
     ) -> Result<CursorStart<Vec<ValkeyPosition>>, EngineError> {
+        Ok(match self.decode_witnessed(cursor)? {
+            CursorStart::Tail => CursorStart::Tail,
+            CursorStart::Beginning => CursorStart::Beginning,
+            CursorStart::After((positions, _)) => CursorStart::After(positions),
+        })
+    }
+
+    /// [`Followed::decode`], with the witness each position carries.
+    pub(crate) fn decode_witnessed(
+        &self,
+        cursor: &StreamCursor,
+    ) -> Result<CursorStart<Positions>, EngineError> {
         if self.count <= 1 {
-            return Ok(match decode_valkey(cursor, self.family)? {
+            return Ok(match decode_valkey_witnessed(cursor, self.family)? {
                 CursorStart::Tail => CursorStart::Tail,
                 CursorStart::Beginning => CursorStart::Beginning,
-                CursorStart::After(p) => CursorStart::After(vec![p]),
+                CursorStart::After(p) => CursorStart::After((vec![p.at], vec![p.witness])),
             });
         }
         Ok(
@@ -152,9 +197,10 @@ impl Followed {
             )? {
                 CursorStart::Tail => CursorStart::Tail,
                 CursorStart::Beginning => CursorStart::Beginning,
-                CursorStart::After(position) => {
-                    CursorStart::After(position.iter().map(|(_, p)| p).collect())
-                }
+                CursorStart::After(position) => CursorStart::After((
+                    position.iter().map(|(_, p)| p).collect(),
+                    position.partitions().map(|n| position.witness(n)).collect(),
+                )),
             },
         )
     }
@@ -163,6 +209,7 @@ impl Followed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ff_core::stream_subscribe::encode_valkey;
 
     fn at(ms: u64, seq: u64) -> ValkeyPosition {
         ValkeyPosition { ms, seq }
@@ -194,13 +241,29 @@ mod tests {
             one.decode(&c),
             Err(EngineError::InvalidCursor { .. })
         ));
+        let witnesses: Vec<_> = (0..6).map(|n| (n % 2 == 0).then_some(n)).collect();
+        let c = six.encode_witnessed(&positions, &witnesses);
+        assert_eq!(
+            six.decode_witnessed(&c).unwrap(),
+            CursorStart::After((positions.clone(), witnesses))
+        );
+        let c = one.encode_witnessed(&[at(5, 1)], &[Some(3)]);
+        assert_eq!(c.as_bytes().len(), 22);
+        assert_eq!(
+            one.decode_witnessed(&c).unwrap(),
+            CursorStart::After((vec![at(5, 1)], vec![Some(3)]))
+        );
+        assert_eq!(one.decode(&c).unwrap(), CursorStart::After(vec![at(5, 1)]));
     }
 
     #[test]
     fn an_events_cursor_follows_its_own_partition() {
         let f = Family::LeaseHistory;
-        assert_eq!(event_cursor(f, 1, 0, at(7, 2)), encode_valkey(f, 7, 2));
-        let c = event_cursor(f, 4, 2, at(7, 2));
+        assert_eq!(
+            event_cursor(f, 1, 0, at(7, 2), None),
+            encode_valkey(f, 7, 2)
+        );
+        let c = event_cursor(f, 4, 2, at(7, 2), None);
         let own = Followed::some(f, 4, &[2]).unwrap();
         assert_eq!(own.decode(&c).unwrap(), CursorStart::After(vec![at(7, 2)]));
         assert!(
@@ -210,8 +273,12 @@ mod tests {
             ),
             "a subscription over every partition cannot start from it"
         );
-        let later = event_cursor(f, 4, 2, at(7, 3));
+        let later = event_cursor(f, 4, 2, at(7, 3), Some(5));
         assert_eq!(c.position_cmp(&later), Some(std::cmp::Ordering::Less));
-        assert_eq!(c.position_cmp(&event_cursor(f, 4, 1, at(9, 0))), None);
+        assert_eq!(c.position_cmp(&event_cursor(f, 4, 1, at(9, 0), None)), None);
+        assert_eq!(
+            own.decode_witnessed(&later).unwrap(),
+            CursorStart::After((vec![at(7, 3)], vec![Some(5)]))
+        );
     }
 }

@@ -18,6 +18,7 @@ use crate::limits::MAX_ENTRY_BYTES;
 use crate::partition::{event_cursor, partition_of};
 use crate::retention::retention_cmd;
 use crate::routing::{Retry, Transaction};
+use crate::witness;
 
 /// `XADD key * v 1 <field value>… [namespace ns] [tags {json}]`, or
 /// `Validation` when the entry would be larger than [`MAX_ENTRY_BYTES`]
@@ -59,6 +60,15 @@ pub(crate) fn xadd(key: &str, event: &NewEvent, meta: &EventMeta) -> Result<Cmd,
     Ok(cmd)
 }
 
+/// The [witness](crate::witness) of the entry an [`xadd`] command
+/// appends: of its fields, every argument after `XADD key *`.
+pub(crate) fn xadd_witness(cmd: &Cmd) -> u32 {
+    witness::digest(cmd.args_iter().skip(3).map(|a| match a {
+        redis::Arg::Simple(b) => b,
+        redis::Arg::Cursor => &[][..],
+    }))
+}
+
 /// The events of one batch that go to one partition: appended together
 /// in one `MULTI`/`EXEC` (or one plain `XADD`), with the retention of each
 /// touched family of that partition when it is due.
@@ -66,6 +76,8 @@ struct PartitionWrite {
     partition: u16,
     /// Indexes into the batch, in batch order.
     events: Vec<usize>,
+    /// Their entries' witnesses, in the same order.
+    witnesses: Vec<u32>,
     cmds: Vec<Cmd>,
     /// The families whose retention runs after the appends.
     trimmed: Vec<Family>,
@@ -104,16 +116,15 @@ pub(crate) async fn publish_batch(
         let write = writes.entry(partition).or_insert_with(|| PartitionWrite {
             partition,
             events: Vec::new(),
+            witnesses: Vec::new(),
             cmds: Vec::new(),
             trimmed: Vec::new(),
             request: None,
         });
         write.events.push(i);
-        write.cmds.push(xadd(
-            inner.keys.stream(event.family(), partition),
-            event,
-            meta,
-        )?);
+        let cmd = xadd(inner.keys.stream(event.family(), partition), event, meta)?;
+        write.witnesses.push(xadd_witness(&cmd));
+        write.cmds.push(cmd);
     }
     for write in writes.values_mut() {
         for family in Family::ALL.iter().copied() {
@@ -167,12 +178,13 @@ pub(crate) async fn publish_batch(
     for (write, result) in writes.values().zip(results) {
         match result {
             Ok(ids) => {
-                for (&i, at) in write.events.iter().zip(ids) {
+                for ((&i, &witness), at) in write.events.iter().zip(&write.witnesses).zip(ids) {
                     cursors[i] = Some(event_cursor(
                         events[i].0.family(),
                         partitions,
                         write.partition,
                         at,
+                        Some(witness),
                     ));
                 }
             }

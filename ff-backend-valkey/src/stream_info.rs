@@ -12,6 +12,7 @@ use crate::id;
 use crate::inner::Inner;
 use crate::routing::{Retry, Transaction};
 use crate::trim_record::TrimRecord;
+use crate::witness;
 
 /// A stream's metadata at one instant. An absent key is an empty stream
 /// whose history is `0-0`.
@@ -26,6 +27,8 @@ pub(crate) struct StreamState {
     pub(crate) first: Option<ValkeyPosition>,
     /// The newest retained entry, if any.
     pub(crate) last: Option<ValkeyPosition>,
+    /// That entry's [witness](crate::witness), if any.
+    pub(crate) last_witness: Option<u32>,
     /// Retained entries.
     pub(crate) length: u64,
     /// Entries ever added (`entries-added`; `None` from servers before
@@ -43,6 +46,7 @@ impl StreamState {
         max_deleted: id::ZERO,
         first: None,
         last: None,
+        last_witness: None,
         length: 0,
         entries_added: Some(0),
         trim_record: Some(TrimRecord::NONE),
@@ -97,7 +101,13 @@ impl StreamState {
                         Some(u64::try_from(n).map_err(|_| "negative entries-added")?)
                 }
                 (b"first-entry", v) => state.first = entry_id(v, "first-entry")?,
-                (b"last-entry", v) => state.last = entry_id(v, "last-entry")?,
+                (b"last-entry", v) => {
+                    state.last = entry_id(v, "last-entry")?;
+                    state.last_witness = match v {
+                        InfoValue::Entry { witness, .. } => Some(witness),
+                        _ => None,
+                    };
+                }
                 (
                     b"length" | b"last-generated-id" | b"max-deleted-entry-id" | b"entries-added",
                     _,
@@ -130,7 +140,17 @@ impl StreamState {
             match v {
                 Value::Int(n) => InfoValue::Int(*n),
                 Value::Nil => InfoValue::Nil,
-                Value::Array(parts) => InfoValue::Entry(parts.first().and_then(bytes)),
+                Value::Array(parts) => InfoValue::Entry {
+                    id: parts.first().and_then(bytes),
+                    witness: witness::digest(
+                        match parts.get(1) {
+                            Some(Value::Array(fields)) => fields.as_slice(),
+                            _ => &[],
+                        }
+                        .iter()
+                        .map(|f| bytes(f).unwrap_or_default()),
+                    ),
+                },
                 other => bytes(other).map_or(InfoValue::Other, InfoValue::Bytes),
             }
         }
@@ -158,8 +178,8 @@ pub(crate) enum InfoValue<'a> {
     Int(i64),
     /// Nil (no entry).
     Nil,
-    /// An entry `[id, fields]`: its id.
-    Entry(Option<&'a [u8]>),
+    /// An entry `[id, fields]`: its id and its fields' witness.
+    Entry { id: Option<&'a [u8]>, witness: u32 },
     /// Anything else.
     Other,
 }
@@ -168,7 +188,7 @@ pub(crate) enum InfoValue<'a> {
 fn entry_id(v: InfoValue<'_>, what: &str) -> Result<Option<ValkeyPosition>, String> {
     match v {
         InfoValue::Nil => Ok(None),
-        InfoValue::Entry(Some(b)) => id::parse(b)
+        InfoValue::Entry { id: Some(b), .. } => id::parse(b)
             .map(Some)
             .ok_or_else(|| format!("bad {what} id in XINFO STREAM")),
         other => Err(format!("bad {what} in XINFO STREAM: {other:?}")),
@@ -200,6 +220,78 @@ pub(crate) async fn stream_state(
         },
         Value::ServerError(e) => Err(inner.fail(e.into(), context)),
         other => Err(unexpected(context, format!("EXEC returned {other:?}"))),
+    }
+}
+
+/// [`stream_state`], and the [witness](crate::witness) of the entry at
+/// `at` when given (`None` when the stream holds no entry there), read in
+/// the same transaction.
+pub(crate) async fn stream_state_at(
+    inner: &Inner,
+    family: Family,
+    partition: u16,
+    at: Option<ValkeyPosition>,
+    context: &str,
+) -> Result<(StreamState, Option<u32>), EngineError> {
+    let Some(at) = at else {
+        return Ok((stream_state(inner, family, partition, context).await?, None));
+    };
+    let mut range = redis::cmd("XRANGE");
+    let id = id::format(at);
+    range
+        .arg(inner.keys.stream(family, partition))
+        .arg(&id)
+        .arg(&id);
+    let [info, get] = state_request(inner, family, partition);
+    let reply = inner
+        .router
+        .transaction(
+            inner.keys.slot(family, partition),
+            &Transaction::new([info, get, range]),
+            Retry::Idempotent,
+        )
+        .await
+        .map(|(reply, _)| reply)
+        .map_err(|e| inner.fail(e, context))?;
+    let parts = match reply {
+        Value::Array(parts) => parts,
+        Value::ServerError(e) => return Err(inner.fail(e.into(), context)),
+        other => return Err(unexpected(context, format!("EXEC returned {other:?}"))),
+    };
+    let [info, record, found] = parts.as_slice() else {
+        return Err(unexpected(context, format!("EXEC returned {parts:?}")));
+    };
+    let state = parse_state(info, record, inner.account(), context)?;
+    Ok((
+        state,
+        entry_witness(found, at).map_err(|why| unexpected(context, why))?,
+    ))
+}
+
+/// The witness of the entry at `at` from an `XRANGE at at` reply.
+fn entry_witness(reply: &Value, at: ValkeyPosition) -> Result<Option<u32>, String> {
+    let bytes = |v: &Value| match v {
+        Value::BulkString(b) => b.clone(),
+        _ => Vec::new(),
+    };
+    match reply {
+        Value::Array(entries) if entries.is_empty() => Ok(None),
+        Value::Array(entries) => match entries.as_slice() {
+            [Value::Array(entry)] => match entry.as_slice() {
+                [Value::BulkString(found), Value::Array(fields)]
+                    if id::parse(found) == Some(at) =>
+                {
+                    let fields: Vec<Vec<u8>> = fields.iter().map(bytes).collect();
+                    Ok(Some(witness::digest(fields.iter().map(Vec::as_slice))))
+                }
+                _ => Err(format!("XRANGE returned {entry:?}")),
+            },
+            _ => Err(format!(
+                "XRANGE returned {} entries for one id",
+                entries.len()
+            )),
+        },
+        other => Err(format!("XRANGE returned {other:?}")),
     }
 }
 
@@ -291,6 +383,7 @@ mod tests {
                 max_deleted: p(3, 0),
                 first: Some(p(4, 0)),
                 last: Some(p(5, 0)),
+                last_witness: Some(witness::digest([&b"a"[..], b"1"])),
                 length: 2,
                 entries_added: Some(5),
                 trim_record: None,

@@ -13,17 +13,21 @@ use common::ff;
 
 mod common;
 
-fn cluster_url(partitions: u16) -> String {
+/// P for every test here: they share the cluster and the default key
+/// prefix, whose layout (P) is recorded on the server at first use.
+const PARTITIONS: u16 = 8;
+
+fn cluster_url() -> String {
     let url = shared_valkey_cluster_url().expect("a Valkey Cluster");
     format!(
-        "{}?partitions={partitions}",
+        "{}?partitions={PARTITIONS}",
         url.replace("redis://", "valkey://")
     )
 }
 
 #[test]
 fn demo_over_eight_partitions_on_a_cluster_loses_repeats_and_reorders_nothing() {
-    let url = cluster_url(8);
+    let url = cluster_url();
     let (ok, out, err) = ff(
         &["demo", "--backend", &url, "--events", "20000", "--json"],
         None,
@@ -46,7 +50,7 @@ fn demo_over_eight_partitions_on_a_cluster_loses_repeats_and_reorders_nothing() 
 
 #[test]
 fn publish_and_tail_go_through_any_node_with_partitions() {
-    let url = cluster_url(4);
+    let url = cluster_url();
     let input: Vec<String> = (0..8)
         .map(|n| {
             format!(
@@ -130,7 +134,7 @@ fn a_partition_count_that_is_not_1_to_256_is_refused_in_one_line() {
 
 #[test]
 fn serve_streams_a_partitioned_family_from_a_cluster() {
-    let url = cluster_url(4);
+    let url = cluster_url();
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()

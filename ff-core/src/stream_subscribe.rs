@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | (empty) | any | tail: "after everything committed at subscribe time" |
 //! | `0x00` | any | beginning: everything still retained |
-//! | `0x01` | Valkey | family ++ entry-id ms (u64 BE) ++ entry-id seq (u64 BE) |
+//! | `0x01` | Valkey | family ++ entry-id ms (u64 BE) ++ entry-id seq (u64 BE) [++ the entry's witness (u32 BE)] |
 //! | `0x02` | Postgres | family ++ xid8 (u64 BE) ++ row id (u64 BE) |
 //! | `0x03` | memory | family ++ instance epoch (u64 BE) ++ sequence (u64 BE) |
 //! | `0x04` | Valkey, partitioned | family ++ partition count ++ one entry id per followed partition ([`partitioned`](self#partitioned-cursors)) |
@@ -59,9 +59,13 @@ pub const POSTGRES_BYTE: u8 = 0x02;
 pub const MEMORY_BYTE: u8 = 0x03;
 /// Length of every built-in positioned cursor of two `u64`s.
 pub const POSITIONED_LEN: usize = 18;
+/// Length of a Valkey single-stream cursor (`0x01`) whose position carries
+/// the witness of the entry it names: the 18 bytes and a `u32`.
+pub const VALKEY_WITNESSED_LEN: usize = 22;
 /// The longest cursor text `FromStr` accepts: room for any partitioned
-/// cursor, while a megabyte of junk is refused before it is decoded.
-pub const MAX_CURSOR_TEXT: usize = 8192;
+/// cursor (witnesses included), while a megabyte of junk is refused before
+/// it is decoded.
+pub const MAX_CURSOR_TEXT: usize = 9216;
 
 /// An opaque resume position. Subscribing with a cursor an event carried
 /// yields exactly the events after that event.
@@ -136,6 +140,9 @@ impl StreamCursor {
         if a[0] == VALKEY_PARTITIONED_BYTE {
             return partitioned::compare_cursors(a, b);
         }
+        if a[0] == VALKEY_BYTE && a.len() >= POSITIONED_LEN && b.len() >= POSITIONED_LEN {
+            return valkey_cmp(a, b);
+        }
         Some(a[2..].cmp(&b[2..]))
     }
 
@@ -167,7 +174,30 @@ impl StreamCursor {
         if a[0] == VALKEY_PARTITIONED_BYTE {
             return partitioned::join_cursors(a, b);
         }
+        if a[0] == VALKEY_BYTE && a.len() >= POSITIONED_LEN && b.len() >= POSITIONED_LEN {
+            // At the same entry, the one that carries its witness.
+            return Some(match valkey_cmp(a, b)? {
+                Ordering::Less => other,
+                Ordering::Greater => self,
+                Ordering::Equal if b.len() > a.len() => other,
+                Ordering::Equal => self,
+            })
+            .cloned();
+        }
         Some(if a[2..] >= b[2..] { self } else { other }.clone())
+    }
+}
+
+/// Two Valkey single-stream cursors (at least 18 bytes each) by entry id:
+/// the witness orders nothing, but the same id with two different
+/// witnesses names entries of different histories (`None`).
+fn valkey_cmp(a: &[u8], b: &[u8]) -> Option<Ordering> {
+    match a[2..POSITIONED_LEN].cmp(&b[2..POSITIONED_LEN]) {
+        Ordering::Equal => {
+            let (x, y) = (&a[POSITIONED_LEN..], &b[POSITIONED_LEN..]);
+            (x.is_empty() || y.is_empty() || x == y).then_some(Ordering::Equal)
+        }
+        order => Some(order),
     }
 }
 
@@ -272,8 +302,13 @@ pub fn decode_positioned(
         return Err(wrong_backend(cursor, b[0], format));
     }
     if b.len() != POSITIONED_LEN {
+        let lengths = if format == VALKEY_BYTE {
+            format!("{POSITIONED_LEN} or {VALKEY_WITNESSED_LEN}")
+        } else {
+            POSITIONED_LEN.to_string()
+        };
         return Err(EngineError::invalid_cursor(format!(
-            "cursor {cursor} is {} bytes long; cursors of {} are {POSITIONED_LEN} bytes (truncated or corrupted?)",
+            "cursor {cursor} is {} bytes long; cursors of {} are {lengths} bytes (truncated or corrupted?)",
             b.len(),
             issuer(format),
         )));
@@ -366,20 +401,75 @@ pub struct MemoryPosition {
     pub seq: u64,
 }
 
+/// A Valkey entry id and, when the position names an entry it read or
+/// wrote, that entry's witness: a digest of its fields, which tells the
+/// entry from another one given the same id later (a lossy failover).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WitnessedPosition {
+    /// The entry id.
+    pub at: ValkeyPosition,
+    /// The entry's witness; `None` for positions that name no entry
+    /// (before the first, an empty stream's newest id) or cursors that
+    /// carry none.
+    pub witness: Option<u32>,
+}
+
 /// Encode a Valkey cursor for entry id `ms-seq`.
 pub fn encode_valkey(family: Family, ms: u64, seq: u64) -> StreamCursor {
     encode_positioned(VALKEY_BYTE, family, ms, seq)
 }
 
-/// Decode a cursor given to the Valkey backend.
+/// Encode a Valkey cursor for `position`: 22 bytes with its witness, the
+/// 18 of [`encode_valkey`] without.
+pub fn encode_valkey_witnessed(family: Family, position: WitnessedPosition) -> StreamCursor {
+    let at = position.at;
+    let cursor = encode_valkey(family, at.ms, at.seq);
+    match position.witness {
+        None => cursor,
+        Some(w) => {
+            let mut b = Vec::with_capacity(VALKEY_WITNESSED_LEN);
+            b.extend_from_slice(cursor.as_bytes());
+            b.extend_from_slice(&w.to_be_bytes());
+            StreamCursor(Bytes::from(b))
+        }
+    }
+}
+
+/// Decode a cursor given to the Valkey backend (with or without a witness,
+/// which this drops).
 pub fn decode_valkey(
     cursor: &StreamCursor,
     family: Family,
 ) -> Result<CursorStart<ValkeyPosition>, EngineError> {
-    Ok(match decode_positioned(cursor, VALKEY_BYTE, family)? {
+    Ok(match decode_valkey_witnessed(cursor, family)? {
         CursorStart::Tail => CursorStart::Tail,
         CursorStart::Beginning => CursorStart::Beginning,
-        CursorStart::After((ms, seq)) => CursorStart::After(ValkeyPosition { ms, seq }),
+        CursorStart::After(p) => CursorStart::After(p.at),
+    })
+}
+
+/// Decode a cursor given to the Valkey backend with the witness it carries:
+/// 18 bytes (none) or 22.
+pub fn decode_valkey_witnessed(
+    cursor: &StreamCursor,
+    family: Family,
+) -> Result<CursorStart<WitnessedPosition>, EngineError> {
+    let b = cursor.as_bytes();
+    let (positioned, witness) = match b {
+        [VALKEY_BYTE, ..] if b.len() == VALKEY_WITNESSED_LEN => {
+            let (head, w) = b.split_at(POSITIONED_LEN);
+            let w = u32::from_be_bytes(w.try_into().expect("4 bytes"));
+            (StreamCursor(cursor.0.slice(..head.len())), Some(w))
+        }
+        _ => (cursor.clone(), None),
+    };
+    Ok(match decode_positioned(&positioned, VALKEY_BYTE, family)? {
+        CursorStart::Tail => CursorStart::Tail,
+        CursorStart::Beginning => CursorStart::Beginning,
+        CursorStart::After((ms, seq)) => CursorStart::After(WitnessedPosition {
+            at: ValkeyPosition { ms, seq },
+            witness,
+        }),
     })
 }
 
@@ -508,11 +598,11 @@ mod tests {
         );
         assert_invalid("not base64!".parse::<StreamCursor>(), "base64url");
         let too_long = "A".repeat(MAX_CURSOR_TEXT + 4);
-        assert_invalid(too_long.parse::<StreamCursor>(), "8196");
+        assert_invalid(too_long.parse::<StreamCursor>(), "9220");
         let longest = "A".repeat(MAX_CURSOR_TEXT);
         assert_eq!(
             longest.parse::<StreamCursor>().unwrap().as_bytes().len(),
-            6144
+            6912
         );
     }
 
@@ -530,6 +620,81 @@ mod tests {
             None
         );
         assert_eq!(StreamCursor::beginning().position_cmp(&a), None);
+    }
+
+    #[test]
+    fn valkey_cursors_carry_a_witness_and_old_ones_still_decode() {
+        let f = Family::Completion;
+        let at = ValkeyPosition { ms: 1000, seq: 5 };
+        let old = encode_valkey(f, 1000, 5);
+        let witnessed = encode_valkey_witnessed(
+            f,
+            WitnessedPosition {
+                at,
+                witness: Some(0x0102_0304),
+            },
+        );
+        assert_eq!(old.as_bytes().len(), POSITIONED_LEN);
+        assert_eq!(witnessed.as_bytes().len(), VALKEY_WITNESSED_LEN);
+        assert_eq!(&witnessed.as_bytes()[..POSITIONED_LEN], old.as_bytes());
+        assert_eq!(
+            decode_valkey_witnessed(&old, f).unwrap(),
+            CursorStart::After(WitnessedPosition { at, witness: None })
+        );
+        assert_eq!(
+            decode_valkey_witnessed(&witnessed, f).unwrap(),
+            CursorStart::After(WitnessedPosition {
+                at,
+                witness: Some(0x0102_0304)
+            })
+        );
+        assert_eq!(
+            decode_valkey(&witnessed, f).unwrap(),
+            CursorStart::After(at)
+        );
+        assert_eq!(
+            encode_valkey_witnessed(f, WitnessedPosition { at, witness: None }),
+            old
+        );
+        assert_invalid(
+            decode_valkey(&StreamCursor::new(witnessed.0.slice(..20)), f),
+            "18 or 22 bytes",
+        );
+        assert_invalid(
+            decode_valkey(&witnessed, Family::LeaseHistory),
+            "completion stream, not lease-history",
+        );
+        assert_invalid(
+            decode_memory(&StreamCursor::new(witnessed.0.clone()), f),
+            "Valkey",
+        );
+
+        // The witness orders nothing; at one id, two witnesses are two
+        // histories.
+        let other = encode_valkey_witnessed(
+            f,
+            WitnessedPosition {
+                at,
+                witness: Some(9),
+            },
+        );
+        let later = encode_valkey(f, 1000, 6);
+        let earlier = encode_valkey_witnessed(
+            f,
+            WitnessedPosition {
+                at: ValkeyPosition { ms: 1000, seq: 4 },
+                witness: Some(u32::MAX),
+            },
+        );
+        assert_eq!(old.position_cmp(&witnessed), Some(Ordering::Equal));
+        assert_eq!(witnessed.position_cmp(&old), Some(Ordering::Equal));
+        assert_eq!(witnessed.position_cmp(&witnessed), Some(Ordering::Equal));
+        assert_eq!(witnessed.position_cmp(&other), None);
+        assert_eq!(witnessed.position_cmp(&later), Some(Ordering::Less));
+        assert_eq!(earlier.position_cmp(&old), Some(Ordering::Less));
+        assert_eq!(old.position_join(&witnessed), Some(witnessed.clone()));
+        assert_eq!(witnessed.position_join(&later), Some(later.clone()));
+        assert_eq!(witnessed.position_join(&other), None);
     }
 
     #[test]

@@ -6,11 +6,17 @@
 //! Valkey server.
 //!
 //! The server answers `MULTI` with `+OK`, queued commands with `+QUEUED`,
-//! `CLUSTER …` as a standalone server does (cluster support disabled), and
-//! every other command it does not script with `+OK`. A test scripts
+//! `CLUSTER …` as a standalone server does (cluster support disabled),
+//! `GET` and `SET` with nil (the key prefix's layout record is absent, and
+//! the backend's `SET … NX GET` records it), and every other command it
+//! does not script with `+OK`. A test scripts
 //! three requests (see [`Request`]): the state read at subscribe time
 //! (`XINFO STREAM` + `GET` in `MULTI`), a paired page read (`XRANGE` +
-//! `XINFO STREAM` + `GET` in `MULTI`), and the wake-up (`XREAD`).
+//! `XINFO STREAM` + `GET` in `MULTI`), and the wake-up (`XREAD`). When a
+//! paired read also fetches the entry at its position (`XRANGE key id id`,
+//! which it does once it holds that entry's witness), the server appends
+//! that entry — [`entry`]`(id)`, as every scripted page holds — to a
+//! scripted `EXEC` reply of three parts sent whole (`Answer::Bytes`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -159,7 +165,17 @@ impl Connection {
                 }
                 (Some("EXEC"), Some(_)) => {
                     let commands = queued.take().unwrap_or_default();
-                    (self.script)(&request_of(&commands))
+                    let answer = (self.script)(&request_of(&commands));
+                    match (answer, probe_of(&commands)) {
+                        (Answer::Bytes(bytes), Some(id)) if bytes.starts_with(b"*3\r\n") => {
+                            let mut out = b"*4\r\n".to_vec();
+                            out.extend_from_slice(&bytes[4..]);
+                            out.extend_from_slice(b"*1\r\n");
+                            out.extend_from_slice(&entry(&id));
+                            Answer::Bytes(out)
+                        }
+                        (answer, _) => answer,
+                    }
                 }
                 (_, Some(commands)) => {
                     commands.push(command);
@@ -167,6 +183,7 @@ impl Connection {
                 }
                 (Some("XREAD"), None) => (self.script)(&Request::Wait),
                 (Some("PING"), None) => Answer::Bytes(b"+PONG\r\n".to_vec()),
+                (Some("GET" | "SET"), None) => Answer::Bytes(b"$-1\r\n".to_vec()),
                 (Some("CLUSTER"), None) => {
                     Answer::Bytes(b"-ERR This instance has cluster support disabled\r\n".to_vec())
                 }
@@ -219,10 +236,18 @@ impl Connection {
     }
 }
 
+/// The id whose entry a paired read fetches (`XRANGE key id id`).
+fn probe_of(commands: &[Vec<String>]) -> Option<String> {
+    commands
+        .iter()
+        .find(|c| c.len() == 4 && c[0].eq_ignore_ascii_case("XRANGE"))
+        .map(|c| c[2].clone())
+}
+
 /// What the queued commands of a transaction ask.
 fn request_of(commands: &[Vec<String>]) -> Request {
     for c in commands {
-        if c.first().is_some_and(|n| n.eq_ignore_ascii_case("XRANGE")) {
+        if c.len() == 6 && c[0].eq_ignore_ascii_case("XRANGE") {
             return Request::Page {
                 start: c.get(2).cloned().unwrap_or_default(),
                 end: c.get(3).cloned().unwrap_or_default(),

@@ -710,8 +710,11 @@ mod suite {
         // Seen: the second event only.
         let mut ahead = decode(&head);
         let k = partition_of(second);
-        let second_at = decode(second.id.as_deref().unwrap()).position(k).unwrap();
-        ahead.set_position(k, second_at).unwrap();
+        let second_cursor = decode(second.id.as_deref().unwrap());
+        let second_at = second_cursor.position(k).unwrap();
+        ahead
+            .set_witnessed(k, second_at, second_cursor.witness(k))
+            .unwrap();
         let ahead = encode_valkey_partitioned(f, &ahead).to_string();
         let (mut client, start) = open_started(
             &server,

@@ -180,9 +180,7 @@ async fn an_append_inside_the_callers_transaction_commits_with_its_state_change(
         .query_async(&mut conn)
         .await
         .expect("MULTI/EXEC");
-    let cursor = b
-        .cursor_from_entry_id(Family::Completion, &entry_id)
-        .expect("cursor");
+    let cursor = b.cursor_of_entry(&event, &meta, &entry_id).expect("cursor");
     let mut sub = b
         .subscribe_completion(StreamCursor::beginning(), &SubscriptionFilter::default())
         .await

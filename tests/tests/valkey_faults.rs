@@ -476,7 +476,7 @@ async fn a_garbage_entry_mid_stream_is_one_corrupt_item_then_the_rest(transport:
     .await
     .expect("thread");
     let garbage = backend
-        .cursor_from_entry_id(Family::Completion, &garbage)
+        .raw_entry_cursor(Family::Completion, 0, &garbage, &[("hello", "world")])
         .expect("cursor");
     backend.publish_batch(batch(5..10)).await.expect("publish");
 

@@ -184,9 +184,8 @@ async fn cursors_of_another_partition_count_or_partition_set_are_invalid_and_say
     let (events, full) = until_caught_up(&mut sub).await;
     assert_eq!(events.len(), 6);
 
-    let mut other_p = config(4);
-    other_p.key_prefix = six.config().key_prefix.clone();
-    let four = ValkeyBackend::connect(&cluster_url().await, other_p)
+    // Under another prefix: this one is laid out with partitions=6.
+    let four = ValkeyBackend::connect(&cluster_url().await, config(4))
         .await
         .expect("connect");
     invalid(
@@ -361,7 +360,9 @@ async fn append_cmd_commits_with_the_executions_own_keys() {
         .query_async(&mut conn)
         .await
         .expect("one transaction in the execution's slot");
-    let cursor = b.cursor_of_entry(&event, &entry_id).expect("cursor");
+    let cursor = b
+        .cursor_of_entry(&event, &EventMeta::new(), &entry_id)
+        .expect("cursor");
     let filter = SubscriptionFilter::new().with_execution_id(exec);
     let mut sub = b
         .subscribe_family(Family::Completion, StreamCursor::beginning(), &filter)
@@ -467,4 +468,105 @@ async fn a_batch_over_partitions_names_those_not_acknowledged_and_keeps_the_rest
     let (stored, _) = until_caught_up(&mut sub).await;
     assert_eq!(partitions_of(&stored, 6), up.iter().copied().collect());
     assert_eq!(stored.len(), up.len());
+}
+
+/// The layout record under `prefix` (`{prefix}layout`), read
+/// through `via`'s connection to the node serving it.
+async fn layout_record(via: &ValkeyBackend, prefix: &str) -> Option<String> {
+    let key = format!("{prefix}layout");
+    let mut conn = via.connection_for_key(&key).await.expect("connection");
+    redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .expect("GET")
+}
+
+/// `connect` refused because the prefix records `recorded` partitions and
+/// the backend was configured with `configured`, saying what to do.
+fn layout_refused(r: Result<ValkeyBackend, EngineError>, recorded: u16, configured: u16) {
+    match r {
+        Err(EngineError::Validation { detail }) => {
+            for needle in [
+                format!("partitions={recorded} (recorded"),
+                format!("configured with partitions={configured}"),
+                format!("use partitions={recorded}, or a new key prefix"),
+            ] {
+                assert!(detail.contains(&needle), "{detail:?} lacks {needle:?}");
+            }
+        }
+        Err(other) => panic!("expected Validation, got {other}"),
+        Ok(_) => panic!("partitions={configured} connected to a prefix laid out with {recorded}"),
+    }
+}
+
+/// On `base` (a server's URL), under fresh prefixes: whichever side
+/// connects first records its P, and the other side, configured with
+/// another P through its URL, is refused naming both — a publisher with
+/// `publisher_p` and a subscriber with `subscriber_p`, in both orders.
+async fn disagreeing_sides_are_refused(base: &str, publisher_p: u16, subscriber_p: u16) {
+    let url = |p: u16| format!("{base}?partitions={p}");
+    let fresh = || config(1).with_key_prefix(format!("{}:", support::unique_name("fflayout")));
+
+    // The publisher first.
+    let cfg = fresh();
+    let prefix = cfg.key_prefix.clone();
+    let publisher = ValkeyBackend::connect(&url(publisher_p), cfg.clone())
+        .await
+        .expect("the first to use the prefix connects");
+    assert_eq!(
+        layout_record(&publisher, &prefix).await.as_deref(),
+        Some(format!("layout=1 partitions={publisher_p}").as_str()),
+        "a publisher records its P at first use"
+    );
+    publisher
+        .publish_batch(completions(8))
+        .await
+        .expect("publish");
+    layout_refused(
+        ValkeyBackend::connect(&url(subscriber_p), cfg.clone()).await,
+        publisher_p,
+        subscriber_p,
+    );
+
+    // The subscriber first.
+    let cfg = fresh();
+    let prefix = cfg.key_prefix.clone();
+    let subscriber = ValkeyBackend::connect(&url(subscriber_p), cfg.clone())
+        .await
+        .expect("the first to use the prefix connects");
+    let mut sub = subscriber
+        .subscribe_family(
+            Family::Completion,
+            StreamCursor::beginning(),
+            &SubscriptionFilter::default(),
+        )
+        .await
+        .expect("subscribe");
+    let (events, _) = until_caught_up(&mut sub).await;
+    assert!(events.is_empty());
+    assert_eq!(
+        layout_record(&subscriber, &prefix).await.as_deref(),
+        Some(format!("layout=1 partitions={subscriber_p}").as_str()),
+        "a subscriber records its P at first use"
+    );
+    layout_refused(
+        ValkeyBackend::connect(&url(publisher_p), cfg.clone()).await,
+        subscriber_p,
+        publisher_p,
+    );
+    // The same P still connects, on either side.
+    ValkeyBackend::connect(&url(subscriber_p), cfg)
+        .await
+        .expect("the recorded P connects");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn publishers_and_subscribers_that_disagree_on_p_are_refused_naming_both() {
+    let standalone = server_url().await;
+    let cluster = cluster_url().await;
+    for base in [&standalone, &cluster] {
+        disagreeing_sides_are_refused(base, 8, 4).await;
+        disagreeing_sides_are_refused(base, 1, 4).await;
+    }
 }

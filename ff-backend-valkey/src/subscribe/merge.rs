@@ -11,7 +11,9 @@
 //!   order, and live entries come as they are read;
 //! - the position of a partition is the last of its entries taken (or
 //!   where the subscription started it), so the cursor of an item resumes
-//!   every partition exactly after what was yielded from it;
+//!   every partition exactly after what was yielded from it; a position
+//!   carries the witness of the entry it names when it names one that was
+//!   read (or the cursor started at carried it);
 //! - `CaughtUp` is yielded once, after every entry each partition had when
 //!   the subscription started (its target) and before any later one.
 
@@ -26,7 +28,7 @@ use ff_core::stream_subscribe::{
 use ff_core::types::TimestampMs;
 
 use crate::expiry::Expired;
-use crate::partition::Followed;
+use crate::partition::{Followed, Positions};
 
 /// What an entry of a page holds for the consumer.
 pub(crate) enum Decoded {
@@ -41,6 +43,8 @@ pub(crate) enum Decoded {
 /// One entry read from a partition.
 pub(crate) struct Pending {
     pub(crate) id: ValkeyPosition,
+    /// The entry's [witness](crate::witness).
+    pub(crate) witness: u32,
     pub(crate) decoded: Decoded,
 }
 
@@ -49,6 +53,8 @@ struct Lane {
     /// Yielded up to here; `None` until the first read of a subscription
     /// from the beginning.
     position: Option<ValkeyPosition>,
+    /// The witness of the entry at `position`, when known.
+    witness: Option<u32>,
     /// `CaughtUp` is due once past here; `None` when not awaited.
     target: Option<ValkeyPosition>,
     queue: VecDeque<Pending>,
@@ -117,6 +123,7 @@ impl Merger {
             .zip(targets)
             .map(|(position, target)| Lane {
                 position,
+                witness: None,
                 target,
                 queue: VecDeque::new(),
                 at_end: false,
@@ -137,19 +144,36 @@ impl Merger {
         merger
     }
 
+    /// The same merger with the lanes' starting positions carrying
+    /// `witnesses` (one per lane).
+    pub(crate) fn with_witnesses(mut self, witnesses: &[Option<u32>]) -> Self {
+        for (lane, &witness) in self.lanes.iter_mut().zip(witnesses) {
+            lane.witness = witness;
+        }
+        self.composite = None;
+        self.build_composite();
+        self
+    }
+
     /// Build the composite position once every lane's is known.
     fn build_composite(&mut self) {
         if self.composite.is_some() || self.followed.count() <= 1 {
             return;
         }
         if let Some(positions) = self.positions() {
-            self.composite = Some(
-                PartitionedPosition::new(
-                    self.followed.count(),
-                    self.followed.partitions().iter().copied().zip(positions),
-                )
-                .expect("followed partitions are valid"),
-            );
+            let mut composite = PartitionedPosition::new(
+                self.followed.count(),
+                self.followed.partitions().iter().copied().zip(positions),
+            )
+            .expect("followed partitions are valid");
+            for (&partition, lane) in self.followed.partitions().iter().zip(&self.lanes) {
+                if let Some(at) = lane.position.filter(|_| lane.witness.is_some()) {
+                    composite
+                        .set_witnessed(partition, at, lane.witness)
+                        .expect("a followed partition");
+                }
+            }
+            self.composite = Some(composite);
         }
     }
 
@@ -191,7 +215,10 @@ impl Merger {
     pub(crate) fn cursor(&self) -> Option<StreamCursor> {
         match &self.composite {
             Some(position) => Some(encode_valkey_partitioned(self.followed.family(), position)),
-            None => self.positions().map(|p| self.followed.encode(&p)),
+            None => self.positions().map(|p| {
+                let witnesses: Vec<Option<u32>> = self.lanes.iter().map(|l| l.witness).collect();
+                self.followed.encode_witnessed(&p, &witnesses)
+            }),
         }
     }
 
@@ -252,10 +279,11 @@ impl Merger {
             };
             let entry = self.lanes[lane].queue.pop_front().expect("a head");
             self.lanes[lane].position = Some(entry.id);
+            self.lanes[lane].witness = Some(entry.witness);
             if let Some(position) = self.composite.as_mut() {
                 let partition = self.followed.partitions()[lane];
                 position
-                    .set_position(partition, entry.id)
+                    .set_witnessed(partition, entry.id, Some(entry.witness))
                     .expect("a followed partition");
             }
             self.taken += 1;
@@ -291,17 +319,23 @@ impl Merger {
         self.lanes.iter().map(|l| l.position).collect()
     }
 
+    /// The witness of each lane's position, when known.
+    pub(crate) fn lane_witnesses(&self) -> Vec<Option<u32>> {
+        self.lanes.iter().map(|l| l.witness).collect()
+    }
+
     /// The `CursorExpired` error for lane `lane` found expired at its read
     /// after `at`: the cursor is the current positions (or, before they
-    /// are all known, `sent`), and `oldest` the positions that resume every
-    /// lane at what it still retains, when known.
+    /// are all known, `sent`), and `oldest` the positions (with their
+    /// witnesses) that resume every lane at what it still retains, when
+    /// known.
     pub(crate) fn expired(
         &self,
         lane: usize,
         at: ValkeyPosition,
         expired: Expired,
         sent: &StreamCursor,
-        oldest: Option<Vec<ValkeyPosition>>,
+        oldest: Option<Positions>,
     ) -> EngineError {
         let positions: Option<Vec<ValkeyPosition>> = self
             .lanes
@@ -311,7 +345,7 @@ impl Merger {
             .collect();
         EngineError::CursorExpired {
             cursor: positions.map_or_else(|| sent.clone(), |p| self.followed.encode(&p)),
-            oldest: oldest.map(|p| self.followed.encode(&p)),
+            oldest: oldest.map(|(p, w)| self.followed.encode_witnessed(&p, &w)),
             detail: lane_detail(&self.followed, lane, &expired.detail),
         }
     }
@@ -341,6 +375,7 @@ mod tests {
     fn event(ms: u64, n: u16) -> Pending {
         Pending {
             id: at(ms),
+            witness: 0,
             decoded: Decoded::Event(
                 NewEvent::completion(ExecutionId::new(n), CompletionOutcome::Success),
                 EventMeta::new(),
@@ -411,6 +446,7 @@ mod tests {
         let mut out = Vec::new();
         let skipped = Pending {
             id: at(2),
+            witness: 0,
             decoded: Decoded::Skipped,
         };
         m.push(0, vec![event(1, 0), skipped], true, at(0));

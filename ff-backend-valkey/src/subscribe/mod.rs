@@ -29,7 +29,7 @@ use ff_core::backend::{DeliveryItem, DeliveryStream};
 use ff_core::engine_error::EngineError;
 use ff_core::filter::SubscriptionFilter;
 use ff_core::stream_events::Family;
-use ff_core::stream_subscribe::{CursorStart, StreamCursor, ValkeyPosition};
+use ff_core::stream_subscribe::{CursorStart, StreamCursor, ValkeyPosition, WitnessedPosition};
 use futures::future::try_join_all;
 use tokio::sync::mpsc;
 
@@ -37,6 +37,7 @@ use crate::expiry;
 use crate::inner::Inner;
 use crate::partition::{partition_of, Followed};
 use crate::stream_info::{self, StreamState};
+use crate::witness;
 use merge::{lane_detail, Merger};
 use pump::Pump;
 use reader::Reader;
@@ -125,6 +126,8 @@ struct Start {
     states: Vec<StreamState>,
     /// Each followed partition's position (`None`: its beginning).
     positions: Vec<Option<ValkeyPosition>>,
+    /// The witness of each position's entry, where it names one.
+    witnesses: Vec<Option<u32>>,
     /// Each partition's newest entry when the subscription must catch up
     /// to it before `CaughtUp`; `None` when `initial` holds `CaughtUp`.
     targets: Option<Vec<ValkeyPosition>>,
@@ -143,48 +146,86 @@ async fn start_of(
     cursor: StreamCursor,
 ) -> Result<Start, EngineError> {
     let family = followed.family();
-    let start = followed.decode(&cursor)?;
-    let states: Vec<StreamState> =
-        try_join_all(followed.partitions().iter().map(|&n| async move {
-            let context = format!("subscribing to {}", inner.describe(family, n));
-            stream_info::stream_state(inner, family, n, &context).await
-        }))
-        .await?;
+    let start = followed.decode_witnessed(&cursor)?;
+    // A position with a witness: its entry is read with the state, to
+    // check it is still the one the position names.
+    let probes: Vec<Option<ValkeyPosition>> = match &start {
+        CursorStart::After((positions, witnesses)) => positions
+            .iter()
+            .zip(witnesses)
+            .map(|(&p, w)| w.map(|_| p))
+            .collect(),
+        _ => vec![None; followed.partitions().len()],
+    };
+    let (states, found): (Vec<StreamState>, Vec<Option<u32>>) = try_join_all(
+        followed
+            .partitions()
+            .iter()
+            .zip(probes)
+            .map(|(&n, probe)| async move {
+                let context = format!("subscribing to {}", inner.describe(family, n));
+                stream_info::stream_state_at(inner, family, n, probe, &context).await
+            }),
+    )
+    .await?
+    .into_iter()
+    .unzip();
     let heads: Vec<ValkeyPosition> = states.iter().map(|s| s.last_generated).collect();
-    let (positions, targets, resume, initial): (Vec<Option<ValkeyPosition>>, _, _, _) = match start
-    {
+    let head_witnesses: Vec<Option<u32>> = states
+        .iter()
+        .map(|s| s.last_witness.filter(|_| s.last == Some(s.last_generated)))
+        .collect();
+    let (positions, witnesses, targets, resume, initial): (
+        Vec<Option<ValkeyPosition>>,
+        Vec<Option<u32>>,
+        _,
+        _,
+        _,
+    ) = match start {
         CursorStart::Tail => {
-            let resolved = followed.encode(&heads);
+            let resolved = followed.encode_witnessed(&heads, &head_witnesses);
             let caught_up = vec![Ok(DeliveryItem::CaughtUp {
                 cursor: resolved.clone(),
             })];
             (
                 heads.iter().copied().map(Some).collect(),
+                head_witnesses,
                 None,
                 resolved,
                 Some(caught_up),
             )
         }
-        CursorStart::Beginning => (vec![None; heads.len()], Some(heads), cursor, None),
-        CursorStart::After(positions) => {
+        CursorStart::Beginning => (
+            vec![None; heads.len()],
+            vec![None; heads.len()],
+            Some(heads),
+            cursor,
+            None,
+        ),
+        CursorStart::After((positions, witnesses)) => {
             // Every expired lane resumes at what it retains in `oldest`.
             let mut oldest = positions.clone();
+            let mut oldest_witnesses = witnesses.clone();
             let mut first = None;
             for (lane, (&p, state)) in positions.iter().zip(&states).enumerate() {
-                if let Err(expired) = expiry::judge(p, state) {
+                let judged = expiry::judge(p, state)
+                    .and_then(|()| witness::judge(p, witnesses[lane], state, found[lane]));
+                if let Err(expired) = judged {
                     oldest[lane] = expired.oldest;
+                    oldest_witnesses[lane] = None;
                     first.get_or_insert((lane, expired.detail));
                 }
             }
             if let Some((lane, detail)) = first {
                 return Err(EngineError::CursorExpired {
                     cursor,
-                    oldest: Some(followed.encode(&oldest)),
+                    oldest: Some(followed.encode_witnessed(&oldest, &oldest_witnesses)),
                     detail: lane_detail(followed, lane, &detail),
                 });
             }
             (
                 positions.into_iter().map(Some).collect(),
+                witnesses,
                 Some(heads),
                 cursor,
                 None,
@@ -194,6 +235,7 @@ async fn start_of(
     Ok(Start {
         states,
         positions,
+        witnesses,
         targets,
         resume,
         initial,
@@ -211,6 +253,7 @@ async fn subscribe_followed(
     let Start {
         states,
         positions,
+        witnesses,
         targets,
         resume,
         initial,
@@ -220,21 +263,21 @@ async fn subscribe_followed(
     let readers = followed
         .partitions()
         .iter()
-        .zip(&positions)
+        .zip(positions.iter().zip(&witnesses))
         .zip(&states)
-        .map(|((&n, &read), state)| {
+        .map(|((&n, (&read, &witness)), state)| {
             Reader::new(
                 inner.clone(),
                 family,
                 n,
                 per_read,
                 filter.clone(),
-                read,
+                read.map(|at| WitnessedPosition { at, witness }),
                 Some(state),
             )
         })
         .collect();
-    let merger = Merger::new(followed, positions, targets);
+    let merger = Merger::new(followed, positions, targets).with_witnesses(&witnesses);
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
     let pump = Pump::new(inner.clone(), merger, readers, tx, resume, initial);
     let task = tokio::spawn(pump.run());

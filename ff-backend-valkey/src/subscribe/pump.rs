@@ -30,7 +30,8 @@ use super::merge::Merger;
 use super::reader::{Output, Reader};
 use crate::expiry::{self, Expired};
 use crate::inner::Inner;
-use crate::stream_info::stream_state;
+use crate::stream_info::stream_state_at;
+use crate::witness;
 
 /// One item of a delivery stream.
 pub(crate) type Item = Result<DeliveryItem, EngineError>;
@@ -85,32 +86,43 @@ impl Pump {
 
     /// The `CursorExpired` error for lane `lane`, expired after `at`. The
     /// other lanes may have lost entries too: each is judged on its
-    /// stream's state now, so `oldest` resumes every lane at what it still
-    /// retains (it is left out when a state cannot be read).
+    /// stream's state now (and its entry, when its position has a
+    /// witness), so `oldest` resumes every lane at what it still retains
+    /// (it is left out when a state cannot be read).
     async fn expired(&self, lane: usize, at: ValkeyPosition, expired: Expired) -> EngineError {
         let followed = self.merger.followed();
         let family = followed.family();
-        let mut oldest = Some(Vec::with_capacity(followed.partitions().len()));
-        for (i, (&partition, position)) in followed
+        let mut oldest = Some((
+            Vec::with_capacity(followed.partitions().len()),
+            Vec::with_capacity(followed.partitions().len()),
+        ));
+        for (i, ((&partition, position), witness)) in followed
             .partitions()
             .iter()
             .zip(self.merger.lane_positions())
+            .zip(self.merger.lane_witnesses())
             .enumerate()
         {
             let resume = if i == lane {
-                Some(expired.oldest)
+                Some((expired.oldest, None))
             } else {
                 let context = format!("reading {}", self.inner.describe(family, partition));
-                match stream_state(&self.inner, family, partition, &context).await {
-                    Ok(state) => Some(match position {
-                        Some(p) => expiry::judge(p, &state).map_or_else(|e| e.oldest, |()| p),
-                        None => expiry::oldest(&state),
+                let probe = position.filter(|_| witness.is_some());
+                match stream_state_at(&self.inner, family, partition, probe, &context).await {
+                    Ok((state, found)) => Some(match position {
+                        Some(p) => expiry::judge(p, &state)
+                            .and_then(|()| witness::judge(p, witness, &state, found))
+                            .map_or_else(|e| (e.oldest, None), |()| (p, witness)),
+                        None => (expiry::oldest(&state), None),
                     }),
                     Err(_) => None,
                 }
             };
             match (resume, oldest.as_mut()) {
-                (Some(p), Some(o)) => o.push(p),
+                (Some((p, w)), Some((positions, witnesses))) => {
+                    positions.push(p);
+                    witnesses.push(w);
+                }
                 _ => oldest = None,
             }
         }

@@ -1,6 +1,8 @@
 //! Reads paired with the stream's metadata: one `MULTI`/`EXEC` runs
-//! `XRANGE`, `XINFO STREAM` and `GET` of the trim record, so expiry is
-//! judged on exactly the state the entries were read from.
+//! `XRANGE`, `XINFO STREAM` and `GET` of the trim record — and, when the
+//! position read after carries a [witness](crate::witness), `XRANGE` of
+//! that one entry — so expiry and the position's entry are judged on
+//! exactly the state the entries were read from.
 //!
 //! The reply is checked against what was asked ([`PageAsk`]) before
 //! anything of it is used: at most `count` entries, ids strictly
@@ -13,7 +15,7 @@ use std::time::Duration;
 use ff_core::stream_subscribe::ValkeyPosition;
 
 use super::conn::{Conn, ConnError, Reply};
-use crate::entry::Entries;
+use crate::entry::{Entries, Fields};
 use crate::id;
 use crate::limits;
 use crate::resp::{skip, Token};
@@ -24,6 +26,10 @@ pub(crate) struct Page {
     reply: Reply,
     len: usize,
     last: Option<ValkeyPosition>,
+    last_witness: Option<u32>,
+    /// When asked: the witness of the entry at the position read after,
+    /// `None` when the stream holds no entry there.
+    pub(crate) found: Option<Option<u32>>,
     /// The stream's metadata in the same transaction.
     pub(crate) state: StreamState,
 }
@@ -37,6 +43,11 @@ impl Page {
     /// The id of the page's last entry.
     pub(crate) fn last_id(&self) -> Option<ValkeyPosition> {
         self.last
+    }
+
+    /// The witness of the page's last entry.
+    pub(crate) fn last_witness(&self) -> Option<u32> {
+        self.last_witness
     }
 
     /// The page's entries, oldest first.
@@ -60,6 +71,16 @@ pub(crate) struct PageAsk {
     pub(crate) after: Option<ValkeyPosition>,
     /// At most this many.
     pub(crate) count: usize,
+    /// The witness of the entry at `after`: the read fetches that entry
+    /// too, to check it is still the same.
+    pub(crate) witness: Option<u32>,
+}
+
+impl PageAsk {
+    /// The position whose entry the read fetches, if any.
+    fn probe(&self) -> Option<ValkeyPosition> {
+        self.after.filter(|_| self.witness.is_some())
+    }
 }
 
 /// Queue the transaction reading what `ask` asks for together with
@@ -87,6 +108,10 @@ pub(crate) fn push_page_request(conn: &mut Conn, keys: &PageKeys, ask: PageAsk) 
     let xinfo: [&[u8]; 3] = [b"XINFO", b"STREAM", key];
     conn.push(&xinfo);
     conn.push(&[b"GET", keys.record.as_bytes()]);
+    if let Some(at) = ask.probe() {
+        let at = id::format(at);
+        conn.push(&[b"XRANGE", key, at.as_bytes(), at.as_bytes()]);
+    }
     conn.push(&[b"EXEC"]);
 }
 
@@ -120,16 +145,21 @@ pub(crate) async fn read_page(
     timeout: Duration,
 ) -> Result<Page, PageError> {
     let read = async {
-        // +OK, three +QUEUED, then EXEC's reply. An error in the first
-        // four (say -LOADING after a restart) makes EXEC answer
-        // -EXECABORT; report the first one, which says why.
+        // +OK, three +QUEUED (four with the probe), then EXEC's reply. An
+        // error before EXEC (say -LOADING after a restart) makes EXEC
+        // answer -EXECABORT; report the first one, which says why.
         let mut first_error = None;
-        for _ in 0..4 {
+        for _ in 0..4 + usize::from(ask.probe().is_some()) {
             if let Err(e) = conn.read(limits::SMALL_REPLY).await?.check() {
                 first_error.get_or_insert(e);
             }
         }
-        let exec = conn.read(limits::entries_reply(ask.count)).await?.check();
+        let exec = conn
+            .read(limits::entries_reply(
+                ask.count + usize::from(ask.probe().is_some()),
+            ))
+            .await?
+            .check();
         match first_error {
             Some(e) => Err(e),
             None => exec,
@@ -138,7 +168,7 @@ pub(crate) async fn read_page(
     let reply = tokio::time::timeout(timeout, read)
         .await
         .map_err(|_| ConnError::Timeout(timeout))??;
-    let page = parse_page(reply)?;
+    let page = parse_page(reply, ask.probe())?;
     check_order(&page, ask).map_err(|why| PageError::Conn(ConnError::Protocol(why)))?;
     Ok(page)
 }
@@ -168,9 +198,12 @@ fn check_order(page: &Page, ask: PageAsk) -> Result<(), String> {
     Ok(())
 }
 
-fn parse_page(reply: Reply) -> Result<Page, PageError> {
+/// Parse the `EXEC` reply of a paired read that fetched the entry at
+/// `probe` too, when given.
+fn parse_page(reply: Reply, probe: Option<ValkeyPosition>) -> Result<Page, PageError> {
     let t = &reply.tokens;
-    if t.first() != Some(&Token::Array(3)) {
+    let parts = 3 + usize::from(probe.is_some());
+    if t.first() != Some(&Token::Array(parts)) {
         return Err(malformed(format!("EXEC returned {:?}", t.first())));
     }
     if let Some(Token::Error(r)) = t.get(1) {
@@ -182,11 +215,20 @@ fn parse_page(reply: Reply) -> Result<Page, PageError> {
     let mut entries = Entries::new(&reply.data, t, 1).map_err(malformed)?;
     let len = entries.len();
     let mut last = None;
+    let mut last_fields = None;
     for entry in entries.by_ref() {
-        last = Some(entry.map_err(malformed)?.id);
+        let entry = entry.map_err(malformed)?;
+        last = Some(entry.id);
+        last_fields = Some(entry.fields);
     }
+    let last_witness = last_fields.map(|f| f.witness());
     let info = skip(t, 1);
-    let record = match t.get(skip(t, info)) {
+    let record_at = skip(t, info);
+    let found = match probe {
+        None => None,
+        Some(at) => Some(probed(&reply, skip(t, record_at), at)?),
+    };
+    let record = match t.get(record_at) {
         Some(Token::Nil) => None,
         Some(Token::Bulk(r)) => Some(reply.bytes(r)),
         Some(Token::Error(r)) => {
@@ -205,9 +247,46 @@ fn parse_page(reply: Reply) -> Result<Page, PageError> {
     Ok(Page {
         len,
         last,
+        last_witness,
+        found,
         state,
         reply,
     })
+}
+
+/// The witness of the entry at `at`, from the `XRANGE at at` reply at
+/// `tokens[from]`; `None` when there is none.
+fn probed(reply: &Reply, from: usize, at: ValkeyPosition) -> Result<Option<u32>, PageError> {
+    if let Some(Token::Error(r)) = reply.tokens.get(from) {
+        return Err(PageError::Reply(format!(
+            "XRANGE of the position's entry failed: {}",
+            String::from_utf8_lossy(reply.bytes(r))
+        )));
+    }
+    let mut entries = Entries::new(&reply.data, &reply.tokens, from).map_err(malformed)?;
+    let found = match entries.next() {
+        None => return Ok(None),
+        Some(entry) => entry.map_err(malformed)?,
+    };
+    if found.id != at || entries.len() > 0 {
+        return Err(malformed(format!(
+            "XRANGE {0} {0} returned entry {1} or more than one",
+            id::format(at),
+            id::format(found.id)
+        )));
+    }
+    Ok(Some(found.fields.witness()))
+}
+
+/// The witness of the entry fields array at `tokens[at]` (an `XINFO
+/// STREAM` first or last entry's).
+fn entry_witness(reply: &Reply, at: usize) -> u32 {
+    let t = &reply.tokens;
+    let fields = match t.get(at) {
+        Some(Token::Array(n)) if at + 1 + n <= t.len() => &t[at + 1..at + 1 + n],
+        _ => &t[0..0],
+    };
+    Fields::new(&reply.data, fields).witness()
 }
 
 /// Parse the `XINFO STREAM` reply at `tokens[at]`; "no such key" is the
@@ -238,7 +317,10 @@ fn state_from_tokens(reply: &Reply, at: usize) -> Result<StreamState, PageError>
             Some(Token::Int(v)) => InfoValue::Int(v),
             Some(Token::Nil) => InfoValue::Nil,
             Some(Token::Bulk(r) | Token::Simple(r)) => InfoValue::Bytes(reply.bytes(&r)),
-            Some(Token::Array(_)) => InfoValue::Entry(string(i + 2)),
+            Some(Token::Array(_)) => InfoValue::Entry {
+                id: string(i + 2),
+                witness: entry_witness(reply, i + 3),
+            },
             Some(Token::Error(_)) | None => InfoValue::Other,
         };
         fields.push((name, value));
@@ -251,6 +333,7 @@ fn state_from_tokens(reply: &Reply, at: usize) -> Result<StreamState, PageError>
 mod tests {
     use super::*;
     use crate::resp::Parser;
+    use crate::witness;
 
     fn reply(bytes: &[u8]) -> Reply {
         let mut p = Parser::default();
@@ -274,7 +357,7 @@ mod tests {
             $11\r\nfirst-entry\r\n*2\r\n$3\r\n4-0\r\n*2\r\n$1\r\na\r\n$1\r\n1\r\n\
             $10\r\nlast-entry\r\n*2\r\n$3\r\n5-0\r\n*0\r\n\
             $5\r\n3-0 3\r\n";
-        let page = parse_page(reply(exec)).unwrap();
+        let page = parse_page(reply(exec), None).unwrap();
         assert_eq!(page.len(), 2);
         let p = |ms| ValkeyPosition { ms, seq: 0 };
         assert_eq!(page.last_id(), Some(p(5)));
@@ -299,7 +382,7 @@ mod tests {
             bytes.extend_from_slice(format!("*2\r\n${}\r\n{id}\r\n*0\r\n", id.len()).as_bytes());
         }
         bytes.extend_from_slice(b"-ERR no such key\r\n$-1\r\n");
-        parse_page(reply(&bytes)).unwrap()
+        parse_page(reply(&bytes), None).unwrap()
     }
 
     #[test]
@@ -307,6 +390,7 @@ mod tests {
         let ask = |after: Option<(u64, u64)>, count| PageAsk {
             after: after.map(|(ms, seq)| ValkeyPosition { ms, seq }),
             count,
+            witness: None,
         };
         assert!(check_order(&page_of(&["1-0", "2-0", "2-1"]), ask(None, 3)).is_ok());
         assert!(check_order(&page_of(&["1-0", "2-0"]), ask(Some((0, 5)), 10)).is_ok());
@@ -329,20 +413,53 @@ mod tests {
     }
 
     #[test]
+    fn a_read_that_fetched_its_positions_entry_has_that_entrys_witness() {
+        let p = |ms| ValkeyPosition { ms, seq: 0 };
+        let entry = |id: &str, value: &str| {
+            format!(
+                "*2\r\n${}\r\n{id}\r\n*2\r\n$1\r\na\r\n${}\r\n{value}\r\n",
+                id.len(),
+                value.len()
+            )
+        };
+        let page = |probe: &str| {
+            let text = format!(
+                "*4\r\n*1\r\n{}-ERR no such key\r\n$-1\r\n{probe}",
+                entry("6-0", "x")
+            );
+            parse_page(reply(text.as_bytes()), Some(p(5)))
+        };
+        let found = page(&format!("*1\r\n{}", entry("5-0", "1"))).unwrap();
+        assert_eq!(found.found, Some(Some(witness::digest([&b"a"[..], b"1"]))));
+        assert_eq!(
+            found.last_witness(),
+            Some(witness::digest([&b"a"[..], b"x"]))
+        );
+        assert_eq!(page("*0\r\n").unwrap().found, Some(None), "gone");
+        for bad in [format!("*1\r\n{}", entry("4-0", "1")), ":1\r\n".to_owned()] {
+            assert!(matches!(
+                page(&bad),
+                Err(PageError::Conn(ConnError::Protocol(_)))
+            ));
+        }
+        assert!(matches!(page("-ERR nope\r\n"), Err(PageError::Reply(_))));
+    }
+
+    #[test]
     fn an_absent_stream_is_an_empty_page() {
-        let page = parse_page(reply(b"*3\r\n*0\r\n-ERR no such key\r\n$-1\r\n")).unwrap();
+        let page = parse_page(reply(b"*3\r\n*0\r\n-ERR no such key\r\n$-1\r\n"), None).unwrap();
         assert_eq!(page.len(), 0);
         assert_eq!(page.state, StreamState::ABSENT);
         assert!(matches!(
-            parse_page(reply(b"*3\r\n*0\r\n-WRONGTYPE x\r\n$-1\r\n")),
+            parse_page(reply(b"*3\r\n*0\r\n-WRONGTYPE x\r\n$-1\r\n"), None),
             Err(PageError::Reply(_))
         ));
         assert!(matches!(
-            parse_page(reply(b"*-1\r\n")),
+            parse_page(reply(b"*-1\r\n"), None),
             Err(PageError::Conn(ConnError::Protocol(_)))
         ));
         assert!(matches!(
-            parse_page(reply(b"*3\r\n:5\r\n-ERR no such key\r\n$-1\r\n")),
+            parse_page(reply(b"*3\r\n:5\r\n-ERR no such key\r\n$-1\r\n"), None),
             Err(PageError::Conn(ConnError::Protocol(_)))
         ));
     }

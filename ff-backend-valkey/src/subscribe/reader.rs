@@ -25,9 +25,12 @@
 //! Invariant: the position only moves forward, over entries handed to the
 //! merge, and every read is judged before its entries are handed over —
 //! expired (trimmed past, or beyond the stream's newest id), or a history
-//! that forked: the stream's `entries-added` grew by more or less than the
-//! entries read since the last read that reached its end (a failover that
-//! lost acknowledged entries while new ones took their place).
+//! that forked: the entry at the position, fetched in the same
+//! transaction, is gone or is another entry than the one the position's
+//! [witness](crate::witness) names, or the stream's `entries-added` grew
+//! by more or less than the entries read since the last read that reached
+//! its end (a failover that lost acknowledged entries while new ones took
+//! their place).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +39,7 @@ use ff_core::backend::Backoff;
 use ff_core::engine_error::EngineError;
 use ff_core::filter::SubscriptionFilter;
 use ff_core::stream_events::Family;
-use ff_core::stream_subscribe::ValkeyPosition;
+use ff_core::stream_subscribe::{ValkeyPosition, WitnessedPosition};
 use tokio::time::Instant;
 
 use super::conn::{Conn, ConnError};
@@ -51,6 +54,7 @@ use crate::inner::Inner;
 use crate::limits::{self, MAX_ENTRY_BYTES};
 use crate::routing::{NodeAddr, Redirect};
 use crate::stream_info::StreamState;
+use crate::witness;
 
 /// A connection that failed at least this long (or the policy's longest
 /// backoff, if longer) after a successful read had recovered: its failure
@@ -148,6 +152,9 @@ pub(crate) struct Reader {
     /// Entries up to here were read; `None` before the first read of a
     /// subscription from the beginning.
     read: Option<ValkeyPosition>,
+    /// The witness of the entry at `read`, when known: each read checks
+    /// that entry is still there.
+    witness: Option<u32>,
     session: Option<Session>,
     /// The paired read written and not yet read.
     in_flight: Option<PageAsk>,
@@ -164,18 +171,21 @@ pub(crate) struct Reader {
 
 impl Reader {
     /// A reader of `family`'s partition `partition`, `count` entries per
-    /// read, starting after `read` (from the beginning when `None`).
-    /// `state`: the stream as the subscribe call saw it, when the start is
-    /// its newest id (then the history check starts at once).
+    /// read, starting after `start` (with the witness of its entry, when
+    /// known; from the beginning when `None`). `state`: the stream as the
+    /// subscribe call saw it, when the start is its newest id (then the
+    /// history check starts at once).
     pub(crate) fn new(
         inner: Arc<Inner>,
         family: Family,
         partition: u16,
         count: usize,
         filter: SubscriptionFilter,
-        read: Option<ValkeyPosition>,
+        start: Option<WitnessedPosition>,
         state: Option<&StreamState>,
     ) -> Self {
+        let read = start.map(|s| s.at);
+        let witness = start.and_then(|s| s.witness);
         let keys = PageKeys {
             stream: inner.keys.stream(family, partition).to_owned(),
             record: inner.keys.trim_record(family, partition).to_owned(),
@@ -196,6 +206,7 @@ impl Reader {
             count,
             filter,
             read,
+            witness,
             session: None,
             in_flight: None,
             at_end: false,
@@ -420,6 +431,7 @@ impl Reader {
         let ask = PageAsk {
             after: self.read,
             count: self.count,
+            witness: self.witness,
         };
         let session = self.session.as_mut().expect("a session");
         if session.asking {
@@ -465,6 +477,9 @@ impl Reader {
         self.redirects = 0;
         if let Some(after) = ask.after {
             expiry::judge(after, &page.state)
+                .and_then(|()| {
+                    witness::judge(after, ask.witness, &page.state, page.found.flatten())
+                })
                 .map_err(|expired| Stop::Expired { after, expired })?;
         }
         let at_end = page.len() < ask.count;
@@ -474,6 +489,7 @@ impl Reader {
             // is decoded and merged. A failure to send it surfaces on the
             // next call, which reconnects.
             self.read = page.last_id();
+            self.witness = page.last_witness();
             self.ask_page();
             if self.flush().await.is_err() {
                 self.session = None;
@@ -481,10 +497,11 @@ impl Reader {
             }
         }
         let output = self.decode(&page, at_end, ask.after)?;
-        self.read = page
-            .last_id()
-            .or(ask.after)
-            .or(Some(page.state.last_generated));
+        (self.read, self.witness) = match (page.last_id(), ask.after) {
+            (Some(last), _) => (Some(last), page.last_witness()),
+            (None, Some(after)) => (Some(after), ask.witness),
+            (None, None) => (Some(page.state.last_generated), None),
+        };
         self.at_end = at_end;
         let started_at = self.session.as_ref().and_then(|s| s.started_at);
         if self.read > started_at {
@@ -618,6 +635,7 @@ impl Reader {
             };
             entries.push(Pending {
                 id: raw.id,
+                witness: raw.fields.witness(),
                 decoded,
             });
         }

@@ -8,24 +8,41 @@
 //! # Layout
 //!
 //! ```text
-//! 0x04 family varint(P) set varint(base) { varint(ms - base) varint(seq) }…
+//! 0x04 family varint(P) set varint(base) { varint(ms - base) varint(seq) }… [witnesses]
 //!
 //! set = 0x00                                    every partition 0..P
 //!     | 0x01 varint(k) varint(p1) { varint(p(i) - p(i-1) - 1) }…
 //!                                               k listed partitions, ascending
+//!     | 0x02                                    every partition, with witnesses
+//!     | 0x03 bitmap(P)                          listed partitions, with witnesses
+//!
+//! witnesses (forms 0x02 and 0x03 only) = bitmap(k) { u32 BE }…
 //! ```
+//!
+//! A position may carry the witness of the entry it names (a 32-bit digest
+//! of the entry's fields, see the Valkey backend): then the set is in form
+//! `0x02` or `0x03`, and after the positions come a bitmap over the `k`
+//! followed partitions (bit `i % 8` of byte `i / 8` set when the `i`-th
+//! followed partition has a witness) and each present witness, big-endian,
+//! in partition order. `bitmap(P)` is the same bitmap over all P
+//! partitions, naming the followed ones. Without any witness the cursor is
+//! in form `0x00` or `0x01`, as before witnesses existed.
 //!
 //! Varints are unsigned LEB128. `base` is the smallest `ms` among the
 //! positions; then, partition by partition in ascending order, the entry
 //! id's `ms` as a delta from `base` and its `seq`. Entry ids that Valkey
 //! generates put every partition within a few bytes of the others, so a
-//! position costs about 5 bytes (a partition still at `0-0` costs one, and
-//! lengthens the others' deltas to 6–7). With every `ms` below 2^48 (the
-//! year 10889) and every `seq` below 2^28, a cursor following all of
-//! P = 256 partitions takes at most 2,822 bytes (3,763 characters of
-//! text), and one following any subset of them at most 3,068 bytes (4,091
-//! characters). Whatever the ids, a cursor stays within 5,362 bytes (7,150
-//! characters): below the text limit of
+//! position costs about 5 bytes, 9 with its witness (a partition still at
+//! `0-0` costs one, and lengthens the others' deltas to 6–7). Without
+//! witnesses, with every `ms` below 2^48 (the year 10889) and every `seq`
+//! below 2^28, a cursor following all of P = 256 partitions takes at most
+//! 2,822 bytes (3,763 characters of text), and one following any subset of
+//! them at most 3,068 bytes (4,091 characters). With a witness in every
+//! partition, ids within 2^35 ms (about a year) of each other and every
+//! `seq` below 2^14, at most 2,855 bytes (3,807 characters) over all
+//! P = 256 partitions, and under 3,900 characters for any subset.
+//! Whatever the ids and witnesses, a cursor stays within 6,189 bytes
+//! (8,252 characters): within the text limit of
 //! [`StreamCursor`](super::StreamCursor)'s `FromStr`, so every cursor this
 //! module encodes can be parsed back.
 //!
@@ -65,6 +82,8 @@ pub const MAX_PARTITIONS: u16 = 256;
 
 const SET_ALL: u8 = 0x00;
 const SET_LISTED: u8 = 0x01;
+const SET_ALL_WITNESSED: u8 = 0x02;
+const SET_LISTED_WITNESSED: u8 = 0x03;
 
 /// How many partition numbers an error message lists before abbreviating.
 const LISTED_IN_ERRORS: usize = 8;
@@ -95,6 +114,8 @@ pub struct PartitionedPosition {
     count: u16,
     /// Ascending by partition, distinct, each below `count`, never empty.
     entries: Vec<(u16, ValkeyPosition)>,
+    /// The witness of each entry's position, in the order of `entries`.
+    witnesses: Vec<Option<u32>>,
 }
 
 impl PartitionedPosition {
@@ -126,7 +147,12 @@ impl PartitionedPosition {
                 pair[0].0
             )));
         }
-        Ok(Self { count, entries })
+        let witnesses = vec![None; entries.len()];
+        Ok(Self {
+            count,
+            entries,
+            witnesses,
+        })
     }
 
     /// Every one of `count` partitions at the same entry id (`0-0`: before
@@ -170,16 +196,36 @@ impl PartitionedPosition {
         self.index_of(partition).map(|i| self.entries[i].1)
     }
 
+    /// The witness of `partition`'s position: a digest of the entry it
+    /// names, when it carries one.
+    pub fn witness(&self, partition: u16) -> Option<u32> {
+        self.index_of(partition).and_then(|i| self.witnesses[i])
+    }
+
     /// Sets the entry id of a followed `partition` (after an event of that
-    /// partition was yielded); a partition it does not follow is refused.
+    /// partition was yielded), without a witness; a partition it does not
+    /// follow is refused.
     pub fn set_position(
         &mut self,
         partition: u16,
         position: ValkeyPosition,
     ) -> Result<(), EngineError> {
+        self.set_witnessed(partition, position, None)
+    }
+
+    /// Sets the entry id of a followed `partition` and the witness of the
+    /// entry it names (`None` when it names none); a partition it does not
+    /// follow is refused.
+    pub fn set_witnessed(
+        &mut self,
+        partition: u16,
+        position: ValkeyPosition,
+        witness: Option<u32>,
+    ) -> Result<(), EngineError> {
         match self.index_of(partition) {
             Some(i) => {
                 self.entries[i].1 = position;
+                self.witnesses[i] = witness;
                 Ok(())
             }
             None => Err(EngineError::validation(format!(
@@ -210,12 +256,14 @@ impl PartitionedPosition {
         let mut wanted = partitions.to_vec();
         wanted.sort_unstable();
         wanted.dedup();
-        Self::new(
+        let mut narrowed = Self::new(
             self.count,
             wanted
-                .into_iter()
-                .map(|p| (p, self.position(p).expect("checked above"))),
-        )
+                .iter()
+                .map(|&p| (p, self.position(p).expect("checked above"))),
+        )?;
+        narrowed.witnesses = wanted.iter().map(|&p| self.witness(p)).collect();
+        Ok(narrowed)
     }
 
     fn index_of(&self, partition: u16) -> Option<usize> {
@@ -231,7 +279,18 @@ impl PartitionedPosition {
         out.push(VALKEY_PARTITIONED_BYTE);
         out.push(family.cursor_byte());
         varint::put(&mut out, u64::from(self.count));
-        if self.follows_all() {
+        let witnessed = self.witnesses.iter().any(Option::is_some);
+        if witnessed {
+            if self.follows_all() {
+                out.push(SET_ALL_WITNESSED);
+            } else {
+                out.push(SET_LISTED_WITNESSED);
+                out.extend(bitmap(
+                    usize::from(self.count),
+                    self.partitions().map(usize::from),
+                ));
+            }
+        } else if self.follows_all() {
             out.push(SET_ALL);
         } else {
             out.push(SET_LISTED);
@@ -251,6 +310,17 @@ impl PartitionedPosition {
             varint::put(&mut out, id.ms - base);
             varint::put(&mut out, id.seq);
         }
+        if witnessed {
+            let present = self
+                .witnesses
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| w.is_some());
+            out.extend(bitmap(self.len(), present.map(|(i, _)| i)));
+            for w in self.witnesses.iter().flatten() {
+                out.extend_from_slice(&w.to_be_bytes());
+            }
+        }
         out
     }
 
@@ -264,11 +334,30 @@ impl PartitionedPosition {
             .ok_or_else(|| {
                 format!("names {count} partitions; a partitioned family has 2 to {MAX_PARTITIONS}")
             })?;
+        let mut witnessed = false;
         let partitions: Vec<u16> = match input.split_first() {
             None => return Err("ends before its partition set".into()),
             Some((&SET_ALL, rest)) => {
                 *input = rest;
                 (0..count).collect()
+            }
+            Some((&SET_ALL_WITNESSED, rest)) => {
+                *input = rest;
+                witnessed = true;
+                (0..count).collect()
+            }
+            Some((&SET_LISTED_WITNESSED, rest)) => {
+                *input = rest;
+                witnessed = true;
+                let listed = take_bitmap(input, usize::from(count), "partition set")?;
+                if listed.is_empty() || listed.len() >= usize::from(count) {
+                    return Err(format!(
+                        "lists {} of its {count} partitions; a listed set has 1 to {}",
+                        listed.len(),
+                        count - 1
+                    ));
+                }
+                listed.into_iter().map(|p| p as u16).collect()
             }
             Some((&SET_LISTED, rest)) => {
                 *input = rest;
@@ -306,21 +395,87 @@ impl PartitionedPosition {
                 .ok_or("has an entry id beyond 64 bits")?;
             entries.push((p, ValkeyPosition { ms, seq }));
         }
+        let mut witnesses = vec![None; entries.len()];
+        if witnessed {
+            let present = take_bitmap(input, entries.len(), "witness bitmap")?;
+            if present.is_empty() {
+                return Err("is not in canonical form (a witnessed form without a witness)".into());
+            }
+            for i in present {
+                let (w, rest) = input
+                    .split_first_chunk::<4>()
+                    .ok_or("ends inside a witness")?;
+                witnesses[i] = Some(u32::from_be_bytes(*w));
+                *input = rest;
+            }
+        }
         if !input.is_empty() {
             return Err(format!("has {} bytes after its last position", input.len()));
         }
         if entries.iter().all(|(_, id)| id.ms != base) {
             return Err("is not in canonical form (its base is not its smallest time)".into());
         }
-        Ok(Self { count, entries })
+        Ok(Self {
+            count,
+            entries,
+            witnesses,
+        })
     }
+
+    /// Whether the two positions name the same entry id in some partition
+    /// with different witnesses: different histories, not comparable.
+    fn witnesses_conflict(&self, other: &Self) -> bool {
+        self.iter()
+            .zip(other.iter())
+            .zip(self.witnesses.iter().zip(&other.witnesses))
+            .any(|(((_, a), (_, b)), (x, y))| a == b && x.is_some() && y.is_some() && x != y)
+    }
+}
+
+/// `ceil(len / 8)` bytes with bit `i % 8` of byte `i / 8` set for each
+/// `i` in `set` (each below `len`).
+fn bitmap(len: usize, set: impl Iterator<Item = usize>) -> Vec<u8> {
+    let mut bytes = vec![0u8; len.div_ceil(8)];
+    for i in set {
+        bytes[i / 8] |= 1 << (i % 8);
+    }
+    bytes
+}
+
+/// Reads a [`bitmap`] over `len` items: the set ones, ascending. Bits at
+/// or beyond `len` must be clear (canonical form).
+fn take_bitmap(input: &mut &[u8], len: usize, what: &str) -> Result<Vec<usize>, String> {
+    let n = len.div_ceil(8);
+    if input.len() < n {
+        return Err(format!("ends inside its {what}"));
+    }
+    let (bytes, rest) = input.split_at(n);
+    *input = rest;
+    let mut set = Vec::new();
+    for (byte_index, &byte) in bytes.iter().enumerate() {
+        for bit in 0..8 {
+            if byte & (1 << bit) != 0 {
+                let i = byte_index * 8 + bit;
+                if i >= len {
+                    return Err(format!("has bits beyond its {len} items in its {what}"));
+                }
+                set.push(i);
+            }
+        }
+    }
+    Ok(set)
 }
 
 impl PartialOrd for PartitionedPosition {
     /// `Some` only for positions over the same P and partition set where one
-    /// is at or before the other in every partition.
+    /// is at or before the other in every partition, and no partition is at
+    /// the same entry id with two different witnesses. Witnesses do not
+    /// order positions: one missing is no difference.
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        if self.count != other.count || !self.partitions().eq(other.partitions()) {
+        if self.count != other.count
+            || !self.partitions().eq(other.partitions())
+            || self.witnesses_conflict(other)
+        {
             return None;
         }
         let (mut before, mut after) = (false, false);
@@ -403,18 +558,24 @@ pub(super) fn compare_cursors(a: &[u8], b: &[u8]) -> Option<Ordering> {
 pub(super) fn join_cursors(a: &[u8], b: &[u8]) -> Option<StreamCursor> {
     let (family, a) = parse_cursor(a).ok()?;
     let (family_b, b) = parse_cursor(b).ok()?;
-    if family != family_b || a.count != b.count || !a.partitions().eq(b.partitions()) {
+    if family != family_b
+        || a.count != b.count
+        || !a.partitions().eq(b.partitions())
+        || a.witnesses_conflict(&b)
+    {
         return None;
     }
-    let entries = a
-        .iter()
-        .zip(b.iter())
-        .map(|((p, x), (_, y))| (p, x.max(y)))
-        .collect();
-    let joined = PartitionedPosition {
-        count: a.count,
-        entries,
-    };
+    let mut joined = a.clone();
+    for (i, ((p, x), (_, y))) in a.iter().zip(b.iter()).enumerate() {
+        let witness = match x.cmp(&y) {
+            Ordering::Less => b.witnesses[i],
+            Ordering::Greater => a.witnesses[i],
+            Ordering::Equal => a.witnesses[i].or(b.witnesses[i]),
+        };
+        joined
+            .set_witnessed(p, x.max(y), witness)
+            .expect("a followed partition");
+    }
     Some(encode_valkey_partitioned(family, &joined))
 }
 
@@ -543,8 +704,18 @@ mod tests {
         if partitions.is_empty() {
             partitions.push(rng.random_range(0..count));
         }
-        PartitionedPosition::new(count, partitions.into_iter().map(|p| (p, random_id(rng))))
-            .unwrap()
+        let mut position =
+            PartitionedPosition::new(count, partitions.iter().map(|&p| (p, random_id(rng))))
+                .unwrap();
+        // Half of them with a witness in some partitions.
+        let witnessed = rng.random_range(0.0..1.0) * f64::from(u8::from(rng.random_bool(0.5)));
+        for p in partitions {
+            if rng.random_bool(witnessed) {
+                let at = position.position(p).unwrap();
+                position.set_witnessed(p, at, Some(rng.random())).unwrap();
+            }
+        }
+        position
     }
 
     fn random_family(rng: &mut impl Rng) -> Family {
@@ -747,6 +918,125 @@ mod tests {
     }
 
     #[test]
+    fn witnesses_round_trip_and_order_nothing_but_conflicts() {
+        let f = Family::Completion;
+        let mut a = PartitionedPosition::new(4, [(1, at(5, 0)), (3, at(7, 1))]).unwrap();
+        let plain = encode_valkey_partitioned(f, &a);
+        assert_eq!(plain.as_bytes()[3], SET_LISTED, "no witness: the old form");
+        a.set_witnessed(3, at(7, 1), Some(0xdead_beef)).unwrap();
+        let witnessed = encode_valkey_partitioned(f, &a);
+        assert_eq!(witnessed.as_bytes()[3], SET_LISTED_WITNESSED);
+        let CursorStart::After(back) =
+            decode_valkey_partitioned(&witnessed, f, 4, Some(&[1, 3])).unwrap()
+        else {
+            panic!("a position")
+        };
+        assert_eq!(back, a);
+        assert_eq!(
+            (back.witness(1), back.witness(3)),
+            (None, Some(0xdead_beef))
+        );
+        let narrowed = back.restrict_to(&[3]).unwrap();
+        assert_eq!(narrowed.witness(3), Some(0xdead_beef));
+
+        // Same ids: equal whether or not one carries the witness; a
+        // different witness at the same id is another history.
+        assert_eq!(plain.position_cmp(&witnessed), Some(Ordering::Equal));
+        let mut other = a.clone();
+        other.set_witnessed(3, at(7, 1), Some(1)).unwrap();
+        let other = encode_valkey_partitioned(f, &other);
+        assert_eq!(witnessed.position_cmp(&other), None);
+        assert_eq!(witnessed.position_join(&other), None);
+        assert_eq!(plain.position_join(&witnessed), Some(witnessed.clone()));
+        let mut later = a.clone();
+        later.set_witnessed(1, at(6, 0), Some(9)).unwrap();
+        let later = encode_valkey_partitioned(f, &later);
+        assert_eq!(witnessed.position_cmp(&later), Some(Ordering::Less));
+        assert_eq!(plain.position_cmp(&later), Some(Ordering::Less));
+
+        let all = PartitionedPosition::all_at(2, at(5, 0)).unwrap();
+        let mut all_w = all.clone();
+        all_w.set_witnessed(0, at(5, 0), Some(7)).unwrap();
+        let c = encode_valkey_partitioned(f, &all_w);
+        assert_eq!(c.as_bytes()[3], SET_ALL_WITNESSED);
+        assert_eq!(
+            decode_valkey_partitioned(&c, f, 2, None).unwrap(),
+            CursorStart::After(all_w)
+        );
+        // Forms with witnesses but none present, or bits beyond the set,
+        // are not canonical.
+        let malformed = |b: Vec<u8>, needle: &str| {
+            assert_invalid(
+                decode_valkey_partitioned(&StreamCursor::new(b), f, 2, None),
+                &[needle],
+            )
+        };
+        malformed(
+            vec![
+                VALKEY_PARTITIONED_BYTE,
+                2,
+                2,
+                SET_ALL_WITNESSED,
+                5,
+                0,
+                0,
+                0,
+                0,
+                0,
+            ],
+            "without a witness",
+        );
+        malformed(
+            vec![
+                VALKEY_PARTITIONED_BYTE,
+                2,
+                2,
+                SET_ALL_WITNESSED,
+                5,
+                0,
+                0,
+                0,
+                0,
+                4,
+            ],
+            "bits beyond",
+        );
+        malformed(
+            vec![
+                VALKEY_PARTITIONED_BYTE,
+                2,
+                2,
+                SET_ALL_WITNESSED,
+                5,
+                0,
+                0,
+                0,
+                0,
+                1,
+                0,
+                0,
+            ],
+            "inside a witness",
+        );
+        malformed(
+            vec![
+                VALKEY_PARTITIONED_BYTE,
+                2,
+                2,
+                SET_LISTED_WITNESSED,
+                3,
+                5,
+                0,
+                0,
+                0,
+                0,
+                1,
+            ],
+            "lists 2 of its 2",
+        );
+    }
+
+    #[test]
     fn a_cursor_of_256_partitions_stays_within_its_documented_size() {
         let f = Family::SignalDelivery;
         let text_len = |position: &PartitionedPosition| {
@@ -782,11 +1072,49 @@ mod tests {
         assert_eq!(text_len(&subset), (3_068, 4_091));
         assert!(text_len(&subset).1 <= 4_096);
 
+        // With a witness in every partition, typical ids stay well within
+        // 4 KiB; the documented bound: ids within 2^35 ms of each other
+        // (about a year), seq below 2^14, any subset.
+        let witnessed = |mut position: PartitionedPosition| {
+            for p in position.partitions().collect::<Vec<_>>() {
+                let id = position.position(p).unwrap();
+                position.set_witnessed(p, id, Some(u32::MAX)).unwrap();
+            }
+            position
+        };
+        let (bytes, text) = text_len(&witnessed(typical));
+        assert!(
+            text <= 3_200,
+            "typical witnessed: {bytes} bytes, {text} characters"
+        );
+        let year = |p: u16| {
+            at(
+                NOW_MS + if p == 0 { 0 } else { (1 << 35) - 1 },
+                (1 << 14) - 1,
+            )
+        };
+        let all = PartitionedPosition::new(256, (0..256).map(|p| (p, year(p)))).unwrap();
+        assert_eq!(text_len(&witnessed(all)), (2_855, 3_807));
+        for subset in [(0..255).collect::<Vec<u16>>(), (1..256).collect()] {
+            let s =
+                PartitionedPosition::new(256, subset.into_iter().map(|p| (p, year(p)))).unwrap();
+            let (bytes, text) = text_len(&witnessed(s));
+            assert!(
+                text <= 3_900,
+                "a witnessed subset: {bytes} bytes, {text} characters"
+            );
+        }
+
         // Whatever the ids: still parseable.
         let huge = |p: u16| at(if p == 0 { (1 << 63) - 1 } else { u64::MAX }, u64::MAX);
         let worst = PartitionedPosition::new(256, (1..256).map(|p| (p, huge(p - 1)))).unwrap();
         let (bytes, text) = text_len(&worst);
         assert_eq!((bytes, text), (5_362, 7_150));
+        assert!(text <= MAX_CURSOR_TEXT);
+        let huge_all = PartitionedPosition::new(256, (0..256).map(|p| (p, huge(p)))).unwrap();
+        assert_eq!(text_len(&witnessed(huge_all)), (6_181, 8_242));
+        let (bytes, text) = text_len(&witnessed(worst));
+        assert_eq!((bytes, text), (6_189, 8_252));
         assert!(text <= MAX_CURSOR_TEXT);
     }
 

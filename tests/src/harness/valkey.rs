@@ -192,8 +192,13 @@ impl Harness for ValkeyHarness {
         let Value::BulkString(id) = reply else {
             panic!("XADD returned {reply:?}");
         };
+        let written: Vec<(&str, &str)> = if fields.is_empty() {
+            vec![("v", "1")]
+        } else {
+            fields.iter().map(|(f, v)| (f.name(), v.as_str())).collect()
+        };
         self.backend
-            .cursor_from_entry_id(family, &String::from_utf8_lossy(&id))
+            .raw_entry_cursor(family, 0, &String::from_utf8_lossy(&id), &written)
     }
 
     async fn kill_connections(&self) -> Result<(), EngineError> {

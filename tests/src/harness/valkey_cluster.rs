@@ -240,8 +240,13 @@ impl Harness for ValkeyClusterHarness {
         let Value::BulkString(id) = reply else {
             panic!("XADD returned {reply:?}");
         };
+        let written: Vec<(&str, &str)> = if fields.is_empty() {
+            vec![("v", "1")]
+        } else {
+            fields.iter().map(|(f, v)| (f.name(), v.as_str())).collect()
+        };
         self.backend
-            .entry_cursor(family, partition, &String::from_utf8_lossy(&id))
+            .raw_entry_cursor(family, partition, &String::from_utf8_lossy(&id), &written)
     }
 
     async fn kill_connections(&self) -> Result<(), EngineError> {

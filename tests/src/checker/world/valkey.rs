@@ -14,7 +14,7 @@ use ff_core::engine_error::EngineError;
 use ff_core::filter::SubscriptionFilter;
 use ff_core::stream_events::{EventMeta, Family, NewEvent};
 use ff_core::stream_subscribe::{
-    decode_valkey, decode_valkey_partitioned, CursorStart, StreamCursor,
+    decode_valkey_partitioned, decode_valkey_witnessed, CursorStart, StreamCursor,
 };
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -445,8 +445,8 @@ impl World for ValkeyWorld {
     fn position(&self, family: Family, cursor: &StreamCursor) -> Option<PosKey> {
         let p = self.partitions();
         if p == 1 {
-            match decode_valkey(cursor, family).ok()? {
-                CursorStart::After(v) => Some(PosKey(v.ms, v.seq)),
+            match decode_valkey_witnessed(cursor, family).ok()? {
+                CursorStart::After(v) => Some(PosKey(v.at.ms, v.at.seq)),
                 _ => None,
             }
         } else {

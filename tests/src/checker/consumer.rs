@@ -120,7 +120,14 @@ async fn run(
     let mut named: std::collections::HashMap<StreamCursor, u64> = std::collections::HashMap::new();
     let mut stalled = stop.clone();
     let mut start = SegmentStart::First(spec.first.clone());
+    let mut away = None;
     loop {
+        if let Some(d) = away.take() {
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = async { let _ = stalled.wait_for(|s| *s).await; } => return,
+            }
+        }
         if *stop.borrow() {
             return;
         }
@@ -190,6 +197,10 @@ async fn run(
                 _ = async { let _ = stop.wait_for(|s| *s).await; } => break SegmentEnd::Stopped,
                 op = ops.recv() => match op {
                     Some(ConsumerOp::Resume) | None => break SegmentEnd::Stopped,
+                    Some(ConsumerOp::Away(d)) => {
+                        away = Some(d);
+                        break SegmentEnd::Stopped;
+                    }
                     Some(ConsumerOp::Stall(d)) => {
                         let window = rec.fault(format!("consumer {} stalls {d:?}", spec.id), false, Some(spec.id));
                         tokio::select! {

@@ -222,6 +222,18 @@ impl Consumer<'_> {
         if !complete || !matches!(last.end, SegmentEnd::Stopped | SegmentEnd::Open) {
             return;
         }
+        if last.end == SegmentEnd::Open && last.returned.is_none() {
+            self.violation(
+                Vec::new(),
+                format!(
+                    "segment {}: its subscribe call (from {:?} at {:.3}s) had not returned by the end of a quiet run",
+                    segments.len() - 1,
+                    last.from,
+                    last.called.as_secs_f64()
+                ),
+            );
+            return;
+        }
         for &p in &partitions {
             self.check_complete(p, &state[&p]);
         }
@@ -464,5 +476,178 @@ impl Consumer<'_> {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checker::history::{
+        ConsumerSpec, DeliveryPath, FaultWindow, FilterSpec, PublishPath, Received,
+    };
+    use ff_core::stream_events::Family;
+    use ff_core::types::ExecutionId;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Events 1..=n, published one per 10 ms, stored in that order.
+    fn world(n: u64) -> (History, Truth) {
+        let mut history = History::default();
+        let mut truth = Truth::default();
+        let execution = ExecutionId::new(0);
+        for ck in 1..=n {
+            history.published.insert(
+                ck,
+                Published {
+                    ck,
+                    family: Family::Completion,
+                    partition: 0,
+                    execution,
+                    namespace: None,
+                    path: PublishPath::Single,
+                    started: ms(ck * 10),
+                    acked: Some(ms(ck * 10 + 1)),
+                    cursor: None,
+                    pos: Some(PosKey(ck, 0)),
+                    error: None,
+                },
+            );
+            truth
+                .streams
+                .entry((Family::Completion, 0))
+                .or_default()
+                .push(TruthEntry {
+                    ck,
+                    pos: PosKey(ck, 0),
+                    retained: true,
+                });
+        }
+        (history, truth)
+    }
+
+    fn consumer(history: &mut History, first: FirstStart, segments: Vec<(SegmentStart, Vec<Ck>)>) {
+        let spec = ConsumerSpec {
+            id: history.consumers.len(),
+            family: Family::Completion,
+            path: DeliveryPath::Delivery,
+            filter: FilterSpec::All,
+            partitions: None,
+            first,
+        };
+        let segments = segments
+            .into_iter()
+            .map(|(start, events)| Segment {
+                start,
+                from: String::new(),
+                called: ms(0),
+                returned: Some(ms(1)),
+                caught_up: None,
+                events: events
+                    .into_iter()
+                    .map(|ck| Received { ck, at: ms(ck * 10 + 2) })
+                    .collect(),
+                end: SegmentEnd::Stopped,
+            })
+            .collect();
+        history.consumers.push((spec, segments));
+    }
+
+    #[test]
+    fn every_event_once_in_order_across_a_resume_passes() {
+        let (mut h, t) = world(6);
+        let first = FirstStart::Beginning;
+        consumer(
+            &mut h,
+            first.clone(),
+            vec![
+                (SegmentStart::First(first), vec![1, 2, 3]),
+                (SegmentStart::Resume, vec![4, 5, 6]),
+            ],
+        );
+        assert_eq!(check(&h, &t, true, true), vec![]);
+    }
+
+    #[test]
+    fn a_skip_a_repeat_and_a_missing_tail_are_each_caught() {
+        let first = FirstStart::Beginning;
+        for (events, what) in [
+            (vec![vec![1, 2], vec![4, 5, 6]], "skipped"),
+            (vec![vec![1, 2, 3], vec![3, 4, 5, 6]], "came before"),
+            (vec![vec![1, 2, 3], vec![4, 5]], "never delivered"),
+        ] {
+            let (mut h, t) = world(6);
+            let segments = events
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    let start = if i == 0 {
+                        SegmentStart::First(first.clone())
+                    } else {
+                        SegmentStart::Resume
+                    };
+                    (start, e)
+                })
+                .collect();
+            consumer(&mut h, first.clone(), segments);
+            let v = check(&h, &t, true, true);
+            assert!(
+                v.iter().any(|v| v.what.contains(what)),
+                "{what}: {v:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn continuing_past_a_lost_history_without_expiry_is_caught() {
+        let (mut h, mut t) = world(6);
+        // Events 3 and 4 were acknowledged on a primary that was lost.
+        t.streams
+            .get_mut(&(Family::Completion, 0))
+            .expect("stream")
+            .retain(|e| e.ck != 3 && e.ck != 4);
+        t.forked.extend([3, 4]);
+        h.faults.push(FaultWindow {
+            what: "lossy failover".into(),
+            from: ms(0),
+            until: Some(ms(100)),
+            lossy: true,
+            consumer: None,
+        });
+        let first = FirstStart::Beginning;
+        consumer(
+            &mut h,
+            first.clone(),
+            vec![(SegmentStart::First(first), vec![1, 2, 3, 4, 5, 6])],
+        );
+        let v = check(&h, &t, true, true);
+        assert!(
+            v.iter().any(|v| v.what.contains("without CursorExpired")),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn a_publish_cursor_on_postgres_must_include_what_committed_after_it() {
+        let (mut h, t) = world(6);
+        // Event 2 began committing after event 4's cursor was handed out.
+        h.published.get_mut(&2).expect("event 2").started = ms(200);
+        let first = FirstStart::PublishCursor(4);
+        consumer(
+            &mut h,
+            first.clone(),
+            vec![(SegmentStart::First(first.clone()), vec![5, 6])],
+        );
+        let v = check(&h, &t, false, true);
+        assert!(v.iter().any(|v| v.what.contains("skipped event 2")), "{v:?}");
+        let (mut h, t) = world(6);
+        h.published.get_mut(&2).expect("event 2").started = ms(200);
+        consumer(
+            &mut h,
+            first.clone(),
+            vec![(SegmentStart::First(first), vec![2, 3, 4, 5, 6])],
+        );
+        assert_eq!(check(&h, &t, false, true), vec![]);
     }
 }

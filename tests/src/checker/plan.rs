@@ -50,6 +50,9 @@ pub enum ConsumerOp {
     Resume,
     /// Stop reading for a while (an SSE client: the socket is not read).
     Stall(Duration),
+    /// Disconnect, stay away for a while, then resume from the consumer's
+    /// own position (a client that reconnects later).
+    Away(Duration),
 }
 
 /// The whole schedule.
@@ -234,10 +237,10 @@ impl Plan {
             .collect();
         let consumer_ops = (0..rng.random_range(2..6))
             .map(|_| {
-                let op = if rng.random_bool(0.7) {
-                    ConsumerOp::Resume
-                } else {
-                    ConsumerOp::Stall(Duration::from_millis(rng.random_range(100..1500)))
+                let op = match rng.random_range(0..10) {
+                    0..5 => ConsumerOp::Resume,
+                    5..7 => ConsumerOp::Stall(Duration::from_millis(rng.random_range(100..1500))),
+                    _ => ConsumerOp::Away(Duration::from_millis(rng.random_range(300..3000))),
                 };
                 (
                     Duration::from_millis(rng.random_range(100..800)),

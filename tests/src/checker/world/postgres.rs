@@ -184,6 +184,19 @@ impl PostgresWorld {
         self.proxy.retarget(addr(copy.port()));
         blocking(|| original.kill()).map_err(err)?;
         *self.server.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(copy);
+        // The promoted copy takes writes at once: its transaction ids pass
+        // those the lost history used, so lost cursors sort inside it.
+        for _ in 0..rng.random_range(10..40) {
+            let draft = ctx.draft(Family::Completion);
+            let started = ctx.rec.now();
+            let result = self
+                .publisher
+                .publish(draft.event.clone(), draft.meta.clone())
+                .await
+                .map(|c| (Some(c), None))
+                .map_err(err);
+            crate::checker::record_publish(ctx.rec, self, &draft, PublishPath::Single, started, result);
+        }
         ctx.rec.heal(window);
         Ok(())
     }

@@ -232,6 +232,7 @@ pub async fn run(config: &RunConfig) -> Result<RunSummary, RunFailure> {
         let mut rng = StdRng::seed_from_u64(config.seed ^ 0x9e37_79b9_7f4a_7c15);
         let next_ck = next_ck.clone();
         let handed = cursors_tx.clone();
+        let away: Vec<_> = consumers.iter().map(|c| c.ops_sender()).collect();
         tokio::spawn(async move {
             let mut failures = Vec::new();
             for (delay, fault) in &plan.faults {
@@ -255,6 +256,7 @@ pub async fn run(config: &RunConfig) -> Result<RunSummary, RunFailure> {
                             next_ck: &next_ck,
                             executions: &plan.executions,
                             handed: &handed,
+                            consumers: &away,
                         };
                         world.inject(other, &mut rng, &ctx).await
                     }

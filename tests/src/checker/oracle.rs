@@ -186,13 +186,18 @@ impl Consumer<'_> {
                 }
                 SegmentStart::Resume => {}
                 SegmentStart::Restored(at) => {
-                    let l = match at {
-                        Some(ck) if self.truth.forked.contains(ck) => Logical::AfterForked(*ck),
-                        Some(ck) => Logical::AfterEvent(*ck),
-                        None => Logical::Unknown,
-                    };
+                    // A stored cursor of an event places its partition; in
+                    // the others it holds positions the oracle cannot name.
+                    let own = at.and_then(|ck| self.partition_of(ck));
                     for &p in &partitions {
-                        state.insert(p, l.clone());
+                        let l = match at {
+                            Some(ck) if own == Some(p) && self.truth.forked.contains(ck) => {
+                                Logical::AfterForked(*ck)
+                            }
+                            Some(ck) if own == Some(p) => Logical::AfterEvent(*ck),
+                            _ => Logical::Unknown,
+                        };
+                        state.insert(p, l);
                     }
                 }
             }
@@ -546,7 +551,10 @@ mod tests {
                 caught_up: None,
                 events: events
                     .into_iter()
-                    .map(|ck| Received { ck, at: ms(ck * 10 + 2) })
+                    .map(|ck| Received {
+                        ck,
+                        at: ms(ck * 10 + 2),
+                    })
                     .collect(),
                 end: SegmentEnd::Stopped,
             })
@@ -592,10 +600,7 @@ mod tests {
                 .collect();
             consumer(&mut h, first.clone(), segments);
             let v = check(&h, &t, true, true);
-            assert!(
-                v.iter().any(|v| v.what.contains(what)),
-                "{what}: {v:?}"
-            );
+            assert!(v.iter().any(|v| v.what.contains(what)), "{what}: {v:?}");
         }
     }
 
@@ -640,7 +645,10 @@ mod tests {
             vec![(SegmentStart::First(first.clone()), vec![5, 6])],
         );
         let v = check(&h, &t, false, true);
-        assert!(v.iter().any(|v| v.what.contains("skipped event 2")), "{v:?}");
+        assert!(
+            v.iter().any(|v| v.what.contains("skipped event 2")),
+            "{v:?}"
+        );
         let (mut h, t) = world(6);
         h.published.get_mut(&2).expect("event 2").started = ms(200);
         consumer(

@@ -64,6 +64,14 @@ impl Truth {
     /// Join the store's state with the history.
     pub fn build(state: &StoreState, history: &History) -> Self {
         let lossy = history.faults.iter().any(|f| f.lossy);
+        // Anything acknowledged after a lossy fault began and not held may
+        // be of the lost history, whatever position it had.
+        let lossy_from = history
+            .faults
+            .iter()
+            .filter(|f| f.lossy)
+            .map(|f| f.from)
+            .min();
         let mut truth = Truth::default();
         let mut held: HashSet<Ck> = HashSet::new();
         for (&family, events) in &state.stored {
@@ -88,6 +96,10 @@ impl Truth {
             .collect();
         for p in history.published.values() {
             if held.contains(&p.ck) || p.acked.is_none() {
+                continue;
+            }
+            if lossy_from.is_some_and(|from| p.acked.is_some_and(|a| a >= from)) {
+                truth.forked.insert(p.ck);
                 continue;
             }
             let pruned = removed.get(&p.ck).copied().or(

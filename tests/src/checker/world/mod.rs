@@ -98,6 +98,18 @@ pub struct FaultCtx<'a> {
     /// Where a fault hands out a publish cursor for a consumer to start
     /// from (under [`HANDED_BY_FAULT`](crate::checker::consumer::HANDED_BY_FAULT)).
     pub handed: &'a tokio::sync::watch::Sender<crate::checker::consumer::Handed>,
+    /// The consumers' operation queues, for faults that move clients.
+    pub consumers: &'a [tokio::sync::mpsc::UnboundedSender<crate::checker::plan::ConsumerOp>],
+}
+
+impl FaultCtx<'_> {
+    /// Send every other consumer away for `d` (they come back from their
+    /// own positions); the rest stay.
+    pub fn send_half_away(&self, d: std::time::Duration) {
+        for c in self.consumers.iter().step_by(2) {
+            let _ = c.send(crate::checker::plan::ConsumerOp::Away(d));
+        }
+    }
 }
 
 impl FaultCtx<'_> {

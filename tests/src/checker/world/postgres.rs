@@ -179,13 +179,18 @@ impl PostgresWorld {
             blocking(move || original.standby(false)).map_err(err)?
         };
         // The original goes on; the copy will never have what follows.
+        // Half the clients read some of it and leave, to come back once the
+        // copy has taken over and moved past what they saw.
         tokio::time::sleep(Duration::from_millis(rng.random_range(200..800))).await;
+        ctx.send_half_away(Duration::from_millis(4000));
         blocking(|| copy.promote()).map_err(err)?;
         self.proxy.retarget(addr(copy.port()));
         blocking(|| original.kill()).map_err(err)?;
         *self.server.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(copy);
-        // The promoted copy takes writes at once: its transaction ids pass
-        // those the lost history used, so lost cursors sort inside it.
+        // Readers find the copy; then it takes writes: its transaction ids
+        // pass those the lost history used, so lost cursors sort inside
+        // the windows of readers that started on it.
+        tokio::time::sleep(Duration::from_millis(rng.random_range(200..800))).await;
         for _ in 0..rng.random_range(10..40) {
             let draft = ctx.draft(Family::Completion);
             let started = ctx.rec.now();
@@ -195,7 +200,14 @@ impl PostgresWorld {
                 .await
                 .map(|c| (Some(c), None))
                 .map_err(err);
-            crate::checker::record_publish(ctx.rec, self, &draft, PublishPath::Single, started, result);
+            crate::checker::record_publish(
+                ctx.rec,
+                self,
+                &draft,
+                PublishPath::Single,
+                started,
+                result,
+            );
         }
         ctx.rec.heal(window);
         Ok(())

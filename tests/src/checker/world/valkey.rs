@@ -218,7 +218,26 @@ impl ValkeyWorld {
         // The replica stops following; the primary goes on taking writes
         // the replica will never have.
         blocking(|| replica.command(&["REPLICAOF", "NO", "ONE"])).map_err(|e| e.to_string())?;
+        // What retention removed is part of the history the replica keeps
+        // only up to the newest id the replica had seen.
+        let mut seen = std::collections::HashMap::new();
+        for family in crate::checker::plan::FAMILIES {
+            for (partition, key) in self.keys(family) {
+                let info = blocking(|| replica.command(&["XINFO", "STREAM", &key]));
+                if let Ok(Reply::Array(Some(fields))) = info {
+                    let last = fields
+                        .chunks(2)
+                        .find(|kv| kv.first().and_then(bulk) == Some(b"last-generated-id"))
+                        .and_then(|kv| kv.get(1).and_then(bulk))
+                        .and_then(parse_id);
+                    if let Some(last) = last {
+                        seen.insert((family, partition), last);
+                    }
+                }
+            }
+        }
         tokio::time::sleep(Duration::from_millis(rng.random_range(100..600))).await;
+        ctx.send_half_away(Duration::from_millis(rng.random_range(500..2500)));
         self.proxy.retarget(addr(replica.port()));
         let old = {
             let mut servers = self.servers();

@@ -308,10 +308,11 @@ pub async fn run(config: &RunConfig) -> Result<RunSummary, RunFailure> {
                 continue;
             }
         };
-        let history = rec.lock();
-        let truth = Truth::build(&state, &history);
-        verdict = oracle::check(&history, &truth, world.exact(), true);
-        drop(history);
+        verdict = {
+            let history = rec.lock();
+            let truth = Truth::build(&state, &history);
+            oracle::check(&history, &truth, world.exact(), true)
+        };
         if verdict.is_empty() || Instant::now() >= deadline {
             break;
         }

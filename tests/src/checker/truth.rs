@@ -36,6 +36,9 @@ pub struct StoreState {
     pub pruned_through: HashMap<(Family, u16), PosKey>,
     /// Events retention removed, where the world knows them one by one.
     pub removed: BTreeMap<Family, Vec<StoredEvent>>,
+    /// After a lossy failover: the events the new primary held when it
+    /// took over (read from it directly at that moment).
+    pub survived: Option<HashSet<Ck>>,
 }
 
 /// One event of a committed history.
@@ -98,7 +101,9 @@ impl Truth {
             if held.contains(&p.ck) || p.acked.is_none() {
                 continue;
             }
-            if lossy_from.is_some_and(|from| p.acked.is_some_and(|a| a >= from)) {
+            let after_fault = lossy_from.is_some_and(|from| p.acked.is_some_and(|a| a >= from));
+            let survived = state.survived.as_ref().map(|s| s.contains(&p.ck));
+            if after_fault && survived != Some(true) {
                 truth.forked.insert(p.ck);
                 continue;
             }

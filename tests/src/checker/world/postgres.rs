@@ -37,6 +37,7 @@ pub struct PostgresWorld {
     publisher: Arc<PostgresBackend>,
     pool: PgPool,
     partitioned: bool,
+    survived: Mutex<Option<std::collections::HashSet<u64>>>,
 }
 
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
@@ -100,6 +101,7 @@ impl PostgresWorld {
             publisher: Arc::new(publisher),
             pool,
             partitioned,
+            survived: Mutex::new(None),
         })
     }
 
@@ -184,6 +186,18 @@ impl PostgresWorld {
         tokio::time::sleep(Duration::from_millis(rng.random_range(200..800))).await;
         ctx.send_half_away(Duration::from_millis(4000));
         blocking(|| copy.promote()).map_err(err)?;
+        let mut held = std::collections::HashSet::new();
+        for family in FAMILIES {
+            let table = self.publisher.table_name(family);
+            let out = blocking(|| copy.psql(&format!("SELECT tags->>'ck' FROM {table} WHERE tags ? 'ck'")))
+                .map_err(err)?;
+            held.extend(out.lines().filter_map(|l| l.trim().parse::<u64>().ok()));
+        }
+        self.survived
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(Default::default)
+            .extend(held);
         self.proxy.retarget(addr(copy.port()));
         blocking(|| original.kill()).map_err(err)?;
         *self.server.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(copy);
@@ -421,6 +435,7 @@ impl PostgresWorld {
                         .insert((family, 0), PosKey(xid as u64, id as u64));
                 }
             }
+            state.survived = self.survived.lock().unwrap_or_else(|e| e.into_inner()).clone();
             Ok(state)
         }
         .boxed()

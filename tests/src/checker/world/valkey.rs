@@ -40,6 +40,7 @@ pub struct ValkeyWorld {
     config: ValkeyConfig,
     publisher: Arc<ValkeyBackend>,
     removed: Mutex<BTreeMap<Family, Vec<StoredEvent>>>,
+    survived: Mutex<Option<std::collections::HashSet<u64>>>,
 }
 
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
@@ -54,6 +55,24 @@ fn parse_id(id: &[u8]) -> Option<PosKey> {
     let text = std::str::from_utf8(id).ok()?;
     let (ms, seq) = text.split_once('-')?;
     Some(PosKey(ms.parse().ok()?, seq.parse().ok()?))
+}
+
+/// The `ck` of one `XRANGE` entry (`[id, [field, value, ...]]`).
+fn entry_ck(item: &Reply) -> Option<u64> {
+    let Reply::Array(Some(pair)) = item else {
+        return None;
+    };
+    let Some(Reply::Array(Some(fields))) = pair.get(1) else {
+        return None;
+    };
+    let tags = fields
+        .chunks(2)
+        .find(|kv| kv.first().and_then(bulk) == Some(b"tags"))?
+        .get(1)
+        .and_then(bulk)?;
+    let mut meta = EventMeta::new();
+    meta.tags = EventMeta::parse_tags_json(std::str::from_utf8(tags).ok()?).ok()?;
+    ck_of(&meta)
 }
 
 fn bulk(r: &Reply) -> Option<&[u8]> {
@@ -105,6 +124,7 @@ impl ValkeyWorld {
             config,
             publisher: Arc::new(publisher),
             removed: Mutex::new(BTreeMap::new()),
+            survived: Mutex::new(None),
         })
     }
 
@@ -221,8 +241,14 @@ impl ValkeyWorld {
         // What retention removed is part of the history the replica keeps
         // only up to the newest id the replica had seen.
         let mut seen = std::collections::HashMap::new();
+        let mut held = std::collections::HashSet::new();
         for family in crate::checker::plan::FAMILIES {
             for (partition, key) in self.keys(family) {
+                if let Ok(Reply::Array(Some(items))) =
+                    blocking(|| replica.command(&["XRANGE", &key, "-", "+"]))
+                {
+                    held.extend(items.iter().filter_map(entry_ck));
+                }
                 let info = blocking(|| replica.command(&["XINFO", "STREAM", &key]));
                 if let Ok(Reply::Array(Some(fields))) = info {
                     let last = fields
@@ -490,6 +516,7 @@ impl World for ValkeyWorld {
             }
             state.stored.insert(family, stored);
         }
+        state.survived = self.survived.lock().unwrap_or_else(|e| e.into_inner()).clone();
         state.removed = self
             .removed
             .lock()

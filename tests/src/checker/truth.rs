@@ -67,14 +67,12 @@ impl Truth {
     /// Join the store's state with the history.
     pub fn build(state: &StoreState, history: &History) -> Self {
         let lossy = history.faults.iter().any(|f| f.lossy);
-        // Anything acknowledged after a lossy fault began and not held may
-        // be of the lost history, whatever position it had.
-        let lossy_from = history
+        let lossy_windows: Vec<(std::time::Duration, Option<std::time::Duration>)> = history
             .faults
             .iter()
             .filter(|f| f.lossy)
-            .map(|f| f.from)
-            .min();
+            .map(|f| (f.from, f.until))
+            .collect();
         let mut truth = Truth::default();
         let mut held: HashSet<Ck> = HashSet::new();
         for (&family, events) in &state.stored {
@@ -101,7 +99,13 @@ impl Truth {
             if held.contains(&p.ck) || p.acked.is_none() {
                 continue;
             }
-            let after_fault = lossy_from.is_some_and(|from| p.acked.is_some_and(|a| a >= from));
+            // Acknowledged while a lossy fault was under way: it reached the
+            // new primary only if the new primary held it when it took over.
+            let after_fault = p.acked.is_some_and(|a| {
+                lossy_windows
+                    .iter()
+                    .any(|&(from, until)| a >= from && until.is_none_or(|u| a <= u))
+            });
             let survived = state.survived.as_ref().map(|s| s.contains(&p.ck));
             if after_fault && survived != Some(true) {
                 truth.forked.insert(p.ck);

@@ -201,6 +201,8 @@ impl PostgresWorld {
         self.proxy.retarget(addr(copy.port()));
         blocking(|| original.kill()).map_err(err)?;
         *self.server.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(copy);
+        // Whatever is acknowledged from now on lands on the copy.
+        ctx.rec.heal(window);
         // Readers find the copy; then it takes writes: its transaction ids
         // pass those the lost history used, so lost cursors sort inside
         // the windows of readers that started on it.
@@ -223,7 +225,6 @@ impl PostgresWorld {
                 result,
             );
         }
-        ctx.rec.heal(window);
         Ok(())
     }
 

@@ -1,6 +1,10 @@
 //! A minimal SSE client over a plain TCP socket: one `GET`, the response
 //! head, a chunked body, and the messages in it. Enough to resume with
 //! `Last-Event-ID` and to stop reading (a stalled client) at will.
+//!
+//! Invariant: the socket is read only when the bytes already received hold
+//! no complete message, so whatever arrived with the response head is seen
+//! at once.
 
 use std::time::Duration;
 
@@ -127,20 +131,26 @@ impl SseConnection {
         }
     }
 
-    /// Read more of the body; `false` when it ended.
+    /// Add to the body: from bytes already received if they hold more of
+    /// it, else from the socket; `false` when the body ended.
     async fn fill(&mut self) -> bool {
-        if !self.decode() || self.done {
+        let before = self.body.len();
+        let open = self.decode();
+        if self.body.len() > before {
+            return true;
+        }
+        if !open || self.done {
             return false;
         }
         let mut buf = [0u8; 16384];
         match self.socket.read(&mut buf).await {
             Ok(0) | Err(_) => {
                 self.done = true;
+                self.raw.clear();
                 false
             }
             Ok(n) => {
                 self.raw.extend_from_slice(&buf[..n]);
-                self.decode();
                 true
             }
         }
@@ -174,5 +184,55 @@ impl SseConnection {
                 return None;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// A server that answers the one request with `response` in a single
+    /// write and keeps the connection open until the client leaves.
+    async fn serve_once(response: &'static str) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while find(&request, b"\r\n\r\n").is_none() {
+                let n = socket.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the client left before its request");
+                request.extend_from_slice(&buf[..n]);
+            }
+            socket.write_all(response.as_bytes()).await.unwrap();
+            while socket.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn messages_that_arrive_with_the_head_are_read_without_waiting_for_more() {
+        let addr = serve_once(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n\
+             9\r\nid: c-1\n\n\r\n1b\r\nid: c-2\nevent: e\ndata: {}\n\n\r\n",
+        )
+        .await;
+        let mut conn = tokio::time::timeout(WAIT, SseConnection::open(addr, "/s", Some("c-0")))
+            .await
+            .expect("the head arrived")
+            .expect("200");
+        let first = tokio::time::timeout(WAIT, conn.next())
+            .await
+            .expect("the message that came with the head is read at once");
+        assert_eq!(first.and_then(|m| m.id).as_deref(), Some("c-1"));
+        let second = tokio::time::timeout(WAIT, conn.next())
+            .await
+            .expect("the second message is read at once")
+            .expect("a message");
+        assert_eq!(second.id.as_deref(), Some("c-2"));
+        assert_eq!(second.data.as_deref(), Some("{}"));
     }
 }

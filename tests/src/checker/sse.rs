@@ -1,6 +1,12 @@
 //! A minimal SSE client over a plain TCP socket: one `GET`, the response
-//! head, a chunked body, and the messages in it. Enough to resume with
-//! `Last-Event-ID` and to stop reading (a stalled client) at will.
+//! head, its body (chunked, `Content-Length` or read to the close) and the
+//! messages in it. Enough to resume with `Last-Event-ID` and to stop
+//! reading (a stalled client) at will.
+//!
+//! Invariant: the socket is read only when the bytes already received hold
+//! no complete message, so whatever arrived with the response head is seen
+//! at once, and an error body ends where its framing says, not when the
+//! server closes a kept-alive connection.
 
 use std::time::Duration;
 
@@ -18,10 +24,46 @@ pub struct Message {
     pub data: Option<String>,
 }
 
+/// How the response body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Framing {
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// `Content-Length`: this many bytes are still due.
+    Length(usize),
+    /// Neither: the body ends when the server closes.
+    UntilClose,
+}
+
+impl Framing {
+    /// The framing a response head declares.
+    fn of(head: &str) -> Self {
+        let mut framing = Framing::UntilClose;
+        for line in head.lines().skip(1) {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            let (name, value) = (name.trim(), value.trim());
+            if name.eq_ignore_ascii_case("transfer-encoding")
+                && value.to_ascii_lowercase().contains("chunked")
+            {
+                return Framing::Chunked;
+            }
+            if name.eq_ignore_ascii_case("content-length") {
+                if let Ok(n) = value.parse() {
+                    framing = Framing::Length(n);
+                }
+            }
+        }
+        framing
+    }
+}
+
 /// An open SSE response.
 pub struct SseConnection {
     socket: TcpStream,
-    /// Raw bytes read and not yet decoded from chunks.
+    framing: Framing,
+    /// Raw bytes read and not yet decoded into the body.
     raw: Vec<u8>,
     /// Body bytes not yet split into messages.
     body: Vec<u8>,
@@ -81,6 +123,7 @@ impl SseConnection {
         let rest = raw.split_off(head_end + 4);
         let mut conn = SseConnection {
             socket,
+            framing: Framing::of(&head),
             raw: rest,
             body: Vec::new(),
             done: false,
@@ -103,8 +146,28 @@ impl SseConnection {
         Ok(conn)
     }
 
-    /// Decode complete chunks from `raw` into `body`; `false` at the end.
+    /// Move what `raw` holds of the body into `body`; `false` at the end.
     fn decode(&mut self) -> bool {
+        match self.framing {
+            Framing::Chunked => self.decode_chunks(),
+            Framing::Length(due) => {
+                let n = due.min(self.raw.len());
+                self.body.extend(self.raw.drain(..n));
+                self.framing = Framing::Length(due - n);
+                if due == n {
+                    self.done = true;
+                }
+                !self.done
+            }
+            Framing::UntilClose => {
+                self.body.append(&mut self.raw);
+                !self.done
+            }
+        }
+    }
+
+    /// Decode complete chunks from `raw` into `body`; `false` at the end.
+    fn decode_chunks(&mut self) -> bool {
         loop {
             let Some(line_end) = find(&self.raw, b"\r\n") else {
                 return true;
@@ -127,20 +190,26 @@ impl SseConnection {
         }
     }
 
-    /// Read more of the body; `false` when it ended.
+    /// Add to the body: from bytes already received if they hold more of
+    /// it, else from the socket; `false` when the body ended.
     async fn fill(&mut self) -> bool {
-        if !self.decode() || self.done {
+        let before = self.body.len();
+        let open = self.decode();
+        if self.body.len() > before {
+            return true;
+        }
+        if !open || self.done {
             return false;
         }
         let mut buf = [0u8; 16384];
         match self.socket.read(&mut buf).await {
             Ok(0) | Err(_) => {
                 self.done = true;
+                self.raw.clear();
                 false
             }
             Ok(n) => {
                 self.raw.extend_from_slice(&buf[..n]);
-                self.decode();
                 true
             }
         }
@@ -173,6 +242,75 @@ impl SseConnection {
             if !self.fill().await && find(&self.body, b"\n\n").is_none() {
                 return None;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// A server that answers the one request with `response` in a single
+    /// write and keeps the connection open until the client leaves.
+    async fn serve_once(response: &'static str) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while find(&request, b"\r\n\r\n").is_none() {
+                let n = socket.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the client left before its request");
+                request.extend_from_slice(&buf[..n]);
+            }
+            socket.write_all(response.as_bytes()).await.unwrap();
+            while socket.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn messages_that_arrive_with_the_head_are_read_without_waiting_for_more() {
+        let addr = serve_once(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n\
+             9\r\nid: c-1\n\n\r\n1b\r\nid: c-2\nevent: e\ndata: {}\n\n\r\n",
+        )
+        .await;
+        let mut conn = tokio::time::timeout(WAIT, SseConnection::open(addr, "/s", Some("c-0")))
+            .await
+            .expect("the head arrived")
+            .expect("200");
+        let first = tokio::time::timeout(WAIT, conn.next())
+            .await
+            .expect("the message that came with the head is read at once");
+        assert_eq!(first.and_then(|m| m.id).as_deref(), Some("c-1"));
+        let second = tokio::time::timeout(WAIT, conn.next())
+            .await
+            .expect("the second message is read at once")
+            .expect("a message");
+        assert_eq!(second.id.as_deref(), Some("c-2"));
+        assert_eq!(second.data.as_deref(), Some("{}"));
+    }
+
+    #[tokio::test]
+    async fn an_error_body_with_a_content_length_ends_on_a_kept_alive_connection() {
+        let addr = serve_once(
+            "HTTP/1.1 410 Gone\r\ncontent-type: application/json\r\ncontent-length: 27\r\n\r\n\
+             {\"error\":\"cursor_expired\"}\n",
+        )
+        .await;
+        let opened = tokio::time::timeout(WAIT, SseConnection::open(addr, "/s", Some("c-0")))
+            .await
+            .expect("the error is read without waiting for the server to close");
+        match opened {
+            Err(OpenError::Status(410, body)) => {
+                assert_eq!(body, "{\"error\":\"cursor_expired\"}\n")
+            }
+            Err(other) => panic!("{other:?}"),
+            Ok(_) => panic!("a 410 opened a stream"),
         }
     }
 }

@@ -189,8 +189,12 @@ impl PostgresWorld {
         let mut held = std::collections::HashSet::new();
         for family in FAMILIES {
             let table = self.publisher.table_name(family);
-            let out = blocking(|| copy.psql(&format!("SELECT tags->>'ck' FROM {table} WHERE tags ? 'ck'")))
-                .map_err(err)?;
+            let out = blocking(|| {
+                copy.psql(&format!(
+                    "SELECT tags->>'ck' FROM {table} WHERE tags ? 'ck'"
+                ))
+            })
+            .map_err(err)?;
             held.extend(out.lines().filter_map(|l| l.trim().parse::<u64>().ok()));
         }
         self.survived
@@ -436,7 +440,11 @@ impl PostgresWorld {
                         .insert((family, 0), PosKey(xid as u64, id as u64));
                 }
             }
-            state.survived = self.survived.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            state.survived = self
+                .survived
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
             Ok(state)
         }
         .boxed()

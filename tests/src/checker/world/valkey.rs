@@ -516,7 +516,11 @@ impl World for ValkeyWorld {
             }
             state.stored.insert(family, stored);
         }
-        state.survived = self.survived.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        state.survived = self
+            .survived
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         state.removed = self
             .removed
             .lock()

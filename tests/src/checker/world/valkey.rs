@@ -270,11 +270,22 @@ impl ValkeyWorld {
             std::mem::replace(&mut servers.primary, replica)
         };
         blocking(move || drop(old));
-        // What retention removed belonged to the history that is gone.
-        self.removed
+        ctx.rec.note(format!(
+            "the replica held {} events; its newest ids: {seen:?}",
+            held.len()
+        ));
+        *self.survived.lock().unwrap_or_else(|e| e.into_inner()) = Some(held);
+        for (family, events) in self
+            .removed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clear();
+            .iter_mut()
+        {
+            events.retain(|e| {
+                seen.get(&(*family, e.partition))
+                    .is_some_and(|&last| e.pos <= last)
+            });
+        }
         ctx.rec.heal(window);
         Ok(())
     }

@@ -183,6 +183,17 @@ pub trait World: Send + Sync {
     async fn state(&self, rec: &Recorder) -> Result<StoreState, String>;
 }
 
+/// Run blocking test-support work (starting, killing servers) on this
+/// worker without stalling the runtime.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+/// A loopback address.
+fn addr(port: u16) -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], port))
+}
+
 /// Start a world of `kind`, its settings drawn from `rng`.
 pub async fn start(kind: WorldKind, rng: &mut StdRng) -> Result<Arc<dyn World>, String> {
     Ok(match kind {

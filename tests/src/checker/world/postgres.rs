@@ -2,7 +2,6 @@
 //! a failover), an application pool of the checker's own for transactions
 //! and plain SQL, and the outbox tables read directly.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ use futures::future::{BoxFuture, FutureExt};
 use rand::rngs::StdRng;
 use rand::Rng;
 
-use super::{Fault, FaultCtx, PublishResult, World, WorldKind};
+use super::{addr, blocking, Fault, FaultCtx, PublishResult, World, WorldKind};
 use crate::checker::consumer::HANDED_BY_FAULT;
 use crate::checker::history::{DeliveryPath, PosKey, PublishPath, Recorder};
 use crate::checker::plan::FAMILIES;
@@ -38,14 +37,6 @@ pub struct PostgresWorld {
     pool: PgPool,
     partitioned: bool,
     survived: Mutex<Option<std::collections::HashSet<u64>>>,
-}
-
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
-}
-
-fn addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 /// Connect from a blocking thread: the compiler cannot prove `connect`'s

@@ -3,7 +3,6 @@
 //! read with raw `XRANGE` on whichever server is primary.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,7 +18,7 @@ use ff_core::stream_subscribe::{
 use rand::rngs::StdRng;
 use rand::Rng;
 
-use super::{ck_of, Fault, FaultCtx, PublishResult, World, WorldKind};
+use super::{addr, blocking, ck_of, Fault, FaultCtx, PublishResult, World, WorldKind};
 use crate::checker::history::{DeliveryPath, PosKey, PublishPath};
 use crate::checker::truth::{StoreState, StoredEvent};
 use crate::support::{unique_name, Reply, TcpProxy, ValkeyServer};
@@ -41,14 +40,6 @@ pub struct ValkeyWorld {
     publisher: Arc<ValkeyBackend>,
     removed: Mutex<BTreeMap<Family, Vec<StoredEvent>>>,
     survived: Mutex<Option<std::collections::HashSet<u64>>>,
-}
-
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
-}
-
-fn addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 fn parse_id(id: &[u8]) -> Option<PosKey> {

@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ff_backend_memory::MemoryBackend;
-use ff_core::backend::{CursorStore, EventPublisher, StreamBackend};
+use ff_core::backend::{CursorStore, StreamBackend};
 use ff_core::engine_error::EngineError;
 use ff_core::stream_events::{EventMeta, Family, NewEvent};
 use ff_core::stream_subscribe::{decode_memory, CursorStart, StreamCursor};
 use rand::rngs::StdRng;
 use rand::Rng;
 
-use super::{Fault, FaultCtx, PublishResult, World, WorldKind};
+use super::{publish_all, publish_each, Fault, FaultCtx, PublishResult, World, WorldKind};
 use crate::checker::history::{DeliveryPath, PosKey, PublishPath, Recorder};
 use crate::checker::truth::{StoreState, StoredEvent};
 
@@ -81,35 +81,9 @@ impl World for MemoryWorld {
         path: PublishPath,
         events: Vec<(NewEvent, EventMeta)>,
     ) -> Vec<PublishResult> {
-        let n = events.len();
-        let result = match path {
-            PublishPath::Batch => self.backend.publish_batch(events).await,
-            _ => {
-                let mut cursors = Vec::new();
-                let mut failed = None;
-                for (event, meta) in events {
-                    match self.backend.publish(event, meta).await {
-                        Ok(c) => cursors.push(c),
-                        Err(e) => {
-                            failed = Some(e);
-                            break;
-                        }
-                    }
-                }
-                match failed {
-                    Some(e) if cursors.is_empty() => Err(e),
-                    _ => Ok(cursors),
-                }
-            }
-        };
-        match result {
-            Ok(cursors) => {
-                let mut out: Vec<PublishResult> =
-                    cursors.into_iter().map(|c| Ok((Some(c), None))).collect();
-                out.resize_with(n, || Err("not published".into()));
-                out
-            }
-            Err(e) => (0..n).map(|_| Err(e.to_string())).collect(),
+        match path {
+            PublishPath::Batch => publish_all(self.backend.as_ref(), events).await,
+            _ => publish_each(self.backend.as_ref(), events).await,
         }
     }
 

@@ -8,7 +8,7 @@ mod valkey;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use ff_core::backend::{CursorStore, DeliveryStream, StreamBackend};
+use ff_core::backend::{CursorStore, DeliveryStream, EventPublisher, StreamBackend};
 use ff_core::engine_error::EngineError;
 use ff_core::filter::SubscriptionFilter;
 use ff_core::stream_events::{EventMeta, Family, NewEvent};
@@ -192,6 +192,36 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 /// A loopback address.
 fn addr(port: u16) -> std::net::SocketAddr {
     std::net::SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Publish `events` one call each; one result per event.
+async fn publish_each(
+    publisher: &dyn EventPublisher,
+    events: Vec<(NewEvent, EventMeta)>,
+) -> Vec<PublishResult> {
+    let mut out = Vec::with_capacity(events.len());
+    for (event, meta) in events {
+        out.push(
+            publisher
+                .publish(event, meta)
+                .await
+                .map(|c| (Some(c), None))
+                .map_err(|e| e.to_string()),
+        );
+    }
+    out
+}
+
+/// Publish `events` as one all-or-none batch; one result per event.
+async fn publish_all(
+    publisher: &dyn EventPublisher,
+    events: Vec<(NewEvent, EventMeta)>,
+) -> Vec<PublishResult> {
+    let n = events.len();
+    match publisher.publish_batch(events).await {
+        Ok(cursors) => cursors.into_iter().map(|c| Ok((Some(c), None))).collect(),
+        Err(e) => (0..n).map(|_| Err(e.to_string())).collect(),
+    }
 }
 
 /// Start a world of `kind`, its settings drawn from `rng`.

@@ -17,7 +17,9 @@ use futures::future::{BoxFuture, FutureExt};
 use rand::rngs::StdRng;
 use rand::Rng;
 
-use super::{addr, blocking, Fault, FaultCtx, PublishResult, World, WorldKind};
+use super::{
+    addr, blocking, publish_all, publish_each, Fault, FaultCtx, PublishResult, World, WorldKind,
+};
 use crate::checker::consumer::HANDED_BY_FAULT;
 use crate::checker::history::{DeliveryPath, PosKey, PublishPath, Recorder};
 use crate::checker::plan::FAMILIES;
@@ -517,7 +519,7 @@ impl World for PostgresWorld {
                 out
             }
             PublishPath::InTransaction => all(self.in_transaction(&events).await),
-            PublishPath::Batch => all(self.publisher.publish_batch(events).await.map_err(err)),
+            PublishPath::Batch => publish_all(self.publisher.as_ref(), events).await,
             PublishPath::ShortLived => {
                 let once = match connect(&self.url, &self.config).await {
                     Ok(b) => b,
@@ -527,19 +529,7 @@ impl World for PostgresWorld {
                 drop(once);
                 all(r)
             }
-            PublishPath::Single => {
-                let mut out = Vec::new();
-                for (e, m) in events {
-                    out.push(
-                        self.publisher
-                            .publish(e, m)
-                            .await
-                            .map(|c| (Some(c), None))
-                            .map_err(err),
-                    );
-                }
-                out
-            }
+            PublishPath::Single => publish_each(self.publisher.as_ref(), events).await,
         }
     }
 

@@ -18,7 +18,10 @@ use ff_core::stream_subscribe::{
 use rand::rngs::StdRng;
 use rand::Rng;
 
-use super::{addr, blocking, ck_of, Fault, FaultCtx, PublishResult, World, WorldKind};
+use super::{
+    addr, blocking, ck_of, publish_all, publish_each, Fault, FaultCtx, PublishResult, World,
+    WorldKind,
+};
 use crate::checker::history::{DeliveryPath, PosKey, PublishPath};
 use crate::checker::truth::{StoreState, StoredEvent};
 use crate::support::{unique_name, Reply, TcpProxy, ValkeyServer};
@@ -405,29 +408,13 @@ impl World for ValkeyWorld {
         path: PublishPath,
         events: Vec<(NewEvent, EventMeta)>,
     ) -> Vec<PublishResult> {
-        let n = events.len();
         match path {
             PublishPath::Raw => events
                 .iter()
                 .map(|(e, m)| self.raw_xadd(e, m).map(|pos| (None, Some(pos))))
                 .collect(),
-            PublishPath::Batch => match self.publisher.publish_batch(events).await {
-                Ok(cursors) => cursors.into_iter().map(|c| Ok((Some(c), None))).collect(),
-                Err(e) => (0..n).map(|_| Err(e.to_string())).collect(),
-            },
-            _ => {
-                let mut out = Vec::new();
-                for (e, m) in events {
-                    out.push(
-                        self.publisher
-                            .publish(e, m)
-                            .await
-                            .map(|c| (Some(c), None))
-                            .map_err(|e| e.to_string()),
-                    );
-                }
-                out
-            }
+            PublishPath::Batch => publish_all(self.publisher.as_ref(), events).await,
+            _ => publish_each(self.publisher.as_ref(), events).await,
         }
     }
 

@@ -121,6 +121,9 @@ async fn run(
     let mut stalled = stop.clone();
     let mut start = SegmentStart::First(spec.first.clone());
     let mut away = None;
+    // The publish cursor a first start waited for: a segment that ends
+    // before any position restarts from it, whatever key it was found by.
+    let mut first_cursor: Option<StreamCursor> = None;
     loop {
         if let Some(d) = away.take() {
             tokio::select! {
@@ -136,6 +139,9 @@ async fn run(
             SegmentStart::First(FirstStart::Beginning) | SegmentStart::AfterExpiry => {
                 StreamCursor::beginning()
             }
+            SegmentStart::First(FirstStart::PublishCursor(_)) if first_cursor.is_some() => {
+                first_cursor.clone().expect("checked by the guard")
+            }
             SegmentStart::First(FirstStart::PublishCursor(ck)) => {
                 let mut cursors = sources.publish_cursors.clone();
                 let found = tokio::select! {
@@ -148,6 +154,7 @@ async fn run(
                             rec.set_first(spec.id, FirstStart::PublishCursor(named));
                             start = SegmentStart::First(FirstStart::PublishCursor(named));
                         }
+                        first_cursor = Some(c.clone());
                         c
                     }
                     None => return,

@@ -235,7 +235,10 @@ async fn run(
                     Some(Item::Error(e @ EngineError::CursorExpired { .. })) => {
                         break SegmentEnd::Expired(e.to_string())
                     }
-                    Some(Item::Error(e)) if e.is_terminal() => break SegmentEnd::Failed(e.to_string()),
+                    Some(Item::Error(e @ EngineError::StreamDisconnected { .. })) => {
+                        break SegmentEnd::Failed(e.to_string())
+                    }
+                    Some(Item::Error(e)) if e.is_terminal() => break SegmentEnd::Broken(e.to_string()),
                     Some(Item::Error(_)) | Some(Item::Nothing) => {}
                 },
             }
@@ -431,16 +434,19 @@ fn sse_item(m: &super::sse::Message, connect_of_tail: bool) -> Item {
         (Some("ff-error"), Some(data), _) => {
             let json: serde_json::Value = serde_json::from_str(data).unwrap_or_default();
             let code = json["error"].as_str().unwrap_or("unknown").to_owned();
-            if code == "cursor_expired" {
-                Item::Error(EngineError::CursorExpired {
+            match code.as_str() {
+                "cursor_expired" => Item::Error(EngineError::CursorExpired {
                     cursor: StreamCursor::empty(),
                     oldest: None,
                     detail: data.clone(),
-                })
-            } else {
-                Item::Error(EngineError::StreamDisconnected {
+                }),
+                "disconnected" => Item::Error(EngineError::StreamDisconnected {
                     cursor: StreamCursor::empty(),
-                })
+                }),
+                _ => Item::Error(EngineError::Backend {
+                    backend: "gateway",
+                    detail: data.clone(),
+                }),
             }
         }
         (_, Some(data), Some(cursor)) => {

@@ -156,6 +156,10 @@ pub enum SegmentEnd {
     Expired(String),
     /// Any other error (the consumer resumes from its position).
     Failed(String),
+    /// A terminal error mid-stream that the subscription should have
+    /// recovered from by itself: neither `CursorExpired` nor the
+    /// `StreamDisconnected` a reconnect policy gives up with.
+    Broken(String),
 }
 
 /// One event a consumer received.

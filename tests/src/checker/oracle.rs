@@ -220,6 +220,12 @@ impl Consumer<'_> {
                 }
             }
             self.check_wake_ups(n, seg);
+            if let SegmentEnd::Broken(e) = &seg.end {
+                self.violation(
+                    Vec::new(),
+                    format!("segment {n}: the subscription ended with a terminal error instead of recovering: {e}"),
+                );
+            }
         }
         let Some(last) = segments.last() else {
             return;

@@ -5,6 +5,7 @@
 //! ```text
 //! cargo run -p ff-tests --bin ff-checker -- --world valkey --seeds 100
 //! cargo run -p ff-tests --bin ff-checker -- --world postgres --hours 2
+//! cargo run -p ff-tests --bin ff-checker -- --world valkey-cluster --seeds 20
 //! cargo run -p ff-tests --bin ff-checker -- --world memory --seed 17   # replay one seed
 //! ```
 
@@ -24,14 +25,14 @@ struct Args {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: ff-checker [--world memory|valkey|postgres|all] [--seed N | --first N --seeds COUNT | --hours H] [--steps N]"
+        "usage: ff-checker [--world memory|valkey|postgres|valkey-cluster|all] [--seed N | --first N --seeds COUNT | --hours H] [--steps N]"
     );
     ExitCode::from(2)
 }
 
 fn parse() -> Option<Args> {
     let mut args = Args {
-        worlds: vec![WorldKind::Memory, WorldKind::Valkey, WorldKind::Postgres],
+        worlds: WorldKind::ALL.to_vec(),
         first: 1,
         seeds: Some(10),
         hours: None,

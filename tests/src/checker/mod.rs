@@ -39,11 +39,72 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio::sync::watch;
 
+use ff_core::types::ExecutionId;
 use history::{DeliveryPath, Published, Recorder};
 use oracle::Violation;
 use plan::{Draft, Plan};
 use truth::Truth;
 use world::{Fault, FaultCtx, World, WorldKind};
+
+/// What the nemesis acts on.
+#[derive(Clone)]
+struct Nemesis {
+    world: Arc<dyn World>,
+    rec: Recorder,
+    gateway: Option<Arc<gateway::CheckerGateway>>,
+    executions: Vec<ExecutionId>,
+    next_ck: Arc<AtomicU64>,
+    handed: Arc<watch::Sender<consumer::Handed>>,
+    consumers: Vec<tokio::sync::mpsc::UnboundedSender<plan::ConsumerOp>>,
+}
+
+impl Nemesis {
+    /// Inject `schedule` in order, each fault after its pause; the task
+    /// answers what could not be injected.
+    fn spawn(
+        self,
+        schedule: Vec<(Duration, Fault)>,
+        mut rng: StdRng,
+    ) -> tokio::task::JoinHandle<Vec<String>> {
+        tokio::spawn(async move {
+            let mut failures = Vec::new();
+            for (delay, fault) in &schedule {
+                tokio::time::sleep(*delay).await;
+                if let Err(e) = self.inject(fault, &mut rng).await {
+                    failures.push(format!("{fault:?}: {e}"));
+                }
+            }
+            failures
+        })
+    }
+
+    async fn inject(&self, fault: &Fault, rng: &mut StdRng) -> Result<(), String> {
+        match fault {
+            Fault::GatewayRestart => {
+                let Some(g) = &self.gateway else {
+                    return Ok(());
+                };
+                let window = self.rec.fault("gateway restart", false, None);
+                let r = match self.world.reader().await {
+                    Ok(b) => g.restart(b).await,
+                    Err(e) => Err(e.to_string()),
+                };
+                self.rec.heal(window);
+                r
+            }
+            other => {
+                let ctx = FaultCtx {
+                    rec: &self.rec,
+                    next_ck: &self.next_ck,
+                    executions: &self.executions,
+                    handed: &self.handed,
+                    consumers: &self.consumers,
+                };
+                self.world.inject(other, rng, &ctx).await
+            }
+        }
+    }
+}
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -146,7 +207,12 @@ pub async fn run(config: &RunConfig) -> Result<RunSummary, RunFailure> {
     let world = world::start(config.world, &mut rng)
         .await
         .map_err(|e| fail(format!("the world did not start: {e}")))?;
-    let plan = Plan::draw(&mut rng, world.as_ref(), config.steps);
+    let plan = Plan::draw(
+        &mut rng,
+        &mut StdRng::seed_from_u64(config.seed ^ 0x2545_f491_4f6c_dd1d),
+        world.as_ref(),
+        config.steps,
+    );
     let rec = Recorder::new();
     rec.note(format!(
         "world {} with {} partition(s); {} consumers; {} events planned",
@@ -226,48 +292,24 @@ pub async fn run(config: &RunConfig) -> Result<RunSummary, RunFailure> {
         })
         .collect();
     let next_ck = Arc::new(AtomicU64::new(1_000_000));
-    let nemesis = {
-        let (world, rec, gateway, plan) =
-            (world.clone(), rec.clone(), gateway.clone(), plan.clone());
-        let mut rng = StdRng::seed_from_u64(config.seed ^ 0x9e37_79b9_7f4a_7c15);
-        let next_ck = next_ck.clone();
-        let handed = cursors_tx.clone();
-        let away: Vec<_> = consumers.iter().map(|c| c.ops_sender()).collect();
-        tokio::spawn(async move {
-            let mut failures = Vec::new();
-            for (delay, fault) in &plan.faults {
-                tokio::time::sleep(*delay).await;
-                let result = match fault {
-                    Fault::GatewayRestart => match &gateway {
-                        Some(g) => {
-                            let window = rec.fault("gateway restart", false, None);
-                            let r = match world.reader().await {
-                                Ok(b) => g.restart(b).await,
-                                Err(e) => Err(e.to_string()),
-                            };
-                            rec.heal(window);
-                            r
-                        }
-                        None => Ok(()),
-                    },
-                    other => {
-                        let ctx = FaultCtx {
-                            rec: &rec,
-                            next_ck: &next_ck,
-                            executions: &plan.executions,
-                            handed: &handed,
-                            consumers: &away,
-                        };
-                        world.inject(other, &mut rng, &ctx).await
-                    }
-                };
-                if let Err(e) = result {
-                    failures.push(format!("{fault:?}: {e}"));
-                }
-            }
-            failures
-        })
+    let away: Vec<_> = consumers.iter().map(|c| c.ops_sender()).collect();
+    let nemesis = Nemesis {
+        world: world.clone(),
+        rec: rec.clone(),
+        gateway: gateway.clone(),
+        executions: plan.executions.clone(),
+        next_ck: next_ck.clone(),
+        handed: cursors_tx.clone(),
+        consumers: away,
     };
+    let faults = nemesis.clone().spawn(
+        plan.faults.clone(),
+        StdRng::seed_from_u64(config.seed ^ 0x9e37_79b9_7f4a_7c15),
+    );
+    let operations = nemesis.spawn(
+        plan.operations.clone(),
+        StdRng::seed_from_u64(config.seed ^ 0x5851_f42d_4c95_7f2d),
+    );
     let consumer_ops = {
         let plan = plan.clone();
         let handles: Vec<_> = consumers.iter().map(|c| c.ops_sender()).collect();
@@ -283,7 +325,8 @@ pub async fn run(config: &RunConfig) -> Result<RunSummary, RunFailure> {
     for p in producers {
         let _ = p.await;
     }
-    let nemesis_failures = nemesis.await.unwrap_or_default();
+    let mut nemesis_failures = faults.await.unwrap_or_default();
+    nemesis_failures.extend(operations.await.unwrap_or_default());
     let _ = consumer_ops.await;
     for f in &nemesis_failures {
         rec.note(format!("nemesis could not act: {f}"));

@@ -66,6 +66,9 @@ pub struct Plan {
     pub producers: Vec<Vec<Produce>>,
     /// Faults, each after a pause.
     pub faults: Vec<(Duration, Fault)>,
+    /// Operations (planned failover, slot migration…), each after a pause,
+    /// injected by a second nemesis alongside the faults.
+    pub operations: Vec<(Duration, Fault)>,
     /// Consumer operations, each after a pause.
     pub consumer_ops: Vec<(Duration, usize, ConsumerOp)>,
 }
@@ -102,8 +105,10 @@ fn draft(rng: &mut StdRng, ck: Ck, executions: &[ExecutionId]) -> Draft {
 }
 
 impl Plan {
-    /// Draw a schedule of about `steps` publish calls for `world`.
-    pub fn draw(rng: &mut StdRng, world: &dyn World, steps: usize) -> Plan {
+    /// Draw a schedule of about `steps` publish calls for `world`. The
+    /// operations come from `ops_rng`, so a world that gains an operation
+    /// keeps every seed's other draws.
+    pub fn draw(rng: &mut StdRng, ops_rng: &mut StdRng, world: &dyn World, steps: usize) -> Plan {
         let partitions = world.partitions();
         let executions: Vec<ExecutionId> = (0..6)
             .map(|_| {
@@ -249,11 +254,23 @@ impl Plan {
                 )
             })
             .collect();
+        let kinds = world.operations();
+        let operations = if kinds.is_empty() {
+            Vec::new()
+        } else {
+            (0..ops_rng.random_range(0..3))
+                .filter_map(|_| {
+                    let op = kinds.choose(ops_rng)?.clone();
+                    Some((Duration::from_millis(ops_rng.random_range(200..1500)), op))
+                })
+                .collect()
+        };
         Plan {
             executions,
             consumers,
             producers,
             faults,
+            operations,
             consumer_ops,
         }
     }

@@ -4,6 +4,7 @@
 mod memory;
 mod postgres;
 mod valkey;
+mod valkey_cluster;
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ use super::truth::StoreState;
 pub use memory::MemoryWorld;
 pub use postgres::PostgresWorld;
 pub use valkey::ValkeyWorld;
+pub use valkey_cluster::ValkeyClusterWorld;
 
 /// Which world a run uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -37,23 +39,32 @@ pub enum WorldKind {
     Valkey,
     /// A Postgres server with a standby, behind a proxy.
     Postgres,
+    /// A Valkey Cluster of three primaries with a replica each.
+    ValkeyCluster,
 }
 
 impl WorldKind {
+    /// Every world, in the order `--world all` runs them.
+    pub const ALL: [WorldKind; 4] = [
+        WorldKind::Memory,
+        WorldKind::Valkey,
+        WorldKind::Postgres,
+        WorldKind::ValkeyCluster,
+    ];
+
     /// Its name on the command line.
     pub fn as_str(self) -> &'static str {
         match self {
             WorldKind::Memory => "memory",
             WorldKind::Valkey => "valkey",
             WorldKind::Postgres => "postgres",
+            WorldKind::ValkeyCluster => "valkey-cluster",
         }
     }
 
     /// Parse a name.
     pub fn parse(s: &str) -> Option<Self> {
-        [WorldKind::Memory, WorldKind::Valkey, WorldKind::Postgres]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
 
@@ -84,6 +95,15 @@ pub enum Fault {
     SettingMismatch,
     /// The gateway is shut down and started again on the same port.
     GatewayRestart,
+    /// `CLUSTER FAILOVER` on a replica: it catches up, then the roles swap
+    /// (Valkey Cluster).
+    PlannedFailover,
+    /// `CLUSTER FAILOVER FORCE` or `TAKEOVER`: the replica takes over
+    /// without waiting for the primary, and may miss its tail.
+    ForcedFailover,
+    /// A slot moves to another primary and stays `MIGRATING`/`IMPORTING`
+    /// for a while with some of its keys moved (Valkey Cluster).
+    SlotMigration,
 }
 
 /// What a fault may use: the history, fresh event numbers for the events
@@ -147,6 +167,12 @@ pub trait World: Send + Sync {
     fn delivery_paths(&self) -> Vec<DeliveryPath>;
     /// The faults this world can suffer.
     fn faults(&self) -> Vec<Fault>;
+    /// The routine operations run on it (planned failover, slot
+    /// migration), drawn apart from the faults so a new one keeps every
+    /// seed's earlier schedule.
+    fn operations(&self) -> Vec<Fault> {
+        Vec::new()
+    }
     /// A backend to read from (a fresh instance where the backend allows).
     async fn reader(&self) -> Result<Arc<dyn StreamBackend>, EngineError>;
     /// The cursor store consumers persist positions in.
@@ -230,6 +256,7 @@ pub async fn start(kind: WorldKind, rng: &mut StdRng) -> Result<Arc<dyn World>, 
         WorldKind::Memory => Arc::new(MemoryWorld::start(rng)),
         WorldKind::Valkey => Arc::new(ValkeyWorld::start(rng).await?),
         WorldKind::Postgres => Arc::new(PostgresWorld::start(rng).await?),
+        WorldKind::ValkeyCluster => Arc::new(ValkeyClusterWorld::start(rng).await?),
     })
 }
 

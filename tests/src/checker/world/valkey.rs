@@ -24,6 +24,7 @@ use super::{
 };
 use crate::checker::history::{DeliveryPath, PosKey, PublishPath};
 use crate::checker::truth::{StoreState, StoredEvent};
+use crate::support::valkey_cluster::Session;
 use crate::support::{unique_name, Reply, TcpProxy, ValkeyServer};
 
 /// The frozen wall clock both servers run on, when the seed freezes it.
@@ -45,14 +46,14 @@ pub struct ValkeyWorld {
     survived: Mutex<Option<std::collections::HashSet<u64>>>,
 }
 
-fn parse_id(id: &[u8]) -> Option<PosKey> {
+pub(super) fn parse_id(id: &[u8]) -> Option<PosKey> {
     let text = std::str::from_utf8(id).ok()?;
     let (ms, seq) = text.split_once('-')?;
     Some(PosKey(ms.parse().ok()?, seq.parse().ok()?))
 }
 
 /// The `ck` of one `XRANGE` entry (`[id, [field, value, ...]]`).
-fn entry_ck(item: &Reply) -> Option<u64> {
+pub(super) fn entry_ck(item: &Reply) -> Option<u64> {
     let Reply::Array(Some(pair)) = item else {
         return None;
     };
@@ -69,7 +70,7 @@ fn entry_ck(item: &Reply) -> Option<u64> {
     ck_of(&meta)
 }
 
-fn bulk(r: &Reply) -> Option<&[u8]> {
+pub(super) fn bulk(r: &Reply) -> Option<&[u8]> {
     match r {
         Reply::Bulk(Some(b)) => Some(b),
         _ => None,
@@ -126,98 +127,94 @@ impl ValkeyWorld {
         self.servers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// One command to whichever server is primary now, sent without
+    /// holding the servers' lock (a write may wait out a `CLIENT PAUSE`).
     fn command(&self, args: &[&str]) -> Result<Reply, String> {
-        let servers = self.servers();
-        blocking(|| servers.primary.command(args)).map_err(|e| e.to_string())
+        let port = self.servers().primary.port();
+        blocking(|| Session::connect(port)?.text_command(args)).map_err(|e| e.to_string())
     }
 
     fn keys(&self, family: Family) -> Vec<(u16, String)> {
-        let p = self.publisher.partitions();
-        if p == 1 {
-            vec![(0, self.publisher.stream_key(family).to_owned())]
-        } else {
-            (0..p)
-                .map(|n| (n, self.publisher.partition_stream_key(family, n).to_owned()))
-                .collect()
-        }
+        stream_keys(&self.publisher, family)
     }
 
     /// Every entry of `key`, as `(ck, position)` where it carries a `ck`.
     fn entries(&self, key: &str) -> Result<Vec<(u64, PosKey)>, String> {
-        let reply = self.command(&["XRANGE", key, "-", "+"])?;
-        let Reply::Array(Some(items)) = reply else {
-            return Err(format!("XRANGE {key} answered {reply:?}"));
-        };
-        let mut out = Vec::new();
-        for item in &items {
-            let Reply::Array(Some(pair)) = item else {
-                continue;
-            };
-            let (Some(id), Some(Reply::Array(Some(fields)))) =
-                (pair.first().and_then(bulk), pair.get(1))
-            else {
-                continue;
-            };
-            let pos = parse_id(id).ok_or("an entry id that does not parse")?;
-            let mut meta = EventMeta::new();
-            for kv in fields.chunks(2) {
-                if let [k, v] = kv {
-                    if bulk(k) == Some(b"tags") {
-                        if let Some(tags) = bulk(v)
-                            .and_then(|v| std::str::from_utf8(v).ok())
-                            .and_then(|t| EventMeta::parse_tags_json(t).ok())
-                        {
-                            meta.tags = tags;
-                        }
-                    }
-                }
-            }
-            if let Some(ck) = ck_of(&meta) {
-                out.push((ck, pos));
-            }
-        }
-        Ok(out)
+        xrange_cks(key, self.command(&["XRANGE", key, "-", "+"])?)
     }
 
     /// An `XADD` as the README documents it, as a plain client would.
     fn raw_xadd(&self, event: &NewEvent, meta: &EventMeta) -> Result<PosKey, String> {
-        let partition = self.publisher.partition_of(event.execution_id());
-        let key = if self.publisher.partitions() == 1 {
-            self.publisher.stream_key(event.family()).to_owned()
-        } else {
-            self.publisher
-                .partition_stream_key(event.family(), partition)
-                .to_owned()
+        let (_, args) = raw_xadd_args(&self.publisher, event, meta)?;
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        xadd_id(self.command(&args)?)
+    }
+
+    /// A planned switchover, as a sentinel or a managed service runs it:
+    /// writes pause on the primary, the replica catches up and is
+    /// promoted, the address moves to it, and the old primary becomes its
+    /// replica (its blocked readers are answered `-UNBLOCKED`). Nothing
+    /// acknowledged is lost.
+    async fn planned_failover(&self, rng: &mut StdRng, ctx: &FaultCtx<'_>) -> Result<(), String> {
+        let Some(replica) = self.servers().replica.take() else {
+            return Ok(());
         };
-        let execution = event.execution_id().to_string();
-        let tags = meta.tags_json();
-        let mut args: Vec<&str> = vec!["XADD", &key, "*", "v", "1", "execution_id", &execution];
-        let kind_fields: Vec<(String, String)> = match event {
-            NewEvent::Completion { outcome, .. } => {
-                vec![("outcome".into(), outcome.as_wire().to_owned())]
+        let window = ctx.rec.fault(
+            "planned failover: the replica catches up, is promoted, the old primary follows it",
+            false,
+            None,
+        );
+        let result = self.switch_over(&replica, rng).await;
+        let old = {
+            let mut servers = self.servers();
+            if result.is_ok() {
+                self.proxy.retarget(addr(replica.port()));
+                std::mem::replace(&mut servers.primary, replica)
+            } else {
+                let _ = self.command(&["CLIENT", "UNPAUSE"]);
+                replica
             }
-            NewEvent::TagAttached { tag, .. } => {
-                vec![
-                    ("type".into(), "attached".into()),
-                    ("tag".into(), tag.clone()),
-                ]
-            }
-            _ => return Err("the raw path writes completion and tag events only".into()),
         };
-        for (k, v) in &kind_fields {
-            args.push(k);
-            args.push(v);
+        if result.is_ok() {
+            let port = self.servers().primary.port().to_string();
+            blocking(|| old.command(&["REPLICAOF", "127.0.0.1", &port]))
+                .map_err(|e| e.to_string())?;
+            blocking(|| old.command(&["CLIENT", "UNPAUSE"])).map_err(|e| e.to_string())?;
         }
-        if let Some(ns) = &meta.namespace {
-            args.push("namespace");
-            args.push(ns);
+        self.servers().replica = Some(old);
+        result?;
+        ctx.rec.heal(window);
+        Ok(())
+    }
+
+    /// Pause writes on the primary, wait until `replica` has every byte of
+    /// it, and promote `replica`.
+    async fn switch_over(&self, replica: &ValkeyServer, rng: &mut StdRng) -> Result<(), String> {
+        let offset = |server: &ValkeyServer| -> Result<u64, String> {
+            let info = match blocking(|| server.command(&["INFO", "replication"])) {
+                Ok(Reply::Bulk(Some(text))) => String::from_utf8_lossy(&text).into_owned(),
+                other => return Err(format!("INFO replication answered {other:?}")),
+            };
+            info.lines()
+                .find_map(|l| l.strip_prefix("master_repl_offset:"))
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or_else(|| "INFO replication has no master_repl_offset".into())
+        };
+        let pause_ms = rng.random_range(2000..4000).to_string();
+        self.command(&["CLIENT", "PAUSE", &pause_ms, "WRITE"])?;
+        let target = {
+            let servers = self.servers();
+            offset(&servers.primary)?
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while offset(replica)? < target {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!("the replica did not reach offset {target} in 2 s"));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        args.push("tags");
-        args.push(&tags);
-        match self.command(&args)? {
-            Reply::Bulk(Some(id)) => parse_id(&id).ok_or_else(|| "a bad entry id".into()),
-            other => Err(format!("XADD answered {other:?}")),
-        }
+        blocking(|| replica.command(&["REPLICAOF", "NO", "ONE"])).map_err(|e| e.to_string())?;
+        Ok(())
     }
 
     async fn lossy_failover(&self, rng: &mut StdRng, ctx: &FaultCtx<'_>) -> Result<(), String> {
@@ -279,43 +276,6 @@ impl ValkeyWorld {
                 seen.get(&(*family, e.partition))
                     .is_some_and(|&last| e.pos <= last)
             });
-        }
-        ctx.rec.heal(window);
-        Ok(())
-    }
-
-    async fn mismatch(&self, rng: &mut StdRng, ctx: &FaultCtx<'_>) -> Result<(), String> {
-        let ours = self.publisher.partitions();
-        let theirs = if ours == 1 { 4 } else { ours * 2 };
-        let window = ctx.rec.fault(
-            format!("a publisher with partitions={theirs} against partitions={ours}"),
-            false,
-            None,
-        );
-        let other =
-            ValkeyBackend::connect(&self.url, self.config.clone().with_partitions(theirs)).await;
-        if let Ok(other) = other {
-            for _ in 0..rng.random_range(1..4) {
-                let family = [Family::Completion, Family::InstanceTags][rng.random_range(0..2)];
-                let draft = ctx.draft(family);
-                let started = ctx.rec.now();
-                let result = other
-                    .publish(draft.event.clone(), draft.meta.clone())
-                    .await
-                    .map(|c| (Some(c), None))
-                    .map_err(|e| e.to_string());
-                crate::checker::record_publish(
-                    ctx.rec,
-                    self,
-                    &draft,
-                    PublishPath::Single,
-                    started,
-                    result,
-                );
-            }
-        } else if let Err(e) = other {
-            ctx.rec
-                .note(format!("the mismatched publisher was refused: {e}"));
         }
         ctx.rec.heal(window);
         Ok(())
@@ -391,6 +351,10 @@ impl World for ValkeyWorld {
             Fault::Prune,
             Fault::GatewayRestart,
         ]
+    }
+
+    fn operations(&self) -> Vec<Fault> {
+        vec![Fault::PlannedFailover]
     }
 
     async fn reader(&self) -> Result<Arc<dyn StreamBackend>, EngineError> {
@@ -470,28 +434,17 @@ impl World for ValkeyWorld {
                 Ok(())
             }
             Fault::LossyFailover => self.lossy_failover(rng, ctx).await,
-            Fault::SettingMismatch => self.mismatch(rng, ctx).await,
+            Fault::PlannedFailover => self.planned_failover(rng, ctx).await,
+            Fault::SettingMismatch => {
+                publish_mismatched(self, &self.url, &self.config, rng, ctx).await
+            }
             Fault::Prune => self.prune(rng, ctx),
             other => Err(format!("the valkey world cannot inject {other:?}")),
         }
     }
 
     fn position(&self, family: Family, cursor: &StreamCursor) -> Option<PosKey> {
-        let p = self.partitions();
-        if p == 1 {
-            match decode_valkey_witnessed(cursor, family).ok()? {
-                CursorStart::After(v) => Some(PosKey(v.at.ms, v.at.seq)),
-                _ => None,
-            }
-        } else {
-            match decode_valkey_partitioned(cursor, family, p, None).ok()? {
-                CursorStart::After(pp) => {
-                    let (_, v) = pp.iter().next()?;
-                    (pp.len() == 1).then_some(PosKey(v.ms, v.seq))
-                }
-                _ => None,
-            }
-        }
+        position_of(self.partitions(), family, cursor)
     }
 
     async fn state(&self, _rec: &crate::checker::history::Recorder) -> Result<StoreState, String> {
@@ -517,4 +470,150 @@ impl World for ValkeyWorld {
             .clone();
         Ok(state)
     }
+}
+
+/// The stream keys of `family`, with their partitions.
+pub(super) fn stream_keys(publisher: &ValkeyBackend, family: Family) -> Vec<(u16, String)> {
+    let p = publisher.partitions();
+    if p == 1 {
+        vec![(0, publisher.stream_key(family).to_owned())]
+    } else {
+        (0..p)
+            .map(|n| (n, publisher.partition_stream_key(family, n).to_owned()))
+            .collect()
+    }
+}
+
+/// The entries of an `XRANGE` reply, as `(ck, position)` where they carry a `ck`.
+pub(super) fn xrange_cks(key: &str, reply: Reply) -> Result<Vec<(u64, PosKey)>, String> {
+    let Reply::Array(Some(items)) = reply else {
+        return Err(format!("XRANGE {key} answered {reply:?}"));
+    };
+    let mut out = Vec::new();
+    for item in &items {
+        let Some(ck) = entry_ck(item) else {
+            continue;
+        };
+        let Reply::Array(Some(pair)) = item else {
+            continue;
+        };
+        let pos = pair
+            .first()
+            .and_then(bulk)
+            .and_then(parse_id)
+            .ok_or("an entry id that does not parse")?;
+        out.push((ck, pos));
+    }
+    Ok(out)
+}
+
+/// The key and arguments of an `XADD` of `event` as the README documents
+/// the entry layout, as a plain client would write it.
+pub(super) fn raw_xadd_args(
+    publisher: &ValkeyBackend,
+    event: &NewEvent,
+    meta: &EventMeta,
+) -> Result<(String, Vec<String>), String> {
+    let partition = publisher.partition_of(event.execution_id());
+    let key = if publisher.partitions() == 1 {
+        publisher.stream_key(event.family()).to_owned()
+    } else {
+        publisher
+            .partition_stream_key(event.family(), partition)
+            .to_owned()
+    };
+    let mut args: Vec<String> = ["XADD", &key, "*", "v", "1", "execution_id"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.push(event.execution_id().to_string());
+    match event {
+        NewEvent::Completion { outcome, .. } => {
+            args.extend(["outcome".into(), outcome.as_wire().to_owned()]);
+        }
+        NewEvent::TagAttached { tag, .. } => {
+            args.extend(["type".into(), "attached".into(), "tag".into(), tag.clone()]);
+        }
+        _ => return Err("the raw path writes completion and tag events only".into()),
+    }
+    if let Some(ns) = &meta.namespace {
+        args.extend(["namespace".into(), ns.clone()]);
+    }
+    args.extend(["tags".into(), meta.tags_json()]);
+    Ok((key, args))
+}
+
+/// The entry id an `XADD` answered.
+pub(super) fn xadd_id(reply: Reply) -> Result<PosKey, String> {
+    match reply {
+        Reply::Bulk(Some(id)) => parse_id(&id).ok_or_else(|| "a bad entry id".into()),
+        other => Err(format!("XADD answered {other:?}")),
+    }
+}
+
+/// The stored position a publish cursor names, with `partitions` per family.
+pub(super) fn position_of(
+    partitions: u16,
+    family: Family,
+    cursor: &StreamCursor,
+) -> Option<PosKey> {
+    if partitions == 1 {
+        match decode_valkey_witnessed(cursor, family).ok()? {
+            CursorStart::After(v) => Some(PosKey(v.at.ms, v.at.seq)),
+            _ => None,
+        }
+    } else {
+        match decode_valkey_partitioned(cursor, family, partitions, None).ok()? {
+            CursorStart::After(pp) => {
+                let (_, v) = pp.iter().next()?;
+                (pp.len() == 1).then_some(PosKey(v.ms, v.seq))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A publisher configured with another partition count publishes a few
+/// events (or is refused), as a rolling deploy with a changed setting would.
+pub(super) async fn publish_mismatched(
+    world: &dyn World,
+    url: &str,
+    config: &ValkeyConfig,
+    rng: &mut StdRng,
+    ctx: &FaultCtx<'_>,
+) -> Result<(), String> {
+    let ours = world.partitions();
+    let theirs = if ours == 1 { 4 } else { ours * 2 };
+    let window = ctx.rec.fault(
+        format!("a publisher with partitions={theirs} against partitions={ours}"),
+        false,
+        None,
+    );
+    match ValkeyBackend::connect(url, config.clone().with_partitions(theirs)).await {
+        Ok(other) => {
+            for _ in 0..rng.random_range(1..4) {
+                let family = [Family::Completion, Family::InstanceTags][rng.random_range(0..2)];
+                let draft = ctx.draft(family);
+                let started = ctx.rec.now();
+                let result = other
+                    .publish(draft.event.clone(), draft.meta.clone())
+                    .await
+                    .map(|c| (Some(c), None))
+                    .map_err(|e| e.to_string());
+                crate::checker::record_publish(
+                    ctx.rec,
+                    world,
+                    &draft,
+                    PublishPath::Single,
+                    started,
+                    result,
+                );
+            }
+        }
+        Err(e) => ctx
+            .rec
+            .note(format!("the mismatched publisher was refused: {e}")),
+    }
+    ctx.rec.heal(window);
+    Ok(())
 }

@@ -225,6 +225,11 @@ impl ValkeyCluster {
         self.nodes[node].is_running()
     }
 
+    /// The process id of node `node` while it runs (to signal it).
+    pub fn pid(&self, node: usize) -> Option<u32> {
+        self.nodes[node].pid()
+    }
+
     /// The cluster's directory (one `node-N` directory per node).
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -57,6 +57,14 @@ pub trait Harness: Send + Sync + 'static {
     /// memory O(batch) under any backlog (§3.7.6). Keep it well below 1,000.
     fn read_ahead_limit(&self) -> usize;
 
+    /// The most events one read of a subscription fetches (the read batch
+    /// or page size the backend was built with; for a backend that reads
+    /// each partition on its own, one partition's read). The suite sweeps
+    /// backlogs of one less, exactly and one more than this and than
+    /// [`read_ahead_limit`](Self::read_ahead_limit), where `CaughtUp`
+    /// bugs at a full read hide.
+    fn read_batch(&self) -> usize;
+
     /// Make every event of `family` strictly before the event at `cursor`
     /// unretained, the way the backend's own retention would (trim, prune,
     /// evict). The event at `cursor` stays, as the oldest retained.

@@ -31,7 +31,7 @@
 //! | 8 bad input | [`bad_cursors_are_rejected_at_subscribe`], [`cursors_of_another_instance_are_refused`], [`corrupt_entries_are_flagged_and_the_stream_goes_on`] |
 //! | 9 filters | [`filters_admit_exactly_the_matching_events`], [`filters_treat_non_canonical_records_like_canonical_ones`], [`checkpoints_advance_past_filtered_out_events`], [`filtered_subscriptions_skip_long_rejected_runs_promptly`] |
 //! | 10 drop | [`dropping_a_subscription_releases_it`] |
-//! | `CaughtUp` once | [`caught_up_is_yielded_exactly_once`] |
+//! | `CaughtUp` once | [`caught_up_is_yielded_exactly_once`], [`caught_up_follows_backlogs_sized_around_the_read_batch`] |
 //! | typed API | [`typed_subscriptions_yield_each_family`] |
 //! | batch atomicity | [`publish_batch_is_all_or_none`] |
 //! | bounds, cursor_at | [`bounds_and_cursor_at_agree_with_published_events`] |
@@ -43,6 +43,7 @@
 //! that the suite catches a bug you switch on in your backend, run it
 //! programmatically with [`SuiteRun`].
 
+mod backlogs;
 mod bad_input;
 mod cursor_store;
 mod delivery;
@@ -54,6 +55,7 @@ mod resolve;
 mod runner;
 pub mod support;
 
+pub use backlogs::{backlog_sizes, caught_up_follows_backlogs_sized_around_the_read_batch};
 pub use bad_input::{
     bad_cursors_are_rejected_at_subscribe, corrupt_entries_are_flagged_and_the_stream_goes_on,
     cursors_of_another_instance_are_refused,
@@ -102,6 +104,7 @@ macro_rules! __ff_suite_list {
             live_events_arrive_promptly: none,
             live_events_from_another_process_arrive_promptly: cross_process,
             caught_up_is_yielded_exactly_once: none,
+            caught_up_follows_backlogs_sized_around_the_read_batch: none,
             typed_subscriptions_yield_each_family: none,
             reconnect_continues_exactly_after_the_last_event: reconnect,
             slow_consumer_receives_a_large_backlog_exactly_once: none,

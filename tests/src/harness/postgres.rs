@@ -210,6 +210,10 @@ impl Harness for PostgresHarness {
         5 * READ_BATCH
     }
 
+    fn read_batch(&self) -> usize {
+        READ_BATCH
+    }
+
     /// Prune through the backend's prune function; rows of transactions
     /// older than an open one are kept until it ends, so retry (with a
     /// deadline) until nothing before `cursor` remains.

@@ -167,6 +167,10 @@ impl Harness for ValkeyHarness {
         4 * READ_BATCH
     }
 
+    fn read_batch(&self) -> usize {
+        READ_BATCH
+    }
+
     async fn expire_before(
         &self,
         family: Family,

@@ -57,6 +57,10 @@ impl Harness for MutantHarness {
         2 * BATCH
     }
 
+    fn read_batch(&self) -> usize {
+        BATCH
+    }
+
     async fn expire_before(
         &self,
         family: Family,

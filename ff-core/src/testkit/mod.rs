@@ -31,6 +31,7 @@
 //! | 8 bad input | [`bad_cursors_are_rejected_at_subscribe`], [`cursors_of_another_instance_are_refused`], [`corrupt_entries_are_flagged_and_the_stream_goes_on`] |
 //! | 9 filters | [`filters_admit_exactly_the_matching_events`], [`filters_treat_non_canonical_records_like_canonical_ones`], [`checkpoints_advance_past_filtered_out_events`], [`filtered_subscriptions_skip_long_rejected_runs_promptly`] |
 //! | 10 drop | [`dropping_a_subscription_releases_it`] |
+//! | 9 filters over text | [`filters_tell_apart_text_differing_only_in_case_or_normalisation`] |
 //! | `CaughtUp` once | [`caught_up_is_yielded_exactly_once`], [`caught_up_follows_backlogs_sized_around_the_read_batch`] |
 //! | typed API | [`typed_subscriptions_yield_each_family`] |
 //! | batch atomicity | [`publish_batch_is_all_or_none`] |
@@ -48,6 +49,7 @@ mod bad_input;
 mod cursor_store;
 mod delivery;
 mod faults;
+mod filter_text;
 mod filters;
 mod harness;
 mod publish;
@@ -71,6 +73,9 @@ pub use faults::{
     dropping_a_subscription_releases_it, expired_cursors_are_reported_never_skipped,
     reconnect_continues_exactly_after_the_last_event,
     slow_consumer_receives_a_large_backlog_exactly_once,
+};
+pub use filter_text::{
+    filters_tell_apart_text_differing_only_in_case_or_normalisation, LOOKALIKES,
 };
 pub use filters::{
     checkpoints_advance_past_filtered_out_events,
@@ -114,6 +119,7 @@ macro_rules! __ff_suite_list {
             corrupt_entries_are_flagged_and_the_stream_goes_on: raw_records,
             dropping_a_subscription_releases_it: none,
             filters_admit_exactly_the_matching_events: none,
+            filters_tell_apart_text_differing_only_in_case_or_normalisation: none,
             filters_treat_non_canonical_records_like_canonical_ones: raw_records,
             checkpoints_advance_past_filtered_out_events: none,
             filtered_subscriptions_skip_long_rejected_runs_promptly: none,

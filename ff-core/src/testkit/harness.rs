@@ -75,8 +75,20 @@ pub trait Harness: Send + Sync + 'static {
     /// would write it — `fields` by their wire names ([`Field::name`]), the
     /// metadata as [`Field::Namespace`] and [`Field::Tags`] (a JSON object
     /// text) — without validating anything, and return its cursor. The
-    /// suite stores undecodable records (`Corrupt`) and non-canonical ones
-    /// (upper-case UUIDs) through it. Capability `raw_records`.
+    /// suite stores undecodable records (`Corrupt`), non-canonical ones
+    /// (upper-case UUIDs) and records of other schema versions
+    /// ([`Field::SchemaVersion`], `v`: a higher number, `0`, a word)
+    /// through it. Capability `raw_records`.
+    ///
+    /// Store each value as the store's own producers would: a store with
+    /// typed columns may re-encode the tags object (JSON whitespace and key
+    /// order are not kept), but every key and value stays byte for byte —
+    /// no case folding, trimming or Unicode normalisation. When the
+    /// store's types cannot hold a value at all (a word in an integer `v`
+    /// column), answer [`EngineError::Validation`] naming it: no producer
+    /// can write such a record, and the suite skips that case. Never
+    /// answer `Validation` for a value the store would accept from another
+    /// producer.
     async fn inject_raw(
         &self,
         family: Family,

@@ -31,6 +31,7 @@
 //! | 8 bad input | [`bad_cursors_are_rejected_at_subscribe`], [`cursors_of_another_instance_are_refused`], [`corrupt_entries_are_flagged_and_the_stream_goes_on`] |
 //! | 9 filters | [`filters_admit_exactly_the_matching_events`], [`filters_treat_non_canonical_records_like_canonical_ones`], [`checkpoints_advance_past_filtered_out_events`], [`filtered_subscriptions_skip_long_rejected_runs_promptly`] |
 //! | 10 drop | [`dropping_a_subscription_releases_it`] |
+//! | 8 / §3.9 schema version | [`records_of_an_unreadable_schema_version_are_corrupt`] |
 //! | 9 filters over text | [`filters_tell_apart_text_differing_only_in_case_or_normalisation`] |
 //! | `CaughtUp` once | [`caught_up_is_yielded_exactly_once`], [`caught_up_follows_backlogs_sized_around_the_read_batch`] |
 //! | typed API | [`typed_subscriptions_yield_each_family`] |
@@ -55,6 +56,7 @@ mod harness;
 mod publish;
 mod resolve;
 mod runner;
+mod schema_version;
 pub mod support;
 
 pub use backlogs::{backlog_sizes, caught_up_follows_backlogs_sized_around_the_read_batch};
@@ -90,6 +92,9 @@ pub use publish::{bounds_and_cursor_at_agree_with_published_events, publish_batc
 pub use resolve::resolve_cursor_matches_subscription;
 pub(crate) use runner::runner_entry;
 pub use runner::{block_on, SuiteOutcome, SuiteReport, SuiteRun, TestOutcome};
+pub use schema_version::{
+    records_of_an_unreadable_schema_version_are_corrupt, unreadable_versions,
+};
 
 /// `#[ff_core::testkit::async_trait]` for implementing [`Harness`] without
 /// a dependency of your own on `async-trait`.
@@ -117,6 +122,7 @@ macro_rules! __ff_suite_list {
             bad_cursors_are_rejected_at_subscribe: none,
             cursors_of_another_instance_are_refused: foreign_cursor,
             corrupt_entries_are_flagged_and_the_stream_goes_on: raw_records,
+            records_of_an_unreadable_schema_version_are_corrupt: raw_records,
             dropping_a_subscription_releases_it: none,
             filters_admit_exactly_the_matching_events: none,
             filters_tell_apart_text_differing_only_in_case_or_normalisation: none,

@@ -247,7 +247,8 @@ impl Harness for PostgresHarness {
     }
 
     /// Insert through `jsonb_populate_record`, so every value goes through
-    /// its column type's text input, as a plain-SQL producer's would.
+    /// its column type's text input, as a plain-SQL producer's would; a
+    /// value the column type refuses is `Validation`.
     async fn inject_raw(
         &self,
         family: Family,
@@ -280,7 +281,14 @@ impl Harness for PostgresHarness {
             .bind(serde_json::Value::Object(record).to_string())
             .fetch_one(&self.admin)
             .await
-            .map_err(Self::err)?;
+            .map_err(|e| match e.as_database_error().and_then(|d| d.code()) {
+                // A data exception: a column's type cannot hold a value (a
+                // word in the smallint `v`), so no producer can write it.
+                Some(code) if code.starts_with("22") => EngineError::validation(format!(
+                    "the {table} columns cannot hold this record: {e}"
+                )),
+                _ => Self::err(e),
+            })?;
         Ok(returned_cursor(family, &row))
     }
 

@@ -96,14 +96,17 @@ pub trait Harness: Send + Sync + 'static {
     ) -> Result<StreamCursor, EngineError>;
 
     /// Sever every server connection the backend holds — the publisher's
-    /// and every subscription's — (Valkey `CLIENT KILL` by client name,
-    /// Postgres `pg_terminate_backend` by `application_name`). Capability
-    /// `reconnect`, with [`connection_ids`](Self::connection_ids).
+    /// and every subscription's, wake-up listeners included — (Valkey
+    /// `CLIENT KILL` by client name, Postgres `pg_terminate_backend` by
+    /// `application_name`). Capability `reconnect`, with
+    /// [`connection_ids`](Self::connection_ids).
     async fn kill_connections(&self) -> Result<(), EngineError>;
 
     /// The server-side identities of the connections the backend holds now
-    /// (Valkey client ids, Postgres backend pids): the suite proves with
-    /// them that a reconnect really replaced every connection. Capability
+    /// (Valkey client ids, Postgres backend pids), the publisher's
+    /// included: the suite proves with them that a reconnect really
+    /// replaced every connection, and checks that the list is not empty
+    /// after a publish while no subscription is open. Capability
     /// `reconnect`.
     async fn connection_ids(&self) -> Result<Vec<String>, EngineError>;
 

@@ -31,6 +31,7 @@
 //! | 8 bad input | [`bad_cursors_are_rejected_at_subscribe`], [`cursors_of_another_instance_are_refused`], [`corrupt_entries_are_flagged_and_the_stream_goes_on`] |
 //! | 9 filters | [`filters_admit_exactly_the_matching_events`], [`filters_treat_non_canonical_records_like_canonical_ones`], [`checkpoints_advance_past_filtered_out_events`], [`filtered_subscriptions_skip_long_rejected_runs_promptly`] |
 //! | 10 drop | [`dropping_a_subscription_releases_it`] |
+//! | 5 reconnect, publisher side | [`publishes_across_a_connection_loss_are_delivered_or_refused`] |
 //! | 8 / §3.9 schema version | [`records_of_an_unreadable_schema_version_are_corrupt`] |
 //! | 9 filters over text | [`filters_tell_apart_text_differing_only_in_case_or_normalisation`] |
 //! | `CaughtUp` once | [`caught_up_is_yielded_exactly_once`], [`caught_up_follows_backlogs_sized_around_the_read_batch`] |
@@ -47,6 +48,7 @@
 
 mod backlogs;
 mod bad_input;
+mod connection_loss;
 mod cursor_store;
 mod delivery;
 mod faults;
@@ -64,6 +66,7 @@ pub use bad_input::{
     bad_cursors_are_rejected_at_subscribe, corrupt_entries_are_flagged_and_the_stream_goes_on,
     cursors_of_another_instance_are_refused,
 };
+pub use connection_loss::publishes_across_a_connection_loss_are_delivered_or_refused;
 pub use cursor_store::{cursor_store_last_writer_wins, cursor_store_round_trips};
 pub use delivery::{
     caught_up_is_yielded_exactly_once, cursors_compare_by_bytes_past_256_and_65536_events,
@@ -117,6 +120,7 @@ macro_rules! __ff_suite_list {
             caught_up_follows_backlogs_sized_around_the_read_batch: none,
             typed_subscriptions_yield_each_family: none,
             reconnect_continues_exactly_after_the_last_event: reconnect,
+            publishes_across_a_connection_loss_are_delivered_or_refused: reconnect,
             slow_consumer_receives_a_large_backlog_exactly_once: none,
             expired_cursors_are_reported_never_skipped: none,
             bad_cursors_are_rejected_at_subscribe: none,

@@ -16,7 +16,9 @@
 //! // ff_core::conformance_suite!(harness, absent: [reconnect, cross_process]);
 //!
 //! async fn store() -> MyCursorStore { MyCursorStore::new().await }
-//! ff_core::cursor_store_suite!(store);
+//! // Drop the store and open another on the same backing:
+//! async fn reopen(store: MyCursorStore) -> MyCursorStore { store.reopen().await }
+//! ff_core::cursor_store_suite!(store, reopen: reopen);
 //! ```
 //!
 //! | semantic | function |
@@ -39,6 +41,7 @@
 //! | batch atomicity | [`publish_batch_is_all_or_none`] |
 //! | bounds, cursor_at | [`bounds_and_cursor_at_agree_with_published_events`] |
 //! | resolve_cursor | [`resolve_cursor_matches_subscription`] |
+//! | §3.8 cursor store | [`cursor_store_round_trips`], [`cursor_store_last_writer_wins`], [`cursor_store_keeps_names_and_cursors_exactly`], [`cursor_store_survives_a_reopen`] |
 //!
 //! Tests that need an optional hook ([`Capability`]) fail when the hook
 //! answers `Unavailable`, unless the macro's `absent:` list names the
@@ -67,7 +70,10 @@ pub use bad_input::{
     cursors_of_another_instance_are_refused,
 };
 pub use connection_loss::publishes_across_a_connection_loss_are_delivered_or_refused;
-pub use cursor_store::{cursor_store_last_writer_wins, cursor_store_round_trips};
+pub use cursor_store::{
+    cursor_store_keeps_names_and_cursors_exactly, cursor_store_last_writer_wins,
+    cursor_store_round_trips, cursor_store_survives_a_reopen,
+};
 pub use delivery::{
     caught_up_is_yielded_exactly_once, cursors_compare_by_bytes_past_256_and_65536_events,
     live_events_arrive_promptly, live_events_from_another_process_arrive_promptly,
@@ -218,8 +224,54 @@ macro_rules! __ff_suite_test {
 
 /// Expand to the [`CursorStore`](crate::backend::CursorStore) suite, each
 /// test building a store with `$make().await`.
+///
+/// `reopen: $reopen` names an async function that takes a store, drops it
+/// — its clients, pools, buffers and background writers with it — and
+/// opens a new store on the same backing (the same database, key prefix or
+/// file): [`cursor_store_survives_a_reopen`] stores through the first and
+/// loads through the second. A store whose positions live and die with
+/// the value itself (an in-process map) declares `absent: [reopen]`: that
+/// test is reported as ignored. Without either, the reopen test fails and
+/// says which to add.
 #[macro_export]
 macro_rules! cursor_store_suite {
+    ($make:path) => {
+        $crate::__ff_cursor_store_tests!($make);
+
+        #[test]
+        fn cursor_store_survives_a_reopen() {
+            panic!(
+                "cursor_store_suite! was given no way to reopen the store: pass `reopen: f`, an \
+                 async fn that takes the store, drops it and opens a new one on the same backing \
+                 (`cursor_store_suite!(store, reopen: f)`), or, for a store whose positions live \
+                 and die with it, declare `cursor_store_suite!(store, absent: [reopen])`"
+            );
+        }
+    };
+    ($make:path, reopen: $reopen:path) => {
+        $crate::__ff_cursor_store_tests!($make);
+
+        #[test]
+        fn cursor_store_survives_a_reopen() {
+            $crate::testkit::block_on(async {
+                let store = $make().await;
+                $crate::testkit::cursor_store_survives_a_reopen(store, $reopen).await;
+            });
+        }
+    };
+    ($make:path, absent: [reopen $(,)?]) => {
+        $crate::__ff_cursor_store_tests!($make);
+
+        #[test]
+        #[ignore = "the store declares that its positions do not outlive it (absent: [reopen])"]
+        fn cursor_store_survives_a_reopen() {}
+    };
+}
+
+/// The cursor-store tests that need no hook.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __ff_cursor_store_tests {
     ($make:path) => {
         #[test]
         fn cursor_store_round_trips() {
@@ -234,6 +286,14 @@ macro_rules! cursor_store_suite {
             $crate::testkit::block_on(async {
                 let store = $make().await;
                 $crate::testkit::cursor_store_last_writer_wins(&store).await;
+            });
+        }
+
+        #[test]
+        fn cursor_store_keeps_names_and_cursors_exactly() {
+            $crate::testkit::block_on(async {
+                let store = $make().await;
+                $crate::testkit::cursor_store_keeps_names_and_cursors_exactly(&store).await;
             });
         }
     };

@@ -178,6 +178,28 @@ impl PostgresHarness {
         }
     }
 
+    /// This harness with its backend dropped and a new one connected to
+    /// the same schema (the cursor-store suite's reopen step).
+    pub async fn reopened(self) -> Self {
+        let Self {
+            backend,
+            admin,
+            url,
+            _serial,
+        } = self;
+        let config = backend.config().clone();
+        drop(backend);
+        let backend = PostgresBackend::connect(&url, config)
+            .await
+            .expect("reconnect the backend to its schema");
+        Self {
+            backend,
+            admin,
+            url,
+            _serial,
+        }
+    }
+
     fn err(e: sqlx::Error) -> EngineError {
         EngineError::Backend {
             backend: "postgres-harness",

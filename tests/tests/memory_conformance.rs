@@ -2,13 +2,35 @@
 //! server connections and its store lives in this process, so the
 //! reconnect and cross-process tests do not apply.
 
-use ff_backend_memory::MemoryCursorStore;
 use ff_tests::harness::memory::harness;
 
 ff_core::conformance_suite!(harness, absent: [reconnect, cross_process]);
 
-async fn store() -> MemoryCursorStore {
-    MemoryCursorStore::new()
+/// A standalone `MemoryCursorStore`: its positions live and die with it.
+mod standalone_store {
+    use ff_backend_memory::MemoryCursorStore;
+
+    async fn store() -> MemoryCursorStore {
+        MemoryCursorStore::new()
+    }
+
+    ff_core::cursor_store_suite!(store, absent: [reopen]);
 }
 
-ff_core::cursor_store_suite!(store);
+/// The backend's own cursor store: positions outlive any one handle while
+/// the instance lives, so a reopen drops a handle and takes another.
+mod backend_store {
+    use ff_backend_memory::MemoryBackend;
+
+    async fn store() -> MemoryBackend {
+        MemoryBackend::new()
+    }
+
+    async fn reopen(store: MemoryBackend) -> MemoryBackend {
+        let another = store.clone();
+        drop(store);
+        another
+    }
+
+    ff_core::cursor_store_suite!(store, reopen: reopen);
+}

@@ -44,7 +44,11 @@ async fn cursor_store() -> Store {
     Store(harness().await)
 }
 
-ff_core::cursor_store_suite!(cursor_store);
+async fn reopen(store: Store) -> Store {
+    Store(store.0.reopened().await)
+}
+
+ff_core::cursor_store_suite!(cursor_store, reopen: reopen);
 
 // ---------------------------------------------------------------------------
 // Postgres-specific behaviour

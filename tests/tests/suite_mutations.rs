@@ -6,9 +6,79 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ff_core::testkit::{SuiteRun, TestOutcome};
-use ff_tests::mutant::{harness, Mutation};
+use ff_core::testkit::{SuiteOutcome, SuiteReport, SuiteRun, TestOutcome};
+use ff_tests::mutant::{cursor_store, harness, reopen_cursor_store, Mutation};
 use tokio::sync::Semaphore;
+
+/// The cursor-store suite's functions, which take a store rather than a
+/// harness.
+const CURSOR_STORE_SUITE: &[&str] = &[
+    "cursor_store_round_trips",
+    "cursor_store_last_writer_wins",
+    "cursor_store_keeps_names_and_cursors_exactly",
+    "cursor_store_survives_a_reopen",
+];
+
+/// Run the cursor-store suite function `name` on a mutant store with
+/// `mutation`, in a task of its own, catching its failure.
+async fn run_cursor_store_test(name: &'static str, mutation: Mutation) -> SuiteOutcome {
+    let task = tokio::spawn(async move {
+        let store = cursor_store(Some(mutation)).await;
+        match name {
+            "cursor_store_round_trips" => ff_core::testkit::cursor_store_round_trips(&store).await,
+            "cursor_store_last_writer_wins" => {
+                ff_core::testkit::cursor_store_last_writer_wins(&store).await
+            }
+            "cursor_store_keeps_names_and_cursors_exactly" => {
+                ff_core::testkit::cursor_store_keeps_names_and_cursors_exactly(&store).await
+            }
+            "cursor_store_survives_a_reopen" => {
+                ff_core::testkit::cursor_store_survives_a_reopen(store, reopen_cursor_store).await
+            }
+            other => unreachable!("{other} is not a cursor-store suite function"),
+        }
+    });
+    let outcome = match tokio::time::timeout(TIME_LIMIT, task).await {
+        Err(_) => TestOutcome::Failed(format!("did not finish within {TIME_LIMIT:?}")),
+        Ok(Ok(())) => TestOutcome::Passed,
+        Ok(Err(e)) => {
+            let payload = e.into_panic();
+            TestOutcome::Failed(
+                payload
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_else(|| "panicked".to_owned()),
+            )
+        }
+    };
+    SuiteOutcome::new(name, outcome)
+}
+
+/// Run the suite functions meant to catch `mutation` against the mutant
+/// backend (or its cursor store) with it switched on.
+async fn run_catchers(mutation: Mutation) -> SuiteReport {
+    let (store_tests, suite_tests): (Vec<&'static str>, Vec<&'static str>) = mutation
+        .caught_by()
+        .iter()
+        .copied()
+        .partition(|name| CURSOR_STORE_SUITE.contains(name));
+    let mut report = if suite_tests.is_empty() {
+        SuiteReport::default()
+    } else {
+        SuiteRun::new(move || harness(Some(mutation)))
+            .only(suite_tests)
+            .time_limit(TIME_LIMIT)
+            .run()
+            .await
+    };
+    for name in store_tests {
+        report
+            .outcomes
+            .push(run_cursor_store_test(name, mutation).await);
+    }
+    report
+}
 
 /// Mutations checked at once.
 const PARALLEL: usize = 4;
@@ -23,12 +93,7 @@ fn the_suite_fails_for_every_mutation() {
             let permits = permits.clone();
             tokio::spawn(async move {
                 let _permit = permits.acquire_owned().await.expect("semaphore");
-                let report = SuiteRun::new(move || harness(Some(m)))
-                    .only(m.caught_by().iter().copied())
-                    .time_limit(TIME_LIMIT)
-                    .run()
-                    .await;
-                (m, report)
+                (m, run_catchers(m).await)
             })
         });
         let mut survivors = Vec::new();

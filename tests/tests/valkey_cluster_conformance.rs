@@ -17,7 +17,7 @@ async fn cursor_store() -> ValkeyBackend {
     harness().await.backend
 }
 
-ff_core::cursor_store_suite!(cursor_store);
+ff_core::cursor_store_suite!(cursor_store, reopen: ff_tests::harness::valkey::reopen);
 
 mod partitioned {
     use super::*;

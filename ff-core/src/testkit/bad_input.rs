@@ -41,27 +41,35 @@ pub async fn bad_cursors_are_rejected_at_subscribe<H: Harness>(h: &H) {
         let mut family_byte = good.clone();
         family_byte[1] = 0x09;
         let bad: Vec<(&str, StreamCursor, Family)> = vec![
-            ("garbage", StreamCursor::new(vec![0xff, 0x00, 0x13]), family),
             (
-                "another backend's format",
+                "a garbage cursor",
+                StreamCursor::new(vec![0xff, 0x00, 0x13]),
+                family,
+            ),
+            (
+                "a cursor in another backend's format",
                 StreamCursor::new(foreign),
                 family,
             ),
-            ("unknown format version", StreamCursor::new(unknown), family),
             (
-                "truncated",
+                "a cursor of an unknown format version",
+                StreamCursor::new(unknown),
+                family,
+            ),
+            (
+                "a truncated cursor",
                 StreamCursor::new(good[..good.len() - 1].to_vec()),
                 family,
             ),
-            ("over-long", StreamCursor::new(long), family),
-            ("another family's", before[0].clone(), other_family),
+            ("an over-long cursor", StreamCursor::new(long), family),
+            ("another family's cursor", before[0].clone(), other_family),
             (
-                "unknown family byte",
+                "a cursor with an unknown family byte",
                 StreamCursor::new(family_byte),
                 family,
             ),
             (
-                "beginning with junk",
+                "a cursor beginning with junk",
                 StreamCursor::new(vec![0, 1, 2]),
                 family,
             ),
@@ -72,11 +80,9 @@ pub async fn bad_cursors_are_rejected_at_subscribe<H: Harness>(h: &H) {
                 .await
             {
                 Err(EngineError::InvalidCursor { .. }) => {}
-                Err(e) => panic!(
-                    "{fam}: a {what} cursor ({cursor:?}) gave `{e}`, expected InvalidCursor"
-                ),
+                Err(e) => panic!("{fam}: {what} ({cursor:?}) gave `{e}`, expected InvalidCursor"),
                 Ok(_) => panic!(
-                    "{fam}: a {what} cursor ({cursor:?}) was accepted; expected InvalidCursor at subscribe"
+                    "{fam}: {what} ({cursor:?}) was accepted; expected InvalidCursor at subscribe"
                 ),
             }
         }

@@ -57,6 +57,14 @@ pub trait Harness: Send + Sync + 'static {
     /// memory O(batch) under any backlog (§3.7.6). Keep it well below 1,000.
     fn read_ahead_limit(&self) -> usize;
 
+    /// The most events one read of a subscription fetches (the read batch
+    /// or page size the backend was built with; for a backend that reads
+    /// each partition on its own, one partition's read). The suite sweeps
+    /// backlogs of one less, exactly and one more than this and than
+    /// [`read_ahead_limit`](Self::read_ahead_limit), where `CaughtUp`
+    /// bugs at a full read hide.
+    fn read_batch(&self) -> usize;
+
     /// Make every event of `family` strictly before the event at `cursor`
     /// unretained, the way the backend's own retention would (trim, prune,
     /// evict). The event at `cursor` stays, as the oldest retained.
@@ -67,8 +75,20 @@ pub trait Harness: Send + Sync + 'static {
     /// would write it — `fields` by their wire names ([`Field::name`]), the
     /// metadata as [`Field::Namespace`] and [`Field::Tags`] (a JSON object
     /// text) — without validating anything, and return its cursor. The
-    /// suite stores undecodable records (`Corrupt`) and non-canonical ones
-    /// (upper-case UUIDs) through it. Capability `raw_records`.
+    /// suite stores undecodable records (`Corrupt`), non-canonical ones
+    /// (upper-case UUIDs) and records of other schema versions
+    /// ([`Field::SchemaVersion`], `v`: a higher number, `0`, a word)
+    /// through it. Capability `raw_records`.
+    ///
+    /// Store each value as the store's own producers would: a store with
+    /// typed columns may re-encode the tags object (JSON whitespace and key
+    /// order are not kept), but every key and value stays byte for byte —
+    /// no case folding, trimming or Unicode normalisation. When the
+    /// store's types cannot hold a value at all (a word in an integer `v`
+    /// column), answer [`EngineError::Validation`] naming it: no producer
+    /// can write such a record, and the suite skips that case. Never
+    /// answer `Validation` for a value the store would accept from another
+    /// producer.
     async fn inject_raw(
         &self,
         family: Family,
@@ -76,14 +96,17 @@ pub trait Harness: Send + Sync + 'static {
     ) -> Result<StreamCursor, EngineError>;
 
     /// Sever every server connection the backend holds — the publisher's
-    /// and every subscription's — (Valkey `CLIENT KILL` by client name,
-    /// Postgres `pg_terminate_backend` by `application_name`). Capability
-    /// `reconnect`, with [`connection_ids`](Self::connection_ids).
+    /// and every subscription's, wake-up listeners included — (Valkey
+    /// `CLIENT KILL` by client name, Postgres `pg_terminate_backend` by
+    /// `application_name`). Capability `reconnect`, with
+    /// [`connection_ids`](Self::connection_ids).
     async fn kill_connections(&self) -> Result<(), EngineError>;
 
     /// The server-side identities of the connections the backend holds now
-    /// (Valkey client ids, Postgres backend pids): the suite proves with
-    /// them that a reconnect really replaced every connection. Capability
+    /// (Valkey client ids, Postgres backend pids), the publisher's
+    /// included: the suite proves with them that a reconnect really
+    /// replaced every connection, and checks that the list is not empty
+    /// after a publish while no subscription is open. Capability
     /// `reconnect`.
     async fn connection_ids(&self) -> Result<Vec<String>, EngineError>;
 

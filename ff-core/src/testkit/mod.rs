@@ -16,7 +16,9 @@
 //! // ff_core::conformance_suite!(harness, absent: [reconnect, cross_process]);
 //!
 //! async fn store() -> MyCursorStore { MyCursorStore::new().await }
-//! ff_core::cursor_store_suite!(store);
+//! // Drop the store and open another on the same backing:
+//! async fn reopen(store: MyCursorStore) -> MyCursorStore { store.reopen().await }
+//! ff_core::cursor_store_suite!(store, reopen: reopen);
 //! ```
 //!
 //! | semantic | function |
@@ -31,11 +33,15 @@
 //! | 8 bad input | [`bad_cursors_are_rejected_at_subscribe`], [`cursors_of_another_instance_are_refused`], [`corrupt_entries_are_flagged_and_the_stream_goes_on`] |
 //! | 9 filters | [`filters_admit_exactly_the_matching_events`], [`filters_treat_non_canonical_records_like_canonical_ones`], [`checkpoints_advance_past_filtered_out_events`], [`filtered_subscriptions_skip_long_rejected_runs_promptly`] |
 //! | 10 drop | [`dropping_a_subscription_releases_it`] |
-//! | `CaughtUp` once | [`caught_up_is_yielded_exactly_once`] |
+//! | 5 reconnect, publisher side | [`publishes_across_a_connection_loss_are_delivered_or_refused`] |
+//! | 8 / §3.9 schema version | [`records_of_an_unreadable_schema_version_are_corrupt`] |
+//! | 9 filters over text | [`filters_tell_apart_text_differing_only_in_case_or_normalisation`] |
+//! | `CaughtUp` once | [`caught_up_is_yielded_exactly_once`], [`caught_up_follows_backlogs_sized_around_the_read_batch`] |
 //! | typed API | [`typed_subscriptions_yield_each_family`] |
 //! | batch atomicity | [`publish_batch_is_all_or_none`] |
 //! | bounds, cursor_at | [`bounds_and_cursor_at_agree_with_published_events`] |
 //! | resolve_cursor | [`resolve_cursor_matches_subscription`] |
+//! | §3.8 cursor store | [`cursor_store_round_trips`], [`cursor_store_last_writer_wins`], [`cursor_store_keeps_names_and_cursors_exactly`], [`cursor_store_survives_a_reopen`] |
 //!
 //! Tests that need an optional hook ([`Capability`]) fail when the hook
 //! answers `Unavailable`, unless the macro's `absent:` list names the
@@ -43,22 +49,31 @@
 //! that the suite catches a bug you switch on in your backend, run it
 //! programmatically with [`SuiteRun`].
 
+mod backlogs;
 mod bad_input;
+mod connection_loss;
 mod cursor_store;
 mod delivery;
 mod faults;
+mod filter_text;
 mod filters;
 mod harness;
 mod publish;
 mod resolve;
 mod runner;
+mod schema_version;
 pub mod support;
 
+pub use backlogs::{backlog_sizes, caught_up_follows_backlogs_sized_around_the_read_batch};
 pub use bad_input::{
     bad_cursors_are_rejected_at_subscribe, corrupt_entries_are_flagged_and_the_stream_goes_on,
     cursors_of_another_instance_are_refused,
 };
-pub use cursor_store::{cursor_store_last_writer_wins, cursor_store_round_trips};
+pub use connection_loss::publishes_across_a_connection_loss_are_delivered_or_refused;
+pub use cursor_store::{
+    cursor_store_keeps_names_and_cursors_exactly, cursor_store_last_writer_wins,
+    cursor_store_round_trips, cursor_store_survives_a_reopen,
+};
 pub use delivery::{
     caught_up_is_yielded_exactly_once, cursors_compare_by_bytes_past_256_and_65536_events,
     live_events_arrive_promptly, live_events_from_another_process_arrive_promptly,
@@ -69,6 +84,9 @@ pub use faults::{
     dropping_a_subscription_releases_it, expired_cursors_are_reported_never_skipped,
     reconnect_continues_exactly_after_the_last_event,
     slow_consumer_receives_a_large_backlog_exactly_once,
+};
+pub use filter_text::{
+    filters_tell_apart_text_differing_only_in_case_or_normalisation, LOOKALIKES,
 };
 pub use filters::{
     checkpoints_advance_past_filtered_out_events,
@@ -83,6 +101,9 @@ pub use publish::{bounds_and_cursor_at_agree_with_published_events, publish_batc
 pub use resolve::resolve_cursor_matches_subscription;
 pub(crate) use runner::runner_entry;
 pub use runner::{block_on, SuiteOutcome, SuiteReport, SuiteRun, TestOutcome};
+pub use schema_version::{
+    records_of_an_unreadable_schema_version_are_corrupt, unreadable_versions,
+};
 
 /// `#[ff_core::testkit::async_trait]` for implementing [`Harness`] without
 /// a dependency of your own on `async-trait`.
@@ -102,15 +123,19 @@ macro_rules! __ff_suite_list {
             live_events_arrive_promptly: none,
             live_events_from_another_process_arrive_promptly: cross_process,
             caught_up_is_yielded_exactly_once: none,
+            caught_up_follows_backlogs_sized_around_the_read_batch: none,
             typed_subscriptions_yield_each_family: none,
             reconnect_continues_exactly_after_the_last_event: reconnect,
+            publishes_across_a_connection_loss_are_delivered_or_refused: reconnect,
             slow_consumer_receives_a_large_backlog_exactly_once: none,
             expired_cursors_are_reported_never_skipped: none,
             bad_cursors_are_rejected_at_subscribe: none,
             cursors_of_another_instance_are_refused: foreign_cursor,
             corrupt_entries_are_flagged_and_the_stream_goes_on: raw_records,
+            records_of_an_unreadable_schema_version_are_corrupt: raw_records,
             dropping_a_subscription_releases_it: none,
             filters_admit_exactly_the_matching_events: none,
+            filters_tell_apart_text_differing_only_in_case_or_normalisation: none,
             filters_treat_non_canonical_records_like_canonical_ones: raw_records,
             checkpoints_advance_past_filtered_out_events: none,
             filtered_subscriptions_skip_long_rejected_runs_promptly: none,
@@ -199,8 +224,54 @@ macro_rules! __ff_suite_test {
 
 /// Expand to the [`CursorStore`](crate::backend::CursorStore) suite, each
 /// test building a store with `$make().await`.
+///
+/// `reopen: $reopen` names an async function that takes a store, drops it
+/// — its clients, pools, buffers and background writers with it — and
+/// opens a new store on the same backing (the same database, key prefix or
+/// file): [`cursor_store_survives_a_reopen`] stores through the first and
+/// loads through the second. A store whose positions live and die with
+/// the value itself (an in-process map) declares `absent: [reopen]`: that
+/// test is reported as ignored. Without either, the reopen test fails and
+/// says which to add.
 #[macro_export]
 macro_rules! cursor_store_suite {
+    ($make:path) => {
+        $crate::__ff_cursor_store_tests!($make);
+
+        #[test]
+        fn cursor_store_survives_a_reopen() {
+            panic!(
+                "cursor_store_suite! was given no way to reopen the store: pass `reopen: f`, an \
+                 async fn that takes the store, drops it and opens a new one on the same backing \
+                 (`cursor_store_suite!(store, reopen: f)`), or, for a store whose positions live \
+                 and die with it, declare `cursor_store_suite!(store, absent: [reopen])`"
+            );
+        }
+    };
+    ($make:path, reopen: $reopen:path) => {
+        $crate::__ff_cursor_store_tests!($make);
+
+        #[test]
+        fn cursor_store_survives_a_reopen() {
+            $crate::testkit::block_on(async {
+                let store = $make().await;
+                $crate::testkit::cursor_store_survives_a_reopen(store, $reopen).await;
+            });
+        }
+    };
+    ($make:path, absent: [reopen $(,)?]) => {
+        $crate::__ff_cursor_store_tests!($make);
+
+        #[test]
+        #[ignore = "the store declares that its positions do not outlive it (absent: [reopen])"]
+        fn cursor_store_survives_a_reopen() {}
+    };
+}
+
+/// The cursor-store tests that need no hook.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __ff_cursor_store_tests {
     ($make:path) => {
         #[test]
         fn cursor_store_round_trips() {
@@ -215,6 +286,14 @@ macro_rules! cursor_store_suite {
             $crate::testkit::block_on(async {
                 let store = $make().await;
                 $crate::testkit::cursor_store_last_writer_wins(&store).await;
+            });
+        }
+
+        #[test]
+        fn cursor_store_keeps_names_and_cursors_exactly() {
+            $crate::testkit::block_on(async {
+                let store = $make().await;
+                $crate::testkit::cursor_store_keeps_names_and_cursors_exactly(&store).await;
             });
         }
     };

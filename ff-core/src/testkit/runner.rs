@@ -89,6 +89,14 @@ pub struct SuiteOutcome {
     pub outcome: TestOutcome,
 }
 
+impl SuiteOutcome {
+    /// The outcome of the suite function `test` (for runners of their own,
+    /// such as one over the cursor-store suite).
+    pub fn new(test: &'static str, outcome: TestOutcome) -> Self {
+        Self { test, outcome }
+    }
+}
+
 /// The outcomes of a [`SuiteRun`], in suite order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]

@@ -82,6 +82,10 @@ impl Harness for MemoryHarness {
         BATCH
     }
 
+    fn read_batch(&self) -> usize {
+        BATCH
+    }
+
     async fn expire_before(
         &self,
         family: Family,

@@ -178,6 +178,28 @@ impl PostgresHarness {
         }
     }
 
+    /// This harness with its backend dropped and a new one connected to
+    /// the same schema (the cursor-store suite's reopen step).
+    pub async fn reopened(self) -> Self {
+        let Self {
+            backend,
+            admin,
+            url,
+            _serial,
+        } = self;
+        let config = backend.config().clone();
+        drop(backend);
+        let backend = PostgresBackend::connect(&url, config)
+            .await
+            .expect("reconnect the backend to its schema");
+        Self {
+            backend,
+            admin,
+            url,
+            _serial,
+        }
+    }
+
     fn err(e: sqlx::Error) -> EngineError {
         EngineError::Backend {
             backend: "postgres-harness",
@@ -208,6 +230,10 @@ impl Harness for PostgresHarness {
     /// flight.
     fn read_ahead_limit(&self) -> usize {
         5 * READ_BATCH
+    }
+
+    fn read_batch(&self) -> usize {
+        READ_BATCH
     }
 
     /// Prune through the backend's prune function; rows of transactions
@@ -243,7 +269,8 @@ impl Harness for PostgresHarness {
     }
 
     /// Insert through `jsonb_populate_record`, so every value goes through
-    /// its column type's text input, as a plain-SQL producer's would.
+    /// its column type's text input, as a plain-SQL producer's would; a
+    /// value the column type refuses is `Validation`.
     async fn inject_raw(
         &self,
         family: Family,
@@ -276,7 +303,14 @@ impl Harness for PostgresHarness {
             .bind(serde_json::Value::Object(record).to_string())
             .fetch_one(&self.admin)
             .await
-            .map_err(Self::err)?;
+            .map_err(|e| match e.as_database_error().and_then(|d| d.code()) {
+                // A data exception: a column's type cannot hold a value (a
+                // word in the smallint `v`), so no producer can write it.
+                Some(code) if code.starts_with("22") => EngineError::validation(format!(
+                    "the {table} columns cannot hold this record: {e}"
+                )),
+                _ => Self::err(e),
+            })?;
         Ok(returned_cursor(family, &row))
     }
 

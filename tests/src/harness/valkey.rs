@@ -41,6 +41,17 @@ pub async fn tls_server_urls() -> (String, String) {
         .expect("a TLS Valkey server for the suite (redis-server with TLS)")
 }
 
+/// A new backend on `backend`'s server, key prefix and client name, after
+/// dropping `backend` (the cursor-store suite's reopen step). The test
+/// servers take no password, so the redacted URL is the URL.
+pub async fn reopen(backend: ValkeyBackend) -> ValkeyBackend {
+    let (url, config) = (backend.url().to_owned(), backend.config().clone());
+    drop(backend);
+    ValkeyBackend::connect(&url, config)
+        .await
+        .expect("reconnect the backend to its key prefix")
+}
+
 /// A backend under a fresh prefix and client name, plus an admin connection
 /// (named differently, so `kill_connections` spares it) for the hooks.
 pub struct ValkeyHarness {
@@ -165,6 +176,10 @@ impl Harness for ValkeyHarness {
     /// one page in flight.
     fn read_ahead_limit(&self) -> usize {
         4 * READ_BATCH
+    }
+
+    fn read_batch(&self) -> usize {
+        READ_BATCH
     }
 
     async fn expire_before(

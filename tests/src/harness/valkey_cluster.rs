@@ -196,8 +196,13 @@ impl Harness for ValkeyClusterHarness {
     /// plus a page and a read-ahead page per partition.
     fn read_ahead_limit(&self) -> usize {
         let p = usize::from(self.backend.partitions());
-        let per_read = (8 * READ_BATCH / p).clamp(16, READ_BATCH);
-        3 * READ_BATCH + 2 * p * per_read
+        3 * READ_BATCH + 2 * p * self.read_batch()
+    }
+
+    /// One partition's read.
+    fn read_batch(&self) -> usize {
+        let p = usize::from(self.backend.partitions());
+        (8 * READ_BATCH / p).clamp(16, READ_BATCH)
     }
 
     async fn expire_before(

@@ -60,6 +60,18 @@ impl MutantBackend {
             .collect()
     }
 
+    /// The publishing connection's id, once this process has published.
+    pub(crate) fn publishing_connection(&self) -> Option<u64> {
+        *self.publishing_connection.lock().expect("lock")
+    }
+
+    /// Whether this process's publishing connection was opened and has
+    /// since been severed.
+    fn publishing_connection_severed(&self) -> bool {
+        self.publishing_connection()
+            .is_some_and(|id| !self.store.is_live(id))
+    }
+
     /// Reconnect the publishing connection if it was severed.
     fn ensure_connected(&self) {
         let mut conn = self.publishing_connection.lock().expect("lock");
@@ -224,6 +236,22 @@ impl EventPublisher for MutantBackend {
         &self,
         events: Vec<(NewEvent, EventMeta)>,
     ) -> Result<Vec<StreamCursor>, EngineError> {
+        if self.publishing_connection_severed() {
+            if self.store.has(Mutation::PublishWaitsOnADeadConnection) {
+                std::future::pending::<()>().await;
+            }
+            if self.store.has(Mutation::AcksAPublishOnADeadConnection) {
+                self.ensure_connected();
+                return Ok(events
+                    .iter()
+                    .map(|(event, _)| {
+                        let family = event.family();
+                        let head = self.store.with_log(family, |log| log.head());
+                        cursor::encode(&self.store, family, head + 1)
+                    })
+                    .collect());
+            }
+        }
         if self.store.has(Mutation::BatchIsNotAtomic) {
             let mut cursors = Vec::new();
             for (event, meta) in events {

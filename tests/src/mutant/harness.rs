@@ -33,6 +33,17 @@ impl MutantHarness {
     fn has(&self, m: Mutation) -> bool {
         self.backend.store.has(m)
     }
+
+    /// The connections `kill_connections` leaves alone: none, or — under a
+    /// mutation — the publisher's.
+    fn spared(&self) -> Vec<u64> {
+        let spares_publisher = self.has(Mutation::KillHookSparesThePublisher)
+            || self.has(Mutation::ConnectionIdsOmitThePublisher);
+        match spares_publisher {
+            true => self.backend.publishing_connection().into_iter().collect(),
+            false => Vec::new(),
+        }
+    }
 }
 
 #[async_trait]
@@ -55,6 +66,10 @@ impl Harness for MutantHarness {
 
     fn read_ahead_limit(&self) -> usize {
         2 * BATCH
+    }
+
+    fn read_batch(&self) -> usize {
+        BATCH
     }
 
     async fn expire_before(
@@ -92,17 +107,22 @@ impl Harness for MutantHarness {
             return Err(EngineError::unavailable("kill_connections"));
         }
         if !self.has(Mutation::KillHookDoesNothing) {
-            self.backend.store.kill_connections();
+            self.backend.store.kill_connections_except(&self.spared());
         }
         Ok(())
     }
 
     async fn connection_ids(&self) -> Result<Vec<String>, EngineError> {
+        let hidden = match self.has(Mutation::ConnectionIdsOmitThePublisher) {
+            true => self.backend.publishing_connection(),
+            false => None,
+        };
         Ok(self
             .backend
             .store
             .connection_ids()
             .into_iter()
+            .filter(|id| Some(*id) != hidden)
             .map(|id| id.to_string())
             .collect())
     }

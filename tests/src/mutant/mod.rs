@@ -16,15 +16,20 @@
 //! - `subscription`: the read loop;
 //! - `backend`: the [`StreamBackend`](ff_core::backend::StreamBackend)
 //!   and [`EventPublisher`](ff_core::backend::EventPublisher) glue;
-//! - `harness`: the suite's [`Harness`](ff_core::testkit::Harness).
+//! - `harness`: the suite's [`Harness`](ff_core::testkit::Harness);
+//! - `cursor_store`: the [`CursorStore`](ff_core::backend::CursorStore)
+//!   and its reopen hook for the cursor-store suite.
 
 mod backend;
 mod cursor;
+mod cursor_store;
 mod harness;
 mod store;
 mod subscription;
+mod text;
 
 pub use backend::MutantBackend;
+pub use cursor_store::{cursor_store, reopen_cursor_store, MutantCursorStore};
 pub use harness::{harness, MutantHarness};
 
 /// One bug a backend (or its harness) could have. Each must make the
@@ -111,6 +116,44 @@ pub enum Mutation {
     /// `resolve_cursor` checks only the cursor's format, not what a
     /// subscription checks: an expired position resolves to itself.
     ResolveSkipsTheSubscriptionsProof,
+    /// A first read that fills the read batch and reaches the
+    /// subscribe-time head yields `CaughtUp` before its events.
+    CaughtUpBeforeAFullFirstRead,
+    /// The tag filter compares keys ignoring case.
+    FilterFoldsCase,
+    /// The namespace filter compares Unicode-normalised text (composed
+    /// accents, compatibility forms).
+    FilterNormalisesUnicode,
+    /// The namespace filter is a SQL `LIKE` pattern (`_`, `%` wildcards).
+    FilterMatchesLikePattern,
+    /// The tag filter ignores trailing spaces in values (SQL `CHAR`
+    /// padding semantics).
+    FilterIgnoresTrailingSpaces,
+    /// A record of a higher (or any numeric) schema version is decoded as
+    /// if it were the current one.
+    HigherVersionDecodedAnyway,
+    /// A record of schema version `0` is read as version 1.
+    VersionZeroReadAsOne,
+    /// A non-numeric schema version stops the read loop at that record,
+    /// which it retries on every wake-up instead of yielding `Corrupt`.
+    NonNumericVersionRetriesForever,
+    /// A publish on a severed connection is acknowledged but not stored.
+    AcksAPublishOnADeadConnection,
+    /// A publish on a severed connection waits forever.
+    PublishWaitsOnADeadConnection,
+    /// `kill_connections` severs subscriptions but spares the publisher's
+    /// connection (which `connection_ids` lists).
+    KillHookSparesThePublisher,
+    /// The harness lists and severs only subscription connections, never
+    /// the publisher's.
+    ConnectionIdsOmitThePublisher,
+    /// The cursor store keeps the newest positions in the handle and
+    /// writes them through only now and then: a dropped store loses them.
+    CursorStoreWriteBehind,
+    /// The cursor store compares consumer names ignoring case.
+    CursorStoreFoldsNameCase,
+    /// The cursor store keeps at most 64 bytes of a cursor.
+    CursorStoreTruncatesLongCursors,
 }
 
 impl Mutation {
@@ -153,6 +196,21 @@ impl Mutation {
         Mutation::KillHookUnavailable,
         Mutation::CaughtUpBeforeTheBacklog,
         Mutation::ResolveSkipsTheSubscriptionsProof,
+        Mutation::CaughtUpBeforeAFullFirstRead,
+        Mutation::FilterFoldsCase,
+        Mutation::FilterNormalisesUnicode,
+        Mutation::FilterMatchesLikePattern,
+        Mutation::FilterIgnoresTrailingSpaces,
+        Mutation::HigherVersionDecodedAnyway,
+        Mutation::VersionZeroReadAsOne,
+        Mutation::NonNumericVersionRetriesForever,
+        Mutation::AcksAPublishOnADeadConnection,
+        Mutation::PublishWaitsOnADeadConnection,
+        Mutation::KillHookSparesThePublisher,
+        Mutation::ConnectionIdsOmitThePublisher,
+        Mutation::CursorStoreWriteBehind,
+        Mutation::CursorStoreFoldsNameCase,
+        Mutation::CursorStoreTruncatesLongCursors,
     ];
 }
 
@@ -197,6 +255,28 @@ impl Mutation {
                 &["bounds_and_cursor_at_agree_with_published_events"]
             }
             ResolveSkipsTheSubscriptionsProof => &["resolve_cursor_matches_subscription"],
+            CaughtUpBeforeAFullFirstRead => {
+                &["caught_up_follows_backlogs_sized_around_the_read_batch"]
+            }
+            FilterFoldsCase
+            | FilterNormalisesUnicode
+            | FilterMatchesLikePattern
+            | FilterIgnoresTrailingSpaces => {
+                &["filters_tell_apart_text_differing_only_in_case_or_normalisation"]
+            }
+            HigherVersionDecodedAnyway | VersionZeroReadAsOne | NonNumericVersionRetriesForever => {
+                &["records_of_an_unreadable_schema_version_are_corrupt"]
+            }
+            AcksAPublishOnADeadConnection
+            | PublishWaitsOnADeadConnection
+            | KillHookSparesThePublisher
+            | ConnectionIdsOmitThePublisher => {
+                &["publishes_across_a_connection_loss_are_delivered_or_refused"]
+            }
+            CursorStoreWriteBehind => &["cursor_store_survives_a_reopen"],
+            CursorStoreFoldsNameCase | CursorStoreTruncatesLongCursors => {
+                &["cursor_store_keeps_names_and_cursors_exactly"]
+            }
         }
     }
 }

@@ -7,7 +7,7 @@
 //! per record; `evicted_through` is the highest sequence evicted (0 when
 //! none), so a position `s` is retained iff `evicted_through <= s <= head`.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -119,6 +119,8 @@ pub(crate) struct Store {
     next_connection: AtomicU64,
     /// Subscriptions not yet dropped.
     pub open_subscriptions: AtomicUsize,
+    /// Consumer positions by name.
+    cursors: Mutex<HashMap<String, Vec<u8>>>,
 }
 
 impl Store {
@@ -131,6 +133,7 @@ impl Store {
             live_connections: Mutex::new(BTreeSet::new()),
             next_connection: AtomicU64::new(1),
             open_subscriptions: AtomicUsize::new(0),
+            cursors: Mutex::new(HashMap::new()),
         }
     }
 
@@ -181,10 +184,24 @@ impl Store {
         self.live_connections.lock().expect("lock").remove(&id);
     }
 
-    /// Sever every connection and wake everyone so they notice.
-    pub fn kill_connections(&self) {
-        self.live_connections.lock().expect("lock").clear();
+    /// Sever every connection but `spared` and wake everyone so they
+    /// notice.
+    pub fn kill_connections_except(&self, spared: &[u64]) {
+        self.live_connections
+            .lock()
+            .expect("lock")
+            .retain(|id| spared.contains(id));
         self.notify.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The position stored under `name`.
+    pub fn load_cursor(&self, name: &str) -> Option<Vec<u8>> {
+        self.cursors.lock().expect("lock").get(name).cloned()
+    }
+
+    /// Store `cursor` under `name`.
+    pub fn store_cursor(&self, name: String, cursor: Vec<u8>) {
+        self.cursors.lock().expect("lock").insert(name, cursor);
     }
 
     /// The ids of the open connections.

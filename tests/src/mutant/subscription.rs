@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use super::cursor;
 use super::store::{Body, Read, Record, Store};
+use super::text::admits_text;
 use super::Mutation;
 
 /// Records read per batch.
@@ -70,6 +71,7 @@ pub(crate) struct Subscription {
     caught_up_at: Option<u64>,
     caught_up_twice: bool,
     resolve_late: bool,
+    read_once: bool,
     last_yield: Instant,
     ready: VecDeque<(u64, DeliveryItem)>,
     local: watch::Receiver<u64>,
@@ -110,6 +112,7 @@ impl Subscription {
             caught_up_at: Some(start.head),
             caught_up_twice: false,
             resolve_late: start.resolve_late,
+            read_once: false,
             last_yield: Instant::now(),
             ready: VecDeque::new(),
             local,
@@ -263,7 +266,22 @@ impl Subscription {
         if self.has(Mutation::ReordersEvents) && records.len() >= 3 {
             records.swap(1, 2);
         }
-        for record in &records {
+        let first_read = !std::mem::replace(&mut self.read_once, true);
+        if let (true, Some(target), Some(last)) = (first_read, self.caught_up_at, records.last()) {
+            if self.has(Mutation::CaughtUpBeforeAFullFirstRead)
+                && records.len() == BATCH
+                && last.seq >= target
+            {
+                self.caught_up_at = None;
+                let cursor = self.cursor(target);
+                self.ready
+                    .push_back((target, DeliveryItem::CaughtUp { cursor }));
+            }
+        }
+        for (processed, record) in records.iter().enumerate() {
+            if self.has(Mutation::NonNumericVersionRetriesForever) && non_numeric_version(record) {
+                return Ok(processed);
+            }
             self.scanned = self.scanned.max(record.seq);
             for item in self.deliver(record) {
                 self.ready.push_back((record.seq, item));
@@ -279,7 +297,7 @@ impl Subscription {
         let cursor = self.cursor(record.seq);
         let (draft, meta, raw_exec) = match &record.body {
             Body::Event(draft, meta) => (draft.clone(), meta.clone(), None),
-            Body::Raw(fields) => match decode_raw(self.family, fields) {
+            Body::Raw(fields) => match decode_raw(self.family, &self.versions_read(fields)) {
                 Ok(decoded) => decoded,
                 Err(detail) => {
                     if self.has(Mutation::DropsCorruptRecords)
@@ -315,6 +333,19 @@ impl Subscription {
         items
     }
 
+    /// The raw fields with the schema version as a mutation misreads it.
+    fn versions_read(&self, fields: &[(Field, String)]) -> Vec<(Field, String)> {
+        let dropped = |v: &str| {
+            (self.has(Mutation::HigherVersionDecodedAnyway) && v.trim().parse::<u32>().is_ok())
+                || (self.has(Mutation::VersionZeroReadAsOne) && v.trim() == "0")
+        };
+        fields
+            .iter()
+            .filter(|(f, v)| !(*f == Field::SchemaVersion && dropped(v)))
+            .cloned()
+            .collect()
+    }
+
     fn admits(&self, draft: &NewEvent, meta: &EventMeta, raw_exec: Option<&str>) -> bool {
         if self.has(Mutation::FilterComparesRawText) {
             if let (Some(want), Some(text)) = (&self.filter.execution_id, raw_exec) {
@@ -323,8 +354,21 @@ impl Subscription {
                 }
             }
         }
-        self.filter
-            .matches_parts(draft.kind(), draft.execution_id(), meta)
+        let mut rest = self.filter.clone();
+        (rest.namespace, rest.tag) = (None, None);
+        admits_text(self.store.mutation, &self.filter, meta)
+            && rest.matches_parts(draft.kind(), draft.execution_id(), meta)
+    }
+}
+
+/// Whether `record` is an outside producer's with a schema version that
+/// is not a number.
+fn non_numeric_version(record: &Record) -> bool {
+    match &record.body {
+        Body::Raw(fields) => fields
+            .iter()
+            .any(|(f, v)| *f == Field::SchemaVersion && v.trim().parse::<u64>().is_err()),
+        Body::Event(..) => false,
     }
 }
 

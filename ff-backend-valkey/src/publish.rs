@@ -17,6 +17,7 @@ use crate::inner::Inner;
 use crate::limits::MAX_ENTRY_BYTES;
 use crate::partition::{event_cursor, partition_of};
 use crate::retention::retention_cmd;
+use crate::routing::redirect::is_demotion;
 use crate::routing::{Retry, Transaction};
 use crate::witness;
 
@@ -277,7 +278,11 @@ async fn send(
 }
 
 /// `Ok` when `WAIT` replied that at least `replicas` replicas have the
-/// partition's writes.
+/// partition's writes. A `WAIT` ended by a failover (the primary was
+/// demoted while it waited: `UNBLOCKED`, `REDIRECT`, `MOVED`) is the same
+/// `Transport` error as too few acknowledgements: the events are stored
+/// on the demoted primary and it is unknown whether its successor has
+/// them, so only the caller may decide to publish again.
 fn check_acks(
     inner: &Inner,
     acks: &Value,
@@ -297,6 +302,18 @@ fn check_acks(
                 )),
             ),
         )),
+        Value::ServerError(e) if is_demotion(e.code()) || e.code() == "MOVED" => {
+            Err(EngineError::transport(
+                crate::error::BACKEND,
+                crate::error::InContext::new(
+                    context(),
+                    std::io::Error::other(format!(
+                        "partition {partition}'s events are stored on its primary, but it was demoted (a failover) before {replicas} replica(s) acknowledged them ({}): they can be lost if its successor did not receive them; publish again if they must not be (a duplicate may result)",
+                        reply_text(e.code(), e.details())
+                    )),
+                ),
+            ))
+        }
         Value::ServerError(e) => Err(server_error(
             &reply_text(e.code(), e.details()),
             inner.account(),

@@ -69,6 +69,9 @@ fn seq_of(event: &StreamEvent, meta: &EventMeta, partitions: u16) -> Seq {
 struct Published {
     acked: BTreeSet<u64>,
     failed: BTreeSet<u64>,
+    /// The publishes refused with a `Backend` error (the server refused the
+    /// command, as opposed to a `Transport` error: stored or not, unknown).
+    refused: Vec<String>,
 }
 
 /// Publish single events (execution `{fp:n mod 64}`) until `stop`, each
@@ -89,7 +92,12 @@ async fn publisher(
         let mut p = published.lock().await;
         match result {
             Ok(_) => p.acked.insert(n),
-            Err(_) => p.failed.insert(n),
+            Err(e) => {
+                if matches!(e, EngineError::Backend { .. }) {
+                    p.refused.push(e.to_string());
+                }
+                p.failed.insert(n)
+            }
         };
         drop(p);
         n += 1;
@@ -386,4 +394,101 @@ async fn a_partitions_slot_migrates_and_back_under_load_without_loss_or_repeat()
     .await;
     assert!(report.expired.is_empty(), "a migration loses nothing");
     report.check(test);
+}
+
+/// A planned failover (`CLUSTER FAILOVER`, or `FORCE`) of the primary
+/// serving `partition`'s stream; the old primary stays up as a replica.
+fn planned_failover(
+    cluster: &mut ValkeyCluster,
+    backend: &ValkeyBackend,
+    partition: u16,
+    force: bool,
+) {
+    let key = backend.partition_stream_key(FAMILY, partition).to_owned();
+    let primary = cluster.owner_of_key(&key).expect("the owner");
+    let promoted = cluster
+        .planned_failover(primary, force)
+        .expect("planned failover");
+    assert_ne!(promoted, primary);
+}
+
+/// `CLUSTER FAILOVER` (or `FORCE`) of the primaries serving the first and
+/// the last partition, under load, on a Valkey cluster (blocked readers of
+/// a demoted primary get `-MOVED`) or a Redis 7 one (`-UNBLOCKED`).
+async fn planned_failovers_under_load(partitions: u16, force: bool, redis7: bool, test: &str) {
+    if skip_if_external_valkey_cluster(test) {
+        return;
+    }
+    let mut cluster = block_in_place(|| {
+        ValkeyCluster::start_with(ClusterOptions {
+            redis7,
+            ..ClusterOptions::for_faults()
+        })
+    })
+    .expect("a durable cluster of our own");
+    let report = under_load(&mut cluster, partitions, |cluster, backend| {
+        planned_failover(cluster, backend, 0, force);
+        planned_failover(cluster, backend, partitions - 1, force);
+    })
+    .await;
+    if !force {
+        assert!(
+            report.expired.is_empty(),
+            "{test}: a planned failover loses nothing"
+        );
+    }
+    assert_eq!(
+        report.published.refused,
+        Vec::<String>::new(),
+        "{test}: a failover is no reason to refuse a publish"
+    );
+    report.check(test);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn planned_failovers_are_followed_with_one_partition() {
+    let test = "planned_failovers_are_followed_with_one_partition";
+    planned_failovers_under_load(1, false, false, test).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn planned_failovers_are_followed_over_six_partitions() {
+    let test = "planned_failovers_are_followed_over_six_partitions";
+    planned_failovers_under_load(6, false, false, test).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forced_failovers_are_followed_with_one_partition() {
+    let test = "forced_failovers_are_followed_with_one_partition";
+    planned_failovers_under_load(1, true, false, test).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forced_failovers_are_followed_over_six_partitions() {
+    let test = "forced_failovers_are_followed_over_six_partitions";
+    planned_failovers_under_load(6, true, false, test).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn planned_failovers_of_redis_7_are_followed_with_one_partition() {
+    let test = "planned_failovers_of_redis_7_are_followed_with_one_partition";
+    planned_failovers_under_load(1, false, true, test).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn planned_failovers_of_redis_7_are_followed_over_six_partitions() {
+    let test = "planned_failovers_of_redis_7_are_followed_over_six_partitions";
+    planned_failovers_under_load(6, false, true, test).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forced_failovers_of_redis_7_are_followed_with_one_partition() {
+    let test = "forced_failovers_of_redis_7_are_followed_with_one_partition";
+    planned_failovers_under_load(1, true, true, test).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forced_failovers_of_redis_7_are_followed_over_six_partitions() {
+    let test = "forced_failovers_of_redis_7_are_followed_over_six_partitions";
+    planned_failovers_under_load(6, true, true, test).await;
 }

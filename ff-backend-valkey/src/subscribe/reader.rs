@@ -52,7 +52,7 @@ use crate::expiry::{self, Expired};
 use crate::id;
 use crate::inner::Inner;
 use crate::limits::{self, MAX_ENTRY_BYTES};
-use crate::routing::{NodeAddr, Redirect};
+use crate::routing::{redirect, NodeAddr, Redirect};
 use crate::stream_info::StreamState;
 use crate::witness;
 
@@ -355,6 +355,16 @@ impl Reader {
     /// A failed exchange on `node`: a redirect, an outage, or the end.
     fn failed(&self, e: ConnError, node: &NodeAddr) -> Stop {
         if let ConnError::Server(text) = &e {
+            if redirect::is_demotion(text) {
+                tracing::info!(
+                    family = %self.family,
+                    partition = self.partition,
+                    %node,
+                    reply = %text,
+                    cluster = self.inner.router.is_cluster(),
+                    "ff valkey subscription: the node was demoted to a replica (failover, REPLICAOF) while this subscription waited on it; reconnecting to the partition's primary (on a standalone server, to the same address)"
+                );
+            }
             match Redirect::classify_line(text, node) {
                 Some(Redirect::Wait { refresh }) => {
                     return Stop::Lost {

@@ -199,7 +199,7 @@ async fn stored(backend: &ValkeyBackend, partitions: u16) -> BTreeMap<u16, Vec<u
 async fn under_load(
     cluster: &mut ValkeyCluster,
     partitions: u16,
-    fault: impl FnOnce(&mut ValkeyCluster, &ValkeyBackend),
+    fault: impl FnOnce(&mut ValkeyCluster, &ValkeyBackend, &Mutex<Published>),
 ) -> Report {
     let backend = ValkeyBackend::connect(&cluster.url(), config(partitions))
         .await
@@ -211,7 +211,7 @@ async fn under_load(
     let consuming = tokio::spawn(consumer(backend.clone(), partitions, seen_tx));
     // Some history first, then the faults, then some more.
     wait_for_acks(&published, 300).await;
-    block_in_place(|| fault(cluster, &backend));
+    block_in_place(|| fault(cluster, &backend, &published));
     let after = published.lock().await.acked.len() + 300;
     wait_for_acks(&published, after).await;
     stop_tx.send(true).expect("the publisher runs");
@@ -336,7 +336,7 @@ async fn primaries_killed_under_load(partitions: u16, test: &str) {
         return;
     }
     let mut cluster = fault_cluster();
-    let report = under_load(&mut cluster, partitions, |cluster, backend| {
+    let report = under_load(&mut cluster, partitions, |cluster, backend, _| {
         fail_over(cluster, backend, 0);
         fail_over(cluster, backend, partitions - 1);
     })
@@ -369,7 +369,7 @@ async fn a_partitions_slot_migrates_and_back_under_load_without_loss_or_repeat()
         return;
     }
     let mut cluster = fault_cluster();
-    let report = under_load(&mut cluster, 6, |cluster, backend| {
+    let report = under_load(&mut cluster, 6, |cluster, backend, _| {
         let key = backend.partition_stream_key(FAMILY, 2).to_owned();
         let slot = cluster.key_slot(&key).expect("slot");
         let from = cluster.owner_of_key(&key).expect("owner");
@@ -426,7 +426,7 @@ async fn planned_failovers_under_load(partitions: u16, force: bool, redis7: bool
         })
     })
     .expect("a durable cluster of our own");
-    let report = under_load(&mut cluster, partitions, |cluster, backend| {
+    let report = under_load(&mut cluster, partitions, |cluster, backend, _| {
         planned_failover(cluster, backend, 0, force);
         planned_failover(cluster, backend, partitions - 1, force);
     })
@@ -491,4 +491,102 @@ async fn forced_failovers_of_redis_7_are_followed_with_one_partition() {
 async fn forced_failovers_of_redis_7_are_followed_over_six_partitions() {
     let test = "forced_failovers_of_redis_7_are_followed_over_six_partitions";
     planned_failovers_under_load(6, true, true, test).await;
+}
+
+/// How long a slot migration window is held open.
+const WINDOW: Duration = Duration::from_secs(5);
+
+/// Wait (until `deadline`) for `sub` to deliver an event published after
+/// event `after`; `what` names the subscription.
+async fn delivers_by(sub: &mut DeliveryStream, after: u64, deadline: Instant, what: &str) {
+    loop {
+        match timeout_at(deadline, sub.next()).await {
+            Ok(Some(Ok(DeliveryItem::Event { meta, .. })))
+                if meta.tags["seq"].parse::<u64>().expect("a seq tag") > after =>
+            {
+                return
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(e))) => panic!("{what} failed during the migration window: {e}"),
+            Ok(None) => panic!("{what} ended during the migration window"),
+            Err(_) => panic!("{what} delivered nothing while the slot was migrating"),
+        }
+    }
+}
+
+/// Hold partition 0's slot `MIGRATING`/`IMPORTING` for [`WINDOW`] — with
+/// its keys still on the source, or (`keys_moved`) already on the target —
+/// and check that a live subscription and a new one both deliver before
+/// the window closes; then finish the migration.
+fn migration_window(
+    cluster: &mut ValkeyCluster,
+    backend: &ValkeyBackend,
+    published: &Mutex<Published>,
+    keys_moved: bool,
+) {
+    let runtime = tokio::runtime::Handle::current();
+    let key = backend.partition_stream_key(FAMILY, 0).to_owned();
+    let slot = cluster.key_slot(&key).expect("slot");
+    let from = cluster.owner_of_key(&key).expect("owner");
+    let to = cluster
+        .topology()
+        .expect("topology")
+        .primaries()
+        .into_iter()
+        .find(|&p| p != from)
+        .expect("another primary");
+    let mut live = runtime
+        .block_on(backend.subscribe_family(FAMILY, StreamCursor::empty(), &Default::default()))
+        .expect("a live subscription");
+    let mut migration = cluster.begin_slot_migration(slot, to).expect("begin");
+    if keys_moved {
+        while migration.move_keys(100).expect("move") > 0 {}
+    }
+    let closes = Instant::now() + WINDOW;
+    runtime.block_on(async {
+        // The publisher publishes one event at a time: every event after
+        // the one in flight now is published inside the window.
+        let before = published.lock().await.acked.last().map_or(0, |n| n + 1);
+        delivers_by(&mut live, before, closes, "the live subscription").await;
+        let mut fresh = timeout_at(
+            closes,
+            backend.subscribe_family(FAMILY, StreamCursor::beginning(), &Default::default()),
+        )
+        .await
+        .expect("a new subscribe returns while the slot is migrating")
+        .expect("a new subscribe");
+        delivers_by(&mut fresh, before, closes, "a new subscription").await;
+        // Hold the window open for its whole length (the fault, not a wait).
+        tokio::time::sleep_until(closes).await;
+    });
+    while migration.move_keys(100).expect("move") > 0 {}
+    migration.finish().expect("finish");
+}
+
+async fn reads_flow_through_a_migration_window(keys_moved: bool, test: &str) {
+    if skip_if_external_valkey_cluster(test) {
+        return;
+    }
+    let mut cluster = fault_cluster();
+    let report = under_load(&mut cluster, 1, |cluster, backend, published| {
+        migration_window(cluster, backend, published, keys_moved)
+    })
+    .await;
+    assert!(
+        report.expired.is_empty(),
+        "{test}: a migration loses nothing"
+    );
+    report.check(test);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_flow_while_a_slot_migrates_with_its_keys_on_the_source() {
+    let test = "reads_flow_while_a_slot_migrates_with_its_keys_on_the_source";
+    reads_flow_through_a_migration_window(false, test).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_flow_while_a_slot_migrates_with_its_keys_on_the_target() {
+    let test = "reads_flow_while_a_slot_migrates_with_its_keys_on_the_target";
+    reads_flow_through_a_migration_window(true, test).await;
 }

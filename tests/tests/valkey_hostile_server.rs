@@ -135,7 +135,7 @@ async fn ids_that_go_backwards_or_repeat_are_never_delivered() {
 async fn a_page_reply_of_the_wrong_shape_is_reconnected_to_then_refused() {
     let server = HostileServer::start(|request| match request {
         Request::State => Answer::Bytes(state_reply(Some("1-0"), HEAD, 100)),
-        // EXEC answers an integer where the array of three replies is due.
+        // EXEC answers an integer where the array of replies is due.
         Request::Page { .. } => Answer::Bytes(b":7\r\n".to_vec()),
         Request::Wait => Answer::Bytes(b"*-1\r\n".to_vec()),
     })

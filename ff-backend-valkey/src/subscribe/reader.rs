@@ -1,6 +1,8 @@
 //! [`Reader`]: one partition's stream, read on a connection of its own to
 //! the node serving it, always with exactly one paired read (`XRANGE` +
-//! `XINFO STREAM` + trim record, see [`super::read`]) in flight:
+//! `XINFO STREAM` of the stream's one key, see [`super::read`]) in flight
+//! — followed, only for a position at the trimmed edge, by `GET` of the
+//! trim record before anything else is sent:
 //!
 //! - catching up, the next page is requested before the current one is
 //!   decoded and handed over, so the server works meanwhile;
@@ -44,7 +46,10 @@ use tokio::time::Instant;
 
 use super::conn::{Conn, ConnError};
 use super::merge::{Decoded, Pending};
-use super::read::{push_page_request, read_page, Page, PageAsk, PageError, PageKeys};
+use super::read::{
+    push_page_request, push_record_request, read_page, read_record, Page, PageAsk, PageError,
+    PageKeys,
+};
 use super::wakeup;
 use crate::entry;
 use crate::error::{server_error, unexpected, InContext, BACKEND};
@@ -469,7 +474,7 @@ impl Reader {
         let session = self.session.as_mut().expect("a session");
         let node = session.node.clone();
         let asking = session.asking;
-        let page = match read_reply(
+        let mut page = match read_reply(
             &mut session.conn,
             asking,
             ask,
@@ -486,6 +491,10 @@ impl Reader {
         self.read_ok_at.get_or_insert_with(Instant::now);
         self.redirects = 0;
         if let Some(after) = ask.after {
+            if page.state.needs_record(after) {
+                let record = self.read_record().await?;
+                page.state = page.state.with_record(record.as_deref());
+            }
             expiry::judge(after, &page.state)
                 .and_then(|()| {
                     witness::judge(after, ask.witness, &page.state, page.found.flatten())
@@ -518,6 +527,35 @@ impl Reader {
             self.recovered();
         }
         Ok(output)
+    }
+
+    /// The trim record, read on the session's connection (nothing else is
+    /// in flight when it is asked for).
+    async fn read_record(&mut self) -> Result<Option<Vec<u8>>, Stop> {
+        let timeout = self.inner.config.command_timeout;
+        let session = self.session.as_mut().expect("a session");
+        if session.asking {
+            session.conn.push(&[b"ASKING"]);
+        }
+        push_record_request(&mut session.conn, &self.keys);
+        self.flush().await?;
+        let session = self.session.as_mut().expect("a session");
+        let node = session.node.clone();
+        let asking = session.asking;
+        let read = async {
+            if asking {
+                tokio::time::timeout(timeout, session.conn.read(limits::SMALL_REPLY))
+                    .await
+                    .map_err(|_| ConnError::Timeout(timeout))??
+                    .check()?;
+            }
+            read_record(&mut session.conn, timeout).await
+        };
+        match read.await {
+            Ok(record) => Ok(record),
+            Err(PageError::Conn(e)) => Err(self.failed(e, &node)),
+            Err(PageError::Reply(why)) => Err(Stop::Fatal(unexpected(&self.context(), why))),
+        }
     }
 
     async fn flush(&mut self) -> Result<(), Stop> {

@@ -184,6 +184,39 @@ impl SharedConnection {
         self.check(generation, result)
     }
 
+    /// [`SharedConnection::pipeline`], also answering the generation of
+    /// the connection it was sent on.
+    pub(crate) async fn pipeline_tagged(
+        &self,
+        pipe: &Pipeline,
+    ) -> Result<(u64, Vec<Value>), SendError> {
+        debug_assert!(!pipe.is_transaction());
+        let (generation, mut conn) = self.get().await.map_err(SendError::Connect)?;
+        let result = conn.send_packed_commands(pipe, 0, pipe.len()).await;
+        self.check(generation, result).map(|r| (generation, r))
+    }
+
+    /// Send `cmd` on generation `generation` of the connection only: when
+    /// that one was replaced, fail without sending (`Exchange`: what was
+    /// sent on the old one may have been applied).
+    pub(crate) async fn command_on(&self, generation: u64, cmd: &Cmd) -> Result<Value, SendError> {
+        let conn = self
+            .cached()
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, conn)| conn);
+        let Some(mut conn) = conn else {
+            return Err(SendError::Exchange(
+                io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    "the connection the write went on was lost before its acknowledgement was read",
+                )
+                .into(),
+            ));
+        };
+        let result = conn.send_packed_command(cmd).await;
+        self.check(generation, result)
+    }
+
     fn check<T>(&self, generation: u64, result: RedisResult<T>) -> Result<T, SendError> {
         result.map_err(|e| {
             if breaks_connection(&e) {

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisResult, Value};
+use redis::{AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisResult, Value};
 
 use tokio::task::JoinHandle;
 
@@ -50,6 +50,8 @@ async fn open_driven(
     };
     match tokio::time::timeout(connect_timeout, setup).await {
         Ok(Ok(conn)) => Ok(conn),
+        // The server answered, refusing the credentials: nothing about TLS.
+        Ok(Err(e)) if e.kind() == ErrorKind::AuthenticationFailed => Err(e),
         Ok(Err(e)) if e.is_io_error() || e.is_unrecoverable_error() => Err(io::Error::new(
             io::ErrorKind::ConnectionAborted,
             endpoint.setup_hint(&format!("the connection failed during setup ({e})")),

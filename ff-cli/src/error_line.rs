@@ -59,7 +59,9 @@ fn hint(err: &anyhow::Error, line: &str) -> Option<&'static str> {
         .chain()
         .find_map(|c| c.downcast_ref::<std::io::Error>())
         .map(std::io::Error::kind);
-    let has = |needle: &str| line.contains(needle);
+    // Servers and client crates capitalise their messages differently.
+    let lower = line.to_lowercase();
+    let has = |needle: &str| lower.contains(&needle.to_lowercase());
     if io_kind == Some(std::io::ErrorKind::ConnectionRefused) || has("Connection refused") {
         Some("nothing is listening there: start the server, or check the host and port")
     } else if has("parse error") || has("ParseError") || has("invalid response") {

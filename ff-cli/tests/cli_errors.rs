@@ -127,6 +127,14 @@ fn a_wrong_password_says_authentication_failed_once() {
     assert_one_line(&stderr);
     assert!(stderr.contains("authentication failed"), "{stderr}");
     assert!(
+        stderr.contains("check the user name and password"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("valkeys://"),
+        "not a TLS problem: {stderr}"
+    );
+    assert!(
         !stderr.contains("wrong-pass"),
         "the password leaked: {stderr}"
     );

@@ -586,7 +586,7 @@ impl Reader {
             if session.asking {
                 session.conn.read(limits::SMALL_REPLY).await?.check()?;
             }
-            wakeup::read_wait(&mut session.conn, limit).await
+            wakeup::read_wait(&mut session.conn, after, limit).await
         }
         .await;
         match woke {

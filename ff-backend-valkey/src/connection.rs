@@ -2,7 +2,8 @@
 //! connection, replaced after it breaks.
 
 use std::io;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -73,11 +74,17 @@ struct Current {
     generation: u64,
     conn: MultiplexedConnection,
     driver: JoinHandle<()>,
+    /// Whether a request on it got its reply.
+    answered: Arc<AtomicBool>,
 }
 
 /// The connection ordinary commands (publishes, catch-up reads, bounds)
 /// share. Requests are pipelined on it; when a request fails in a way that
-/// breaks the connection, the next request opens a new one.
+/// breaks the connection, the next request opens a new one. A connection
+/// that breaks before any request on it was answered (its setup was)
+/// fails those requests with a `ParseError` saying so: the client
+/// crate reports a reply it cannot parse only as the connection closing,
+/// and a server that garbles every reply looks exactly like that.
 pub(crate) struct SharedConnection {
     endpoint: Endpoint,
     name: String,
@@ -109,11 +116,26 @@ impl SharedConnection {
     /// closed it): a request on it would fail without reaching the server,
     /// and could not tell that it did not.
     fn cached(&self) -> Option<(u64, MultiplexedConnection)> {
+        self.cached_with_answered().map(|(g, conn, _)| (g, conn))
+    }
+
+    fn cached_with_answered(&self) -> Option<(u64, MultiplexedConnection, Arc<AtomicBool>)> {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         if current.as_ref().is_some_and(|c| c.driver.is_finished()) {
             *current = None;
         }
-        current.as_ref().map(|c| (c.generation, c.conn.clone()))
+        current
+            .as_ref()
+            .map(|c| (c.generation, c.conn.clone(), c.answered.clone()))
+    }
+
+    /// Whether generation `generation` got a reply to a request.
+    fn answered(&self, generation: u64) -> Option<Arc<AtomicBool>> {
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        current
+            .as_ref()
+            .filter(|c| c.generation == generation)
+            .map(|c| c.answered.clone())
     }
 
     /// The current connection (opening one if there is none) and its
@@ -138,6 +160,7 @@ impl SharedConnection {
             generation: *generation,
             conn: conn.clone(),
             driver,
+            answered: Arc::new(AtomicBool::new(false)),
         });
         Ok((*generation, conn))
     }
@@ -220,12 +243,31 @@ impl SharedConnection {
     }
 
     fn check<T>(&self, generation: u64, result: RedisResult<T>) -> Result<T, SendError> {
-        result.map_err(|e| {
-            if breaks_connection(&e) {
-                self.discard(generation);
+        let answered = self.answered(generation);
+        match result {
+            Ok(reply) => {
+                if let Some(answered) = answered {
+                    answered.store(true, Ordering::Release);
+                }
+                Ok(reply)
             }
-            SendError::Exchange(e)
-        })
+            Err(e) if breaks_connection(&e) => {
+                self.discard(generation);
+                let unanswered = answered.is_some_and(|a| !a.load(Ordering::Acquire));
+                Err(SendError::Exchange(if unanswered {
+                    RedisError::from((
+                        ErrorKind::ParseError,
+                        "no valid reply",
+                        format!(
+                            "the server broke the connection before answering any request on it ({e}): it sent a reply that is not valid RESP, or closed it"
+                        ),
+                    ))
+                } else {
+                    e
+                }))
+            }
+            Err(e) => Err(SendError::Exchange(e)),
+        }
     }
 }
 

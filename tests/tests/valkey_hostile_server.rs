@@ -359,3 +359,29 @@ async fn a_wake_up_answered_at_once_with_an_old_entry_is_refused_not_looped() {
         "reconnected, then gave up"
     );
 }
+
+/// A server whose replies on the backend's shared connection are not RESP
+/// at all: a command fails saying it got no valid reply, after a few
+/// attempts, not with the connection errors that follow each one.
+#[tokio::test]
+async fn garbled_replies_on_the_shared_connection_are_named_as_invalid() {
+    let server = HostileServer::start(|request| match request {
+        Request::State => Answer::Bytes(b"?this is not RESP\r\n".to_vec()),
+        Request::Page { .. } | Request::Wait => Answer::Close,
+    })
+    .await;
+    let backend = ValkeyBackend::connect(&server.url(), config())
+        .await
+        .expect("connect to the scripted server");
+    let error = backend
+        .bounds(Family::Completion)
+        .await
+        .expect_err("bounds from a garbling server");
+    let text = error.to_string();
+    assert!(
+        text.contains("no valid reply") && text.contains("not valid RESP"),
+        "{text}"
+    );
+    assert!(text.contains("3 attempt(s)"), "a few attempts: {text}");
+    assert!(!text.contains('\n'), "one line: {text}");
+}

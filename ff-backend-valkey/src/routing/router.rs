@@ -10,7 +10,11 @@
 //!   resent after a growing pause (the topology refreshed meanwhile for the
 //!   last three), until the deadline;
 //! - a connection that cannot be opened: the topology is refreshed (a
-//!   failover may be under way) and the request resent after a pause.
+//!   failover may be under way) and the request resent after a pause;
+//! - a reply that is not valid RESP (a server, or something in between,
+//!   garbling replies): an idempotent request is resent on a new
+//!   connection, at most [`MAX_INVALID_REPLIES`] times; the error then
+//!   names the invalid reply, not the connection failures that follow it.
 //!
 //! Refreshes run on a task of their own, one at a time: a request whose
 //! caller stops polling it never holds up another's. A transaction whose
@@ -47,6 +51,8 @@ const MAX_REDIRECTS: u32 = 16;
 const FIRST_PAUSE: Duration = Duration::from_millis(5);
 /// Longest pause between two attempts.
 const MAX_PAUSE: Duration = Duration::from_millis(250);
+/// Invalid replies one request meets before it fails naming them.
+const MAX_INVALID_REPLIES: u32 = 3;
 /// Topology refreshes are at most this frequent (each asks one node).
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -284,6 +290,7 @@ impl Router {
         let mut pause = FIRST_PAUSE;
         let mut redirects = 0;
         let mut asking: Option<NodeAddr> = None;
+        let mut invalid = InvalidReplies::default();
         loop {
             let (addr, ask) = match asking.take() {
                 Some(addr) => (addr, true),
@@ -305,6 +312,14 @@ impl Router {
                 Ok((reply, then_reply)) => (Ok(reply), then_reply),
                 Err(e) => (Err(e), None),
             };
+            if let Err(SendError::Exchange(e)) = &outcome {
+                invalid.saw(e);
+                if invalid.count >= MAX_INVALID_REPLIES || retry == Retry::Once {
+                    if let Some(e) = invalid.error() {
+                        return Err(e);
+                    }
+                }
+            }
             let redirect = match &outcome {
                 Ok(reply) => match refusal(reply) {
                     Some((code, detail)) => Redirect::classify(code, detail, &addr),
@@ -348,7 +363,8 @@ impl Router {
                         }),
                         Err(e) => e.into_inner(),
                     };
-                    self.wait(&mut pause, deadline, e).await?;
+                    self.wait(&mut pause, deadline, invalid.error().unwrap_or(e))
+                        .await?;
                     continue;
                 }
             }
@@ -519,6 +535,41 @@ impl Router {
             }
         }
         *last = Some(Instant::now());
+    }
+}
+
+/// The replies of one request that were not valid RESP.
+#[derive(Default)]
+struct InvalidReplies {
+    count: u32,
+    last: Option<String>,
+}
+
+impl InvalidReplies {
+    /// Count `e` if the client could not parse a reply (or the connection
+    /// broke before any reply on it could be read, see
+    /// [`SharedConnection`]).
+    fn saw(&mut self, e: &RedisError) {
+        if e.kind() == ErrorKind::ParseError {
+            self.count += 1;
+            let text = e.detail().map_or_else(|| e.to_string(), str::to_owned);
+            self.last = Some(text.split_whitespace().collect::<Vec<_>>().join(" "));
+        }
+    }
+
+    /// The error naming them, once there was one.
+    fn error(&self) -> Option<RedisError> {
+        let last = self.last.as_ref()?;
+        Some(
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "no valid reply from the server ({} attempt(s) in a row, last: {last}); is this a Valkey/Redis 7+ server, or is something in between altering replies?",
+                    self.count
+                ),
+            )
+            .into(),
+        )
     }
 }
 

@@ -495,14 +495,18 @@ async fn forced_failovers_of_redis_7_are_followed_over_six_partitions() {
 
 /// How long a slot migration window is held open.
 const WINDOW: Duration = Duration::from_secs(5);
+/// Sequence numbers of events a test publishes itself, beside the
+/// publisher's (which never reach it).
+const MARKER: u64 = 1 << 40;
 
-/// Wait (until `deadline`) for `sub` to deliver an event published after
-/// event `after`; `what` names the subscription.
+/// Wait (until `deadline`) for `sub` to deliver an event the publisher
+/// published after event `after`; `what` names the subscription.
 async fn delivers_by(sub: &mut DeliveryStream, after: u64, deadline: Instant, what: &str) {
     loop {
         match timeout_at(deadline, sub.next()).await {
             Ok(Some(Ok(DeliveryItem::Event { meta, .. })))
-                if meta.tags["seq"].parse::<u64>().expect("a seq tag") > after =>
+                if (after + 1..MARKER)
+                    .contains(&meta.tags["seq"].parse::<u64>().expect("a seq tag")) =>
             {
                 return
             }
@@ -540,13 +544,46 @@ fn migration_window(
         .expect("a live subscription");
     let mut migration = cluster.begin_slot_migration(slot, to).expect("begin");
     if keys_moved {
+        // Quiesce first, so the live subscription waits on the source when
+        // the keys move: hold the publisher (it stops after the publish in
+        // flight), publish a marker and let the subscription deliver it.
+        let mut paused = runtime.block_on(published.lock());
+        let marker = MARKER + paused.acked.len() as u64;
+        runtime
+            .block_on(backend.publish(
+                NewEvent::completion(ExecutionId::new(0), CompletionOutcome::Success),
+                EventMeta::new().with_tag("seq", marker.to_string()),
+            ))
+            .expect("publish the marker");
+        paused.acked.insert(marker);
+        let quiet = Instant::now() + WINDOW;
+        runtime.block_on(async {
+            loop {
+                match timeout_at(quiet, live.next()).await {
+                    Ok(Some(Ok(DeliveryItem::Event { meta, .. })))
+                        if meta.tags["seq"] == marker.to_string() =>
+                    {
+                        break
+                    }
+                    Ok(Some(Ok(_))) => {}
+                    other => panic!("waiting for the marker: {other:?}"),
+                }
+            }
+        });
         while migration.move_keys(100).expect("move") > 0 {}
+        drop(paused);
     }
     let closes = Instant::now() + WINDOW;
     runtime.block_on(async {
         // The publisher publishes one event at a time: every event after
         // the one in flight now is published inside the window.
-        let before = published.lock().await.acked.last().map_or(0, |n| n + 1);
+        let before = published
+            .lock()
+            .await
+            .acked
+            .range(..MARKER)
+            .last()
+            .map_or(0, |n| n + 1);
         delivers_by(&mut live, before, closes, "the live subscription").await;
         let mut fresh = timeout_at(
             closes,

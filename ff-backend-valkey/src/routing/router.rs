@@ -129,6 +129,8 @@ pub(crate) struct Router {
     connections: Mutex<HashMap<NodeAddr, Arc<SharedConnection>>>,
     /// Each node's connection for acknowledged writes.
     acked: Mutex<HashMap<NodeAddr, Arc<AckedConnection>>>,
+    /// Per slot, the node the last redirect of a request for it named.
+    redirected: Mutex<HashMap<u16, tokio::sync::watch::Sender<Option<NodeAddr>>>>,
     /// Held while a refresh runs: concurrent refreshes wait for it and then
     /// find theirs done (the value: when the last one finished).
     refreshing: tokio::sync::Mutex<Option<Instant>>,
@@ -157,6 +159,7 @@ impl Router {
             command_timeout,
             connections: Mutex::new(HashMap::new()),
             acked: Mutex::new(HashMap::new()),
+            redirected: Mutex::new(HashMap::new()),
             refreshing: tokio::sync::Mutex::new(None),
             refresh_scheduled: AtomicBool::new(false),
             this: this.clone(),
@@ -254,6 +257,28 @@ impl Router {
             .clone()
     }
 
+    /// Changes whenever a request for `slot` is redirected (`MOVED`,
+    /// `ASK`), to the node the redirect named: a subscription waiting on
+    /// another node for that slot then reads again, since its stream may
+    /// have moved (see the reader's live wait).
+    pub(crate) fn redirects_of(&self, slot: u16) -> tokio::sync::watch::Receiver<Option<NodeAddr>> {
+        self.redirected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(slot)
+            .or_insert_with(|| tokio::sync::watch::channel(None).0)
+            .subscribe()
+    }
+
+    /// Tell what watches [`Router::redirects_of`]`(slot)` that a request
+    /// for it was sent to `to`.
+    fn wake_waiters(&self, slot: u16, to: &NodeAddr) {
+        let map = self.redirected.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(sender) = map.get(&slot) {
+            sender.send_replace(Some(to.clone()));
+        }
+    }
+
     /// Run `cmd` on the node serving `slot`: its reply (a refusal the
     /// router does not handle is `Ok(Value::ServerError)`).
     pub(crate) async fn command(&self, slot: u16, cmd: &Cmd, retry: Retry) -> RedisResult<Value> {
@@ -346,10 +371,12 @@ impl Router {
                 }
                 Some(Redirect::Moved { slot: moved, to }) => {
                     redirects += 1;
+                    self.wake_waiters(moved, &to);
                     self.moved(moved, &to);
                 }
-                Some(Redirect::Ask { to, .. }) => {
+                Some(Redirect::Ask { slot: asked, to }) => {
                     redirects += 1;
+                    self.wake_waiters(asked, &to);
                     asking = Some(to);
                 }
                 Some(Redirect::Wait { refresh }) => {

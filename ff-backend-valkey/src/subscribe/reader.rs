@@ -569,9 +569,17 @@ impl Reader {
 
     /// At the end: block until an entry after the position exists or the
     /// safety-net poll passes, with the next paired read queued behind.
+    ///
+    /// A wait parked on a slot's old node learns nothing when the stream's
+    /// key migrates away (the server keeps it blocked until the slot's
+    /// ownership changes), so it also ends, and the reader reads again,
+    /// as soon as any request of this backend is redirected (`ASK`,
+    /// `MOVED`) for the slot.
     async fn wait_live(&mut self) -> Result<(), Stop> {
         let after = self.read.expect("a position after the first read");
         let block = self.inner.config.safety_net_poll;
+        let mut redirected = self.inner.router.redirects_of(self.slot);
+        redirected.mark_unchanged();
         let session = self.session.as_mut().expect("a session");
         if session.asking {
             session.conn.push(&[b"ASKING"]);
@@ -587,8 +595,24 @@ impl Reader {
                 session.conn.read(limits::SMALL_REPLY).await?.check()?;
             }
             wakeup::read_wait(&mut session.conn, after, limit).await
-        }
-        .await;
+        };
+        // A redirect to the node this wait is on changes nothing for it.
+        let elsewhere = async {
+            loop {
+                if redirected.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+                if redirected.borrow_and_update().as_ref() != Some(&node) {
+                    return;
+                }
+            }
+        };
+        let woke = tokio::select! {
+            woke = woke => woke,
+            () = elsewhere => {
+                return Err(Stop::Redirect(Redirect::Wait { refresh: false }));
+            }
+        };
         match woke {
             Ok(_) => {
                 self.recovered();

@@ -111,8 +111,8 @@ async fn position_at(
         .ok_or_else(|| unexpected(&context, format!("XRANGE returned {first:?}")))?;
         return Ok((id::before(p), None));
     }
-    // Only the newest id is needed here: no trim record was read.
-    let state = parse_state(info, &Value::Nil, inner.account(), &context)?;
+    // Only the newest id is needed here: no trim record is read.
+    let state = parse_state(info, inner.account(), &context)?;
     let witness = state
         .last_witness
         .filter(|_| state.last == Some(state.last_generated));

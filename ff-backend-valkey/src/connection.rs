@@ -2,11 +2,12 @@
 //! connection, replaced after it breaks.
 
 use std::io;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisResult, Value};
+use redis::{AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisResult, Value};
 
 use tokio::task::JoinHandle;
 
@@ -50,6 +51,8 @@ async fn open_driven(
     };
     match tokio::time::timeout(connect_timeout, setup).await {
         Ok(Ok(conn)) => Ok(conn),
+        // The server answered, refusing the credentials: nothing about TLS.
+        Ok(Err(e)) if e.kind() == ErrorKind::AuthenticationFailed => Err(e),
         Ok(Err(e)) if e.is_io_error() || e.is_unrecoverable_error() => Err(io::Error::new(
             io::ErrorKind::ConnectionAborted,
             endpoint.setup_hint(&format!("the connection failed during setup ({e})")),
@@ -71,11 +74,17 @@ struct Current {
     generation: u64,
     conn: MultiplexedConnection,
     driver: JoinHandle<()>,
+    /// Whether a request on it got its reply.
+    answered: Arc<AtomicBool>,
 }
 
 /// The connection ordinary commands (publishes, catch-up reads, bounds)
 /// share. Requests are pipelined on it; when a request fails in a way that
-/// breaks the connection, the next request opens a new one.
+/// breaks the connection, the next request opens a new one. A connection
+/// that breaks before any request on it was answered (its setup was)
+/// fails those requests with a `ParseError` saying so: the client
+/// crate reports a reply it cannot parse only as the connection closing,
+/// and a server that garbles every reply looks exactly like that.
 pub(crate) struct SharedConnection {
     endpoint: Endpoint,
     name: String,
@@ -107,11 +116,26 @@ impl SharedConnection {
     /// closed it): a request on it would fail without reaching the server,
     /// and could not tell that it did not.
     fn cached(&self) -> Option<(u64, MultiplexedConnection)> {
+        self.cached_with_answered().map(|(g, conn, _)| (g, conn))
+    }
+
+    fn cached_with_answered(&self) -> Option<(u64, MultiplexedConnection, Arc<AtomicBool>)> {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         if current.as_ref().is_some_and(|c| c.driver.is_finished()) {
             *current = None;
         }
-        current.as_ref().map(|c| (c.generation, c.conn.clone()))
+        current
+            .as_ref()
+            .map(|c| (c.generation, c.conn.clone(), c.answered.clone()))
+    }
+
+    /// Whether generation `generation` got a reply to a request.
+    fn answered(&self, generation: u64) -> Option<Arc<AtomicBool>> {
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        current
+            .as_ref()
+            .filter(|c| c.generation == generation)
+            .map(|c| c.answered.clone())
     }
 
     /// The current connection (opening one if there is none) and its
@@ -136,6 +160,7 @@ impl SharedConnection {
             generation: *generation,
             conn: conn.clone(),
             driver,
+            answered: Arc::new(AtomicBool::new(false)),
         });
         Ok((*generation, conn))
     }
@@ -184,13 +209,65 @@ impl SharedConnection {
         self.check(generation, result)
     }
 
+    /// [`SharedConnection::pipeline`], also answering the generation of
+    /// the connection it was sent on.
+    pub(crate) async fn pipeline_tagged(
+        &self,
+        pipe: &Pipeline,
+    ) -> Result<(u64, Vec<Value>), SendError> {
+        debug_assert!(!pipe.is_transaction());
+        let (generation, mut conn) = self.get().await.map_err(SendError::Connect)?;
+        let result = conn.send_packed_commands(pipe, 0, pipe.len()).await;
+        self.check(generation, result).map(|r| (generation, r))
+    }
+
+    /// Send `cmd` on generation `generation` of the connection only: when
+    /// that one was replaced, fail without sending (`Exchange`: what was
+    /// sent on the old one may have been applied).
+    pub(crate) async fn command_on(&self, generation: u64, cmd: &Cmd) -> Result<Value, SendError> {
+        let conn = self
+            .cached()
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, conn)| conn);
+        let Some(mut conn) = conn else {
+            return Err(SendError::Exchange(
+                io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    "the connection the write went on was lost before its acknowledgement was read",
+                )
+                .into(),
+            ));
+        };
+        let result = conn.send_packed_command(cmd).await;
+        self.check(generation, result)
+    }
+
     fn check<T>(&self, generation: u64, result: RedisResult<T>) -> Result<T, SendError> {
-        result.map_err(|e| {
-            if breaks_connection(&e) {
-                self.discard(generation);
+        let answered = self.answered(generation);
+        match result {
+            Ok(reply) => {
+                if let Some(answered) = answered {
+                    answered.store(true, Ordering::Release);
+                }
+                Ok(reply)
             }
-            SendError::Exchange(e)
-        })
+            Err(e) if breaks_connection(&e) => {
+                self.discard(generation);
+                let unanswered = answered.is_some_and(|a| !a.load(Ordering::Acquire));
+                Err(SendError::Exchange(if unanswered {
+                    RedisError::from((
+                        ErrorKind::ParseError,
+                        "no valid reply",
+                        format!(
+                            "the server broke the connection before answering any request on it ({e}): it sent a reply that is not valid RESP, or closed it"
+                        ),
+                    ))
+                } else {
+                    e
+                }))
+            }
+            Err(e) => Err(SendError::Exchange(e)),
+        }
     }
 }
 

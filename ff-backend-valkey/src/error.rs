@@ -48,9 +48,12 @@ pub(crate) fn breaks_connection(e: &RedisError) -> bool {
 
 /// Whether retrying later, on a new connection if need be, can succeed:
 /// connection failures and the server's transient states (loading the
-/// dataset after a restart, failover in progress).
+/// dataset after a restart, failover in progress, a primary demoted while
+/// a blocking command waited on it).
 pub(crate) fn is_transient(e: &RedisError) -> bool {
     breaks_connection(e)
+        || e.code()
+            .is_some_and(|code| code == "UNBLOCKED" || code == "REDIRECT")
         || matches!(
             e.kind(),
             ErrorKind::BusyLoadingError

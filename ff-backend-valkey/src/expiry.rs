@@ -97,6 +97,7 @@ mod tests {
                     removed: max_deleted,
                 }
             }),
+            record_read: true,
         }
     }
 
@@ -174,6 +175,17 @@ mod tests {
             ..s
         };
         assert!(judge(p(5, 0), &garbage_record).is_err());
+        let unread = StreamState {
+            trim_record: None,
+            record_read: false,
+            ..s
+        };
+        assert!(unread.needs_record(p(5, 0)), "the trimmed edge needs it");
+        assert!(!unread.needs_record(p(6, 0)) && !unread.needs_record(p(4, 0)));
+        assert!(
+            judge(p(5, 0), &unread).is_err(),
+            "judged without it: a false alarm, never a gap"
+        );
     }
 
     #[test]
@@ -200,6 +212,7 @@ mod tests {
                 through: p(10, 0),
                 removed: 10,
             }),
+            record_read: true,
         };
         assert_eq!(judge(p(10, 0), &s), Ok(()));
         let e = judge(p(9, 0), &s).unwrap_err();

@@ -17,6 +17,7 @@ use crate::inner::Inner;
 use crate::limits::MAX_ENTRY_BYTES;
 use crate::partition::{event_cursor, partition_of};
 use crate::retention::retention_cmd;
+use crate::routing::redirect::is_demotion;
 use crate::routing::{Retry, Transaction};
 use crate::witness;
 
@@ -156,7 +157,7 @@ pub(crate) async fn publish_batch(
                         .unwrap_or(u64::MAX)
                         .max(1),
                 );
-                Request::Transaction(Transaction::new(cmds).then(wait))
+                Request::Transaction(Transaction::new(cmds).acknowledged_by(wait))
             }
         });
     }
@@ -228,6 +229,13 @@ async fn send(
                 .await
                 .map_err(|e| inner.fail(e, context()))?;
             if let (Some(acks), Some((replicas, timeout))) = (acks, inner.config.replica_acks) {
+                let acks = acks.map_err(|e| {
+                    unacknowledged(
+                        context,
+                        write.partition,
+                        format!("their acknowledgement could not be read ({e})"),
+                    )
+                })?;
                 check_acks(inner, &acks, replicas, timeout, write.partition, context)?;
             }
             reply
@@ -277,7 +285,11 @@ async fn send(
 }
 
 /// `Ok` when `WAIT` replied that at least `replicas` replicas have the
-/// partition's writes.
+/// partition's writes. A `WAIT` ended by a failover (the primary was
+/// demoted while it waited: `UNBLOCKED`, `REDIRECT`, `MOVED`) is the same
+/// `Transport` error as too few acknowledgements: the events are stored
+/// on the demoted primary and it is unknown whether its successor has
+/// them, so only the caller may decide to publish again.
 fn check_acks(
     inner: &Inner,
     acks: &Value,
@@ -297,6 +309,16 @@ fn check_acks(
                 )),
             ),
         )),
+        Value::ServerError(e) if demoted(e.code(), e.details().unwrap_or("")) => {
+            Err(unacknowledged(
+                context,
+                partition,
+                format!(
+                    "it was demoted (a failover) before {replicas} replica(s) acknowledged them ({})",
+                    reply_text(e.code(), e.details())
+                ),
+            ))
+        }
         Value::ServerError(e) => Err(server_error(
             &reply_text(e.code(), e.details()),
             inner.account(),
@@ -304,6 +326,34 @@ fn check_acks(
         )),
         other => Err(unexpected(&context(), format!("WAIT returned {other:?}"))),
     }
+}
+
+/// Whether `WAIT`'s refusal `code detail` says the node stopped being a
+/// primary after the write: it ended the wait (`UNBLOCKED`, `REDIRECT`,
+/// `MOVED`), or it was a replica already when the `WAIT` arrived.
+fn demoted(code: &str, detail: &str) -> bool {
+    is_demotion(code)
+        || code == "MOVED"
+        || code == "READONLY"
+        || (code == "ERR" && detail.contains("used with replica"))
+}
+
+/// The `Transport` error of events stored on partition `partition`'s
+/// primary whose replicas' acknowledgement is unknown (`why`).
+fn unacknowledged(
+    context: &(dyn Fn() -> String + Sync),
+    partition: u16,
+    why: String,
+) -> EngineError {
+    EngineError::transport(
+        crate::error::BACKEND,
+        crate::error::InContext::new(
+            context(),
+            std::io::Error::other(format!(
+                "partition {partition}'s events are stored on its primary, but {why}: they may be lost in a failover; publish again if they must not be (a duplicate may result)"
+            )),
+        ),
+    )
 }
 
 /// `error` of a batch whose other partitions were stored: says which
@@ -353,6 +403,23 @@ mod tests {
         let a = args(&xadd("k", draft, &meta).unwrap());
         let tail = &a[a.len() - 4..];
         assert_eq!(tail, ["namespace", "ns", "tags", r#"{"k":"v"}"#]);
+    }
+
+    #[test]
+    fn a_wait_ended_or_refused_by_a_demotion_is_recognised() {
+        for (code, detail) in [
+            ("UNBLOCKED", "force unblock from blocking operation, instance state changed (master -> replica?)"),
+            ("MOVED", "3999 127.0.0.1:7001"),
+            ("REDIRECT", "127.0.0.1:7001"),
+            ("ERR", "WAIT cannot be used with replica instances. Please also note …"),
+        ] {
+            assert!(demoted(code, detail), "{code} {detail}");
+        }
+        assert!(!demoted("ERR", "unknown command 'WAIT'"));
+        assert!(!demoted(
+            "NOPERM",
+            "User p has no permissions to run the 'wait' command"
+        ));
     }
 
     #[test]

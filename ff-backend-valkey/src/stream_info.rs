@@ -1,6 +1,18 @@
-//! [`StreamState`]: what `XINFO STREAM` says about a family's stream and
-//! the record of ff's last trim of it — read in the same transaction as the
-//! entries it judges, or on their own (subscribe, bounds).
+//! [`StreamState`]: what `XINFO STREAM` says about a family's stream —
+//! read in the same transaction as the entries it judges, or on its own
+//! (subscribe, bounds) — and, only when judging a position needs it, the
+//! record of ff's last trim of it.
+//!
+//! Invariant: every read of a stream's state touches the stream's key
+//! alone, so it is served wherever that key is, also while its slot
+//! migrates (a read of two keys, one of them missing, is refused with
+//! `TRYAGAIN` until the migration ends). The trim record — a key of its
+//! own, existing only once ff's retention ran — is read after the state,
+//! on its own, and only for a position just at the trimmed edge
+//! ([`StreamState::needs_record`]). Read later than the state, it can only
+//! be newer: a record written since (ff's retention removed more) no
+//! longer matches the state's counters, so the position is judged expired
+//! — a false alarm, never a silent gap.
 
 use ff_core::engine_error::EngineError;
 use ff_core::stream_events::Family;
@@ -35,8 +47,10 @@ pub(crate) struct StreamState {
     /// Redis 7.0, which cannot prove any trim harmless).
     pub(crate) entries_added: Option<u64>,
     /// The record of ff's last trim; `None` when the stored record is not
-    /// one ff wrote (then no trim is proven harmless).
+    /// one ff wrote, or was not read (then no trim is proven harmless).
     pub(crate) trim_record: Option<TrimRecord>,
+    /// Whether the trim record was read (see [`StreamState::needs_record`]).
+    pub(crate) record_read: bool,
 }
 
 impl StreamState {
@@ -50,7 +64,21 @@ impl StreamState {
         length: 0,
         entries_added: Some(0),
         trim_record: Some(TrimRecord::NONE),
+        record_read: true,
     };
+
+    /// Whether judging position `c` on this state needs the trim record,
+    /// which was not read: `c` lies before the first retained entry, not
+    /// just before it, and is the stream's `max-deleted-entry-id` — only
+    /// then can the record prove that nothing after `c` was removed.
+    pub(crate) fn needs_record(&self, c: ValkeyPosition) -> bool {
+        !self.record_read
+            && c == self.max_deleted
+            && !self.never_lost_before(c)
+            && self
+                .first
+                .is_some_and(|first| c < first && c != id::before(first))
+    }
 
     /// Whether the stream's counters prove that nothing after `c` was ever
     /// removed although `c` lies before the first retained entry: `c` is
@@ -58,9 +86,16 @@ impl StreamState {
     /// lost an entry), and nothing was removed since.
     pub(crate) fn removals_end_at(&self, c: ValkeyPosition) -> bool {
         c == self.max_deleted
-            && self
-                .trim_record
-                .is_some_and(|r| r.through == c && r.accounts_for(self.entries_added, self.length))
+            && (self.never_lost_before(c)
+                || self.trim_record.is_some_and(|r| {
+                    r.through == c && r.accounts_for(self.entries_added, self.length)
+                }))
+    }
+
+    /// `c` is `0-0` and the counters show that no entry was ever removed:
+    /// nothing is missing after it, whatever the trim record says.
+    fn never_lost_before(&self, c: ValkeyPosition) -> bool {
+        c == id::ZERO && TrimRecord::NONE.accounts_for(self.entries_added, self.length)
     }
 
     /// This state with the trim record read beside it: the reply to `GET`
@@ -70,6 +105,7 @@ impl StreamState {
             None => Some(TrimRecord::NONE),
             Some(text) => TrimRecord::parse(text),
         };
+        self.record_read = true;
         self
     }
 
@@ -81,6 +117,7 @@ impl StreamState {
         let mut state = StreamState {
             entries_added: None,
             trim_record: None,
+            record_read: false,
             ..StreamState::ABSENT
         };
         let mut saw_last_generated = false;
@@ -195,8 +232,8 @@ fn entry_id(v: InfoValue<'_>, what: &str) -> Result<Option<ValkeyPosition>, Stri
     }
 }
 
-/// The state of `family`'s partition `partition` now: `XINFO STREAM` and
-/// the trim record in one transaction on the node serving it.
+/// The state of `family`'s partition `partition` now: `XINFO STREAM` on
+/// the node serving it (the trim record not read).
 pub(crate) async fn stream_state(
     inner: &Inner,
     family: Family,
@@ -215,7 +252,7 @@ pub(crate) async fn stream_state(
         .map_err(|e| inner.fail(e, context))?;
     match reply {
         Value::Array(parts) => match parts.as_slice() {
-            [info, record] => parse_state(info, record, inner.account(), context),
+            [info] => parse_state(info, inner.account(), context),
             _ => Err(unexpected(context, format!("EXEC returned {parts:?}"))),
         },
         Value::ServerError(e) => Err(inner.fail(e.into(), context)),
@@ -242,12 +279,12 @@ pub(crate) async fn stream_state_at(
         .arg(inner.keys.stream(family, partition))
         .arg(&id)
         .arg(&id);
-    let [info, get] = state_request(inner, family, partition);
+    let [info] = state_request(inner, family, partition);
     let reply = inner
         .router
         .transaction(
             inner.keys.slot(family, partition),
-            &Transaction::new([info, get, range]),
+            &Transaction::new([info, range]),
             Retry::Idempotent,
         )
         .await
@@ -258,10 +295,10 @@ pub(crate) async fn stream_state_at(
         Value::ServerError(e) => return Err(inner.fail(e.into(), context)),
         other => return Err(unexpected(context, format!("EXEC returned {other:?}"))),
     };
-    let [info, record, found] = parts.as_slice() else {
+    let [info, found] = parts.as_slice() else {
         return Err(unexpected(context, format!("EXEC returned {parts:?}")));
     };
-    let state = parse_state(info, record, inner.account(), context)?;
+    let state = parse_state(info, inner.account(), context)?;
     Ok((
         state,
         entry_witness(found, at).map_err(|why| unexpected(context, why))?,
@@ -295,37 +332,53 @@ fn entry_witness(reply: &Value, at: ValkeyPosition) -> Result<Option<u32>, Strin
     }
 }
 
-/// `XINFO STREAM` and `GET` of the trim record of a stream (their replies:
-/// see [`parse_state`]).
-pub(crate) fn state_request(inner: &Inner, family: Family, partition: u16) -> [redis::Cmd; 2] {
+/// `XINFO STREAM` of a stream (its reply: see [`parse_state`]).
+pub(crate) fn state_request(inner: &Inner, family: Family, partition: u16) -> [redis::Cmd; 1] {
     let mut info = redis::cmd("XINFO");
     info.arg("STREAM").arg(inner.keys.stream(family, partition));
-    let mut get = redis::cmd("GET");
-    get.arg(inner.keys.trim_record(family, partition));
-    [info, get]
+    [info]
 }
 
-/// Parse the replies of [`state_request`] on a shared connection;
-/// "no such key" is the absent stream.
+/// `state` ready to judge position `c`: with the trim record read (`GET`,
+/// on its own) when [`StreamState::needs_record`] says so.
+pub(crate) async fn ready_to_judge(
+    inner: &Inner,
+    family: Family,
+    partition: u16,
+    state: StreamState,
+    c: ValkeyPosition,
+    context: &str,
+) -> Result<StreamState, EngineError> {
+    if !state.needs_record(c) {
+        return Ok(state);
+    }
+    let mut get = redis::cmd("GET");
+    get.arg(inner.keys.trim_record(family, partition));
+    let reply = inner
+        .router
+        .command(inner.keys.slot(family, partition), &get, Retry::Idempotent)
+        .await
+        .map_err(|e| inner.fail(e, context))?;
+    match reply {
+        Value::Nil => Ok(state.with_record(None)),
+        Value::BulkString(b) => Ok(state.with_record(Some(&b))),
+        Value::ServerError(e) => Err(server_error(
+            &reply_text(e.code(), e.details()),
+            inner.account(),
+            &format!("{context}: GET of the trim record"),
+        )),
+        other => Err(unexpected(context, format!("GET returned {other:?}"))),
+    }
+}
+
+/// Parse the reply of [`state_request`] on a shared connection; "no such
+/// key" is the absent stream.
 pub(crate) fn parse_state(
     reply: &Value,
-    record: &Value,
     account: &str,
     context: &str,
 ) -> Result<StreamState, EngineError> {
-    let record = match record {
-        Value::Nil => None,
-        Value::BulkString(b) => Some(b.as_slice()),
-        Value::ServerError(e) => {
-            return Err(server_error(
-                &reply_text(e.code(), e.details()),
-                account,
-                context,
-            ))
-        }
-        other => return Err(unexpected(context, format!("GET returned {other:?}"))),
-    };
-    let state = match reply {
+    match reply {
         Value::ServerError(e) if e.details().is_some_and(|d| d.contains("no such key")) => {
             Ok(StreamState::ABSENT)
         }
@@ -335,8 +388,7 @@ pub(crate) fn parse_state(
             &format!("{context}: XINFO STREAM"),
         )),
         other => StreamState::from_value(other).map_err(|why| unexpected(context, why)),
-    }?;
-    Ok(state.with_record(record))
+    }
 }
 
 #[cfg(test)]
@@ -387,6 +439,7 @@ mod tests {
                 length: 2,
                 entries_added: Some(5),
                 trim_record: None,
+                record_read: false,
             }
         );
     }

@@ -1,9 +1,12 @@
 //! The one line `ff` prints when a command fails: every cause once (error
 //! chains often repeat their source's text inside their own), whitespace
-//! flattened, overlong parts abbreviated, and — for the failures people
-//! hit most — what to do about it.
+//! flattened, overlong parts abbreviated (never the cursor to resume
+//! from: an error that names one keeps it whole), and — for the failures
+//! people hit most — what to do about it.
 
 use std::fmt::Write as _;
+
+use ff_core::engine_error::EngineError;
 
 /// Longest part of a message kept whole; longer parts (echoed input) are
 /// abbreviated to a marked prefix.
@@ -26,10 +29,29 @@ pub fn one_line(err: &anyhow::Error) -> String {
         .map(|p| abbreviate(p))
         .collect::<Vec<_>>()
         .join(": ");
+    if let Some(resume) = resume_cursor(err) {
+        if !line.contains(&resume) {
+            let _ = write!(line, "; resume from cursor {resume}");
+        }
+    }
     if let Some(hint) = hint(err, &line) {
         let _ = write!(line, " — {hint}");
     }
     line
+}
+
+/// The cursor an [`EngineError`] in `err`'s chain says to resume from.
+fn resume_cursor(err: &anyhow::Error) -> Option<String> {
+    err.chain()
+        .find_map(|c| c.downcast_ref::<EngineError>())
+        .and_then(|e| match e {
+            EngineError::CursorExpired {
+                oldest: Some(oldest),
+                ..
+            } => Some(oldest.to_string()),
+            EngineError::StreamDisconnected { cursor } => Some(cursor.to_string()),
+            _ => None,
+        })
 }
 
 /// Whitespace runs (newlines included) as single spaces.
@@ -59,7 +81,9 @@ fn hint(err: &anyhow::Error, line: &str) -> Option<&'static str> {
         .chain()
         .find_map(|c| c.downcast_ref::<std::io::Error>())
         .map(std::io::Error::kind);
-    let has = |needle: &str| line.contains(needle);
+    // Servers and client crates capitalise their messages differently.
+    let lower = line.to_lowercase();
+    let has = |needle: &str| lower.contains(&needle.to_lowercase());
     if io_kind == Some(std::io::ErrorKind::ConnectionRefused) || has("Connection refused") {
         Some("nothing is listening there: start the server, or check the host and port")
     } else if has("parse error") || has("ParseError") || has("invalid response") {

@@ -127,6 +127,14 @@ fn a_wrong_password_says_authentication_failed_once() {
     assert_one_line(&stderr);
     assert!(stderr.contains("authentication failed"), "{stderr}");
     assert!(
+        stderr.contains("check the user name and password"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("valkeys://"),
+        "not a TLS problem: {stderr}"
+    );
+    assert!(
         !stderr.contains("wrong-pass"),
         "the password leaked: {stderr}"
     );
@@ -180,4 +188,48 @@ fn a_postgres_url_at_a_valkey_port_times_out_in_one_line() {
 fn ff_with_stdin(args: &[&str], input: &str) -> (bool, String) {
     let (ok, _, stderr) = common::ff(args, Some(input));
     (ok, stderr)
+}
+
+#[test]
+fn a_cursor_ahead_of_a_flushed_server_names_where_to_resume() {
+    let server = ff_tests::support::ValkeyServer::start().expect("start valkey-server");
+    let url = format!("valkey://127.0.0.1:{}", server.port());
+    let (ok, out, err) = common::ff(
+        &["publish", "completion", "--backend", &url],
+        Some(
+            r#"{"execution_id":"{fp:1}:11111111-1111-4111-8111-111111111111","outcome":"success"}"#,
+        ),
+    );
+    assert!(ok, "ff publish failed: {err}");
+    let cursor = out.trim().to_owned();
+    // The server loses its data (a restore from an older backup, a flush).
+    assert!(matches!(
+        server.command(&["FLUSHALL"]).expect("FLUSHALL"),
+        ff_tests::support::Reply::Simple(_)
+    ));
+    let (ok, stderr) = ff(&["tail", "completion", "--backend", &url, "--from", &cursor]);
+    assert!(!ok);
+    assert_one_line(&stderr);
+    assert!(stderr.contains("has expired"), "{stderr}");
+    // The line ends naming the cursor to resume from.
+    let resume = stderr
+        .trim_end()
+        .rsplit_once(" cursor ")
+        .map(|(_, cursor)| cursor)
+        .filter(|c| !c.contains(' '))
+        .unwrap_or_else(|| panic!("no resume cursor named at the end: {stderr}"));
+    let (ok, _, err) = common::ff(
+        &[
+            "tail",
+            "completion",
+            "--backend",
+            &url,
+            "--from",
+            resume,
+            "--idle-timeout",
+            "1",
+        ],
+        None,
+    );
+    assert!(ok, "resuming from {resume:?} failed: {err}");
 }

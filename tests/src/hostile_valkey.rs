@@ -11,12 +11,12 @@
 //! the backend's `SET … NX GET` records it), and every other command it
 //! does not script with `+OK`. A test scripts
 //! three requests (see [`Request`]): the state read at subscribe time
-//! (`XINFO STREAM` + `GET` in `MULTI`), a paired page read (`XRANGE` +
-//! `XINFO STREAM` + `GET` in `MULTI`), and the wake-up (`XREAD`). When a
-//! paired read also fetches the entry at its position (`XRANGE key id id`,
-//! which it does once it holds that entry's witness), the server appends
-//! that entry — [`entry`]`(id)`, as every scripted page holds — to a
-//! scripted `EXEC` reply of three parts sent whole (`Answer::Bytes`).
+//! (`XINFO STREAM` in `MULTI`), a paired page read (`XRANGE` + `XINFO
+//! STREAM` in `MULTI`), and the wake-up (`XREAD`). When a read also
+//! fetches the entry at its position (`XRANGE key id id`, which it does
+//! once it holds that entry's witness), the server appends that entry —
+//! [`entry`]`(id)`, as every scripted page holds — to a scripted `EXEC`
+//! reply sent whole (`Answer::Bytes`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 /// What the subscription asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
-    /// `XINFO STREAM` + `GET` of the trim record, at subscribe time.
+    /// `XINFO STREAM`, at subscribe time.
     State,
     /// A paired read: `XRANGE key start end COUNT count`.
     Page {
@@ -167,9 +167,15 @@ impl Connection {
                     let commands = queued.take().unwrap_or_default();
                     let answer = (self.script)(&request_of(&commands));
                     match (answer, probe_of(&commands)) {
-                        (Answer::Bytes(bytes), Some(id)) if bytes.starts_with(b"*3\r\n") => {
-                            let mut out = b"*4\r\n".to_vec();
-                            out.extend_from_slice(&bytes[4..]);
+                        (Answer::Bytes(bytes), Some(id)) if bytes.starts_with(b"*") => {
+                            // One more part than the scripted reply's.
+                            let head = bytes.iter().position(|&b| b == b'\r').unwrap_or(0);
+                            let parts: usize = std::str::from_utf8(&bytes[1..head])
+                                .ok()
+                                .and_then(|n| n.parse().ok())
+                                .unwrap_or(0);
+                            let mut out = format!("*{}", parts + 1).into_bytes();
+                            out.extend_from_slice(&bytes[head..]);
                             out.extend_from_slice(b"*1\r\n");
                             out.extend_from_slice(&entry(&id));
                             Answer::Bytes(out)
@@ -328,20 +334,18 @@ pub fn xinfo(first: Option<&str>, last_generated: &str, length: usize) -> Vec<u8
 
 /// The `EXEC` reply of the state read at subscribe time.
 pub fn state_reply(first: Option<&str>, last_generated: &str, length: usize) -> Vec<u8> {
-    let mut out = b"*2\r\n".to_vec();
+    let mut out = b"*1\r\n".to_vec();
     out.extend_from_slice(&xinfo(first, last_generated, length));
-    out.extend_from_slice(b"$-1\r\n");
     out
 }
 
 /// The `EXEC` reply of a paired read returning the entries `ids`, on a
 /// stream whose first entry is `1-0` and newest id `last_generated`.
 pub fn page_reply(ids: &[&str], last_generated: &str) -> Vec<u8> {
-    let mut out = format!("*3\r\n*{}\r\n", ids.len()).into_bytes();
+    let mut out = format!("*2\r\n*{}\r\n", ids.len()).into_bytes();
     for id in ids {
         out.extend_from_slice(&entry(id));
     }
     out.extend_from_slice(&xinfo(Some("1-0"), last_generated, 100));
-    out.extend_from_slice(b"$-1\r\n");
     out
 }

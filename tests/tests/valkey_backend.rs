@@ -477,3 +477,65 @@ async fn the_largest_possible_entry_id_is_delivered_once_and_never_again() {
         "nothing after the largest id"
     );
 }
+
+/// Publishes waiting for a replica that never acknowledges (`WAIT` on a
+/// server without one) hold up no other command of the backend: `bounds()`
+/// sent while they wait returns before any of them.
+#[tokio::test(flavor = "multi_thread")]
+async fn acknowledged_publishes_waiting_for_replicas_hold_up_no_other_command() {
+    let name = support::unique_name("ffacks");
+    let b = ValkeyBackend::connect(
+        &server_url().await,
+        ValkeyConfig::default()
+            .with_key_prefix(format!("{name}:"))
+            .with_client_name(name.clone())
+            .with_replica_acks(1, Duration::from_secs(5)),
+    )
+    .await
+    .expect("connect");
+    let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel();
+    let publishes: Vec<_> = (0..4)
+        .map(|n| {
+            let (b, done) = (b.clone(), done_tx.clone());
+            tokio::spawn(async move {
+                let (event, meta) = completion(n);
+                let result = b.publish(event, meta).await;
+                let _ = done.send(format!("publish {n}"));
+                result
+            })
+        })
+        .collect();
+    // Until the server shows one of the backend's connections blocked in WAIT.
+    let mut conn = raw().await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let clients: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut conn)
+            .await
+            .expect("CLIENT LIST");
+        let waiting = clients
+            .lines()
+            .any(|l| l.contains(&format!("name={name} ")) && l.contains("cmd=wait"));
+        if waiting {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no publish reached WAIT");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    b.bounds(Family::Completion).await.expect("bounds");
+    let _ = done_tx.send("bounds".to_owned());
+    let first = timeout_at(deadline, done.recv())
+        .await
+        .expect("something completes")
+        .expect("open");
+    assert_eq!(first, "bounds", "bounds() waited for the acknowledgements");
+    for publish in publishes {
+        match publish.await.expect("the publish task") {
+            Err(e @ EngineError::Transport { .. }) => {
+                assert!(e.to_string().contains("0 of the 1 replica(s)"), "{e}")
+            }
+            other => panic!("expected the unacknowledged Transport error, got {other:?}"),
+        }
+    }
+}

@@ -69,6 +69,9 @@ fn seq_of(event: &StreamEvent, meta: &EventMeta, partitions: u16) -> Seq {
 struct Published {
     acked: BTreeSet<u64>,
     failed: BTreeSet<u64>,
+    /// The publishes refused with a `Backend` error (the server refused the
+    /// command, as opposed to a `Transport` error: stored or not, unknown).
+    refused: Vec<String>,
 }
 
 /// Publish single events (execution `{fp:n mod 64}`) until `stop`, each
@@ -89,7 +92,12 @@ async fn publisher(
         let mut p = published.lock().await;
         match result {
             Ok(_) => p.acked.insert(n),
-            Err(_) => p.failed.insert(n),
+            Err(e) => {
+                if matches!(e, EngineError::Backend { .. }) {
+                    p.refused.push(e.to_string());
+                }
+                p.failed.insert(n)
+            }
         };
         drop(p);
         n += 1;
@@ -191,7 +199,7 @@ async fn stored(backend: &ValkeyBackend, partitions: u16) -> BTreeMap<u16, Vec<u
 async fn under_load(
     cluster: &mut ValkeyCluster,
     partitions: u16,
-    fault: impl FnOnce(&mut ValkeyCluster, &ValkeyBackend),
+    fault: impl FnOnce(&mut ValkeyCluster, &ValkeyBackend, &Mutex<Published>),
 ) -> Report {
     let backend = ValkeyBackend::connect(&cluster.url(), config(partitions))
         .await
@@ -203,7 +211,7 @@ async fn under_load(
     let consuming = tokio::spawn(consumer(backend.clone(), partitions, seen_tx));
     // Some history first, then the faults, then some more.
     wait_for_acks(&published, 300).await;
-    block_in_place(|| fault(cluster, &backend));
+    block_in_place(|| fault(cluster, &backend, &published));
     let after = published.lock().await.acked.len() + 300;
     wait_for_acks(&published, after).await;
     stop_tx.send(true).expect("the publisher runs");
@@ -328,7 +336,7 @@ async fn primaries_killed_under_load(partitions: u16, test: &str) {
         return;
     }
     let mut cluster = fault_cluster();
-    let report = under_load(&mut cluster, partitions, |cluster, backend| {
+    let report = under_load(&mut cluster, partitions, |cluster, backend, _| {
         fail_over(cluster, backend, 0);
         fail_over(cluster, backend, partitions - 1);
     })
@@ -361,7 +369,7 @@ async fn a_partitions_slot_migrates_and_back_under_load_without_loss_or_repeat()
         return;
     }
     let mut cluster = fault_cluster();
-    let report = under_load(&mut cluster, 6, |cluster, backend| {
+    let report = under_load(&mut cluster, 6, |cluster, backend, _| {
         let key = backend.partition_stream_key(FAMILY, 2).to_owned();
         let slot = cluster.key_slot(&key).expect("slot");
         let from = cluster.owner_of_key(&key).expect("owner");
@@ -386,4 +394,236 @@ async fn a_partitions_slot_migrates_and_back_under_load_without_loss_or_repeat()
     .await;
     assert!(report.expired.is_empty(), "a migration loses nothing");
     report.check(test);
+}
+
+/// A planned failover (`CLUSTER FAILOVER`, or `FORCE`) of the primary
+/// serving `partition`'s stream; the old primary stays up as a replica.
+fn planned_failover(
+    cluster: &mut ValkeyCluster,
+    backend: &ValkeyBackend,
+    partition: u16,
+    force: bool,
+) {
+    let key = backend.partition_stream_key(FAMILY, partition).to_owned();
+    let primary = cluster.owner_of_key(&key).expect("the owner");
+    let promoted = cluster
+        .planned_failover(primary, force)
+        .expect("planned failover");
+    assert_ne!(promoted, primary);
+}
+
+/// `CLUSTER FAILOVER` (or `FORCE`) of the primaries serving the first and
+/// the last partition, under load, on a Valkey cluster (blocked readers of
+/// a demoted primary get `-MOVED`) or a Redis 7 one (`-UNBLOCKED`).
+async fn planned_failovers_under_load(partitions: u16, force: bool, redis7: bool, test: &str) {
+    if skip_if_external_valkey_cluster(test) {
+        return;
+    }
+    let mut cluster = block_in_place(|| {
+        ValkeyCluster::start_with(ClusterOptions {
+            redis7,
+            ..ClusterOptions::for_faults()
+        })
+    })
+    .expect("a durable cluster of our own");
+    let report = under_load(&mut cluster, partitions, |cluster, backend, _| {
+        planned_failover(cluster, backend, 0, force);
+        planned_failover(cluster, backend, partitions - 1, force);
+    })
+    .await;
+    if !force {
+        assert!(
+            report.expired.is_empty(),
+            "{test}: a planned failover loses nothing"
+        );
+    }
+    assert_eq!(
+        report.published.refused,
+        Vec::<String>::new(),
+        "{test}: a failover is no reason to refuse a publish"
+    );
+    report.check(test);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn planned_failovers_are_followed_with_one_partition() {
+    let test = "planned_failovers_are_followed_with_one_partition";
+    planned_failovers_under_load(1, false, false, test).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn planned_failovers_are_followed_over_six_partitions() {
+    let test = "planned_failovers_are_followed_over_six_partitions";
+    planned_failovers_under_load(6, false, false, test).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forced_failovers_are_followed_with_one_partition() {
+    let test = "forced_failovers_are_followed_with_one_partition";
+    planned_failovers_under_load(1, true, false, test).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forced_failovers_are_followed_over_six_partitions() {
+    let test = "forced_failovers_are_followed_over_six_partitions";
+    planned_failovers_under_load(6, true, false, test).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn planned_failovers_of_redis_7_are_followed_with_one_partition() {
+    let test = "planned_failovers_of_redis_7_are_followed_with_one_partition";
+    planned_failovers_under_load(1, false, true, test).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn planned_failovers_of_redis_7_are_followed_over_six_partitions() {
+    let test = "planned_failovers_of_redis_7_are_followed_over_six_partitions";
+    planned_failovers_under_load(6, false, true, test).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forced_failovers_of_redis_7_are_followed_with_one_partition() {
+    let test = "forced_failovers_of_redis_7_are_followed_with_one_partition";
+    planned_failovers_under_load(1, true, true, test).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forced_failovers_of_redis_7_are_followed_over_six_partitions() {
+    let test = "forced_failovers_of_redis_7_are_followed_over_six_partitions";
+    planned_failovers_under_load(6, true, true, test).await;
+}
+
+/// How long a slot migration window is held open.
+const WINDOW: Duration = Duration::from_secs(5);
+/// Sequence numbers of events a test publishes itself, beside the
+/// publisher's (which never reach it).
+const MARKER: u64 = 1 << 40;
+
+/// Wait (until `deadline`) for `sub` to deliver an event the publisher
+/// published after event `after`; `what` names the subscription.
+async fn delivers_by(sub: &mut DeliveryStream, after: u64, deadline: Instant, what: &str) {
+    loop {
+        match timeout_at(deadline, sub.next()).await {
+            Ok(Some(Ok(DeliveryItem::Event { meta, .. })))
+                if (after + 1..MARKER)
+                    .contains(&meta.tags["seq"].parse::<u64>().expect("a seq tag")) =>
+            {
+                return
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(e))) => panic!("{what} failed during the migration window: {e}"),
+            Ok(None) => panic!("{what} ended during the migration window"),
+            Err(_) => panic!("{what} delivered nothing while the slot was migrating"),
+        }
+    }
+}
+
+/// Hold partition 0's slot `MIGRATING`/`IMPORTING` for [`WINDOW`] — with
+/// its keys still on the source, or (`keys_moved`) already on the target —
+/// and check that a live subscription and a new one both deliver before
+/// the window closes; then finish the migration.
+fn migration_window(
+    cluster: &mut ValkeyCluster,
+    backend: &ValkeyBackend,
+    published: &Mutex<Published>,
+    keys_moved: bool,
+) {
+    let runtime = tokio::runtime::Handle::current();
+    let key = backend.partition_stream_key(FAMILY, 0).to_owned();
+    let slot = cluster.key_slot(&key).expect("slot");
+    let from = cluster.owner_of_key(&key).expect("owner");
+    let to = cluster
+        .topology()
+        .expect("topology")
+        .primaries()
+        .into_iter()
+        .find(|&p| p != from)
+        .expect("another primary");
+    let mut live = runtime
+        .block_on(backend.subscribe_family(FAMILY, StreamCursor::empty(), &Default::default()))
+        .expect("a live subscription");
+    let mut migration = cluster.begin_slot_migration(slot, to).expect("begin");
+    if keys_moved {
+        // Quiesce first, so the live subscription waits on the source when
+        // the keys move: hold the publisher (it stops after the publish in
+        // flight), publish a marker and let the subscription deliver it.
+        let mut paused = runtime.block_on(published.lock());
+        let marker = MARKER + paused.acked.len() as u64;
+        runtime
+            .block_on(backend.publish(
+                NewEvent::completion(ExecutionId::new(0), CompletionOutcome::Success),
+                EventMeta::new().with_tag("seq", marker.to_string()),
+            ))
+            .expect("publish the marker");
+        paused.acked.insert(marker);
+        let quiet = Instant::now() + WINDOW;
+        runtime.block_on(async {
+            loop {
+                match timeout_at(quiet, live.next()).await {
+                    Ok(Some(Ok(DeliveryItem::Event { meta, .. })))
+                        if meta.tags["seq"] == marker.to_string() =>
+                    {
+                        break
+                    }
+                    Ok(Some(Ok(_))) => {}
+                    other => panic!("waiting for the marker: {other:?}"),
+                }
+            }
+        });
+        while migration.move_keys(100).expect("move") > 0 {}
+        drop(paused);
+    }
+    let closes = Instant::now() + WINDOW;
+    runtime.block_on(async {
+        // The publisher publishes one event at a time: every event after
+        // the one in flight now is published inside the window.
+        let before = published
+            .lock()
+            .await
+            .acked
+            .range(..MARKER)
+            .last()
+            .map_or(0, |n| n + 1);
+        delivers_by(&mut live, before, closes, "the live subscription").await;
+        let mut fresh = timeout_at(
+            closes,
+            backend.subscribe_family(FAMILY, StreamCursor::beginning(), &Default::default()),
+        )
+        .await
+        .expect("a new subscribe returns while the slot is migrating")
+        .expect("a new subscribe");
+        delivers_by(&mut fresh, before, closes, "a new subscription").await;
+        // Hold the window open for its whole length (the fault, not a wait).
+        tokio::time::sleep_until(closes).await;
+    });
+    while migration.move_keys(100).expect("move") > 0 {}
+    migration.finish().expect("finish");
+}
+
+async fn reads_flow_through_a_migration_window(keys_moved: bool, test: &str) {
+    if skip_if_external_valkey_cluster(test) {
+        return;
+    }
+    let mut cluster = fault_cluster();
+    let report = under_load(&mut cluster, 1, |cluster, backend, published| {
+        migration_window(cluster, backend, published, keys_moved)
+    })
+    .await;
+    assert!(
+        report.expired.is_empty(),
+        "{test}: a migration loses nothing"
+    );
+    report.check(test);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_flow_while_a_slot_migrates_with_its_keys_on_the_source() {
+    let test = "reads_flow_while_a_slot_migrates_with_its_keys_on_the_source";
+    reads_flow_through_a_migration_window(false, test).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_flow_while_a_slot_migrates_with_its_keys_on_the_target() {
+    let test = "reads_flow_while_a_slot_migrates_with_its_keys_on_the_target";
+    reads_flow_through_a_migration_window(true, test).await;
 }

@@ -511,3 +511,93 @@ async fn a_garbage_entry_mid_stream_is_one_corrupt_item_then_the_rest(transport:
         .collect();
     assert_eq!(seen, expected);
 }
+
+/// Publish events `range` (sequence numbers as the `seq` tag) through
+/// `backend`, each acknowledged by a replica.
+async fn publish_seqs(backend: &ValkeyBackend, range: std::ops::Range<u64>) {
+    for n in range {
+        let event = NewEvent::completion(ExecutionId::new(0), CompletionOutcome::Success);
+        let meta = EventMeta::new().with_tag("seq", n.to_string());
+        backend
+            .publish(event, meta)
+            .await
+            .unwrap_or_else(|e| panic!("publishing event {n}: {e}"));
+    }
+}
+
+/// Read `sub` until it delivered events `0..n` in total (their `seq` tags
+/// appended to `seen`), failing on any error.
+async fn deliver_until(sub: &mut DeliveryStream, seen: &mut Vec<u64>, n: usize) {
+    let deadline = Instant::now() + DEADLINE;
+    while seen.len() < n {
+        match timeout_at(deadline, sub.next()).await {
+            Ok(Some(Ok(DeliveryItem::Event { meta, .. }))) => {
+                seen.push(meta.tags["seq"].parse().expect("a seq tag"))
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(e))) => panic!("the subscription failed after {} events: {e}", seen.len()),
+            Ok(None) => panic!("the subscription ended after {} events", seen.len()),
+            Err(_) => panic!("{} of {n} events delivered within {DEADLINE:?}", seen.len()),
+        }
+    }
+}
+
+/// A standalone primary demoted with `REPLICAOF` while a subscription waits
+/// on it (its blocked `XREAD` is answered `-UNBLOCKED`): the subscription
+/// reconnects to the same address, now a replica of the new primary, and
+/// delivers what is published there — every event once, in order, without
+/// an error.
+#[cfg_attr(
+    ff_external_valkey,
+    ignore = "starts Valkey servers of its own; FF_TEST_VALKEY_URL is set"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_demoted_by_replicaof_is_followed_without_an_error() {
+    if support::skip_if_external_valkey(
+        "a_primary_demoted_by_replicaof_is_followed_without_an_error",
+    ) {
+        return;
+    }
+    let a = Transport::Plain.own_server().await;
+    let b = Transport::Plain.own_server().await;
+    tokio::task::block_in_place(|| b.replicate(Some(&a))).expect("B replicates A");
+    tokio::task::block_in_place(|| b.wait_until_in_sync(&a)).expect("B in sync");
+    let cfg = config("demoted")
+        .with_replica_acks(1, Duration::from_secs(5))
+        .with_reconnect(
+            ReconnectPolicy::new(Some(DEADLINE), None)
+                .with_backoff(Duration::from_millis(20), Duration::from_millis(500)),
+        );
+    let on_a = ValkeyBackend::connect(&a.url(), cfg.clone())
+        .await
+        .expect("connect to A");
+    let mut sub = on_a
+        .subscribe_family(
+            Family::Completion,
+            StreamCursor::beginning(),
+            &SubscriptionFilter::default(),
+        )
+        .await
+        .expect("subscribe on A");
+    let mut seen = Vec::new();
+    publish_seqs(&on_a, 0..100).await;
+    // Everything delivered: the subscription now waits in `XREAD BLOCK`.
+    deliver_until(&mut sub, &mut seen, 100).await;
+    tokio::task::block_in_place(|| {
+        b.wait_until_in_sync(&a)?;
+        b.replicate(None)?;
+        a.replicate(Some(&b))?;
+        a.wait_until_in_sync(&b)
+    })
+    .expect("A demoted to a replica of B");
+    let on_b = ValkeyBackend::connect(&b.url(), cfg)
+        .await
+        .expect("connect to B");
+    publish_seqs(&on_b, 100..200).await;
+    deliver_until(&mut sub, &mut seen, 200).await;
+    assert_eq!(
+        seen,
+        (0..200).collect::<Vec<u64>>(),
+        "every event once, in order"
+    );
+}

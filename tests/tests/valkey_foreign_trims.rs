@@ -360,3 +360,41 @@ async fn a_live_subscription_at_zero_ends_with_cursor_expired_when_a_foreign_tri
         other => panic!("expected CursorExpired before any event, got {other:?}"),
     }
 }
+
+/// The last entry ff's trim removed, when the first retained entry does
+/// not directly follow it (ids with gaps): only the trim record, read
+/// beside the stream's state, proves nothing else was removed — on
+/// subscribing and on the subscription's first read alike.
+#[tokio::test]
+async fn the_last_entry_ffs_trim_removed_resumes_when_ids_have_gaps() {
+    let b = backend().await;
+    let mut conn = raw().await;
+    for n in 0..20u64 {
+        let _: String = redis::cmd("XADD")
+            .arg(b.stream_key(FAMILY))
+            .arg(format!("{}-0", (n + 1) * 10))
+            .arg("v")
+            .arg(1)
+            .arg("execution_id")
+            .arg(ExecutionId::new(1).to_string())
+            .arg("outcome")
+            .arg("success")
+            .arg("tags")
+            .arg(format!(r#"{{"n":"{n}"}}"#))
+            .query_async(&mut conn)
+            .await
+            .expect("XADD");
+    }
+    let mut sub = subscribe(&b, StreamCursor::beginning()).await;
+    let mut cursors = Vec::new();
+    while cursors.len() < 20 {
+        match timeout_at(Instant::now() + DEADLINE, sub.next()).await {
+            Ok(Some(Ok(DeliveryItem::Event { event, .. }))) => cursors.push(event.cursor().clone()),
+            Ok(Some(Ok(_))) => {}
+            other => panic!("reading the stream: {other:?}"),
+        }
+    }
+    assert_eq!(b.trim_before(FAMILY, &cursors[10]).await.expect("trim"), 10);
+    let mut sub = subscribe(&b, cursors[9].clone()).await;
+    assert_eq!(backlog(&mut sub).await, (10..20).collect::<Vec<_>>());
+}

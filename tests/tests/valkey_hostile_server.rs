@@ -17,7 +17,7 @@ use ff_core::engine_error::EngineError;
 use ff_core::filter::SubscriptionFilter;
 use ff_core::stream_events::Family;
 use ff_core::stream_subscribe::{decode_valkey, CursorStart, StreamCursor, ValkeyPosition};
-use ff_tests::hostile_valkey::{page_reply, state_reply, Answer, HostileServer, Request};
+use ff_tests::hostile_valkey::{entry, page_reply, state_reply, Answer, HostileServer, Request};
 use futures::StreamExt;
 use tokio::time::{timeout_at, Instant};
 
@@ -135,7 +135,7 @@ async fn ids_that_go_backwards_or_repeat_are_never_delivered() {
 async fn a_page_reply_of_the_wrong_shape_is_reconnected_to_then_refused() {
     let server = HostileServer::start(|request| match request {
         Request::State => Answer::Bytes(state_reply(Some("1-0"), HEAD, 100)),
-        // EXEC answers an integer where the array of three replies is due.
+        // EXEC answers an integer where the array of replies is due.
         Request::Page { .. } => Answer::Bytes(b":7\r\n".to_vec()),
         Request::Wait => Answer::Bytes(b"*-1\r\n".to_vec()),
     })
@@ -329,4 +329,59 @@ async fn random_hostile_pages_never_deliver_out_of_order_or_twice() {
         let (_delivered, _error) =
             drain(subscribe(&server, config().with_reconnect(policy)).await).await;
     }
+}
+
+/// A server answering every `XREAD BLOCK` at once with an entry the
+/// subscription already holds: the wake-up broke the protocol (it asked for
+/// entries after its position). Reconnected to, then refused — never a
+/// loop of reads.
+#[tokio::test]
+async fn a_wake_up_answered_at_once_with_an_old_entry_is_refused_not_looped() {
+    let server = HostileServer::start(|request| match request {
+        Request::State => Answer::Bytes(state_reply(Some("1-0"), "3-0", 3)),
+        Request::Page { start, .. } if start == "-" => {
+            Answer::Bytes(page_reply(&["1-0", "2-0", "3-0"], "3-0"))
+        }
+        Request::Page { .. } => Answer::Bytes(page_reply(&[], "3-0")),
+        Request::Wait => {
+            let mut reply = b"*1\r\n*2\r\n$13\r\nff:completion\r\n*1\r\n".to_vec();
+            reply.extend_from_slice(&entry("2-0"));
+            Answer::Bytes(reply)
+        }
+    })
+    .await;
+    let (delivered, error) = drain(subscribe(&server, config()).await).await;
+    assert_eq!(delivered, [p(1), p(2), p(3)]);
+    protocol_error(&error, "does not follow");
+    assert_eq!(
+        server.subscription_connections(),
+        3,
+        "reconnected, then gave up"
+    );
+}
+
+/// A server whose replies on the backend's shared connection are not RESP
+/// at all: a command fails saying it got no valid reply, after a few
+/// attempts, not with the connection errors that follow each one.
+#[tokio::test]
+async fn garbled_replies_on_the_shared_connection_are_named_as_invalid() {
+    let server = HostileServer::start(|request| match request {
+        Request::State => Answer::Bytes(b"?this is not RESP\r\n".to_vec()),
+        Request::Page { .. } | Request::Wait => Answer::Close,
+    })
+    .await;
+    let backend = ValkeyBackend::connect(&server.url(), config())
+        .await
+        .expect("connect to the scripted server");
+    let error = backend
+        .bounds(Family::Completion)
+        .await
+        .expect_err("bounds from a garbling server");
+    let text = error.to_string();
+    assert!(
+        text.contains("no valid reply") && text.contains("not valid RESP"),
+        "{text}"
+    );
+    assert!(text.contains("3 attempt(s)"), "a few attempts: {text}");
+    assert!(!text.contains('\n'), "one line: {text}");
 }

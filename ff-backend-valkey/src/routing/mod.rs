@@ -6,8 +6,11 @@
 //! - [`topology`]: which node serves each slot;
 //! - [`redirect`]: what `MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`… mean;
 //! - [`router`]: sending a request to its slot's node and following the
-//!   cluster's answers until a deadline.
+//!   cluster's answers until a deadline;
+//! - [`acks`]: writes that replicas must acknowledge, on a connection of
+//!   their own per node, one `WAIT` per group of them.
 
+mod acks;
 pub(crate) mod redirect;
 mod router;
 pub(crate) mod slot;

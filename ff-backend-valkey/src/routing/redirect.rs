@@ -1,11 +1,15 @@
 //! What a server's refusal means for routing: an error reply that names
-//! another node (`MOVED`, `ASK`) or a cluster that cannot serve the slot
-//! yet (`TRYAGAIN`, `CLUSTERDOWN`, `LOADING`, `MASTERDOWN`, `READONLY`).
+//! another node (`MOVED`, `ASK`), a cluster that cannot serve the slot
+//! yet (`TRYAGAIN`, `CLUSTERDOWN`, `LOADING`, `MASTERDOWN`, `READONLY`), or
+//! a primary demoted while a blocking command waited on it (`UNBLOCKED`,
+//! `REDIRECT`: a planned failover, `REPLICAOF`, a managed service's
+//! maintenance).
 //!
 //! Invariant: every reply classified here is one the server sends *instead
-//! of* running the command (or, for a transaction, after discarding it),
-//! so sending the same request again elsewhere or later never applies it
-//! twice.
+//! of* running the command (or, for a transaction, after discarding it;
+//! for a blocking command — `XREAD BLOCK`, `WAIT` — instead of completing
+//! it, which changes nothing on the server), so sending the same request
+//! again elsewhere or later never applies it twice.
 
 use std::fmt;
 use std::sync::Arc;
@@ -60,6 +64,15 @@ pub(crate) enum Redirect {
     Wait { refresh: bool },
 }
 
+/// Whether the error reply `text` (`CODE detail…`) is a demoted primary
+/// ending a blocking command: `UNBLOCKED` (Redis 7 / Valkey 7.2, and
+/// Valkey 8+ standalone) or `REDIRECT` (Valkey 8+ to a client with
+/// `CLIENT CAPA redirect`). A cluster node answers `MOVED` instead.
+pub(crate) fn is_demotion(text: &str) -> bool {
+    let code = text.split_whitespace().next().unwrap_or("");
+    code == "UNBLOCKED" || code == "REDIRECT"
+}
+
 impl Redirect {
     /// Classify the error reply `code detail` received from `from`.
     pub(crate) fn classify(code: &str, detail: &str, from: &NodeAddr) -> Option<Self> {
@@ -75,7 +88,12 @@ impl Redirect {
                 })
             }
             "TRYAGAIN" | "LOADING" | "BUSY" => Some(Redirect::Wait { refresh: false }),
-            "CLUSTERDOWN" | "MASTERDOWN" | "READONLY" => Some(Redirect::Wait { refresh: true }),
+            // A demoted primary: the new one is found by a topology refresh
+            // (cluster) or is reached at the same address (standalone:
+            // `REDIRECT`'s node is not followed, the URL's server is).
+            "CLUSTERDOWN" | "MASTERDOWN" | "READONLY" | "UNBLOCKED" | "REDIRECT" => {
+                Some(Redirect::Wait { refresh: true })
+            }
             _ => None,
         }
     }
@@ -149,6 +167,11 @@ mod tests {
                 true,
             ),
             ("MASTERDOWN Link with MASTER is down", true),
+            (
+                "UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)",
+                true,
+            ),
+            ("REDIRECT 127.0.0.1:6380", true),
         ] {
             assert_eq!(
                 Redirect::classify_line(line, &here()),
@@ -166,5 +189,17 @@ mod tests {
         ] {
             assert_eq!(Redirect::classify_line(line, &here()), None, "{line}");
         }
+    }
+
+    #[test]
+    fn a_demoted_primary_ending_a_blocking_command_is_recognised() {
+        assert!(is_demotion(
+            "UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)"
+        ));
+        assert!(is_demotion("REDIRECT 127.0.0.1:7001"));
+        assert!(!is_demotion(
+            "READONLY You can't write against a read only replica."
+        ));
+        assert!(!is_demotion("ERR UNBLOCKED"));
     }
 }

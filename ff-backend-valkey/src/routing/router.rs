@@ -10,10 +10,17 @@
 //!   resent after a growing pause (the topology refreshed meanwhile for the
 //!   last three), until the deadline;
 //! - a connection that cannot be opened: the topology is refreshed (a
-//!   failover may be under way) and the request resent after a pause.
+//!   failover may be under way) and the request resent after a pause;
+//! - a reply that is not valid RESP (a server, or something in between,
+//!   garbling replies): an idempotent request is resent on a new
+//!   connection, at most [`MAX_INVALID_REPLIES`] times; the error then
+//!   names the invalid reply, not the connection failures that follow it.
 //!
 //! Refreshes run on a task of their own, one at a time: a request whose
-//! caller stops polling it never holds up another's.
+//! caller stops polling it never holds up another's. A transaction whose
+//! writes must reach replicas goes on the node's connection for
+//! acknowledged writes instead ([`super::acks`]), so its `WAIT` never
+//! blocks the shared one.
 //!
 //! Invariant: a request is resent only when the server certainly did not
 //! apply it — it refused it (the replies above: a transaction refused
@@ -30,6 +37,7 @@ use std::time::Duration;
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisResult, Value};
 use tokio::time::Instant;
 
+use super::acks::AckedConnection;
 use super::redirect::{NodeAddr, Redirect};
 use super::topology::Topology;
 use crate::connection::{SendError, SharedConnection};
@@ -43,6 +51,8 @@ const MAX_REDIRECTS: u32 = 16;
 const FIRST_PAUSE: Duration = Duration::from_millis(5);
 /// Longest pause between two attempts.
 const MAX_PAUSE: Duration = Duration::from_millis(250);
+/// Invalid replies one request meets before it fails naming them.
+const MAX_INVALID_REPLIES: u32 = 3;
 /// Topology refreshes are at most this frequent (each asks one node).
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -63,14 +73,14 @@ enum Request<'a> {
 }
 
 /// Commands to run in one `MULTI`/`EXEC`, written once into the pipeline
-/// that is sent (not copied per attempt), optionally followed on the same
-/// connection by a command about them (such as `WAIT`).
+/// that is sent (not copied per attempt), optionally acknowledged by
+/// replicas (a `WAIT`).
 pub(crate) struct Transaction {
     /// The commands, as an atomic pipeline (`MULTI` and `EXEC` added when
     /// it is written; only `EXEC`'s reply is kept, a refusal while
     /// queueing becomes the error).
     pipe: Pipeline,
-    then: Option<Cmd>,
+    wait: Option<Cmd>,
 }
 
 impl Transaction {
@@ -81,17 +91,18 @@ impl Transaction {
         for cmd in cmds {
             pipe.add_command(cmd);
         }
-        Self { pipe, then: None }
+        Self { pipe, wait: None }
     }
 
-    /// Send `cmd` right after `EXEC`, on the same connection.
-    pub(crate) fn then(mut self, cmd: Cmd) -> Self {
-        self.then = Some(cmd);
+    /// Wait for replicas to acknowledge the transaction with `wait` (a
+    /// `WAIT`), shared with the acknowledged writes around it.
+    pub(crate) fn acknowledged_by(mut self, wait: Cmd) -> Self {
+        self.wait = Some(wait);
         self
     }
 
-    /// The transaction spelled out, behind `ASKING` when `asking`, and its
-    /// `then`: for the less common paths.
+    /// The transaction spelled out, behind `ASKING` when `asking`: for the
+    /// less common paths.
     fn spelled_out(&self, asking: bool) -> Pipeline {
         let mut pipe = redis::pipe();
         if asking {
@@ -102,9 +113,6 @@ impl Transaction {
             pipe.add_command(cmd.clone());
         }
         pipe.cmd("EXEC");
-        if let Some(then) = &self.then {
-            pipe.add_command(then.clone());
-        }
         pipe
     }
 }
@@ -119,6 +127,10 @@ pub(crate) struct Router {
     command_timeout: Duration,
     topology: RwLock<Topology>,
     connections: Mutex<HashMap<NodeAddr, Arc<SharedConnection>>>,
+    /// Each node's connection for acknowledged writes.
+    acked: Mutex<HashMap<NodeAddr, Arc<AckedConnection>>>,
+    /// Per slot, the node the last redirect of a request for it named.
+    redirected: Mutex<HashMap<u16, tokio::sync::watch::Sender<Option<NodeAddr>>>>,
     /// Held while a refresh runs: concurrent refreshes wait for it and then
     /// find theirs done (the value: when the last one finished).
     refreshing: tokio::sync::Mutex<Option<Instant>>,
@@ -146,6 +158,8 @@ impl Router {
             connect_timeout,
             command_timeout,
             connections: Mutex::new(HashMap::new()),
+            acked: Mutex::new(HashMap::new()),
+            redirected: Mutex::new(HashMap::new()),
             refreshing: tokio::sync::Mutex::new(None),
             refresh_scheduled: AtomicBool::new(false),
             this: this.clone(),
@@ -227,6 +241,44 @@ impl Router {
             .clone()
     }
 
+    /// The connection for acknowledged writes to `addr` (opened on first
+    /// use).
+    fn acked_connection(&self, addr: &NodeAddr) -> Arc<AckedConnection> {
+        let mut map = self.acked.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(addr.clone())
+            .or_insert_with(|| {
+                Arc::new(AckedConnection::new(SharedConnection::new(
+                    self.endpoint(addr),
+                    self.name.clone(),
+                    self.connect_timeout,
+                    self.command_timeout,
+                )))
+            })
+            .clone()
+    }
+
+    /// Changes whenever a request for `slot` is redirected (`MOVED`,
+    /// `ASK`), to the node the redirect named: a subscription waiting on
+    /// another node for that slot then reads again, since its stream may
+    /// have moved (see the reader's live wait).
+    pub(crate) fn redirects_of(&self, slot: u16) -> tokio::sync::watch::Receiver<Option<NodeAddr>> {
+        self.redirected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(slot)
+            .or_insert_with(|| tokio::sync::watch::channel(None).0)
+            .subscribe()
+    }
+
+    /// Tell what watches [`Router::redirects_of`]`(slot)` that a request
+    /// for it was sent to `to`.
+    fn wake_waiters(&self, slot: u16, to: &NodeAddr) {
+        let map = self.redirected.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(sender) = map.get(&slot) {
+            sender.send_replace(Some(to.clone()));
+        }
+    }
+
     /// Run `cmd` on the node serving `slot`: its reply (a refusal the
     /// router does not handle is `Ok(Value::ServerError)`).
     pub(crate) async fn command(&self, slot: u16, cmd: &Cmd, retry: Retry) -> RedisResult<Value> {
@@ -237,15 +289,18 @@ impl Router {
 
     /// Run `transaction` on the node serving `slot` (every key in that
     /// slot). `Ok` is `EXEC`'s reply — one reply per command, or a refusal
-    /// of the whole transaction as `Value::ServerError` — and the reply of
-    /// the command after it, if any; a command refused while queueing (the
-    /// transaction was discarded) is `Err` carrying that refusal.
+    /// of the whole transaction as `Value::ServerError` — and, when it
+    /// asked for replicas' acknowledgement and was applied, the reply of
+    /// the `WAIT` that covers it (`Err` when it could not be read: the
+    /// writes are applied, whether replicas have them is unknown); a
+    /// command refused while queueing (the transaction was discarded) is
+    /// `Err` carrying that refusal.
     pub(crate) async fn transaction(
         &self,
         slot: u16,
         transaction: &Transaction,
         retry: Retry,
-    ) -> RedisResult<(Value, Option<Value>)> {
+    ) -> RedisResult<(Value, Option<RedisResult<Value>>)> {
         self.run(slot, Request::Transaction(transaction), retry)
             .await
     }
@@ -255,11 +310,12 @@ impl Router {
         slot: u16,
         request: Request<'_>,
         retry: Retry,
-    ) -> RedisResult<(Value, Option<Value>)> {
+    ) -> RedisResult<(Value, Option<RedisResult<Value>>)> {
         let deadline = Instant::now() + self.command_timeout;
         let mut pause = FIRST_PAUSE;
         let mut redirects = 0;
         let mut asking: Option<NodeAddr> = None;
+        let mut invalid = InvalidReplies::default();
         loop {
             let (addr, ask) = match asking.take() {
                 Some(addr) => (addr, true),
@@ -281,6 +337,14 @@ impl Router {
                 Ok((reply, then_reply)) => (Ok(reply), then_reply),
                 Err(e) => (Err(e), None),
             };
+            if let Err(SendError::Exchange(e)) = &outcome {
+                invalid.saw(e);
+                if invalid.count >= MAX_INVALID_REPLIES || retry == Retry::Once {
+                    if let Some(e) = invalid.error() {
+                        return Err(e);
+                    }
+                }
+            }
             let redirect = match &outcome {
                 Ok(reply) => match refusal(reply) {
                     Some((code, detail)) => Redirect::classify(code, detail, &addr),
@@ -307,10 +371,12 @@ impl Router {
                 }
                 Some(Redirect::Moved { slot: moved, to }) => {
                     redirects += 1;
+                    self.wake_waiters(moved, &to);
                     self.moved(moved, &to);
                 }
-                Some(Redirect::Ask { to, .. }) => {
+                Some(Redirect::Ask { slot: asked, to }) => {
                     redirects += 1;
+                    self.wake_waiters(asked, &to);
                     asking = Some(to);
                 }
                 Some(Redirect::Wait { refresh }) => {
@@ -324,7 +390,8 @@ impl Router {
                         }),
                         Err(e) => e.into_inner(),
                     };
-                    self.wait(&mut pause, deadline, e).await?;
+                    self.wait(&mut pause, deadline, invalid.error().unwrap_or(e))
+                        .await?;
                     continue;
                 }
             }
@@ -360,7 +427,13 @@ impl Router {
         addr: &NodeAddr,
         request: &Request<'_>,
         asking: bool,
-    ) -> Result<(Value, Option<Value>), SendError> {
+    ) -> Result<(Value, Option<RedisResult<Value>>), SendError> {
+        if let Request::Transaction(Transaction {
+            wait: Some(wait), ..
+        }) = request
+        {
+            return self.send_acknowledged(addr, request, wait, asking).await;
+        }
         let conn = self.connection(addr);
         let transaction = match request {
             Request::Command(cmd) if !asking => {
@@ -378,28 +451,40 @@ impl Router {
             }
             Request::Transaction(transaction) => transaction,
         };
-        if !asking && transaction.then.is_none() {
+        if !asking {
             return conn
                 .transaction(&transaction.pipe)
                 .await
                 .map(|reply| (reply, None));
         }
-        let mut replies = conn.pipeline(&transaction.spelled_out(asking)).await?;
-        let then_reply = match transaction.then {
-            Some(_) => replies.pop(),
-            None => None,
+        let replies = conn.pipeline(&transaction.spelled_out(asking)).await?;
+        exec_reply(replies, transaction, asking).map(|reply| (reply, None))
+    }
+
+    /// One attempt of a transaction whose writes replicas must
+    /// acknowledge, on `addr`'s connection for acknowledged writes; the
+    /// `WAIT` covering it is awaited only once `EXEC` applied it.
+    async fn send_acknowledged(
+        &self,
+        addr: &NodeAddr,
+        request: &Request<'_>,
+        wait: &Cmd,
+        asking: bool,
+    ) -> Result<(Value, Option<RedisResult<Value>>), SendError> {
+        let Request::Transaction(transaction) = request else {
+            unreachable!("only transactions are acknowledged")
         };
-        // ASKING, then MULTI and one QUEUED per command: the first refusal
-        // among them is why the transaction was discarded.
-        for reply in replies
-            .iter()
-            .take(usize::from(asking) + 1 + transaction.pipe.len())
-        {
-            if let Value::ServerError(e) = reply {
-                return Err(SendError::Exchange(e.clone().into()));
-            }
+        let acked = self.acked_connection(addr);
+        let (replies, ticket) = acked.write(&transaction.spelled_out(asking)).await?;
+        let reply = exec_reply(replies, transaction, asking)?;
+        if matches!(reply, Value::ServerError(_)) {
+            return Ok((reply, None));
         }
-        Ok((replies.pop().unwrap_or(Value::Nil), then_reply))
+        let acks = acked
+            .acknowledged(ticket, wait)
+            .await
+            .map_err(SendError::into_inner);
+        Ok((reply, Some(acks)))
     }
 
     /// A `MOVED` reply: `to` serves `slot` now. Corrects that slot at once
@@ -464,6 +549,10 @@ impl Router {
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .retain(|a, _| known.contains(a) || *a == self.seed_addr);
+                    self.acked
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .retain(|a, _| known.contains(a));
                     break;
                 }
                 Ok(_) => continue,
@@ -474,6 +563,60 @@ impl Router {
         }
         *last = Some(Instant::now());
     }
+}
+
+/// The replies of one request that were not valid RESP.
+#[derive(Default)]
+struct InvalidReplies {
+    count: u32,
+    last: Option<String>,
+}
+
+impl InvalidReplies {
+    /// Count `e` if the client could not parse a reply (or the connection
+    /// broke before any reply on it could be read, see
+    /// [`SharedConnection`]).
+    fn saw(&mut self, e: &RedisError) {
+        if e.kind() == ErrorKind::ParseError {
+            self.count += 1;
+            let text = e.detail().map_or_else(|| e.to_string(), str::to_owned);
+            self.last = Some(text.split_whitespace().collect::<Vec<_>>().join(" "));
+        }
+    }
+
+    /// The error naming them, once there was one.
+    fn error(&self) -> Option<RedisError> {
+        let last = self.last.as_ref()?;
+        Some(
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "no valid reply from the server ({} attempt(s) in a row, last: {last}); is this a Valkey/Redis 7+ server, or is something in between altering replies?",
+                    self.count
+                ),
+            )
+            .into(),
+        )
+    }
+}
+
+/// `EXEC`'s reply among the `replies` of `transaction` spelled out:
+/// `Err` with the first refusal among `ASKING`, `MULTI` and the `QUEUED`s
+/// (why the transaction was discarded).
+fn exec_reply(
+    mut replies: Vec<Value>,
+    transaction: &Transaction,
+    asking: bool,
+) -> Result<Value, SendError> {
+    for reply in replies
+        .iter()
+        .take(usize::from(asking) + 1 + transaction.pipe.len())
+    {
+        if let Value::ServerError(e) = reply {
+            return Err(SendError::Exchange(e.clone().into()));
+        }
+    }
+    Ok(replies.pop().unwrap_or(Value::Nil))
 }
 
 /// The code and detail of an error reply.

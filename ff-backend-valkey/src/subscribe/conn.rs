@@ -56,6 +56,8 @@ impl ConnError {
                 "MASTERDOWN",
                 "CLUSTERDOWN",
                 "READONLY",
+                "UNBLOCKED",
+                "REDIRECT",
             ]
             .iter()
             .any(|code| msg.starts_with(code)),

@@ -149,22 +149,34 @@ async fn start_of(
     let start = followed.decode_witnessed(&cursor)?;
     // A position with a witness: its entry is read with the state, to
     // check it is still the one the position names.
-    let probes: Vec<Option<ValkeyPosition>> = match &start {
+    let (judged, probes): (Vec<Option<ValkeyPosition>>, Vec<Option<ValkeyPosition>>) = match &start
+    {
         CursorStart::After((positions, witnesses)) => positions
             .iter()
             .zip(witnesses)
-            .map(|(&p, w)| w.map(|_| p))
-            .collect(),
-        _ => vec![None; followed.partitions().len()],
+            .map(|(&p, w)| (Some(p), w.map(|_| p)))
+            .unzip(),
+        _ => (
+            vec![None; followed.partitions().len()],
+            vec![None; followed.partitions().len()],
+        ),
     };
     let (states, found): (Vec<StreamState>, Vec<Option<u32>>) = try_join_all(
         followed
             .partitions()
             .iter()
-            .zip(probes)
-            .map(|(&n, probe)| async move {
+            .zip(judged.into_iter().zip(probes))
+            .map(|(&n, (judged, probe))| async move {
                 let context = format!("subscribing to {}", inner.describe(family, n));
-                stream_info::stream_state_at(inner, family, n, probe, &context).await
+                let (state, found) =
+                    stream_info::stream_state_at(inner, family, n, probe, &context).await?;
+                let state = match judged {
+                    Some(p) => {
+                        stream_info::ready_to_judge(inner, family, n, state, p, &context).await?
+                    }
+                    None => state,
+                };
+                Ok::<_, EngineError>((state, found))
             }),
     )
     .await?

@@ -30,7 +30,7 @@ use super::merge::Merger;
 use super::reader::{Output, Reader};
 use crate::expiry::{self, Expired};
 use crate::inner::Inner;
-use crate::stream_info::stream_state_at;
+use crate::stream_info::{ready_to_judge, stream_state_at};
 use crate::witness;
 
 /// One item of a delivery stream.
@@ -108,15 +108,25 @@ impl Pump {
             } else {
                 let context = format!("reading {}", self.inner.describe(family, partition));
                 let probe = position.filter(|_| witness.is_some());
-                match stream_state_at(&self.inner, family, partition, probe, &context).await {
-                    Ok((state, found)) => Some(match position {
-                        Some(p) => expiry::judge(p, &state)
-                            .and_then(|()| witness::judge(p, witness, &state, found))
-                            .map_or_else(|e| (e.oldest, None), |()| (p, witness)),
-                        None => (expiry::oldest(&state), None),
-                    }),
-                    Err(_) => None,
-                }
+                let state =
+                    match stream_state_at(&self.inner, family, partition, probe, &context).await {
+                        Ok((state, found)) => match position {
+                            Some(p) => {
+                                ready_to_judge(&self.inner, family, partition, state, p, &context)
+                                    .await
+                                    .ok()
+                                    .map(|state| (state, found))
+                            }
+                            None => Some((state, found)),
+                        },
+                        Err(_) => None,
+                    };
+                state.map(|(state, found)| match position {
+                    Some(p) => expiry::judge(p, &state)
+                        .and_then(|()| witness::judge(p, witness, &state, found))
+                        .map_or_else(|e| (e.oldest, None), |()| (p, witness)),
+                    None => (expiry::oldest(&state), None),
+                })
             };
             match (resume, oldest.as_mut()) {
                 (Some((p, w)), Some((positions, witnesses))) => {

@@ -1,8 +1,11 @@
 //! Reads paired with the stream's metadata: one `MULTI`/`EXEC` runs
-//! `XRANGE`, `XINFO STREAM` and `GET` of the trim record — and, when the
-//! position read after carries a [witness](crate::witness), `XRANGE` of
-//! that one entry — so expiry and the position's entry are judged on
-//! exactly the state the entries were read from.
+//! `XRANGE` and `XINFO STREAM` — and, when the position read after carries
+//! a [witness](crate::witness), `XRANGE` of that one entry — so expiry and
+//! the position's entry are judged on exactly the state the entries were
+//! read from. It touches the stream's key alone, so it is served wherever
+//! that key is, also mid-migration; the trim record, when a judgment needs
+//! it, is read after it on its own ([`push_record_request`], see
+//! [`crate::stream_info`]).
 //!
 //! The reply is checked against what was asked ([`PageAsk`]) before
 //! anything of it is used: at most `count` entries, ids strictly
@@ -56,7 +59,7 @@ impl Page {
     }
 }
 
-/// The keys a paired read touches: the stream and its trim record.
+/// The stream a paired read touches, and its trim record's key.
 pub(crate) struct PageKeys {
     /// The family's stream.
     pub(crate) stream: String,
@@ -84,7 +87,7 @@ impl PageAsk {
 }
 
 /// Queue the transaction reading what `ask` asks for together with
-/// `XINFO STREAM` and the trim record.
+/// `XINFO STREAM`.
 pub(crate) fn push_page_request(conn: &mut Conn, keys: &PageKeys, ask: PageAsk) {
     let (start, end) = match ask.after {
         None => ("-".to_owned(), "+"),
@@ -107,7 +110,6 @@ pub(crate) fn push_page_request(conn: &mut Conn, keys: &PageKeys, ask: PageAsk) 
     conn.push(&xrange);
     let xinfo: [&[u8]; 3] = [b"XINFO", b"STREAM", key];
     conn.push(&xinfo);
-    conn.push(&[b"GET", keys.record.as_bytes()]);
     if let Some(at) = ask.probe() {
         let at = id::format(at);
         conn.push(&[b"XRANGE", key, at.as_bytes(), at.as_bytes()]);
@@ -145,11 +147,11 @@ pub(crate) async fn read_page(
     timeout: Duration,
 ) -> Result<Page, PageError> {
     let read = async {
-        // +OK, three +QUEUED (four with the probe), then EXEC's reply. An
+        // +OK, two +QUEUED (three with the probe), then EXEC's reply. An
         // error before EXEC (say -LOADING after a restart) makes EXEC
         // answer -EXECABORT; report the first one, which says why.
         let mut first_error = None;
-        for _ in 0..4 + usize::from(ask.probe().is_some()) {
+        for _ in 0..3 + usize::from(ask.probe().is_some()) {
             if let Err(e) = conn.read(limits::SMALL_REPLY).await?.check() {
                 first_error.get_or_insert(e);
             }
@@ -202,7 +204,7 @@ fn check_order(page: &Page, ask: PageAsk) -> Result<(), String> {
 /// `probe` too, when given.
 fn parse_page(reply: Reply, probe: Option<ValkeyPosition>) -> Result<Page, PageError> {
     let t = &reply.tokens;
-    let parts = 3 + usize::from(probe.is_some());
+    let parts = 2 + usize::from(probe.is_some());
     if t.first() != Some(&Token::Array(parts)) {
         return Err(malformed(format!("EXEC returned {:?}", t.first())));
     }
@@ -223,27 +225,11 @@ fn parse_page(reply: Reply, probe: Option<ValkeyPosition>) -> Result<Page, PageE
     }
     let last_witness = last_fields.map(|f| f.witness());
     let info = skip(t, 1);
-    let record_at = skip(t, info);
     let found = match probe {
         None => None,
-        Some(at) => Some(probed(&reply, skip(t, record_at), at)?),
+        Some(at) => Some(probed(&reply, skip(t, info), at)?),
     };
-    let record = match t.get(record_at) {
-        Some(Token::Nil) => None,
-        Some(Token::Bulk(r)) => Some(reply.bytes(r)),
-        Some(Token::Error(r)) => {
-            return Err(PageError::Reply(format!(
-                "GET of the trim record failed: {}",
-                String::from_utf8_lossy(reply.bytes(r))
-            )))
-        }
-        other => {
-            return Err(malformed(format!(
-                "GET of the trim record returned {other:?}"
-            )))
-        }
-    };
-    let state = state_from_tokens(&reply, info)?.with_record(record);
+    let state = state_from_tokens(&reply, info)?;
     Ok(Page {
         len,
         last,
@@ -252,6 +238,30 @@ fn parse_page(reply: Reply, probe: Option<ValkeyPosition>) -> Result<Page, PageE
         state,
         reply,
     })
+}
+
+/// Queue `GET` of the trim record (see [`crate::stream_info`]).
+pub(crate) fn push_record_request(conn: &mut Conn, keys: &PageKeys) {
+    conn.push(&[b"GET", keys.record.as_bytes()]);
+}
+
+/// Read the reply of [`push_record_request`]: the record's text, `None`
+/// when the key does not exist.
+pub(crate) async fn read_record(
+    conn: &mut Conn,
+    timeout: Duration,
+) -> Result<Option<Vec<u8>>, PageError> {
+    let reply = tokio::time::timeout(timeout, conn.read(limits::SMALL_REPLY))
+        .await
+        .map_err(|_| ConnError::Timeout(timeout))??
+        .check()?;
+    match reply.tokens.first() {
+        Some(Token::Nil) => Ok(None),
+        Some(Token::Bulk(r)) => Ok(Some(reply.bytes(r).to_vec())),
+        other => Err(malformed(format!(
+            "GET of the trim record returned {other:?}"
+        ))),
+    }
 }
 
 /// The witness of the entry at `at`, from the `XRANGE at at` reply at
@@ -350,13 +360,12 @@ mod tests {
 
     #[test]
     fn a_page_has_its_entries_last_id_and_state() {
-        let exec = b"*3\r\n\
+        let exec = b"*2\r\n\
             *2\r\n*2\r\n$3\r\n4-0\r\n*2\r\n$1\r\na\r\n$1\r\n1\r\n*2\r\n$3\r\n5-0\r\n*0\r\n\
             *10\r\n$6\r\nlength\r\n:2\r\n$17\r\nlast-generated-id\r\n$3\r\n5-0\r\n\
             $20\r\nmax-deleted-entry-id\r\n$3\r\n3-0\r\n\
             $11\r\nfirst-entry\r\n*2\r\n$3\r\n4-0\r\n*2\r\n$1\r\na\r\n$1\r\n1\r\n\
-            $10\r\nlast-entry\r\n*2\r\n$3\r\n5-0\r\n*0\r\n\
-            $5\r\n3-0 3\r\n";
+            $10\r\nlast-entry\r\n*2\r\n$3\r\n5-0\r\n*0\r\n";
         let page = parse_page(reply(exec), None).unwrap();
         assert_eq!(page.len(), 2);
         let p = |ms| ValkeyPosition { ms, seq: 0 };
@@ -367,21 +376,21 @@ mod tests {
         assert_eq!(page.state.max_deleted, p(3));
         assert_eq!(page.state.last_generated, p(5));
         assert_eq!(page.state.length, 2);
-        assert_eq!(
-            page.state.trim_record,
-            Some(crate::trim_record::TrimRecord {
-                through: p(3),
-                removed: 3
-            })
+        assert!(
+            !page.state.record_read,
+            "the record is read only when needed"
         );
+        assert!(page.state.needs_record(p(3)), "3-0 is the trimmed edge");
+        assert!(!page.state.needs_record(p(4)), "at the first entry");
+        assert!(!page.state.needs_record(p(2)), "not the last removed");
     }
 
     fn page_of(ids: &[&str]) -> Page {
-        let mut bytes = format!("*3\r\n*{}\r\n", ids.len()).into_bytes();
+        let mut bytes = format!("*2\r\n*{}\r\n", ids.len()).into_bytes();
         for id in ids {
             bytes.extend_from_slice(format!("*2\r\n${}\r\n{id}\r\n*0\r\n", id.len()).as_bytes());
         }
-        bytes.extend_from_slice(b"-ERR no such key\r\n$-1\r\n");
+        bytes.extend_from_slice(b"-ERR no such key\r\n");
         parse_page(reply(&bytes), None).unwrap()
     }
 
@@ -424,7 +433,7 @@ mod tests {
         };
         let page = |probe: &str| {
             let text = format!(
-                "*4\r\n*1\r\n{}-ERR no such key\r\n$-1\r\n{probe}",
+                "*3\r\n*1\r\n{}-ERR no such key\r\n{probe}",
                 entry("6-0", "x")
             );
             parse_page(reply(text.as_bytes()), Some(p(5)))
@@ -447,11 +456,11 @@ mod tests {
 
     #[test]
     fn an_absent_stream_is_an_empty_page() {
-        let page = parse_page(reply(b"*3\r\n*0\r\n-ERR no such key\r\n$-1\r\n"), None).unwrap();
+        let page = parse_page(reply(b"*2\r\n*0\r\n-ERR no such key\r\n"), None).unwrap();
         assert_eq!(page.len(), 0);
         assert_eq!(page.state, StreamState::ABSENT);
         assert!(matches!(
-            parse_page(reply(b"*3\r\n*0\r\n-WRONGTYPE x\r\n$-1\r\n"), None),
+            parse_page(reply(b"*2\r\n*0\r\n-WRONGTYPE x\r\n"), None),
             Err(PageError::Reply(_))
         ));
         assert!(matches!(
@@ -459,7 +468,7 @@ mod tests {
             Err(PageError::Conn(ConnError::Protocol(_)))
         ));
         assert!(matches!(
-            parse_page(reply(b"*3\r\n:5\r\n-ERR no such key\r\n$-1\r\n"), None),
+            parse_page(reply(b"*2\r\n:5\r\n-ERR no such key\r\n"), None),
             Err(PageError::Conn(ConnError::Protocol(_)))
         ));
     }

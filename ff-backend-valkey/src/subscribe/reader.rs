@@ -1,6 +1,8 @@
 //! [`Reader`]: one partition's stream, read on a connection of its own to
 //! the node serving it, always with exactly one paired read (`XRANGE` +
-//! `XINFO STREAM` + trim record, see [`super::read`]) in flight:
+//! `XINFO STREAM` of the stream's one key, see [`super::read`]) in flight
+//! — followed, only for a position at the trimmed edge, by `GET` of the
+//! trim record before anything else is sent:
 //!
 //! - catching up, the next page is requested before the current one is
 //!   decoded and handed over, so the server works meanwhile;
@@ -44,7 +46,10 @@ use tokio::time::Instant;
 
 use super::conn::{Conn, ConnError};
 use super::merge::{Decoded, Pending};
-use super::read::{push_page_request, read_page, Page, PageAsk, PageError, PageKeys};
+use super::read::{
+    push_page_request, push_record_request, read_page, read_record, Page, PageAsk, PageError,
+    PageKeys,
+};
 use super::wakeup;
 use crate::entry;
 use crate::error::{server_error, unexpected, InContext, BACKEND};
@@ -52,7 +57,7 @@ use crate::expiry::{self, Expired};
 use crate::id;
 use crate::inner::Inner;
 use crate::limits::{self, MAX_ENTRY_BYTES};
-use crate::routing::{NodeAddr, Redirect};
+use crate::routing::{redirect, NodeAddr, Redirect};
 use crate::stream_info::StreamState;
 use crate::witness;
 
@@ -355,6 +360,16 @@ impl Reader {
     /// A failed exchange on `node`: a redirect, an outage, or the end.
     fn failed(&self, e: ConnError, node: &NodeAddr) -> Stop {
         if let ConnError::Server(text) = &e {
+            if redirect::is_demotion(text) {
+                tracing::info!(
+                    family = %self.family,
+                    partition = self.partition,
+                    %node,
+                    reply = %text,
+                    cluster = self.inner.router.is_cluster(),
+                    "ff valkey subscription: the node was demoted to a replica (failover, REPLICAOF) while this subscription waited on it; reconnecting to the partition's primary (on a standalone server, to the same address)"
+                );
+            }
             match Redirect::classify_line(text, node) {
                 Some(Redirect::Wait { refresh }) => {
                     return Stop::Lost {
@@ -459,7 +474,7 @@ impl Reader {
         let session = self.session.as_mut().expect("a session");
         let node = session.node.clone();
         let asking = session.asking;
-        let page = match read_reply(
+        let mut page = match read_reply(
             &mut session.conn,
             asking,
             ask,
@@ -476,6 +491,10 @@ impl Reader {
         self.read_ok_at.get_or_insert_with(Instant::now);
         self.redirects = 0;
         if let Some(after) = ask.after {
+            if page.state.needs_record(after) {
+                let record = self.read_record().await?;
+                page.state = page.state.with_record(record.as_deref());
+            }
             expiry::judge(after, &page.state)
                 .and_then(|()| {
                     witness::judge(after, ask.witness, &page.state, page.found.flatten())
@@ -510,6 +529,35 @@ impl Reader {
         Ok(output)
     }
 
+    /// The trim record, read on the session's connection (nothing else is
+    /// in flight when it is asked for).
+    async fn read_record(&mut self) -> Result<Option<Vec<u8>>, Stop> {
+        let timeout = self.inner.config.command_timeout;
+        let session = self.session.as_mut().expect("a session");
+        if session.asking {
+            session.conn.push(&[b"ASKING"]);
+        }
+        push_record_request(&mut session.conn, &self.keys);
+        self.flush().await?;
+        let session = self.session.as_mut().expect("a session");
+        let node = session.node.clone();
+        let asking = session.asking;
+        let read = async {
+            if asking {
+                tokio::time::timeout(timeout, session.conn.read(limits::SMALL_REPLY))
+                    .await
+                    .map_err(|_| ConnError::Timeout(timeout))??
+                    .check()?;
+            }
+            read_record(&mut session.conn, timeout).await
+        };
+        match read.await {
+            Ok(record) => Ok(record),
+            Err(PageError::Conn(e)) => Err(self.failed(e, &node)),
+            Err(PageError::Reply(why)) => Err(Stop::Fatal(unexpected(&self.context(), why))),
+        }
+    }
+
     async fn flush(&mut self) -> Result<(), Stop> {
         let session = self.session.as_mut().expect("a session");
         let node = session.node.clone();
@@ -521,9 +569,17 @@ impl Reader {
 
     /// At the end: block until an entry after the position exists or the
     /// safety-net poll passes, with the next paired read queued behind.
+    ///
+    /// A wait parked on a slot's old node learns nothing when the stream's
+    /// key migrates away (the server keeps it blocked until the slot's
+    /// ownership changes), so it also ends, and the reader reads again,
+    /// as soon as any request of this backend is redirected (`ASK`,
+    /// `MOVED`) for the slot.
     async fn wait_live(&mut self) -> Result<(), Stop> {
         let after = self.read.expect("a position after the first read");
         let block = self.inner.config.safety_net_poll;
+        let mut redirected = self.inner.router.redirects_of(self.slot);
+        redirected.mark_unchanged();
         let session = self.session.as_mut().expect("a session");
         if session.asking {
             session.conn.push(&[b"ASKING"]);
@@ -538,9 +594,25 @@ impl Reader {
             if session.asking {
                 session.conn.read(limits::SMALL_REPLY).await?.check()?;
             }
-            wakeup::read_wait(&mut session.conn, limit).await
-        }
-        .await;
+            wakeup::read_wait(&mut session.conn, after, limit).await
+        };
+        // A redirect to the node this wait is on changes nothing for it.
+        let elsewhere = async {
+            loop {
+                if redirected.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+                if redirected.borrow_and_update().as_ref() != Some(&node) {
+                    return;
+                }
+            }
+        };
+        let woke = tokio::select! {
+            woke = woke => woke,
+            () = elsewhere => {
+                return Err(Stop::Redirect(Redirect::Wait { refresh: false }));
+            }
+        };
         match woke {
             Ok(_) => {
                 self.recovered();

@@ -227,6 +227,62 @@ impl ValkeyServer {
         roundtrip(self.port, &args, Duration::from_secs(10))
     }
 
+    /// Makes this server a replica of `primary` (`REPLICAOF`), or a primary
+    /// again with `None` (`REPLICAOF NO ONE`).
+    pub fn replicate(&self, primary: Option<&ValkeyServer>) -> Result<(), SupportError> {
+        let port = primary.map(|p| p.port().to_string());
+        let args = match &port {
+            Some(port) => ["REPLICAOF", "127.0.0.1", port.as_str()],
+            None => ["REPLICAOF", "NO", "ONE"],
+        };
+        match self.command(&args)? {
+            Reply::Simple(ok) if ok.starts_with("OK") => Ok(()),
+            other => Err(SupportError::Protocol(format!(
+                "REPLICAOF answered {other:?}"
+            ))),
+        }
+    }
+
+    /// Waits until this replica's link to its primary is up and it holds
+    /// everything its primary wrote so far (its offset reached the
+    /// primary's when this was called).
+    pub fn wait_until_in_sync(&self, primary: &ValkeyServer) -> Result<(), SupportError> {
+        let field = |server: &ValkeyServer, name: &str| -> Result<Option<String>, SupportError> {
+            match server.command(&["INFO", "replication"])? {
+                Reply::Bulk(Some(text)) => Ok(String::from_utf8_lossy(&text)
+                    .lines()
+                    .filter_map(|l| l.trim_end().split_once(':'))
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_owned())),
+                other => Err(SupportError::Protocol(format!(
+                    "INFO replication answered {other:?}"
+                ))),
+            }
+        };
+        let target: u64 = field(primary, "master_repl_offset")?
+            .and_then(|o| o.parse().ok())
+            .unwrap_or(0);
+        let deadline = Instant::now() + start_timeout();
+        let mut backoff = Backoff::new();
+        loop {
+            let up = field(self, "master_link_status")?.as_deref() == Some("up");
+            let offset: u64 = field(self, "slave_repl_offset")?
+                .and_then(|o| o.parse().ok())
+                .unwrap_or(0);
+            if up && offset >= target {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(SupportError::Protocol(format!(
+                    "the replica on port {} did not catch up with port {} (link up: {up}, offset {offset} of {target})",
+                    self.port,
+                    primary.port()
+                )));
+            }
+            backoff.pause();
+        }
+    }
+
     fn conf_path(&self) -> PathBuf {
         self.dir.join(CONF_FILE)
     }

@@ -69,6 +69,10 @@ pub struct ClusterOptions {
     /// (`FF_VALKEY_TLS_SERVER`, or `redis-server` on `PATH`); the plaintext
     /// ports stay for administration (default `false`).
     pub tls: bool,
+    /// Run Redis 7 (`redis-server`, found as for [`Self::tls`]) instead of
+    /// Valkey: its demoted primaries answer blocked commands with
+    /// `-UNBLOCKED` where Valkey 8+ answers `-MOVED` (default `false`).
+    pub redis7: bool,
 }
 
 impl Default for ClusterOptions {
@@ -79,6 +83,7 @@ impl Default for ClusterOptions {
             durable: false,
             node_timeout: Duration::from_secs(15),
             tls: false,
+            redis7: false,
         }
     }
 }
@@ -126,7 +131,7 @@ impl ValkeyCluster {
                 "a cluster needs at least one primary".into(),
             ));
         }
-        let binary = if options.tls {
+        let binary = if options.tls || options.redis7 {
             tls_binary()?
         } else {
             valkey_binary()?
@@ -315,6 +320,36 @@ impl ValkeyCluster {
                 "none of the replicas {replicas:?} of node {primary} took over: {after:?}"
             ))),
         }
+    }
+
+    /// A planned failover of primary `primary`: `CLUSTER FAILOVER` (or
+    /// `CLUSTER FAILOVER FORCE`, which does not wait for the primary's
+    /// agreement) on its first replica; waits until that replica serves
+    /// the slots, the old primary replicates it and the cluster is stable.
+    /// Returns the promoted replica.
+    pub fn planned_failover(&mut self, primary: usize, force: bool) -> Result<usize, SupportError> {
+        let before = self.topology()?;
+        let replica = match before.replicas_of(primary).first() {
+            Some(&r) if before.primaries().contains(&primary) => r,
+            _ => {
+                return Err(SupportError::Cluster(format!(
+                    "node {primary} is not a primary with a replica ({before:?})"
+                )))
+            }
+        };
+        let mut args = vec!["CLUSTER", "FAILOVER"];
+        if force {
+            args.push("FORCE");
+        }
+        expect_ok(self.command(replica, &args)?, "CLUSTER FAILOVER")?;
+        self.wait_for("the replica to take over", |c| {
+            let topology = c.topology()?;
+            Ok((!(topology.primaries().contains(&replica)
+                && topology.replicas_of(replica).contains(&primary)))
+            .then(|| format!("after CLUSTER FAILOVER: {topology:?}")))
+        })?;
+        self.wait_until_stable()?;
+        Ok(replica)
     }
 
     /// Starts a killed node again on its ports and directory (it keeps its

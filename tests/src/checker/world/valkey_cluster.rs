@@ -46,7 +46,7 @@ pub struct ValkeyClusterWorld {
 
 /// How a replica takes over.
 #[derive(Clone, Copy, Debug)]
-enum Takeover {
+enum Promotion {
     /// `CLUSTER FAILOVER`: the replica catches up, then the roles swap.
     Planned,
     /// `CLUSTER FAILOVER FORCE`: without waiting for the primary's offset.
@@ -95,7 +95,7 @@ impl ValkeyClusterWorld {
     /// the cluster is stable.
     async fn failover(
         &self,
-        how: Takeover,
+        how: Promotion,
         rng: &mut StdRng,
         ctx: &FaultCtx<'_>,
     ) -> Result<(), String> {
@@ -109,9 +109,9 @@ impl ValkeyClusterWorld {
             return Ok(());
         };
         let (what, lossy, args): (_, _, &[&str]) = match how {
-            Takeover::Planned => ("planned failover", false, &["CLUSTER", "FAILOVER"]),
-            Takeover::Force => ("forced failover", true, &["CLUSTER", "FAILOVER", "FORCE"]),
-            Takeover::Takeover => (
+            Promotion::Planned => ("planned failover", false, &["CLUSTER", "FAILOVER"]),
+            Promotion::Force => ("forced failover", true, &["CLUSTER", "FAILOVER", "FORCE"]),
+            Promotion::Takeover => (
                 "failover by takeover",
                 true,
                 &["CLUSTER", "FAILOVER", "TAKEOVER"],
@@ -374,9 +374,9 @@ impl World for ValkeyClusterWorld {
         ctx: &FaultCtx<'_>,
     ) -> Result<(), String> {
         match fault {
-            Fault::PlannedFailover => self.failover(Takeover::Planned, rng, ctx).await,
+            Fault::PlannedFailover => self.failover(Promotion::Planned, rng, ctx).await,
             Fault::ForcedFailover => {
-                let how = [Takeover::Force, Takeover::Takeover][rng.random_range(0..2)];
+                let how = [Promotion::Force, Promotion::Takeover][rng.random_range(0..2)];
                 self.failover(how, rng, ctx).await
             }
             Fault::SlotMigration => self.migrate(rng, ctx).await,

@@ -601,3 +601,60 @@ async fn a_primary_demoted_by_replicaof_is_followed_without_an_error() {
         "every event once, in order"
     );
 }
+
+/// A standalone primary demoted while its address moves to the promoted
+/// replica (a virtual IP, a DNS name, a proxy — as a sentinel or a managed
+/// service switches over): the publisher's open connection still leads to
+/// the old server, which refuses writes with `-READONLY`; the publisher
+/// reconnects to the address and reaches the new primary. Every publish
+/// succeeds, and a subscription through the same address delivers each
+/// event once, in order.
+#[cfg_attr(
+    ff_external_valkey,
+    ignore = "starts Valkey servers of its own; FF_TEST_VALKEY_URL is set"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_follows_its_address_to_the_promoted_replica() {
+    if support::skip_if_external_valkey("a_publisher_follows_its_address_to_the_promoted_replica") {
+        return;
+    }
+    let a = Transport::Plain.own_server().await;
+    let b = Transport::Plain.own_server().await;
+    tokio::task::block_in_place(|| b.replicate(Some(&a))).expect("B replicates A");
+    tokio::task::block_in_place(|| b.wait_until_in_sync(&a)).expect("B in sync");
+    let proxy = support::TcpProxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], a.port())))
+        .expect("a proxy in front of A");
+    let url = format!("redis://127.0.0.1:{}", proxy.port());
+    // A command timeout well inside the test's deadline: a publish that
+    // keeps meeting `-READONLY` fails with it.
+    let cfg = config("switchover").with_timeouts(Duration::from_secs(5), Duration::from_secs(5));
+    let backend = ValkeyBackend::connect(&url, cfg)
+        .await
+        .expect("connect through the proxy");
+    let mut sub = backend
+        .subscribe_family(
+            Family::Completion,
+            StreamCursor::beginning(),
+            &SubscriptionFilter::default(),
+        )
+        .await
+        .expect("subscribe through the proxy");
+    let mut seen = Vec::new();
+    publish_seqs(&backend, 0..20).await;
+    deliver_until(&mut sub, &mut seen, 20).await;
+    tokio::task::block_in_place(|| {
+        b.wait_until_in_sync(&a)?;
+        b.replicate(None)?;
+        proxy.retarget(std::net::SocketAddr::from(([127, 0, 0, 1], b.port())));
+        a.replicate(Some(&b))?;
+        a.wait_until_in_sync(&b)
+    })
+    .expect("B promoted, the address moved to it, A its replica");
+    publish_seqs(&backend, 20..40).await;
+    deliver_until(&mut sub, &mut seen, 40).await;
+    assert_eq!(
+        seen,
+        (0..40).collect::<Vec<u64>>(),
+        "every event once, in order"
+    );
+}

@@ -8,7 +8,9 @@
 //!   in the same write on the same connection;
 //! - `TRYAGAIN`, `LOADING`, `CLUSTERDOWN`, `MASTERDOWN`, `READONLY`: it is
 //!   resent after a growing pause (the topology refreshed meanwhile for the
-//!   last three), until the deadline;
+//!   last three; on a standalone server, a demoted one, over a new
+//!   connection, which a moved address leads to the new primary), until the
+//!   deadline;
 //! - a connection that cannot be opened: the topology is refreshed (a
 //!   failover may be under way) and the request resent after a pause;
 //! - a reply that is not valid RESP (a server, or something in between,
@@ -227,6 +229,19 @@ impl Router {
     }
 
     /// The shared connection to `addr` (opened on first use).
+    /// Drop the connections to `addr`: the next request opens new ones.
+    /// Requests already sent on them finish undisturbed.
+    fn forget(&self, addr: &NodeAddr) {
+        self.connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(addr);
+        self.acked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(addr);
+    }
+
     fn connection(&self, addr: &NodeAddr) -> Arc<SharedConnection> {
         let mut map = self.connections.lock().unwrap_or_else(|e| e.into_inner());
         map.entry(addr.clone())
@@ -381,7 +396,13 @@ impl Router {
                 }
                 Some(Redirect::Wait { refresh }) => {
                     redirects = 0;
-                    if refresh {
+                    if refresh && !self.is_cluster() {
+                        // A standalone server that stopped being primary:
+                        // the address may lead to the new one now (a moved
+                        // virtual IP, DNS name or proxy), which only a new
+                        // connection reaches.
+                        self.forget(&addr);
+                    } else if refresh {
                         self.schedule_refresh();
                     }
                     let e = match outcome {

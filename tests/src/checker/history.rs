@@ -259,15 +259,25 @@ impl Recorder {
     /// Note what happened, for the report.
     pub fn note(&self, what: impl Into<String>) {
         let at = self.now();
-        self.lock().log.push((at, what.into()));
+        self.log(at, what.into());
+    }
+
+    /// Append to the run's log; with `FF_CHECKER_LIVE` set, print it too
+    /// (for a run that hangs before its report).
+    fn log(&self, at: Duration, line: String) {
+        static LIVE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if *LIVE.get_or_init(|| std::env::var_os("FF_CHECKER_LIVE").is_some()) {
+            eprintln!("{:>10.3}s  {line}", at.as_secs_f64());
+        }
+        self.lock().log.push((at, line));
     }
 
     /// Open a fault window; returns its index for [`Recorder::heal`].
     pub fn fault(&self, what: impl Into<String>, lossy: bool, consumer: Option<usize>) -> usize {
         let what = what.into();
         let from = self.now();
+        self.log(from, format!("fault: {what}"));
         let mut h = self.lock();
-        h.log.push((from, format!("fault: {what}")));
         h.faults.push(FaultWindow {
             what,
             from,
@@ -281,12 +291,15 @@ impl Recorder {
     /// Close a fault window.
     pub fn heal(&self, index: usize) {
         let now = self.now();
-        let mut h = self.lock();
-        if let Some(w) = h.faults.get_mut(index) {
+        let what = {
+            let mut h = self.lock();
+            let Some(w) = h.faults.get_mut(index) else {
+                return;
+            };
             w.until = Some(now);
-            let what = w.what.clone();
-            h.log.push((now, format!("healed: {what}")));
-        }
+            w.what.clone()
+        };
+        self.log(now, format!("healed: {what}"));
     }
 
     /// Register a consumer.

@@ -165,15 +165,14 @@ impl ValkeyWorld {
             None,
         );
         let result = self.switch_over(&replica, rng).await;
-        let old = {
-            let mut servers = self.servers();
-            if result.is_ok() {
-                self.proxy.retarget(addr(replica.port()));
-                std::mem::replace(&mut servers.primary, replica)
-            } else {
-                let _ = self.command(&["CLIENT", "UNPAUSE"]);
-                replica
-            }
+        if result.is_err() {
+            let _ = self.command(&["CLIENT", "UNPAUSE"]);
+        }
+        let old = if result.is_ok() {
+            self.proxy.retarget(addr(replica.port()));
+            std::mem::replace(&mut self.servers().primary, replica)
+        } else {
+            replica
         };
         if result.is_ok() {
             let port = self.servers().primary.port().to_string();

@@ -5,7 +5,11 @@
 //! publish throughput). Here a connection goes back to the pool only when
 //! the operation that used it finished successfully — after an error or a
 //! cancelled future its state is unknown, so it is closed instead — and
-//! is reused without a ping.
+//! is reused without a ping — unless it sat idle for [`IDLE_CHECK`] or
+//! longer: the server behind it may have restarted or failed over
+//! meanwhile, and a publish on a dead connection fails, so such a
+//! connection is pinged first and replaced if the ping fails. Steady
+//! traffic pays nothing.
 //!
 //! Every operation run through [`with_conn!`] is bounded by the query
 //! timeout: a server that stopped answering fails the call with
@@ -15,7 +19,7 @@
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ff_core::engine_error::EngineError;
 use sqlx::postgres::PgConnectOptions;
@@ -24,10 +28,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{map_sqlx, BACKEND};
 
+/// How long a connection may sit idle before it is pinged on reuse.
+pub(crate) const IDLE_CHECK: Duration = Duration::from_secs(1);
+
 /// Up to `size` connections made with `options`.
 pub(crate) struct ConnPool {
     options: PgConnectOptions,
-    idle: Mutex<Vec<PgConnection>>,
+    /// Idle connections, each with when it was returned.
+    idle: Mutex<Vec<(PgConnection, Instant)>>,
     permits: Arc<Semaphore>,
     connect_timeout: Duration,
     query_timeout: Duration,
@@ -85,8 +93,7 @@ impl ConnPool {
                 .await
                 .map_err(|_| timed_out("no pooled connection became free"))?
                 .map_err(|_| EngineError::transport(BACKEND, sqlx::Error::PoolClosed))?;
-        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let conn = match idle {
+        let conn = match self.take_idle().await {
             Some(conn) => conn,
             None => tokio::time::timeout(self.connect_timeout, self.connect())
                 .await
@@ -98,6 +105,21 @@ impl ConnPool {
             reusable: false,
             _permit: permit,
         })
+    }
+
+    /// The most recently returned idle connection that is still alive:
+    /// one idle for [`IDLE_CHECK`] or longer must answer a ping within
+    /// the connect timeout, or it is dropped and the next one tried.
+    async fn take_idle(&self) -> Option<PgConnection> {
+        loop {
+            let (mut conn, since) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+            if since.elapsed() < IDLE_CHECK {
+                return Some(conn);
+            }
+            if let Ok(Ok(())) = tokio::time::timeout(self.connect_timeout, conn.ping()).await {
+                return Some(conn);
+            }
+        }
     }
 
     /// Open a connection and note the server's system identifier.
@@ -148,7 +170,7 @@ impl ConnPool {
     pub async fn close(&self) {
         self.closed.store(true, Ordering::Release);
         let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
-        for conn in idle {
+        for (conn, _) in idle {
             let _ = conn.close().await;
         }
     }
@@ -183,7 +205,7 @@ impl Drop for PooledConn {
                     .idle
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .push(conn);
+                    .push((conn, Instant::now()));
             }
             // Otherwise the connection is dropped, which closes its socket.
         }

@@ -397,3 +397,38 @@ async fn undecodable_rows_mid_stream_are_one_corrupt_item_each_then_the_rest() {
     assert!(corrupt[1].1.contains("execution_id"), "{}", corrupt[1].1);
     assert!(corrupt[2].1.contains("schema version"), "{}", corrupt[2].1);
 }
+
+/// A server restarted while the publisher was idle: the pooled
+/// connections the restart closed are noticed on reuse (a connection idle
+/// for a second or more is pinged first) and replaced, so the first
+/// publish after the restart succeeds instead of failing on a dead socket.
+#[cfg_attr(
+    ff_external_postgres,
+    ignore = "needs a PostgreSQL server of its own; FF_TEST_POSTGRES_URL is set"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_publish_after_a_restart_succeeds_on_a_fresh_connection() {
+    let Some(server) =
+        own_server("the_first_publish_after_a_restart_succeeds_on_a_fresh_connection").await
+    else {
+        return;
+    };
+    let b = PostgresBackend::connect(&server.url(), config(fast_policy(Duration::from_secs(60))))
+        .await
+        .expect("connect");
+    let (e, m) = event(0);
+    b.publish(e, m).await.expect("publish before the restart");
+    let idle_since = Instant::now();
+    server_op(&server, PostgresServer::kill).await;
+    server_op(&server, PostgresServer::restart).await;
+    // The pool pings connections idle for a second or more; make sure the
+    // ones returned around the publish (its own, the notifier's) have been
+    // idle that long.
+    tokio::time::sleep_until(idle_since + Duration::from_secs(2)).await;
+    let (e, m) = event(1);
+    b.publish(e, m)
+        .await
+        .expect("the first publish after the restart");
+    let numbers: Vec<usize> = stored(&b).await.into_iter().map(|(n, _)| n).collect();
+    assert_eq!(numbers, vec![0, 1], "both events stored once");
+}

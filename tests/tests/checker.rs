@@ -66,9 +66,16 @@ async fn memory_world_keeps_every_promise() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valkey_world_keeps_every_promise() {
     // Seed 1 found a publisher and a subscriber that disagree on the
-    // partition count; seed 4 a lossy failover that reuses entry ids. Both
-    // are inside the budget.
-    seeds(WorldKind::Valkey, 1, budget(6), &[]).await;
+    // partition count, and a publisher left on a primary demoted by a
+    // planned switchover; seed 4 a lossy failover that reuses entry ids;
+    // seed 7 subscriptions ended by the demoted primary's `-UNBLOCKED`.
+    // All are inside the budget.
+    seeds(WorldKind::Valkey, 1, budget(7), &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valkey_cluster_world_keeps_every_promise() {
+    seeds(WorldKind::ValkeyCluster, 1, budget(4), &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,6 +56,8 @@ pub struct Published {
     pub started: Duration,
     /// When the call returned success.
     pub acked: Option<Duration>,
+    /// When the call returned, successfully or not.
+    pub finished: Duration,
     /// The cursor the publish returned.
     pub cursor: Option<StreamCursor>,
     /// The stored position, where the path reports it.

@@ -159,12 +159,12 @@ pub(crate) fn record_publish(
 ) {
     let partition = draft.event.execution_id().partition() % world.partitions().max(1);
     let family = draft.event.family();
-    let acked = rec.now();
+    let now = rec.now();
     let mut h = rec.lock();
     let (acked, cursor, pos, error) = match result {
         Ok((cursor, pos)) => {
             let pos = pos.or_else(|| cursor.as_ref().and_then(|c| world.position(family, c)));
-            (Some(acked), cursor, pos, None)
+            (Some(now), cursor, pos, None)
         }
         Err(e) => (None, None, None, Some(e)),
     };
@@ -179,6 +179,7 @@ pub(crate) fn record_publish(
             path,
             started,
             acked,
+            finished: now,
             cursor,
             pos,
             error,

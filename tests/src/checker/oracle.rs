@@ -82,6 +82,7 @@ pub fn check(history: &History, truth: &Truth, exact: bool, complete: bool) -> V
             ),
         });
     }
+    out.extend(failed_publishes(history));
     for (spec, segments) in &history.consumers {
         Consumer {
             spec,
@@ -93,6 +94,39 @@ pub fn check(history: &History, truth: &Truth, exact: bool, complete: bool) -> V
         .check(segments, complete);
     }
     out
+}
+
+/// Publishes that failed although no fault was under way while they ran
+/// (a consumer's own stall aside): once a fault or operation has healed,
+/// the backend must serve writes again, not fail them until a timeout.
+fn failed_publishes(history: &History) -> Vec<Violation> {
+    let overlaps_a_fault = |p: &Published| {
+        history
+            .faults
+            .iter()
+            .filter(|f| f.consumer.is_none())
+            .any(|f| p.finished >= f.from && f.until.is_none_or(|u| p.started <= u))
+    };
+    let mut failed: Vec<&Published> = history
+        .published
+        .values()
+        .filter(|p| p.error.is_some() && !overlaps_a_fault(p))
+        .collect();
+    failed.sort_by_key(|p| p.ck);
+    failed
+        .into_iter()
+        .map(|p| Violation {
+            consumer: None,
+            events: vec![p.ck],
+            what: format!(
+                "publishing event {} failed although no fault was under way from {:.3}s to {:.3}s: {}",
+                p.ck,
+                p.started.as_secs_f64(),
+                p.finished.as_secs_f64(),
+                p.error.as_deref().unwrap_or_default()
+            ),
+        })
+        .collect()
 }
 
 struct Consumer<'a> {
@@ -520,6 +554,7 @@ mod tests {
                     path: PublishPath::Single,
                     started: ms(ck * 10),
                     acked: Some(ms(ck * 10 + 1)),
+                    finished: ms(ck * 10 + 1),
                     cursor: None,
                     pos: Some(PosKey(ck, 0)),
                     error: None,
@@ -663,5 +698,27 @@ mod tests {
             vec![(SegmentStart::First(first), vec![2, 3, 4, 5, 6])],
         );
         assert_eq!(check(&h, &t, false, true), vec![]);
+    }
+
+    #[test]
+    fn a_publish_that_fails_with_no_fault_under_way_is_caught() {
+        let (mut h, t) = world(6);
+        for ck in [2, 5] {
+            let p = h.published.get_mut(&ck).expect("published");
+            p.acked = None;
+            p.error = Some("refused".into());
+        }
+        // Event 2's call overlaps a fault; event 5's does not.
+        h.faults.push(FaultWindow {
+            what: "restart".into(),
+            from: ms(21),
+            until: Some(ms(30)),
+            lossy: false,
+            consumer: None,
+        });
+        let v = check(&h, &t, true, true);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].events, vec![5]);
+        assert!(v[0].what.contains("no fault was under way"), "{v:?}");
     }
 }

@@ -10,14 +10,19 @@
 //! restart, a black-holed server, a lossy failover to a replica whose clock
 //! is behind, a promoted lagging Postgres copy, an old open transaction,
 //! pruning under writers at every isolation level, a partition count that
-//! differs between publisher and subscriber, a gateway restart).
+//! differs between publisher and subscriber, a gateway restart), and, from
+//! a second nemesis on a seed stream of its own, routine operations (a
+//! planned Valkey switchover; planned and forced failover and slot
+//! migration on a Valkey Cluster).
 //!
 //! Everything lands in one [`history::History`]; after the run quiets down,
 //! the [`truth`] (what the stores hold, read directly) and the [`oracle`]
 //! judge it: per partition, every consumer received exactly the committed
 //! sequence after its start, or a `CursorExpired` came before any gap; no
 //! acknowledged event was lost; caught-up consumers were woken within
-//! [`oracle::WAKE_UP_BOUND`] outside faults. A failure prints its seed, the
+//! [`oracle::WAKE_UP_BOUND`] outside faults; no subscription ended on an
+//! error it should have reconnected through; no publish failed outside a
+//! fault. A failure prints its seed, the
 //! faults, and the shrunk history around each violation; the same seed
 //! draws the same schedule again.
 

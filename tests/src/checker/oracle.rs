@@ -96,16 +96,23 @@ pub fn check(history: &History, truth: &Truth, exact: bool, complete: bool) -> V
     out
 }
 
+/// How long after a fault heals a publish may still fail: each pooled
+/// connection to a server that went away learns so on its next use.
+pub const SETTLE_AFTER_FAULT: Duration = Duration::from_secs(2);
+
 /// Publishes that failed although no fault was under way while they ran
-/// (a consumer's own stall aside): once a fault or operation has healed,
-/// the backend must serve writes again, not fail them until a timeout.
+/// (a consumer's own stall aside): once a fault or operation has healed
+/// (and [`SETTLE_AFTER_FAULT`] passed), the backend must serve writes
+/// again, not fail them until a timeout.
 fn failed_publishes(history: &History) -> Vec<Violation> {
     let overlaps_a_fault = |p: &Published| {
         history
             .faults
             .iter()
             .filter(|f| f.consumer.is_none())
-            .any(|f| p.finished >= f.from && f.until.is_none_or(|u| p.started <= u))
+            .any(|f| {
+                p.finished >= f.from && f.until.is_none_or(|u| p.started <= u + SETTLE_AFTER_FAULT)
+            })
     };
     let mut failed: Vec<&Published> = history
         .published
@@ -708,7 +715,11 @@ mod tests {
             p.acked = None;
             p.error = Some("refused".into());
         }
-        // Event 2's call overlaps a fault; event 5's does not.
+        // Event 2's call overlaps a fault; event 5's begins well after it
+        // healed.
+        let late = h.published.get_mut(&5).expect("published");
+        late.started = ms(30) + SETTLE_AFTER_FAULT + ms(1);
+        late.finished = late.started;
         h.faults.push(FaultWindow {
             what: "restart".into(),
             from: ms(21),

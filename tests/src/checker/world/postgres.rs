@@ -164,6 +164,22 @@ impl PostgresWorld {
         .boxed()
     }
 
+    /// The `ck`s of every event `server` holds now.
+    fn cks_on(&self, server: &PostgresServer) -> Result<std::collections::HashSet<u64>, String> {
+        let mut held = std::collections::HashSet::new();
+        for family in FAMILIES {
+            let table = self.publisher.table_name(family);
+            let out = blocking(|| {
+                server.psql(&format!(
+                    "SELECT tags->>'ck' FROM {table} WHERE tags ? 'ck'"
+                ))
+            })
+            .map_err(err)?;
+            held.extend(out.lines().filter_map(|l| l.trim().parse::<u64>().ok()));
+        }
+        Ok(held)
+    }
+
     async fn lagging_copy(&self, rng: &mut StdRng, ctx: &FaultCtx<'_>) -> Result<(), String> {
         let window = ctx
             .rec
@@ -179,17 +195,7 @@ impl PostgresWorld {
         tokio::time::sleep(Duration::from_millis(rng.random_range(200..800))).await;
         ctx.send_half_away(Duration::from_millis(4000));
         blocking(|| copy.promote()).map_err(err)?;
-        let mut held = std::collections::HashSet::new();
-        for family in FAMILIES {
-            let table = self.publisher.table_name(family);
-            let out = blocking(|| {
-                copy.psql(&format!(
-                    "SELECT tags->>'ck' FROM {table} WHERE tags ? 'ck'"
-                ))
-            })
-            .map_err(err)?;
-            held.extend(out.lines().filter_map(|l| l.trim().parse::<u64>().ok()));
-        }
+        let held = self.cks_on(&copy)?;
         self.survived
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -197,9 +203,19 @@ impl PostgresWorld {
             .extend(held);
         self.proxy.retarget(addr(copy.port()));
         blocking(|| original.kill()).map_err(err)?;
-        *self.server.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(copy);
         // Whatever is acknowledged from now on lands on the copy.
         ctx.rec.heal(window);
+        // What was acknowledged during the fault through connections
+        // opened after the move reached the copy: it survives too (a later
+        // prune may remove it, which the truth must see as pruned, not as
+        // lost with the original).
+        let reached = self.cks_on(&copy)?;
+        self.survived
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(Default::default)
+            .extend(reached);
+        *self.server.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(copy);
         // Readers find the copy; then it takes writes: its transaction ids
         // pass those the lost history used, so lost cursors sort inside
         // the windows of readers that started on it.

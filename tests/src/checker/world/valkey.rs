@@ -325,20 +325,11 @@ impl World for ValkeyWorld {
     }
 
     fn publish_paths(&self) -> Vec<PublishPath> {
-        vec![PublishPath::Single, PublishPath::Batch, PublishPath::Raw]
+        PUBLISH_PATHS.to_vec()
     }
 
     fn delivery_paths(&self) -> Vec<DeliveryPath> {
-        let mut paths = vec![
-            DeliveryPath::Typed,
-            DeliveryPath::Delivery,
-            DeliveryPath::Store,
-            DeliveryPath::Sse,
-        ];
-        if self.partitions() > 1 {
-            paths.push(DeliveryPath::Partitions);
-        }
-        paths
+        delivery_paths(self.partitions())
     }
 
     fn faults(&self) -> Vec<Fault> {
@@ -615,4 +606,23 @@ pub(super) async fn publish_mismatched(
     }
     ctx.rec.heal(window);
     Ok(())
+}
+
+/// How the Valkey worlds publish: through ff, and as a plain client would.
+pub(super) const PUBLISH_PATHS: [PublishPath; 3] =
+    [PublishPath::Single, PublishPath::Batch, PublishPath::Raw];
+
+/// How the Valkey worlds read: every path, a partition subset where there
+/// are partitions.
+pub(super) fn delivery_paths(partitions: u16) -> Vec<DeliveryPath> {
+    let mut paths = vec![
+        DeliveryPath::Typed,
+        DeliveryPath::Delivery,
+        DeliveryPath::Store,
+        DeliveryPath::Sse,
+    ];
+    if partitions > 1 {
+        paths.push(DeliveryPath::Partitions);
+    }
+    paths
 }

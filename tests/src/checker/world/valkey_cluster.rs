@@ -22,7 +22,8 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::valkey::{
-    position_of, publish_mismatched, raw_xadd_args, stream_keys, xadd_id, xrange_cks,
+    delivery_paths, position_of, publish_mismatched, raw_xadd_args, stream_keys, xadd_id,
+    xrange_cks, PUBLISH_PATHS,
 };
 use super::{
     blocking, publish_all, publish_each, Fault, FaultCtx, PublishResult, World, WorldKind,
@@ -290,20 +291,11 @@ impl World for ValkeyClusterWorld {
     }
 
     fn publish_paths(&self) -> Vec<PublishPath> {
-        vec![PublishPath::Single, PublishPath::Batch, PublishPath::Raw]
+        PUBLISH_PATHS.to_vec()
     }
 
     fn delivery_paths(&self) -> Vec<DeliveryPath> {
-        let mut paths = vec![
-            DeliveryPath::Typed,
-            DeliveryPath::Delivery,
-            DeliveryPath::Store,
-            DeliveryPath::Sse,
-        ];
-        if self.partitions() > 1 {
-            paths.push(DeliveryPath::Partitions);
-        }
-        paths
+        delivery_paths(self.partitions())
     }
 
     fn faults(&self) -> Vec<Fault> {

@@ -88,9 +88,9 @@ pub(crate) fn verify<'a>(secrets: impl Iterator<Item = &'a [u8]>, value: &str, n
 }
 
 /// Refuse a sign-in that a page on another site could have sent: a body
-/// that is not `application/json`, an `Origin` other than the request's
-/// own host, or a browser's `Sec-Fetch-Site` saying it came from another
-/// site. `authority` is the request URI's authority (HTTP/2 carries the
+/// that is not `application/json`, a browser's `Sec-Fetch-Site` other
+/// than `same-origin` (or `none`), or, without that header, an `Origin`
+/// other than the request's own host. `authority` is the request URI's authority (HTTP/2 carries the
 /// host there rather than in a `Host` header).
 pub(crate) fn check_sign_in_request(
     headers: &HeaderMap,
@@ -120,10 +120,15 @@ pub(crate) fn check_sign_in_request(
         .get("sec-fetch-site")
         .and_then(|v| v.to_str().ok())
         .map(str::trim);
-    if fetch_site.is_some_and(|s| {
-        s.eq_ignore_ascii_case("cross-site") || s.eq_ignore_ascii_case("same-site")
-    }) {
-        return Err(cross_site());
+    // Only a browser sets `Sec-Fetch-Site`, and no page can forge it; it
+    // stays right behind a proxy that rewrites `Host`, so it decides when
+    // present, and `Origin` against `Host` decides otherwise.
+    if let Some(site) = fetch_site {
+        return if site.eq_ignore_ascii_case("same-origin") || site.eq_ignore_ascii_case("none") {
+            Ok(())
+        } else {
+            Err(cross_site())
+        };
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let host = headers
@@ -225,5 +230,18 @@ mod tests {
         assert!(check_sign_in_request(&site, None).is_err());
         let own = headers(&[json, ("sec-fetch-site", "same-origin")]);
         assert!(check_sign_in_request(&own, None).is_ok());
+        let proxied = headers(&[
+            json,
+            ("host", "127.0.0.1:8080"),
+            ("origin", "https://events.example"),
+            ("sec-fetch-site", "same-origin"),
+        ]);
+        assert!(check_sign_in_request(&proxied, None).is_ok());
+        let sibling = headers(&[
+            json,
+            ("origin", "http://gw:8080"),
+            ("sec-fetch-site", "same-site"),
+        ]);
+        assert!(check_sign_in_request(&sibling, None).is_err());
     }
 }

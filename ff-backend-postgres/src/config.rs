@@ -80,6 +80,13 @@ pub struct PostgresConfig {
     /// clients that vanished, releasing their `LISTEN` slots. `None` keeps
     /// the server's settings. Default 10 s.
     pub server_keepalive: Option<Duration>,
+    /// Longest [`prune_partitions_older_than`] waits for the table lock it
+    /// needs to remove a range; while it waits, the family's readers and
+    /// writers queue behind it. On timeout it removes nothing and the next
+    /// run retries. Default 5 s.
+    ///
+    /// [`prune_partitions_older_than`]: crate::PostgresBackend::prune_partitions_older_than
+    pub prune_lock_timeout: Duration,
 }
 
 impl Default for PostgresConfig {
@@ -100,6 +107,7 @@ impl Default for PostgresConfig {
             query_timeout: Duration::from_secs(30),
             liveness_interval: Duration::from_secs(5),
             server_keepalive: Some(Duration::from_secs(10)),
+            prune_lock_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -194,6 +202,12 @@ impl PostgresConfig {
         self
     }
 
+    /// Set the longest wait of a time-range prune for its table lock.
+    pub fn with_prune_lock_timeout(mut self, timeout: Duration) -> Self {
+        self.prune_lock_timeout = timeout;
+        self
+    }
+
     /// Set (or, with `None`, leave to the server) the server-side TCP
     /// keepalive idle time.
     pub fn with_server_keepalive(mut self, idle: Option<Duration>) -> Self {
@@ -255,6 +269,7 @@ impl PostgresConfig {
             ("read_timeout", self.read_timeout),
             ("query_timeout", self.query_timeout),
             ("liveness_interval", self.liveness_interval),
+            ("prune_lock_timeout", self.prune_lock_timeout),
         ] {
             if d.is_zero() {
                 return Err(EngineError::validation(format!(

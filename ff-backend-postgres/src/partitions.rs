@@ -3,7 +3,7 @@
 //! For outboxes that take millions of events a day, deleting old rows
 //! costs as much as writing them. A family converted with
 //! [`PostgresBackend::partition_by_time`] is partitioned by `at` (the SQL
-//! lives in migrations `0007` and `0008`), and
+//! lives in migrations `0007`, `0008` and `0009`), and
 //! [`PostgresBackend::prune_partitions_older_than`] drops or detaches
 //! whole ranges, recording the horizon exactly as row pruning does, so an
 //! expired cursor is still `CursorExpired`, never a gap. Ranges are cut by
@@ -16,6 +16,15 @@
 //! session's default isolation: at a stricter level the snapshot would
 //! predate the lock wait, and a row committed meanwhile would be dropped
 //! unseen. (The SQL functions refuse stricter levels themselves.)
+//!
+//! A prune never stalls a family behind one open transaction: it decides
+//! from the catalog alone whether any range is due (or missing ahead), and
+//! only then asks for the ACCESS EXCLUSIVE lock, waiting at most
+//! [`PostgresConfig::prune_lock_timeout`]; on timeout it removes nothing
+//! and the next run retries. Rows that landed in the default partition are
+//! removed by age as rows, without that lock.
+//!
+//! [`PostgresConfig::prune_lock_timeout`]: crate::PostgresConfig::prune_lock_timeout
 
 use std::time::Duration;
 
@@ -40,7 +49,8 @@ impl PostgresBackend {
     /// Convert every family's outbox, which must be empty (else nothing is
     /// converted), to one
     /// partitioned by `at` in ranges of `interval` (e.g. a day), with
-    /// ranges from one interval ago to a week of intervals ahead. Families
+    /// ranges from the previous interval to seven intervals ahead (a week
+    /// when the interval is a day). Families
     /// already converted are left as they are. Grant roles their rights
     /// afterwards (`ff migrate --partitioned --grant-…` does).
     pub async fn partition_by_time(&self, interval: Duration) -> Result<(), EngineError> {
@@ -73,11 +83,18 @@ impl PostgresBackend {
 
     /// Drop (or, with `detach`, detach and keep as plain tables) the time
     /// ranges of a partitioned `family` that ended more than `age` ago,
-    /// recording the retention horizon; also creates the next week of
-    /// ranges. Returns how many ranges were removed. Run it regularly
-    /// (e.g. daily, from `pg_cron` as `SELECT
-    /// <schema>.prune_partitions_older_than(family, age_ms, detach)`, at
-    /// READ COMMITTED: the function refuses stricter isolation levels).
+    /// recording the retention horizon, and delete rows of those times
+    /// that sit in the default partition; also creates the ranges of the
+    /// current interval and the seven after it. Returns how many ranges
+    /// were removed. Takes the table's exclusive lock only when a range is
+    /// due or missing, and waits for it at most
+    /// [`prune_lock_timeout`](crate::PostgresConfig::prune_lock_timeout):
+    /// when another transaction holds the table longer, nothing is removed
+    /// and the call fails with a `Backend` error saying so (run it again
+    /// later). Run it regularly (e.g. daily, from `pg_cron` as `SELECT
+    /// <schema>.prune_partitions_older_than(family, age_ms, detach,
+    /// lock_timeout_ms)`, at READ COMMITTED: the function refuses stricter
+    /// isolation levels, and returns -1 when it could not lock in time).
     pub async fn prune_partitions_older_than(
         &self,
         family: Family,
@@ -85,9 +102,10 @@ impl PostgresBackend {
         detach: bool,
     ) -> Result<u64, EngineError> {
         let sql = format!(
-            "SELECT {}.prune_partitions_older_than($1, $2, $3)",
+            "SELECT {}.prune_partitions_older_than($1, $2, $3, $4)",
             self.inner.names.schema()
         );
+        let lock_timeout = self.inner.config.prune_lock_timeout;
         let removed: i32 = with_conn!(
             self.inner.pool,
             untimed | conn | {
@@ -96,6 +114,7 @@ impl PostgresBackend {
                     .bind(family.as_str())
                     .bind(millis(age))
                     .bind(detach)
+                    .bind(millis(lock_timeout).max(1))
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(map_sqlx)?;
@@ -103,6 +122,16 @@ impl PostgresBackend {
                 Ok(removed)
             }
         )?;
-        Ok(removed.max(0) as u64)
+        if removed < 0 {
+            return Err(EngineError::Backend {
+                backend: "postgres",
+                detail: format!(
+                    "pruning {} removed nothing: another transaction held its table for longer than the prune lock timeout of {} ms (an open transaction that read the family, pg_dump, or an idle-in-transaction session); run the prune again later",
+                    family.as_str(),
+                    millis(lock_timeout).max(1)
+                ),
+            });
+        }
+        Ok(removed as u64)
     }
 }

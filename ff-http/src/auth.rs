@@ -21,8 +21,12 @@
 //! # Where a token may be presented
 //!
 //! - `Authorization: Bearer TOKEN`: reads, and publishing with an `rw:` token;
-//! - `?access_token=TOKEN` (a browser's `EventSource` cannot send headers)
-//!   and the `ff_token` cookie set by `POST /v1/session`: reads only.
+//! - `?access_token=TOKEN` (a browser's `EventSource` cannot send headers):
+//!   reads only;
+//! - the `ff_token` cookie set by `POST /v1/session`: reads only. It holds a
+//!   read-only session value derived from the token (see `session`), never
+//!   the token itself, so a write token presented at sign-in is exchanged
+//!   for a read session.
 //!
 //! Tokens are compared in constant time and never logged or echoed.
 
@@ -32,6 +36,7 @@ use std::path::{Path, PathBuf};
 use axum::http::{header, HeaderMap, StatusCode};
 
 use crate::errors::ApiError;
+use crate::session;
 
 /// Name of the session cookie the viewer page sets.
 pub const SESSION_COOKIE: &str = "ff_token";
@@ -355,7 +360,7 @@ pub(crate) fn authorize(
         (Some(t), _) => (t, "the `access_token` parameter is not a valid token"),
         (None, Some(t)) => (
             t,
-            "the session cookie holds a token that is no longer valid; sign in again",
+            "the session has expired or its token is no longer valid; sign in again",
         ),
         (None, None) => {
             return Err(unauthorized(
@@ -364,9 +369,19 @@ pub(crate) fn authorize(
             ))
         }
     };
-    match lookup(tokens, presented) {
-        Some(_) => Ok(()),
-        None => Err(unauthorized(what, CHALLENGE_INVALID)),
+    let valid = if query_token.is_some() {
+        lookup(tokens, presented).is_some()
+    } else {
+        session::verify(
+            tokens.iter().map(|t| t.secret.as_bytes()),
+            presented,
+            session::now_secs(),
+        )
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(unauthorized(what, CHALLENGE_INVALID))
     }
 }
 
@@ -378,10 +393,15 @@ pub(crate) fn is_valid(auth: &Auth, secret: &str) -> bool {
     }
 }
 
-/// The `Set-Cookie` value that stores `secret` for the viewer page.
+/// The `Set-Cookie` value of a read-only session for the valid token
+/// `secret`, ending [`session::SESSION_LIFETIME`] from now.
 pub(crate) fn session_set_cookie(secret: &str, secure: bool) -> String {
+    let lifetime = session::SESSION_LIFETIME.as_secs();
+    let value = session::mint(secret.as_bytes(), session::now_secs() + lifetime);
     let secure = if secure { "; Secure" } else { "" };
-    format!("{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Strict{secure}")
+    format!(
+        "{SESSION_COOKIE}={value}; Path=/; Max-Age={lifetime}; HttpOnly; SameSite=Strict{secure}"
+    )
 }
 
 /// The `Set-Cookie` value that removes the session cookie.
@@ -489,7 +509,12 @@ mod tests {
                 .status,
             StatusCode::UNAUTHORIZED
         );
-        let cookie = headers(&[(header::COOKIE, &format!("theme=dark; ff_token={W}"))]);
+        let raw = headers(&[(header::COOKIE, &format!("theme=dark; ff_token={W}"))]);
+        assert!(authorize(&a, &raw, None, Need::Read).is_err());
+        let set = session_set_cookie(W, false);
+        assert!(!set.contains(W), "{set}");
+        let value = set.split(';').next().unwrap();
+        let cookie = headers(&[(header::COOKIE, &format!("theme=dark; {value}"))]);
         assert!(authorize(&a, &cookie, None, Need::Read).is_ok());
         assert_eq!(
             authorize(&a, &cookie, None, Need::Write)

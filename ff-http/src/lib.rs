@@ -41,7 +41,7 @@
 //! |---|---|
 //! | `GET /v1/streams/{family}` | `text/event-stream` (see below) |
 //! | `POST /v1/streams/{family}` | publish one event object or an array; `{"cursors": [...]}` |
-//! | `POST /v1/session` | `{"token": "..."}` → HttpOnly `ff_token` cookie (viewer sign-in); `DELETE` removes it |
+//! | `POST /v1/session` | `{"token": "..."}` as `application/json` from the gateway's own origin → HttpOnly `ff_token` cookie holding a read-only session value, never the token (viewer sign-in); `DELETE` removes it |
 //! | `GET /` | the live viewer page (`/viewer.js` its script) |
 //! | `GET /healthz` | `{"status":"ok","backend":...}`, no token needed |
 //! | `GET /v1/status` | per family: followed live, latest position, delivery lag, clients (read token) |
@@ -124,6 +124,7 @@ mod metrics;
 mod params;
 mod routes;
 mod server;
+mod session;
 mod tls;
 mod viewer;
 mod vouched;

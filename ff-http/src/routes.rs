@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, Extensions, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, Extensions, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
@@ -23,6 +23,7 @@ use crate::gateway::GatewayState;
 use crate::metrics::{self, Metrics};
 use crate::params::{self, LAST_EVENT_ID};
 use crate::server::{ServedConnection, ServedOverTls};
+use crate::session;
 use crate::viewer;
 
 type AppState = State<Arc<GatewayState>>;
@@ -266,8 +267,10 @@ fn cookie_secure(state: &GatewayState, headers: &HeaderMap, extensions: &Extensi
         || (state.config.trust_forwarded_proto && forwarded_https())
 }
 
-/// `POST /v1/session`: `{"token": "..."}` → an HttpOnly cookie that
-/// authorises reads from this browser (the viewer page's sign-in).
+/// `POST /v1/session`: `{"token": "..."}` as `application/json` from the
+/// gateway's own origin → an HttpOnly cookie holding a read-only session
+/// value (never the token) that authorises reads from this browser (the
+/// viewer page's sign-in).
 ///
 /// The sign-in body proves nothing until it is read, so reading it must
 /// cost the server little: it is small ([`SESSION_BODY_LIMIT`]), must
@@ -277,10 +280,14 @@ fn cookie_secure(state: &GatewayState, headers: &HeaderMap, extensions: &Extensi
 /// [`GatewayConfig::session_body_timeout`]: crate::GatewayConfig::session_body_timeout
 async fn session_create(
     State(state): AppState,
+    uri: Uri,
     headers: HeaderMap,
     extensions: Extensions,
     body: Body,
 ) -> Response {
+    if let Err(e) = session::check_sign_in_request(&headers, uri.authority().map(|a| a.as_str())) {
+        return body::closing(e).into_response();
+    }
     let evictable = extensions
         .get::<ServedConnection>()
         .map(ServedConnection::unauthenticated_read);

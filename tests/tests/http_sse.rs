@@ -1067,7 +1067,7 @@ mod suite {
         let bearer_read = format!("Bearer {READ}");
         open_started(&server, path, &[("Authorization", &bearer_read)]).await;
         open_started(&server, &format!("{path}?access_token={READ}"), &[]).await;
-        let cookie = format!("ff_token={READ}");
+        let cookie = sign_in(&server, READ).await;
         open_started(&server, path, &[("Cookie", &cookie)]).await;
 
         let body = serde_json::to_vec(
@@ -1089,6 +1089,8 @@ mod suite {
         let resp = post(vec![("Cookie", format!("ff_token={WRITE}"))], "").await;
         assert_error(&resp, 401, "unauthorized", None);
         assert!(!resp.everything().contains(WRITE));
+        let resp = post(vec![("Cookie", sign_in(&server, WRITE).await)], "").await;
+        assert_error(&resp, 401, "unauthorized", None);
         let resp = post(vec![("Authorization", format!("Bearer {WRITE}"))], "").await;
         assert_eq!(resp.status, 200, "{}", resp.text());
         assert_eq!(resp.json()["cursors"].as_array().map(Vec::len), Some(1));
@@ -1135,6 +1137,113 @@ mod suite {
         .await;
         assert_eq!(resp.status, 200);
         assert!(resp.text().contains("ff_http_clients_connected"));
+    }
+
+    /// Sign in as the viewer page does; the `Cookie` header value it sets.
+    async fn sign_in(server: &Server, token: &str) -> String {
+        let login = serde_json::to_vec(&json!({ "token": token })).unwrap();
+        let origin = format!("http://{}", server.addr);
+        let resp = wire::request(
+            server.addr,
+            "POST",
+            "/v1/session",
+            &[
+                ("Content-Type", "application/json"),
+                ("Origin", &origin),
+                ("Sec-Fetch-Site", "same-origin"),
+            ],
+            Some(&login),
+        )
+        .await;
+        assert_eq!(resp.status, 204, "{}", resp.text());
+        let set = resp.header("set-cookie").expect("a session cookie");
+        set.split(';').next().unwrap().to_owned()
+    }
+
+    /// What an HTML form on another site sends when it posts a token to
+    /// `/v1/session` (a form can send only these three encodings) is
+    /// refused with a JSON error and sets no cookie.
+    pub async fn a_form_on_another_site_cannot_sign_the_browser_in(h: &dyn Harness) {
+        let server = serve(h, token_config()).await;
+        let plain = format!("{{\"token\": \"{READ}\", \"x\": \"=\"}}");
+        let urlencoded = format!("token={READ}");
+        let multipart = format!(
+            "--b\r\nContent-Disposition: form-data; name=\"token\"\r\n\r\n{READ}\r\n--b--\r\n"
+        );
+        let forms = [
+            ("text/plain", plain.as_str()),
+            ("application/x-www-form-urlencoded", urlencoded.as_str()),
+            ("multipart/form-data; boundary=b", multipart.as_str()),
+        ];
+        for (content_type, body) in forms {
+            let resp = wire::request(
+                server.addr,
+                "POST",
+                "/v1/session",
+                &[
+                    ("Content-Type", content_type),
+                    ("Origin", "https://attacker.example"),
+                    ("Sec-Fetch-Site", "cross-site"),
+                    ("Sec-Fetch-Mode", "navigate"),
+                ],
+                Some(body.as_bytes()),
+            )
+            .await;
+            assert!(
+                resp.status == 415 || resp.status == 403,
+                "{content_type}: {}",
+                resp.everything()
+            );
+            assert!(resp.json()["error"].is_string(), "{}", resp.text());
+            assert!(resp.header("set-cookie").is_none(), "{content_type}");
+        }
+        // JSON from another origin (possible only if CORS let it through)
+        // is refused too.
+        let json_body = serde_json::to_vec(&json!({ "token": READ })).unwrap();
+        let resp = wire::request(
+            server.addr,
+            "POST",
+            "/v1/session",
+            &[
+                ("Content-Type", "application/json"),
+                ("Origin", "https://attacker.example"),
+            ],
+            Some(&json_body),
+        )
+        .await;
+        assert_error(&resp, 403, "cross_site_sign_in", None);
+        assert!(resp.header("set-cookie").is_none());
+    }
+
+    /// The session cookie holds neither the token presented at sign-in nor
+    /// anything a bearer header accepts: a write token is exchanged for a
+    /// read-only session.
+    pub async fn the_session_cookie_holds_no_token_and_only_reads(h: &dyn Harness) {
+        let server = serve(h, token_config()).await;
+        let cookie = sign_in(&server, WRITE).await;
+        assert!(!cookie.contains(WRITE), "{cookie}");
+        let value = cookie
+            .strip_prefix("ff_token=")
+            .expect("the ff_token cookie");
+        let path = "/v1/streams/completion";
+        open_started(&server, path, &[("Cookie", &cookie)]).await;
+        let bearer = format!("Bearer {value}");
+        let resp = get_err(&server, path, &[("Authorization", &bearer)]).await;
+        assert_error(&resp, 401, "unauthorized", None);
+        let body = serde_json::to_vec(
+            &json!({"execution_id": ExecutionId::new(1).to_string(), "outcome": "success"}),
+        )
+        .unwrap();
+        for headers in [
+            vec![("Authorization", bearer.as_str())],
+            vec![("Cookie", cookie.as_str())],
+        ] {
+            let resp = wire::request(server.addr, "POST", path, &headers, Some(&body)).await;
+            assert_error(&resp, 401, "unauthorized", None);
+        }
+        let raw = format!("ff_token={READ}");
+        let resp = get_err(&server, path, &[("Cookie", &raw)]).await;
+        assert_error(&resp, 401, "unauthorized", None);
     }
 
     async fn post_json(server: &Server, path: &str, body: &[u8]) -> wire::Response {
@@ -1871,6 +1980,8 @@ http_suite!(memory_harness;
     request_errors_have_statuses_and_json_bodies,
     an_expired_cursor_is_410_with_the_oldest_position,
     tokens_guard_reads_and_only_header_write_tokens_publish,
+    a_form_on_another_site_cannot_sign_the_browser_in,
+    the_session_cookie_holds_no_token_and_only_reads,
     publish_accepts_one_event_or_an_array,
     published_json_is_typed_strictly_and_errors_name_the_field,
     many_clients_share_one_backend_subscription,

@@ -461,8 +461,10 @@ impl Client {
         self.skipped = None;
         self.checkpoint_at = None;
         if let Source::Hub { hub, .. } = previous {
-            if let Ok(joined) = hub.join_after(&self.pos) {
-                return self.switch_to_hub(hub, joined);
+            if !hub.is_held_back() {
+                if let Ok(joined) = hub.join_after(&self.pos) {
+                    return self.switch_to_hub(hub, joined);
+                }
             }
         }
         self.queue();

@@ -120,7 +120,18 @@ mod wire {
             headers: &[(&str, &str)],
             body: Option<&[u8]>,
         ) -> Connection {
-            let mut stream = TcpStream::connect(addr).await.expect("connect");
+            let stream = TcpStream::connect(addr).await.expect("connect");
+            Self::open_on(stream, addr, method, path, headers, body).await
+        }
+
+        async fn open_on(
+            mut stream: TcpStream,
+            addr: SocketAddr,
+            method: &str,
+            path: &str,
+            headers: &[(&str, &str)],
+            body: Option<&[u8]>,
+        ) -> Connection {
             let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
             for (k, v) in headers {
                 req.push_str(&format!("{k}: {v}\r\n"));
@@ -380,6 +391,24 @@ mod wire {
             .await
             .read_body()
             .await
+    }
+
+    /// Open an SSE stream on a socket with a small receive buffer and read
+    /// its response head, for a client that then stops reading: the server
+    /// soon has nowhere to put more bytes (its own buffers aside).
+    pub async fn open_stalled(
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Connection {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        let stream = socket.connect(addr).await.expect("connect");
+        let mut all = headers.to_vec();
+        all.push(("Accept", "text/event-stream"));
+        let conn = Connection::open_on(stream, addr, "GET", path, &all, None).await;
+        assert_eq!(conn.status, 200, "GET {path}");
+        conn
     }
 
     /// Open an SSE stream: `Ok` with the open connection on 200, else the
@@ -1844,6 +1873,152 @@ mod storm {
     }
 }
 
+/// Clients that stop reading (a paused browser tab) while others share
+/// the gateway's readers with them.
+mod stall {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use ff_core::backend::{EventPublisher, StreamBackend};
+    use ff_core::stream_events::{CompletionOutcome, EventMeta, NewEvent};
+    use ff_core::types::ExecutionId;
+    use ff_http::{Auth, GatewayConfig};
+
+    use super::suite::serve_backend;
+    use super::wire;
+
+    /// Generous deadline for every other client to receive all its events.
+    const WAIT: Duration = Duration::from_secs(60);
+    const PATH: &str = "/v1/streams/completion";
+
+    /// Publish `n` events of about 1 KiB each; their cursors.
+    async fn publish(publisher: &dyn EventPublisher, n: usize) -> Arc<Vec<String>> {
+        let mut cursors = Vec::with_capacity(n);
+        while cursors.len() < n {
+            let batch = (n - cursors.len()).min(500);
+            let drafts = (0..batch)
+                .map(|_| {
+                    (
+                        NewEvent::completion(ExecutionId::new(3), CompletionOutcome::Success),
+                        EventMeta::new().with_tag("pad", "x".repeat(1000)),
+                    )
+                })
+                .collect();
+            let published = publisher.publish_batch(drafts).await.expect("publish");
+            cursors.extend(published.iter().map(ToString::to_string));
+        }
+        Arc::new(cursors)
+    }
+
+    /// A client resuming after event `k` reads every later event of the
+    /// backlog within [`WAIT`]; panics (naming `what`) otherwise.
+    fn read_rest(
+        addr: std::net::SocketAddr,
+        cursors: Arc<Vec<String>>,
+        k: usize,
+        what: String,
+    ) -> tokio::task::JoinHandle<()> {
+        let want = cursors[k + 1..].to_vec();
+        read_after(addr, cursors[k].clone(), want, what)
+    }
+
+    /// A client resuming from `from` reads exactly `want` within [`WAIT`].
+    fn read_after(
+        addr: std::net::SocketAddr,
+        from: String,
+        want: Vec<String>,
+        what: String,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut conn = match wire::open_sse(addr, PATH, &[("Last-Event-ID", &from)]).await {
+                Ok(conn) => conn,
+                Err(resp) => panic!("{what} refused: {} {}", resp.status, resp.text()),
+            };
+            let deadline = tokio::time::Instant::now() + WAIT;
+            let mut got = Vec::with_capacity(want.len());
+            while got.len() < want.len() {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let m = tokio::time::timeout(left, conn.next_message(WAIT))
+                    .await
+                    .unwrap_or_else(|_| {
+                        panic!(
+                            "{what} had {} of {} events after {WAIT:?}",
+                            got.len(),
+                            want.len()
+                        )
+                    })
+                    .unwrap_or_else(|| {
+                        panic!("{what}: the stream ended after {} events", got.len())
+                    });
+                assert_ne!(m.event.as_deref(), Some("ff-error"), "{what}: {m:?}");
+                if m.event.is_some() {
+                    got.push(m.id.unwrap());
+                }
+            }
+            assert!(
+                got == want,
+                "{what} got other events than the rest of the backlog"
+            );
+        })
+    }
+
+    /// One client from the beginning stops reading; clients resuming from
+    /// events spread over the backlog each receive all their events.
+    pub async fn a_stalled_client_does_not_slow_the_clients_beside_it(
+        backend: Arc<dyn StreamBackend>,
+        publisher: Arc<dyn EventPublisher>,
+    ) {
+        let backlog = 30_000;
+        let cursors = publish(publisher.as_ref(), backlog).await;
+        let server = serve_backend(backend, None, GatewayConfig::new(Auth::NoAuth)).await;
+        let _stalled =
+            wire::open_stalled(server.addr, &format!("{PATH}?from=beginning"), &[]).await;
+        let readers: Vec<_> = (0..6)
+            .map(|i| {
+                let k = 8_000 + i * 2_000;
+                read_rest(
+                    server.addr,
+                    cursors.clone(),
+                    k,
+                    format!("the client after event {k}"),
+                )
+            })
+            .collect();
+        for r in readers {
+            r.await.expect("every other client receives all its events");
+        }
+    }
+
+    /// As many stalled clients as there are catch-up readers, each on a
+    /// reader of its own; a later client behind them all is still served.
+    pub async fn stalled_clients_do_not_hold_every_catch_up_reader(
+        backend: Arc<dyn StreamBackend>,
+        publisher: Arc<dyn EventPublisher>,
+    ) {
+        let backlog = 30_000;
+        let cursors = publish(publisher.as_ref(), backlog).await;
+        let config = GatewayConfig::new(Auth::NoAuth);
+        let readers = config.max_family_subscriptions - 1;
+        let server = serve_backend(backend, None, config).await;
+        let mut stalled = Vec::new();
+        for i in 0..readers {
+            // Each behind the readers already started: a reader of its own.
+            let k = 1_000 + (readers - 1 - i) * 4_000;
+            let id = cursors[k].clone();
+            stalled.push(wire::open_stalled(server.addr, PATH, &[("Last-Event-ID", &id)]).await);
+        }
+        read_rest(
+            server.addr,
+            cursors,
+            500,
+            "the client after event 500".into(),
+        )
+        .await
+        .expect("a later catch-up client receives all its events");
+        drop(stalled);
+    }
+}
+
 /// One `#[tokio::test]` per suite function, each with a fresh harness.
 macro_rules! http_suite {
     ($make:path; $($name:ident),+ $(,)?) => {
@@ -1894,6 +2069,26 @@ async fn a_reconnect_storm_over_memory_is_served_exactly_once_within_the_bound()
         300,
         1_500,
         None,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_over_memory_does_not_slow_the_clients_beside_it() {
+    let backend = ff_backend_memory::MemoryBackend::new();
+    stall::a_stalled_client_does_not_slow_the_clients_beside_it(
+        std::sync::Arc::new(backend.clone()),
+        std::sync::Arc::new(backend),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_clients_over_memory_do_not_hold_every_catch_up_reader() {
+    let backend = ff_backend_memory::MemoryBackend::new();
+    stall::stalled_clients_do_not_hold_every_catch_up_reader(
+        std::sync::Arc::new(backend.clone()),
+        std::sync::Arc::new(backend),
     )
     .await;
 }

@@ -1989,6 +1989,48 @@ mod stall {
         }
     }
 
+    /// A client that accepts no bytes for the write-stall timeout is
+    /// closed; what it had received ends with a whole message, and it
+    /// resumes from its last id with exactly the rest.
+    pub async fn a_client_that_accepts_no_bytes_is_closed_and_resumes_with_last_event_id(
+        backend: Arc<dyn StreamBackend>,
+        publisher: Arc<dyn EventPublisher>,
+    ) {
+        let backlog = 8_000;
+        let cursors = publish(publisher.as_ref(), backlog).await;
+        let config =
+            GatewayConfig::new(Auth::NoAuth).with_write_stall_timeout(Duration::from_secs(1));
+        let server = serve_backend(backend, None, config).await;
+        let mut stalled =
+            wire::open_stalled(server.addr, &format!("{PATH}?from=beginning"), &[]).await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while server.gateway.metrics().clients_connected > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "a client that read nothing for {WAIT:?} is still connected"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (mut last, mut got) = (None, Vec::new());
+        while let Some(m) = stalled.next_message(WAIT).await {
+            assert_ne!(m.event.as_deref(), Some("ff-error"), "{m:?}");
+            if m.event.is_some() {
+                got.push(m.id.clone().unwrap());
+            }
+            last = m.id.or(last);
+        }
+        assert!(
+            got.len() < backlog,
+            "the client was closed after every event"
+        );
+        assert_eq!(got, cursors[..got.len()]);
+        let last = last.expect("the start position at least");
+        let want = cursors[got.len()..].to_vec();
+        read_after(server.addr, last, want, "the resumed client".into())
+            .await
+            .expect("the resumed client receives the rest");
+    }
+
     /// As many stalled clients as there are catch-up readers, each on a
     /// reader of its own; a later client behind them all is still served.
     pub async fn stalled_clients_do_not_hold_every_catch_up_reader(
@@ -2077,6 +2119,16 @@ async fn a_reconnect_storm_over_memory_is_served_exactly_once_within_the_bound()
 async fn a_stalled_client_over_memory_does_not_slow_the_clients_beside_it() {
     let backend = ff_backend_memory::MemoryBackend::new();
     stall::a_stalled_client_does_not_slow_the_clients_beside_it(
+        std::sync::Arc::new(backend.clone()),
+        std::sync::Arc::new(backend),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_memory_that_accepts_no_bytes_is_closed_and_resumes() {
+    let backend = ff_backend_memory::MemoryBackend::new();
+    stall::a_client_that_accepts_no_bytes_is_closed_and_resumes_with_last_event_id(
         std::sync::Arc::new(backend.clone()),
         std::sync::Arc::new(backend),
     )

@@ -76,6 +76,7 @@ impl ServerSettings {
             timeouts: Timeouts {
                 header_read: config.header_read_timeout,
                 idle: config.idle_timeout,
+                write_stall: config.write_stall_timeout,
             },
             max_connections: config.max_connections,
             retry_after: config.retry_after,
@@ -264,7 +265,7 @@ impl Start {
                 () = changed => {}
                 () = sleep_until(deadline) => {
                     if phase.deadline(&timeouts).is_some_and(|d| d <= tokio::time::Instant::now()) {
-                        tracing::debug!("closing a connection that sent no complete request in time");
+                        tracing::debug!("closing a connection that sent no complete request, or accepted no bytes, in time");
                         break;
                     }
                 }

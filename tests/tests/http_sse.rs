@@ -2031,6 +2031,86 @@ mod stall {
             .expect("the resumed client receives the rest");
     }
 
+    /// This process's resident memory in bytes (`VmRSS`).
+    fn resident_bytes() -> usize {
+        let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+        let kib: usize = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/self/status");
+        kib * 1024
+    }
+
+    /// Stated memory a client that stops reading may hold in the gateway
+    /// (the README's figure: its connection's write buffer, its last chunk
+    /// and allocator overhead).
+    pub const PER_STALLED_CLIENT: usize = 80 * 1024;
+
+    /// `clients` tail clients stop reading while about 600 KiB of events is
+    /// published to each: the process's resident memory grows by no more
+    /// than [`PER_STALLED_CLIENT`] per client (twice that, as slack for the
+    /// allocator), plus 32 MiB for the events and the runtime. The
+    /// gateway's sockets get small kernel send buffers (which are not
+    /// process memory, and would otherwise take megabytes of kernel memory
+    /// per loopback connection), so its own buffers fill quickly.
+    pub async fn stalled_clients_hold_a_bounded_amount_of_memory_each(
+        backend: Arc<dyn StreamBackend>,
+        publisher: Arc<dyn EventPublisher>,
+        clients: usize,
+    ) {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_send_buffer_size(8 * 1024).expect("SO_SNDBUF");
+        socket.bind("127.0.0.1:0".parse().unwrap()).expect("bind");
+        let listener = socket.listen(4096).expect("listen");
+        let addr = listener.local_addr().unwrap();
+        let config = GatewayConfig::new(Auth::NoAuth).with_max_clients(clients + 10);
+        let gateway = ff_http::Gateway::new(backend, None, config);
+        let serving = gateway.clone();
+        let task = tokio::spawn(async move {
+            serving
+                .serve(listener, std::future::pending())
+                .await
+                .expect("serve");
+        });
+        let mut stalled = Vec::with_capacity(clients);
+        for _ in 0..clients {
+            stalled.push(wire::open_stalled(addr, PATH, &[]).await);
+        }
+        let before = resident_bytes();
+        publish(publisher.as_ref(), 600).await;
+        // Wait until the gateway has put all it will into its buffers: no
+        // event handed to any client for a second.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let (mut last, mut still) = (u64::MAX, 0);
+        while still < 5 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the gateway never stopped sending to clients that read nothing"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let sent = gateway.metrics().events_sent;
+            still = if sent == last { still + 1 } else { 0 };
+            last = sent;
+        }
+        let grown = resident_bytes().saturating_sub(before);
+        let bound = clients * PER_STALLED_CLIENT * 2 + 32 * 1024 * 1024;
+        eprintln!(
+            "{clients} stalled clients: resident memory grew by {:.1} MiB ({:.1} KiB each; \
+             {} events handed to clients)",
+            grown as f64 / (1024.0 * 1024.0),
+            grown as f64 / 1024.0 / clients as f64,
+            last
+        );
+        assert!(
+            grown <= bound,
+            "{clients} stalled clients grew resident memory by {grown} bytes; the bound is {bound}"
+        );
+        drop(stalled);
+        gateway.shutdown();
+        task.abort();
+    }
+
     /// As many stalled clients as there are catch-up readers, each on a
     /// reader of its own; a later client behind them all is still served.
     pub async fn stalled_clients_do_not_hold_every_catch_up_reader(
@@ -2131,6 +2211,34 @@ async fn a_client_over_memory_that_accepts_no_bytes_is_closed_and_resumes() {
     stall::a_client_that_accepts_no_bytes_is_closed_and_resumes_with_last_event_id(
         std::sync::Arc::new(backend.clone()),
         std::sync::Arc::new(backend),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_stalled_clients_over_memory_hold_a_bounded_amount_of_memory_each() {
+    const ALONE: &str = "FF_TEST_STALLED_MEMORY_ALONE";
+    if std::env::var_os(ALONE).is_none() {
+        // Resident memory is the whole process's: measure it in a process
+        // of its own, where no other test allocates meanwhile.
+        let name = "a_thousand_stalled_clients_over_memory_hold_a_bounded_amount_of_memory_each";
+        let status = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(std::env::current_exe().expect("the test binary"))
+                .args(["--exact", name, "--test-threads", "1", "--nocapture"])
+                .env(ALONE, "1")
+                .status()
+        })
+        .await
+        .expect("the child's waiter")
+        .expect("run the test in a process of its own");
+        assert!(status.success(), "the test failed in its own process");
+        return;
+    }
+    let backend = ff_backend_memory::MemoryBackend::new();
+    stall::stalled_clients_hold_a_bounded_amount_of_memory_each(
+        std::sync::Arc::new(backend.clone()),
+        std::sync::Arc::new(backend),
+        1_000,
     )
     .await;
 }

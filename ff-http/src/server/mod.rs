@@ -6,8 +6,11 @@
 //! Invariant: every accepted socket is either served in a slot, answered
 //! `503` and closed (over TLS, after a handshake bounded in time), or
 //! closed at once when even the rejections in progress are at their bound;
+//! a served connection buffers at most [`WRITE_BUFFER`] bytes of response
+//! before it stops asking the response body for more (plus the one chunk
+//! it took last), so a client that stops reading holds little memory;
 //! a served connection ends when its client leaves, when it idles past its
-//! deadline, when it is evicted while it holds nothing authorised (idle,
+//! deadline or accepts no bytes for the write-stall timeout, when it is evicted while it holds nothing authorised (idle,
 //! or reading an unauthenticated body), or at shutdown (after its
 //! in-flight response ends).
 
@@ -53,6 +56,13 @@ impl ServedConnection {
         self.0.unauthenticated_read()
     }
 }
+
+/// Bytes of response a connection buffers before it waits for the client
+/// to take them (hyper's `max_buf_size`, which also bounds a request
+/// head). With [`crate::client::MAX_CHUNK`], a client that stops reading
+/// holds at most about 48 KiB of buffered response (more only for one
+/// message larger than a chunk).
+pub(crate) const WRITE_BUFFER: usize = 32 * 1024;
 
 /// How long the accept loop pauses after an accept error (e.g. out of file
 /// descriptors), so it does not spin.
@@ -245,6 +255,7 @@ impl Start {
             }
         });
         let conn = hyper::server::conn::http1::Builder::new()
+            .max_buf_size(WRITE_BUFFER)
             .serve_connection(TokioIo::new(Watched::new(io, phase.clone())), service);
         let mut conn = std::pin::pin!(conn);
         let mut stopping = false;

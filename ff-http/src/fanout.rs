@@ -37,11 +37,12 @@
 //! A catch-up hub reads no further ahead of its slowest client than its
 //! replay window, so newcomers behind it can still join: it *holds back*
 //! while a client has that many unread items — at most once per stall, for
-//! the backend timeout. Then every client still that far behind is
-//! *detached*: its receiver is dropped (freeing what the hub kept for it),
-//! its next read answers `Lagged`, and it is placed again from its own
-//! vouched position, as any lagging client is. While a hub holds back, no
-//! client is placed on it. A handed-over hub detaches the clients that
+//! the backend timeout. Then every client still that far behind that read
+//! nothing meanwhile is *detached*: its receiver is dropped (freeing what
+//! the hub kept for it), its next read answers `Lagged`, and it is placed
+//! again from its own vouched position, as any lagging client is. A client
+//! that reads on, however slowly, sets the hub's pace. While a hub holds
+//! back with no client reading, no client is placed on it. A handed-over hub detaches the clients that
 //! have read nothing for the backend timeout, so a stalled client holds
 //! no catch-up slot. The live hub never holds back: its stalled clients
 //! lag. None of this changes where a client joins, so the gap-free join
@@ -160,20 +161,52 @@ impl HubState {
 }
 
 /// How a held-back catch-up hub learns that its clients read on: while
-/// `held` is set, every receive and every receiver dropped notifies. While
-/// it is set, no client is placed on the hub.
-#[derive(Debug, Default)]
+/// `held` is set, every receive and every receiver dropped notifies (and
+/// marks when). A hub held back with no client reading for [`STALLED`] is
+/// *stalled*: no client is placed on it.
+#[derive(Debug)]
 pub(crate) struct HoldBack {
     held: AtomicBool,
     drained: Notify,
+    /// Milliseconds after `born` of the hold's start or latest progress.
+    progress_ms: AtomicU64,
+    born: Instant,
 }
 
+/// How long a held-back hub may see no client read before it counts as
+/// stalled (a client reading on, however slowly, sets its pace instead).
+const STALLED: Duration = Duration::from_secs(1);
+
 impl HoldBack {
+    fn new() -> Self {
+        Self {
+            held: AtomicBool::new(false),
+            drained: Notify::new(),
+            progress_ms: AtomicU64::new(0),
+            born: Instant::now(),
+        }
+    }
+
+    fn mark(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.progress_ms.store(ms, AtomicOrdering::Relaxed);
+    }
+
     /// A client read a message or left.
     fn progressed(&self) {
         if self.held.load(AtomicOrdering::SeqCst) {
+            self.mark();
             self.drained.notify_waiters();
         }
+    }
+
+    /// `true` while held back with no client reading for [`STALLED`].
+    fn stalled(&self) -> bool {
+        if !self.held.load(AtomicOrdering::SeqCst) {
+            return false;
+        }
+        let at = Duration::from_millis(self.progress_ms.load(AtomicOrdering::Relaxed));
+        self.born.elapsed().saturating_sub(at) >= STALLED
     }
 }
 
@@ -351,7 +384,7 @@ impl Hub {
             status: watch::Sender::new(Status::Starting),
             keep,
             handed_over: AtomicBool::new(false),
-            hold: Arc::new(HoldBack::default()),
+            hold: Arc::new(HoldBack::new()),
             members: Mutex::new(Vec::new()),
             born: Instant::now(),
             released: watch::Sender::new(false),
@@ -390,10 +423,10 @@ impl Hub {
         self.handed_over.load(AtomicOrdering::Acquire)
     }
 
-    /// `true` while the hub waits for its slowest client to read on: no
-    /// client is placed on it meanwhile.
+    /// `true` while the hub waits for a client that reads nothing (see
+    /// [`HoldBack`]): no client is placed on it meanwhile.
     pub fn is_held_back(&self) -> bool {
-        self.hold.held.load(AtomicOrdering::SeqCst)
+        self.hold.stalled()
     }
 
     /// A receiver of the hub's broadcast (call under the state lock).
@@ -845,10 +878,12 @@ async fn run_hub(hub: Arc<Hub>, hubs: Weak<Hubs>) {
     loop {
         if catching_up && hub.tx.len() >= hold_at {
             if hold_back(&hub, hold_at, settings.timeout, &mut shutdown).await {
-                // Once per stall: whoever still has as much unread is
-                // detached, and is placed again from its own position when
-                // it reads on.
-                let detached = hub.detach(|unread, _| unread >= hold_at);
+                // Once per stall: whoever still has as much unread and read
+                // nothing meanwhile is detached, and is placed again from
+                // its own position when it reads on. A client that reads
+                // on, however slowly, sets the hub's pace instead.
+                let quiet = settings.timeout / 2;
+                let detached = hub.detach(|unread, idle| unread >= hold_at && idle >= quiet);
                 Metrics::add(&metrics.clients_detached, detached as u64);
             }
             if let Some(hubs) = hubs.upgrade() {
@@ -946,6 +981,7 @@ async fn hold_back(
 ) -> bool {
     let mut timed_out = false;
     let until = Instant::now() + limit;
+    hub.hold.mark();
     hub.hold.held.store(true, AtomicOrdering::SeqCst);
     loop {
         let drained = hub.hold.drained.notified();

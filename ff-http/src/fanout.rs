@@ -882,7 +882,7 @@ async fn run_hub(hub: Arc<Hub>, hubs: Weak<Hubs>) {
                 // nothing meanwhile is detached, and is placed again from
                 // its own position when it reads on. A client that reads
                 // on, however slowly, sets the hub's pace instead.
-                let quiet = settings.timeout / 2;
+                let quiet = settings.timeout;
                 let detached = hub.detach(|unread, idle| unread >= hold_at && idle >= quiet);
                 Metrics::add(&metrics.clients_detached, detached as u64);
             }

@@ -54,6 +54,11 @@ pub struct ServeArgs {
     /// Seconds a kept-alive connection may wait for its next request.
     #[arg(long, default_value = "30", value_parser = crate::duration_arg::parse_secs)]
     pub idle_timeout: Duration,
+    /// Seconds a response may go without the client accepting a byte
+    /// before the connection is closed (an SSE client then resumes with
+    /// Last-Event-ID).
+    #[arg(long, default_value = "30", value_parser = crate::duration_arg::parse_secs)]
+    pub write_stall_timeout: Duration,
     /// Seconds a `POST` body may take to arrive (the unauthenticated
     /// sign-in body gets the shorter of this and --header-timeout).
     #[arg(long, default_value = "30", value_parser = crate::duration_arg::parse_secs)]
@@ -129,6 +134,7 @@ pub async fn run(args: ServeArgs, opened: Opened) -> Result<()> {
         .with_max_connections(max_connections)
         .with_header_read_timeout(args.header_timeout)
         .with_idle_timeout(args.idle_timeout)
+        .with_write_stall_timeout(args.write_stall_timeout)
         .with_body_read_timeout(args.body_timeout)
         .with_secure_cookie(args.secure_cookie || args.tls_cert.is_some())
         .with_trust_forwarded_proto(args.trust_forwarded_proto);

@@ -13,8 +13,9 @@
 //! inside the hub's window. It is placed, in order of preference:
 //! 1. on the live hub, when the live hub has seen every event after `p`
 //!    (its window starts at or before `p`);
-//! 2. on a ready catch-up hub whose window starts at or before `p`: the
-//!    client skips what the hub delivers up to `p`;
+//! 2. on a ready catch-up hub whose window starts at or before `p` and
+//!    that is not holding back for a stalled client: the client skips what
+//!    the hub delivers up to `p`;
 //! 3. behind a catch-up hub that is still starting from at or before `p`:
 //!    it waits for that hub, then goes to 2;
 //! 4. on a new catch-up hub from `p`, when a slot is free (the backend
@@ -105,6 +106,14 @@ impl CatchUpPool {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// A catch-up hub stopped holding back: clients queued meanwhile may
+    /// join it now.
+    pub fn hold_released(&self) {
+        if !self.lock().waiters.is_empty() {
+            self.bump();
+        }
+    }
+
     fn decide(
         &self,
         hubs: &Arc<Hubs>,
@@ -129,7 +138,10 @@ impl CatchUpPool {
         // 2: a ready hub that has seen everything after `p`; prefer the one
         // closest behind `p`.
         let mut best: Option<(&Arc<Hub>, StreamCursor)> = None;
-        for hub in family_hubs.iter().filter(|h| h.is_ready()) {
+        for hub in family_hubs
+            .iter()
+            .filter(|h| h.is_ready() && !h.is_held_back())
+        {
             let Some((base, _)) = hub.window() else {
                 continue;
             };
@@ -355,7 +367,7 @@ pub(crate) async fn place(
 mod tests {
     use super::*;
     use crate::fanout::HubSettings;
-    use crate::fanout::{is_held_back, HubMsg, Status};
+    use crate::fanout::{HubMsg, Status};
     use crate::metrics::Metrics;
     use ff_backend_memory::MemoryBackend;
     use ff_core::backend::{DeliveryStream, EventPublisher, StreamBackend, StreamBounds};
@@ -425,12 +437,14 @@ mod tests {
         // The live hub plus one catch-up reader.
         let (hubs, c, _stop) = hubs_over(100, 2).await;
         let family = Family::Completion;
-        let (first, joined) = place(&hubs, family, &at(&c[50]), WAIT, WhenQueued::Return)
+        // Fewer events ahead than make the reader hold back for its
+        // clients (which read nothing here).
+        let (first, joined) = place(&hubs, family, &at(&c[75]), WAIT, WhenQueued::Return)
             .await
             .expect("a free slot starts a reader");
         assert!(matches!(first.role, Role::CatchUp { .. }));
         // Ahead of the reader, before the live head: shares it.
-        let (second, joined2) = place(&hubs, family, &at(&c[60]), WAIT, WhenQueued::Return)
+        let (second, joined2) = place(&hubs, family, &at(&c[85]), WAIT, WhenQueued::Return)
             .await
             .expect("joins the reader ahead");
         assert!(Arc::ptr_eq(&first, &second));
@@ -647,7 +661,7 @@ mod tests {
     /// Wait (in virtual time) until `hub` holds back for its clients.
     async fn until_held_back(hub: &Hub) {
         let deadline = Instant::now() + WAIT;
-        while !is_held_back(hub) {
+        while !hub.is_held_back() {
             assert!(Instant::now() < deadline, "the reader never held back");
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
@@ -680,6 +694,42 @@ mod tests {
             Duration::ZERO,
             "the held-back reader waited for a timer instead of ending on shutdown"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_holds_back_once_per_stall_and_takes_no_newcomer_meanwhile() {
+        let (hubs, c, _stop) = hubs_over(200, 3).await;
+        let family = Family::Completion;
+        let (hub, mut stalled) = place(&hubs, family, &at(&c[10]), WAIT, WhenQueued::Return)
+            .await
+            .expect("a reader starts");
+        until_held_back(&hub).await;
+        // A newcomer the held-back reader covers gets a reader of its own.
+        let (other, _newcomer) = place(&hubs, family, &at(&c[12]), WAIT, WhenQueued::Return)
+            .await
+            .expect("placed beside the held-back reader");
+        assert!(!Arc::ptr_eq(&hub, &other));
+        // Past the limit the stalled client is detached, and the reader
+        // goes on without it: its clients gone, it ends.
+        let mut status = hub.status.subscribe();
+        tokio::time::timeout(WAIT * 2, status.wait_for(|s| matches!(s, Status::Closed)))
+            .await
+            .expect("the reader ends once its only client is detached")
+            .expect("status");
+        assert!(hubs.metrics.snapshot().clients_detached >= 1);
+        let mut got = Vec::new();
+        let lagged = loop {
+            match stalled.rx.recv().await {
+                Ok(HubMsg::Item(item)) => got.push(item.cursor.clone()),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => break e,
+            }
+        };
+        assert!(got.is_empty(), "a detached client keeps nothing");
+        assert!(matches!(
+            lagged,
+            tokio::sync::broadcast::error::RecvError::Lagged(_)
+        ));
     }
 
     #[tokio::test(start_paused = true)]

@@ -37,8 +37,11 @@ use crate::metrics::Metrics;
 use crate::params::{Start, StreamParams};
 use crate::vouched::Vouched;
 
-/// Coalesce ready messages into one chunk up to about this many bytes.
-const MAX_CHUNK: usize = 64 * 1024;
+/// Coalesce ready messages into one chunk up to about this many bytes (a
+/// single larger message is one chunk of its own). With the connection's
+/// write buffer ([`crate::server`]) it bounds what a client that stops
+/// reading holds.
+pub(crate) const MAX_CHUNK: usize = 16 * 1024;
 
 /// Counts a connected client until dropped.
 pub(crate) struct ClientGuard(Arc<Metrics>);
@@ -242,7 +245,11 @@ impl Client {
         loop {
             if !self.out.is_empty() {
                 self.last_sent = Instant::now();
-                return Some(Bytes::from(std::mem::take(&mut self.out)));
+                let mut chunk = std::mem::take(&mut self.out);
+                // The chunk may wait in the write buffer: keep no more
+                // memory than its bytes.
+                chunk.shrink_to_fit();
+                return Some(Bytes::from(chunk));
             }
             if self.finished {
                 return None;
@@ -461,8 +468,10 @@ impl Client {
         self.skipped = None;
         self.checkpoint_at = None;
         if let Source::Hub { hub, .. } = previous {
-            if let Ok(joined) = hub.join_after(&self.pos) {
-                return self.switch_to_hub(hub, joined);
+            if !hub.is_held_back() {
+                if let Ok(joined) = hub.join_after(&self.pos) {
+                    return self.switch_to_hub(hub, joined);
+                }
             }
         }
         self.queue();

@@ -94,6 +94,13 @@ pub struct GatewayConfig {
     /// (default 30 s) before it is closed. Applies to
     /// [`Gateway::serve`](crate::Gateway::serve).
     pub idle_timeout: Duration,
+    /// How long a connection may accept no bytes of a response it is sent
+    /// (default 30 s) before it is closed: a client that stops reading an
+    /// SSE stream (a paused browser tab) then reconnects with
+    /// `Last-Event-ID` and resumes where it stopped, instead of holding a
+    /// connection and its buffers forever. Applies to
+    /// [`Gateway::serve`](crate::Gateway::serve).
+    pub write_stall_timeout: Duration,
     /// Connections served at once (default 16,384). At the cap the
     /// connection idle the longest is closed to admit the newcomer; when
     /// every connection has a request in flight the newcomer gets 503.
@@ -134,6 +141,7 @@ impl GatewayConfig {
             body_read_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
+            write_stall_timeout: Duration::from_secs(30),
             max_connections: 16_384,
             max_batch_events: 10_000,
             retry_after: Duration::from_secs(5),
@@ -236,6 +244,12 @@ impl GatewayConfig {
     /// Set [`GatewayConfig::idle_timeout`].
     pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = timeout;
+        self
+    }
+
+    /// Set [`GatewayConfig::write_stall_timeout`].
+    pub fn with_write_stall_timeout(mut self, timeout: Duration) -> Self {
+        self.write_stall_timeout = timeout;
         self
     }
 

@@ -32,6 +32,22 @@
 //! left. A client that falls behind the broadcast buffer (`Lagged`) is
 //! placed again from its last position.
 //!
+//! # A stalled client costs only itself
+//!
+//! A catch-up hub reads no further ahead of its slowest client than its
+//! replay window, so newcomers behind it can still join: it *holds back*
+//! while a client has that many unread items — at most once per stall, for
+//! the backend timeout. Then every client still that far behind that read
+//! nothing meanwhile is *detached*: its receiver is dropped (freeing what
+//! the hub kept for it), its next read answers `Lagged`, and it is placed
+//! again from its own vouched position, as any lagging client is. A client
+//! that reads on, however slowly, sets the hub's pace. While a hub holds
+//! back with no client reading, no client is placed on it. A handed-over hub detaches the clients that
+//! have read nothing for the backend timeout, so a stalled client holds
+//! no catch-up slot. The live hub never holds back: its stalled clients
+//! lag. None of this changes where a client joins, so the gap-free join
+//! above holds for every placement.
+//!
 //! The live hub ends when it has had no client for
 //! [`GatewayConfig::hub_linger`](crate::GatewayConfig::hub_linger), on
 //! shutdown, and on a terminal backend error (which its clients receive as
@@ -46,7 +62,7 @@
 
 use std::cmp::Ordering;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -59,6 +75,7 @@ use ff_core::stream_subscribe::StreamCursor;
 use ff_core::types::TimestampMs;
 use futures::StreamExt;
 use tokio::sync::{broadcast, watch, Notify};
+use tokio::time::Instant;
 
 use crate::catchup::CatchUpPool;
 use crate::encode;
@@ -144,42 +161,108 @@ impl HubState {
 }
 
 /// How a held-back catch-up hub learns that its clients read on: while
-/// `held` is set, every receive and every receiver dropped notifies.
-#[derive(Debug, Default)]
+/// `held` is set, every receive and every receiver dropped notifies (and
+/// marks when). A hub held back with no client reading for [`STALLED`] is
+/// *stalled*: no client is placed on it.
+#[derive(Debug)]
 pub(crate) struct HoldBack {
     held: AtomicBool,
     drained: Notify,
+    /// Milliseconds after `born` of the hold's start or latest progress.
+    progress_ms: AtomicU64,
+    born: Instant,
 }
 
+/// How long a held-back hub may see no client read before it counts as
+/// stalled (a client reading on, however slowly, sets its pace instead).
+const STALLED: Duration = Duration::from_secs(1);
+
 impl HoldBack {
+    fn new() -> Self {
+        Self {
+            held: AtomicBool::new(false),
+            drained: Notify::new(),
+            progress_ms: AtomicU64::new(0),
+            born: Instant::now(),
+        }
+    }
+
+    fn mark(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.progress_ms.store(ms, AtomicOrdering::Relaxed);
+    }
+
     /// A client read a message or left.
     fn progressed(&self) {
         if self.held.load(AtomicOrdering::SeqCst) {
+            self.mark();
             self.drained.notify_waiters();
         }
+    }
+
+    /// `true` while held back with no client reading for [`STALLED`].
+    fn stalled(&self) -> bool {
+        if !self.held.load(AtomicOrdering::SeqCst) {
+            return false;
+        }
+        let at = Duration::from_millis(self.progress_ms.load(AtomicOrdering::Relaxed));
+        self.born.elapsed().saturating_sub(at) >= STALLED
+    }
+}
+
+/// A client's place on a hub: its broadcast receiver, which the hub takes
+/// away (*detaches*) when the client has stalled it, and when the client
+/// last read.
+#[derive(Debug)]
+struct Member {
+    rx: tokio::sync::Mutex<Option<broadcast::Receiver<HubMsg>>>,
+    /// Milliseconds after the hub's `born` of the client's latest read.
+    read_at_ms: AtomicU64,
+    born: Instant,
+}
+
+impl Member {
+    fn read_now(&self) {
+        let ms = self.born.elapsed().as_millis();
+        self.read_at_ms.store(
+            u64::try_from(ms).unwrap_or(u64::MAX),
+            AtomicOrdering::Relaxed,
+        );
+    }
+
+    /// How long since the client last read.
+    fn idle(&self) -> Duration {
+        let read_at = Duration::from_millis(self.read_at_ms.load(AtomicOrdering::Relaxed));
+        self.born.elapsed().saturating_sub(read_at)
     }
 }
 
 /// A client's receiver of a hub's broadcast: it wakes the hub when the
-/// hub is held back waiting for its clients to read.
+/// hub is held back waiting for its clients to read. Once the hub has
+/// detached it, it answers `Lagged`: the client is placed again from its
+/// own position.
 #[derive(Debug)]
 pub(crate) struct HubReceiver {
-    rx: Option<broadcast::Receiver<HubMsg>>,
+    member: Option<Arc<Member>>,
     hold: Arc<HoldBack>,
 }
 
 impl HubReceiver {
-    fn new(rx: broadcast::Receiver<HubMsg>, hold: Arc<HoldBack>) -> Self {
-        Self { rx: Some(rx), hold }
-    }
-
-    fn rx(&mut self) -> &mut broadcast::Receiver<HubMsg> {
-        self.rx.as_mut().expect("the receiver lives until drop")
+    fn member(&self) -> &Member {
+        self.member.as_ref().expect("the member lives until drop")
     }
 
     /// The next message (see [`broadcast::Receiver::recv`]).
     pub async fn recv(&mut self) -> Result<HubMsg, broadcast::error::RecvError> {
-        let msg = self.rx().recv().await;
+        let member = self.member();
+        let msg = {
+            let mut rx = member.rx.lock().await;
+            match rx.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => Err(broadcast::error::RecvError::Lagged(0)),
+            }
+        };
+        member.read_now();
         self.hold.progressed();
         msg
     }
@@ -187,8 +270,16 @@ impl HubReceiver {
     /// The next message if one is ready (see
     /// [`broadcast::Receiver::try_recv`]).
     pub fn try_recv(&mut self) -> Result<HubMsg, broadcast::error::TryRecvError> {
-        let msg = self.rx().try_recv();
+        let member = self.member();
+        let msg = match member.rx.try_lock() {
+            Ok(mut rx) => match rx.as_mut() {
+                Some(rx) => rx.try_recv(),
+                None => Err(broadcast::error::TryRecvError::Lagged(0)),
+            },
+            Err(_) => Err(broadcast::error::TryRecvError::Empty),
+        };
         if msg.is_ok() {
+            member.read_now();
             self.hold.progressed();
         }
         msg
@@ -197,7 +288,7 @@ impl HubReceiver {
 
 impl Drop for HubReceiver {
     fn drop(&mut self) {
-        drop(self.rx.take());
+        drop(self.member.take());
         self.hold.progressed();
     }
 }
@@ -215,6 +306,9 @@ pub(crate) struct Hub {
     handed_over: AtomicBool,
     /// Wakes the hub task while it holds back for its slowest client.
     hold: Arc<HoldBack>,
+    /// The clients' places, for detaching the stalled ones.
+    members: Mutex<Vec<Weak<Member>>>,
+    born: Instant,
     /// Set once the hub task has dropped its backend stream (and, for a
     /// live hub, left its family's slot).
     released: watch::Sender<bool>,
@@ -290,7 +384,9 @@ impl Hub {
             status: watch::Sender::new(Status::Starting),
             keep,
             handed_over: AtomicBool::new(false),
-            hold: Arc::new(HoldBack::default()),
+            hold: Arc::new(HoldBack::new()),
+            members: Mutex::new(Vec::new()),
+            born: Instant::now(),
             released: watch::Sender::new(false),
             joined_ever: AtomicBool::new(false),
             ready_ever: AtomicBool::new(false),
@@ -327,9 +423,51 @@ impl Hub {
         self.handed_over.load(AtomicOrdering::Acquire)
     }
 
+    /// `true` while the hub waits for a client that reads nothing (see
+    /// [`HoldBack`]): no client is placed on it meanwhile.
+    pub fn is_held_back(&self) -> bool {
+        self.hold.stalled()
+    }
+
     /// A receiver of the hub's broadcast (call under the state lock).
     fn receiver(&self) -> HubReceiver {
-        HubReceiver::new(self.tx.subscribe(), self.hold.clone())
+        let member = Arc::new(Member {
+            rx: tokio::sync::Mutex::new(Some(self.tx.subscribe())),
+            read_at_ms: AtomicU64::new(0),
+            born: self.born,
+        });
+        member.read_now();
+        let mut members = self.members.lock().unwrap_or_else(|p| p.into_inner());
+        members.retain(|m| m.strong_count() > 0);
+        members.push(Arc::downgrade(&member));
+        HubReceiver {
+            member: Some(member),
+            hold: self.hold.clone(),
+        }
+    }
+
+    /// Detach every client for which `stalled` holds (given its unread
+    /// messages and how long since it read): its receiver is dropped, so
+    /// the hub no longer waits for it, nor keeps messages for it. A client
+    /// busy receiving right now is reading, and is left alone. Returns how
+    /// many were detached.
+    fn detach(&self, stalled: impl Fn(usize, Duration) -> bool) -> usize {
+        let members: Vec<Arc<Member>> = {
+            let mut members = self.members.lock().unwrap_or_else(|p| p.into_inner());
+            members.retain(|m| m.strong_count() > 0);
+            members.iter().filter_map(Weak::upgrade).collect()
+        };
+        let mut detached = 0;
+        for member in members {
+            let Ok(mut rx) = member.rx.try_lock() else {
+                continue;
+            };
+            if rx.as_ref().is_some_and(|r| stalled(r.len(), member.idle())) {
+                drop(rx.take());
+                detached += 1;
+            }
+        }
+        detached
     }
 
     /// The hub's window `(base, position)`, when it has one.
@@ -718,7 +856,7 @@ async fn run_hub(hub: Arc<Hub>, hubs: Weak<Hubs>) {
             return;
         }
     };
-    let gauge = SubscriptionGauge::new(metrics, kind);
+    let gauge = SubscriptionGauge::new(metrics.clone(), kind);
     tracing::debug!(%family, role = ?hub.role, "shared subscription started");
     let linger = if catching_up {
         settings.linger.min(Duration::from_secs(1))
@@ -736,9 +874,21 @@ async fn run_hub(hub: Arc<Hub>, hubs: Weak<Hubs>) {
         keep => (settings.capacity * 3 / 4).min(keep),
     }
     .max(1);
+    let mut handed_over_at: Option<Instant> = None;
     loop {
         if catching_up && hub.tx.len() >= hold_at {
-            hold_back(&hub, hold_at, settings.timeout, &mut shutdown).await;
+            if hold_back(&hub, hold_at, settings.timeout, &mut shutdown).await {
+                // Once per stall: whoever still has as much unread and read
+                // nothing meanwhile is detached, and is placed again from
+                // its own position when it reads on. A client that reads
+                // on, however slowly, sets the hub's pace instead.
+                let quiet = settings.timeout;
+                let detached = hub.detach(|unread, idle| unread >= hold_at && idle >= quiet);
+                Metrics::add(&metrics.clients_detached, detached as u64);
+            }
+            if let Some(hubs) = hubs.upgrade() {
+                hubs.catch_up.hold_released();
+            }
         }
         tokio::select! {
             biased;
@@ -763,6 +913,16 @@ async fn run_hub(hub: Arc<Hub>, hubs: Weak<Hubs>) {
                 }
             },
             _ = tick.tick() => {
+                if let Some(at) = handed_over_at {
+                    // Clients that have not moved to the live hub within
+                    // the limit and read nothing meanwhile have stalled:
+                    // they do not keep this reader's slot.
+                    if at.elapsed() >= settings.timeout {
+                        let limit = settings.timeout;
+                        let detached = hub.detach(|unread, idle| unread > 0 && idle >= limit);
+                        Metrics::add(&metrics.clients_detached, detached as u64);
+                    }
+                }
                 if hub.tx.receiver_count() > 0 {
                     idle_since = None;
                     continue;
@@ -791,6 +951,7 @@ async fn run_hub(hub: Arc<Hub>, hubs: Weak<Hubs>) {
             if let Some(hubs) = hubs.upgrade() {
                 if reached_live(&hub, &hubs) {
                     hub.hand_over();
+                    handed_over_at = Some(Instant::now());
                 }
             }
         }
@@ -808,16 +969,19 @@ fn kind_is_catch_up(kind: SubscriptionKind) -> bool {
 }
 
 /// Wait while the slowest client's buffer holds `hold_at` items or more,
-/// at most `limit` (the backend timeout): a client stalled longer than
-/// that lags, and is placed again from its position. Woken by its clients
-/// as they read or leave, never by polling; ends at once on shutdown.
+/// at most `limit` (the backend timeout); `true` when the limit passed
+/// (the caller then detaches the clients still that far behind). Woken by
+/// its clients as they read or leave, never by polling; ends at once on
+/// shutdown.
 async fn hold_back(
     hub: &Hub,
     hold_at: usize,
     limit: Duration,
     shutdown: &mut watch::Receiver<bool>,
-) {
-    let until = tokio::time::Instant::now() + limit;
+) -> bool {
+    let mut timed_out = false;
+    let until = Instant::now() + limit;
+    hub.hold.mark();
     hub.hold.held.store(true, AtomicOrdering::SeqCst);
     loop {
         let drained = hub.hold.drained.notified();
@@ -828,17 +992,15 @@ async fn hold_back(
         }
         tokio::select! {
             () = drained => {}
-            () = tokio::time::sleep_until(until) => break,
+            () = tokio::time::sleep_until(until) => {
+                timed_out = true;
+                break;
+            }
             _ = shutdown.wait_for(|s| *s) => break,
         }
     }
     hub.hold.held.store(false, AtomicOrdering::SeqCst);
-}
-
-/// `true` while the hub waits for its slowest client to read on.
-#[cfg(test)]
-pub(crate) fn is_held_back(hub: &Hub) -> bool {
-    hub.hold.held.load(AtomicOrdering::SeqCst)
+    timed_out
 }
 
 /// `true` when the catch-up `hub`'s position lies in the live hub's window.

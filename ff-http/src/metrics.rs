@@ -17,6 +17,7 @@ pub(crate) struct Metrics {
     pub checkpoints_sent: AtomicU64,
     pub errors_sent: AtomicU64,
     pub lagged: AtomicU64,
+    pub clients_detached: AtomicU64,
     pub shared_joins: AtomicU64,
     pub shared_subscriptions: AtomicUsize,
     pub own_subscriptions: AtomicUsize,
@@ -40,6 +41,7 @@ impl Metrics {
             checkpoints_sent: self.checkpoints_sent.load(Ordering::Relaxed),
             errors_sent: self.errors_sent.load(Ordering::Relaxed),
             lagged_clients: self.lagged.load(Ordering::Relaxed),
+            clients_detached: self.clients_detached.load(Ordering::Relaxed),
             shared_joins: self.shared_joins.load(Ordering::Relaxed),
             shared_subscriptions: shared,
             catch_up_subscriptions: own,
@@ -68,6 +70,9 @@ pub struct MetricsSnapshot {
     pub errors_sent: u64,
     /// Times a client fell behind the shared subscription's buffer.
     pub lagged_clients: u64,
+    /// Times a stalled client was detached from a shared reader it had
+    /// held back (it is placed again from its own position when it reads).
+    pub clients_detached: u64,
     /// Times a client joined a shared subscription.
     pub shared_joins: u64,
     /// Shared (one per family) backend subscriptions open now.
@@ -191,6 +196,13 @@ pub(crate) fn render(m: &MetricsSnapshot, hubs: &[HubStats]) -> String {
         "counter",
         "Times a client fell behind the shared buffer.",
         m.lagged_clients,
+    );
+    metric(
+        &mut out,
+        "ff_http_clients_detached_total",
+        "counter",
+        "Times a stalled client was detached from a shared reader.",
+        m.clients_detached,
     );
     metric(
         &mut out,

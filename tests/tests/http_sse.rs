@@ -120,7 +120,18 @@ mod wire {
             headers: &[(&str, &str)],
             body: Option<&[u8]>,
         ) -> Connection {
-            let mut stream = TcpStream::connect(addr).await.expect("connect");
+            let stream = TcpStream::connect(addr).await.expect("connect");
+            Self::open_on(stream, addr, method, path, headers, body).await
+        }
+
+        async fn open_on(
+            mut stream: TcpStream,
+            addr: SocketAddr,
+            method: &str,
+            path: &str,
+            headers: &[(&str, &str)],
+            body: Option<&[u8]>,
+        ) -> Connection {
             let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
             for (k, v) in headers {
                 req.push_str(&format!("{k}: {v}\r\n"));
@@ -380,6 +391,24 @@ mod wire {
             .await
             .read_body()
             .await
+    }
+
+    /// Open an SSE stream on a socket with a small receive buffer and read
+    /// its response head, for a client that then stops reading: the server
+    /// soon has nowhere to put more bytes (its own buffers aside).
+    pub async fn open_stalled(
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Connection {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        let stream = socket.connect(addr).await.expect("connect");
+        let mut all = headers.to_vec();
+        all.push(("Accept", "text/event-stream"));
+        let conn = Connection::open_on(stream, addr, "GET", path, &all, None).await;
+        assert_eq!(conn.status, 200, "GET {path}");
+        conn
     }
 
     /// Open an SSE stream: `Ok` with the open connection on 200, else the
@@ -1953,6 +1982,274 @@ mod storm {
     }
 }
 
+/// Clients that stop reading (a paused browser tab) while others share
+/// the gateway's readers with them.
+mod stall {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use ff_core::backend::{EventPublisher, StreamBackend};
+    use ff_core::stream_events::{CompletionOutcome, EventMeta, NewEvent};
+    use ff_core::types::ExecutionId;
+    use ff_http::{Auth, GatewayConfig};
+
+    use super::suite::serve_backend;
+    use super::wire;
+
+    /// Generous deadline for every other client to receive all its events.
+    const WAIT: Duration = Duration::from_secs(60);
+    const PATH: &str = "/v1/streams/completion";
+
+    /// Publish `n` events of about 1 KiB each; their cursors.
+    async fn publish(publisher: &dyn EventPublisher, n: usize) -> Arc<Vec<String>> {
+        let mut cursors = Vec::with_capacity(n);
+        while cursors.len() < n {
+            let batch = (n - cursors.len()).min(500);
+            let drafts = (0..batch)
+                .map(|_| {
+                    (
+                        NewEvent::completion(ExecutionId::new(3), CompletionOutcome::Success),
+                        EventMeta::new().with_tag("pad", "x".repeat(1000)),
+                    )
+                })
+                .collect();
+            let published = publisher.publish_batch(drafts).await.expect("publish");
+            cursors.extend(published.iter().map(ToString::to_string));
+        }
+        Arc::new(cursors)
+    }
+
+    /// A client resuming after event `k` reads every later event of the
+    /// backlog within [`WAIT`]; panics (naming `what`) otherwise.
+    fn read_rest(
+        addr: std::net::SocketAddr,
+        cursors: Arc<Vec<String>>,
+        k: usize,
+        what: String,
+    ) -> tokio::task::JoinHandle<()> {
+        let want = cursors[k + 1..].to_vec();
+        read_after(addr, cursors[k].clone(), want, what)
+    }
+
+    /// A client resuming from `from` reads exactly `want` within [`WAIT`].
+    fn read_after(
+        addr: std::net::SocketAddr,
+        from: String,
+        want: Vec<String>,
+        what: String,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut conn = match wire::open_sse(addr, PATH, &[("Last-Event-ID", &from)]).await {
+                Ok(conn) => conn,
+                Err(resp) => panic!("{what} refused: {} {}", resp.status, resp.text()),
+            };
+            let deadline = tokio::time::Instant::now() + WAIT;
+            let mut got = Vec::with_capacity(want.len());
+            while got.len() < want.len() {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let m = tokio::time::timeout(left, conn.next_message(WAIT))
+                    .await
+                    .unwrap_or_else(|_| {
+                        panic!(
+                            "{what} had {} of {} events after {WAIT:?}",
+                            got.len(),
+                            want.len()
+                        )
+                    })
+                    .unwrap_or_else(|| {
+                        panic!("{what}: the stream ended after {} events", got.len())
+                    });
+                assert_ne!(m.event.as_deref(), Some("ff-error"), "{what}: {m:?}");
+                if m.event.is_some() {
+                    got.push(m.id.unwrap());
+                }
+            }
+            assert!(
+                got == want,
+                "{what} got other events than the rest of the backlog"
+            );
+        })
+    }
+
+    /// One client from the beginning stops reading; clients resuming from
+    /// events spread over the backlog each receive all their events.
+    pub async fn a_stalled_client_does_not_slow_the_clients_beside_it(
+        backend: Arc<dyn StreamBackend>,
+        publisher: Arc<dyn EventPublisher>,
+    ) {
+        let backlog = 30_000;
+        let cursors = publish(publisher.as_ref(), backlog).await;
+        let server = serve_backend(backend, None, GatewayConfig::new(Auth::NoAuth)).await;
+        let _stalled =
+            wire::open_stalled(server.addr, &format!("{PATH}?from=beginning"), &[]).await;
+        let readers: Vec<_> = (0..6)
+            .map(|i| {
+                let k = 8_000 + i * 2_000;
+                read_rest(
+                    server.addr,
+                    cursors.clone(),
+                    k,
+                    format!("the client after event {k}"),
+                )
+            })
+            .collect();
+        for r in readers {
+            r.await.expect("every other client receives all its events");
+        }
+    }
+
+    /// A client that accepts no bytes for the write-stall timeout is
+    /// closed; what it had received ends with a whole message, and it
+    /// resumes from its last id with exactly the rest.
+    pub async fn a_client_that_accepts_no_bytes_is_closed_and_resumes_with_last_event_id(
+        backend: Arc<dyn StreamBackend>,
+        publisher: Arc<dyn EventPublisher>,
+    ) {
+        let backlog = 8_000;
+        let cursors = publish(publisher.as_ref(), backlog).await;
+        let config =
+            GatewayConfig::new(Auth::NoAuth).with_write_stall_timeout(Duration::from_secs(1));
+        let server = serve_backend(backend, None, config).await;
+        let mut stalled =
+            wire::open_stalled(server.addr, &format!("{PATH}?from=beginning"), &[]).await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while server.gateway.metrics().clients_connected > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "a client that read nothing for {WAIT:?} is still connected"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (mut last, mut got) = (None, Vec::new());
+        while let Some(m) = stalled.next_message(WAIT).await {
+            assert_ne!(m.event.as_deref(), Some("ff-error"), "{m:?}");
+            if m.event.is_some() {
+                got.push(m.id.clone().unwrap());
+            }
+            last = m.id.or(last);
+        }
+        assert!(
+            got.len() < backlog,
+            "the client was closed after every event"
+        );
+        assert_eq!(got, cursors[..got.len()]);
+        let last = last.expect("the start position at least");
+        let want = cursors[got.len()..].to_vec();
+        read_after(server.addr, last, want, "the resumed client".into())
+            .await
+            .expect("the resumed client receives the rest");
+    }
+
+    /// This process's resident memory in bytes (`VmRSS`).
+    fn resident_bytes() -> usize {
+        let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+        let kib: usize = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/self/status");
+        kib * 1024
+    }
+
+    /// Stated memory a client that stops reading may hold in the gateway
+    /// (the README's figure: its connection's write buffer, its last chunk
+    /// and allocator overhead).
+    pub const PER_STALLED_CLIENT: usize = 80 * 1024;
+
+    /// `clients` tail clients stop reading while about 600 KiB of events is
+    /// published to each: the process's resident memory grows by no more
+    /// than [`PER_STALLED_CLIENT`] per client (twice that, as slack for the
+    /// allocator), plus 32 MiB for the events and the runtime. The
+    /// gateway's sockets get small kernel send buffers (which are not
+    /// process memory, and would otherwise take megabytes of kernel memory
+    /// per loopback connection), so its own buffers fill quickly.
+    pub async fn stalled_clients_hold_a_bounded_amount_of_memory_each(
+        backend: Arc<dyn StreamBackend>,
+        publisher: Arc<dyn EventPublisher>,
+        clients: usize,
+    ) {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_send_buffer_size(8 * 1024).expect("SO_SNDBUF");
+        socket.bind("127.0.0.1:0".parse().unwrap()).expect("bind");
+        let listener = socket.listen(4096).expect("listen");
+        let addr = listener.local_addr().unwrap();
+        let config = GatewayConfig::new(Auth::NoAuth).with_max_clients(clients + 10);
+        let gateway = ff_http::Gateway::new(backend, None, config);
+        let serving = gateway.clone();
+        let task = tokio::spawn(async move {
+            serving
+                .serve(listener, std::future::pending())
+                .await
+                .expect("serve");
+        });
+        let mut stalled = Vec::with_capacity(clients);
+        for _ in 0..clients {
+            stalled.push(wire::open_stalled(addr, PATH, &[]).await);
+        }
+        let before = resident_bytes();
+        publish(publisher.as_ref(), 600).await;
+        // Wait until the gateway has put all it will into its buffers: no
+        // event handed to any client for a second.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let (mut last, mut still) = (u64::MAX, 0);
+        while still < 5 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the gateway never stopped sending to clients that read nothing"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let sent = gateway.metrics().events_sent;
+            still = if sent == last { still + 1 } else { 0 };
+            last = sent;
+        }
+        let grown = resident_bytes().saturating_sub(before);
+        let bound = clients * PER_STALLED_CLIENT * 2 + 32 * 1024 * 1024;
+        eprintln!(
+            "{clients} stalled clients: resident memory grew by {:.1} MiB ({:.1} KiB each; \
+             {} events handed to clients)",
+            grown as f64 / (1024.0 * 1024.0),
+            grown as f64 / 1024.0 / clients as f64,
+            last
+        );
+        assert!(
+            grown <= bound,
+            "{clients} stalled clients grew resident memory by {grown} bytes; the bound is {bound}"
+        );
+        drop(stalled);
+        gateway.shutdown();
+        task.abort();
+    }
+
+    /// As many stalled clients as there are catch-up readers, each on a
+    /// reader of its own; a later client behind them all is still served.
+    pub async fn stalled_clients_do_not_hold_every_catch_up_reader(
+        backend: Arc<dyn StreamBackend>,
+        publisher: Arc<dyn EventPublisher>,
+    ) {
+        let backlog = 30_000;
+        let cursors = publish(publisher.as_ref(), backlog).await;
+        let config = GatewayConfig::new(Auth::NoAuth);
+        let readers = config.max_family_subscriptions - 1;
+        let server = serve_backend(backend, None, config).await;
+        let mut stalled = Vec::new();
+        for i in 0..readers {
+            // Each behind the readers already started: a reader of its own.
+            let k = 1_000 + (readers - 1 - i) * 4_000;
+            let id = cursors[k].clone();
+            stalled.push(wire::open_stalled(server.addr, PATH, &[("Last-Event-ID", &id)]).await);
+        }
+        read_rest(
+            server.addr,
+            cursors,
+            500,
+            "the client after event 500".into(),
+        )
+        .await
+        .expect("a later catch-up client receives all its events");
+        drop(stalled);
+    }
+}
+
 /// One `#[tokio::test]` per suite function, each with a fresh harness.
 macro_rules! http_suite {
     ($make:path; $($name:ident),+ $(,)?) => {
@@ -2005,6 +2302,64 @@ async fn a_reconnect_storm_over_memory_is_served_exactly_once_within_the_bound()
         300,
         1_500,
         None,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_over_memory_does_not_slow_the_clients_beside_it() {
+    let backend = ff_backend_memory::MemoryBackend::new();
+    stall::a_stalled_client_does_not_slow_the_clients_beside_it(
+        std::sync::Arc::new(backend.clone()),
+        std::sync::Arc::new(backend),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_memory_that_accepts_no_bytes_is_closed_and_resumes() {
+    let backend = ff_backend_memory::MemoryBackend::new();
+    stall::a_client_that_accepts_no_bytes_is_closed_and_resumes_with_last_event_id(
+        std::sync::Arc::new(backend.clone()),
+        std::sync::Arc::new(backend),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_stalled_clients_over_memory_hold_a_bounded_amount_of_memory_each() {
+    const ALONE: &str = "FF_TEST_STALLED_MEMORY_ALONE";
+    if std::env::var_os(ALONE).is_none() {
+        // Resident memory is the whole process's: measure it in a process
+        // of its own, where no other test allocates meanwhile.
+        let name = "a_thousand_stalled_clients_over_memory_hold_a_bounded_amount_of_memory_each";
+        let status = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(std::env::current_exe().expect("the test binary"))
+                .args(["--exact", name, "--test-threads", "1", "--nocapture"])
+                .env(ALONE, "1")
+                .status()
+        })
+        .await
+        .expect("the child's waiter")
+        .expect("run the test in a process of its own");
+        assert!(status.success(), "the test failed in its own process");
+        return;
+    }
+    let backend = ff_backend_memory::MemoryBackend::new();
+    stall::stalled_clients_hold_a_bounded_amount_of_memory_each(
+        std::sync::Arc::new(backend.clone()),
+        std::sync::Arc::new(backend),
+        1_000,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_clients_over_memory_do_not_hold_every_catch_up_reader() {
+    let backend = ff_backend_memory::MemoryBackend::new();
+    stall::stalled_clients_do_not_hold_every_catch_up_reader(
+        std::sync::Arc::new(backend.clone()),
+        std::sync::Arc::new(backend),
     )
     .await;
 }

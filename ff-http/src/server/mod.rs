@@ -6,8 +6,11 @@
 //! Invariant: every accepted socket is either served in a slot, answered
 //! `503` and closed (over TLS, after a handshake bounded in time), or
 //! closed at once when even the rejections in progress are at their bound;
+//! a served connection buffers at most [`WRITE_BUFFER`] bytes of response
+//! before it stops asking the response body for more (plus the one chunk
+//! it took last), so a client that stops reading holds little memory;
 //! a served connection ends when its client leaves, when it idles past its
-//! deadline, when it is evicted while it holds nothing authorised (idle,
+//! deadline or accepts no bytes for the write-stall timeout, when it is evicted while it holds nothing authorised (idle,
 //! or reading an unauthenticated body), or at shutdown (after its
 //! in-flight response ends).
 
@@ -54,6 +57,13 @@ impl ServedConnection {
     }
 }
 
+/// Bytes of response a connection buffers before it waits for the client
+/// to take them (hyper's `max_buf_size`, which also bounds a request
+/// head). With [`crate::client::MAX_CHUNK`], a client that stops reading
+/// holds at most about 48 KiB of buffered response (more only for one
+/// message larger than a chunk).
+pub(crate) const WRITE_BUFFER: usize = 32 * 1024;
+
 /// How long the accept loop pauses after an accept error (e.g. out of file
 /// descriptors), so it does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
@@ -76,6 +86,7 @@ impl ServerSettings {
             timeouts: Timeouts {
                 header_read: config.header_read_timeout,
                 idle: config.idle_timeout,
+                write_stall: config.write_stall_timeout,
             },
             max_connections: config.max_connections,
             retry_after: config.retry_after,
@@ -244,6 +255,7 @@ impl Start {
             }
         });
         let conn = hyper::server::conn::http1::Builder::new()
+            .max_buf_size(WRITE_BUFFER)
             .serve_connection(TokioIo::new(Watched::new(io, phase.clone())), service);
         let mut conn = std::pin::pin!(conn);
         let mut stopping = false;
@@ -264,7 +276,7 @@ impl Start {
                 () = changed => {}
                 () = sleep_until(deadline) => {
                     if phase.deadline(&timeouts).is_some_and(|d| d <= tokio::time::Instant::now()) {
-                        tracing::debug!("closing a connection that sent no complete request in time");
+                        tracing::debug!("closing a connection that sent no complete request, or accepted no bytes, in time");
                         break;
                     }
                 }

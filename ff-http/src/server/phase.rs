@@ -9,8 +9,10 @@
 //!   timeout of that first byte.
 //!
 //! A connection with a request in flight (a publish being read, an SSE
-//! stream being written) has no deadline here: request bodies have their
-//! own read timeout, and a stream ends when its client leaves.
+//! stream being written) has a deadline only while its writes are blocked:
+//! a connection that accepts no bytes for the write-stall timeout is
+//! closed (an SSE client then resumes with `Last-Event-ID`). Request bodies
+//! have their own read timeout, and a stream ends when its client leaves.
 //!
 //! Only a connection that holds nothing anyone has proven a right to may be
 //! evicted to admit another: one without a request in flight, or one whose
@@ -34,6 +36,7 @@ use tokio::time::Instant;
 pub(crate) struct Timeouts {
     pub header_read: Duration,
     pub idle: Duration,
+    pub write_stall: Duration,
 }
 
 #[derive(Debug)]
@@ -45,6 +48,8 @@ struct Waiting {
     head_started: Option<Instant>,
     /// Requests begun on this connection.
     served: u64,
+    /// Since when a write has been waiting for the peer to accept bytes.
+    write_blocked: Option<Instant>,
 }
 
 /// The shared state of one connection: its requests in flight, how long
@@ -56,6 +61,8 @@ pub(crate) struct ConnPhase {
     unauthenticated_reads: AtomicUsize,
     waiting: Mutex<Waiting>,
     evicted: AtomicBool,
+    /// Set while `waiting.write_blocked` is (read without the lock).
+    blocked: AtomicBool,
     /// Wakes the connection's task to recompute its deadline.
     pub changed: Notify,
 }
@@ -70,8 +77,10 @@ impl ConnPhase {
                 since: Instant::now(),
                 head_started: None,
                 served: 0,
+                write_blocked: None,
             }),
             evicted: AtomicBool::new(false),
+            blocked: AtomicBool::new(false),
             changed: Notify::new(),
         })
     }
@@ -144,17 +153,43 @@ impl ConnPhase {
         }
     }
 
-    /// When the connection must be closed, if it is idle.
-    pub fn deadline(&self, t: &Timeouts) -> Option<Instant> {
-        if !self.is_idle() {
-            return None;
+    /// A write found the peer accepting no bytes.
+    fn write_blocked(&self) {
+        if self.blocked.load(Ordering::Acquire) {
+            return;
         }
+        let mut w = self.lock();
+        if w.write_blocked.is_none() {
+            w.write_blocked = Some(Instant::now());
+            self.blocked.store(true, Ordering::Release);
+            drop(w);
+            self.changed.notify_one();
+        }
+    }
+
+    /// The peer accepted bytes.
+    fn wrote(&self) {
+        if self.blocked.load(Ordering::Acquire) {
+            self.lock().write_blocked = None;
+            self.blocked.store(false, Ordering::Release);
+            self.changed.notify_one();
+        }
+    }
+
+    /// When the connection must be closed: when it is idle, or when its
+    /// writes have been blocked.
+    pub fn deadline(&self, t: &Timeouts) -> Option<Instant> {
         let w = self.lock();
-        Some(match (w.served, w.head_started) {
+        let stalled = w.write_blocked.map(|since| since + t.write_stall);
+        if !self.is_idle() {
+            return stalled;
+        }
+        let idle = match (w.served, w.head_started) {
             (0, _) => w.since + t.header_read,
             (_, Some(started)) => started + t.header_read,
             (_, None) => w.since + t.idle,
-        })
+        };
+        Some(stalled.map_or(idle, |s| s.min(idle)))
     }
 
     /// Ask an idle connection to close (to admit another).
@@ -197,7 +232,8 @@ impl Drop for UnauthenticatedRead {
 }
 
 /// A connection's byte stream, telling its [`ConnPhase`] when the bytes of
-/// a new request head start to arrive.
+/// a new request head start to arrive and whether the peer accepts what is
+/// written.
 #[derive(Debug)]
 pub(crate) struct Watched<S> {
     io: S,
@@ -207,6 +243,15 @@ pub(crate) struct Watched<S> {
 impl<S> Watched<S> {
     pub fn new(io: S, phase: Arc<ConnPhase>) -> Self {
         Self { io, phase }
+    }
+
+    /// Tell the phase whether the peer accepts bytes.
+    fn note_write(&self, polled: &Poll<io::Result<usize>>) {
+        match polled {
+            Poll::Pending => self.phase.write_blocked(),
+            Poll::Ready(Ok(n)) if *n > 0 => self.phase.wrote(),
+            Poll::Ready(_) => {}
+        }
     }
 }
 
@@ -231,7 +276,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.note_write(&polled);
+        polled
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -247,7 +294,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.note_write(&polled);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -262,6 +311,7 @@ mod tests {
     const T: Timeouts = Timeouts {
         header_read: Duration::from_secs(10),
         idle: Duration::from_secs(30),
+        write_stall: Duration::from_secs(20),
     };
 
     #[tokio::test(start_paused = true)]
@@ -289,6 +339,20 @@ mod tests {
             phase.deadline(&T),
             Some(ended + Duration::from_secs(3) + T.header_read)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_whose_writes_stay_blocked_has_a_deadline_until_bytes_move() {
+        let phase = ConnPhase::accepted();
+        let _guard = phase.begin_request();
+        assert_eq!(phase.deadline(&T), None);
+        phase.write_blocked();
+        let blocked = Instant::now();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        phase.write_blocked();
+        assert_eq!(phase.deadline(&T), Some(blocked + T.write_stall));
+        phase.wrote();
+        assert_eq!(phase.deadline(&T), None);
     }
 
     #[tokio::test(start_paused = true)]

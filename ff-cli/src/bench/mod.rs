@@ -1,6 +1,7 @@
 //! `ff bench`: throughput and latency through ff beside raw-client
 //! baselines measured in the same run.
 
+mod cluster_admin;
 pub mod cpu;
 mod http_client;
 mod measure;
@@ -12,6 +13,7 @@ pub mod rss;
 mod sse;
 mod sse_storm;
 pub mod valkey;
+mod valkey_operations;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -34,6 +36,14 @@ pub struct BenchArgs {
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Also measure what routine operations cost a live subscription on the
+    /// Valkey Cluster the URL names: a planned failover, a slot migration, an
+    /// unresponsive primary, sockets per subscription, replica acks. It FAILS
+    /// OVER, MIGRATES AND STOPS NODES of that cluster (primaries with one
+    /// replica each, `enable-debug-command yes`); `scripts/bench-cluster.sh`
+    /// starts a throwaway one.
+    #[arg(long)]
+    pub operations: bool,
 }
 
 /// Benchmarks other than a backend's.
@@ -50,9 +60,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         Some(BenchWhich::Sse(sse_args)) => (sse::run(sse_args).await?, sse_args.json),
         None => {
             let scheme = args.backend.split(':').next().unwrap_or("");
+            if args.operations && !matches!(scheme, "valkey" | "redis" | "valkeys" | "rediss") {
+                anyhow::bail!("--operations measures a Valkey Cluster: give its URL with --backend valkey://host:port");
+            }
             let report = match scheme {
                 "valkey" | "redis" | "valkeys" | "rediss" => {
-                    valkey::run(&args.backend, args.events).await?
+                    valkey::run(&args.backend, args.events, args.operations).await?
                 }
                 "postgres" | "postgresql" => postgres::run(&args.backend, args.events).await?,
                 _ => {

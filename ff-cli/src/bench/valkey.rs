@@ -39,9 +39,10 @@ const LIVE_RATE: u64 = 1000;
 const LIVE_SAMPLES: usize = 2000;
 
 /// Run the Valkey benchmark against `url` with `events` events (at least
-/// [`MIN_CATCH_UP_EVENTS`]). Uses keys under a fresh prefix and deletes
-/// them afterwards.
-pub async fn run(url: &str, events: usize) -> anyhow::Result<BenchReport> {
+/// [`MIN_CATCH_UP_EVENTS`]), and with `operations` the cluster operations'
+/// figures too. Uses keys under a fresh prefix and deletes them
+/// afterwards.
+pub async fn run(url: &str, events: usize, operations: bool) -> anyhow::Result<BenchReport> {
     let events = events.max(MIN_CATCH_UP_EVENTS);
     let prefix = format!("ffbench:{}:{}:", std::process::id(), nanos());
     let config = ValkeyConfig::default()
@@ -75,6 +76,9 @@ pub async fn run(url: &str, events: usize) -> anyhow::Result<BenchReport> {
     if backend.is_cluster() {
         eprintln!("bench: cluster scaling (catch-up over 1 and 6 partitions)");
         figures.extend(cluster_scaling(url, &prefix, events).await?);
+    }
+    if operations {
+        figures.extend(super::valkey_operations::run(url, &prefix).await?);
     }
     Ok(BenchReport {
         backend: format!("valkey {}", backend.url()),

@@ -147,9 +147,8 @@ pub async fn run(args: ServeArgs, opened: Opened) -> Result<()> {
         Some(opened.publisher.clone()),
         config,
     );
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener =
+        ff_http::bind(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!(

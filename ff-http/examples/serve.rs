@@ -43,7 +43,8 @@ async fn main() -> std::io::Result<()> {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     });
-    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    let addr: std::net::SocketAddr = addr.parse().map_err(std::io::Error::other)?;
+    let listener = ff_http::bind(addr)?;
     println!("serving on http://{}/", listener.local_addr()?);
     gateway
         .serve(listener, async {

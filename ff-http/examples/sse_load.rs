@@ -82,7 +82,8 @@ async fn run_server(addr: &str, rate: u64) -> std::io::Result<()> {
         None,
         GatewayConfig::new(Auth::NoAuth),
     );
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr: SocketAddr = addr.parse().map_err(std::io::Error::other)?;
+    let listener = ff_http::bind(addr)?;
     let server = gateway.clone();
     tokio::spawn(async move { server.serve(listener, std::future::pending()).await });
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));

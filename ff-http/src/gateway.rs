@@ -130,10 +130,12 @@ impl Gateway {
     /// connections get `TCP_NODELAY`: SSE messages are small writes, and
     /// with Nagle's algorithm each would wait for the client's delayed ACK.
     /// If you serve the router yourself, configure the same in your server.
+    /// Bind `listener` with [`bind`](crate::bind), whose accept queue
+    /// holds a reconnect storm.
     ///
     /// ```no_run
     /// # async fn demo(gateway: ff_http::Gateway) -> std::io::Result<()> {
-    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+    /// let listener = ff_http::bind("127.0.0.1:8080".parse().unwrap())?;
     /// gateway
     ///     .serve(listener, async {
     ///         let _ = tokio::signal::ctrl_c().await;
@@ -155,7 +157,7 @@ impl Gateway {
     /// ```no_run
     /// # async fn demo(gateway: ff_http::Gateway) -> Result<(), Box<dyn std::error::Error>> {
     /// let tls = ff_http::TlsConfig::from_pem_files("/etc/ff/cert.pem", "/etc/ff/key.pem")?;
-    /// let listener = tokio::net::TcpListener::bind("0.0.0.0:8443").await?;
+    /// let listener = ff_http::bind("0.0.0.0:8443".parse()?)?;
     /// gateway
     ///     .serve_tls(listener, tls, async {
     ///         let _ = tokio::signal::ctrl_c().await;

@@ -19,7 +19,7 @@
 //!     Some(Arc::new(backend)), // enables POST; `None` for a read-only gateway
 //!     GatewayConfig::new(Auth::tokens(tokens)),
 //! );
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! let listener = ff_http::bind("127.0.0.1:8080".parse()?)?;
 //! gateway
 //!     .serve(listener, async {
 //!         let _ = tokio::signal::ctrl_c().await;
@@ -120,6 +120,7 @@ mod encode;
 mod errors;
 mod fanout;
 mod gateway;
+mod listen;
 mod metrics;
 mod params;
 mod routes;
@@ -135,5 +136,6 @@ pub use auth::{
 pub use config::{GatewayConfig, SlowClientPolicy};
 pub use encode::ERROR_EVENT;
 pub use gateway::{router, Gateway};
+pub use listen::{bind, LISTEN_BACKLOG};
 pub use metrics::MetricsSnapshot;
 pub use tls::{TlsConfig, TlsError};

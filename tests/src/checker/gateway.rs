@@ -29,7 +29,7 @@ async fn serve(
 ) -> Result<(Gateway, JoinHandle<()>, SocketAddr), String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let listener = loop {
-        match tokio::net::TcpListener::bind(addr).await {
+        match ff_http::bind(addr) {
             Ok(l) => break l,
             Err(e) if Instant::now() < deadline => {
                 let _ = e;

@@ -487,9 +487,7 @@ mod suite {
         config: GatewayConfig,
     ) -> Server {
         let gateway = Gateway::new(backend, publisher, config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = ff_http::bind("127.0.0.1:0".parse().unwrap()).expect("bind");
         let addr = listener.local_addr().unwrap();
         let serving = gateway.clone();
         let task = tokio::spawn(async move {
@@ -1852,6 +1850,17 @@ mod storm {
         })
     }
 
+    /// Sends once when dropped: a client's "I have my answer (or failed)".
+    struct Signal(Option<tokio::sync::mpsc::Sender<()>>);
+
+    impl Drop for Signal {
+        fn drop(&mut self) {
+            if let Some(tx) = self.0.take() {
+                let _ = tx.try_send(());
+            }
+        }
+    }
+
     /// `clients` clients resume at once from positions spread over
     /// `backlog` events on a freshly started gateway; each must receive
     /// exactly the events after its position, then live ones, and the
@@ -1888,7 +1897,10 @@ mod storm {
             let k = i * (backlog - 1) / clients.max(2).saturating_sub(1).max(1);
             let k = k.min(backlog - 1);
             let cursors = cursors.clone();
-            let connected = connected_tx.clone();
+            // Signalled when the client has its answer, and also when it
+            // fails before (a refused connect), so the storm goes on and
+            // the failure is reported instead of waited for.
+            let connected = Signal(Some(connected_tx.clone()));
             let mut live = live_tx.subscribe();
             tasks.push(tokio::spawn(async move {
                 let opened = wire::open_sse(
@@ -1897,7 +1909,7 @@ mod storm {
                     &[("Last-Event-ID", &cursors[k])],
                 )
                 .await;
-                let _ = connected.send(()).await;
+                drop(connected);
                 let mut conn = match opened {
                     Ok(conn) => conn,
                     Err(resp) => panic!("client {i} refused: {} {}", resp.status, resp.text()),

@@ -27,6 +27,11 @@ pub(crate) struct Resolved {
     pub system: u64,
     /// The `at` of the row at the probed position, if the server has it.
     pub probe_at: Option<i64>,
+    /// Whether the probed row's stored tuple was written by the
+    /// transaction its `xid` names (its `xmin` matches): true of rows
+    /// carried over physically (`pg_upgrade`), false of rows a logical
+    /// restore or replication copied in.
+    pub probe_written_here: Option<bool>,
 }
 
 impl Resolved {
@@ -61,6 +66,7 @@ impl Resolved {
             below: pos(8)?,
             system: get(11)?.unwrap_or_default() as u64,
             probe_at: get(12)?,
+            probe_written_here: row.try_get(13).map_err(map_sqlx)?,
         })
     }
 

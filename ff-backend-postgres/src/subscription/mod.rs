@@ -131,7 +131,8 @@ fn probe(start: &CursorStart<Given>) -> Option<Pos> {
 }
 
 /// The proof every start passes, on `resolved` (read with [`probe`]): a
-/// cursor of another cluster is expired whatever this one holds;
+/// cursor of another cluster (not upgraded in place) is expired whatever
+/// this one holds;
 /// otherwise rows numbered beyond this cluster's ids stop everyone. Then
 /// [`resolve_start`].
 fn judge(
@@ -142,7 +143,7 @@ fn judge(
 ) -> Result<Start, EngineError> {
     let other_cluster = matches!(
         start,
-        CursorStart::After(Given { system: Some(s), .. }) if s != resolved.system
+        CursorStart::After(Given { pos, system }) if history::from_another_cluster(pos, system, resolved)
     );
     if let Some(err) = history::foreign_rows(resolved, family).filter(|_| !other_cluster) {
         return Err(err);

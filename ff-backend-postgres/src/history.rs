@@ -154,6 +154,7 @@ mod tests {
             probe_at,
             // As a copy by rows holds it: not the tuple its transaction wrote.
             probe_written_here: probe_at.map(|_| false),
+            two_phase: false,
         }
     }
 

@@ -32,6 +32,9 @@ pub(crate) struct Resolved {
     /// carried over physically (`pg_upgrade`), false of rows a logical
     /// restore or replication copied in.
     pub probe_written_here: Option<bool>,
+    /// Whether the server allows prepared transactions, whose commits
+    /// send no wake-up.
+    pub two_phase: bool,
 }
 
 impl Resolved {
@@ -67,6 +70,7 @@ impl Resolved {
             system: get(11)?.unwrap_or_default() as u64,
             probe_at: get(12)?,
             probe_written_here: row.try_get(13).map_err(map_sqlx)?,
+            two_phase: row.try_get(14).map_err(map_sqlx)?,
         })
     }
 

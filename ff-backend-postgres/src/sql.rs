@@ -82,8 +82,9 @@ fn row_columns(family: Family) -> String {
 /// absent), the server's system identifier, the `at` of the row at
 /// `($1 xid text, $2 id)` (NULL when there is none, or `$1` is NULL), and
 /// whether that row's tuple is the one its own transaction wrote (its
-/// `xmin` is the low 32 bits of its `xid`; see `history`). Used at
-/// subscribe and reconnect time and by `bounds`.
+/// `xmin` is the low 32 bits of its `xid`; see `history`), and whether
+/// the server allows prepared transactions. Used at subscribe and
+/// reconnect time and by `bounds`.
 pub(crate) fn resolve(names: &SchemaNames, family: Family) -> String {
     format!(
         "WITH f AS MATERIALIZED ( \
@@ -94,7 +95,8 @@ pub(crate) fn resolve(names: &SchemaNames, family: Family) -> String {
                 hd.xid::text::int8, hd.id, hd.at, \
                 b.xid::text::int8, b.id, b.at, \
                 (SELECT system_identifier FROM pg_control_system()), \
-                pr.at, pr.written_here \
+                pr.at, pr.written_here, \
+                current_setting('max_prepared_transactions')::int > 0 \
          FROM f \
          LEFT JOIN LATERAL ( \
              SELECT t.at, t.xmin::text::int8 = t.xid::text::int8 % 4294967296 AS written_here \

@@ -92,7 +92,8 @@ pub(crate) async fn subscribe(
     let system = resolved.system;
     let driver = Driver::new(
         inner, family, read_sql, sql_filter, conn, &start, system, tx,
-    );
+    )
+    .with_two_phase(resolved.two_phase);
     tokio::spawn(driver.run(initial));
     Ok(Box::pin(SubscriptionStream::new(
         rx, family, base, filter, system,

@@ -233,6 +233,22 @@ impl PostgresServer {
         Ok(files)
     }
 
+    /// Adds `settings` (`name = value` lines) to the server's extra
+    /// configuration and restarts it, e.g. to allow prepared transactions,
+    /// which need a restart.
+    pub fn configure(&self, settings: &[&str]) -> Result<(), SupportError> {
+        let path = self.data_dir().join(EXTRA_CONF);
+        let mut conf = std::fs::read_to_string(&path)
+            .map_err(|e| SupportError::io(format!("reading {}", path.display()), e))?;
+        for line in settings {
+            conf.push_str(line);
+            conf.push('\n');
+        }
+        std::fs::write(&path, conf)
+            .map_err(|e| SupportError::io(format!("writing {}", path.display()), e))?;
+        self.restart()
+    }
+
     /// Make `path` owned by the cluster's OS user (when running as root).
     fn give_to_cluster_user(&self, path: &Path) -> Result<(), SupportError> {
         if let Some(run_as) = &self.run_as {

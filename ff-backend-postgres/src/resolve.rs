@@ -107,10 +107,38 @@ pub(crate) fn expiry(pos: Pos, xmax: u64, horizon: Option<Pos>) -> Option<String
     }
     match horizon {
         Some(h) if pos < h => Some(format!(
-            "the events up to transaction {} were pruned (retention), past this position in \
-             transaction {}",
-            h.xid, pos.xid
+            "retention pruned the events after this position ({}) up to {}",
+            describe(pos),
+            describe(h)
         )),
         _ => None,
+    }
+}
+
+/// A position as words: its transaction and row.
+fn describe(pos: Pos) -> String {
+    if pos.xid == 0 {
+        "the beginning".to_owned()
+    } else {
+        format!("transaction {} row {}", pos.xid, pos.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pruned_position_in_the_horizon_s_own_transaction_reads_as_earlier() {
+        let horizon = Pos::row(769, 12, 1);
+        let detail = expiry(Pos::row(769, 5, 1), 1_000, Some(horizon)).unwrap();
+        assert_eq!(
+            detail,
+            "retention pruned the events after this position (transaction 769 row 5) up to \
+             transaction 769 row 12"
+        );
+        let origin = expiry(Pos::ORIGIN, 1_000, Some(horizon)).unwrap();
+        assert!(origin.contains("(the beginning)"), "{origin}");
+        assert_eq!(expiry(horizon, 1_000, Some(horizon)), None);
     }
 }

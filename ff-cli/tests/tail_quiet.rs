@@ -1,6 +1,8 @@
-//! `ff tail --idle-timeout` counts time without a printed event: a
-//! filtered tail over a busy stream, whose checkpoints keep arriving,
-//! still stops.
+//! `ff tail` at the default log level says only what ff has to say: a
+//! server restart under a running tail leaves no warning of a library
+//! underneath on stderr. And `--idle-timeout` counts time without a
+//! printed event: a filtered tail over a busy stream, whose checkpoints
+//! keep arriving, still stops.
 
 use std::io::Read;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -14,6 +16,9 @@ use ff_core::testkit::support::ITEM_DEADLINE;
 use ff_core::types::ExecutionId;
 use ff_tests::support::PostgresServer;
 use tokio::time::Instant;
+
+/// How long the server stays down in a simulated outage.
+const OUTAGE: Duration = Duration::from_secs(3);
 
 /// A running `ff tail`, its stdout and stderr read as they come (a full
 /// pipe would stall it).
@@ -100,6 +105,41 @@ async fn wait_for_subscription(server: &PostgresServer) {
         assert!(Instant::now() < deadline, "ff tail did not subscribe");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restarts_leave_no_library_warnings_on_stderr() {
+    let server = PostgresServer::start().expect("start postgres");
+    let url = server.url();
+    PostgresBackend::connect(&url, PostgresConfig::default())
+        .await
+        .expect("migrate")
+        .close()
+        .await;
+    let tail = Tail::spawn(&url, &["--from", "beginning", "--limit", "1"]);
+    for _ in 0..2 {
+        wait_for_subscription(&server).await;
+        server.kill().expect("crash the server");
+        // The outage itself: long enough that reconnecting outlasts the
+        // connection pool's "slow acquire" threshold (2 s), which `sqlx`
+        // reports as a warning.
+        tokio::time::sleep(OUTAGE).await;
+        server.restart().expect("start it again");
+    }
+    wait_for_subscription(&server).await;
+    let publisher = PostgresBackend::connect(&url, PostgresConfig::default())
+        .await
+        .expect("connect");
+    publish(&publisher, 1).await;
+    publisher.close().await;
+    let (status, out, err) = tail.finish(ITEM_DEADLINE).await;
+    let status = status.unwrap_or_else(|| panic!("ff tail did not print the event: {err}"));
+    assert!(status.success(), "ff tail failed: {err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        !err.contains("sqlx"),
+        "a library's warnings reached stderr: {err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,6 +43,12 @@ pub struct PostgresConfig {
     /// older open transaction (which sends no wake-up when it ends). The
     /// pause starts at 1 ms and doubles up to this. Default 50 ms.
     pub held_back_poll: Duration,
+    /// On servers that allow prepared transactions
+    /// (`max_prepared_transactions > 0`), re-read at least this often: a
+    /// producer that uses two-phase commit cannot `NOTIFY` (see the README),
+    /// and nothing else tells a subscriber when `COMMIT PREPARED` makes its
+    /// events visible. Ignored on servers that allow none. Default 1 s.
+    pub prepared_poll: Duration,
     /// Log a warning when a subscription has been held back by an open
     /// transaction for longer than this (and again each such period).
     /// Default 10 s.
@@ -97,6 +103,7 @@ impl Default for PostgresConfig {
             checkpoint_interval: Duration::from_secs(1),
             safety_net_poll: Duration::from_secs(30),
             held_back_poll: Duration::from_millis(50),
+            prepared_poll: Duration::from_secs(1),
             held_back_warning: Duration::from_secs(10),
             reconnect: ReconnectPolicy::default(),
             application_name: "ff".to_owned(),
@@ -145,6 +152,13 @@ impl PostgresConfig {
     /// Set the longest re-read pause while rows are held back.
     pub fn with_held_back_poll(mut self, interval: Duration) -> Self {
         self.held_back_poll = interval;
+        self
+    }
+
+    /// Set the longest pause between re-reads on servers that allow
+    /// prepared transactions.
+    pub fn with_prepared_poll(mut self, interval: Duration) -> Self {
+        self.prepared_poll = interval;
         self
     }
 
@@ -264,6 +278,7 @@ impl PostgresConfig {
             ("checkpoint_interval", self.checkpoint_interval),
             ("safety_net_poll", self.safety_net_poll),
             ("held_back_poll", self.held_back_poll),
+            ("prepared_poll", self.prepared_poll),
             ("held_back_warning", self.held_back_warning),
             ("connect_timeout", self.connect_timeout),
             ("read_timeout", self.read_timeout),

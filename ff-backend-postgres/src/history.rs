@@ -16,6 +16,21 @@
 //!   (same `(xid, id)` and the same `at`), or it is the retention horizon
 //!   (same position and `at`).
 //!
+//! An in-place major upgrade (`pg_upgrade`) is the one change of system
+//! identifier that keeps the history: it carries the data files over, so
+//! every stored tuple keeps the `xmin` of the transaction that wrote it,
+//! and the new cluster goes on from the old one's transaction ids. A copy
+//! made by rows (a dump restored, logical replication) stores the same
+//! column values under the `xmin` of the transaction that copied them. So
+//! under another system identifier a cursor is still proven when the
+//! server holds the very row it names *and* that row's tuple was written
+//! by the transaction the row's `xid` names (`xmin` = the low 32 bits of
+//! `xid`), and the position lies below every id the server has issued.
+//! Positions that name no stored row (the origin, the horizon) cannot be
+//! shown that way, and neither can a row written in a subtransaction
+//! (its `xmin` is the subtransaction's): those expire, with an `oldest`
+//! at or before the same place.
+//!
 //! Otherwise the answer is `CursorExpired`, with the server's own oldest
 //! retained position. A failover that lost nothing keeps every row, so no
 //! cursor expires needlessly. `0x02` cursors carry neither, and are judged
@@ -37,10 +52,11 @@ use crate::resolve::Resolved;
 /// resumed on the server `resolved` describes, or `None` when it can.
 /// `resolved` must have probed `pos`.
 pub(crate) fn unproven(pos: Pos, system: Option<u64>, resolved: &Resolved) -> Option<String> {
-    if let Some(system) = system.filter(|s| *s != resolved.system) {
+    if let Some(system) = system.filter(|_| from_another_cluster(pos, system, resolved)) {
         return Some(format!(
-            "it was read from the database system {system}, and this server is system {}: \
-             a restore into another cluster, or another database",
+            "it was read from the database system {system}, and this server is system {} \
+             without the event the cursor names as that system wrote it: a restore into \
+             another cluster, or another database",
             resolved.system
         ));
     }
@@ -71,6 +87,24 @@ pub(crate) fn unproven(pos: Pos, system: Option<u64>, resolved: &Resolved) -> Op
             pos.xid, pos.id
         )),
     }
+}
+
+/// Whether `pos`, read from the cluster `system`, comes from another
+/// cluster than the server `resolved` describes and not by an in-place
+/// upgrade (see [`carried_over`]).
+pub(crate) fn from_another_cluster(pos: Pos, system: Option<u64>, resolved: &Resolved) -> bool {
+    system.is_some_and(|s| s != resolved.system) && !carried_over(pos, resolved)
+}
+
+/// Whether the server holds the row `pos` names as the very tuple its
+/// transaction wrote, below every transaction id it has issued: what an
+/// in-place upgrade keeps and a copy by rows does not. The row's `at` is
+/// compared by [`unproven`] afterwards.
+fn carried_over(pos: Pos, resolved: &Resolved) -> bool {
+    pos.xid != 0
+        && pos.provable()
+        && pos.xid < resolved.xmax
+        && resolved.probe_written_here == Some(true)
 }
 
 /// The position to resume from after `CursorExpired`: the horizon, or the
@@ -118,6 +152,9 @@ mod tests {
             below: Some(Pos::row(900, 50, 5_000)),
             system: SYSTEM,
             probe_at,
+            // As a copy by rows holds it: not the tuple its transaction wrote.
+            probe_written_here: probe_at.map(|_| false),
+            two_phase: false,
         }
     }
 
@@ -143,6 +180,33 @@ mod tests {
         assert!(missing.contains("not on this server"), "{missing}");
         let different = unproven(pos, Some(SYSTEM), &server(None, Some(4_001))).unwrap();
         assert!(different.contains("different event"), "{different}");
+    }
+
+    #[test]
+    fn another_system_is_proven_by_a_row_its_own_transaction_wrote() {
+        let pos = Pos::row(800, 7, 4_000);
+        let upgraded = Resolved {
+            probe_written_here: Some(true),
+            ..server(None, Some(4_000))
+        };
+        assert_eq!(unproven(pos, Some(SYSTEM + 1), &upgraded), None);
+        let moved = unproven(Pos::row(800, 7, 4_001), Some(SYSTEM + 1), &upgraded).unwrap();
+        assert!(moved.contains("different event"), "{moved}");
+        let copied = Resolved {
+            probe_written_here: Some(false),
+            ..upgraded
+        };
+        let other = unproven(pos, Some(SYSTEM + 1), &copied).unwrap();
+        assert!(other.contains("another cluster"), "{other}");
+        assert!(unproven(Pos::ORIGIN, Some(SYSTEM + 1), &upgraded).is_some());
+        let h = Pos::row(800, 7, 4_000);
+        let pruned = Resolved {
+            horizon: Some(h),
+            probe_at: None,
+            probe_written_here: None,
+            ..upgraded
+        };
+        assert!(unproven(h, Some(SYSTEM + 1), &pruned).is_some());
     }
 
     #[test]

@@ -17,7 +17,11 @@ impl PostgresBackend {
     /// whose position is the caller's transaction id and the row id.
     ///
     /// Subscribers are woken by the outbox trigger when the transaction
-    /// commits. Pass a transaction as `&mut tx`. The cursor names the
+    /// commits. A transaction that will be prepared (two-phase commit)
+    /// must run `SET LOCAL ff.defer_notify = 'on'` first, as a `NOTIFY`
+    /// makes `PREPARE TRANSACTION` fail; its subscribers then see the
+    /// events within [`PostgresConfig::prepared_poll`](crate::PostgresConfig::prepared_poll)
+    /// of `COMMIT PREPARED`. Pass a transaction as `&mut tx`. The cursor names the
     /// cluster the backend's own pool reaches (`conn` is expected to reach
     /// the same database).
     ///

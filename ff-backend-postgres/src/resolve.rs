@@ -27,6 +27,14 @@ pub(crate) struct Resolved {
     pub system: u64,
     /// The `at` of the row at the probed position, if the server has it.
     pub probe_at: Option<i64>,
+    /// Whether the probed row's stored tuple was written by the
+    /// transaction its `xid` names (its `xmin` matches): true of rows
+    /// carried over physically (`pg_upgrade`), false of rows a logical
+    /// restore or replication copied in.
+    pub probe_written_here: Option<bool>,
+    /// Whether the server allows prepared transactions, whose commits
+    /// send no wake-up.
+    pub two_phase: bool,
 }
 
 impl Resolved {
@@ -61,6 +69,8 @@ impl Resolved {
             below: pos(8)?,
             system: get(11)?.unwrap_or_default() as u64,
             probe_at: get(12)?,
+            probe_written_here: row.try_get(13).map_err(map_sqlx)?,
+            two_phase: row.try_get(14).map_err(map_sqlx)?,
         })
     }
 
@@ -97,10 +107,38 @@ pub(crate) fn expiry(pos: Pos, xmax: u64, horizon: Option<Pos>) -> Option<String
     }
     match horizon {
         Some(h) if pos < h => Some(format!(
-            "the events up to transaction {} were pruned (retention), past this position in \
-             transaction {}",
-            h.xid, pos.xid
+            "retention pruned the events after this position ({}) up to {}",
+            describe(pos),
+            describe(h)
         )),
         _ => None,
+    }
+}
+
+/// A position as words: its transaction and row.
+fn describe(pos: Pos) -> String {
+    if pos.xid == 0 {
+        "the beginning".to_owned()
+    } else {
+        format!("transaction {} row {}", pos.xid, pos.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pruned_position_in_the_horizon_s_own_transaction_reads_as_earlier() {
+        let horizon = Pos::row(769, 12, 1);
+        let detail = expiry(Pos::row(769, 5, 1), 1_000, Some(horizon)).unwrap();
+        assert_eq!(
+            detail,
+            "retention pruned the events after this position (transaction 769 row 5) up to \
+             transaction 769 row 12"
+        );
+        let origin = expiry(Pos::ORIGIN, 1_000, Some(horizon)).unwrap();
+        assert!(origin.contains("(the beginning)"), "{origin}");
+        assert_eq!(expiry(horizon, 1_000, Some(horizon)), None);
     }
 }

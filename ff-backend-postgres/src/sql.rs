@@ -79,9 +79,12 @@ fn row_columns(family: Family) -> String {
 /// The snapshot, horizon, newest row and newest row below the snapshot's
 /// `xmin` of `family`, in one statement: `xmin, xmax`, then `xid, id, at`
 /// of the horizon, the head and the newest readable row (NULL when
-/// absent), the server's system identifier, and the `at` of the row at
-/// `($1 xid text, $2 id)` (NULL when there is none, or `$1` is NULL). Used
-/// at subscribe and reconnect time and by `bounds`.
+/// absent), the server's system identifier, the `at` of the row at
+/// `($1 xid text, $2 id)` (NULL when there is none, or `$1` is NULL), and
+/// whether that row's tuple is the one its own transaction wrote (its
+/// `xmin` is the low 32 bits of its `xid`; see `history`), and whether
+/// the server allows prepared transactions. Used at subscribe and
+/// reconnect time and by `bounds`.
 pub(crate) fn resolve(names: &SchemaNames, family: Family) -> String {
     format!(
         "WITH f AS MATERIALIZED ( \
@@ -92,8 +95,13 @@ pub(crate) fn resolve(names: &SchemaNames, family: Family) -> String {
                 hd.xid::text::int8, hd.id, hd.at, \
                 b.xid::text::int8, b.id, b.at, \
                 (SELECT system_identifier FROM pg_control_system()), \
-                (SELECT t.at FROM {table} t WHERE t.xid = $1::text::xid8 AND t.id = $2) \
+                pr.at, pr.written_here, \
+                current_setting('max_prepared_transactions')::int > 0 \
          FROM f \
+         LEFT JOIN LATERAL ( \
+             SELECT t.at, t.xmin::text::int8 = t.xid::text::int8 % 4294967296 AS written_here \
+             FROM {table} t WHERE t.xid = $1::text::xid8 AND t.id = $2 \
+         ) pr ON true \
          LEFT JOIN {horizons} h ON h.family = '{fam}' \
          LEFT JOIN LATERAL ( \
              SELECT t.xid, t.id, t.at FROM {table} t ORDER BY t.xid DESC, t.id DESC LIMIT 1 \

@@ -28,7 +28,8 @@ pub struct TailArgs {
     /// Stop after this many events.
     #[arg(long)]
     pub limit: Option<u64>,
-    /// Stop after this many seconds without an event.
+    /// Stop after this many seconds without printing an event (checkpoints
+    /// and caught-up positions do not count, even with --positions).
     #[arg(long, value_name = "SECS", value_parser = crate::duration_arg::parse_secs)]
     pub idle_timeout: Option<Duration>,
     /// Also print checkpoint and caught-up positions as
@@ -72,14 +73,17 @@ pub async fn run(args: TailArgs, opened: Opened) -> Result<()> {
         .subscribe_family(args.family, start, &filter)
         .await?;
     let idle = args.idle_timeout;
+    // Only a printed event puts off the idle deadline: a filtered stream's
+    // checkpoints keep arriving while nothing matches.
+    let mut idle_until = idle.map(|idle| tokio::time::Instant::now() + idle);
     let stdout = std::io::stdout();
     let mut printed = 0u64;
     loop {
         if args.limit.is_some_and(|l| printed >= l) {
             return Ok(());
         }
-        let next = match idle {
-            Some(idle) => match tokio::time::timeout(idle, stream.next()).await {
+        let next = match idle_until {
+            Some(until) => match tokio::time::timeout_at(until, stream.next()).await {
                 Ok(next) => next,
                 Err(_) => return Ok(()),
             },
@@ -94,6 +98,7 @@ pub async fn run(args: TailArgs, opened: Opened) -> Result<()> {
             }
             Some(Ok(DeliveryItem::Event { event, meta })) => {
                 printed += 1;
+                idle_until = idle.map(|idle| tokio::time::Instant::now() + idle);
                 event_to_json(&event, Some(&meta)).to_string()
             }
             Some(Ok(DeliveryItem::Corrupt { cursor, detail })) => {

@@ -302,13 +302,13 @@ pub fn decode_positioned(
         return Err(wrong_backend(cursor, b[0], format));
     }
     if b.len() != POSITIONED_LEN {
-        let lengths = if format == VALKEY_BYTE {
-            format!("{POSITIONED_LEN} or {VALKEY_WITNESSED_LEN}")
-        } else {
-            POSITIONED_LEN.to_string()
+        let lengths = match format {
+            VALKEY_BYTE => format!("{POSITIONED_LEN} or {VALKEY_WITNESSED_LEN} bytes"),
+            POSTGRES_BYTE => postgres_history::accepted_lengths(),
+            _ => format!("{POSITIONED_LEN} bytes"),
         };
         return Err(EngineError::invalid_cursor(format!(
-            "cursor {cursor} is {} bytes long; cursors of {} are {lengths} bytes (truncated or corrupted?)",
+            "cursor {cursor} is {} bytes long; cursors of {} are {lengths} (truncated or corrupted?)",
             b.len(),
             issuer(format),
         )));

@@ -92,7 +92,8 @@ pub(crate) async fn subscribe(
     let system = resolved.system;
     let driver = Driver::new(
         inner, family, read_sql, sql_filter, conn, &start, system, tx,
-    );
+    )
+    .with_two_phase(resolved.two_phase);
     tokio::spawn(driver.run(initial));
     Ok(Box::pin(SubscriptionStream::new(
         rx, family, base, filter, system,
@@ -131,7 +132,8 @@ fn probe(start: &CursorStart<Given>) -> Option<Pos> {
 }
 
 /// The proof every start passes, on `resolved` (read with [`probe`]): a
-/// cursor of another cluster is expired whatever this one holds;
+/// cursor of another cluster (not upgraded in place) is expired whatever
+/// this one holds;
 /// otherwise rows numbered beyond this cluster's ids stop everyone. Then
 /// [`resolve_start`].
 fn judge(
@@ -142,7 +144,7 @@ fn judge(
 ) -> Result<Start, EngineError> {
     let other_cluster = matches!(
         start,
-        CursorStart::After(Given { system: Some(s), .. }) if s != resolved.system
+        CursorStart::After(Given { pos, system }) if history::from_another_cluster(pos, system, resolved)
     );
     if let Some(err) = history::foreign_rows(resolved, family).filter(|_| !other_cluster) {
         return Err(err);

@@ -74,6 +74,9 @@ pub(crate) struct Driver {
     /// The system identifier of the cluster the subscription reads; every
     /// reconnection must reach the same history (see `history`).
     system: u64,
+    /// The server allows prepared transactions: wait no longer than
+    /// `prepared_poll` between reads, as their commits wake no one.
+    two_phase: bool,
 }
 
 /// What to do after a step.
@@ -126,7 +129,14 @@ impl Driver {
             held_pause: HELD_BACK_FIRST_PAUSE,
             woken_while_delivering: false,
             system,
+            two_phase: false,
         }
+    }
+
+    /// Whether the server allows prepared transactions (see `two_phase`).
+    pub fn with_two_phase(mut self, two_phase: bool) -> Self {
+        self.two_phase = two_phase;
+        self
     }
 
     /// Run until the consumer goes away or a terminal error is yielded,
@@ -355,6 +365,9 @@ impl Driver {
     fn wait_timeout(&mut self, batch: &Batch, now: Instant) -> Duration {
         let config = &self.inner.config;
         let mut timeout = config.safety_net_poll;
+        if self.two_phase {
+            timeout = timeout.min(config.prepared_poll);
+        }
         if batch.held {
             timeout = timeout.min(self.held_pause);
             self.held_pause = (self.held_pause * 2).min(config.held_back_poll);
@@ -386,11 +399,12 @@ impl Driver {
 
     /// Whether the server `conn` reached shares the history this
     /// subscription has read (a failover may have reached a copy that
-    /// lacks it): `Some(CursorExpired)` when it does not.
+    /// lacks it): `Some(CursorExpired)` when it does not. Also whether
+    /// that server allows prepared transactions.
     async fn same_history(
         &self,
         conn: &mut SubConnection,
-    ) -> Result<Option<EngineError>, ReadError> {
+    ) -> Result<(Option<EngineError>, bool), ReadError> {
         let limit = self.inner.config.read_timeout;
         let read = Resolved::read(conn.executor(), &self.inner.names, self.family, self.scan);
         let resolved = match tokio::time::timeout(limit, read).await {
@@ -410,11 +424,12 @@ impl Driver {
             }
             None => None,
         };
-        Ok(detail.map(|detail| EngineError::CursorExpired {
+        let expired = detail.map(|detail| EngineError::CursorExpired {
             cursor: self.yielded.clone(),
             oldest: Some(history::oldest(&resolved, self.family)),
             detail,
-        }))
+        });
+        Ok((expired, resolved.two_phase))
     }
 
     /// Reconnect with the policy's backoff; yield `StreamDisconnected`
@@ -459,7 +474,8 @@ impl Driver {
             };
             match or_closed(&self.tx, self.same_history(&mut conn)).await {
                 None => return Next::Stop,
-                Some(Ok(None)) => {
+                Some(Ok((None, two_phase))) => {
+                    self.two_phase = two_phase;
                     tracing::info!(
                         family = %self.family,
                         attempts = backoff.attempts(),
@@ -468,7 +484,7 @@ impl Driver {
                     self.conn = Some(conn);
                     return Next::Continue;
                 }
-                Some(Ok(Some(expired))) => {
+                Some(Ok((Some(expired), _))) => {
                     conn.close().await;
                     return self.fail(expired).await;
                 }

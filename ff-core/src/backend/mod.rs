@@ -111,6 +111,15 @@ pub trait StreamBackend: Send + Sync {
 
     /// A cursor from which subscribing yields `family`'s events recorded at
     /// or after `at` (for "start from an hour ago").
+    ///
+    /// Only retained events can be started from: when retention (a trim,
+    /// a prune, an eviction) has already removed events recorded at or
+    /// after `at`, the cursor starts at the oldest retained event, as
+    /// subscribing from `bounds().oldest` does, and no `CursorExpired` is
+    /// reported — every backend answers so. A caller that must know
+    /// whether events since `at` are gone compares `at` with the time of
+    /// the oldest retained event (the first one read from
+    /// `bounds().oldest`).
     async fn cursor_at(&self, family: Family, at: TimestampMs)
         -> Result<StreamCursor, EngineError>;
 

@@ -16,7 +16,9 @@
 
 use crate::engine_error::EngineError;
 use crate::stream_events::Family;
-use crate::stream_subscribe::{decode_postgres, CursorStart, PostgresPosition, StreamCursor};
+use crate::stream_subscribe::{
+    decode_postgres, CursorStart, PostgresPosition, StreamCursor, POSITIONED_LEN, POSTGRES_BYTE,
+};
 
 /// Byte 0 of Postgres cursors that carry their history.
 pub const POSTGRES_HISTORY_BYTE: u8 = 0x05;
@@ -71,6 +73,14 @@ pub fn encode_postgres_history(family: Family, p: PostgresHistoryPosition) -> St
     StreamCursor::new(b)
 }
 
+/// The lengths of Postgres cursors, with their formats, for messages.
+pub(crate) fn accepted_lengths() -> String {
+    format!(
+        "{POSITIONED_LEN} bytes (format 0x{POSTGRES_BYTE:02x}) or {POSTGRES_HISTORY_LEN} bytes \
+         (format 0x{POSTGRES_HISTORY_BYTE:02x}, with its history)"
+    )
+}
+
 /// Decode a cursor given to the Postgres backend, in either format.
 pub fn decode_postgres_any(
     cursor: &StreamCursor,
@@ -86,9 +96,10 @@ pub fn decode_postgres_any(
     }
     if b.len() != POSTGRES_HISTORY_LEN {
         return Err(EngineError::invalid_cursor(format!(
-            "cursor {cursor} is {} bytes long; Postgres cursors of format 0x05 are \
-             {POSTGRES_HISTORY_LEN} bytes (truncated or corrupted?)",
-            b.len()
+            "cursor {cursor} is {} bytes long; cursors of the Postgres backend are {} \
+             (truncated or corrupted?)",
+            b.len(),
+            accepted_lengths()
         )));
     }
     match Family::from_cursor_byte(b[1]) {
@@ -148,11 +159,23 @@ mod tests {
     fn wrong_length_or_family_is_invalid() {
         let f = Family::Completion;
         let c = encode_postgres_history(f, PostgresHistoryPosition::new(1, 2, 3, 4));
-        let short = StreamCursor::new(c.0.slice(..33));
-        assert!(matches!(
-            decode_postgres_any(&short, f),
-            Err(EngineError::InvalidCursor { .. })
-        ));
+        let plain = encode_postgres(f, 2, 3);
+        let mut long_plain = plain.as_bytes().to_vec();
+        long_plain.extend_from_slice(&[0; 16]);
+        for wrong in [
+            StreamCursor::new(c.0.slice(..33)),
+            StreamCursor::new(c.0.slice(..18)),
+            StreamCursor::new(plain.0.slice(..17)),
+            StreamCursor::new(long_plain),
+        ] {
+            match decode_postgres_any(&wrong, f) {
+                Err(EngineError::InvalidCursor { detail }) => assert!(
+                    detail.contains("18 bytes (format 0x02) or 34 bytes (format 0x05"),
+                    "{detail}"
+                ),
+                other => panic!("expected InvalidCursor, got {other:?}"),
+            }
+        }
         assert!(matches!(
             decode_postgres_any(&c, Family::InstanceTags),
             Err(EngineError::InvalidCursor { .. })

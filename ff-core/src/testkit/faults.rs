@@ -281,6 +281,16 @@ pub async fn expired_cursors_are_reported_never_skipped<H: Harness>(h: &H) {
                 (drafts, cursors)
             }
         };
+        let published_at = {
+            let mut sub =
+                subscribe(h, family, StreamCursor::beginning(), &Default::default()).await;
+            let (events, _) = until_caught_up(&mut sub, "the events before expiry").await;
+            events
+                .iter()
+                .map(|(e, _)| e.at())
+                .min()
+                .expect("ten events")
+        };
         h.expire_before(family, &cursors[5])
             .await
             .expect("expire_before");
@@ -313,6 +323,21 @@ pub async fn expired_cursors_are_reported_never_skipped<H: Harness>(h: &H) {
             &rest,
             &drafts[5..10],
             &format!("{family}: beginning after expiry"),
+        );
+        // A time whose events are partly gone: the oldest retained event
+        // (see `StreamBackend::cursor_at`).
+        let from = h
+            .backend()
+            .cursor_at(family, published_at)
+            .await
+            .expect("cursor_at a time before the oldest retained event");
+        let mut sub = subscribe(h, family, from, &Default::default()).await;
+        let (rest, _) = until_caught_up(&mut sub, "events from cursor_at after expiry").await;
+        assert_delivered_in(
+            order,
+            &rest,
+            &drafts[5..10],
+            &format!("{family}: cursor_at a time before the oldest retained event"),
         );
         let beyond = h
             .cursor_beyond_head(family)

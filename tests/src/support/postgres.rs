@@ -80,12 +80,19 @@ impl PostgresServer {
             None
         };
         let mut server = Self::unstarted(bindir, run_as)?;
+        server.init_cluster(&server.data_dir())?;
+        server.listen()?;
+        Ok(server)
+    }
 
-        let mut initdb = server.pg_command(
+    /// `initdb` a cluster in `data` that includes the extra configuration
+    /// files.
+    fn init_cluster(&self, data: &Path) -> Result<(), SupportError> {
+        let mut initdb = self.pg_command(
             "initdb",
             [
                 OsStr::new("-D"),
-                server.data_dir().as_os_str(),
+                data.as_os_str(),
                 OsStr::new("-U"),
                 OsStr::new("postgres"),
                 OsStr::new("-A"),
@@ -98,16 +105,59 @@ impl PostgresServer {
         );
         initdb.env("TZ", "UTC");
         run(initdb)?;
-        let conf = server.data_dir().join("postgresql.conf");
+        let conf = data.join("postgresql.conf");
         let mut main_conf = std::fs::read_to_string(&conf)
             .map_err(|e| SupportError::io(format!("reading {}", conf.display()), e))?;
         main_conf.push_str(&format!(
             "\ninclude '{EXTRA_CONF}'\ninclude_if_exists '{TLS_CONF}'\n"
         ));
         std::fs::write(&conf, main_conf)
-            .map_err(|e| SupportError::io(format!("writing {}", conf.display()), e))?;
-        server.listen()?;
-        Ok(server)
+            .map_err(|e| SupportError::io(format!("writing {}", conf.display()), e))
+    }
+
+    /// Upgrades the cluster in place as an operator moves to a new major
+    /// version: stops it, `initdb`s a new cluster (with this server's
+    /// binaries: an upgrade to the same major, which `pg_upgrade` runs
+    /// exactly as it runs one to the next), runs `pg_upgrade` from the old
+    /// data directory into it, and starts the new cluster on the same
+    /// port. Rows and transaction ids carry over; the system identifier is
+    /// the new cluster's.
+    pub fn upgrade_in_place(&self) -> Result<(), SupportError> {
+        self.stop()?;
+        let next = self.dir.join("data.next");
+        self.init_cluster(&next)?;
+        self.write_extra_config_in(&next)?;
+        let port = OsString::from(self.port.to_string());
+        let bindir = self.bindir.as_os_str();
+        let upgrade = self.pg_command(
+            "pg_upgrade",
+            [
+                OsStr::new("-b"),
+                bindir,
+                OsStr::new("-B"),
+                bindir,
+                OsStr::new("-d"),
+                self.data_dir().as_os_str(),
+                OsStr::new("-D"),
+                next.as_os_str(),
+                OsStr::new("-U"),
+                OsStr::new("postgres"),
+                OsStr::new("-p"),
+                port.as_os_str(),
+                OsStr::new("-P"),
+                port.as_os_str(),
+                OsStr::new("-s"),
+                self.dir.as_os_str(),
+                OsStr::new("--no-sync"),
+            ],
+        );
+        run(upgrade)?;
+        let before = self.dir.join("data.before-upgrade");
+        std::fs::rename(self.data_dir(), &before)
+            .map_err(|e| SupportError::io("moving the old data directory aside", e))?;
+        std::fs::rename(&next, self.data_dir())
+            .map_err(|e| SupportError::io("moving the upgraded data directory in place", e))?;
+        self.launch()
     }
 
     /// A physical copy of this cluster (`pg_basebackup`, same system
@@ -181,6 +231,22 @@ impl PostgresServer {
         }
         self.restart()?;
         Ok(files)
+    }
+
+    /// Adds `settings` (`name = value` lines) to the server's extra
+    /// configuration and restarts it, e.g. to allow prepared transactions,
+    /// which need a restart.
+    pub fn configure(&self, settings: &[&str]) -> Result<(), SupportError> {
+        let path = self.data_dir().join(EXTRA_CONF);
+        let mut conf = std::fs::read_to_string(&path)
+            .map_err(|e| SupportError::io(format!("reading {}", path.display()), e))?;
+        for line in settings {
+            conf.push_str(line);
+            conf.push('\n');
+        }
+        std::fs::write(&path, conf)
+            .map_err(|e| SupportError::io(format!("writing {}", path.display()), e))?;
+        self.restart()
     }
 
     /// Make `path` owned by the cluster's OS user (when running as root).
@@ -448,6 +514,11 @@ impl PostgresServer {
     }
 
     fn write_extra_config(&self) -> Result<(), SupportError> {
+        self.write_extra_config_in(&self.data_dir())
+    }
+
+    /// Writes the extra configuration into the data directory `data`.
+    fn write_extra_config_in(&self, data: &Path) -> Result<(), SupportError> {
         let socket_dir = self.dir.to_string_lossy().replace('\'', "''");
         let config = format!(
             "# Written by ff-tests.\n\
@@ -460,7 +531,7 @@ impl PostgresServer {
              timezone = 'UTC'\n",
             port = self.port,
         );
-        let path = self.data_dir().join(EXTRA_CONF);
+        let path = data.join(EXTRA_CONF);
         std::fs::write(&path, config)
             .map_err(|e| SupportError::io(format!("writing {}", path.display()), e))?;
         if let Some(run_as) = &self.run_as {

@@ -3,6 +3,12 @@
 //! its resume position, and the timers for keep-alive and checkpoint
 //! messages.
 //!
+//! Every position the client is told travels in an `id:` line; besides
+//! events, the start position, checkpoints and the changes between behind
+//! and caught up are `ff-position` messages. A client is told it is caught
+//! up once it reads the live hub with nothing left to replay, and told it is
+//! behind if it is later placed anywhere else.
+//!
 //! The client is the response body itself (a stream polled by the HTTP
 //! connection), not a task: when the connection closes, the body is
 //! dropped and with it the client's broadcast receiver, so nothing
@@ -29,9 +35,9 @@ use tokio::time::{Instant, Sleep};
 
 use crate::catchup::{self, WhenQueued};
 use crate::config::SlowClientPolicy;
-use crate::encode;
+use crate::encode::{self, PositionReason};
 use crate::errors::{self, ApiError};
-use crate::fanout::{Hub, HubBody, HubItem, HubMsg, HubReceiver, Joined, StartError};
+use crate::fanout::{Hub, HubBody, HubItem, HubMsg, HubReceiver, Joined, Role, StartError};
 use crate::gateway::GatewayState;
 use crate::metrics::Metrics;
 use crate::params::{Start, StreamParams};
@@ -106,6 +112,8 @@ pub(crate) struct Client {
     /// When the pending checkpoint is due (armed while `skipped` is set).
     checkpoint_at: Option<Instant>,
     checkpoint_timer: Pin<Box<Sleep>>,
+    /// Whether the client was last told it is caught up.
+    caught_up: bool,
     /// When the last chunk was handed to the connection.
     last_sent: Instant,
     /// Fires at the latest `last_sent + keep_alive`; re-armed lazily, so a
@@ -135,7 +143,7 @@ fn start_error(e: StartError, parameter: Option<&str>, retry: Duration) -> ApiEr
 
 impl Client {
     /// Resolve the start (a cursor the client brings, by the backend),
-    /// place the client, and queue the id-only message carrying the
+    /// place the client, and queue the `start` position message carrying the
     /// resolved start position. Errors here are answered as HTTP statuses.
     pub async fn open(
         state: Arc<GatewayState>,
@@ -180,6 +188,7 @@ impl Client {
             skipped: None,
             checkpoint_at: None,
             checkpoint_timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            caught_up: false,
             last_sent: Instant::now(),
             keep_alive_timer: Box::pin(tokio::time::sleep(state.config.keep_alive)),
             shutdown: {
@@ -210,7 +219,8 @@ impl Client {
             Err(catchup::Unplaced::Queued) => client.queue(),
             Err(catchup::Unplaced::Start(e)) => return Err(start_error(e, Some(parameter), retry)),
         }
-        encode::push_id(&mut client.out, client.pos.cursor());
+        encode::push_position(&mut client.out, client.pos.cursor(), PositionReason::Start);
+        client.note_caught_up();
         Ok(client)
     }
 
@@ -256,9 +266,13 @@ impl Client {
             }
             let wake = self.wait().await;
             self.handle(wake).await;
+            self.note_caught_up();
             while !self.finished && self.out.len() < MAX_CHUNK {
                 match self.ready_now() {
-                    Some(wake) => self.handle(wake).await,
+                    Some(wake) => {
+                        self.handle(wake).await;
+                        self.note_caught_up();
+                    }
                     None => break,
                 }
             }
@@ -332,7 +346,11 @@ impl Client {
             Wake::Checkpoint => {
                 self.checkpoint_at = None;
                 if let Some(cursor) = self.skipped.take() {
-                    encode::push_id(&mut self.out, cursor.cursor());
+                    encode::push_position(
+                        &mut self.out,
+                        cursor.cursor(),
+                        PositionReason::Checkpoint,
+                    );
                     Metrics::add(&self.state.metrics.checkpoints_sent, 1);
                     self.pos = cursor;
                 }
@@ -348,6 +366,32 @@ impl Client {
             Wake::Hub(Err(RecvError::Lagged(_))) => self.on_lagged().await,
             Wake::Hub(Err(RecvError::Closed)) => self.on_closed().await,
         }
+    }
+
+    /// Whether the client reads the live hub with nothing left to replay.
+    fn on_live_hub(&self) -> bool {
+        matches!(&self.source, Source::Hub { hub, replay, .. }
+            if hub.role == Role::Live && replay.is_empty())
+    }
+
+    /// Tell the client once it has caught up (with the position it has
+    /// reached, passed-over events included), or once it has fallen behind.
+    fn note_caught_up(&mut self) {
+        if self.finished || self.caught_up == self.on_live_hub() {
+            return;
+        }
+        if self.caught_up {
+            // Placed behind the live hub again (it lagged).
+            self.caught_up = false;
+            encode::push_position(&mut self.out, self.pos.cursor(), PositionReason::Behind);
+            return;
+        }
+        self.caught_up = true;
+        if let Some(cursor) = self.skipped.take() {
+            self.pos = cursor;
+            self.checkpoint_at = None;
+        }
+        encode::push_position(&mut self.out, self.pos.cursor(), PositionReason::CaughtUp);
     }
 
     fn finish(&mut self) {

@@ -4,8 +4,9 @@
 // ({state, events: [the cursors of the rows kept, oldest first], shown,
 // duplicates, lastId (the last event's cursor), position (the latest
 // position the gateway gave: an event's, or an `ff-position` message's),
-// caughtUp, errors, paused, pending, copied, families, chartDraws, maxRows,
-// rate(), rowClass(), remembered()}) and as `data-state` on <body>.
+// caughtUp, errors, paused, pending, copied, families, chartDraws, chart
+// (the last drawing's scale and bars), maxRows, rate(), rowClass(),
+// remembered(), shortCursor()}) and as `data-state` on <body>.
 // The page resumes from `position` after any error, so a filtered stream
 // that has shown no event yet resumes where it was, not at the form's
 // start. Whether it has caught up comes from the gateway's `ff-position`
@@ -40,7 +41,7 @@
   var viewer = window.ffViewer = {
     state: "idle", events: [], shown: 0, duplicates: 0, lastId: null, position: null,
     caughtUp: false, errors: [], paused: false, pending: 0, copied: null, families: {},
-    chartDraws: 0, maxRows: MAX_ROWS
+    chartDraws: 0, chart: null, maxRows: MAX_ROWS
   };
   // The cursors in `viewer.events`, for duplicate checks.
   var seen = new Set();
@@ -142,16 +143,36 @@
     return url;
   }
 
-  // One table cell, one line: long values are cut with an ellipsis, the
-  // full value is the tooltip and a click copies it.
-  function cell(tr, text, cls, copyable) {
+  // One table cell, one line: long values are cut with an ellipsis (or
+  // shown as `shown`), the full value is the tooltip and a click copies it.
+  function cell(tr, text, cls, copyable, shown) {
     var td = document.createElement("td");
-    td.textContent = text;
+    td.textContent = shown === undefined ? text : shown;
     td.title = text;
     td.className = cls + (copyable && text ? " copy" : "");
     if (copyable && text) td.addEventListener("click", function () { copy(text); });
     tr.appendChild(td);
   }
+
+  // A short digest of `text` (FNV-1a, 4 base-36 characters).
+  function digest(text) {
+    var h = 0x811c9dc5;
+    for (var i = 0; i < text.length; i++) {
+      h ^= text.charCodeAt(i);
+      h = Math.imul(h, 0x01000193);
+    }
+    return ("000" + ((h >>> 0) % 1679616).toString(36)).slice(-4);
+  }
+
+  // What tells cursors apart, short enough for the column: cursors of one
+  // stream share their leading characters, so show the last ten (where a
+  // position's low bytes are) and a digest of the whole (a cursor that
+  // changes in the middle, as over partitions, still reads differently).
+  function shortCursor(cursor) {
+    if (cursor.length <= 16) return cursor;
+    return "…" + cursor.slice(-10) + " #" + digest(cursor);
+  }
+  viewer.shortCursor = shortCursor;
 
   function addRow(cursor, kind, data) {
     var tr = document.createElement("tr");
@@ -166,7 +187,7 @@
     cell(tr, at, "mono", false);
     cell(tr, kind, "kind", false);
     cell(tr, data.execution_id || "", "mono exec", true);
-    cell(tr, cursor, "mono cursor", true);
+    cell(tr, cursor, "mono cursor", true, shortCursor(cursor));
     cell(tr, JSON.stringify(rest), "mono json", true);
     var rows = $("rows");
     rows.insertBefore(tr, rows.firstChild);
@@ -195,34 +216,66 @@
     return out;
   };
 
+  // The chart's full height in events per second: the largest second shown
+  // that is at most four times the median of the seconds with events, so
+  // one burst (a replay, a backlog) does not flatten the live rate for five
+  // minutes. Taller seconds are clipped and marked.
+  function chartScale(totals) {
+    var sorted = totals.filter(function (n) { return n > 0; })
+      .sort(function (a, b) { return a - b; });
+    if (!sorted.length) return 1;
+    var median = sorted[Math.floor((sorted.length - 1) / 2)];
+    var scale = median;
+    sorted.forEach(function (n) { if (n <= 4 * median) scale = n; });
+    return Math.max(scale, 1);
+  }
+
   // Stacked bars of events per second by kind, newest on the right.
   function drawChart() {
     var canvas = $("chart");
     var ctx = canvas.getContext("2d");
     var w = canvas.width, h = canvas.height;
+    var plot = h - 14;
     ctx.clearRect(0, 0, w, h);
     var now = Math.floor(Date.now() / 1000);
-    var max = 1;
     var kinds = {};
-    buckets.forEach(function (b) {
+    var totals = buckets.map(function (b) {
       var total = 0;
       Object.keys(b.kinds).forEach(function (k) { total += b.kinds[k]; kinds[k] = true; });
-      if (total > max) max = total;
+      return total;
     });
+    var scale = chartScale(totals);
     var bar = w / CHART_SECONDS;
-    buckets.forEach(function (b) {
+    var bars = [];
+    var clipped = null;
+    buckets.forEach(function (b, i) {
       var x = w - (now - b.t + 1) * bar;
       var y = h;
+      var fit = Math.min(1, scale / totals[i]);
       Object.keys(b.kinds).sort().forEach(function (k) {
-        var bh = b.kinds[k] / max * (h - 14);
+        var bh = b.kinds[k] / scale * plot * fit;
         ctx.fillStyle = COLORS[k] || "#888";
         ctx.fillRect(x, y - bh, Math.max(bar - 0.5, 1), bh);
         y -= bh;
       });
+      if (totals[i] > scale) {
+        // Clipped: a dark cap, and the tallest one's count beside it.
+        ctx.fillStyle = "#333";
+        ctx.fillRect(x, h - plot - 2, Math.max(bar - 0.5, 1), 3);
+        if (!clipped || totals[i] > clipped.total) clipped = { x: x, total: totals[i] };
+      }
+      bars.push({ t: b.t, total: totals[i], px: Math.min(totals[i], scale) / scale * plot });
     });
     ctx.fillStyle = "#888";
     ctx.font = "10px sans-serif";
-    ctx.fillText(max + "/s", 3, 11);
+    ctx.fillText(scale + "/s", 3, 11);
+    if (clipped) {
+      var label = "▲ " + clipped.total + "/s";
+      var lx = Math.min(Math.max(clipped.x - 20, 50), w - ctx.measureText(label).width - 3);
+      ctx.fillStyle = "#555";
+      ctx.fillText(label, lx, 11);
+    }
+    viewer.chart = { scale: scale, plot: plot, bars: bars };
     ctx.fillText("-5 min", 3, h - 3);
     ctx.fillText("now", w - 22, h - 3);
     var legend = $("legend");

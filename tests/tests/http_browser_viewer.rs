@@ -1,7 +1,9 @@
 //! The viewer page in a real headless Chromium: a filtered page that has
 //! shown no event resumes from the position the stream gave it (its start
 //! and checkpoints, as `ff-position` messages) after an HTTP error — a
-//! proxy's 502, a 503 at the gateway's client cap — and loses nothing.
+//! proxy's 502, a 503 at the gateway's client cap — and loses nothing; its
+//! chart keeps the live rate readable after a burst, and its cursor column
+//! tells consecutive rows apart.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -371,6 +373,147 @@ async fn a_filtered_viewer_resumes_from_its_position_after_a_503_at_the_client_c
     shows_exactly(&mut browser, &page, &want).await;
     want.extend(publish(&backend, CompletionOutcome::Failure, 1).await);
     shows_exactly(&mut browser, &page, &want).await;
+    drop(browser);
+    gateway.shutdown();
+}
+
+/// The page's clock, in whole seconds (what its chart counts by).
+async fn page_second(browser: &mut Chromium, page: &Page) -> u64 {
+    let now = browser
+        .eval(page, "Math.floor(Date.now() / 1000)")
+        .await
+        .expect("eval");
+    now.as_u64().expect("a second")
+}
+
+/// Wait until the page's clock has passed second `t`.
+async fn after_second(browser: &mut Chromium, page: &Page, t: u64) {
+    wait_true(
+        browser,
+        page,
+        &format!("Math.floor(Date.now() / 1000) > {t}"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_keeps_the_live_rate_readable_after_a_burst_and_cursors_differ_by_row() {
+    if skip_browser_tests(
+        "the_chart_keeps_the_live_rate_readable_after_a_burst_and_cursors_differ_by_row",
+    ) {
+        return;
+    }
+    let backend = MemoryBackend::new();
+    let (gateway, addr) = serve(&backend, config()).await;
+    let mut browser = Chromium::launch().await.expect("launch chromium");
+    let page = browser
+        .open(&format!("http://{addr}/?family=completion&autoconnect=1"))
+        .await
+        .expect("open the viewer");
+    browser
+        .set_viewport(&page, 1280, 760)
+        .await
+        .expect("viewport");
+    wait_true(
+        &mut browser,
+        &page,
+        "!!window.ffViewer && ffViewer.state === 'live' && ffViewer.caughtUp",
+    )
+    .await;
+
+    // A burst of 5,000, then a trickle of 3 a second, for more seconds
+    // than the burst took (at least 8), each second's events counted apart
+    // from the others.
+    publish(&backend, CompletionOutcome::Success, 5_000).await;
+    wait_true(&mut browser, &page, "ffViewer.shown === 5000").await;
+    let burst_end = page_second(&mut browser, &page).await;
+    after_second(&mut browser, &page, burst_end).await;
+    let burst_seconds = eval_until(
+        &mut browser,
+        &page,
+        &format!("ffViewer.chart && ffViewer.chart.bars.filter(b => b.t <= {burst_end})"),
+        |v| {
+            v.as_array().is_some_and(|bars| {
+                bars.iter()
+                    .map(|b| b["total"].as_u64().unwrap_or(0))
+                    .sum::<u64>()
+                    == 5_000
+            })
+        },
+    )
+    .await
+    .as_array()
+    .unwrap()
+    .len();
+    let trickle_seconds = (burst_seconds + 6).max(8);
+    let mut shown = 5_000;
+    let mut last = Vec::new();
+    for _ in 0..trickle_seconds {
+        last = publish(&backend, CompletionOutcome::Success, 3).await;
+        shown += 3;
+        wait_true(&mut browser, &page, &format!("ffViewer.shown === {shown}")).await;
+        let t = page_second(&mut browser, &page).await;
+        after_second(&mut browser, &page, t).await;
+    }
+    // Drawn with every trickle event.
+    let chart = eval_until(
+        &mut browser,
+        &page,
+        &format!(
+            "ffViewer.chart && {{ chart: ffViewer.chart, trickle: ffViewer.chart.bars.filter(b => b.t > {burst_end}) }}"
+        ),
+        |v| {
+            v["trickle"]
+                .as_array()
+                .is_some_and(|bars| bars.iter().map(|b| b["total"].as_u64().unwrap_or(0)).sum::<u64>() == 3 * trickle_seconds as u64)
+        },
+    )
+    .await;
+    let plot = chart["chart"]["plot"].as_f64().unwrap();
+    let tallest = chart["trickle"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["px"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert!(
+        tallest >= plot / 4.0,
+        "the live bars stay readable after the burst: {tallest} px of {plot} ({chart})"
+    );
+    let burst = chart["chart"]["bars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["t"].as_u64().unwrap() <= burst_end)
+        .map(|b| b["total"].as_u64().unwrap())
+        .sum::<u64>();
+    assert_eq!(burst, 5_000, "the burst is still on the chart: {chart}");
+
+    // The cursor column shows, whole, what tells two rows apart; the full
+    // cursor is the tooltip.
+    let cells = browser
+        .eval(
+            &page,
+            "[...document.querySelectorAll('#rows tr')].slice(0, 2).map(r => { const td = r.querySelector('td.cursor'); \
+             return { text: td.textContent, title: td.title, cursor: r.dataset.cursor, cut: td.scrollWidth > td.clientWidth }; })",
+        )
+        .await
+        .expect("eval");
+    let cells = cells.as_array().expect("two rows");
+    assert_eq!(cells.len(), 2);
+    for (cell, cursor) in cells.iter().zip([&last[2], &last[1]]) {
+        assert_eq!(cell["cursor"], json!(cursor), "newest first: {cells:?}");
+        assert_eq!(cell["title"], json!(cursor), "{cells:?}");
+        assert_eq!(
+            cell["cut"],
+            json!(false),
+            "the cell shows all its text: {cells:?}"
+        );
+    }
+    assert_ne!(
+        cells[0]["text"], cells[1]["text"],
+        "consecutive rows read differently"
+    );
     drop(browser);
     gateway.shutdown();
 }

@@ -6,8 +6,9 @@
 //! Every position the client is told travels in an `id:` line; besides
 //! events, the start position, checkpoints and the changes between behind
 //! and caught up are `ff-position` messages. A client is told it is caught
-//! up once it reads the live hub with nothing left to replay, and told it is
-//! behind if it is later placed anywhere else.
+//! up once it has been sent everything the live subscription had delivered
+//! (see `is_caught_up`), and told it is behind when it must be placed again
+//! (it lagged, or its hub ended).
 //!
 //! The client is the response body itself (a stream polled by the HTTP
 //! connection), not a task: when the connection closes, the body is
@@ -37,7 +38,7 @@ use crate::catchup::{self, WhenQueued};
 use crate::config::SlowClientPolicy;
 use crate::encode::{self, PositionReason};
 use crate::errors::{self, ApiError};
-use crate::fanout::{Hub, HubBody, HubItem, HubMsg, HubReceiver, Joined, Role, StartError};
+use crate::fanout::{Hub, HubBody, HubItem, HubMsg, HubReceiver, Joined, StartError};
 use crate::gateway::GatewayState;
 use crate::metrics::Metrics;
 use crate::params::{Start, StreamParams};
@@ -78,6 +79,9 @@ enum Source {
         hub: Arc<Hub>,
         rx: HubReceiver,
         replay: VecDeque<Arc<HubItem>>,
+        /// The hub has sent, before what is left to read, everything it
+        /// catches up with.
+        settled: bool,
     },
     /// Waiting for a place on a catch-up hub.
     Queued(Pin<Box<dyn Future<Output = Placed> + Send>>),
@@ -247,6 +251,7 @@ impl Client {
             hub,
             rx: joined.rx,
             replay: joined.replay,
+            settled: joined.settled,
         };
     }
 
@@ -359,7 +364,11 @@ impl Client {
                 self.on_hub_item(&item);
                 self.try_handover();
             }
-            Wake::Hub(Ok(HubMsg::HandedOver)) => self.try_handover(),
+            Wake::Hub(Ok(HubMsg::HandedOver)) => {
+                self.settle();
+                self.try_handover();
+            }
+            Wake::Hub(Ok(HubMsg::BacklogRead)) => self.settle(),
             Wake::Placed(Ok((hub, joined))) => self.switch_to_hub(hub, joined),
             Wake::Placed(Err(unplaced)) => self.unplaced(unplaced),
             Wake::Hub(Ok(HubMsg::Failed(e))) => self.fail(&e),
@@ -368,22 +377,19 @@ impl Client {
         }
     }
 
-    /// Whether the client reads the live hub with nothing left to replay.
-    fn on_live_hub(&self) -> bool {
-        matches!(&self.source, Source::Hub { hub, replay, .. }
-            if hub.role == Role::Live && replay.is_empty())
+    /// Whether the client has been sent everything the gateway had to
+    /// catch up with: it reads a settled hub (see [`Joined::settled`]) with
+    /// nothing left to replay. A catch-up hub that read its backend
+    /// subscription's backlog stays live on its own while no live hub is
+    /// open.
+    fn is_caught_up(&self) -> bool {
+        matches!(&self.source, Source::Hub { settled: true, replay, .. } if replay.is_empty())
     }
 
-    /// Tell the client once it has caught up (with the position it has
-    /// reached, passed-over events included), or once it has fallen behind.
+    /// Tell the client once it has caught up, with the position it has
+    /// reached (passed-over events included).
     fn note_caught_up(&mut self) {
-        if self.finished || self.caught_up == self.on_live_hub() {
-            return;
-        }
-        if self.caught_up {
-            // Placed behind the live hub again (it lagged).
-            self.caught_up = false;
-            encode::push_position(&mut self.out, self.pos.cursor(), PositionReason::Behind);
+        if self.finished || self.caught_up || !self.is_caught_up() {
             return;
         }
         self.caught_up = true;
@@ -392,6 +398,13 @@ impl Client {
             self.checkpoint_at = None;
         }
         encode::push_position(&mut self.out, self.pos.cursor(), PositionReason::CaughtUp);
+    }
+
+    /// The hub says it has sent everything it catches up with.
+    fn settle(&mut self) {
+        if let Source::Hub { settled, .. } = &mut self.source {
+            *settled = true;
+        }
     }
 
     fn finish(&mut self) {
@@ -511,6 +524,9 @@ impl Client {
         let previous = std::mem::replace(&mut self.source, Source::Done);
         self.skipped = None;
         self.checkpoint_at = None;
+        if std::mem::take(&mut self.caught_up) {
+            encode::push_position(&mut self.out, self.pos.cursor(), PositionReason::Behind);
+        }
         if let Source::Hub { hub, .. } = previous {
             if !hub.is_held_back() {
                 if let Ok(joined) = hub.join_after(&self.pos) {

@@ -73,7 +73,8 @@
 //!   see filters below; `caught-up` — everything the gateway's live
 //!   subscription had delivered when the client joined it has been sent,
 //!   events now arrive as published; `behind` — the client fell behind the
-//!   live subscription (it read too slowly) and catches up again.
+//!   live subscription (it read too slowly, or its reader ended) and catches
+//!   up again.
 //! - Filters: `?kinds=a,b`, `?execution_id=`, `?namespace=`,
 //!   `?tag=key:value`; unknown parameters are rejected. While a filter
 //!   admits nothing, `checkpoint` position messages keep the client's

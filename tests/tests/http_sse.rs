@@ -1578,16 +1578,46 @@ mod suite {
         config.with_hub_capacity(16).with_hub_replay(16)
     }
 
+    /// It is also told so: `behind` at its last position when it lags,
+    /// `caught-up` once it reads the live subscription again.
     pub async fn a_slow_client_falls_behind_and_still_gets_every_event_once(h: &dyn Harness) {
         let server = serve(h, small_hub(config())).await;
-        let (mut slow, _) = open_started(&server, "/v1/streams/completion", &[]).await;
+        let (mut slow, start) = open_started(&server, "/v1/streams/completion", &[]).await;
         let c = publish_bulky(h, BULKY_EVENTS).await;
-        assert_eq!(ids(&events(&mut slow, c.len()).await), c);
+        let (mut got, mut reasons) = (Vec::new(), Vec::new());
+        let mut last = start;
+        while got.len() < c.len() || reasons.last().map(String::as_str) != Some("caught-up") {
+            let m = tokio::time::timeout(WAIT, slow.next_message(WAIT * 2))
+                .await
+                .unwrap_or_else(|_| panic!("after {} events, {reasons:?}", got.len()))
+                .expect("the stream goes on");
+            let id = m.id.clone().expect("every message has an id");
+            match m.reason() {
+                Some(reason) => {
+                    assert_eq!(id, last, "{reason} names the position reached");
+                    reasons.push(reason);
+                }
+                None => {
+                    got.push(id.clone());
+                    last = id;
+                }
+            }
+        }
+        assert_eq!(got, c);
         slow.expect_quiet(Duration::from_millis(300)).await;
         let m = server.gateway.metrics();
         assert!(
             m.lagged_clients >= 1,
             "the client never lagged; the test proves nothing: {m:?}"
+        );
+        assert_eq!(reasons.first().map(String::as_str), Some("caught-up"));
+        assert!(
+            reasons.windows(2).all(|w| w[0] != w[1]),
+            "behind and caught-up alternate: {reasons:?}"
+        );
+        assert!(
+            reasons.iter().any(|r| r == "behind"),
+            "a client that lagged is told it is behind: {reasons:?}"
         );
     }
 

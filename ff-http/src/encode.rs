@@ -32,8 +32,9 @@ pub(crate) enum PositionReason {
     Start,
     /// A filtered client passed over events up to here.
     Checkpoint,
-    /// The client has been sent everything the live subscription had
-    /// delivered when it joined; events now arrive as they are published.
+    /// The client has been sent its backlog (what the live subscription had
+    /// delivered when it joined it, or, with none open, what was committed
+    /// before its catch-up reader started); events now arrive as published.
     CaughtUp,
     /// The client, once caught up, fell behind the live subscription and
     /// catches up again from here.

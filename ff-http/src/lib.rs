@@ -70,9 +70,11 @@
 //!   code reads them, which it cannot do with an id-only message). Reasons:
 //!   `start` — on connect, at once, the resolved start position, so a
 //!   client that sees no event still resumes without a gap; `checkpoint` —
-//!   see filters below; `caught-up` — everything the gateway's live
-//!   subscription had delivered when the client joined it has been sent,
-//!   events now arrive as published; `behind` — the client fell behind the
+//!   see filters below; `caught-up` — the backlog has been sent
+//!   (everything the gateway's live subscription had delivered when the
+//!   client joined it, or, with no live subscription open, everything
+//!   committed before the client's catch-up reader started), events now
+//!   arrive as published; `behind` — the client fell behind the
 //!   live subscription (it read too slowly, or its reader ended) and catches
 //!   up again.
 //! - Filters: `?kinds=a,b`, `?execution_id=`, `?namespace=`,

@@ -181,27 +181,6 @@ async fn viewer_resumes_after_a_server_restart_without_gap_or_duplicate() {
     serve.kill().await.ok();
 }
 
-/// Three cursors of a completion family split into 2 partitions: one
-/// position, a later one, and one ahead in partition 0 only but behind in
-/// partition 1. The later one's first varint byte is smaller than the
-/// earlier one's, so bytes alone would order them backwards.
-fn partitioned_cursors() -> (String, String, String) {
-    use ff_core::stream_events::Family;
-    use ff_core::stream_subscribe::{
-        encode_valkey_partitioned, PartitionedPosition, ValkeyPosition,
-    };
-    let at = |ms, seq| ValkeyPosition { ms, seq };
-    let cursor = |p0, p1| {
-        let position = PartitionedPosition::new(2, [(0, p0), (1, p1)]).unwrap();
-        encode_valkey_partitioned(Family::Completion, &position).to_string()
-    };
-    (
-        cursor(at(1_700_000_000_100, 0), at(1_700_000_000_100, 3)),
-        cursor(at(1_700_000_000_130, 0), at(1_700_000_000_130, 0)),
-        cursor(at(1_700_000_000_200, 0), at(1_700_000_000_100, 2)),
-    )
-}
-
 /// `POST` a JSON array of completion events to `ff serve` (no auth).
 async fn post_events(port: u16, events: &[Value]) -> Vec<String> {
     post_family(port, "completion", events).await
@@ -507,24 +486,6 @@ async fn viewer_controls_truncate_copy_highlight_pause_chart_lag_and_stay_bounde
         serde_json::json!([[lease_events[1], "row-expired"], [lease_events[0], ""]]),
         "the expired lease's row is highlighted, the acquired one's is not"
     );
-
-    // Partitioned Valkey cursors compare partition by partition, not by
-    // their bytes (whose varints do not sort by position).
-    let ordered = |a: &str, b: &str| format!("window.ffViewer.atOrAfter('{a}', '{b}')");
-    let (before, after, mixed) = partitioned_cursors();
-    for (a, b, want) in [
-        (&after, &before, Value::from(true)),
-        (&before, &after, Value::from(false)),
-        (&before, &before, Value::from(true)),
-        (&mixed, &before, Value::from(false)),
-        (&before, &mixed, Value::from(false)),
-    ] {
-        assert_eq!(
-            eval(&mut browser, &leases, &ordered(a, b)).await,
-            want,
-            "atOrAfter({a}, {b})"
-        );
-    }
 
     if let Ok(path) = std::env::var("FF_VIEWER_SCREENSHOT") {
         // A realistic minute for the README: a steady mix of kinds.

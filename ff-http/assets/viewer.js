@@ -2,12 +2,18 @@
 //
 // State for automated checks is exposed as `window.ffViewer`
 // ({state, events: [the cursors of the rows kept, oldest first], shown,
-// duplicates, lastId, errors, paused, pending, copied, families,
-// chartDraws, maxRows, rate(), rowClass(), remembered()}) and as
-// `data-state` on <body>. Everything the page keeps is bounded: rows,
-// cursors and duplicate detection by MAX_ROWS, errors by MAX_ERRORS, held
-// events by PAUSE_CAP, the chart by CHART_SECONDS, so a dashboard left
-// open for weeks stays small. URL parameters prefill the form and
+// duplicates, lastId (the last event's cursor), position (the latest
+// position the gateway gave: an event's, or an `ff-position` message's),
+// caughtUp, errors, paused, pending, copied, families, chartDraws, chart
+// (the last drawing's scale and bars), maxRows, rate(), rowClass(),
+// remembered(), shortCursor()}) and as `data-state` on <body>.
+// The page resumes from `position` after any error, so a filtered stream
+// that has shown no event yet resumes where it was, not at the form's
+// start. Whether it has caught up comes from the gateway's `ff-position`
+// messages; the page never reads a cursor's bytes. Everything the page
+// keeps is bounded: rows, cursors and duplicate detection by MAX_ROWS,
+// errors by MAX_ERRORS, held events by PAUSE_CAP, the chart by
+// CHART_SECONDS, so a dashboard left open for weeks stays small. URL parameters prefill the form and
 // `autoconnect=1` connects at once, e.g. `/?family=completion&from=beginning&autoconnect=1`.
 (function () {
   "use strict";
@@ -33,9 +39,9 @@
 
   var $ = function (id) { return document.getElementById(id); };
   var viewer = window.ffViewer = {
-    state: "idle", events: [], shown: 0, duplicates: 0, lastId: null, errors: [],
-    paused: false, pending: 0, copied: null, families: {}, chartDraws: 0,
-    maxRows: MAX_ROWS
+    state: "idle", events: [], shown: 0, duplicates: 0, lastId: null, position: null,
+    caughtUp: false, errors: [], paused: false, pending: 0, copied: null, families: {},
+    chartDraws: 0, chart: null, maxRows: MAX_ROWS
   };
   // The cursors in `viewer.events`, for duplicate checks.
   var seen = new Set();
@@ -49,6 +55,9 @@
   // Per-second counts by kind, oldest first: [{t: second, kinds: {kind: n}}].
   var buckets = [];
   var newestAt = null;
+  // The latest `GET /v1/status` answer, to redraw the family chips when
+  // the stream says the page caught up or fell behind.
+  var lastStatus = null;
 
   function setState(state, text) {
     viewer.state = state;
@@ -112,11 +121,6 @@
     box.appendChild(hint);
   }
 
-  function filtered() {
-    return document.querySelectorAll("input.kind:checked").length > 0 ||
-      ["execution_id", "namespace", "tag"].some(function (n) { return $(n).value.trim(); });
-  }
-
   // The stream URL for the form's filters, starting after `cursor` when given.
   function streamUrl(cursor) {
     var family = $("family").value;
@@ -139,16 +143,36 @@
     return url;
   }
 
-  // One table cell, one line: long values are cut with an ellipsis, the
-  // full value is the tooltip and a click copies it.
-  function cell(tr, text, cls, copyable) {
+  // One table cell, one line: long values are cut with an ellipsis (or
+  // shown as `shown`), the full value is the tooltip and a click copies it.
+  function cell(tr, text, cls, copyable, shown) {
     var td = document.createElement("td");
-    td.textContent = text;
+    td.textContent = shown === undefined ? text : shown;
     td.title = text;
     td.className = cls + (copyable && text ? " copy" : "");
     if (copyable && text) td.addEventListener("click", function () { copy(text); });
     tr.appendChild(td);
   }
+
+  // A short digest of `text` (FNV-1a, 4 base-36 characters).
+  function digest(text) {
+    var h = 0x811c9dc5;
+    for (var i = 0; i < text.length; i++) {
+      h ^= text.charCodeAt(i);
+      h = Math.imul(h, 0x01000193);
+    }
+    return ("000" + ((h >>> 0) % 1679616).toString(36)).slice(-4);
+  }
+
+  // What tells cursors apart, short enough for the column: cursors of one
+  // stream share their leading characters, so show the last ten (where a
+  // position's low bytes are) and a digest of the whole (a cursor that
+  // changes in the middle, as over partitions, still reads differently).
+  function shortCursor(cursor) {
+    if (cursor.length <= 16) return cursor;
+    return "…" + cursor.slice(-10) + " #" + digest(cursor);
+  }
+  viewer.shortCursor = shortCursor;
 
   function addRow(cursor, kind, data) {
     var tr = document.createElement("tr");
@@ -163,7 +187,7 @@
     cell(tr, at, "mono", false);
     cell(tr, kind, "kind", false);
     cell(tr, data.execution_id || "", "mono exec", true);
-    cell(tr, cursor, "mono cursor", true);
+    cell(tr, cursor, "mono cursor", true, shortCursor(cursor));
     cell(tr, JSON.stringify(rest), "mono json", true);
     var rows = $("rows");
     rows.insertBefore(tr, rows.firstChild);
@@ -192,34 +216,66 @@
     return out;
   };
 
+  // The chart's full height in events per second: the largest second shown
+  // that is at most four times the median of the seconds with events, so
+  // one burst (a replay, a backlog) does not flatten the live rate for five
+  // minutes. Taller seconds are clipped and marked.
+  function chartScale(totals) {
+    var sorted = totals.filter(function (n) { return n > 0; })
+      .sort(function (a, b) { return a - b; });
+    if (!sorted.length) return 1;
+    var median = sorted[Math.floor((sorted.length - 1) / 2)];
+    var scale = median;
+    sorted.forEach(function (n) { if (n <= 4 * median) scale = n; });
+    return Math.max(scale, 1);
+  }
+
   // Stacked bars of events per second by kind, newest on the right.
   function drawChart() {
     var canvas = $("chart");
     var ctx = canvas.getContext("2d");
     var w = canvas.width, h = canvas.height;
+    var plot = h - 14;
     ctx.clearRect(0, 0, w, h);
     var now = Math.floor(Date.now() / 1000);
-    var max = 1;
     var kinds = {};
-    buckets.forEach(function (b) {
+    var totals = buckets.map(function (b) {
       var total = 0;
       Object.keys(b.kinds).forEach(function (k) { total += b.kinds[k]; kinds[k] = true; });
-      if (total > max) max = total;
+      return total;
     });
+    var scale = chartScale(totals);
     var bar = w / CHART_SECONDS;
-    buckets.forEach(function (b) {
+    var bars = [];
+    var clipped = null;
+    buckets.forEach(function (b, i) {
       var x = w - (now - b.t + 1) * bar;
       var y = h;
+      var fit = Math.min(1, scale / totals[i]);
       Object.keys(b.kinds).sort().forEach(function (k) {
-        var bh = b.kinds[k] / max * (h - 14);
+        var bh = b.kinds[k] / scale * plot * fit;
         ctx.fillStyle = COLORS[k] || "#888";
         ctx.fillRect(x, y - bh, Math.max(bar - 0.5, 1), bh);
         y -= bh;
       });
+      if (totals[i] > scale) {
+        // Clipped: a dark cap, and the tallest one's count beside it.
+        ctx.fillStyle = "#333";
+        ctx.fillRect(x, h - plot - 2, Math.max(bar - 0.5, 1), 3);
+        if (!clipped || totals[i] > clipped.total) clipped = { x: x, total: totals[i] };
+      }
+      bars.push({ t: b.t, total: totals[i], px: Math.min(totals[i], scale) / scale * plot });
     });
     ctx.fillStyle = "#888";
     ctx.font = "10px sans-serif";
-    ctx.fillText(max + "/s", 3, 11);
+    ctx.fillText(scale + "/s", 3, 11);
+    if (clipped) {
+      var label = "▲ " + clipped.total + "/s";
+      var lx = Math.min(Math.max(clipped.x - 20, 50), w - ctx.measureText(label).width - 3);
+      ctx.fillStyle = "#555";
+      ctx.fillText(label, lx, 11);
+    }
+    viewer.chart = { scale: scale, plot: plot, bars: bars };
     ctx.fillText("-5 min", 3, h - 3);
     ctx.fillText("now", w - 22, h - 3);
     var legend = $("legend");
@@ -237,18 +293,26 @@
     viewer.chartDraws += 1;
   }
 
-  // A duplicate is a cursor still remembered, or one at or before the
-  // oldest remembered (a stream delivers in position order).
+  // A duplicate is a cursor still remembered.
   function isDuplicate(cursor) {
-    if (seen.has(cursor)) return true;
-    var oldest = viewer.events[0];
-    return viewer.events.length >= MAX_ROWS && atOrAfter(oldest, cursor) === true;
+    return seen.has(cursor);
   }
 
   function remember(cursor) {
     seen.add(cursor);
     viewer.events.push(cursor);
     while (viewer.events.length > MAX_ROWS) seen.delete(viewer.events.shift());
+  }
+
+  // The latest position the gateway gave: where a reconnect resumes.
+  function gotPosition(cursor) {
+    if (cursor) viewer.position = cursor;
+  }
+
+  function setCaughtUp(caught) {
+    if (viewer.caughtUp === caught) return;
+    viewer.caughtUp = caught;
+    if (lastStatus) renderFamilies(lastStatus);
   }
 
   function show(cursor, kind, data) {
@@ -279,6 +343,7 @@
     var data;
     try { data = JSON.parse(e.data); } catch (err) { data = { raw: e.data }; }
     var cursor = e.lastEventId || data.cursor || "";
+    gotPosition(cursor);
     count(e.type);
     if (typeof data.at === "number") newestAt = data.at;
     attempt = 0;
@@ -292,6 +357,18 @@
       return;
     }
     show(cursor, e.type, data);
+  }
+
+  // An `ff-position` message: the start position, a checkpoint past
+  // filtered-out events, or the stream's news that this page caught up
+  // with the gateway's live position or fell behind it.
+  function onPosition(e) {
+    var data;
+    try { data = JSON.parse(e.data); } catch (err) { data = {}; }
+    gotPosition(e.lastEventId || data.cursor);
+    attempt = 0;
+    if (data.reason === "caught-up") setCaughtUp(true);
+    else if (data.reason === "start" || data.reason === "behind") setCaughtUp(false);
   }
 
   function pause() {
@@ -312,16 +389,18 @@
     backlog.forEach(function (h) { show(h[0], h[1], h[2]); });
     if (heldOverflow && wanted) {
       heldOverflow = false;
-      start(viewer.lastId || undefined);
+      start(viewer.position || undefined);
     } else {
       setState(viewer.state);
     }
+    if (lastStatus) renderFamilies(lastStatus);
   }
 
   function onStreamError(e) {
     var data;
     try { data = JSON.parse(e.data); } catch (err) { data = { error: "unknown", detail: e.data }; }
     noteError(data);
+    if (e.lastEventId) gotPosition(e.lastEventId);
     if (data.error === "corrupt") {
       count("ff-error");
       addRow(data.cursor || e.lastEventId || "", "ff-error", data);
@@ -358,6 +437,7 @@
   function start(cursor) {
     close();
     wanted = true;
+    setCaughtUp(false);
     setState(attempt ? "reconnecting" : "connecting");
     var url = streamUrl(cursor);
     var es = new EventSource(url.toString());
@@ -365,6 +445,7 @@
     es.onopen = function () { setState("live"); banner(""); pollStatus(); };
     KINDS[$("family").value].forEach(function (k) { es.addEventListener(k, onEvent); });
     es.addEventListener("ff-error", onStreamError);
+    es.addEventListener("ff-position", onPosition);
     es.onerror = function () {
       if (source !== es || !wanted) return;
       if (es.readyState === EventSource.CONNECTING) {
@@ -372,10 +453,12 @@
         setState("reconnecting");
         return;
       }
-      // The browser gave up (an HTTP error): find out why, then retry or stop.
+      // The browser gave up (an HTTP error: a 503 at the client cap, a
+      // proxy's 502, ...): find out why from the latest position, then
+      // retry from there or stop.
       es.close();
       source = null;
-      diagnose(url);
+      diagnose(streamUrl(viewer.position || undefined));
     };
   }
 
@@ -391,6 +474,11 @@
           if (resp.status === 503) return scheduleRetry(retry || 2);
           stop("error", String(resp.status));
           if (resp.status === 410 && body.oldest) offerRestart(body.oldest);
+        }, function () {
+          // Not the gateway's JSON: a proxy's error page. Retry.
+          banner("HTTP " + resp.status + " (not from the gateway); retrying");
+          noteError({ error: "http_" + resp.status });
+          scheduleRetry(retry || 2);
         });
       })
       .catch(function () { scheduleRetry(2); });
@@ -403,78 +491,16 @@
     var delay = Math.min(seconds * 1000 * Math.min(attempt, 5), 30000);
     retryTimer = setTimeout(function () {
       retryTimer = null;
-      // Resume after the last event seen; before any, the form's start.
-      start(viewer.lastId || undefined);
+      // Resume from the latest position given (an event, the start
+      // position or a checkpoint); before any, the form's start.
+      start(viewer.position || undefined);
     }, delay);
   }
-
-  // Cursors of one family compare by their bytes after the backend and
-  // family bytes, except partitioned Valkey cursors (0x04), which hold one
-  // entry id per partition as varints and compare partition by partition.
-  // `atOrAfter` is `null` when the two are not comparable.
-  function cursorBytes(cursor) {
-    try {
-      return atob(cursor.replace(/-/g, "+").replace(/_/g, "/"));
-    } catch (e) { return null; }
-  }
-  var PARTITIONED = 4;
-  // The partitions and entry ids of a 0x04 cursor (README, "Cursors"):
-  // {set: "P:p1,p2,...", ids: [[ms, seq], ...]}, or null if malformed.
-  function partitionedIds(bytes) {
-    var i = 2;
-    function varint() {
-      var value = 0n, shift = 0n;
-      while (i < bytes.length && shift < 70n) {
-        var b = bytes.charCodeAt(i++);
-        value |= BigInt(b & 0x7f) << shift;
-        if ((b & 0x80) === 0) return value;
-        shift += 7n;
-      }
-      return null;
-    }
-    var count = varint();
-    if (count === null || count > 256n) return null;
-    var parts = [];
-    var set = bytes.charCodeAt(i++);
-    if (set === 0) {
-      for (var p = 0; p < Number(count); p++) parts.push(p);
-    } else if (set === 1) {
-      var k = varint(), previous = -1;
-      if (k === null || k > count) return null;
-      for (var j = 0n; j < k; j++) {
-        var gap = varint();
-        if (gap === null) return null;
-        previous += 1 + Number(gap);
-        parts.push(previous);
-      }
-    } else return null;
-    var base = varint();
-    if (base === null) return null;
-    var ids = [];
-    for (var n = 0; n < parts.length; n++) {
-      var delta = varint(), seq = varint();
-      if (delta === null || seq === null) return null;
-      ids.push([base + delta, seq]);
-    }
-    return { set: count + ":" + parts.join(","), ids: ids };
-  }
-  function atOrAfter(a, b) {
-    var x = cursorBytes(a), y = cursorBytes(b);
-    if (x === null || y === null || x.length < 2 || y.length < 2 || x.slice(0, 2) !== y.slice(0, 2)) return null;
-    if (x.charCodeAt(0) !== PARTITIONED) return x.slice(2) >= y.slice(2);
-    var px = partitionedIds(x), py = partitionedIds(y);
-    if (px === null || py === null || px.set !== py.set) return null;
-    // At or after in every partition.
-    return px.ids.every(function (id, n) {
-      var other = py.ids[n];
-      return id[0] > other[0] || (id[0] === other[0] && id[1] >= other[1]);
-    });
-  }
-  viewer.atOrAfter = atOrAfter;
 
   // Per family: for the one shown, whether this page has caught up with
   // the gateway's live position; for the others, the gateway's lag.
   function renderFamilies(status) {
+    lastStatus = status;
     var box = $("families");
     box.textContent = "";
     Object.keys(KINDS).forEach(function (family) {
@@ -484,11 +510,8 @@
       chip.dataset.family = family;
       var state, text;
       if (family === $("family").value && source && viewer.state === "live") {
-        var caught;
-        if (!f.position) caught = true;
-        else if (!viewer.lastId) caught = filtered() ? true : null;
-        else caught = atOrAfter(viewer.lastId, f.position);
-        if (caught === null) caught = filtered();
+        // Caught up as the stream says, with nothing held back by a pause.
+        var caught = viewer.caughtUp && held.length === 0;
         state = caught ? "caught-up" : "behind";
         var age = newestAt ? Math.max(0, Math.round((Date.now() - newestAt) / 1000)) : null;
         text = family + ": " + (caught ? "caught up" : "behind" + (age !== null ? ", newest shown " + age + " s old" : ""));
@@ -553,7 +576,8 @@
 
   $("family").addEventListener("change", renderKinds);
   $("connect").addEventListener("click", function () {
-    banner(""); attempt = 0; viewer.lastId = null; held = []; heldOverflow = false; setPending(0);
+    banner(""); attempt = 0; viewer.lastId = null; viewer.position = null;
+    held = []; heldOverflow = false; setPending(0);
     start();
   });
   $("disconnect").addEventListener("click", function () { stop("idle", "disconnected"); });

@@ -3,6 +3,13 @@
 //! its resume position, and the timers for keep-alive and checkpoint
 //! messages.
 //!
+//! Every position the client is told travels in an `id:` line; besides
+//! events, the start position, checkpoints and the changes between behind
+//! and caught up are `ff-position` messages. A client is told it is caught
+//! up once it has been sent everything the live subscription had delivered
+//! (see `is_caught_up`), and told it is behind when it must be placed again
+//! (it lagged, or its hub ended).
+//!
 //! The client is the response body itself (a stream polled by the HTTP
 //! connection), not a task: when the connection closes, the body is
 //! dropped and with it the client's broadcast receiver, so nothing
@@ -29,7 +36,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::catchup::{self, WhenQueued};
 use crate::config::SlowClientPolicy;
-use crate::encode;
+use crate::encode::{self, PositionReason};
 use crate::errors::{self, ApiError};
 use crate::fanout::{Hub, HubBody, HubItem, HubMsg, HubReceiver, Joined, StartError};
 use crate::gateway::GatewayState;
@@ -72,6 +79,9 @@ enum Source {
         hub: Arc<Hub>,
         rx: HubReceiver,
         replay: VecDeque<Arc<HubItem>>,
+        /// The hub has sent, before what is left to read, everything it
+        /// catches up with.
+        settled: bool,
     },
     /// Waiting for a place on a catch-up hub.
     Queued(Pin<Box<dyn Future<Output = Placed> + Send>>),
@@ -106,6 +116,8 @@ pub(crate) struct Client {
     /// When the pending checkpoint is due (armed while `skipped` is set).
     checkpoint_at: Option<Instant>,
     checkpoint_timer: Pin<Box<Sleep>>,
+    /// Whether the client was last told it is caught up.
+    caught_up: bool,
     /// When the last chunk was handed to the connection.
     last_sent: Instant,
     /// Fires at the latest `last_sent + keep_alive`; re-armed lazily, so a
@@ -135,7 +147,7 @@ fn start_error(e: StartError, parameter: Option<&str>, retry: Duration) -> ApiEr
 
 impl Client {
     /// Resolve the start (a cursor the client brings, by the backend),
-    /// place the client, and queue the id-only message carrying the
+    /// place the client, and queue the `start` position message carrying the
     /// resolved start position. Errors here are answered as HTTP statuses.
     pub async fn open(
         state: Arc<GatewayState>,
@@ -180,6 +192,7 @@ impl Client {
             skipped: None,
             checkpoint_at: None,
             checkpoint_timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            caught_up: false,
             last_sent: Instant::now(),
             keep_alive_timer: Box::pin(tokio::time::sleep(state.config.keep_alive)),
             shutdown: {
@@ -210,7 +223,8 @@ impl Client {
             Err(catchup::Unplaced::Queued) => client.queue(),
             Err(catchup::Unplaced::Start(e)) => return Err(start_error(e, Some(parameter), retry)),
         }
-        encode::push_id(&mut client.out, client.pos.cursor());
+        encode::push_position(&mut client.out, client.pos.cursor(), PositionReason::Start);
+        client.note_caught_up();
         Ok(client)
     }
 
@@ -237,6 +251,7 @@ impl Client {
             hub,
             rx: joined.rx,
             replay: joined.replay,
+            settled: joined.settled,
         };
     }
 
@@ -256,9 +271,13 @@ impl Client {
             }
             let wake = self.wait().await;
             self.handle(wake).await;
+            self.note_caught_up();
             while !self.finished && self.out.len() < MAX_CHUNK {
                 match self.ready_now() {
-                    Some(wake) => self.handle(wake).await,
+                    Some(wake) => {
+                        self.handle(wake).await;
+                        self.note_caught_up();
+                    }
                     None => break,
                 }
             }
@@ -332,7 +351,11 @@ impl Client {
             Wake::Checkpoint => {
                 self.checkpoint_at = None;
                 if let Some(cursor) = self.skipped.take() {
-                    encode::push_id(&mut self.out, cursor.cursor());
+                    encode::push_position(
+                        &mut self.out,
+                        cursor.cursor(),
+                        PositionReason::Checkpoint,
+                    );
                     Metrics::add(&self.state.metrics.checkpoints_sent, 1);
                     self.pos = cursor;
                 }
@@ -341,12 +364,46 @@ impl Client {
                 self.on_hub_item(&item);
                 self.try_handover();
             }
-            Wake::Hub(Ok(HubMsg::HandedOver)) => self.try_handover(),
+            Wake::Hub(Ok(HubMsg::HandedOver)) => {
+                self.settle();
+                self.try_handover();
+            }
+            Wake::Hub(Ok(HubMsg::BacklogRead)) => self.settle(),
             Wake::Placed(Ok((hub, joined))) => self.switch_to_hub(hub, joined),
             Wake::Placed(Err(unplaced)) => self.unplaced(unplaced),
             Wake::Hub(Ok(HubMsg::Failed(e))) => self.fail(&e),
             Wake::Hub(Err(RecvError::Lagged(_))) => self.on_lagged().await,
             Wake::Hub(Err(RecvError::Closed)) => self.on_closed().await,
+        }
+    }
+
+    /// Whether the client has been sent everything the gateway had to
+    /// catch up with: it reads a settled hub (see [`Joined::settled`]) with
+    /// nothing left to replay. A catch-up hub that read its backend
+    /// subscription's backlog stays live on its own while no live hub is
+    /// open.
+    fn is_caught_up(&self) -> bool {
+        matches!(&self.source, Source::Hub { settled: true, replay, .. } if replay.is_empty())
+    }
+
+    /// Tell the client once it has caught up, with the position it has
+    /// reached (passed-over events included).
+    fn note_caught_up(&mut self) {
+        if self.finished || self.caught_up || !self.is_caught_up() {
+            return;
+        }
+        self.caught_up = true;
+        if let Some(cursor) = self.skipped.take() {
+            self.pos = cursor;
+            self.checkpoint_at = None;
+        }
+        encode::push_position(&mut self.out, self.pos.cursor(), PositionReason::CaughtUp);
+    }
+
+    /// The hub says it has sent everything it catches up with.
+    fn settle(&mut self) {
+        if let Source::Hub { settled, .. } = &mut self.source {
+            *settled = true;
         }
     }
 
@@ -467,6 +524,9 @@ impl Client {
         let previous = std::mem::replace(&mut self.source, Source::Done);
         self.skipped = None;
         self.checkpoint_at = None;
+        if std::mem::take(&mut self.caught_up) {
+            encode::push_position(&mut self.out, self.pos.cursor(), PositionReason::Behind);
+        }
         if let Source::Hub { hub, .. } = previous {
             if !hub.is_held_back() {
                 if let Ok(joined) = hub.join_after(&self.pos) {

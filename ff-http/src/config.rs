@@ -40,7 +40,7 @@ pub struct GatewayConfig {
     /// (default 15 s), so proxies and load balancers keep it open.
     pub keep_alive: Duration,
     /// How long a filtered client on the shared subscription may go without
-    /// a message while events are filtered out before it gets an id-only
+    /// a message while events are filtered out before it gets a
     /// checkpoint message (default 1 s). Clients on their own backend
     /// subscription get the backend's checkpoints.
     pub checkpoint_interval: Duration,

@@ -1,8 +1,10 @@
 //! The Server-Sent Events wire format of each message the gateway sends.
 //!
 //! - event: `id: CURSOR`, `event: KIND`, `data: JSON` (one line);
-//! - checkpoint and start position: `id: CURSOR` alone (updates the
-//!   client's `Last-Event-ID` without dispatching an event);
+//! - position: `id: CURSOR`, `event: ff-position`, `data:
+//!   {"cursor":CURSOR,"reason":REASON}` — the `id:` moves the client's
+//!   `Last-Event-ID`, the named event hands the same position to page code
+//!   (an `EventSource` never dispatches an id-only message);
 //! - error: `event: ff-error` with a JSON `data:` line (and `id:` when the
 //!   error has a position to resume from, e.g. a corrupt entry);
 //! - keep-alive: the comment `: keep-alive`.
@@ -18,6 +20,37 @@ use serde_json::Value;
 
 /// The `event:` name of error messages (`error` is reserved by `EventSource`).
 pub const ERROR_EVENT: &str = "ff-error";
+
+/// The `event:` name of position messages: the start position, checkpoints,
+/// and a client's reaching or leaving the live subscription.
+pub const POSITION_EVENT: &str = "ff-position";
+
+/// Why a position message was sent (its JSON `reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PositionReason {
+    /// The resolved start position, sent at once on connect.
+    Start,
+    /// A filtered client passed over events up to here.
+    Checkpoint,
+    /// The client has been sent its backlog (what the live subscription had
+    /// delivered when it joined it, or, with none open, what was committed
+    /// before its catch-up reader started); events now arrive as published.
+    CaughtUp,
+    /// The client, once caught up, fell behind the live subscription and
+    /// catches up again from here.
+    Behind,
+}
+
+impl PositionReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::Checkpoint => "checkpoint",
+            Self::CaughtUp => "caught-up",
+            Self::Behind => "behind",
+        }
+    }
+}
 
 /// The keep-alive comment.
 pub(crate) const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
@@ -58,11 +91,19 @@ pub(crate) fn event_frame(event: &StreamEvent, meta: &EventMeta) -> Bytes {
     Bytes::from(out)
 }
 
-/// Append an id-only message.
-pub(crate) fn push_id(out: &mut Vec<u8>, cursor: &StreamCursor) {
+/// Append a position message.
+pub(crate) fn push_position(out: &mut Vec<u8>, cursor: &StreamCursor, reason: PositionReason) {
+    let text = cursor.to_string();
     out.extend_from_slice(b"id: ");
-    out.extend_from_slice(cursor.to_string().as_bytes());
-    out.extend_from_slice(b"\n\n");
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(b"\nevent: ");
+    out.extend_from_slice(POSITION_EVENT.as_bytes());
+    // Cursor text is base64url and the reason a fixed name: nothing to escape.
+    out.extend_from_slice(b"\ndata: {\"cursor\":\"");
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(b"\",\"reason\":\"");
+    out.extend_from_slice(reason.as_str().as_bytes());
+    out.extend_from_slice(b"\"}\n\n");
 }
 
 /// Append an `ff-error` message, with `id:` when `cursor` is given.
@@ -117,14 +158,38 @@ mod tests {
     }
 
     #[test]
-    fn id_only_and_error_messages() {
+    fn position_and_error_messages() {
         let cursor = encode_memory(Family::Completion, 1, 2);
         let mut out = Vec::new();
-        push_id(&mut out, &cursor);
+        push_position(&mut out, &cursor, PositionReason::Checkpoint);
         push_error(&mut out, None, &serde_json::json!({"error": "x"}));
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            format!("id: {cursor}\n\nevent: ff-error\ndata: {{\"error\":\"x\"}}\n\n")
+            format!(
+                "id: {cursor}\nevent: ff-position\ndata: {{\"cursor\":\"{cursor}\",\"reason\":\"checkpoint\"}}\n\n\
+                 event: ff-error\ndata: {{\"error\":\"x\"}}\n\n"
+            )
         );
+    }
+
+    #[test]
+    fn a_position_message_is_json_naming_the_cursor_and_why() {
+        let cursor = encode_memory(Family::Completion, 7, 9);
+        for (reason, name) in [
+            (PositionReason::Start, "start"),
+            (PositionReason::Checkpoint, "checkpoint"),
+            (PositionReason::CaughtUp, "caught-up"),
+            (PositionReason::Behind, "behind"),
+        ] {
+            let mut out = Vec::new();
+            push_position(&mut out, &cursor, reason);
+            let text = String::from_utf8(out).unwrap();
+            let data = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+            let json: Value = serde_json::from_str(data).unwrap();
+            assert_eq!(
+                json,
+                serde_json::json!({"cursor": cursor.to_string(), "reason": name})
+            );
+        }
     }
 }

@@ -30,7 +30,11 @@
 //! after the live hub's base) is *handed over*: it tells its clients, which
 //! join the live hub at their own positions, and it ends once the last has
 //! left. A client that falls behind the broadcast buffer (`Lagged`) is
-//! placed again from its last position.
+//! placed again from its last position. A hub also says when it has
+//! broadcast every event committed before its backend subscription started
+//! (`BacklogRead`); a client that reads that message, or `HandedOver`, or
+//! joins a hub past either, has been sent everything it had to catch up
+//! with once its replay is done.
 //!
 //! # A stalled client costs only itself
 //!
@@ -112,6 +116,9 @@ pub(crate) enum HubMsg {
     Failed(EngineError),
     /// This catch-up hub reached the live hub's window: move over.
     HandedOver,
+    /// This hub has sent every event committed before its backend
+    /// subscription started (the subscription's `CaughtUp`).
+    BacklogRead,
 }
 
 /// What a hub is for.
@@ -304,6 +311,9 @@ pub(crate) struct Hub {
     keep: usize,
     /// Set once a catch-up hub has reached the live hub's window.
     handed_over: AtomicBool,
+    /// Set once the backend subscription has yielded every event committed
+    /// before it started (its `CaughtUp`), under the state lock.
+    backlog_read: AtomicBool,
     /// Wakes the hub task while it holds back for its slowest client.
     hold: Arc<HoldBack>,
     /// The clients' places, for detaching the stalled ones.
@@ -328,6 +338,11 @@ pub(crate) struct Joined {
     pub replay: VecDeque<Arc<HubItem>>,
     /// The hub's position at the join.
     pub position: Vouched,
+    /// Whether the hub had, at the join, sent everything it catches up
+    /// with: it is the live hub, it was handed over, or it had read its
+    /// backend subscription's backlog. Otherwise its broadcast will say
+    /// so ([`HubMsg::HandedOver`], [`HubMsg::BacklogRead`]).
+    pub settled: bool,
 }
 
 /// Why a client could not join a hub.
@@ -384,6 +399,7 @@ impl Hub {
             status: watch::Sender::new(Status::Starting),
             keep,
             handed_over: AtomicBool::new(false),
+            backlog_read: AtomicBool::new(false),
             hold: Arc::new(HoldBack::new()),
             members: Mutex::new(Vec::new()),
             born: Instant::now(),
@@ -494,6 +510,7 @@ impl Hub {
             rx: self.receiver(),
             replay: VecDeque::new(),
             position: Vouched::reached_by_hub(position),
+            settled: self.is_settled(),
         })
     }
 
@@ -529,7 +546,16 @@ impl Hub {
             rx: self.receiver(),
             replay,
             position: Vouched::reached_by_hub(position.clone()),
+            settled: self.is_settled(),
         })
+    }
+
+    /// See [`Joined::settled`]; read under the state lock, which the hub
+    /// holds while it sets either flag and says so.
+    fn is_settled(&self) -> bool {
+        self.role == Role::Live
+            || self.handed_over.load(AtomicOrdering::Acquire)
+            || self.backlog_read.load(AtomicOrdering::Acquire)
     }
 
     /// Mark a catch-up hub handed over and tell its clients.
@@ -543,6 +569,7 @@ impl Hub {
     /// Deliver one item of the shared subscription.
     fn deliver(&self, item: DeliveryItem) {
         let cursor = item.cursor().clone();
+        let caught_up = matches!(item, DeliveryItem::CaughtUp { .. });
         let hub_item = match item {
             DeliveryItem::Event { event, meta } => {
                 let lag = TimestampMs::now().0.saturating_sub(event.at().0);
@@ -586,6 +613,9 @@ impl Hub {
                 }
                 state.position = Some(cursor);
             }
+        }
+        if caught_up && !self.backlog_read.swap(true, AtomicOrdering::AcqRel) {
+            let _ = self.tx.send(HubMsg::BacklogRead);
         }
         drop(state);
         self.ready_ever.store(true, AtomicOrdering::Release);
@@ -726,6 +756,7 @@ impl Hubs {
             rx: hub.receiver(),
             replay: VecDeque::new(),
             position: start,
+            settled: false,
         };
         hub.joined_ever.store(true, AtomicOrdering::Release);
         tokio::spawn(run_hub(hub.clone(), Arc::downgrade(self)));

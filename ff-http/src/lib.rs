@@ -63,11 +63,23 @@
 //! - A cursor a client brings is judged by the backend
 //!   ([`StreamBackend::resolve_cursor`](ff_core::backend::StreamBackend::resolve_cursor))
 //!   before the client joins a shared reader, never by how its bytes sort.
-//! - On connect, an id-only message carries the resolved start position at
-//!   once, so a client that sees no event still resumes without a gap.
+//! - Positions: every position the stream tells a client is an `id:`
+//!   line, and besides events it sends `event: ff-position` messages whose
+//!   `data:` is `{"cursor": CURSOR, "reason": REASON}` (`cursor` equals the
+//!   message's `id:`, so `EventSource`'s own resume follows them, and page
+//!   code reads them, which it cannot do with an id-only message). Reasons:
+//!   `start` — on connect, at once, the resolved start position, so a
+//!   client that sees no event still resumes without a gap; `checkpoint` —
+//!   see filters below; `caught-up` — the backlog has been sent
+//!   (everything the gateway's live subscription had delivered when the
+//!   client joined it, or, with no live subscription open, everything
+//!   committed before the client's catch-up reader started), events now
+//!   arrive as published; `behind` — the client fell behind the
+//!   live subscription (it read too slowly, or its reader ended) and catches
+//!   up again.
 //! - Filters: `?kinds=a,b`, `?execution_id=`, `?namespace=`,
 //!   `?tag=key:value`; unknown parameters are rejected. While a filter
-//!   admits nothing, id-only checkpoint messages keep the client's
+//!   admits nothing, `checkpoint` position messages keep the client's
 //!   `Last-Event-ID` moving.
 //! - `: keep-alive` comments every [`GatewayConfig::keep_alive`].
 //! - After the stream started, problems arrive as `event: ff-error` with a
@@ -134,7 +146,7 @@ pub use auth::{
     load_tokens_from_env, load_tokens_from_file, parse_tokens, Auth, Token, TokenError,
 };
 pub use config::{GatewayConfig, SlowClientPolicy};
-pub use encode::ERROR_EVENT;
+pub use encode::{ERROR_EVENT, POSITION_EVENT};
 pub use gateway::{router, Gateway};
 pub use listen::{bind, LISTEN_BACKLOG};
 pub use metrics::MetricsSnapshot;

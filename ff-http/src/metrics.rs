@@ -64,7 +64,7 @@ pub struct MetricsSnapshot {
     pub clients_total: u64,
     /// Event messages sent, over all clients.
     pub events_sent: u64,
-    /// Id-only checkpoint messages sent.
+    /// Checkpoint position messages sent.
     pub checkpoints_sent: u64,
     /// `ff-error` messages sent.
     pub errors_sent: u64,
@@ -180,7 +180,7 @@ pub(crate) fn render(m: &MetricsSnapshot, hubs: &[HubStats]) -> String {
         &mut out,
         "ff_http_checkpoints_sent_total",
         "counter",
-        "Id-only checkpoint messages sent.",
+        "Checkpoint position messages sent.",
         m.checkpoints_sent,
     );
     metric(

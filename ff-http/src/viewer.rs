@@ -3,17 +3,24 @@
 //! Security Policy (scripts from this origin only, no inline script). It
 //! signs in through `POST /v1/session` (an HttpOnly cookie, so the token
 //! never sits in page script or URLs), opens an `EventSource` on the chosen
-//! family with the chosen filters and resumes automatically (the browser
-//! reconnects with `Last-Event-ID`; when it gives up, the page reconnects
-//! from the last position it saw).
+//! family with the chosen filters and resumes automatically: the browser
+//! reconnects with `Last-Event-ID` after a network blip, and after any HTTP
+//! error (a 503 at the client cap, a proxy's 502), when the browser gives
+//! up, the page reconnects from the latest position the stream gave it —
+//! an event's, or an `ff-position` message's (the start position, a
+//! checkpoint), so a filtered page that has shown nothing yet loses nothing.
 //!
-//! It shows one line per event (long ids and cursors cut with an ellipsis;
+//! It shows one line per event (long ids cut with an ellipsis, cursors as
+//! their last characters and a short digest, which differ from row to row;
 //! the full value is the tooltip and a click copies it), highlights
 //! failures and expired leases, pauses and resumes without losing its
 //! place (events are held while paused, and past a cap the stream is closed
 //! at the last held event and reopened from it), charts events per second
-//! by kind over the last five minutes, and shows per family whether it has
-//! caught up with the gateway's live position (`GET /v1/status`).
+//! by kind over the last five minutes on a scale set by the typical second
+//! shown, not by a burst (taller seconds are clipped and marked), and shows
+//! per family whether it has caught up with the gateway's live position (as
+//! the stream's `ff-position` messages say) or the gateway's lag
+//! (`GET /v1/status`). It never reads a cursor's bytes.
 
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};

@@ -62,8 +62,24 @@ mod wire {
     }
 
     impl Message {
-        pub fn is_id_only(&self) -> bool {
-            self.id.is_some() && self.event.is_none() && self.data.is_none()
+        /// A position message (`event: ff-position`), not an event.
+        pub fn is_position(&self) -> bool {
+            self.event.as_deref() == Some("ff-position")
+        }
+
+        /// A position message's `reason` (`start`, `checkpoint`, ...),
+        /// after checking that its JSON names the same cursor as its `id:`.
+        pub fn reason(&self) -> Option<String> {
+            if !self.is_position() {
+                return None;
+            }
+            let json = self.json();
+            assert_eq!(
+                json["cursor"].as_str(),
+                self.id.as_deref(),
+                "a position message's cursor is its id: {self:?}"
+            );
+            Some(json["reason"].as_str().expect("a reason").to_owned())
         }
 
         pub fn json(&self) -> Value {
@@ -362,7 +378,7 @@ mod wire {
         }
 
         /// Assert that no event or error message arrives within `within`
-        /// (comments and id-only position messages may).
+        /// (comments and position messages may).
         pub async fn expect_quiet(&mut self, within: Duration) {
             let deadline = tokio::time::Instant::now() + within;
             loop {
@@ -370,7 +386,7 @@ mod wire {
                 match tokio::time::timeout(left, self.next_frame_raw()).await {
                     Err(_) => return,
                     Ok(Some(Frame::Comment(_))) => {}
-                    Ok(Some(Frame::Message(m))) if m.is_id_only() => {}
+                    Ok(Some(Frame::Message(m))) if m.is_position() => {}
                     Ok(other) => panic!("expected no event, got {other:?}"),
                 }
             }
@@ -542,7 +558,7 @@ mod suite {
         }
     }
 
-    /// Open and read the id-only start message; returns it with the stream.
+    /// Open and read the start position message; returns it with the stream.
     pub async fn open_started(
         server: &Server,
         path: &str,
@@ -550,16 +566,17 @@ mod suite {
     ) -> (Connection, String) {
         let mut conn = open(server, path, headers).await;
         let start = conn.next_message(WAIT).await.expect("start message");
-        assert!(
-            start.is_id_only(),
-            "the first message must be id-only, got {start:?}"
+        assert_eq!(
+            start.reason().as_deref(),
+            Some("start"),
+            "the first message must be the start position, got {start:?}"
         );
         let id = start.id.clone().unwrap();
         assert!(!id.is_empty(), "the start position must not be empty");
         (conn, id)
     }
 
-    /// Read event messages, skipping id-only ones, until `n` events arrived.
+    /// Read event messages, skipping position ones, until `n` events arrived.
     pub async fn events(conn: &mut Connection, n: usize) -> Vec<Message> {
         let mut out = Vec::new();
         while out.len() < n {
@@ -567,7 +584,7 @@ mod suite {
                 .next_message(WAIT)
                 .await
                 .unwrap_or_else(|| panic!("stream ended after {} of {n} events", out.len()));
-            if !m.is_id_only() {
+            if !m.is_position() {
                 out.push(m);
             }
         }
@@ -685,6 +702,51 @@ mod suite {
         assert_eq!(resumed_at, start);
         assert_eq!(ids(&events(&mut again, 2).await), cursors);
         again.expect_quiet(Duration::from_millis(300)).await;
+    }
+
+    /// Position messages are `ff-position` events (which page code can read)
+    /// whose JSON names the same cursor as their `id:`: the start, then
+    /// `caught-up` once a client reads the live subscription (at once from
+    /// the tail, after its last catch-up event from the beginning), and
+    /// `checkpoint` past filtered-out events.
+    pub async fn position_messages_name_their_cursor_and_why(h: &dyn Harness) {
+        let server = serve(h, config()).await;
+        let (mut live, start) =
+            open_started(&server, "/v1/streams/completion?kinds=failure", &[]).await;
+        let m = live
+            .next_message(WAIT)
+            .await
+            .expect("the caught-up message");
+        assert_eq!(m.reason().as_deref(), Some("caught-up"), "{m:?}");
+        assert_eq!(m.id.as_deref(), Some(start.as_str()));
+        let c = publish_plain(h, successes(5)).await;
+        loop {
+            let m = live.next_message(WAIT).await.expect("a checkpoint");
+            assert_eq!(m.reason().as_deref(), Some("checkpoint"), "{m:?}");
+            let id = m.id.clone().unwrap();
+            assert!(
+                c.contains(&id),
+                "a checkpoint at a passed-over event: {m:?}"
+            );
+            if id == c[4] {
+                break;
+            }
+        }
+        let (mut behind, _) =
+            open_started(&server, "/v1/streams/completion?from=beginning", &[]).await;
+        let mut got = Vec::new();
+        let caught_up = loop {
+            let m = behind.next_message(WAIT).await.expect("the stream goes on");
+            match m.reason() {
+                Some(reason) => break (reason, m.id.clone().unwrap()),
+                None => got.push(m.id.clone().unwrap()),
+            }
+        };
+        assert_eq!(got, c, "every event before the caught-up message");
+        assert_eq!(caught_up, ("caught-up".to_owned(), c[4].clone()));
+        let more = publish_plain(h, successes(2)).await;
+        assert_eq!(ids(&events(&mut behind, 2).await), more);
+        live.expect_quiet(Duration::from_millis(300)).await;
     }
 
     /// A family split into 2 partitions: a client that has seen the
@@ -855,11 +917,11 @@ mod suite {
         }
     }
 
-    /// Read id-only messages until one carries `target`; fail on an event.
+    /// Read position messages until one carries `target`; fail on an event.
     async fn until_checkpoint(sse: &mut Connection, target: &str) {
         loop {
             let m = sse.next_message(WAIT).await.expect("stream open");
-            assert!(m.is_id_only(), "the filter admits nothing, yet got {m:?}");
+            assert!(m.is_position(), "the filter admits nothing, yet got {m:?}");
             if m.id.as_deref() == Some(target) {
                 return;
             }
@@ -896,9 +958,12 @@ mod suite {
     pub async fn keep_alive_comments_flow_on_a_quiet_stream(h: &dyn Harness) {
         let server = serve(h, config().with_keep_alive(Duration::from_millis(100))).await;
         let (mut sse, _) = open_started(&server, "/v1/streams/instance-tags", &[]).await;
-        match sse.next_frame(WAIT).await {
-            Some(Frame::Comment(c)) => assert_eq!(c, "keep-alive"),
-            other => panic!("expected a keep-alive comment, got {other:?}"),
+        loop {
+            match sse.next_frame(WAIT).await {
+                Some(Frame::Comment(c)) => break assert_eq!(c, "keep-alive"),
+                Some(Frame::Message(m)) if m.is_position() => {}
+                other => panic!("expected a keep-alive comment, got {other:?}"),
+            }
         }
     }
 
@@ -1511,16 +1576,46 @@ mod suite {
         config.with_hub_capacity(16).with_hub_replay(16)
     }
 
+    /// It is also told so: `behind` at its last position when it lags,
+    /// `caught-up` once it reads the live subscription again.
     pub async fn a_slow_client_falls_behind_and_still_gets_every_event_once(h: &dyn Harness) {
         let server = serve(h, small_hub(config())).await;
-        let (mut slow, _) = open_started(&server, "/v1/streams/completion", &[]).await;
+        let (mut slow, start) = open_started(&server, "/v1/streams/completion", &[]).await;
         let c = publish_bulky(h, BULKY_EVENTS).await;
-        assert_eq!(ids(&events(&mut slow, c.len()).await), c);
+        let (mut got, mut reasons) = (Vec::new(), Vec::new());
+        let mut last = start;
+        while got.len() < c.len() || reasons.last().map(String::as_str) != Some("caught-up") {
+            let m = tokio::time::timeout(WAIT, slow.next_message(WAIT * 2))
+                .await
+                .unwrap_or_else(|_| panic!("after {} events, {reasons:?}", got.len()))
+                .expect("the stream goes on");
+            let id = m.id.clone().expect("every message has an id");
+            match m.reason() {
+                Some(reason) => {
+                    assert_eq!(id, last, "{reason} names the position reached");
+                    reasons.push(reason);
+                }
+                None => {
+                    got.push(id.clone());
+                    last = id;
+                }
+            }
+        }
+        assert_eq!(got, c);
         slow.expect_quiet(Duration::from_millis(300)).await;
         let m = server.gateway.metrics();
         assert!(
             m.lagged_clients >= 1,
             "the client never lagged; the test proves nothing: {m:?}"
+        );
+        assert_eq!(reasons.first().map(String::as_str), Some("caught-up"));
+        assert!(
+            reasons.windows(2).all(|w| w[0] != w[1]),
+            "behind and caught-up alternate: {reasons:?}"
+        );
+        assert!(
+            reasons.iter().any(|r| r == "behind"),
+            "a client that lagged is told it is behind: {reasons:?}"
         );
     }
 
@@ -1542,7 +1637,7 @@ mod suite {
             if let Some(id) = &m.id {
                 last = id.clone();
             }
-            if !m.is_id_only() {
+            if !m.is_position() {
                 got.push(m.id.unwrap());
             }
         };
@@ -1582,7 +1677,7 @@ mod suite {
             if m.event.as_deref() == Some("ff-error") {
                 break m.json();
             }
-            if !m.is_id_only() {
+            if !m.is_position() {
                 got.push(m.id.unwrap());
             }
         };
@@ -1686,11 +1781,9 @@ mod suite {
         let server = serve(h, config()).await;
         let (mut sse, _) = open_started(&server, "/v1/streams/completion", &[]).await;
         server.gateway.shutdown();
-        assert_eq!(
-            sse.next_message(WAIT).await,
-            None,
-            "the stream must end on shutdown"
-        );
+        while let Some(m) = sse.next_message(WAIT).await {
+            assert!(m.is_position(), "the stream must end on shutdown: {m:?}");
+        }
         let resp = get_err(&server, "/v1/streams/completion", &[]).await;
         assert_error(&resp, 503, "shutting_down", None);
         let resp = wire::request(server.addr, "GET", "/healthz", &[], None).await;
@@ -1925,7 +2018,7 @@ mod storm {
                         )
                     });
                     assert_ne!(m.event.as_deref(), Some("ff-error"), "client {i}: {m:?}");
-                    if m.event.is_some() {
+                    if m.event.is_some() && !m.is_position() {
                         got.push(m.id.unwrap());
                     }
                 }
@@ -1941,7 +2034,7 @@ mod storm {
                 let mut more = Vec::new();
                 while more.len() < live_ids.len() {
                     let m = conn.next_message(WAIT).await.expect("live events arrive");
-                    if m.event.is_some() {
+                    if m.event.is_some() && !m.is_position() {
                         more.push(m.id.unwrap());
                     }
                 }
@@ -2072,7 +2165,7 @@ mod stall {
                         panic!("{what}: the stream ended after {} events", got.len())
                     });
                 assert_ne!(m.event.as_deref(), Some("ff-error"), "{what}: {m:?}");
-                if m.event.is_some() {
+                if m.event.is_some() && !m.is_position() {
                     got.push(m.id.unwrap());
                 }
             }
@@ -2135,7 +2228,7 @@ mod stall {
         let (mut last, mut got) = (None, Vec::new());
         while let Some(m) = stalled.next_message(WAIT).await {
             assert_ne!(m.event.as_deref(), Some("ff-error"), "{m:?}");
-            if m.event.is_some() {
+            if m.event.is_some() && !m.is_position() {
                 got.push(m.id.clone().unwrap());
             }
             last = m.id.or(last);
@@ -2281,6 +2374,7 @@ http_suite!(memory_harness;
     events_arrive_with_id_event_and_data,
     every_family_streams_its_events,
     the_first_message_is_the_resolved_start_position,
+    position_messages_name_their_cursor_and_why,
     resume_with_last_event_id_yields_exactly_the_rest,
     filters_admit_only_matching_events,
     checkpoints_move_a_filtered_clients_position,
@@ -2393,6 +2487,7 @@ macro_rules! server_http_suite {
             events_arrive_with_id_event_and_data,
             every_family_streams_its_events,
             the_first_message_is_the_resolved_start_position,
+            position_messages_name_their_cursor_and_why,
             resume_with_last_event_id_yields_exactly_the_rest,
             filters_admit_only_matching_events,
             checkpoints_move_a_filtered_clients_position,
@@ -2709,7 +2804,7 @@ mod over_postgres {
             let mut over_sse = Vec::new();
             loop {
                 let m = sse.next_message(WAIT).await.expect("the stream goes on");
-                if m.is_id_only() {
+                if m.is_position() {
                     continue;
                 }
                 over_sse.push(m.json()["tags"]["n"].as_str().unwrap_or("?").to_owned());

@@ -92,7 +92,7 @@ async fn delivered_order(port: u16, path: &str, n: usize) -> Result<(Vec<usize>,
     let mut text = first;
     let deadline = Instant::now() + STORM_DEADLINE;
     while order.len() < n {
-        // Message by message: id-only ones (the start position,
+        // Message by message: position ones (the start position,
         // checkpoints) carry no index and are passed over.
         let mut missing_id = None;
         let consumed = complete_messages(&text, |message| {

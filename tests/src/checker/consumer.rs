@@ -449,6 +449,8 @@ fn sse_item(m: &super::sse::Message, connect_of_tail: bool) -> Item {
                 }),
             }
         }
+        (Some("ff-position"), _, Some(cursor)) if connect_of_tail => Item::CaughtUp(cursor),
+        (Some("ff-position"), _, Some(cursor)) => Item::Position(cursor),
         (_, Some(data), Some(cursor)) => {
             let json: serde_json::Value = serde_json::from_str(data).unwrap_or_default();
             match json["tags"][super::history::CK_TAG]

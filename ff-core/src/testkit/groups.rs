@@ -408,3 +408,59 @@ pub async fn group_loses_no_event_under_member_churn<H: Harness + ?Sized>(h: &H)
         missing(0..280, &seen.keys().copied().collect())
     );
 }
+
+/// Retention that trims past a unit's committed cursor is that unit's
+/// `CursorExpired` (a `UnitFailed` item, the member's stream goes on),
+/// as for any subscription — never a silent skip to the oldest event.
+pub async fn group_reports_a_trimmed_units_cursor_as_expired<H: Harness + ?Sized>(h: &H) {
+    let spec = spec("trimmed", 1);
+    let run = spec.name.clone();
+    let cursors = h
+        .publisher()
+        .publish_batch(group_drafts(&run, 0, 10))
+        .await
+        .expect("publish");
+    let mut first = GroupMember::join_from(
+        h.backend(),
+        spec.clone(),
+        "first",
+        suite_config(),
+        StreamCursor::beginning(),
+    )
+    .await
+    .expect("join");
+    loop {
+        let item = tokio::time::timeout(
+            super::group_crowd::GROUP_DEADLINE,
+            futures::StreamExt::next(&mut first),
+        )
+        .await
+        .expect("an event in time")
+        .expect("the stream goes on");
+        if let crate::group::GroupItem::Event { commit, .. } = item {
+            commit.commit().await.expect("commit the first event");
+            break;
+        }
+    }
+    drop(first);
+    h.expire_before(FAMILY, &cursors[5])
+        .await
+        .unwrap_or_else(|e| panic!("group suite: expire_before failed: {e}"));
+    let mut crowd = Crowd::new(spec.clone(), suite_config());
+    crowd.join(h, true).await;
+    loop {
+        match crowd.next("the unit's CursorExpired").await {
+            Seen::Failed { error, .. } => {
+                assert!(
+                    matches!(error, EngineError::CursorExpired { .. }),
+                    "group: a trimmed unit cursor must fail with CursorExpired, got {error:?}"
+                );
+                break;
+            }
+            Seen::Event { n, .. } => {
+                panic!("group: event {n} was delivered although the unit's cursor was trimmed")
+            }
+            _ => {}
+        }
+    }
+}

@@ -14,7 +14,10 @@
 //!   previous cursor — and a refused commit raises, aborting the caller's
 //!   transaction;
 //! - no session-scoped advisory lock is taken: a killed host's session can
-//!   hold nothing that outlives its heartbeat.
+//!   hold nothing that outlives its heartbeat;
+//! - the member driver never waits on a unit row a consumer's transaction
+//!   holds (`FOR UPDATE NOWAIT`: the unit is "not free yet"), so a
+//!   long-running transaction cannot stall another member's heartbeats.
 
 use std::time::Duration;
 
@@ -35,6 +38,13 @@ use crate::PostgresBackend;
 
 /// SQLSTATE `group_commit` raises when a commit is fenced.
 const FENCED: &str = "FFG01";
+/// SQLSTATE of `FOR UPDATE NOWAIT` on a locked row.
+const LOCK_NOT_AVAILABLE: &str = "55P03";
+
+fn sql_state(e: &sqlx::Error) -> Option<String> {
+    e.as_database_error()
+        .and_then(|db| db.code().map(|c| c.into_owned()))
+}
 
 /// Consumer groups kept in the backend's schema. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -68,10 +78,7 @@ pub(crate) fn group_channel(schema: &str) -> String {
 /// (the unit changed hands while a REPEATABLE READ or SERIALIZABLE
 /// transaction ran) too.
 fn map_commit(e: sqlx::Error, lease: &UnitLease) -> EngineError {
-    let code = e
-        .as_database_error()
-        .and_then(|db| db.code().map(|c| c.into_owned()));
-    match code.as_deref() {
+    match sql_state(&e).as_deref() {
         Some(FENCED) => lease.fenced(
             e.as_database_error()
                 .map(|db| db.message())
@@ -345,19 +352,25 @@ impl GroupStore for PostgresGroupStore {
         let pool = &self.backend.inner.pool;
         with_conn!(pool, |conn| {
             let mut tx = conn.begin().await.map_err(map_sqlx)?;
-            let row: Option<(Option<String>, i64, String, bool)> = sqlx::query_as(&format!(
-                "SELECT u.owner, u.epoch, u.cursor, EXISTS (SELECT 1 FROM {} m \
+            let row: Result<Option<(Option<String>, i64, String, bool)>, _> =
+                sqlx::query_as(&format!(
+                    "SELECT u.owner, u.epoch, u.cursor, EXISTS (SELECT 1 FROM {} m \
                      WHERE m.group_name = u.group_name AND m.session = u.owner \
                      AND m.expires_at > clock_timestamp()) \
-                 FROM {} u WHERE u.group_name = $1 AND u.unit = $2 FOR UPDATE",
-                self.table("group_members"),
-                self.table("group_units")
-            ))
-            .bind(group)
-            .bind(unit as i32)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map_sqlx)?;
+                 FROM {} u WHERE u.group_name = $1 AND u.unit = $2 FOR UPDATE NOWAIT",
+                    self.table("group_members"),
+                    self.table("group_units")
+                ))
+                .bind(group)
+                .bind(unit as i32)
+                .fetch_optional(&mut *tx)
+                .await;
+            // A consumer transaction holds the row (its commit_in): not now.
+            // Waiting would stall this member's heartbeats behind it.
+            let row = match row {
+                Err(e) if sql_state(&e).as_deref() == Some(LOCK_NOT_AVAILABLE) => return Ok(None),
+                other => other.map_err(map_sqlx)?,
+            };
             let Some((owner, epoch, cursor, owner_live)) = row else {
                 return Err(EngineError::validation(format!(
                     "group {group:?} has no unit {unit}"

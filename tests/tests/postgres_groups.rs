@@ -224,3 +224,89 @@ async fn a_role_with_only_the_consumer_grants_runs_a_group_member() {
     commit.commit().await.expect("the consumer role commits");
     member.leave().await.expect("the consumer role leaves");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_holding_a_unit_row_does_not_stall_the_next_owners_heartbeats() {
+    let h = harness().await;
+    let spec = GroupSpec::new("held", Family::Completion, 1).unwrap();
+    publish(h.publisher().as_ref(), group_drafts("held", 0, 2)).await;
+    let mut zombie = GroupMember::join_from(
+        h.backend(),
+        spec.clone(),
+        "zombie",
+        suite_config(),
+        StreamCursor::beginning(),
+    )
+    .await
+    .expect("join");
+    let handle = next_event(&mut zombie).await;
+    let url = server_url().await;
+    let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+    let mut tx = conn.begin().await.expect("begin");
+    h.backend
+        .commit_in(&mut tx, &handle)
+        .await
+        .expect("commit_in locks the unit row");
+    zombie.abort();
+    let mut next = GroupMember::join(h.backend(), spec, "next", suite_config())
+        .await
+        .expect("join");
+    let session = next.session().to_owned();
+    let expiry = |s: String| {
+        let sql = format!(
+            "SELECT (extract(epoch FROM expires_at) * 1000)::bigint FROM {}.group_members \
+             WHERE session = $1",
+            h.backend.config().schema
+        );
+        let admin = h.admin.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(&sql)
+                .bind(s)
+                .fetch_optional(&admin)
+                .await
+                .expect("read the heartbeat")
+        }
+    };
+    // Wait until the zombie's lease expired (the unit is takeable but
+    // locked), then until the next member heartbeated a full lease later.
+    let groups = h.backend.groups();
+    let deadline = tokio::time::Instant::now() + GROUP_DEADLINE;
+    loop {
+        let view = ff_core::group::GroupStore::view(&groups, "held")
+            .await
+            .expect("view");
+        if !view.unit_states[0].owner_live {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the zombie's lease never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first = loop {
+        if let Some(e) = expiry(session.clone()).await {
+            break e;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the next member never heartbeated"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let lease = suite_config().lease.as_millis() as i64;
+    loop {
+        let now = expiry(session.clone()).await.unwrap_or(first);
+        if now > first + lease {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the next member stopped heartbeating while a transaction held the unit row"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Once the transaction ends the unit moves.
+    tx.rollback().await.expect("rollback");
+    assigned(&mut next).await;
+}

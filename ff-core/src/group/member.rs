@@ -383,6 +383,21 @@ impl Driver {
                 None if mine && state.takeable_by(&self.session) => {
                     self.acquire(unit, until).await;
                 }
+                None if !mine && state.owner.as_deref() == Some(self.session.as_str()) => {
+                    // Ours in the store but no longer read here (lost on our
+                    // own clock, or its drain was cut short): nothing of it
+                    // is delivered, so hand it over rather than pin it.
+                    let orphan = UnitLease::new(
+                        self.spec.name.clone(),
+                        unit,
+                        self.session.clone(),
+                        state.epoch,
+                        state.cursor.clone(),
+                    );
+                    if let Err(e) = self.store.release(&orphan).await {
+                        tracing::warn!(group = %self.spec.name, unit, error = %e, "releasing a unit failed");
+                    }
+                }
                 _ => {}
             }
         }

@@ -310,3 +310,55 @@ async fn a_transaction_holding_a_unit_row_does_not_stall_the_next_owners_heartbe
     tx.rollback().await.expect("rollback");
     assigned(&mut next).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_heartbeats_hang_stops_delivering_on_its_own_clock() {
+    let h = harness().await;
+    let spec = GroupSpec::new("hang", Family::Completion, 1).unwrap();
+    let mut member = GroupMember::join(h.backend(), spec, "m", suite_config())
+        .await
+        .expect("join");
+    assigned(&mut member).await;
+    // Hold every heartbeat (and view) back.
+    let mut admin = h.admin.begin().await.expect("begin");
+    sqlx::raw_sql(&format!(
+        "LOCK TABLE {}.group_members IN ACCESS EXCLUSIVE MODE",
+        h.backend.config().schema
+    ))
+    .execute(&mut *admin)
+    .await
+    .expect("lock the members table");
+    publish(h.publisher().as_ref(), group_drafts("hang", 0, 3)).await;
+    loop {
+        let item = tokio::time::timeout(GROUP_DEADLINE, member.next())
+            .await
+            .expect("the member reports the unit lost in time")
+            .expect("the stream goes on");
+        if let GroupItem::Lost { .. } = item {
+            break;
+        }
+    }
+    admin.rollback().await.expect("unlock");
+    // Heartbeats succeed again: the unit comes back, its events with it —
+    // none before it is held again.
+    let mut held = false;
+    let mut seen = 0;
+    while seen < 3 {
+        let item = tokio::time::timeout(GROUP_DEADLINE, member.next())
+            .await
+            .expect("events after the unit came back")
+            .expect("the stream goes on");
+        match item {
+            GroupItem::Assigned { .. } => held = true,
+            GroupItem::Event { commit, .. } => {
+                assert!(
+                    held,
+                    "an event of a lost unit was delivered before it was held again"
+                );
+                commit.commit().await.expect("commit");
+                seen += 1;
+            }
+            _ => {}
+        }
+    }
+}

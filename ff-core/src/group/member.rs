@@ -349,14 +349,19 @@ impl Driver {
     /// One heartbeat and rebalance.
     async fn step(&mut self) {
         let sent = Instant::now();
-        let view = match self
+        // A heartbeat that hangs must not keep the driver from closing
+        // delivery windows on time: give up after one interval.
+        let beat = self
             .store
-            .heartbeat(&self.spec.name, &self.session, self.config.lease)
-            .await
-        {
-            Ok(view) => view,
-            Err(e) => {
+            .heartbeat(&self.spec.name, &self.session, self.config.lease);
+        let view = match tokio::time::timeout(self.config.heartbeat, beat).await {
+            Ok(Ok(view)) => view,
+            Ok(Err(e)) => {
                 tracing::warn!(group = %self.spec.name, error = %e, "group heartbeat failed; retrying on the next tick");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(group = %self.spec.name, "group heartbeat took longer than the heartbeat interval; retrying on the next tick");
                 return;
             }
         };

@@ -336,8 +336,11 @@ pub async fn group_hands_over_a_crashed_members_units_after_its_lease<H: Harness
     let mut crowd = Crowd::new(spec.clone(), suite_config());
     let a = crowd.join(h, true).await;
     let b = crowd.join(h, true).await;
-    let view = converged(h, &spec.name, 2).await;
+    converged(h, &spec.name, 2).await;
+    // Taken before the read, so the estimate below is never later than
+    // the expiry the store judged.
     let read_at = Instant::now();
+    let view = store_of(h).view(&spec.name).await.expect("view");
     let a_member = view
         .members
         .iter()

@@ -185,6 +185,24 @@ impl Stream for GroupMember {
     }
 }
 
+/// A store call that gives up after a bound, so one hung call cannot keep
+/// the driver from closing delivery windows on time.
+trait Bounded: std::future::Future + Sized {
+    async fn bounded<T>(self, limit: Duration) -> Result<T, EngineError>
+    where
+        Self: std::future::Future<Output = Result<T, EngineError>>,
+    {
+        tokio::time::timeout(limit, self).await.unwrap_or_else(|_| {
+            Err(EngineError::Backend {
+                backend: "group",
+                detail: format!("a group store call took longer than {limit:?}; retrying"),
+            })
+        })
+    }
+}
+
+impl<F: std::future::Future> Bounded for F {}
+
 /// A unit this member holds, and what it is doing with it.
 struct Held {
     hold: Arc<Hold>,
@@ -399,7 +417,12 @@ impl Driver {
                         state.epoch,
                         state.cursor.clone(),
                     );
-                    if let Err(e) = self.store.release(&orphan).await {
+                    if let Err(e) = self
+                        .store
+                        .release(&orphan)
+                        .bounded(self.config.heartbeat)
+                        .await
+                    {
                         tracing::warn!(group = %self.spec.name, unit, error = %e, "releasing a unit failed");
                     }
                 }
@@ -436,6 +459,7 @@ impl Driver {
         let lease = match self
             .store
             .acquire(&self.spec.name, unit, &self.session)
+            .bounded(self.config.heartbeat)
             .await
         {
             Ok(Some(lease)) => lease,
@@ -459,6 +483,7 @@ impl Driver {
         match self
             .store
             .acquire(&self.spec.name, unit, &self.session)
+            .bounded(self.config.heartbeat)
             .await
         {
             Ok(Some(lease)) if lease.epoch == epoch => {

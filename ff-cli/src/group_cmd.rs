@@ -38,7 +38,7 @@ enum GroupCommand {
 struct StatusArgs {
     /// The group's name.
     name: String,
-    /// Backend URL: memory:, postgres://... (where the group lives).
+    /// Backend URL where the group lives: valkey://host:port, postgres://... (memory: holds groups only within one process).
     #[arg(long, env = "FF_BACKEND", default_value = "memory:")]
     backend: String,
     /// Print one JSON object instead of a table.

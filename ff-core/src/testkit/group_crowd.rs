@@ -112,7 +112,7 @@ pub enum Stop {
 pub struct Crowd {
     spec: GroupSpec,
     config: GroupConfig,
-    stops: BTreeMap<usize, oneshot::Sender<Stop>>,
+    stops: BTreeMap<usize, (oneshot::Sender<Stop>, tokio::task::JoinHandle<()>)>,
     tx: mpsc::UnboundedSender<Seen>,
     /// Everything the members saw, in the order the test received it.
     pub rx: mpsc::UnboundedReceiver<Seen>,
@@ -148,15 +148,17 @@ impl Crowd {
         let index = self.next;
         self.next += 1;
         let (stop_tx, stop_rx) = oneshot::channel();
-        self.stops.insert(index, stop_tx);
-        tokio::spawn(run_member(member, index, commit, self.tx.clone(), stop_rx));
+        let task = tokio::spawn(run_member(member, index, commit, self.tx.clone(), stop_rx));
+        self.stops.insert(index, (stop_tx, task));
         index
     }
 
-    /// Stop member `index` the way `how` says.
-    pub fn stop(&mut self, index: usize, how: Stop) {
-        if let Some(stop) = self.stops.remove(&index) {
+    /// Stop member `index` the way `how` says, and wait until it has
+    /// (after a crash, no heartbeat of it follows).
+    pub async fn stop(&mut self, index: usize, how: Stop) {
+        if let Some((stop, task)) = self.stops.remove(&index) {
             let _ = stop.send(how);
+            let _ = task.await;
         }
     }
 

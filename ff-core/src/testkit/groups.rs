@@ -301,7 +301,7 @@ pub async fn group_hands_over_at_once_on_a_clean_leave<H: Harness + ?Sized>(h: &
         let a = crowd.join(h, true).await;
         let b = crowd.join(h, true).await;
         converged(h, &spec.name, 2).await;
-        crowd.stop(a, how);
+        crowd.stop(a, how).await;
         let mut held: BTreeSet<u32> = BTreeSet::new();
         let view = store_of(h).view(&spec.name).await.unwrap();
         let mine = view
@@ -336,18 +336,24 @@ pub async fn group_hands_over_a_crashed_members_units_after_its_lease<H: Harness
     let mut crowd = Crowd::new(spec.clone(), suite_config());
     let a = crowd.join(h, true).await;
     let b = crowd.join(h, true).await;
-    converged(h, &spec.name, 2).await;
-    // Taken before the read, so the estimate below is never later than
-    // the expiry the store judged.
+    let view = converged(h, &spec.name, 2).await;
+    let a_session = view
+        .members
+        .iter()
+        .find(|m| m.id() == format!("m{a}"))
+        .unwrap()
+        .session
+        .clone();
+    crowd.stop(a, Stop::Crash).await;
+    // Read after the crash (no heartbeat of it follows) and timed before
+    // the read, so the estimate is never later than the store's expiry.
     let read_at = Instant::now();
     let view = store_of(h).view(&spec.name).await.expect("view");
     let a_member = view
         .members
         .iter()
-        .find(|m| m.id() == format!("m{a}"))
-        .unwrap();
-    let a_session = a_member.session.clone();
-    // The store judged the lease live until at least this instant.
+        .find(|m| m.session == a_session)
+        .expect("the crashed member is live until its lease expires");
     let expiry = read_at + Duration::from_millis(a_member.expires_in_ms.max(0) as u64);
     let a_units: BTreeSet<u32> = view
         .unit_states
@@ -359,7 +365,6 @@ pub async fn group_hands_over_a_crashed_members_units_after_its_lease<H: Harness
         !a_units.is_empty(),
         "group: the crashing member held no unit: {view:?}"
     );
-    crowd.stop(a, Stop::Crash);
     let mut taken = BTreeSet::new();
     while taken != a_units {
         if let Seen::Assigned { member, unit, at } = crowd.next("the crashed member's units").await
@@ -396,13 +401,13 @@ pub async fn group_loses_no_event_under_member_churn<H: Harness + ?Sized>(h: &H)
     publish(publisher.as_ref(), batch(40)).await;
     let third = crowd.join(h, true).await;
     publish(publisher.as_ref(), batch(40)).await;
-    crowd.stop(first, Stop::Leave);
+    crowd.stop(first, Stop::Leave).await;
     publish(publisher.as_ref(), batch(40)).await;
-    crowd.stop(second, Stop::Crash);
+    crowd.stop(second, Stop::Crash).await;
     publish(publisher.as_ref(), batch(40)).await;
     crowd.join(h, true).await;
     publish(publisher.as_ref(), batch(40)).await;
-    crowd.stop(third, Stop::Drop);
+    crowd.stop(third, Stop::Drop).await;
     publish(publisher.as_ref(), batch(40)).await;
     let seen = collect(&mut crowd, 0..280, "every published event").await;
     assert!(

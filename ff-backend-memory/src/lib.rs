@@ -37,6 +37,7 @@
 
 mod config;
 mod cursor_store;
+mod group_store;
 mod log;
 mod subscription;
 
@@ -49,6 +50,7 @@ use ff_core::backend::{
 };
 use ff_core::engine_error::EngineError;
 use ff_core::filter::SubscriptionFilter;
+use ff_core::group::GroupStore;
 use ff_core::stream_events::{EventMeta, Family, NewEvent};
 use ff_core::stream_subscribe::{decode_memory, encode_memory, CursorStart, StreamCursor};
 use ff_core::types::TimestampMs;
@@ -58,6 +60,7 @@ pub use config::{
     DEFAULT_RETENTION_BYTES,
 };
 pub use cursor_store::MemoryCursorStore;
+pub use group_store::MemoryGroupStore;
 
 use log::{FamilyLog, RecordBody, Retention};
 use subscription::Subscription;
@@ -70,6 +73,7 @@ pub(crate) struct Shared {
     logs: [FamilyLog; 4],
     open_subscriptions: AtomicUsize,
     cursors: MemoryCursorStore,
+    groups: Arc<MemoryGroupStore>,
 }
 
 impl Shared {
@@ -114,6 +118,7 @@ impl MemoryBackend {
                 ],
                 open_subscriptions: AtomicUsize::new(0),
                 cursors: MemoryCursorStore::new(),
+                groups: Arc::new(MemoryGroupStore::new()),
             }),
         }
     }
@@ -266,6 +271,10 @@ impl StreamBackend for MemoryBackend {
             (CursorStart::Beginning, _, _) => StreamCursor::beginning(),
             (_, after, _) => self.cursor(family, after),
         })
+    }
+
+    fn group_store(&self) -> Result<Arc<dyn GroupStore>, EngineError> {
+        Ok(self.shared.groups.clone())
     }
 
     async fn bounds(&self, family: Family) -> Result<StreamBounds, EngineError> {

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use ff_core::backend::{DeliveryStream, StreamBackend, StreamBounds};
 use ff_core::engine_error::EngineError;
 use ff_core::filter::SubscriptionFilter;
+use ff_core::group::GroupStore;
 use ff_core::stream_events::Family;
 use ff_core::stream_subscribe::StreamCursor;
 use ff_core::types::TimestampMs;
@@ -202,6 +203,10 @@ impl PostgresBackend {
 impl StreamBackend for PostgresBackend {
     fn backend_name(&self) -> &'static str {
         BACKEND
+    }
+
+    fn group_store(&self) -> Result<Arc<dyn GroupStore>, EngineError> {
+        Ok(Arc::new(self.groups()))
     }
 
     async fn subscribe_family(

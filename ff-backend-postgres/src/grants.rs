@@ -2,8 +2,9 @@
 //! statements the schema's owner runs.
 //!
 //! A consumer reads the outbox, the retention horizons and the migration
-//! record, and reads and writes its own rows of the cursor store (row-level
-//! security keeps it to those). A publisher inserts outbox rows and reads
+//! record, reads and writes its own rows of the cursor store (row-level
+//! security keeps it to those), and keeps consumer groups' members, leases
+//! and unit cursors. A publisher inserts outbox rows and reads
 //! back only their position columns (`RETURNING xid, id, at`). Neither
 //! needs any right to create or change objects: connecting checks the
 //! schema with reads (see `schema_state`).
@@ -53,6 +54,14 @@ pub(crate) fn consumer_grants(names: &SchemaNames, role: &str) -> Result<Vec<Str
         format!(
             "GRANT SELECT, INSERT, UPDATE ON {} TO {role}",
             names.cursors()
+        ),
+        format!(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.groups, {schema}.group_units, \
+             {schema}.group_members TO {role}"
+        ),
+        format!(
+            "GRANT EXECUTE ON FUNCTION {schema}.group_commit(text, integer, text, bigint, text, text) \
+             TO {role}"
         ),
     ])
 }
@@ -123,5 +132,6 @@ mod tests {
         assert!(sql.contains("ff.instance_tags"), "{sql}");
         let sql = consumer_grants(&names, "app").unwrap().join(";");
         assert!(sql.contains("ON ff.consumer_cursors TO \"app\""), "{sql}");
+        assert!(sql.contains("ff.group_units"), "{sql}");
     }
 }

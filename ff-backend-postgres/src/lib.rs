@@ -115,6 +115,8 @@ mod error;
 mod event_columns;
 mod filter_indexes;
 mod grants;
+mod group_store;
+mod group_wake;
 mod held_back;
 mod history;
 mod migrate;
@@ -137,6 +139,7 @@ mod well_formed;
 pub use backend::PostgresBackend;
 pub use config::{validate_schema_name, PostgresConfig, MAX_APPLICATION_NAME_LEN, MAX_SCHEMA_LEN};
 pub use error::redact_url;
+pub use group_store::PostgresGroupStore;
 pub use held_back::HeldBack;
 
 /// The `sqlx` this crate is built with: [`PostgresBackend::append`] takes

@@ -133,6 +133,8 @@ mod cursor_store;
 mod entry;
 mod error;
 mod expiry;
+mod group_wake;
+mod groups;
 mod id;
 mod inner;
 mod keys;
@@ -171,6 +173,7 @@ pub use config::{
     Retention, ValkeyConfig, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_CLIENT_NAME, DEFAULT_KEY_PREFIX,
     DEFAULT_READ_BATCH, DEFAULT_SAFETY_NET_POLL, MAX_READ_BATCH,
 };
+pub use groups::ValkeyGroupStore;
 pub use limits::MAX_ENTRY_BYTES;
 /// The client crate, re-exported: [`ValkeyBackend::append_cmd`] returns its
 /// [`Cmd`](redis::Cmd) for callers' own pipelines.
@@ -656,6 +659,17 @@ fn parse_entry_id(
 impl StreamBackend for ValkeyBackend {
     fn backend_name(&self) -> &'static str {
         error::BACKEND
+    }
+
+    /// Groups over a family split into P > 1 partitions would need U = P
+    /// units to keep a unit's order: not offered yet (`Unavailable`).
+    fn group_store(&self) -> Result<Arc<dyn ff_core::group::GroupStore>, EngineError> {
+        if self.inner.keys.partitions() > 1 {
+            return Err(EngineError::unavailable(
+                "consumer groups on a family split into partitions (partitions > 1)",
+            ));
+        }
+        Ok(Arc::new(ValkeyGroupStore::new(self.inner.clone())))
     }
 
     async fn subscribe_family(

@@ -8,6 +8,8 @@ mod demo;
 mod duration_arg;
 mod error_line;
 mod filter_args;
+mod group_cmd;
+mod group_tail;
 mod logging;
 mod migrate;
 mod publish;
@@ -42,6 +44,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Create or upgrade the Postgres outbox schema.
     Migrate(migrate::MigrateArgs),
+    /// Inspect consumer groups (`ff group status NAME`).
+    Group(group_cmd::GroupArgs),
 }
 
 impl Command {
@@ -54,6 +58,7 @@ impl Command {
             Command::Serve(_) => "serve",
             Command::Bench(_) => "bench",
             Command::Migrate(_) => "migrate",
+            Command::Group(_) => "group",
         }
     }
 }
@@ -107,6 +112,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(args) => bench::run(args).await,
         Command::Migrate(args) => migrate::run(args).await,
+        Command::Group(args) => group_cmd::run(args).await,
         Command::Serve(args) => {
             let opened = backend_url::open(&args.backend).await?;
             let ran = serve::run(args, opened.clone()).await;

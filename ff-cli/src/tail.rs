@@ -39,6 +39,22 @@ pub struct TailArgs {
     #[command(flatten)]
     /// Filters.
     pub filter: FilterArgs,
+    /// Run as a member of this consumer group: print only the events of
+    /// the units this member holds (each with its `unit`), committing
+    /// each after printing it. `--from` places a new group's units.
+    #[arg(long, value_name = "NAME")]
+    pub group: Option<String>,
+    /// This member's id in the group (default: host name and process id).
+    #[arg(long, value_name = "ID", requires = "group")]
+    pub member: Option<String>,
+    /// Units of a new group (default: an existing group's, else 16); a
+    /// group's unit count is fixed when it is created.
+    #[arg(long, value_name = "U", requires = "group")]
+    pub units: Option<u32>,
+    /// The group lease in seconds: a crashed member's units move after
+    /// about this long (default 10).
+    #[arg(long, value_name = "SECS", requires = "group", value_parser = crate::group_tail::parse_lease)]
+    pub lease: Option<Duration>,
 }
 
 /// Resolve `--from` for `family` on `backend`.
@@ -66,6 +82,9 @@ pub async fn resolve_from(
 
 /// Run `ff tail`.
 pub async fn run(args: TailArgs, opened: Opened) -> Result<()> {
+    if let Some(group) = args.group.clone() {
+        return crate::group_tail::run(args, group, opened).await;
+    }
     let filter = args.filter.to_filter(args.family)?;
     let start = resolve_from(&args.from, args.family, opened.backend.as_ref()).await?;
     let mut stream = opened

@@ -80,6 +80,17 @@ pub enum EngineError {
         source: ErrorSource,
     },
 
+    /// A consumer group refused a commit or lease operation because the
+    /// unit changed hands (its epoch moved on) or its stored cursor is not
+    /// the one the member last committed. The unit is no longer this
+    /// member's to advance: its events are redelivered to the owner, from
+    /// the stored cursor.
+    #[error("fenced: {detail}")]
+    Fenced {
+        /// Which group and unit, and what moved.
+        detail: String,
+    },
+
     /// The server answered with an error that is not a transport failure.
     #[error("{backend} error: {detail}")]
     Backend {

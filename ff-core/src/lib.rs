@@ -20,6 +20,7 @@
 //! - [`backend`] — [`StreamBackend`](backend::StreamBackend),
 //!   [`EventPublisher`](backend::EventPublisher),
 //!   [`CursorStore`](backend::CursorStore) and the delivery stream.
+//! - [`group`] — consumer groups: units, fenced leases, the member driver.
 //! - `testkit` (feature `testkit`): the conformance suite every backend runs.
 //!
 //! ```
@@ -43,6 +44,7 @@
 pub mod backend;
 pub mod engine_error;
 pub mod filter;
+pub mod group;
 pub mod redact;
 pub mod stream_events;
 pub mod stream_subscribe;

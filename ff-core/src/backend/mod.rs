@@ -13,6 +13,8 @@ mod delivery;
 mod reconnect;
 mod typed;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 pub use delivery::{DeliveryItem, DeliveryStream};
@@ -21,6 +23,7 @@ pub use typed::typed_subscription;
 
 use crate::engine_error::EngineError;
 use crate::filter::SubscriptionFilter;
+use crate::group::GroupStore;
 use crate::stream_events::{
     CompletionOutcome, CompletionSubscription, EventMeta, Family, InstanceTagSubscription,
     LeaseHistorySubscription, NewEvent, SignalDeliveryEffect, SignalDeliverySubscription,
@@ -122,6 +125,16 @@ pub trait StreamBackend: Send + Sync {
     /// `bounds().oldest`).
     async fn cursor_at(&self, family: Family, at: TimestampMs)
         -> Result<StreamCursor, EngineError>;
+
+    /// The store of this backend's consumer groups
+    /// ([`group`](crate::group)); `Unavailable` where the backend keeps
+    /// none.
+    fn group_store(&self) -> Result<Arc<dyn GroupStore>, EngineError> {
+        Err(EngineError::unavailable(format!(
+            "consumer groups on the {} backend",
+            self.backend_name()
+        )))
+    }
 
     /// Typed LeaseHistory events. `Corrupt` entries surface as
     /// non-terminal errors; checkpoints are dropped (a filtered consumer

@@ -41,6 +41,7 @@
 //! | batch atomicity | [`publish_batch_is_all_or_none`] |
 //! | bounds, cursor_at | [`bounds_and_cursor_at_agree_with_published_events`] |
 //! | resolve_cursor | [`resolve_cursor_matches_subscription`] |
+//! | §3.10 consumer groups | [`group_units_are_owned_exclusively_and_ordered`], [`group_resumes_each_unit_exactly_after_its_last_commit`], [`group_refuses_a_zombie_commit`], [`group_refuses_another_unit_count`], [`group_hands_over_at_once_on_a_clean_leave`], [`group_hands_over_a_crashed_members_units_after_its_lease`], [`group_loses_no_event_under_member_churn`], [`group_reports_a_trimmed_units_cursor_as_expired`] ([`group_suite!`](crate::group_suite)) |
 //! | §3.8 cursor store | [`cursor_store_round_trips`], [`cursor_store_last_writer_wins`], [`cursor_store_keeps_names_and_cursors_exactly`], [`cursor_store_survives_a_reopen`] |
 //!
 //! Tests that need an optional hook ([`Capability`]) fail when the hook
@@ -57,6 +58,8 @@ mod delivery;
 mod faults;
 mod filter_text;
 mod filters;
+pub mod group_crowd;
+mod groups;
 mod harness;
 mod publish;
 mod resolve;
@@ -93,6 +96,14 @@ pub use filters::{
     filtered_subscriptions_skip_long_rejected_runs_promptly,
     filters_admit_exactly_the_matching_events,
     filters_treat_non_canonical_records_like_canonical_ones,
+};
+pub use groups::{
+    group_hands_over_a_crashed_members_units_after_its_lease,
+    group_hands_over_at_once_on_a_clean_leave, group_loses_no_event_under_member_churn,
+    group_refuses_a_zombie_commit, group_refuses_another_unit_count,
+    group_reports_a_trimmed_units_cursor_as_expired,
+    group_resumes_each_unit_exactly_after_its_last_commit,
+    group_units_are_owned_exclusively_and_ordered,
 };
 #[doc(hidden)]
 pub use harness::capability;
@@ -296,5 +307,70 @@ macro_rules! __ff_cursor_store_tests {
                 $crate::testkit::cursor_store_keeps_names_and_cursors_exactly(&store).await;
             });
         }
+    };
+}
+
+/// Expand to the consumer-group suite (§3.10), one test per function, each
+/// building a fresh harness with `$make().await`. A backend that keeps no
+/// groups declares `absent: [groups]`: its tests are reported as ignored
+/// and, run with `--ignored`, check that `group_store()` answers
+/// `Unavailable`.
+#[macro_export]
+macro_rules! group_suite {
+    ($make:path) => {
+        $crate::__ff_group_tests!($make; present;
+            group_units_are_owned_exclusively_and_ordered,
+            group_resumes_each_unit_exactly_after_its_last_commit,
+            group_refuses_a_zombie_commit,
+            group_refuses_another_unit_count,
+            group_hands_over_at_once_on_a_clean_leave,
+            group_hands_over_a_crashed_members_units_after_its_lease,
+            group_loses_no_event_under_member_churn,
+            group_reports_a_trimmed_units_cursor_as_expired,
+        );
+    };
+    ($make:path, absent: [groups $(,)?]) => {
+        $crate::__ff_group_tests!($make; absent;
+            group_units_are_owned_exclusively_and_ordered,
+            group_resumes_each_unit_exactly_after_its_last_commit,
+            group_refuses_a_zombie_commit,
+            group_refuses_another_unit_count,
+            group_hands_over_at_once_on_a_clean_leave,
+            group_hands_over_a_crashed_members_units_after_its_lease,
+            group_loses_no_event_under_member_churn,
+            group_reports_a_trimmed_units_cursor_as_expired,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __ff_group_tests {
+    ($make:path; present; $($name:ident),+ $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::testkit::block_on(async {
+                    let harness = $make().await;
+                    $crate::testkit::$name(&harness).await;
+                });
+            }
+        )+
+    };
+    ($make:path; absent; $($name:ident),+ $(,)?) => {
+        $(
+            #[test]
+            #[ignore = "the harness declares consumer groups absent"]
+            fn $name() {
+                $crate::testkit::block_on(async {
+                    let harness = $make().await;
+                    let store = $crate::testkit::Harness::backend(&harness).group_store();
+                    assert!(
+                        matches!(store, Err($crate::engine_error::EngineError::Unavailable { .. })),
+                        "consumer groups are declared absent, but the backend has a group store: remove `absent: [groups]`"
+                    );
+                });
+            }
+        )+
     };
 }

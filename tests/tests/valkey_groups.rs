@@ -1,0 +1,129 @@
+//! The consumer-group suite against a real Valkey server and a real
+//! Valkey Cluster (each family one partition): a group's keys share one
+//! hash slot, and its wake-ups come from a stream on the node serving it.
+//! A family split into partitions has no groups yet: those tests are
+//! reported as ignored, and check that the backend says `Unavailable`.
+
+use ff_tests::harness::valkey::ValkeyHarness;
+use ff_tests::harness::valkey_cluster::ValkeyClusterHarness;
+
+async fn harness() -> ValkeyHarness {
+    ValkeyHarness::new().await
+}
+
+ff_core::group_suite!(harness);
+
+mod cluster {
+    use super::*;
+
+    async fn harness() -> ValkeyClusterHarness {
+        ValkeyClusterHarness::new(1).await
+    }
+
+    ff_core::group_suite!(harness);
+}
+
+mod partitioned {
+    use super::*;
+
+    async fn harness() -> ValkeyClusterHarness {
+        ValkeyClusterHarness::new(6).await
+    }
+
+    ff_core::group_suite!(harness, absent: [groups]);
+}
+
+/// A failover that loses committed cursor writes moves a unit's cursor
+/// back: the owner's next commit is fenced (its previous cursor is not the
+/// stored one), the unit is reported lost, taken again and read from the
+/// stored cursor — events are delivered twice, never skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_cursor_write_gives_duplicates_never_a_skip() {
+    use ff_core::engine_error::EngineError;
+    use ff_core::group::{rendezvous_score, GroupItem, GroupMember, GroupSpec};
+    use ff_core::stream_events::Family;
+    use ff_core::stream_subscribe::StreamCursor;
+    use ff_core::testkit::group_crowd::{group_drafts, publish, suite_config, GROUP_DEADLINE};
+    use ff_core::testkit::Harness;
+    use futures::StreamExt;
+
+    let h = harness().await;
+    publish(h.publisher().as_ref(), group_drafts("regress", 0, 6)).await;
+    let spec = GroupSpec::new("regress", Family::Completion, 1).unwrap();
+    let mut member = GroupMember::join_from(
+        h.backend(),
+        spec,
+        "m",
+        suite_config(),
+        StreamCursor::beginning(),
+    )
+    .await
+    .expect("join");
+    async fn next_item(member: &mut GroupMember) -> GroupItem {
+        tokio::time::timeout(GROUP_DEADLINE, member.next())
+            .await
+            .expect("an item within the deadline")
+            .expect("the stream goes on")
+    }
+    let mut kept = None;
+    let n_of =
+        |meta: &ff_core::stream_events::EventMeta| -> usize { meta.tags["n"].parse().unwrap() };
+    loop {
+        if let GroupItem::Event { meta, commit, .. } = next_item(&mut member).await {
+            let n = n_of(&meta);
+            commit.commit().await.expect("commit");
+            if n == 1 {
+                kept = Some(commit.cursor().clone());
+            }
+            if n == 2 {
+                break;
+            }
+        }
+    }
+    let units = format!(
+        "{}{{g:{:016x}}}:units",
+        h.backend.config().key_prefix,
+        rendezvous_score("regress", 0)
+    );
+    let url = ff_tests::harness::valkey::server_url().await;
+    let mut admin = ff_backend_valkey::redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = ff_backend_valkey::redis::cmd("HSET")
+        .arg(&units)
+        .arg("c:0")
+        .arg(kept.unwrap().to_string())
+        .query_async(&mut admin)
+        .await
+        .expect("move the stored cursor back");
+    loop {
+        if let GroupItem::Event { meta, commit, .. } = next_item(&mut member).await {
+            assert_eq!(n_of(&meta), 3);
+            let refused = commit.commit().await;
+            assert!(
+                matches!(refused, Err(EngineError::Fenced { .. })),
+                "a commit over a regressed cursor must be fenced, got {refused:?}"
+            );
+            break;
+        }
+    }
+    let mut after = Vec::new();
+    let mut lost = false;
+    while after.len() < 4 {
+        match next_item(&mut member).await {
+            GroupItem::Lost { .. } => lost = true,
+            GroupItem::Event { meta, commit, .. } if lost => {
+                after.push(n_of(&meta));
+                commit.commit().await.expect("commit after the regression");
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        after,
+        vec![2, 3, 4, 5],
+        "duplicates from the stored cursor, nothing skipped"
+    );
+}

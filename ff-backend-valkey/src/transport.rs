@@ -3,7 +3,8 @@
 //! connection starts with. Every connection the backend opens (the shared
 //! one, each subscription's own, and a cluster client's per-node ones) is
 //! opened by [`Endpoint::connect`], so all of them use the same TLS
-//! configuration and fail with the same one-line messages.
+//! configuration and TCP keepalive, and fail with the same one-line
+//! messages.
 
 use std::fmt;
 use std::io;
@@ -30,7 +31,15 @@ pub(crate) struct Endpoint {
     pub(crate) tls: Option<Arc<Tls>>,
     /// Database and credentials (`AUTH`, `SELECT`).
     pub(crate) redis: RedisConnectionInfo,
+    /// TCP keepalive's idle time (probes then every [`KEEPALIVE_INTERVAL`],
+    /// [`KEEPALIVE_PROBES`] of them); `None`: off.
+    pub(crate) keepalive: Option<Duration>,
 }
+
+/// Time between two TCP keepalive probes.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// Unanswered TCP keepalive probes after which the connection fails.
+const KEEPALIVE_PROBES: u32 = 3;
 
 impl fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -40,6 +49,7 @@ impl fmt::Debug for Endpoint {
             .field("tls", &self.tls)
             .field("db", &self.redis.db)
             .field("username", &self.redis.username)
+            .field("keepalive", &self.keepalive)
             .finish_non_exhaustive()
     }
 }
@@ -58,6 +68,13 @@ impl Endpoint {
         let attempt = async {
             let tcp = TcpStream::connect((self.host.as_str(), self.port)).await?;
             tcp.set_nodelay(true)?;
+            if let Some(idle) = self.keepalive {
+                let keepalive = socket2::TcpKeepalive::new()
+                    .with_time(idle)
+                    .with_interval(KEEPALIVE_INTERVAL)
+                    .with_retries(KEEPALIVE_PROBES);
+                socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive)?;
+            }
             match &self.tls {
                 None => Ok(Stream::Plain(tcp)),
                 Some(tls) => tls

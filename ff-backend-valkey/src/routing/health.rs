@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,6 +38,11 @@ pub(crate) struct Health {
     interval: Duration,
     timeout: Duration,
     nodes: Mutex<HashMap<NodeAddr, Arc<Node>>>,
+    /// Since `epoch`, in milliseconds (plus one; 0: never), when any node
+    /// last failed: while none did within [`SUSPECT_FOR`], no node is
+    /// suspect, which requests learn without a lock.
+    last_failure: AtomicU64,
+    epoch: Instant,
 }
 
 impl Health {
@@ -47,7 +53,13 @@ impl Health {
             interval,
             timeout,
             nodes: Mutex::new(HashMap::new()),
+            last_failure: AtomicU64::new(0),
+            epoch: Instant::now(),
         }
+    }
+
+    fn millis_since_epoch(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
     }
 
     /// How often a node a caller waits on is checked.
@@ -80,11 +92,18 @@ impl Health {
     pub(crate) fn failed(&self, addr: &NodeAddr) {
         let node = self.node(addr);
         *node.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        self.last_failure
+            .store(self.millis_since_epoch(), Ordering::Release);
     }
 
     /// Whether `addr` failed within [`SUSPECT_FOR`] and has not answered
     /// since.
     pub(crate) fn is_suspect(&self, addr: &NodeAddr) -> bool {
+        let last = self.last_failure.load(Ordering::Acquire);
+        let window = u64::try_from(SUSPECT_FOR.as_millis()).unwrap_or(u64::MAX);
+        if last == 0 || self.millis_since_epoch().saturating_sub(last) > window {
+            return false;
+        }
         let Some(node) = self
             .nodes
             .lock()

@@ -448,9 +448,7 @@ impl Router {
         retry: Retry,
     ) -> RedisResult<(Value, Option<RedisResult<Value>>)> {
         let deadline = Instant::now() + self.command_timeout;
-        let mut pause = ReconnectPolicy::new(None, None)
-            .with_backoff(FIRST_PAUSE, MAX_PAUSE)
-            .start();
+        let mut pause = None;
         let mut redirects = 0;
         let mut asking: Option<NodeAddr> = None;
         let mut invalid = InvalidReplies::default();
@@ -579,11 +577,18 @@ impl Router {
     /// deadline would pass.
     async fn wait(
         &self,
-        pause: &mut Backoff,
+        pause: &mut Option<Backoff>,
         deadline: Instant,
         last: RedisError,
     ) -> RedisResult<()> {
-        let pause = pause.next_delay().unwrap_or(MAX_PAUSE);
+        let pause = pause
+            .get_or_insert_with(|| {
+                ReconnectPolicy::new(None, None)
+                    .with_backoff(FIRST_PAUSE, MAX_PAUSE)
+                    .start()
+            })
+            .next_delay()
+            .unwrap_or(MAX_PAUSE);
         if Instant::now() + pause > deadline {
             return Err(last);
         }
@@ -679,10 +684,11 @@ impl Router {
         tokio::spawn(async move {
             router.refresh_scheduled.store(false, Ordering::Release);
             router.refresh().await;
-            let degraded = router
-                .primaries()
-                .iter()
-                .any(|node| router.health.is_suspect(node));
+            let degraded = router.is_cluster()
+                && router
+                    .primaries()
+                    .iter()
+                    .any(|node| router.health.is_suspect(node));
             if degraded {
                 let router = Arc::downgrade(&router);
                 tokio::time::sleep(DEGRADED_REFRESH_INTERVAL).await;

@@ -12,6 +12,7 @@ pub mod rss;
 mod sse;
 mod sse_storm;
 pub mod valkey;
+mod valkey_operations;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -25,7 +26,7 @@ pub struct BenchArgs {
     /// Benchmark the SSE gateway instead of a backend.
     #[command(subcommand)]
     pub which: Option<BenchWhich>,
-    /// Backend URL: memory:, valkey://host:port[/db] (any node of a cluster; ?partitions=P splits each family; valkeys://…?ca_cert=PATH for TLS), postgres://...
+    /// Backend URL: memory:, valkey://host:port[,host:port…][/db] (any nodes of a cluster, the first that answers used; ?partitions=P splits each family; valkeys://…?ca_cert=PATH for TLS), postgres://...
     #[arg(long, env = "FF_BACKEND", default_value = "memory:")]
     pub backend: String,
     /// Events to publish and catch up on (at least 200,000 for Valkey and Postgres).
@@ -34,6 +35,12 @@ pub struct BenchArgs {
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Also measure everyday operations on the Valkey Cluster the URL names
+    /// (dead_node_detect_s: DEBUG SLEEP on a primary a subscription reads).
+    /// It disturbs that cluster: primaries with a replica each and
+    /// enable-debug-command yes.
+    #[arg(long)]
+    pub operations: bool,
 }
 
 /// Benchmarks other than a backend's.
@@ -50,9 +57,20 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         Some(BenchWhich::Sse(sse_args)) => (sse::run(sse_args).await?, sse_args.json),
         None => {
             let scheme = args.backend.split(':').next().unwrap_or("");
+            let valkey = matches!(scheme, "valkey" | "redis" | "valkeys" | "rediss");
+            if args.operations && !valkey {
+                anyhow::bail!("--operations needs a Valkey Cluster URL (valkey://node:port)");
+            }
             let report = match scheme {
-                "valkey" | "redis" | "valkeys" | "rediss" => {
-                    valkey::run(&args.backend, args.events).await?
+                _ if valkey => {
+                    let mut report = valkey::run(&args.backend, args.events).await?;
+                    if args.operations {
+                        eprintln!("bench: operations (the cluster is disturbed on purpose)");
+                        report
+                            .figures
+                            .extend(valkey_operations::run(&args.backend).await?);
+                    }
+                    report
                 }
                 "postgres" | "postgresql" => postgres::run(&args.backend, args.events).await?,
                 _ => {

@@ -780,7 +780,7 @@ async fn unless_dead<T, E: From<ConnError>>(
         result = read => result,
         () = inner.router.until_dead(node) => {
             let timeout = inner.router.ping_timeout();
-            tracing::info!(%node, ?timeout, "ff valkey subscription: the node stopped answering; reconnecting");
+            tracing::debug!(%node, ?timeout, "ff valkey subscription: the node stopped answering; reconnecting");
             Err(E::from(ConnError::Io(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 format!("{node} answered no PING within {timeout:?} (stopped, overloaded or cut off)"),

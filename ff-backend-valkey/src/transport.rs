@@ -179,3 +179,35 @@ impl AsyncWrite for Stream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn connect(keepalive: Option<Duration>) -> (TcpStream, tokio::net::TcpListener) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = Endpoint {
+            host: "127.0.0.1".into(),
+            port: listener.local_addr().unwrap().port(),
+            tls: None,
+            redis: RedisConnectionInfo::default(),
+            keepalive,
+        };
+        match endpoint.connect(Duration::from_secs(5)).await.unwrap() {
+            Stream::Plain(tcp) => (tcp, listener),
+            Stream::Tls(_) => panic!("a plain endpoint gave a TLS stream"),
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_carry_tcp_keepalive_as_configured() {
+        let (tcp, _listener) = connect(Some(Duration::from_secs(2))).await;
+        let socket = socket2::SockRef::from(&tcp);
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(socket.tcp_keepalive_time().unwrap(), Duration::from_secs(2));
+        assert_eq!(socket.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
+        assert_eq!(socket.tcp_keepalive_retries().unwrap(), KEEPALIVE_PROBES);
+        let (tcp, _listener) = connect(None).await;
+        assert!(!socket2::SockRef::from(&tcp).keepalive().unwrap());
+    }
+}

@@ -16,8 +16,10 @@
 //! caught up it waits with `XREAD BLOCK`, used only as a wake-up, with the
 //! next paired read queued right behind it. The partitions' pages are
 //! merged into one stream whose cursor holds one position per partition.
-//! Lost connections are re-established with capped, jittered exponential backoff and
-//! the stream goes on exactly after the last position it reached.
+//! Lost connections are re-established with capped, jittered exponential
+//! backoff and the stream goes on exactly after the last position it
+//! reached; a node that stops answering is noticed within seconds (TCP
+//! keepalive, and a ping while a subscription waits on it).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), ff_core::engine_error::EngineError> {

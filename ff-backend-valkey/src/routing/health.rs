@@ -4,8 +4,9 @@
 //! timeout, and topology probes ask it last.
 //!
 //! Invariants: a node is *suspect* from the moment it failed a probe, a
-//! ping or a connection attempt until it answers again or
-//! [`SUSPECT_FOR`] passes; however many callers ask whether a node is
+//! ping, a request (no reply in time) or a connection attempt until it
+//! answers again or [`SUSPECT_FOR`] passes, and a failure forgets its
+//! earlier answers; however many callers ask whether a node is
 //! alive, at most one ping to it is in flight, and none is sent while its
 //! last answer is younger than the ping interval.
 
@@ -91,6 +92,7 @@ impl Health {
     /// `addr` failed to answer, or to accept a connection.
     pub(crate) fn failed(&self, addr: &NodeAddr) {
         let node = self.node(addr);
+        *node.answered.lock().unwrap_or_else(|e| e.into_inner()) = None;
         *node.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         self.last_failure
             .store(self.millis_since_epoch(), Ordering::Release);
@@ -190,6 +192,15 @@ mod tests {
         assert!(!health.is_suspect(&NodeAddr::new("127.0.0.1", 7001)));
         assert!(health.check(&addr(), async { true }).await);
         assert!(!health.is_suspect(&addr()));
+    }
+
+    #[tokio::test]
+    async fn a_failure_after_an_answer_makes_the_next_check_ping() {
+        let health = Health::new(Duration::from_secs(60), Duration::from_secs(1));
+        assert!(health.check(&addr(), async { true }).await);
+        health.failed(&addr());
+        assert!(health.is_suspect(&addr()));
+        assert!(!health.check(&addr(), async { false }).await);
     }
 
     #[tokio::test]

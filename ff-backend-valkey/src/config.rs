@@ -1,6 +1,7 @@
 //! [`ValkeyConfig`] and [`Retention`]: key prefix, partitions, retention
 //! per family, read batch size, checkpoint and safety-net intervals,
-//! reconnection, and the client name the backend's connections carry.
+//! reconnection, dead-node detection (TCP keepalive, node pings), and the
+//! client name the backend's connections carry.
 
 use std::time::Duration;
 
@@ -20,6 +21,18 @@ pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_SAFETY_NET_POLL: Duration = Duration::from_secs(30);
 /// Default client name of the backend's connections.
 pub const DEFAULT_CLIENT_NAME: &str = "ff";
+/// Default idle time after which TCP keepalive probes a silent connection
+/// (then every second, three times): a dropped network path is noticed
+/// in about 5 s.
+pub const DEFAULT_TCP_KEEPALIVE: Duration = Duration::from_secs(2);
+/// Default ping interval: a node a subscription has waited on this long
+/// without a reply is pinged (at most once per interval, however many
+/// subscriptions wait on it).
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(2);
+/// Default ping timeout: a node that does not answer a ping (or a topology
+/// probe) this fast is dead to ff until it answers again. With the default
+/// interval, a stopped or black-holed node is noticed within 5 s.
+pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Largest accepted read batch.
 pub const MAX_READ_BATCH: usize = 100_000;
@@ -91,6 +104,19 @@ pub struct ValkeyConfig {
     pub connect_timeout: Duration,
     /// Longest wait for the reply to an ordinary command.
     pub command_timeout: Duration,
+    /// TCP keepalive on every connection: idle time before the first probe
+    /// (probes then go every second, three of them); `None` turns it off.
+    /// It notices a dropped network path; a node whose process stopped
+    /// still has its kernel answer them, which the pings below notice.
+    pub tcp_keepalive: Option<Duration>,
+    /// While a subscription waits for a reply (its `XREAD BLOCK` wake-up
+    /// included) longer than this, the node is pinged on the backend's
+    /// shared connection to it; one ping per node per interval.
+    pub ping_interval: Duration,
+    /// A node that does not answer a ping or a topology probe within this
+    /// is dead: its subscriptions reconnect (to the slot's new owner once
+    /// the cluster failed over) and topology probes ask it last.
+    pub ping_timeout: Duration,
     /// Replicas that must acknowledge each publish (`WAIT`) before it
     /// succeeds, and how long to wait for them; `None` (the default): a
     /// publish succeeds once the primary stored it. Replication is
@@ -112,6 +138,9 @@ impl Default for ValkeyConfig {
             client_name: DEFAULT_CLIENT_NAME.to_owned(),
             connect_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(30),
+            tcp_keepalive: Some(DEFAULT_TCP_KEEPALIVE),
+            ping_interval: DEFAULT_PING_INTERVAL,
+            ping_timeout: DEFAULT_PING_TIMEOUT,
             replica_acks: None,
             retention: [Retention::None; 4],
         }
@@ -190,6 +219,22 @@ impl ValkeyConfig {
         self
     }
 
+    /// Set TCP keepalive's idle time (`None`: no keepalive); see
+    /// [`ValkeyConfig::tcp_keepalive`].
+    pub fn with_tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
+        self.tcp_keepalive = idle;
+        self
+    }
+
+    /// Set how often a node a subscription waits on is pinged, and how
+    /// long it has to answer; see [`ValkeyConfig::ping_interval`]. A dead
+    /// node is noticed within about `interval + timeout`.
+    pub fn with_node_pings(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.ping_interval = interval;
+        self.ping_timeout = timeout;
+        self
+    }
+
     /// Make every publish wait until `replicas` replicas acknowledged it,
     /// at most `timeout` (see [`ValkeyConfig::replica_acks`]).
     pub fn with_replica_acks(mut self, replicas: u16, timeout: Duration) -> Self {
@@ -241,6 +286,12 @@ impl ValkeyConfig {
             ("safety-net poll", self.safety_net_poll),
             ("connect timeout", self.connect_timeout),
             ("command timeout", self.command_timeout),
+            ("ping interval", self.ping_interval),
+            ("ping timeout", self.ping_timeout),
+            (
+                "TCP keepalive",
+                self.tcp_keepalive.unwrap_or(Duration::from_secs(1)),
+            ),
         ] {
             if d < Duration::from_millis(1) {
                 return Err(EngineError::validation(format!(
@@ -287,6 +338,13 @@ mod tests {
         assert_eq!(c.key_prefix, "ff:");
         assert_eq!(c.checkpoint_interval, Duration::from_secs(1));
         assert!(c.safety_net_poll >= Duration::from_secs(30));
+        assert!(
+            c.ping_interval + c.ping_timeout <= Duration::from_secs(5),
+            "a dead node is noticed within 5 s by default"
+        );
+        assert!(c
+            .tcp_keepalive
+            .is_some_and(|idle| idle + Duration::from_secs(3) <= Duration::from_secs(5)));
         for f in Family::ALL.iter().copied() {
             assert_eq!(c.retention(f), Retention::None);
         }
@@ -314,6 +372,18 @@ mod tests {
         invalid(
             ValkeyConfig::default().with_checkpoint_interval(Duration::ZERO),
             "checkpoint interval",
+        );
+        invalid(
+            ValkeyConfig::default().with_node_pings(Duration::ZERO, Duration::from_secs(1)),
+            "ping interval",
+        );
+        invalid(
+            ValkeyConfig::default().with_node_pings(Duration::from_secs(1), Duration::ZERO),
+            "ping timeout",
+        );
+        invalid(
+            ValkeyConfig::default().with_tcp_keepalive(Some(Duration::ZERO)),
+            "TCP keepalive",
         );
         invalid(
             ValkeyConfig::default().with_retention(Family::Completion, Retention::MaxLen(0)),

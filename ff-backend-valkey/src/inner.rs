@@ -31,13 +31,17 @@ impl Inner {
     /// (see [`crate::layout`]). The configuration is already validated, with the
     /// URL's `partitions=` applied.
     pub(crate) async fn connect(url: ServerUrl, config: ValkeyConfig) -> Result<Self, EngineError> {
-        let endpoint = url.endpoint()?;
+        let mut seeds = url.endpoints()?;
+        for seed in &mut seeds {
+            seed.keepalive = config.tcp_keepalive;
+        }
+        let endpoint = seeds[0].clone();
         let account = endpoint.account();
         let router = Router::discover(
-            endpoint.clone(),
+            seeds,
             config.client_name.clone(),
-            config.connect_timeout,
-            config.command_timeout,
+            (config.connect_timeout, config.command_timeout),
+            (config.ping_interval, config.ping_timeout),
         )
         .await
         .map_err(|e| {

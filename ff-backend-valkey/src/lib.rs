@@ -16,8 +16,10 @@
 //! caught up it waits with `XREAD BLOCK`, used only as a wake-up, with the
 //! next paired read queued right behind it. The partitions' pages are
 //! merged into one stream whose cursor holds one position per partition.
-//! Lost connections are re-established with capped exponential backoff and
-//! the stream goes on exactly after the last position it reached.
+//! Lost connections are re-established with capped, jittered exponential
+//! backoff and the stream goes on exactly after the last position it
+//! reached; a node that stops answering is noticed within seconds (TCP
+//! keepalive, and a ping while a subscription waits on it).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), ff_core::engine_error::EngineError> {
@@ -213,7 +215,11 @@ impl ValkeyBackend {
     /// The URL may name a standalone server or any node of a Valkey
     /// Cluster: ff asks (`CLUSTER SHARDS`) and, on a cluster, sends each
     /// request to the node serving its keys, following the cluster through
-    /// resharding and failover.
+    /// resharding and failover. It may name several seed nodes —
+    /// `valkey://a:6379,b:6379` and/or repeated `?node=host:port` — with
+    /// the same credentials, database and TLS settings: the first that
+    /// answers is used, so the backend starts while a node is down, and all
+    /// of them are asked for the topology when no known node answers.
     ///
     /// Fails with `Validation` for a bad URL, certificate file or
     /// configuration (the password never appears in the message) and with

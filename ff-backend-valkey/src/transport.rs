@@ -3,7 +3,8 @@
 //! connection starts with. Every connection the backend opens (the shared
 //! one, each subscription's own, and a cluster client's per-node ones) is
 //! opened by [`Endpoint::connect`], so all of them use the same TLS
-//! configuration and fail with the same one-line messages.
+//! configuration and TCP keepalive, and fail with the same one-line
+//! messages.
 
 use std::fmt;
 use std::io;
@@ -30,7 +31,15 @@ pub(crate) struct Endpoint {
     pub(crate) tls: Option<Arc<Tls>>,
     /// Database and credentials (`AUTH`, `SELECT`).
     pub(crate) redis: RedisConnectionInfo,
+    /// TCP keepalive's idle time (probes then every [`KEEPALIVE_INTERVAL`],
+    /// [`KEEPALIVE_PROBES`] of them); `None`: off.
+    pub(crate) keepalive: Option<Duration>,
 }
+
+/// Time between two TCP keepalive probes.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// Unanswered TCP keepalive probes after which the connection fails.
+const KEEPALIVE_PROBES: u32 = 3;
 
 impl fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -40,6 +49,7 @@ impl fmt::Debug for Endpoint {
             .field("tls", &self.tls)
             .field("db", &self.redis.db)
             .field("username", &self.redis.username)
+            .field("keepalive", &self.keepalive)
             .finish_non_exhaustive()
     }
 }
@@ -58,6 +68,13 @@ impl Endpoint {
         let attempt = async {
             let tcp = TcpStream::connect((self.host.as_str(), self.port)).await?;
             tcp.set_nodelay(true)?;
+            if let Some(idle) = self.keepalive {
+                let keepalive = socket2::TcpKeepalive::new()
+                    .with_time(idle)
+                    .with_interval(KEEPALIVE_INTERVAL)
+                    .with_retries(KEEPALIVE_PROBES);
+                socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive)?;
+            }
             match &self.tls {
                 None => Ok(Stream::Plain(tcp)),
                 Some(tls) => tls
@@ -160,5 +177,37 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => s.is_write_vectored(),
             Stream::Tls(s) => s.is_write_vectored(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn connect(keepalive: Option<Duration>) -> (TcpStream, tokio::net::TcpListener) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = Endpoint {
+            host: "127.0.0.1".into(),
+            port: listener.local_addr().unwrap().port(),
+            tls: None,
+            redis: RedisConnectionInfo::default(),
+            keepalive,
+        };
+        match endpoint.connect(Duration::from_secs(5)).await.unwrap() {
+            Stream::Plain(tcp) => (tcp, listener),
+            Stream::Tls(_) => panic!("a plain endpoint gave a TLS stream"),
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_carry_tcp_keepalive_as_configured() {
+        let (tcp, _listener) = connect(Some(Duration::from_secs(2))).await;
+        let socket = socket2::SockRef::from(&tcp);
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(socket.tcp_keepalive_time().unwrap(), Duration::from_secs(2));
+        assert_eq!(socket.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
+        assert_eq!(socket.tcp_keepalive_retries().unwrap(), KEEPALIVE_PROBES);
+        let (tcp, _listener) = connect(None).await;
+        assert!(!socket2::SockRef::from(&tcp).keepalive().unwrap());
     }
 }

@@ -2,6 +2,11 @@
 //! `rediss://` for TLS with the `ca_cert=`, `client_cert=` and
 //! `client_key=` query parameters, and `partitions=P` on either, checked
 //! with messages that name the problem and never echo a password.
+//!
+//! A URL may name several seed nodes — `valkey://a:1,b:2` and/or repeated
+//! `?node=host:port` — tried in turn at startup and kept as places to ask
+//! for the topology; the scheme, credentials, database and TLS settings
+//! apply to every one of them.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -16,13 +21,24 @@ use crate::transport::Endpoint;
 
 /// The port when the URL names none.
 const DEFAULT_PORT: u16 = 6379;
+/// Most seed nodes one URL may name.
+pub(crate) const MAX_SEEDS: usize = 64;
+
+/// One seed node of a URL: where to connect first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Seed {
+    /// Host name or IP address (no brackets).
+    pub(crate) host: String,
+    /// TCP port.
+    pub(crate) port: u16,
+}
 
 /// A checked server URL: its parts, and a redacted form for messages, logs
 /// and `Debug`.
 #[derive(Clone)]
 pub(crate) struct ServerUrl {
-    host: String,
-    port: u16,
+    /// At least one; the first named first.
+    seeds: Vec<Seed>,
     db: u16,
     username: Option<String>,
     password: Option<String>,
@@ -48,9 +64,27 @@ impl ServerUrl {
         self.partitions
     }
 
-    /// The endpoint every connection is opened to, with its TLS
-    /// configuration loaded (reads the certificate files). `Err` names the
-    /// parameter and file at fault.
+    /// The endpoint of each seed node, in order, with the URL's TLS
+    /// configuration (loaded once, from the certificate files),
+    /// credentials and database. `Err` names the parameter and file at
+    /// fault.
+    pub(crate) fn endpoints(&self) -> Result<Vec<Endpoint>, EngineError> {
+        let first = self.endpoint()?;
+        Ok(self
+            .seeds
+            .iter()
+            .map(|seed| {
+                let mut endpoint = first.clone();
+                endpoint.host.clone_from(&seed.host);
+                endpoint.port = seed.port;
+                endpoint
+            })
+            .collect())
+    }
+
+    /// The endpoint of the first seed, with its TLS configuration loaded
+    /// (reads the certificate files). `Err` names the parameter and file
+    /// at fault.
     pub(crate) fn endpoint(&self) -> Result<Endpoint, EngineError> {
         let tls = match &self.tls {
             None => None,
@@ -59,8 +93,8 @@ impl ServerUrl {
             })?)),
         };
         Ok(Endpoint {
-            host: self.host.clone(),
-            port: self.port,
+            host: self.seeds[0].host.clone(),
+            port: self.seeds[0].port,
             tls,
             redis: RedisConnectionInfo {
                 db: i64::from(self.db),
@@ -68,11 +102,13 @@ impl ServerUrl {
                 password: self.password.clone(),
                 ..RedisConnectionInfo::default()
             },
+            keepalive: None,
         })
     }
 
-    /// Parse `valkey[s]://[user[:password]@]host[:port][/db][?params]` (or
-    /// `redis[s]://`).
+    /// Parse `valkey[s]://[user[:password]@]host[:port][,host[:port]…][/db][?params]`
+    /// (or `redis[s]://`), where `params` may repeat `node=host[:port]` to
+    /// name more seeds.
     pub(crate) fn parse(url: &str) -> Result<Self, EngineError> {
         let url = url.trim();
         let invalid =
@@ -99,24 +135,10 @@ impl ServerUrl {
             Some(i) => rest.split_at(i),
             None => (rest, ""),
         };
-        let (host, port) = split_host_port(host_port);
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err(invalid(
-                " names no host; use valkey://host:port[/db]".into(),
-            ));
+        let mut seeds = Vec::new();
+        for part in host_port.split(',') {
+            seeds.push(parse_seed(part).map_err(&invalid)?);
         }
-        let port = match port {
-            None => DEFAULT_PORT,
-            Some(p) => match p.parse::<u16>() {
-                Ok(p) if p != 0 => p,
-                _ => {
-                    return Err(invalid(format!(
-                        ": port {p:?} is not a number in 1..=65535"
-                    )))
-                }
-            },
-        };
         let db = path.trim_start_matches('/');
         let db = if db.is_empty() {
             0
@@ -149,6 +171,12 @@ impl ServerUrl {
         let mut partitions = None;
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if name == "node" {
+                let value = percent_decode(value)
+                    .ok_or_else(|| invalid(": node= is not valid percent-encoded UTF-8".into()))?;
+                seeds.push(parse_seed(&value).map_err(&invalid)?);
+                continue;
+            }
             if name == "partitions" {
                 partitions = Some(
                     value
@@ -166,7 +194,7 @@ impl ServerUrl {
             }
             if !TlsOptions::PARAMETERS.contains(&name) {
                 return Err(invalid(format!(
-                    ": unknown parameter {name:?}; the parameters are partitions=, and ca_cert=, client_cert= and client_key= (TLS only)"
+                    ": unknown parameter {name:?}; the parameters are node=, partitions=, and ca_cert=, client_cert= and client_key= (TLS only)"
                 )));
             }
             if !tls {
@@ -179,9 +207,20 @@ impl ServerUrl {
                 .ok_or_else(|| invalid(format!(": {name}= needs a file path")))?;
             options.set(name, PathBuf::from(value));
         }
+        let mut unique: Vec<Seed> = Vec::with_capacity(seeds.len());
+        for seed in seeds {
+            if !unique.contains(&seed) {
+                unique.push(seed);
+            }
+        }
+        if unique.len() > MAX_SEEDS {
+            return Err(invalid(format!(
+                " names {} seed nodes; name at most {MAX_SEEDS} (any few nodes of a cluster lead to the rest)",
+                unique.len()
+            )));
+        }
         Ok(Self {
-            host: host.to_owned(),
-            port,
+            seeds: unique,
             db,
             username,
             password,
@@ -190,6 +229,36 @@ impl ServerUrl {
             redacted: redact(url),
         })
     }
+}
+
+/// One seed, `host[:port]` (IPv6 in brackets): `Err` says what is wrong,
+/// as the end of a sentence about the URL.
+fn parse_seed(s: &str) -> Result<Seed, String> {
+    let (host, port) = split_host_port(s);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(
+            " names no host (or an empty one in a list); use valkey://host:port[,host:port…][/db]"
+                .into(),
+        );
+    }
+    let port = match port {
+        None => DEFAULT_PORT,
+        Some(p) => match p.parse::<u16>() {
+            Ok(p) if p != 0 => p,
+            _ => {
+                return Err(format!(
+                    ": port {:?} of {:?} is not a number in 1..=65535",
+                    p.chars().take(20).collect::<String>(),
+                    host.chars().take(80).collect::<String>()
+                ))
+            }
+        },
+    };
+    Ok(Seed {
+        host: host.to_owned(),
+        port,
+    })
 }
 
 /// `%XX`-decode `s`; `None` for a bad escape or invalid UTF-8.
@@ -245,17 +314,84 @@ mod tests {
     #[test]
     fn urls_parse_into_host_port_db_and_credentials() {
         let u = ServerUrl::parse("valkey://127.0.0.1:6379/2").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.db), ("127.0.0.1", 6379, 2));
+        assert_eq!(
+            (u.seeds[0].host.as_str(), u.seeds[0].port, u.db),
+            ("127.0.0.1", 6379, 2)
+        );
         assert!(u.tls.is_none());
         let u = ServerUrl::parse("redis://localhost").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.db), ("localhost", 6379, 0));
+        assert_eq!(
+            (u.seeds[0].host.as_str(), u.seeds[0].port, u.db),
+            ("localhost", 6379, 0)
+        );
         let u = ServerUrl::parse("VALKEY://[::1]:7000").unwrap();
-        assert_eq!((u.host.as_str(), u.port), ("::1", 7000));
+        assert_eq!((u.seeds[0].host.as_str(), u.seeds[0].port), ("::1", 7000));
         let u = ServerUrl::parse("valkey://app:p%40ss%3Aword@h:1").unwrap();
         assert_eq!(u.username.as_deref(), Some("app"));
         assert_eq!(u.password.as_deref(), Some("p@ss:word"));
         let u = ServerUrl::parse("redis://:secret@h").unwrap();
         assert_eq!((u.username, u.password.as_deref()), (None, Some("secret")));
+    }
+
+    fn seeds(u: &ServerUrl) -> Vec<(String, u16)> {
+        u.seeds.iter().map(|s| (s.host.clone(), s.port)).collect()
+    }
+
+    #[test]
+    fn several_seeds_come_from_a_host_list_and_repeated_node_parameters() {
+        let u = ServerUrl::parse("valkey://app:hunter2@a:7000,b,[::1]:7002/0?node=c:7003&node=%5B::2%5D:7004&partitions=4").unwrap();
+        assert_eq!(
+            seeds(&u),
+            [
+                ("a".to_owned(), 7000),
+                ("b".to_owned(), 6379),
+                ("::1".to_owned(), 7002),
+                ("c".to_owned(), 7003),
+                ("::2".to_owned(), 7004),
+            ]
+        );
+        assert_eq!(u.partitions(), Some(4));
+        let endpoints = u.endpoints().unwrap();
+        assert_eq!(endpoints.len(), 5);
+        for (e, (host, port)) in endpoints.iter().zip(seeds(&u)) {
+            assert_eq!((e.host.as_str(), e.port), (host.as_str(), port));
+            assert_eq!(
+                e.redis.username.as_deref(),
+                Some("app"),
+                "credentials apply to every seed"
+            );
+            assert_eq!(e.redis.password.as_deref(), Some("hunter2"));
+            assert!(!format!("{e:?}").contains("hunter2"));
+        }
+        assert!(!format!("{u:?}").contains("hunter2"));
+        let u = ServerUrl::parse("valkey://h:1?node=h:1&node=h:2").unwrap();
+        assert_eq!(
+            seeds(&u),
+            [("h".to_owned(), 1), ("h".to_owned(), 2)],
+            "duplicates once"
+        );
+        let u = ServerUrl::parse("valkeys://a:1,b:2?ca_cert=/ca.pem&node=c:3").unwrap();
+        assert_eq!(seeds(&u).len(), 3);
+        assert!(u.tls.is_some(), "TLS applies to every seed");
+    }
+
+    #[test]
+    fn bad_seed_lists_name_the_problem_without_the_password() {
+        invalid("valkey://u:hunter2@a:1,", "names no host");
+        invalid("valkey://u:hunter2@a:1,,b:2", "names no host");
+        invalid("valkey://u:hunter2@,a:1", "names no host");
+        invalid("valkey://u:hunter2@a:1,b:x", "port \"x\" of \"b\"");
+        invalid("valkey://u:hunter2@a:1?node=", "names no host");
+        invalid(
+            "valkey://u:hunter2@a:1?node=b:70000",
+            "port \"70000\" of \"b\"",
+        );
+        invalid("valkey://u:hunter2@a:1?node=%zz", "node= is not valid");
+        let many: Vec<String> = (1..=65).map(|p| format!("h:{p}")).collect();
+        invalid(
+            &format!("valkey://u:hunter2@{}", many.join(",")),
+            "at most 64",
+        );
     }
 
     #[test]

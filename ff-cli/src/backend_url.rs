@@ -62,7 +62,7 @@ pub async fn open(url: &str) -> Result<Opened> {
         "valkey" | "redis" | "valkeys" | "rediss" => crate::backends::open_valkey(url, label).await,
         "postgres" | "postgresql" => crate::backends::open_postgres(url, label).await,
         _ => bail!(
-            "unsupported backend URL {label:?}: use memory:, valkey://host:port[/db][?partitions=P] (valkeys:// for TLS; any node of a cluster), redis://host:port[/db] or postgres://user@host:port/db"
+            "unsupported backend URL {label:?}: use memory:, valkey://host:port[,host:port…][/db][?partitions=P] (valkeys:// for TLS; any nodes of a cluster), redis://host:port[/db] or postgres://user@host:port/db"
         ),
     }
 }

@@ -54,6 +54,7 @@ pub fn redact_url(url: &str) -> String {
 /// use ff_core::redact::split_userinfo;
 /// assert_eq!(split_userinfo("app:a/b?c@db:6379/0"), (Some("app:a/b?c"), "db:6379/0"));
 /// assert_eq!(split_userinfo("db:6379"), (None, "db:6379"));
+/// assert_eq!(split_userinfo("app:pw@a:1,b:2/0"), (Some("app:pw"), "a:1,b:2/0"));
 /// ```
 pub fn split_userinfo(rest: &str) -> (Option<&str>, &str) {
     match userinfo_end(rest) {
@@ -109,7 +110,8 @@ fn userinfo_end(rest: &str) -> Option<usize> {
         let host = &host[..end];
         !host.is_empty()
             && host.chars().all(|c| {
-                c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']' | '%')
+                c.is_ascii_alphanumeric()
+                    || matches!(c, '.' | '-' | '_' | ':' | '[' | ']' | '%' | ',')
             })
     })
 }
@@ -155,6 +157,7 @@ mod tests {
                 format!("valkey://app:{password}@db.example:6379/0"),
                 format!("postgres://app:{password}@10.0.0.5:5432/app?sslmode=require"),
                 format!("rediss://{password}@[::1]:6380"),
+                format!("valkey://app:{password}@a:7000,b:7001,[::1]:7002/0?node=c:7003"),
             ] {
                 let shown = redact_url(&url);
                 assert!(

@@ -7,10 +7,12 @@
 //! - [`redirect`]: what `MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`… mean;
 //! - [`router`]: sending a request to its slot's node and following the
 //!   cluster's answers until a deadline;
+//! - [`health`]: which nodes answered lately, and which just failed;
 //! - [`acks`]: writes that replicas must acknowledge, on a connection of
 //!   their own per node, one `WAIT` per group of them.
 
 mod acks;
+mod health;
 pub(crate) mod redirect;
 mod router;
 pub(crate) mod slot;

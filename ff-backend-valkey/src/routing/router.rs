@@ -11,15 +11,30 @@
 //!   last three; on a standalone server, a demoted one, over a new
 //!   connection, which a moved address leads to the new primary), until the
 //!   deadline;
+//! - a slot whose node just stopped answering (see [`super::health`]): the
+//!   request is not sent; it waits, as for `CLUSTERDOWN`, until a refresh
+//!   names another owner or a ping finds the node back;
 //! - a connection that cannot be opened: the topology is refreshed (a
-//!   failover may be under way) and the request resent after a pause;
+//!   failover may be under way) and the request resent after a pause; one
+//!   that breaks or times out mid-request has the topology refreshed too
+//!   (the request itself is resent only as the invariant below allows);
 //! - a reply that is not valid RESP (a server, or something in between,
 //!   garbling replies): an idempotent request is resent on a new
 //!   connection, at most [`MAX_INVALID_REPLIES`] times; the error then
 //!   names the invalid reply, not the connection failures that follow it.
 //!
+//! Pauses between attempts grow exponentially with jitter
+//! ([`ff_core::backend::Backoff`]), so the many requests a failover
+//! interrupts do not return in lockstep.
+//!
 //! Refreshes run on a task of their own, one at a time: a request whose
-//! caller stops polling it never holds up another's. A transaction whose
+//! caller stops polling it never holds up another's. A refresh asks up to
+//! [`PROBE_FANOUT`] nodes at once, each bounded by the ping timeout, nodes
+//! that just failed ([`super::health`]) last, and adopts the first answer
+//! that serves every slot (else the best one); when no known node answers,
+//! it asks the URL's seed nodes. While a node serving slots is suspect,
+//! refreshes repeat every [`DEGRADED_REFRESH_INTERVAL`], and each adopted
+//! change is announced ([`Router::topology_changes`]). A transaction whose
 //! writes must reach replicas goes on the node's connection for
 //! acknowledged writes instead ([`super::acks`]), so its `WAIT` never
 //! blocks the shared one.
@@ -36,11 +51,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
+use ff_core::backend::{Backoff, ReconnectPolicy};
+use futures::stream::{FuturesUnordered, StreamExt};
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisResult, Value};
 use tokio::time::Instant;
 
 use super::acks::AckedConnection;
+use super::health::Health;
 use super::redirect::{NodeAddr, Redirect};
+use super::slot::SLOTS;
 use super::topology::Topology;
 use crate::connection::{SendError, SharedConnection};
 use crate::transport::Endpoint;
@@ -55,8 +74,16 @@ const FIRST_PAUSE: Duration = Duration::from_millis(5);
 const MAX_PAUSE: Duration = Duration::from_millis(250);
 /// Invalid replies one request meets before it fails naming them.
 const MAX_INVALID_REPLIES: u32 = 3;
-/// Topology refreshes are at most this frequent (each asks one node).
+/// Topology refreshes are at most this frequent.
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
+/// Nodes one topology refresh asks at once.
+pub(crate) const PROBE_FANOUT: usize = 3;
+/// Once one node of a wave answered, how much longer the others may take
+/// to give a better answer (one that serves more slots).
+const PROBE_GRACE: Duration = Duration::from_millis(100);
+/// While a node serving slots is suspect, the topology is refreshed this
+/// often, so the replica the cluster promotes is found soon after.
+const DEGRADED_REFRESH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Whether a request may be sent again after its connection failed once
 /// it may have been sent.
@@ -121,9 +148,15 @@ impl Transaction {
 
 /// Routes requests to the node serving their slot; see the module docs.
 pub(crate) struct Router {
-    /// The URL's server: TLS, credentials and database for every node.
+    /// The URL's seed that answered first: TLS, credentials and database
+    /// for every node.
     seed: Endpoint,
     seed_addr: NodeAddr,
+    /// Every seed the URL names: asked for the topology when no known node
+    /// answers.
+    seeds: Vec<NodeAddr>,
+    /// Which nodes answered lately and which just failed.
+    health: Health,
     name: String,
     connect_timeout: Duration,
     command_timeout: Duration,
@@ -137,36 +170,65 @@ pub(crate) struct Router {
     /// find theirs done (the value: when the last one finished).
     refreshing: tokio::sync::Mutex<Option<Instant>>,
     refresh_scheduled: AtomicBool,
+    /// Counts the topologies adopted that differ from the one before.
+    changes: tokio::sync::watch::Sender<u64>,
     this: Weak<Router>,
 }
 
 impl Router {
-    /// Connect to `seed` and learn whether it is a standalone server or a
-    /// node of a cluster (`CLUSTER SHARDS`, refused by a server with
+    /// Connect to the first of `seeds` that answers (in order, each within
+    /// the connect timeout) and learn whether it is a standalone server or
+    /// a node of a cluster (`CLUSTER SHARDS`, refused by a server with
     /// cluster support disabled); a cluster's topology is read at once.
-    /// Every connection is named `name` (`CLIENT SETNAME`).
+    /// Every connection is named `name` (`CLIENT SETNAME`). `Err`: the
+    /// first seed's failure, when none answered.
     pub(crate) async fn discover(
-        seed: Endpoint,
+        seeds: Vec<Endpoint>,
         name: String,
-        connect_timeout: Duration,
-        command_timeout: Duration,
+        timeouts: (Duration, Duration),
+        health: (Duration, Duration),
     ) -> RedisResult<Arc<Self>> {
-        let seed_addr = NodeAddr::new(&seed.host, seed.port);
-        let router = Arc::new_cyclic(|this| Router {
-            topology: RwLock::new(Topology::standalone(seed_addr.clone())),
-            seed,
-            seed_addr: seed_addr.clone(),
-            name,
-            connect_timeout,
-            command_timeout,
-            connections: Mutex::new(HashMap::new()),
-            acked: Mutex::new(HashMap::new()),
-            redirected: Mutex::new(HashMap::new()),
-            refreshing: tokio::sync::Mutex::new(None),
-            refresh_scheduled: AtomicBool::new(false),
-            this: this.clone(),
-        });
-        let conn = router.connection(&seed_addr);
+        let addrs: Vec<NodeAddr> = seeds
+            .iter()
+            .map(|s| NodeAddr::new(&s.host, s.port))
+            .collect();
+        let mut first_error = None;
+        for seed in seeds {
+            let addr = NodeAddr::new(&seed.host, seed.port);
+            let router = Arc::new_cyclic(|this| Router {
+                topology: RwLock::new(Topology::standalone(addr.clone())),
+                seed,
+                seed_addr: addr.clone(),
+                seeds: addrs.clone(),
+                health: Health::new(health.0, health.1),
+                name: name.clone(),
+                connect_timeout: timeouts.0,
+                command_timeout: timeouts.1,
+                connections: Mutex::new(HashMap::new()),
+                acked: Mutex::new(HashMap::new()),
+                redirected: Mutex::new(HashMap::new()),
+                refreshing: tokio::sync::Mutex::new(None),
+                refresh_scheduled: AtomicBool::new(false),
+                changes: tokio::sync::watch::channel(0).0,
+                this: this.clone(),
+            });
+            match router.learn_kind().await {
+                Ok(()) => return Ok(router),
+                Err(e) if addrs.len() > 1 => {
+                    tracing::info!(seed = %addr, error = %e, "ff valkey: a seed node did not answer; trying the next one");
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(first_error.unwrap_or_else(|| {
+            RedisError::from((ErrorKind::ClientError, "the URL names no server"))
+        }))
+    }
+
+    /// Ask the seed whether it is a cluster, and read its topology if so.
+    async fn learn_kind(&self) -> RedisResult<()> {
+        let conn = self.connection(&self.seed_addr);
         conn.ensure_open().await?;
         let reply = conn
             .command(redis::cmd("CLUSTER").arg("SHARDS"))
@@ -178,11 +240,11 @@ impl Router {
                     .is_some_and(|d| d.contains("cluster support disabled")) => {}
             Value::ServerError(e) => return Err(e.into()),
             shards => {
-                let topology = router.parse_shards(&shards, &seed_addr)?;
-                *router.topology.write().unwrap_or_else(|e| e.into_inner()) = topology;
+                let topology = self.parse_shards(&shards, &self.seed_addr)?;
+                *self.topology.write().unwrap_or_else(|e| e.into_inner()) = topology;
             }
         }
-        Ok(router)
+        Ok(())
     }
 
     fn parse_shards(&self, reply: &Value, from: &NodeAddr) -> RedisResult<Topology> {
@@ -219,9 +281,68 @@ impl Router {
         endpoint
     }
 
-    /// The URL's own server.
+    /// The URL's seed the backend reached first.
     pub(crate) fn seed(&self) -> &NodeAddr {
         &self.seed_addr
+    }
+
+    /// Whether `addr` is alive: it answered within the ping interval, or
+    /// answers a `PING` within the ping timeout now (one ping per node,
+    /// shared by every caller). A node that does not is suspect, and its
+    /// shared connection is dropped (a request stuck on it would hold up
+    /// the next ones).
+    pub(crate) async fn node_alive(&self, addr: &NodeAddr) -> bool {
+        let timeout = self.health.timeout();
+        let alive = self
+            .health
+            .check(addr, async {
+                let conn = self.connection(addr);
+                let cmd = redis::cmd("PING");
+                let ping = conn.command(&cmd);
+                // Any reply, a refusal (`BUSY`, `LOADING`) included, is a
+                // node that runs.
+                matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(_)))
+            })
+            .await;
+        if !alive {
+            self.forget(addr);
+        }
+        alive
+    }
+
+    /// Resolves once `addr` is found dead: checked every ping interval
+    /// while polled (for a caller waiting on a reply from it).
+    pub(crate) async fn until_dead(&self, addr: &NodeAddr) {
+        loop {
+            tokio::time::sleep(self.health.interval()).await;
+            if !self.node_alive(addr).await {
+                return;
+            }
+        }
+    }
+
+    /// Check `addr` on a task of its own (unless a ping to it is in
+    /// flight): a suspect that answers is one no longer.
+    pub(crate) fn ping_soon(&self, addr: &NodeAddr) {
+        if self.health.is_pinging(addr) {
+            return;
+        }
+        let (Some(router), addr) = (self.this.upgrade(), addr.clone()) else {
+            return;
+        };
+        tokio::spawn(async move {
+            router.node_alive(&addr).await;
+        });
+    }
+
+    /// Whether `addr` failed lately (see [`Health::is_suspect`]).
+    pub(crate) fn is_suspect(&self, addr: &NodeAddr) -> bool {
+        self.health.is_suspect(addr)
+    }
+
+    /// How long a node has to answer a ping or a probe.
+    pub(crate) fn ping_timeout(&self) -> Duration {
+        self.health.timeout()
     }
 
     fn read_topology(&self) -> std::sync::RwLockReadGuard<'_, Topology> {
@@ -327,7 +448,7 @@ impl Router {
         retry: Retry,
     ) -> RedisResult<(Value, Option<RedisResult<Value>>)> {
         let deadline = Instant::now() + self.command_timeout;
-        let mut pause = FIRST_PAUSE;
+        let mut pause = None;
         let mut redirects = 0;
         let mut asking: Option<NodeAddr> = None;
         let mut invalid = InvalidReplies::default();
@@ -335,6 +456,20 @@ impl Router {
             let (addr, ask) = match asking.take() {
                 Some(addr) => (addr, true),
                 None => match self.owner(slot) {
+                    Some(addr) if self.is_cluster() && self.health.is_suspect(&addr) => {
+                        // Not sent to a node that just stopped answering:
+                        // wait for the cluster to promote its replica, or
+                        // for a ping to find it back.
+                        let e = RedisError::from((
+                            ErrorKind::ClusterDown,
+                            "the node serving the slot answers no ping",
+                            format!("slot {slot} on {addr} (is the cluster failing it over?)"),
+                        ));
+                        self.ping_soon(&addr);
+                        self.schedule_refresh();
+                        self.wait(&mut pause, deadline, e).await?;
+                        continue;
+                    }
                     Some(addr) => (addr, false),
                     None => {
                         let e = RedisError::from((
@@ -353,6 +488,15 @@ impl Router {
                 Err(e) => (Err(e), None),
             };
             if let Err(SendError::Exchange(e)) = &outcome {
+                if crate::error::breaks_connection(e) {
+                    // A node that stopped answering (or a connection cut
+                    // mid-request) may be a node the cluster is failing
+                    // over: ask the others, and ask it last for a while.
+                    if e.is_timeout() {
+                        self.health.failed(&addr);
+                    }
+                    self.schedule_refresh();
+                }
                 invalid.saw(e);
                 if invalid.count >= MAX_INVALID_REPLIES || retry == Retry::Once {
                     if let Some(e) = invalid.error() {
@@ -372,7 +516,10 @@ impl Router {
                 Err(SendError::Exchange(e)) if e.code().is_some() => {
                     Redirect::classify_error(e, &addr)
                 }
-                Err(SendError::Connect(_)) => Some(Redirect::Wait { refresh: true }),
+                Err(SendError::Connect(_)) => {
+                    self.health.failed(&addr);
+                    Some(Redirect::Wait { refresh: true })
+                }
                 Err(SendError::Exchange(_)) if retry == Retry::Idempotent => {
                     Some(Redirect::Wait { refresh: true })
                 }
@@ -430,15 +577,22 @@ impl Router {
     /// deadline would pass.
     async fn wait(
         &self,
-        pause: &mut Duration,
+        pause: &mut Option<Backoff>,
         deadline: Instant,
         last: RedisError,
     ) -> RedisResult<()> {
-        if Instant::now() + *pause > deadline {
+        let pause = pause
+            .get_or_insert_with(|| {
+                ReconnectPolicy::new(None, None)
+                    .with_backoff(FIRST_PAUSE, MAX_PAUSE)
+                    .start()
+            })
+            .next_delay()
+            .unwrap_or(MAX_PAUSE);
+        if Instant::now() + pause > deadline {
             return Err(last);
         }
-        tokio::time::sleep(*pause).await;
-        *pause = (*pause * 2).min(MAX_PAUSE);
+        tokio::time::sleep(pause).await;
         Ok(())
     }
 
@@ -530,13 +684,36 @@ impl Router {
         tokio::spawn(async move {
             router.refresh_scheduled.store(false, Ordering::Release);
             router.refresh().await;
+            let degraded = router.is_cluster()
+                && router
+                    .primaries()
+                    .iter()
+                    .any(|node| router.health.is_suspect(node));
+            if degraded {
+                let router = Arc::downgrade(&router);
+                tokio::time::sleep(DEGRADED_REFRESH_INTERVAL).await;
+                if let Some(router) = router.upgrade() {
+                    router.schedule_refresh();
+                }
+            }
         });
     }
 
-    /// Ask the known nodes, one after another, for the topology and adopt
-    /// the first answer; at most one refresh per [`MIN_REFRESH_INTERVAL`],
-    /// and concurrent callers share one. A standalone server has nothing
-    /// to refresh.
+    /// Changes whenever a refresh adopts a topology that differs from the
+    /// one before (a failover found, a resharding): a subscription waiting
+    /// to reconnect then tries at once.
+    pub(crate) fn topology_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Ask the known nodes for the topology — [`PROBE_FANOUT`] at a time,
+    /// each within the ping timeout, suspects last, the URL's seeds after
+    /// the nodes the topology names — and adopt the first answer serving
+    /// every slot, else the one serving most among the answers of the
+    /// first wave that gave any (a cluster failing over serves fewer than
+    /// all; the others of the wave get [`PROBE_GRACE`] after the first);
+    /// at most one refresh per [`MIN_REFRESH_INTERVAL`], and concurrent
+    /// callers share one. A standalone server has nothing to refresh.
     pub(crate) async fn refresh(&self) {
         if !self.is_cluster() {
             return;
@@ -553,36 +730,109 @@ impl Router {
             }
         }
         let mut candidates = self.read_topology().all_nodes();
-        if !candidates.contains(&self.seed_addr) {
-            candidates.push(self.seed_addr.clone());
-        }
-        for addr in candidates {
-            let conn = self.connection(&addr);
-            let reply = match conn.command(redis::cmd("CLUSTER").arg("SHARDS")).await {
-                Ok(reply @ Value::Array(_)) => reply,
-                Ok(_) | Err(_) => continue,
-            };
-            match self.parse_shards(&reply, &addr) {
-                Ok(topology) if topology.slots_served() > 0 => {
-                    let known = topology.all_nodes();
-                    *self.topology.write().unwrap_or_else(|e| e.into_inner()) = topology;
-                    self.connections
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .retain(|a, _| known.contains(a) || *a == self.seed_addr);
-                    self.acked
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .retain(|a, _| known.contains(a));
-                    break;
-                }
-                Ok(_) => continue,
-                Err(e) => {
-                    tracing::debug!(node = %addr, error = %e, "ff valkey: ignoring a topology reply");
-                }
+        for seed in &self.seeds {
+            if !candidates.contains(seed) {
+                candidates.push(seed.clone());
             }
         }
+        let (mut order, suspects): (Vec<NodeAddr>, Vec<NodeAddr>) = candidates
+            .into_iter()
+            .partition(|addr| !self.health.is_suspect(addr));
+        order.extend(suspects);
+        let mut best: Option<Topology> = None;
+        for wave in order.chunks(PROBE_FANOUT) {
+            let mut probes: FuturesUnordered<_> =
+                wave.iter().map(|addr| self.probe(addr)).collect();
+            // Until the first answer, every probe's own bound; after it,
+            // a short grace for a better one.
+            let mut until: Option<Instant> = None;
+            loop {
+                let next = match until {
+                    None => probes.next().await,
+                    Some(at) => match tokio::time::timeout_at(at, probes.next()).await {
+                        Ok(next) => next,
+                        Err(_) => break,
+                    },
+                };
+                let Some(answer) = next else { break };
+                let Some(topology) = answer else { continue };
+                until.get_or_insert_with(|| Instant::now() + PROBE_GRACE);
+                if best
+                    .as_ref()
+                    .is_none_or(|b| topology.slots_served() > b.slots_served())
+                {
+                    best = Some(topology);
+                }
+                if best
+                    .as_ref()
+                    .is_some_and(|b| b.slots_served() == usize::from(SLOTS))
+                {
+                    break;
+                }
+            }
+            if best.is_some() {
+                break;
+            }
+        }
+        if let Some(topology) = best {
+            self.adopt(topology);
+        }
         *last = Some(Instant::now());
+    }
+
+    /// One node's topology, within the ping timeout: `None` when it did
+    /// not answer in time (it is then suspect and its connection dropped),
+    /// or answered with no slot served or something unreadable.
+    async fn probe(&self, addr: &NodeAddr) -> Option<Topology> {
+        let conn = self.connection(addr);
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("SHARDS");
+        let ask = conn.command(&cmd);
+        let reply = match tokio::time::timeout(self.health.timeout(), ask).await {
+            Ok(Ok(reply @ Value::Array(_))) => reply,
+            Ok(Ok(_)) => {
+                self.health.answered(addr);
+                return None;
+            }
+            Ok(Err(_)) | Err(_) => {
+                tracing::debug!(node = %addr, "ff valkey: no topology from a node within the ping timeout");
+                self.health.failed(addr);
+                self.forget(addr);
+                return None;
+            }
+        };
+        self.health.answered(addr);
+        match self.parse_shards(&reply, addr) {
+            Ok(topology) if topology.slots_served() > 0 => Some(topology),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(node = %addr, error = %e, "ff valkey: ignoring a topology reply");
+                None
+            }
+        }
+    }
+
+    /// Route by `topology` from now on, dropping connections to nodes it
+    /// no longer names (the seeds' are kept).
+    fn adopt(&self, topology: Topology) {
+        let known = topology.all_nodes();
+        let changed = {
+            let mut current = self.topology.write().unwrap_or_else(|e| e.into_inner());
+            let changed = *current != topology;
+            *current = topology;
+            changed
+        };
+        if changed {
+            self.changes.send_modify(|n| *n += 1);
+        }
+        self.connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|a, _| known.contains(a) || self.seeds.contains(a));
+        self.acked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|a, _| known.contains(a));
     }
 }
 

@@ -24,6 +24,19 @@
 //! protocol (ids out of order, more than was asked) is reconnected to; if
 //! it keeps doing so, the reader fails with a terminal `Backend` error.
 //!
+//! A dead node: a wait for any reply (the wake-up's included) that lasts
+//! longer than the ping interval has the router check the node
+//! ([`crate::routing::Router::node_alive`]: a `PING` on the backend's
+//! shared connection, since a connection blocked in `XREAD BLOCK` runs
+//! nothing else); a node that does not answer within the ping timeout ends
+//! the session as a lost connection, so a stopped or black-holed node is
+//! left within seconds and its slots followed to the replica the cluster
+//! promotes. TCP keepalive on the socket notices a dropped path the same
+//! way. On a cluster, a slot whose owner just failed is not reconnected to
+//! until a topology refresh names another owner or a ping finds the node
+//! back; on a standalone server, the reconnect gets only the ping timeout
+//! to set up.
+//!
 //! Invariant: the position only moves forward, over entries handed to the
 //! merge, and every read is judged before its entries are handed over —
 //! expired (trimmed past, or beyond the stream's newest id), or a history
@@ -34,6 +47,7 @@
 //! its end (a failover that lost acknowledged entries while new ones took
 //! their place).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -339,13 +353,19 @@ impl Reader {
             return Some(Output::GaveUp);
         };
         tracing::debug!(family = %self.family, partition = self.partition, ?delay, %error, "ff valkey subscription retrying");
+        let mut changes = self.inner.router.topology_changes();
         if refresh {
             // On a task of its own: this reader may not be polled again
             // for a while (its consumer reads slowly), and must not hold
             // up the refreshes other subscriptions wait for.
             self.inner.router.schedule_refresh();
         }
-        tokio::time::sleep(delay).await;
+        // A new topology (the promoted replica found) is worth a try at
+        // once; otherwise the jittered delay.
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = changes.changed() => {}
+        }
         None
     }
 
@@ -425,10 +445,36 @@ impl Reader {
                 }
             },
         };
+        let router = &self.inner.router;
+        if router.is_cluster() && !asking && router.is_suspect(&node) {
+            // Wait for the cluster to fail the node over (the refresh
+            // that follows each retry finds its successor), unless the
+            // ping sent meanwhile finds it back.
+            router.ping_soon(&node);
+            return Err(Stop::Lost {
+                error: EngineError::transport(
+                    BACKEND,
+                    InContext::new(
+                        self.context(),
+                        std::io::Error::other(format!(
+                            "{node}, which serves slot {}, answered no ping lately (is the cluster failing it over?)",
+                            self.slot
+                        )),
+                    ),
+                ),
+                protocol: None,
+                refresh: true,
+            });
+        }
+        let connect_timeout = if router.is_suspect(&node) {
+            self.inner.config.connect_timeout.min(router.ping_timeout())
+        } else {
+            self.inner.config.connect_timeout
+        };
         let conn = Conn::open(
-            &self.inner.router.endpoint(&node),
+            &router.endpoint(&node),
             &self.inner.subscription_client_name(),
-            self.inner.config.connect_timeout,
+            connect_timeout,
         )
         .await
         .map_err(|e| self.failed(e, &node))?;
@@ -474,14 +520,13 @@ impl Reader {
         let session = self.session.as_mut().expect("a session");
         let node = session.node.clone();
         let asking = session.asking;
-        let mut page = match read_reply(
+        let read = read_reply(
             &mut session.conn,
             asking,
             ask,
             self.inner.config.command_timeout,
-        )
-        .await
-        {
+        );
+        let mut page = match unless_dead(&self.inner, &node, read).await {
             Ok(page) => page,
             Err(PageError::Conn(e)) => return Err(self.failed(e, &node)),
             Err(PageError::Reply(why)) => {
@@ -551,7 +596,7 @@ impl Reader {
             }
             read_record(&mut session.conn, timeout).await
         };
-        match read.await {
+        match unless_dead(&self.inner, &node, read).await {
             Ok(record) => Ok(record),
             Err(PageError::Conn(e)) => Err(self.failed(e, &node)),
             Err(PageError::Reply(why)) => Err(Stop::Fatal(unexpected(&self.context(), why))),
@@ -608,7 +653,7 @@ impl Reader {
             }
         };
         let woke = tokio::select! {
-            woke = woke => woke,
+            woke = unless_dead(&self.inner, &node, woke) => woke,
             () = elsewhere => {
                 return Err(Stop::Redirect(Redirect::Wait { refresh: false }));
             }
@@ -721,6 +766,26 @@ impl Reader {
             at_end,
             start,
         })
+    }
+}
+
+/// `read`, unless `node` is found dead first (see the module docs): then
+/// a lost connection naming the unanswered ping.
+async fn unless_dead<T, E: From<ConnError>>(
+    inner: &Inner,
+    node: &NodeAddr,
+    read: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    tokio::select! {
+        result = read => result,
+        () = inner.router.until_dead(node) => {
+            let timeout = inner.router.ping_timeout();
+            tracing::debug!(%node, ?timeout, "ff valkey subscription: the node stopped answering; reconnecting");
+            Err(E::from(ConnError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("{node} answered no PING within {timeout:?} (stopped, overloaded or cut off)"),
+            ))))
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use delivery::{DeliveryItem, DeliveryStream};
-pub use reconnect::{Backoff, ReconnectPolicy};
+pub use reconnect::{Backoff, ReconnectPolicy, DEFAULT_JITTER_PERCENT};
 pub use typed::typed_subscription;
 
 use crate::engine_error::EngineError;

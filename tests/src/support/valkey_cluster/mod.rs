@@ -1,8 +1,9 @@
 //! A throwaway Valkey Cluster — by default three primaries with one replica
 //! each — built from the same `valkey-server` binary as [`ValkeyServer`](super::ValkeyServer)
 //! (super::ValkeyServer), and the faults cluster tests inject: kill a
-//! primary and wait for its replica's promotion, restart a node, migrate a
-//! slot.
+//! primary and wait for its replica's promotion, stop a node (`SIGSTOP`: a
+//! black hole whose kernel still accepts connections) and let it go on,
+//! restart a node, migrate a slot.
 //!
 //! The cluster is formed the way an operator would by hand: every node
 //! starts with `cluster-enabled yes` on a free client port and a free bus
@@ -16,7 +17,8 @@
 //! Invariant: [`start`](ValkeyCluster::start), every fault helper and
 //! [`wait_until_stable`](ValkeyCluster::wait_until_stable) return only once
 //! the cluster is *stable*: every running node reports `cluster_state:ok`
-//! with all slots served, sees every other running node healthy, and agrees
+//! with all slots served, sees every other running node healthy (a stopped
+//! node counts as not running), and agrees
 //! with the others on who serves each slot and who replicates whom; every
 //! slot's owner is running, no slot is mid-migration, and every running
 //! replica's link to its primary is up. Waits have a deadline
@@ -32,7 +34,9 @@ mod session;
 mod shared;
 mod topology;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use node::ClusterNode;
@@ -112,6 +116,8 @@ pub struct ValkeyCluster {
     options: ClusterOptions,
     nodes: Vec<ClusterNode>,
     ids: Vec<String>,
+    /// Nodes stopped with `SIGSTOP` and not continued since.
+    stopped: BTreeSet<usize>,
     tls_files: Option<TlsFiles>,
     // Declared last: dropped (disarmed) after `Drop::drop` cleaned up.
     watchdog: Option<Watchdog>,
@@ -156,6 +162,7 @@ impl ValkeyCluster {
             options,
             nodes: Vec::new(),
             ids: Vec::new(),
+            stopped: BTreeSet::new(),
             tls_files: None,
             watchdog: Some(watchdog),
         };
@@ -181,7 +188,7 @@ impl ValkeyCluster {
     /// which a cluster client discovers the rest.
     pub fn url(&self) -> String {
         let node = (0..self.nodes.len())
-            .find(|&n| self.nodes[n].is_running())
+            .find(|&n| self.answers(n))
             .unwrap_or(0);
         self.node_url(node)
     }
@@ -191,7 +198,7 @@ impl ValkeyCluster {
     pub fn tls_url(&self) -> Option<String> {
         let files = self.tls_files.as_ref()?;
         let node = (0..self.nodes.len())
-            .find(|&n| self.nodes[n].is_running())
+            .find(|&n| self.answers(n))
             .unwrap_or(0);
         Some(format!(
             "valkeys://127.0.0.1:{}?ca_cert={}",
@@ -284,6 +291,46 @@ impl ValkeyCluster {
         self.nodes[node].kill()?;
         self.tell_watchdog();
         Ok(())
+    }
+
+    /// Stops node `node` with `SIGSTOP`: its process answers nothing while
+    /// its kernel still accepts connections and acknowledges bytes (a
+    /// black-holed node, unlike a killed one, is never refused). The
+    /// cluster notices after its node timeout. Call
+    /// [`ValkeyCluster::continue_node`] before the end of the test.
+    pub fn stop_node(&mut self, node: usize) -> Result<(), SupportError> {
+        self.signal(node, "-STOP")?;
+        self.stopped.insert(node);
+        Ok(())
+    }
+
+    /// Lets a node stopped by [`ValkeyCluster::stop_node`] go on
+    /// (`SIGCONT`); it does not wait for the cluster to be stable.
+    pub fn continue_node(&mut self, node: usize) -> Result<(), SupportError> {
+        self.signal(node, "-CONT")?;
+        self.stopped.remove(&node);
+        Ok(())
+    }
+
+    fn signal(&self, node: usize, signal: &str) -> Result<(), SupportError> {
+        let pid = self.nodes[node]
+            .pid()
+            .ok_or_else(|| SupportError::Cluster(format!("node {node} is not running")))?;
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .map_err(|e| SupportError::io(format!("kill {signal} {pid}"), e))?;
+        if !status.success() {
+            return Err(SupportError::Cluster(format!(
+                "kill {signal} {pid} (node {node}) failed: {status}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether node `node` runs and is not stopped: it answers.
+    fn answers(&self, node: usize) -> bool {
+        self.nodes[node].is_running() && !self.stopped.contains(&node)
     }
 
     /// Kills primary `primary` with SIGKILL and waits until one of its
@@ -516,9 +563,7 @@ impl ValkeyCluster {
 
     /// `None` when the cluster is stable (module docs), else why not.
     fn unstable_because(&self) -> Result<Option<String>, SupportError> {
-        let running: Vec<usize> = (0..self.nodes.len())
-            .filter(|&n| self.nodes[n].is_running())
-            .collect();
+        let running: Vec<usize> = (0..self.nodes.len()).filter(|&n| self.answers(n)).collect();
         let mut agreed: Option<(usize, Topology)> = None;
         for &node in &running {
             let info = text_reply(self.command(node, &["CLUSTER", "INFO"])?, "CLUSTER INFO")?;
@@ -631,7 +676,7 @@ impl ValkeyCluster {
 
     fn any_running(&self) -> Result<usize, SupportError> {
         (0..self.nodes.len())
-            .find(|&n| self.nodes[n].is_running())
+            .find(|&n| self.answers(n))
             .ok_or_else(|| SupportError::Cluster("no node is running".into()))
     }
 
@@ -658,6 +703,9 @@ impl ValkeyCluster {
 
 impl Drop for ValkeyCluster {
     fn drop(&mut self) {
+        for node in std::mem::take(&mut self.stopped) {
+            let _ = self.signal(node, "-CONT");
+        }
         // Each node kills its process and releases its ports.
         self.nodes.clear();
         let _ = std::fs::remove_dir_all(&self.dir);

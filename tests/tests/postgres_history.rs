@@ -10,14 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ff_backend_postgres::{PostgresBackend, PostgresConfig};
-use ff_core::backend::{DeliveryItem, EventPublisher, ReconnectPolicy, StreamBackend};
+use ff_core::backend::{DeliveryItem, ReconnectPolicy, StreamBackend};
 use ff_core::engine_error::EngineError;
 use ff_core::filter::SubscriptionFilter;
-use ff_core::stream_events::{CompletionOutcome, EventMeta, Family, NewEvent};
+use ff_core::stream_events::Family;
 use ff_core::stream_subscribe::StreamCursor;
 use ff_core::testkit::support::{next_item, Sub, ITEM_DEADLINE};
-use ff_core::types::ExecutionId;
 use ff_tests::harness::postgres::own_server;
+use ff_tests::harness::tagged;
 use ff_tests::support::{PostgresServer, SupportError, TcpProxy};
 use tokio::time::Instant;
 
@@ -57,19 +57,7 @@ async fn connect(url: &str) -> PostgresBackend {
 }
 
 async fn publish(backend: &PostgresBackend, names: &[&str]) -> Vec<StreamCursor> {
-    let mut out = Vec::new();
-    for n in names {
-        out.push(
-            backend
-                .publish(
-                    NewEvent::completion(ExecutionId::new(1), CompletionOutcome::Success),
-                    EventMeta::new().with_tag("n", *n),
-                )
-                .await
-                .expect("publish"),
-        );
-    }
-    out
+    tagged::publish_named(backend, names).await
 }
 
 /// Subscribe from `from` and collect the event tags until `CaughtUp`.
@@ -77,19 +65,7 @@ async fn read_from(
     backend: &PostgresBackend,
     from: &StreamCursor,
 ) -> Result<Vec<String>, EngineError> {
-    let mut sub = Sub::new(
-        backend
-            .subscribe_family(FAMILY, from.clone(), &SubscriptionFilter::default())
-            .await?,
-    );
-    let mut out = Vec::new();
-    loop {
-        match next_item(&mut sub, ITEM_DEADLINE, "events until CaughtUp").await {
-            DeliveryItem::Event { meta, .. } => out.push(meta.tags["n"].clone()),
-            DeliveryItem::CaughtUp { .. } => return Ok(out),
-            _ => {}
-        }
-    }
+    tagged::read_names_from(backend, FAMILY, from).await
 }
 
 /// The `oldest` of the `CursorExpired` that subscribing from `from` gives.

@@ -3,5 +3,6 @@
 
 pub mod memory;
 pub mod postgres;
+pub mod tagged;
 pub mod valkey;
 pub mod valkey_cluster;

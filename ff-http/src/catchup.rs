@@ -223,7 +223,6 @@ impl CatchUpPool {
     }
 
     /// Catch-up hubs of `family` holding a slot now.
-    #[cfg(test)]
     pub(crate) fn held_by(&self, family: Family) -> usize {
         self.lock()
             .hubs
@@ -730,6 +729,24 @@ mod tests {
             lagged,
             tokio::sync::broadcast::error::RecvError::Lagged(_)
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_live_hub_stays_while_a_catch_up_reader_runs_without_it_having_a_client() {
+        let (hubs, c, _stop) = hubs_over(200, 2).await;
+        let family = Family::Completion;
+        let live = hubs.ready(family).await.expect("the live hub starts");
+        let (reader, _joined) = place(&hubs, family, &at(&c[150]), WAIT, WhenQueued::Return)
+            .await
+            .expect("a reader starts");
+        assert!(matches!(reader.role, Role::CatchUp { .. }));
+        // Well past the live hub's linger, well before the reader's hold
+        // would end: the reader still has the live hub to hand over to.
+        tokio::time::sleep(hubs.settings.linger * 10).await;
+        assert!(!live.is_closed(), "the live hub closed while a reader ran");
+        assert!(hubs
+            .existing(family)
+            .is_some_and(|now| Arc::ptr_eq(&now, &live)));
     }
 
     #[tokio::test(start_paused = true)]

@@ -49,7 +49,9 @@
 //! above holds for every placement.
 //!
 //! The live hub ends when it has had no client for
-//! [`GatewayConfig::hub_linger`](crate::GatewayConfig::hub_linger), on
+//! [`GatewayConfig::hub_linger`](crate::GatewayConfig::hub_linger) while
+//! no catch-up hub of its family runs (they hand their clients over to
+//! it, so it stays for them), on
 //! shutdown, and on a terminal backend error (which its clients receive as
 //! an `ff-error` message).
 //!
@@ -758,9 +760,14 @@ impl Hubs {
         }
     }
 
-    /// Close `hub` if it has had no client; `true` when closed. It keeps
-    /// its slot until its task has released the backend stream.
+    /// Close `hub` if it has had no client and no catch-up hub of its
+    /// family runs (each will hand its clients over to it); `true` when
+    /// closed. It keeps its slot until its task has released the backend
+    /// stream.
     fn close_if_idle(&self, hub: &Arc<Hub>) -> bool {
+        if self.catch_up.held_by(hub.family) > 0 {
+            return false;
+        }
         let _slots = self.slots();
         let mut state = hub.lock();
         if hub.tx.receiver_count() > 0 {

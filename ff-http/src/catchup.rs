@@ -21,7 +21,11 @@
 //! 4. on a new catch-up hub from `p`, when a slot is free (the backend
 //!    judges `p` again as the hub subscribes: a position that expired
 //!    since fails that hub alone, and only its creator receives the error);
-//! 5. otherwise it queues. When a catch-up hub ends, its slot goes to a new
+//! 5. when no slot is free, on a ready catch-up hub as in 2 that *is*
+//!    holding back for a stalled client: it replays its window at once and
+//!    delivers on within one hold, while a queued client would wait for a
+//!    reader to end;
+//! 6. otherwise it queues. When a catch-up hub ends, its slot goes to a new
 //!    hub from the *oldest* queued position, which every other queued
 //!    client can then join by 3: a reconnect storm is served in one pass.
 //!
@@ -37,7 +41,7 @@ use ff_core::stream_subscribe::StreamCursor;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::fanout::{covers, wait_ready, Hub, Hubs, JoinRefused, Joined, Role, StartError};
+use crate::fanout::{covers, wait_ready, Hub, Hubs, Joined, Role, StartError};
 use crate::vouched::Vouched;
 
 /// A queued client.
@@ -136,28 +140,31 @@ impl CatchUpPool {
             .filter(|h| h.family() == family && !h.is_closed())
             .collect();
         // 2: a ready hub that has seen everything after `p`; prefer the one
-        // closest behind `p`.
+        // closest behind `p`, and one that is not held back.
         let mut best: Option<(&Arc<Hub>, StreamCursor)> = None;
-        for hub in family_hubs
-            .iter()
-            .filter(|h| h.is_ready() && !h.is_held_back())
-        {
+        let mut held_back: Option<(&Arc<Hub>, StreamCursor)> = None;
+        for hub in family_hubs.iter().filter(|h| h.is_ready()) {
             let Some((base, _)) = hub.window() else {
                 continue;
             };
-            if hub.covers(p.cursor()) && best.as_ref().is_none_or(|(_, b)| earlier(b, &base)) {
-                best = Some((hub, base));
+            if !hub.covers(p.cursor()) {
+                continue;
+            }
+            let pick = if hub.is_held_back() {
+                &mut held_back
+            } else {
+                &mut best
+            };
+            if pick.as_ref().is_none_or(|(_, b)| earlier(b, &base)) {
+                *pick = Some((hub, base));
             }
         }
         if let Some((hub, _)) = best {
-            match hub.join_after(p) {
-                Ok(joined) => {
-                    let hub = hub.clone();
-                    drop(state);
-                    self.dequeue(queued);
-                    return Decision::Joined(hub, joined);
-                }
-                Err(JoinRefused::Gone | JoinRefused::OutOfWindow) => {}
+            if let Ok(joined) = hub.join_after(p) {
+                let hub = hub.clone();
+                drop(state);
+                self.dequeue(queued);
+                return Decision::Joined(hub, joined);
             }
         }
         // 3: a hub still starting from at or before `p`.
@@ -187,7 +194,20 @@ impl CatchUpPool {
             self.bump();
             return Decision::Created(hub, joined);
         }
-        // 5: queue.
+        // 5: no reader of its own is possible now, so the held-back
+        // hub is the quickest place. It replays its window at once and
+        // delivers on when its hold ends, within the backend timeout; a
+        // queue would wait for a slot to free, which takes as long as the
+        // readers ahead take to catch up.
+        if let Some((hub, _)) = held_back {
+            if let Ok(joined) = hub.join_after(p) {
+                let hub = hub.clone();
+                drop(state);
+                self.dequeue(queued);
+                return Decision::Joined(hub, joined);
+            }
+        }
+        // 6: queue.
         queued.get_or_insert_with(|| {
             let w = Arc::new(Waiter {
                 family,
@@ -729,6 +749,37 @@ mod tests {
             lagged,
             tokio::sync::broadcast::error::RecvError::Lagged(_)
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_newcomer_with_no_free_slot_joins_a_held_back_reader_and_is_served_after_one_hold() {
+        // The live hub plus one catch-up reader: no slot for a second one.
+        let (hubs, c, _stop) = hubs_over(200, 2).await;
+        let family = Family::Completion;
+        let (hub, _stalled) = place(&hubs, family, &at(&c[10]), WAIT, WhenQueued::Return)
+            .await
+            .expect("a reader starts");
+        until_held_back(&hub).await;
+        // Queued, it would wait until that reader ends; on the reader it
+        // waits for one hold at most.
+        let (joined_on, mut newcomer) = place(&hubs, family, &at(&c[12]), WAIT, WhenQueued::Return)
+            .await
+            .expect("placed on the held-back reader, not queued");
+        assert!(Arc::ptr_eq(&hub, &joined_on));
+        let mut got: Vec<StreamCursor> = newcomer.replay.iter().map(|i| i.cursor.clone()).collect();
+        tokio::time::timeout(WAIT * 2, async {
+            while got.last() != c.last() {
+                match newcomer.rx.recv().await.expect("the reader goes on") {
+                    HubMsg::Item(item) => got.push(item.cursor.clone()),
+                    HubMsg::HandedOver => {}
+                    other => panic!("{other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("the newcomer is served once the hold ends");
+        assert_eq!(got, c[13..].to_vec());
+        assert!(hubs.metrics.snapshot().clients_detached >= 1);
     }
 
     #[tokio::test(start_paused = true)]

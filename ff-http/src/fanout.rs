@@ -42,7 +42,8 @@
 //! the hub kept for it), its next read answers `Lagged`, and it is placed
 //! again from its own vouched position, as any lagging client is. A client
 //! that reads on, however slowly, sets the hub's pace. While a hub holds
-//! back with no client reading, no client is placed on it. A handed-over hub detaches the clients that
+//! back with no client reading, a client is placed on it only when no
+//! slot is free for a reader of its own (see [`crate::catchup`]). A handed-over hub detaches the clients that
 //! have read nothing for the backend timeout, so a stalled client holds
 //! no catch-up slot. The live hub never holds back: its stalled clients
 //! lag. None of this changes where a client joins, so the gap-free join

@@ -30,7 +30,9 @@
 //!    client can then join by 3: a reconnect storm is served in one pass.
 //!
 //! A catch-up hub hands its clients over to the live hub once it reaches the
-//! live hub's window, and ends when its last client has left.
+//! live hub's window, or to a catch-up hub ahead of it once it reaches that
+//! hub's window (so readers that meet share one slot, and the other frees
+//! for clients further behind), and ends when its last client has left.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -219,6 +221,31 @@ impl CatchUpPool {
             w
         });
         Decision::Queued
+    }
+
+    /// Hand the catch-up `hub` over to a catch-up hub ahead of it whose
+    /// window holds its position (one that is neither handed over nor held
+    /// back for a stalled client), if there is one: its clients move there
+    /// at their own positions, and its slot frees once they have. Decided
+    /// under the pool's lock, so two hubs never hand over to each other.
+    pub fn hand_over_to_one_ahead(&self, hub: &Arc<Hub>) {
+        let Some((_, position)) = hub.window() else {
+            return;
+        };
+        let state = self.lock();
+        let ahead = state.hubs.iter().find(|h| {
+            !Arc::ptr_eq(h, hub)
+                && h.family() == hub.family()
+                && h.is_ready()
+                && !h.is_closed()
+                && !h.is_handed_over()
+                && !h.is_held_back()
+                && h.covers(&position)
+                && h.window().is_some_and(|(_, p)| earlier(&position, &p))
+        });
+        if let Some(ahead) = ahead {
+            hub.hand_over(Some(ahead));
+        }
     }
 
     /// Take a client out of the queue (placed elsewhere, or gone). A slot
@@ -798,6 +825,54 @@ mod tests {
         assert!(hubs
             .existing(family)
             .is_some_and(|now| Arc::ptr_eq(&now, &live)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_that_reaches_the_window_of_one_ahead_hands_over_to_it_and_frees_its_slot() {
+        // The live hub plus two catch-up readers.
+        let (hubs, c, _stop) = hubs_over(200, 3).await;
+        let family = Family::Completion;
+        let (ahead, _first) = place(&hubs, family, &at(&c[60]), WAIT, WhenQueued::Return)
+            .await
+            .expect("a reader starts");
+        // Behind that reader's window: a reader of its own, which soon
+        // reaches the window of the one ahead.
+        let (behind, mut second) = place(&hubs, family, &at(&c[55]), WAIT, WhenQueued::Return)
+            .await
+            .expect("a second reader starts");
+        assert!(!Arc::ptr_eq(&ahead, &behind));
+        eventually("the reader behind to hand over", || behind.is_handed_over()).await;
+        let successor = behind
+            .successor()
+            .expect("handed over to a catch-up reader");
+        assert!(Arc::ptr_eq(&successor, &ahead));
+        // Its client moves at its own position, with nothing skipped.
+        let mut got = Vec::new();
+        let moved = loop {
+            match second.rx.recv().await.expect("the reader delivers") {
+                HubMsg::Item(item) => got.push(item.cursor.clone()),
+                HubMsg::HandedOver => {
+                    let pos = at(got.last().unwrap_or(&c[55]));
+                    break successor.join_after(&pos).expect("inside the window ahead");
+                }
+                other => panic!("{other:?}"),
+            }
+        };
+        got.extend(moved.replay.iter().map(|i| i.cursor.clone()));
+        assert_eq!(got, c[56..56 + got.len()].to_vec());
+        assert!(got.len() > 5);
+        drop(second);
+        // Its last client gone, the reader behind frees its slot: a client
+        // further behind gets a reader of its own.
+        eventually("the reader behind to end", || {
+            hubs.catch_up.held_by(family) == 1
+        })
+        .await;
+        let (third, _joined) = place(&hubs, family, &at(&c[10]), WAIT, WhenQueued::Return)
+            .await
+            .expect("placed on a reader of its own, not queued");
+        assert!(!Arc::ptr_eq(&third, &ahead));
+        drop(moved);
     }
 
     #[tokio::test(start_paused = true)]

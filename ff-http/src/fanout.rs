@@ -29,7 +29,9 @@
 //! A catch-up hub that reaches the live hub's window (its position at or
 //! after the live hub's base) is *handed over*: it tells its clients, which
 //! join the live hub at their own positions, and it ends once the last has
-//! left. A client that falls behind the broadcast buffer (`Lagged`) is
+//! left. So is one that reaches the window of a catch-up hub ahead of it
+//! (see [`crate::catchup`]): its clients join that hub instead, and its
+//! slot frees for clients further behind. A client that falls behind the broadcast buffer (`Lagged`) is
 //! placed again from its last position.
 //!
 //! # A stalled client costs only itself
@@ -305,8 +307,12 @@ pub(crate) struct Hub {
     state: Mutex<HubState>,
     pub(crate) status: watch::Sender<Status>,
     keep: usize,
-    /// Set once a catch-up hub has reached the live hub's window.
+    /// Set once a catch-up hub has reached the live hub's window, or that
+    /// of a catch-up hub ahead of it.
     handed_over: AtomicBool,
+    /// The catch-up hub ahead this one handed its clients over to (none:
+    /// the live hub).
+    successor: Mutex<Option<Weak<Hub>>>,
     /// Wakes the hub task while it holds back for its slowest client.
     hold: Arc<HoldBack>,
     /// The clients' places, for detaching the stalled ones.
@@ -387,6 +393,7 @@ impl Hub {
             status: watch::Sender::new(Status::Starting),
             keep,
             handed_over: AtomicBool::new(false),
+            successor: Mutex::new(None),
             hold: Arc::new(HoldBack::new()),
             members: Mutex::new(Vec::new()),
             born: Instant::now(),
@@ -535,8 +542,20 @@ impl Hub {
         })
     }
 
-    /// Mark a catch-up hub handed over and tell its clients.
-    fn hand_over(&self) {
+    /// The catch-up hub this one handed its clients over to, while it
+    /// runs (none: they go to the live hub).
+    pub fn successor(&self) -> Option<Arc<Hub>> {
+        let successor = self.successor.lock().unwrap_or_else(|p| p.into_inner());
+        successor
+            .as_ref()
+            .and_then(Weak::upgrade)
+            .filter(|h| !h.is_closed())
+    }
+
+    /// Mark a catch-up hub handed over (to `successor`, or to the live hub)
+    /// and tell its clients.
+    pub(crate) fn hand_over(&self, successor: Option<&Arc<Hub>>) {
+        *self.successor.lock().unwrap_or_else(|p| p.into_inner()) = successor.map(Arc::downgrade);
         let _state = self.lock();
         if !self.handed_over.swap(true, AtomicOrdering::AcqRel) {
             let _ = self.tx.send(HubMsg::HandedOver);
@@ -958,7 +977,11 @@ async fn run_hub(hub: Arc<Hub>, hubs: Weak<Hubs>) {
         if catching_up && !hub.is_handed_over() {
             if let Some(hubs) = hubs.upgrade() {
                 if reached_live(&hub, &hubs) {
-                    hub.hand_over();
+                    hub.hand_over(None);
+                } else {
+                    hubs.catch_up.hand_over_to_one_ahead(&hub);
+                }
+                if hub.is_handed_over() {
                     handed_over_at = Some(Instant::now());
                 }
             }

@@ -13,18 +13,19 @@
 //! inside the hub's window. It is placed, in order of preference:
 //! 1. on the live hub, when the live hub has seen every event after `p`
 //!    (its window starts at or before `p`);
-//! 2. on a ready catch-up hub whose window starts at or before `p` and
-//!    that is not holding back for a stalled client: the client skips what
-//!    the hub delivers up to `p`;
+//! 2. on a ready catch-up hub whose window holds `p` and that is not
+//!    holding back for a stalled client: it replays what the hub kept
+//!    after `p` at once;
 //! 3. behind a catch-up hub that is still starting from at or before `p`:
 //!    it waits for that hub, then goes to 2;
 //! 4. on a new catch-up hub from `p`, when a slot is free (the backend
 //!    judges `p` again as the hub subscribes: a position that expired
 //!    since fails that hub alone, and only its creator receives the error);
 //! 5. when no slot is free, on a ready catch-up hub as in 2 that *is*
-//!    holding back for a stalled client: it replays its window at once and
-//!    delivers on within one hold, while a queued client would wait for a
-//!    reader to end;
+//!    holding back for a stalled client (it replays its window at once and
+//!    delivers on within one hold), or else on one whose window starts at
+//!    or before `p` but has not reached `p` (the client skips what it
+//!    delivers up to `p`): a queued client would wait for a reader to end;
 //! 6. otherwise it queues. When a catch-up hub ends, its slot goes to a new
 //!    hub from the *oldest* queued position, which every other queued
 //!    client can then join by 3: a reconnect storm is served in one pass.
@@ -43,7 +44,7 @@ use ff_core::stream_subscribe::StreamCursor;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::fanout::{covers, wait_ready, Hub, Hubs, Joined, Role, StartError};
+use crate::fanout::{at_or_before, covers, wait_ready, Hub, Hubs, Joined, Role, StartError};
 use crate::vouched::Vouched;
 
 /// A queued client.
@@ -141,12 +142,14 @@ impl CatchUpPool {
             .iter()
             .filter(|h| h.family() == family && !h.is_closed())
             .collect();
-        // 2: a ready hub that has seen everything after `p`; prefer the one
-        // closest behind `p`, and one that is not held back.
+        // 2: a ready hub that has seen everything after `p` and has
+        // reached it (it serves the client at once); prefer the one closest
+        // behind `p`, and one that is not held back.
         let mut best: Option<(&Arc<Hub>, StreamCursor)> = None;
+        let mut behind: Option<(&Arc<Hub>, StreamCursor)> = None;
         let mut held_back: Option<(&Arc<Hub>, StreamCursor)> = None;
         for hub in family_hubs.iter().filter(|h| h.is_ready()) {
-            let Some((base, _)) = hub.window() else {
+            let Some((base, position)) = hub.window() else {
                 continue;
             };
             if !hub.covers(p.cursor()) {
@@ -154,8 +157,10 @@ impl CatchUpPool {
             }
             let pick = if hub.is_held_back() {
                 &mut held_back
-            } else {
+            } else if at_or_before(p.cursor(), &position) {
                 &mut best
+            } else {
+                &mut behind
             };
             if pick.as_ref().is_none_or(|(_, b)| earlier(b, &base)) {
                 *pick = Some((hub, base));
@@ -196,18 +201,21 @@ impl CatchUpPool {
             self.bump();
             return Decision::Created(hub, joined);
         }
-        // 5: no reader of its own is possible now, so the held-back
-        // hub is the quickest place. It replays its window at once and
-        // delivers on when its hold ends, within the backend timeout; a
-        // queue would wait for a slot to free, which takes as long as the
-        // readers ahead take to catch up.
-        if let Some((hub, _)) = held_back {
-            if let Ok(joined) = hub.join_after(p) {
-                let hub = hub.clone();
-                drop(state);
-                self.dequeue(queued);
-                return Decision::Joined(hub, joined);
-            }
+        // 5: no reader of its own is possible now, so a hub that has seen
+        // everything after `p` is the quickest place: one held back for a
+        // stalled client replays its window at once and delivers on when
+        // its hold ends, within the backend timeout; one behind `p`
+        // delivers from `p` once it gets there. A queue would wait for a
+        // slot to free, which takes as long as the readers ahead take to
+        // catch up.
+        let joined = [held_back, behind]
+            .into_iter()
+            .flatten()
+            .find_map(|(hub, _)| Some((hub.clone(), hub.join_after(p).ok()?)));
+        if let Some((hub, joined)) = joined {
+            drop(state);
+            self.dequeue(queued);
+            return Decision::Joined(hub, joined);
         }
         // 6: queue.
         queued.get_or_insert_with(|| {
@@ -873,6 +881,33 @@ mod tests {
             .expect("placed on a reader of its own, not queued");
         assert!(!Arc::ptr_eq(&third, &ahead));
         drop(moved);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_newcomer_ahead_of_every_reader_gets_a_reader_of_its_own_while_a_slot_is_free() {
+        // The live hub plus two catch-up readers.
+        let (hubs, c, _stop) = hubs_over(200, 3).await;
+        let family = Family::Completion;
+        let (behind, _first) = place(&hubs, family, &at(&c[10]), WAIT, WhenQueued::Return)
+            .await
+            .expect("a reader starts");
+        // Its client reads nothing: the reader stops a window past c[10].
+        let (_, position) = behind.window().expect("a window");
+        assert!(earlier(&position, &c[150]));
+        // A newcomer far ahead of it would receive nothing until it got
+        // there: it gets a reader of its own, which serves it at once.
+        let (own, mut newcomer) = place(&hubs, family, &at(&c[150]), WAIT, WhenQueued::Return)
+            .await
+            .expect("placed");
+        assert!(!Arc::ptr_eq(&own, &behind));
+        let first = tokio::time::timeout(Duration::from_millis(1), newcomer.rx.recv())
+            .await
+            .expect("served at once")
+            .expect("a message");
+        match first {
+            HubMsg::Item(item) => assert_eq!(item.cursor, c[151]),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test(start_paused = true)]

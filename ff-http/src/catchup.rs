@@ -13,20 +13,27 @@
 //! inside the hub's window. It is placed, in order of preference:
 //! 1. on the live hub, when the live hub has seen every event after `p`
 //!    (its window starts at or before `p`);
-//! 2. on a ready catch-up hub whose window starts at or before `p` and
-//!    that is not holding back for a stalled client: the client skips what
-//!    the hub delivers up to `p`;
+//! 2. on a ready catch-up hub whose window holds `p` and that is not
+//!    holding back for a stalled client: it replays what the hub kept
+//!    after `p` at once;
 //! 3. behind a catch-up hub that is still starting from at or before `p`:
 //!    it waits for that hub, then goes to 2;
 //! 4. on a new catch-up hub from `p`, when a slot is free (the backend
 //!    judges `p` again as the hub subscribes: a position that expired
 //!    since fails that hub alone, and only its creator receives the error);
-//! 5. otherwise it queues. When a catch-up hub ends, its slot goes to a new
+//! 5. when no slot is free, on a ready catch-up hub as in 2 that *is*
+//!    holding back for a stalled client (it replays its window at once and
+//!    delivers on within one hold), or else on one whose window starts at
+//!    or before `p` but has not reached `p` (the client skips what it
+//!    delivers up to `p`): a queued client would wait for a reader to end;
+//! 6. otherwise it queues. When a catch-up hub ends, its slot goes to a new
 //!    hub from the *oldest* queued position, which every other queued
 //!    client can then join by 3: a reconnect storm is served in one pass.
 //!
 //! A catch-up hub hands its clients over to the live hub once it reaches the
-//! live hub's window, and ends when its last client has left.
+//! live hub's window, or to a catch-up hub ahead of it once it reaches that
+//! hub's window (so readers that meet share one slot, and the other frees
+//! for clients further behind), and ends when its last client has left.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,7 +44,7 @@ use ff_core::stream_subscribe::StreamCursor;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::fanout::{covers, wait_ready, Hub, Hubs, JoinRefused, Joined, Role, StartError};
+use crate::fanout::{at_or_before, covers, wait_ready, Hub, Hubs, Joined, Role, StartError};
 use crate::vouched::Vouched;
 
 /// A queued client.
@@ -135,29 +142,36 @@ impl CatchUpPool {
             .iter()
             .filter(|h| h.family() == family && !h.is_closed())
             .collect();
-        // 2: a ready hub that has seen everything after `p`; prefer the one
-        // closest behind `p`.
+        // 2: a ready hub that has seen everything after `p` and has
+        // reached it (it serves the client at once); prefer the one closest
+        // behind `p`, and one that is not held back.
         let mut best: Option<(&Arc<Hub>, StreamCursor)> = None;
-        for hub in family_hubs
-            .iter()
-            .filter(|h| h.is_ready() && !h.is_held_back())
-        {
-            let Some((base, _)) = hub.window() else {
+        let mut behind: Option<(&Arc<Hub>, StreamCursor)> = None;
+        let mut held_back: Option<(&Arc<Hub>, StreamCursor)> = None;
+        for hub in family_hubs.iter().filter(|h| h.is_ready()) {
+            let Some((base, position)) = hub.window() else {
                 continue;
             };
-            if hub.covers(p.cursor()) && best.as_ref().is_none_or(|(_, b)| earlier(b, &base)) {
-                best = Some((hub, base));
+            if !hub.covers(p.cursor()) {
+                continue;
+            }
+            let pick = if hub.is_held_back() {
+                &mut held_back
+            } else if at_or_before(p.cursor(), &position) {
+                &mut best
+            } else {
+                &mut behind
+            };
+            if pick.as_ref().is_none_or(|(_, b)| earlier(b, &base)) {
+                *pick = Some((hub, base));
             }
         }
         if let Some((hub, _)) = best {
-            match hub.join_after(p) {
-                Ok(joined) => {
-                    let hub = hub.clone();
-                    drop(state);
-                    self.dequeue(queued);
-                    return Decision::Joined(hub, joined);
-                }
-                Err(JoinRefused::Gone | JoinRefused::OutOfWindow) => {}
+            if let Ok(joined) = hub.join_after(p) {
+                let hub = hub.clone();
+                drop(state);
+                self.dequeue(queued);
+                return Decision::Joined(hub, joined);
             }
         }
         // 3: a hub still starting from at or before `p`.
@@ -187,7 +201,23 @@ impl CatchUpPool {
             self.bump();
             return Decision::Created(hub, joined);
         }
-        // 5: queue.
+        // 5: no reader of its own is possible now, so a hub that has seen
+        // everything after `p` is the quickest place: one held back for a
+        // stalled client replays its window at once and delivers on when
+        // its hold ends, within the backend timeout; one behind `p`
+        // delivers from `p` once it gets there. A queue would wait for a
+        // slot to free, which takes as long as the readers ahead take to
+        // catch up.
+        let joined = [held_back, behind]
+            .into_iter()
+            .flatten()
+            .find_map(|(hub, _)| Some((hub.clone(), hub.join_after(p).ok()?)));
+        if let Some((hub, joined)) = joined {
+            drop(state);
+            self.dequeue(queued);
+            return Decision::Joined(hub, joined);
+        }
+        // 6: queue.
         queued.get_or_insert_with(|| {
             let w = Arc::new(Waiter {
                 family,
@@ -199,6 +229,31 @@ impl CatchUpPool {
             w
         });
         Decision::Queued
+    }
+
+    /// Hand the catch-up `hub` over to a catch-up hub ahead of it whose
+    /// window holds its position (one that is neither handed over nor held
+    /// back for a stalled client), if there is one: its clients move there
+    /// at their own positions, and its slot frees once they have. Decided
+    /// under the pool's lock, so two hubs never hand over to each other.
+    pub fn hand_over_to_one_ahead(&self, hub: &Arc<Hub>) {
+        let Some((_, position)) = hub.window() else {
+            return;
+        };
+        let state = self.lock();
+        let ahead = state.hubs.iter().find(|h| {
+            !Arc::ptr_eq(h, hub)
+                && h.family() == hub.family()
+                && h.is_ready()
+                && !h.is_closed()
+                && !h.is_handed_over()
+                && !h.is_held_back()
+                && h.covers(&position)
+                && h.window().is_some_and(|(_, p)| earlier(&position, &p))
+        });
+        if let Some(ahead) = ahead {
+            hub.hand_over(Some(ahead));
+        }
     }
 
     /// Take a client out of the queue (placed elsewhere, or gone). A slot
@@ -223,7 +278,6 @@ impl CatchUpPool {
     }
 
     /// Catch-up hubs of `family` holding a slot now.
-    #[cfg(test)]
     pub(crate) fn held_by(&self, family: Family) -> usize {
         self.lock()
             .hubs
@@ -730,6 +784,130 @@ mod tests {
             lagged,
             tokio::sync::broadcast::error::RecvError::Lagged(_)
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_newcomer_with_no_free_slot_joins_a_held_back_reader_and_is_served_after_one_hold() {
+        // The live hub plus one catch-up reader: no slot for a second one.
+        let (hubs, c, _stop) = hubs_over(200, 2).await;
+        let family = Family::Completion;
+        let (hub, _stalled) = place(&hubs, family, &at(&c[10]), WAIT, WhenQueued::Return)
+            .await
+            .expect("a reader starts");
+        until_held_back(&hub).await;
+        // Queued, it would wait until that reader ends; on the reader it
+        // waits for one hold at most.
+        let (joined_on, mut newcomer) = place(&hubs, family, &at(&c[12]), WAIT, WhenQueued::Return)
+            .await
+            .expect("placed on the held-back reader, not queued");
+        assert!(Arc::ptr_eq(&hub, &joined_on));
+        let mut got: Vec<StreamCursor> = newcomer.replay.iter().map(|i| i.cursor.clone()).collect();
+        tokio::time::timeout(WAIT * 2, async {
+            while got.last() != c.last() {
+                match newcomer.rx.recv().await.expect("the reader goes on") {
+                    HubMsg::Item(item) => got.push(item.cursor.clone()),
+                    HubMsg::HandedOver => {}
+                    other => panic!("{other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("the newcomer is served once the hold ends");
+        assert_eq!(got, c[13..].to_vec());
+        assert!(hubs.metrics.snapshot().clients_detached >= 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_live_hub_stays_while_a_catch_up_reader_runs_without_it_having_a_client() {
+        let (hubs, c, _stop) = hubs_over(200, 2).await;
+        let family = Family::Completion;
+        let live = hubs.ready(family).await.expect("the live hub starts");
+        let (reader, _joined) = place(&hubs, family, &at(&c[150]), WAIT, WhenQueued::Return)
+            .await
+            .expect("a reader starts");
+        assert!(matches!(reader.role, Role::CatchUp { .. }));
+        // Well past the live hub's linger, well before the reader's hold
+        // would end: the reader still has the live hub to hand over to.
+        tokio::time::sleep(hubs.settings.linger * 10).await;
+        assert!(!live.is_closed(), "the live hub closed while a reader ran");
+        assert!(hubs
+            .existing(family)
+            .is_some_and(|now| Arc::ptr_eq(&now, &live)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_that_reaches_the_window_of_one_ahead_hands_over_to_it_and_frees_its_slot() {
+        // The live hub plus two catch-up readers.
+        let (hubs, c, _stop) = hubs_over(200, 3).await;
+        let family = Family::Completion;
+        let (ahead, _first) = place(&hubs, family, &at(&c[60]), WAIT, WhenQueued::Return)
+            .await
+            .expect("a reader starts");
+        // Behind that reader's window: a reader of its own, which soon
+        // reaches the window of the one ahead.
+        let (behind, mut second) = place(&hubs, family, &at(&c[55]), WAIT, WhenQueued::Return)
+            .await
+            .expect("a second reader starts");
+        assert!(!Arc::ptr_eq(&ahead, &behind));
+        eventually("the reader behind to hand over", || behind.is_handed_over()).await;
+        let successor = behind
+            .successor()
+            .expect("handed over to a catch-up reader");
+        assert!(Arc::ptr_eq(&successor, &ahead));
+        // Its client moves at its own position, with nothing skipped.
+        let mut got = Vec::new();
+        let moved = loop {
+            match second.rx.recv().await.expect("the reader delivers") {
+                HubMsg::Item(item) => got.push(item.cursor.clone()),
+                HubMsg::HandedOver => {
+                    let pos = at(got.last().unwrap_or(&c[55]));
+                    break successor.join_after(&pos).expect("inside the window ahead");
+                }
+                other => panic!("{other:?}"),
+            }
+        };
+        got.extend(moved.replay.iter().map(|i| i.cursor.clone()));
+        assert_eq!(got, c[56..56 + got.len()].to_vec());
+        assert!(got.len() > 5);
+        drop(second);
+        // Its last client gone, the reader behind frees its slot: a client
+        // further behind gets a reader of its own.
+        eventually("the reader behind to end", || {
+            hubs.catch_up.held_by(family) == 1
+        })
+        .await;
+        let (third, _joined) = place(&hubs, family, &at(&c[10]), WAIT, WhenQueued::Return)
+            .await
+            .expect("placed on a reader of its own, not queued");
+        assert!(!Arc::ptr_eq(&third, &ahead));
+        drop(moved);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_newcomer_ahead_of_every_reader_gets_a_reader_of_its_own_while_a_slot_is_free() {
+        // The live hub plus two catch-up readers.
+        let (hubs, c, _stop) = hubs_over(200, 3).await;
+        let family = Family::Completion;
+        let (behind, _first) = place(&hubs, family, &at(&c[10]), WAIT, WhenQueued::Return)
+            .await
+            .expect("a reader starts");
+        // Its client reads nothing: the reader stops a window past c[10].
+        let (_, position) = behind.window().expect("a window");
+        assert!(earlier(&position, &c[150]));
+        // A newcomer far ahead of it would receive nothing until it got
+        // there: it gets a reader of its own, which serves it at once.
+        let (own, mut newcomer) = place(&hubs, family, &at(&c[150]), WAIT, WhenQueued::Return)
+            .await
+            .expect("placed");
+        assert!(!Arc::ptr_eq(&own, &behind));
+        let first = tokio::time::timeout(Duration::from_millis(1), newcomer.rx.recv())
+            .await
+            .expect("served at once")
+            .expect("a message");
+        match first {
+            HubMsg::Item(item) => assert_eq!(item.cursor, c[151]),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -38,7 +38,7 @@ use crate::catchup::{self, WhenQueued};
 use crate::config::SlowClientPolicy;
 use crate::encode::{self, PositionReason};
 use crate::errors::{self, ApiError};
-use crate::fanout::{Hub, HubBody, HubItem, HubMsg, HubReceiver, Joined, StartError};
+use crate::fanout::{at_or_before, Hub, HubBody, HubItem, HubMsg, HubReceiver, Joined, StartError};
 use crate::gateway::GatewayState;
 use crate::metrics::Metrics;
 use crate::params::{Start, StreamParams};
@@ -365,7 +365,11 @@ impl Client {
                 self.try_handover();
             }
             Wake::Hub(Ok(HubMsg::HandedOver)) => {
-                self.settle();
+                // Handed to a catch-up hub ahead, the client has not
+                // caught up yet: that hub says so when it has.
+                if matches!(&self.source, Source::Hub { hub, .. } if hub.is_handed_to_live()) {
+                    self.settle();
+                }
                 self.try_handover();
             }
             Wake::Hub(Ok(HubMsg::BacklogRead)) => self.settle(),
@@ -473,8 +477,10 @@ impl Client {
         }
     }
 
-    /// On a catch-up hub that reached the live hub's window, move to the
-    /// live hub at the client's own position (once inside its window).
+    /// On a catch-up hub that was handed over, move at the client's own
+    /// position to the live hub once inside its window, or else to the
+    /// catch-up hub it was handed over to, once inside that hub's window
+    /// and not ahead of it (the client would wait for it to catch up).
     fn try_handover(&mut self) {
         let Source::Hub { hub, replay, .. } = &self.source else {
             return;
@@ -482,11 +488,21 @@ impl Client {
         if !hub.is_handed_over() || !replay.is_empty() {
             return;
         }
-        let Some(live) = self.state.hubs.existing(self.family) else {
+        if let Some(live) = self.state.hubs.existing(self.family) {
+            if let Ok(joined) = live.join_after(&self.pos) {
+                return self.switch_to_hub(live, joined);
+            }
+        }
+        let Some(ahead) = hub.successor() else {
             return;
         };
-        if let Ok(joined) = live.join_after(&self.pos) {
-            self.switch_to_hub(live, joined);
+        let behind_it = ahead
+            .window()
+            .is_some_and(|(_, position)| at_or_before(self.pos.cursor(), &position));
+        if behind_it {
+            if let Ok(joined) = ahead.join_after(&self.pos) {
+                self.switch_to_hub(ahead, joined);
+            }
         }
     }
 

@@ -29,12 +29,14 @@
 //! A catch-up hub that reaches the live hub's window (its position at or
 //! after the live hub's base) is *handed over*: it tells its clients, which
 //! join the live hub at their own positions, and it ends once the last has
-//! left. A client that falls behind the broadcast buffer (`Lagged`) is
-//! placed again from its last position. A hub also says when it has
-//! broadcast every event committed before its backend subscription started
-//! (`BacklogRead`); a client that reads that message, or `HandedOver`, or
-//! joins a hub past either, has been sent everything it had to catch up
-//! with once its replay is done.
+//! left. So is one that reaches the window of a catch-up hub ahead of it
+//! (see [`crate::catchup`]): its clients join that hub instead, and its
+//! slot frees for clients further behind. A client that falls behind the
+//! broadcast buffer (`Lagged`) is placed again from its last position. A
+//! hub also says when it has broadcast every event committed before its
+//! backend subscription started (`BacklogRead`); a client that reads that
+//! message, or `HandedOver`, or joins a hub past either, has been sent
+//! everything it had to catch up with once its replay is done.
 //!
 //! # A stalled client costs only itself
 //!
@@ -46,14 +48,17 @@
 //! the hub kept for it), its next read answers `Lagged`, and it is placed
 //! again from its own vouched position, as any lagging client is. A client
 //! that reads on, however slowly, sets the hub's pace. While a hub holds
-//! back with no client reading, no client is placed on it. A handed-over hub detaches the clients that
+//! back with no client reading, a client is placed on it only when no
+//! slot is free for a reader of its own (see [`crate::catchup`]). A handed-over hub detaches the clients that
 //! have read nothing for the backend timeout, so a stalled client holds
 //! no catch-up slot. The live hub never holds back: its stalled clients
 //! lag. None of this changes where a client joins, so the gap-free join
 //! above holds for every placement.
 //!
 //! The live hub ends when it has had no client for
-//! [`GatewayConfig::hub_linger`](crate::GatewayConfig::hub_linger), on
+//! [`GatewayConfig::hub_linger`](crate::GatewayConfig::hub_linger) while
+//! no catch-up hub of its family runs (they hand their clients over to
+//! it, so it stays for them), on
 //! shutdown, and on a terminal backend error (which its clients receive as
 //! an `ff-error` message).
 //!
@@ -309,11 +314,15 @@ pub(crate) struct Hub {
     state: Mutex<HubState>,
     pub(crate) status: watch::Sender<Status>,
     keep: usize,
-    /// Set once a catch-up hub has reached the live hub's window.
+    /// Set once a catch-up hub has reached the live hub's window, or that
+    /// of a catch-up hub ahead of it.
     handed_over: AtomicBool,
     /// Set once the backend subscription has yielded every event committed
     /// before it started (its `CaughtUp`), under the state lock.
     backlog_read: AtomicBool,
+    /// The catch-up hub ahead this one handed its clients over to (none:
+    /// the live hub).
+    successor: Mutex<Option<Weak<Hub>>>,
     /// Wakes the hub task while it holds back for its slowest client.
     hold: Arc<HoldBack>,
     /// The clients' places, for detaching the stalled ones.
@@ -400,6 +409,7 @@ impl Hub {
             keep,
             handed_over: AtomicBool::new(false),
             backlog_read: AtomicBool::new(false),
+            successor: Mutex::new(None),
             hold: Arc::new(HoldBack::new()),
             members: Mutex::new(Vec::new()),
             born: Instant::now(),
@@ -554,14 +564,40 @@ impl Hub {
     /// holds while it sets either flag and says so.
     fn is_settled(&self) -> bool {
         self.role == Role::Live
-            || self.handed_over.load(AtomicOrdering::Acquire)
+            || self.is_handed_to_live()
             || self.backlog_read.load(AtomicOrdering::Acquire)
     }
 
-    /// Mark a catch-up hub handed over and tell its clients.
-    fn hand_over(&self) {
+    /// Whether this catch-up hub was handed over to the live hub (not to a
+    /// catch-up hub ahead, which is still catching up itself).
+    pub fn is_handed_to_live(&self) -> bool {
+        self.handed_over.load(AtomicOrdering::Acquire)
+            && self
+                .successor
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_none()
+    }
+
+    /// The catch-up hub this one handed its clients over to, while it
+    /// runs (none: they go to the live hub).
+    pub fn successor(&self) -> Option<Arc<Hub>> {
+        let successor = self.successor.lock().unwrap_or_else(|p| p.into_inner());
+        successor
+            .as_ref()
+            .and_then(Weak::upgrade)
+            .filter(|h| !h.is_closed())
+    }
+
+    /// Mark a catch-up hub handed over (to `successor`, or to the live hub)
+    /// and tell its clients. A hub is handed over once: later calls change
+    /// nothing.
+    pub(crate) fn hand_over(&self, successor: Option<&Arc<Hub>>) {
         let _state = self.lock();
-        if !self.handed_over.swap(true, AtomicOrdering::AcqRel) {
+        if !self.handed_over.load(AtomicOrdering::Acquire) {
+            *self.successor.lock().unwrap_or_else(|p| p.into_inner()) =
+                successor.map(Arc::downgrade);
+            self.handed_over.store(true, AtomicOrdering::Release);
             let _ = self.tx.send(HubMsg::HandedOver);
         }
     }
@@ -789,9 +825,14 @@ impl Hubs {
         }
     }
 
-    /// Close `hub` if it has had no client; `true` when closed. It keeps
-    /// its slot until its task has released the backend stream.
+    /// Close `hub` if it has had no client and no catch-up hub of its
+    /// family runs (each will hand its clients over to it); `true` when
+    /// closed. It keeps its slot until its task has released the backend
+    /// stream.
     fn close_if_idle(&self, hub: &Arc<Hub>) -> bool {
+        if self.catch_up.held_by(hub.family) > 0 {
+            return false;
+        }
         let _slots = self.slots();
         let mut state = hub.lock();
         if hub.tx.receiver_count() > 0 {
@@ -981,7 +1022,11 @@ async fn run_hub(hub: Arc<Hub>, hubs: Weak<Hubs>) {
         if catching_up && !hub.is_handed_over() {
             if let Some(hubs) = hubs.upgrade() {
                 if reached_live(&hub, &hubs) {
-                    hub.hand_over();
+                    hub.hand_over(None);
+                } else {
+                    hubs.catch_up.hand_over_to_one_ahead(&hub);
+                }
+                if hub.is_handed_over() {
                     handed_over_at = Some(Instant::now());
                 }
             }

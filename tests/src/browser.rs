@@ -101,6 +101,10 @@ impl Chromium {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
+            // Its own process group, so dropping it stops the renderer and
+            // GPU helpers too, which otherwise keep writing into the
+            // profile while it is removed.
+            .process_group(0)
             .spawn()
             .map_err(|e| failed(format!("starting {}: {e}", binary.display())))?;
         let stderr = child.stderr.take().expect("piped stderr");
@@ -240,11 +244,21 @@ impl Chromium {
 
 impl Drop for Chromium {
     fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            // The whole group: the browser and every helper it started.
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .stderr(Stdio::null())
+                .status();
+        }
         let _ = self.child.start_kill();
-        // Give the browser a moment to exit before removing its profile.
+        // Give the browser a moment to exit before removing its profile,
+        // and remove it again should a helper still have written into it.
         for _ in 0..50 {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                break;
+            if matches!(self.child.try_wait(), Ok(Some(_)))
+                && std::fs::remove_dir_all(&self.profile).is_ok()
+            {
+                return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }

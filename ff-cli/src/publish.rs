@@ -14,7 +14,7 @@ use crate::backend_url::Opened;
 pub struct PublishArgs {
     /// Family the events belong to.
     pub family: Family,
-    /// Backend URL: memory:, valkey://host:port[,host:port…][/db] (any nodes of a cluster, the first that answers used; ?partitions=P splits each family; valkeys://…?ca_cert=PATH for TLS), postgres://...
+    /// Backend URL: memory:, valkey://host:port[/db] (several seeds: valkey://a:1,b:2; any nodes of a cluster, the first that answers used; ?partitions=P splits each family; valkeys://…?ca_cert=PATH for TLS), postgres://...
     #[arg(long, env = "FF_BACKEND", default_value = "memory:")]
     pub backend: String,
     /// One event as JSON instead of reading stdin, e.g.

@@ -18,7 +18,7 @@ use crate::filter_args::FilterArgs;
 pub struct TailArgs {
     /// Family: lease-history, completion, signal-delivery, instance-tags.
     pub family: Family,
-    /// Backend URL: memory:, valkey://host:port[,host:port…][/db] (any nodes of a cluster, the first that answers used; ?partitions=P splits each family; valkeys://…?ca_cert=PATH for TLS), postgres://...
+    /// Backend URL: memory:, valkey://host:port[/db] (several seeds: valkey://a:1,b:2; any nodes of a cluster, the first that answers used; ?partitions=P splits each family; valkeys://…?ca_cert=PATH for TLS), postgres://...
     #[arg(long, env = "FF_BACKEND", default_value = "memory:")]
     pub backend: String,
     /// Where to start: `tail` (only new events), `beginning`, `oldest`

@@ -23,7 +23,7 @@ use workload::RUN_TAG;
 /// `ff demo` options.
 #[derive(Args, Debug, Clone)]
 pub struct DemoArgs {
-    /// Backend URL: memory:, valkey://host:port[,host:port…][/db] (any nodes of a cluster, the first that answers used; ?partitions=P splits each family; valkeys://…?ca_cert=PATH for TLS), postgres://...
+    /// Backend URL: memory:, valkey://host:port[/db] (several seeds: valkey://a:1,b:2; any nodes of a cluster, the first that answers used; ?partitions=P splits each family; valkeys://…?ca_cert=PATH for TLS), postgres://...
     #[arg(long, default_value = "memory:")]
     pub backend: String,
     /// How many events to publish (at least).

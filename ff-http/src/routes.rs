@@ -126,8 +126,13 @@ async fn open_stream(
         ApiError::unavailable(
             "too_many_clients",
             format!(
-                "the gateway serves at most {} clients; retry later",
-                state.config.max_clients
+                "the gateway serves at most {} client{} at once; retry later",
+                state.config.max_clients,
+                if state.config.max_clients == 1 {
+                    ""
+                } else {
+                    "s"
+                }
             ),
             state.config.retry_after,
         )

@@ -2631,7 +2631,6 @@ mod over_postgres {
         use ff_core::testkit::support::{next_item, Sub, ITEM_DEADLINE};
         use ff_core::types::ExecutionId;
         use ff_tests::harness::postgres::{config, own_server, PostgresHarness};
-        use ff_tests::support::SupportError;
 
         use crate::suite::{config as gateway_config, events, ids, open_started, serve_backend};
         use crate::wire;
@@ -2655,15 +2654,7 @@ mod over_postgres {
             out
         }
 
-        /// Run a blocking support operation off the runtime's threads.
-        async fn blocking<T: Send + 'static>(
-            op: impl FnOnce() -> Result<T, SupportError> + Send + 'static,
-        ) -> T {
-            tokio::task::spawn_blocking(op)
-                .await
-                .expect("support thread")
-                .expect("server operation")
-        }
+        use ff_tests::support::blocking;
 
         /// A copy of the cluster (`pg_basebackup`) promoted after the
         /// original wrote five more events: the copy reuses their

@@ -18,7 +18,7 @@ use ff_core::stream_subscribe::StreamCursor;
 use ff_core::testkit::support::{next_item, Sub, ITEM_DEADLINE};
 use ff_tests::harness::postgres::own_server;
 use ff_tests::harness::tagged;
-use ff_tests::support::{PostgresServer, SupportError, TcpProxy};
+use ff_tests::support::{PostgresServer, TcpProxy};
 use tokio::time::Instant;
 
 const FAMILY: Family = Family::Completion;
@@ -36,15 +36,7 @@ fn config() -> PostgresConfig {
         )
 }
 
-/// Run a blocking support operation off the runtime's threads.
-async fn blocking<T: Send + 'static>(
-    op: impl FnOnce() -> Result<T, SupportError> + Send + 'static,
-) -> T {
-    tokio::task::spawn_blocking(op)
-        .await
-        .expect("support thread")
-        .expect("server operation")
-}
+use ff_tests::support::blocking;
 
 fn addr(server: &PostgresServer) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], server.port()))

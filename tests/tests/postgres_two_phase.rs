@@ -14,20 +14,12 @@ use ff_core::stream_subscribe::StreamCursor;
 use ff_core::testkit::support::{next_item, Sub, ITEM_DEADLINE, LIVE_DEADLINE};
 use ff_core::types::ExecutionId;
 use ff_tests::harness::postgres::{config, own_server};
-use ff_tests::support::SupportError;
 use tokio::time::Instant;
 
 const FAMILY: Family = Family::Completion;
 const SCHEMA: &str = "twophase";
 
-async fn blocking<T: Send + 'static>(
-    op: impl FnOnce() -> Result<T, SupportError> + Send + 'static,
-) -> T {
-    tokio::task::spawn_blocking(op)
-        .await
-        .expect("support thread")
-        .expect("server operation")
-}
+use ff_tests::support::blocking;
 
 /// The tags of the next `n` events on `tail`, each within the live
 /// deadline.

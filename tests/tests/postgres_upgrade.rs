@@ -20,7 +20,6 @@ use ff_core::testkit::support::{next_item, Sub, ITEM_DEADLINE};
 use ff_core::types::TimestampMs;
 use ff_tests::harness::postgres::own_server;
 use ff_tests::harness::tagged;
-use ff_tests::support::SupportError;
 
 const FAMILY: Family = Family::Completion;
 
@@ -37,14 +36,7 @@ fn config() -> PostgresConfig {
         )
 }
 
-async fn blocking<T: Send + 'static>(
-    op: impl FnOnce() -> Result<T, SupportError> + Send + 'static,
-) -> T {
-    tokio::task::spawn_blocking(op)
-        .await
-        .expect("support thread")
-        .expect("server operation")
-}
+use ff_tests::support::blocking;
 
 async fn publish(backend: &PostgresBackend, names: &[&str]) -> Vec<StreamCursor> {
     tagged::publish_named(backend, names).await

@@ -534,3 +534,14 @@ impl Drop for Watchdog {
         drop(self.stdin.take());
     }
 }
+
+/// Run a blocking support operation (start, stop, kill a server) off the
+/// runtime's threads; panics when it fails, naming it a server operation.
+pub async fn blocking<T: Send + 'static>(
+    op: impl FnOnce() -> Result<T, SupportError> + Send + 'static,
+) -> T {
+    tokio::task::spawn_blocking(op)
+        .await
+        .expect("support thread")
+        .expect("server operation")
+}

@@ -4,7 +4,9 @@
 //! a quiet one — the subscription must leave it and resume its partitions
 //! on the promoted replica within seconds, delivering every acknowledged
 //! event exactly once. And a URL whose first seed is down (refused, or
-//! stopped): the backend starts from the next seed and works.
+//! stopped): the backend starts from the next seed and works. And when
+//! every node the topology names is gone, the URL's seeds lead back to
+//! the cluster.
 //!
 //! The oracle: every acknowledged publish is delivered once; nothing is
 //! delivered twice or that was never published (a failed publish may or
@@ -22,8 +24,8 @@ use ff_core::stream_events::{CompletionOutcome, EventMeta, Family, NewEvent};
 use ff_core::stream_subscribe::StreamCursor;
 use ff_core::types::ExecutionId;
 use ff_tests::support::{
-    self, skip_if_external_valkey, skip_if_external_valkey_cluster, ClusterOptions, ValkeyCluster,
-    ValkeyServer,
+    self, skip_if_external_valkey, skip_if_external_valkey_cluster, ClusterOptions, Reply,
+    TcpProxy, ValkeyCluster, ValkeyServer,
 };
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -358,4 +360,146 @@ async fn a_backend_whose_first_seed_is_down_starts_and_works() {
             }
         }
     }
+}
+
+/// Make every node of `cluster` announce the port of its proxy in
+/// `proxies` for clients (the cluster bus is unchanged), and wait until
+/// every node's view of the cluster names them all.
+fn announce_through(cluster: &ValkeyCluster, proxies: &[TcpProxy]) {
+    for (node, proxy) in proxies.iter().enumerate() {
+        let port = proxy.port().to_string();
+        cluster
+            .command(node, &["CONFIG", "SET", "cluster-announce-port", &port])
+            .unwrap_or_else(|e| panic!("announcing port {port} on node {node}: {e}"));
+    }
+    let wanted: Vec<String> = proxies.iter().map(|p| format!(":{}@", p.port())).collect();
+    let deadline = std::time::Instant::now() + SETTLE;
+    for node in 0..proxies.len() {
+        loop {
+            let view = match cluster.command(node, &["CLUSTER", "NODES"]) {
+                Ok(Reply::Bulk(Some(text))) => String::from_utf8_lossy(&text).into_owned(),
+                other => panic!("CLUSTER NODES on node {node}: {other:?}"),
+            };
+            if wanted.iter().all(|w| view.contains(w.as_str())) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node {node} never learned the announced ports {wanted:?}: {view}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Every node the topology names moves to a new address at once (a
+/// rescheduled deployment), and the old addresses refuse connections:
+/// the backend finds the cluster again through the URL's seed — a stable
+/// address in front of a node — and the subscription delivers every
+/// acknowledged event exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn when_every_known_node_moves_the_backend_finds_the_cluster_again_through_its_seed() {
+    let test = "when_every_known_node_moves_the_backend_finds_the_cluster_again_through_its_seed";
+    if skip_if_external_valkey_cluster(test) {
+        return;
+    }
+    let options = ClusterOptions {
+        replicas_per_primary: 0,
+        ..ClusterOptions::default()
+    };
+    let cluster = block_in_place(|| ValkeyCluster::start_with(options)).expect("a cluster");
+    let node_addr = |node: usize| std::net::SocketAddr::from(([127, 0, 0, 1], cluster.port(node)));
+    let proxies_to_nodes = || -> Vec<TcpProxy> {
+        (0..cluster.node_count())
+            .map(|node| TcpProxy::start(node_addr(node)).expect("a proxy"))
+            .collect()
+    };
+    let old = proxies_to_nodes();
+    block_in_place(|| announce_through(&cluster, &old));
+    let seed = TcpProxy::start(node_addr(0)).expect("the seed's proxy");
+
+    let name = support::unique_name("ffmoved");
+    let config = ValkeyConfig::default()
+        .with_key_prefix(format!("{name}:"))
+        .with_client_name(name)
+        .with_partitions(PARTITIONS)
+        .with_timeouts(Duration::from_secs(2), Duration::from_secs(20));
+    let url = format!("valkey://127.0.0.1:{}", seed.port());
+    let backend = ValkeyBackend::connect(&url, config)
+        .await
+        .expect("connect through the seed");
+    let sub = backend
+        .subscribe_family(FAMILY, StreamCursor::empty(), &Default::default())
+        .await
+        .expect("subscribe");
+    let mut seen = consume(sub);
+    let mut acked = BTreeSet::new();
+    for partition in 0..PARTITIONS {
+        let (e, meta) = event(partition, u64::from(partition));
+        backend
+            .publish(e, meta)
+            .await
+            .expect("publish before the move");
+        acked.insert((partition, u64::from(partition)));
+    }
+    let mut delivered = Vec::new();
+    let before = acked.len();
+    deliver_until(
+        &mut seen,
+        &mut delivered,
+        Instant::now() + SETTLE,
+        "the events published before the move",
+        |d| d.len() >= before,
+    )
+    .await;
+
+    let new = proxies_to_nodes();
+    block_in_place(|| announce_through(&cluster, &new));
+    drop(old);
+
+    // Publishes fail until the backend has found the new addresses; each
+    // is retried until acknowledged (a retried publish whose reply was
+    // lost may be stored twice: that is the producer's duplicate).
+    let deadline = Instant::now() + SETTLE;
+    for partition in 0..PARTITIONS {
+        let seq = AFTER_STOP + u64::from(partition);
+        loop {
+            let (e, meta) = event(partition, seq);
+            match backend.publish(e, meta).await {
+                Ok(_) => break,
+                Err(e) => assert!(
+                    Instant::now() < deadline,
+                    "publishing after the move kept failing: {e}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        acked.insert((partition, seq));
+    }
+    let everything = acked.clone();
+    deliver_until(
+        &mut seen,
+        &mut delivered,
+        Instant::now() + SETTLE,
+        "every acknowledged event after the move",
+        |d| everything.iter().all(|a| d.contains(a)),
+    )
+    .await;
+    let mut unique = BTreeSet::new();
+    let repeated: Vec<_> = delivered
+        .iter()
+        .filter(|d| !unique.insert(**d))
+        .copied()
+        .collect();
+    // A retried publish stored twice is the producer's duplicate, told
+    // apart by its sequence number being after the move.
+    assert!(
+        repeated.iter().all(|(_, seq)| *seq >= AFTER_STOP),
+        "delivered twice: {repeated:?}"
+    );
+    assert_eq!(
+        unique, acked,
+        "delivered differs from what was acknowledged"
+    );
+    drop(seed);
 }

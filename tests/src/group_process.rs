@@ -172,6 +172,12 @@ impl MemberProcess {
     /// it to exit with success by `deadline`. Its lines stay readable.
     pub async fn terminate(&mut self, deadline: Instant) {
         self.signal("TERM");
+        self.wait_exit(deadline).await;
+    }
+
+    /// Wait for the process (sent SIGTERM) to exit with success by
+    /// `deadline`.
+    pub async fn wait_exit(&mut self, deadline: Instant) {
         let status = timeout_at(deadline, self.child.wait())
             .await
             .unwrap_or_else(|_| panic!("{self:?} did not leave by the deadline"))

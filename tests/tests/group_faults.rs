@@ -559,7 +559,7 @@ async fn churn(mut world: World, rounds: usize, failovers: &[(usize, Failover)])
             m.signal("TERM");
         }
         for mut m in live.drain(..) {
-            m.terminate(deadline()).await;
+            m.wait_exit(deadline()).await;
             gone.push(m);
         }
         live.push(survivor);

@@ -4,7 +4,8 @@
 //!
 //! For every event it records an effect, then commits the unit's position:
 //! on Postgres the effect row and the fenced commit (`commit_in`) go in one
-//! transaction (effectively once); on Valkey the effect is a line appended
+//! transaction (effectively once), which it commits even after a refusal
+//! (the refusal alone must keep the effect out); on Valkey the effect is a line appended
 //! to a file, then the position is committed (at least once). Everything
 //! the test needs to follow is one line on stdout per step:
 //!
@@ -231,8 +232,11 @@ impl Effects {
                 .await
                 .map_err(backend_error)?;
                 pause_and_work(unit, n, work, pause).await;
-                backend.commit_in(&mut tx, commit).await?;
-                tx.commit().await.map_err(backend_error)
+                // A careless consumer commits even after a refusal: the
+                // refusal itself must keep the effect from committing.
+                let fenced = backend.commit_in(&mut tx, commit).await;
+                let committed = tx.commit().await.map_err(backend_error);
+                fenced.and(committed)
             }
             Effects::File(file) => {
                 file.write_all(line.as_bytes())

@@ -654,10 +654,6 @@ mod valkey {
 mod valkey_cluster {
     use super::*;
 
-    #[cfg_attr(
-        ff_external_valkey,
-        ignore = "kills primaries of a Valkey Cluster of its own; FF_TEST_VALKEY_URL is set"
-    )]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn churn_with_kills_and_killed_primaries_loses_nothing() {
         if support::skip_if_external_valkey_cluster(

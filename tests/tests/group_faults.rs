@@ -428,6 +428,9 @@ async fn stopped_past_its_lease(world: World) {
         },
     )
     .await;
+    let assigned = first_line_after(&[&b], line.at, |l| is_line(l, "assigned", unit))
+        .expect("b was assigned the unit before handling its event")
+        .0;
     a.signal("CONT");
     // a's next commit result is a refusal of that very event.
     let (fenced_at, result) = a
@@ -465,9 +468,10 @@ async fn stopped_past_its_lease(world: World) {
         tally.duplicates
     );
     eprintln!(
-        "{what}: {:?} total; b handled the in-flight event {:?} after a stopped (lease {LEASE:?}); \
-         {} stored, {} effects, {} duplicated, {} lost",
+        "{what}: {:?} total; b was assigned a's unit {:?} and handled the in-flight event {:?} \
+         after a stopped (lease {LEASE:?}); {} stored, {} effects, {} duplicated, {} lost",
         started.elapsed(),
+        assigned - line.at,
         takeover - line.at,
         tally.stored,
         tally.effects,

@@ -9,6 +9,7 @@
 pub mod acl;
 pub mod browser;
 pub mod checker;
+pub mod group_process;
 pub mod harness;
 pub mod hostile_valkey;
 pub mod mutant;

@@ -1,6 +1,6 @@
-//! The conformance suite and the cursor-store suite against the mutant
-//! backend with no bug switched on: the baseline the mutation test relies
-//! on (a suite failure under a mutation means something only if the
+//! The conformance suite, the cursor-store suite and the group suite
+//! against the mutant backend with no bug switched on: the baseline the
+//! mutation test relies on (a suite failure under a mutation means something only if the
 //! unmutated backend passes).
 
 async fn harness() -> ff_tests::mutant::MutantHarness {
@@ -8,6 +8,7 @@ async fn harness() -> ff_tests::mutant::MutantHarness {
 }
 
 ff_core::conformance_suite!(harness);
+ff_core::group_suite!(harness);
 
 async fn cursor_store() -> ff_tests::mutant::MutantCursorStore {
     ff_tests::mutant::cursor_store(None).await

@@ -1,5 +1,5 @@
-//! The conformance suite catches every bug the mutant backend can switch
-//! on: for each [`Mutation`], a suite function meant to catch it fails on
+//! The conformance, cursor-store and group suites catch every bug the
+//! mutant backend can switch on: for each [`Mutation`], a suite function meant to catch it fails on
 //! one of its assertions (not by running out of time), while the
 //! unmutated backend passes the whole suite (`mutant_conformance`).
 
@@ -18,6 +18,74 @@ const CURSOR_STORE_SUITE: &[&str] = &[
     "cursor_store_keeps_names_and_cursors_exactly",
     "cursor_store_survives_a_reopen",
 ];
+
+/// The group suite's functions, which the suite runner does not list.
+const GROUP_SUITE: &[&str] = &[
+    "group_units_are_owned_exclusively_and_ordered",
+    "group_resumes_each_unit_exactly_after_its_last_commit",
+    "group_refuses_a_zombie_commit",
+    "group_refuses_another_unit_count",
+    "group_hands_over_at_once_on_a_clean_leave",
+    "group_hands_over_a_crashed_members_units_after_its_lease",
+    "group_keeps_a_members_lease_and_epochs_across_heartbeats",
+    "group_loses_no_event_under_member_churn",
+    "group_reports_a_trimmed_units_cursor_as_expired",
+];
+
+/// Run the group suite function `name` on a mutant backend with
+/// `mutation`, in a task of its own, catching its failure.
+async fn run_group_test(name: &'static str, mutation: Mutation) -> SuiteOutcome {
+    use ff_core::testkit as kit;
+    let task = tokio::spawn(async move {
+        let h = harness(Some(mutation)).await;
+        match name {
+            "group_units_are_owned_exclusively_and_ordered" => {
+                kit::group_units_are_owned_exclusively_and_ordered(&h).await
+            }
+            "group_resumes_each_unit_exactly_after_its_last_commit" => {
+                kit::group_resumes_each_unit_exactly_after_its_last_commit(&h).await
+            }
+            "group_refuses_a_zombie_commit" => kit::group_refuses_a_zombie_commit(&h).await,
+            "group_refuses_another_unit_count" => kit::group_refuses_another_unit_count(&h).await,
+            "group_hands_over_at_once_on_a_clean_leave" => {
+                kit::group_hands_over_at_once_on_a_clean_leave(&h).await
+            }
+            "group_hands_over_a_crashed_members_units_after_its_lease" => {
+                kit::group_hands_over_a_crashed_members_units_after_its_lease(&h).await
+            }
+            "group_keeps_a_members_lease_and_epochs_across_heartbeats" => {
+                kit::group_keeps_a_members_lease_and_epochs_across_heartbeats(&h).await
+            }
+            "group_loses_no_event_under_member_churn" => {
+                kit::group_loses_no_event_under_member_churn(&h).await
+            }
+            "group_reports_a_trimmed_units_cursor_as_expired" => {
+                kit::group_reports_a_trimmed_units_cursor_as_expired(&h).await
+            }
+            other => unreachable!("{other} is not a group suite function"),
+        }
+    });
+    SuiteOutcome::new(name, outcome_of(task).await)
+}
+
+/// How a suite function's task ended: passed, or failed with its panic
+/// message (or cut off at [`TIME_LIMIT`]).
+async fn outcome_of(task: tokio::task::JoinHandle<()>) -> TestOutcome {
+    match tokio::time::timeout(TIME_LIMIT, task).await {
+        Err(_) => TestOutcome::Failed(format!("did not finish within {TIME_LIMIT:?}")),
+        Ok(Ok(())) => TestOutcome::Passed,
+        Ok(Err(e)) => {
+            let payload = e.into_panic();
+            TestOutcome::Failed(
+                payload
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_else(|| "panicked".to_owned()),
+            )
+        }
+    }
+}
 
 /// Run the cursor-store suite function `name` on a mutant store with
 /// `mutation`, in a task of its own, catching its failure.
@@ -38,30 +106,19 @@ async fn run_cursor_store_test(name: &'static str, mutation: Mutation) -> SuiteO
             other => unreachable!("{other} is not a cursor-store suite function"),
         }
     });
-    let outcome = match tokio::time::timeout(TIME_LIMIT, task).await {
-        Err(_) => TestOutcome::Failed(format!("did not finish within {TIME_LIMIT:?}")),
-        Ok(Ok(())) => TestOutcome::Passed,
-        Ok(Err(e)) => {
-            let payload = e.into_panic();
-            TestOutcome::Failed(
-                payload
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                    .unwrap_or_else(|| "panicked".to_owned()),
-            )
-        }
-    };
-    SuiteOutcome::new(name, outcome)
+    SuiteOutcome::new(name, outcome_of(task).await)
 }
 
 /// Run the suite functions meant to catch `mutation` against the mutant
 /// backend (or its cursor store) with it switched on.
 async fn run_catchers(mutation: Mutation) -> SuiteReport {
-    let (store_tests, suite_tests): (Vec<&'static str>, Vec<&'static str>) = mutation
+    let (group_tests, others): (Vec<&'static str>, Vec<&'static str>) = mutation
         .caught_by()
         .iter()
         .copied()
+        .partition(|name| GROUP_SUITE.contains(name));
+    let (store_tests, suite_tests): (Vec<&'static str>, Vec<&'static str>) = others
+        .into_iter()
         .partition(|name| CURSOR_STORE_SUITE.contains(name));
     let mut report = if suite_tests.is_empty() {
         SuiteReport::default()
@@ -76,6 +133,9 @@ async fn run_catchers(mutation: Mutation) -> SuiteReport {
         report
             .outcomes
             .push(run_cursor_store_test(name, mutation).await);
+    }
+    for name in group_tests {
+        report.outcomes.push(run_group_test(name, mutation).await);
     }
     report
 }

@@ -3,6 +3,8 @@
 
 mod cluster_admin;
 pub mod cpu;
+mod group;
+mod group_crowd;
 mod http_client;
 mod measure;
 mod memory;
@@ -52,12 +54,17 @@ pub enum BenchWhich {
     /// N concurrent SSE clients on one `ff serve` while events are published
     /// at a steady rate.
     Sse(sse::SseBenchArgs),
+    /// Consumer groups: clean and crash hand-over times, redeliveries per
+    /// crash, a one-member group's throughput beside a plain subscription's,
+    /// and events lost across member churn.
+    Group(group::GroupBenchArgs),
 }
 
 /// Run the chosen benchmark and print its report.
 pub async fn run(args: BenchArgs) -> Result<()> {
     let (report, json) = match &args.which {
         Some(BenchWhich::Sse(sse_args)) => (sse::run(sse_args).await?, sse_args.json),
+        Some(BenchWhich::Group(group_args)) => (group::run(group_args).await?, group_args.json),
         None => {
             let scheme = args.backend.split(':').next().unwrap_or("");
             if args.operations && !matches!(scheme, "valkey" | "redis" | "valkeys" | "rediss") {

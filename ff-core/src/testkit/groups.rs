@@ -179,7 +179,14 @@ pub async fn group_resumes_each_unit_exactly_after_its_last_commit<H: Harness + 
     let mut got: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
     let want: usize = 80 - committed.len();
     let mut total = 0;
+    let deadline = Instant::now() + super::group_crowd::GROUP_DEADLINE;
     while total < want {
+        assert!(
+            Instant::now() < deadline,
+            "group: after the hand-over only {total} of the {want} uncommitted events were \
+             handled and committed within {:?}: {got:?}",
+            super::group_crowd::GROUP_DEADLINE
+        );
         if let Seen::Event { unit, n, .. } = crowd.next("the rest of every unit").await {
             got.entry(unit).or_default().push(n);
             total += 1;
@@ -470,5 +477,73 @@ pub async fn group_reports_a_trimmed_units_cursor_as_expired<H: Harness + ?Sized
             }
             _ => {}
         }
+    }
+}
+
+/// A heartbeat keeps its member live for the whole ttl it asked for (as
+/// the store judges it), and a unit's epoch stays put across its holder's
+/// heartbeats: only a change of hands moves it, so a healthy member's
+/// commits are never fenced.
+pub async fn group_keeps_a_members_lease_and_epochs_across_heartbeats<H: Harness + ?Sized>(h: &H) {
+    let store = store_of(h);
+    // Only the store's granularity (milliseconds) is allowed for.
+    let slack = Duration::from_millis(2);
+    let probe = spec("lease-length", 1);
+    store
+        .create_or_check(&probe, &StreamCursor::beginning())
+        .await
+        .expect("create the probe's group");
+    let ttl = suite_config().lease;
+    let sent = Instant::now();
+    store
+        .heartbeat(&probe.name, "probe#1", ttl)
+        .await
+        .expect("heartbeat");
+    loop {
+        let view = store.view(&probe.name).await.expect("view");
+        let read = Instant::now();
+        if read + slack >= sent + ttl {
+            break;
+        }
+        assert!(
+            view.members.iter().any(|m| m.session == "probe#1"),
+            "group: a member whose heartbeat asked for {ttl:?} is gone after {:?}",
+            read.duration_since(sent)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let spec = spec("renew", 2);
+    let mut crowd = Crowd::new(spec.clone(), suite_config());
+    crowd.join(h, true).await;
+    let before = converged(h, &spec.name, 1).await;
+    let session = before.members[0].session.clone();
+    let mut renewals = 0;
+    let mut last = before.members[0].expires_in_ms;
+    let deadline = Instant::now() + super::group_crowd::GROUP_DEADLINE;
+    while renewals < 2 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let view = store.view(&spec.name).await.expect("view");
+        let Some(me) = view.members.iter().find(|m| m.session == session) else {
+            panic!("group: the only member is no longer live: {view:?}");
+        };
+        if me.expires_in_ms > last {
+            renewals += 1;
+        }
+        last = me.expires_in_ms;
+        assert!(
+            Instant::now() < deadline,
+            "group: the member's heartbeat was not renewed twice within {:?}",
+            super::group_crowd::GROUP_DEADLINE
+        );
+    }
+    let after = store.view(&spec.name).await.expect("view");
+    for (was, is) in before.unit_states.iter().zip(&after.unit_states) {
+        assert_eq!(
+            (was.owner.as_deref(), was.epoch),
+            (is.owner.as_deref(), is.epoch),
+            "group: unit {}'s owner or epoch moved across its holder's heartbeats",
+            was.unit
+        );
     }
 }

@@ -9,6 +9,7 @@ use ff_core::backend::{
 };
 use ff_core::engine_error::EngineError;
 use ff_core::filter::SubscriptionFilter;
+use ff_core::group::GroupStore;
 use ff_core::stream_events::record::Field;
 use ff_core::stream_events::{EventMeta, Family, NewEvent};
 use ff_core::stream_subscribe::{CursorStart, StreamCursor};
@@ -140,6 +141,10 @@ impl MutantBackend {
 impl StreamBackend for MutantBackend {
     fn backend_name(&self) -> &'static str {
         "mutant"
+    }
+
+    fn group_store(&self) -> Result<Arc<dyn GroupStore>, EngineError> {
+        Ok(self.store.groups.clone())
     }
 
     async fn subscribe_family(

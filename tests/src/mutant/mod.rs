@@ -18,11 +18,14 @@
 //!   and [`EventPublisher`](ff_core::backend::EventPublisher) glue;
 //! - `harness`: the suite's [`Harness`](ff_core::testkit::Harness);
 //! - `cursor_store`: the [`CursorStore`](ff_core::backend::CursorStore)
-//!   and its reopen hook for the cursor-store suite.
+//!   and its reopen hook for the cursor-store suite;
+//! - `groups`: the [`GroupStore`](ff_core::group::GroupStore) of its
+//!   consumer groups, for the group suite.
 
 mod backend;
 mod cursor;
 mod cursor_store;
+mod groups;
 mod harness;
 mod store;
 mod subscription;
@@ -30,6 +33,7 @@ mod text;
 
 pub use backend::MutantBackend;
 pub use cursor_store::{cursor_store, reopen_cursor_store, MutantCursorStore};
+pub use groups::MutantGroups;
 pub use harness::{harness, MutantHarness};
 
 /// One bug a backend (or its harness) could have. Each must make the
@@ -154,6 +158,25 @@ pub enum Mutation {
     CursorStoreFoldsNameCase,
     /// The cursor store keeps at most 64 bytes of a cursor.
     CursorStoreTruncatesLongCursors,
+    /// A group's acquire ignores the owner's unexpired lease: two members
+    /// own a unit at once, as after a lost race on its expiry.
+    GroupAcquireTakesALiveUnit,
+    /// A group commit checks neither the owner nor the epoch: a zombie's
+    /// commit moves the new owner's cursor.
+    GroupCommitUnfenced,
+    /// A group commit does not compare the stored cursor with the previous
+    /// one: a commit after a lost write moves the cursor anyway.
+    GroupCommitIgnoresThePreviousCursor,
+    /// An acquired unit resumes from the next unit's committed cursor.
+    GroupResumesFromAnotherUnit,
+    /// A heartbeat moves the epoch of every unit its member holds, so the
+    /// holder's own commits are fenced (false fencing).
+    GroupEpochMovesOnRenew,
+    /// A release or a leave does not wake the group: hand-overs are found
+    /// only by the next heartbeat's poll.
+    GroupReleaseDoesNotWake,
+    /// A member's heartbeat keeps it live for half the time it asked for.
+    GroupLeasesExpireEarly,
 }
 
 impl Mutation {
@@ -211,6 +234,13 @@ impl Mutation {
         Mutation::CursorStoreWriteBehind,
         Mutation::CursorStoreFoldsNameCase,
         Mutation::CursorStoreTruncatesLongCursors,
+        Mutation::GroupAcquireTakesALiveUnit,
+        Mutation::GroupCommitUnfenced,
+        Mutation::GroupCommitIgnoresThePreviousCursor,
+        Mutation::GroupResumesFromAnotherUnit,
+        Mutation::GroupEpochMovesOnRenew,
+        Mutation::GroupReleaseDoesNotWake,
+        Mutation::GroupLeasesExpireEarly,
     ];
 }
 
@@ -277,6 +307,17 @@ impl Mutation {
             CursorStoreFoldsNameCase | CursorStoreTruncatesLongCursors => {
                 &["cursor_store_keeps_names_and_cursors_exactly"]
             }
+            GroupAcquireTakesALiveUnit => &["group_units_are_owned_exclusively_and_ordered"],
+            GroupCommitUnfenced | GroupCommitIgnoresThePreviousCursor => {
+                &["group_refuses_a_zombie_commit"]
+            }
+            GroupResumesFromAnotherUnit => {
+                &["group_resumes_each_unit_exactly_after_its_last_commit"]
+            }
+            GroupEpochMovesOnRenew | GroupLeasesExpireEarly => {
+                &["group_keeps_a_members_lease_and_epochs_across_heartbeats"]
+            }
+            GroupReleaseDoesNotWake => &["group_hands_over_at_once_on_a_clean_leave"],
         }
     }
 }

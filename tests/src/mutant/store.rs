@@ -9,13 +9,14 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use ff_core::stream_events::record::Field;
 use ff_core::stream_events::{EventMeta, Family, NewEvent};
 use ff_core::types::TimestampMs;
 use tokio::sync::watch;
 
+use super::groups::MutantGroups;
 use super::Mutation;
 
 /// What a record holds: an event ff's publisher wrote, or the raw fields
@@ -121,6 +122,8 @@ pub(crate) struct Store {
     pub open_subscriptions: AtomicUsize,
     /// Consumer positions by name.
     cursors: Mutex<HashMap<String, Vec<u8>>>,
+    /// Consumer groups.
+    pub groups: Arc<MutantGroups>,
 }
 
 impl Store {
@@ -134,6 +137,7 @@ impl Store {
             next_connection: AtomicU64::new(1),
             open_subscriptions: AtomicUsize::new(0),
             cursors: Mutex::new(HashMap::new()),
+            groups: Arc::new(MutantGroups::new(mutation)),
         }
     }
 

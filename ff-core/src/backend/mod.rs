@@ -11,6 +11,7 @@
 
 mod delivery;
 mod reconnect;
+mod trace;
 mod typed;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use async_trait::async_trait;
 
 pub use delivery::{DeliveryItem, DeliveryStream};
 pub use reconnect::{Backoff, ReconnectPolicy, DEFAULT_JITTER_PERCENT};
+pub use trace::subscription_span;
 pub use typed::typed_subscription;
 
 use crate::cursor::StreamCursor;

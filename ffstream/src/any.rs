@@ -87,6 +87,7 @@ impl AnyBackend {
         match &self.inner {
             #[cfg(feature = "valkey")]
             Inner::Valkey(b) => b.partitions(),
+            // Unreachable when Valkey is the only backend compiled in.
             #[allow(unreachable_patterns)]
             _ => 1,
         }
@@ -107,6 +108,7 @@ impl AnyBackend {
     pub fn as_memory(&self) -> Option<&ff_backend_memory::MemoryBackend> {
         match &self.inner {
             Inner::Memory(b) => Some(b),
+            // Unreachable when it is the only backend compiled in.
             #[allow(unreachable_patterns)]
             _ => None,
         }
@@ -118,6 +120,7 @@ impl AnyBackend {
     pub fn as_valkey(&self) -> Option<&ff_backend_valkey::ValkeyBackend> {
         match &self.inner {
             Inner::Valkey(b) => Some(b),
+            // Unreachable when it is the only backend compiled in.
             #[allow(unreachable_patterns)]
             _ => None,
         }
@@ -129,6 +132,7 @@ impl AnyBackend {
     pub fn as_postgres(&self) -> Option<&ff_backend_postgres::PostgresBackend> {
         match &self.inner {
             Inner::Postgres(b) => Some(b),
+            // Unreachable when it is the only backend compiled in.
             #[allow(unreachable_patterns)]
             _ => None,
         }

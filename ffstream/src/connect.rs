@@ -28,16 +28,6 @@ impl Scheme {
             _ => None,
         }
     }
-
-    /// The Cargo feature of `ffstream` that compiles this backend in.
-    #[allow(dead_code)] // Read only when a backend's feature is off.
-    fn feature(self) -> &'static str {
-        match self {
-            Self::Memory => "memory",
-            Self::Valkey => "valkey",
-            Self::Postgres => "postgres",
-        }
-    }
 }
 
 /// The URL forms [`connect`] accepts, for error messages.
@@ -84,15 +74,22 @@ pub async fn connect(url: &str) -> Result<AnyBackend, EngineError> {
             let config = ff_backend_postgres::PostgresConfig::default();
             AnyBackend::from(ff_backend_postgres::PostgresBackend::connect(url, config).await?)
         }
-        #[allow(unreachable_patterns)] // Reached only when a feature is off.
-        _ => {
-            return Err(EngineError::validation(format!(
-                "backend URL {label:?} needs the {feature:?} feature of ffstream: enable it in Cargo.toml (ffstream = {{ features = [{feature:?}] }})",
-                feature = scheme.feature()
-            )))
-        }
+        #[cfg(not(feature = "memory"))]
+        Scheme::Memory => return Err(feature_off(&label, "memory")),
+        #[cfg(not(feature = "valkey"))]
+        Scheme::Valkey => return Err(feature_off(&label, "valkey")),
+        #[cfg(not(feature = "postgres"))]
+        Scheme::Postgres => return Err(feature_off(&label, "postgres")),
     };
     Ok(backend.with_label(label))
+}
+
+/// The error for a URL of a backend whose Cargo feature is off.
+#[cfg(not(all(feature = "memory", feature = "valkey", feature = "postgres")))]
+fn feature_off(label: &str, feature: &str) -> EngineError {
+    EngineError::validation(format!(
+        "backend URL {label:?} needs the {feature:?} feature of ffstream: enable it in Cargo.toml (ffstream = {{ features = [{feature:?}] }})"
+    ))
 }
 
 #[cfg(test)]

@@ -21,6 +21,10 @@
 # Works as root (Postgres then runs as the unprivileged `postgres` user) and
 # as a normal user (installing with sudo when needed), from any directory.
 # Extra arguments are passed to both `cargo test` runs.
+#
+# Not run here (it needs the network and compiles every dependency again):
+# scripts/fresh-resolve.sh, which builds ff as a dependent application with
+# freshly resolved dependency versions and fails on any warning.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

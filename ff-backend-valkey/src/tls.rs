@@ -76,7 +76,7 @@ impl Tls {
             (None, Some(_)) => return Err("client_key= needs client_cert= too".into()),
             _ => {}
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(ring_provider());
         let mut roots = RootCertStore::empty();
         let trust = match &options.ca_cert {
             Some(path) => {
@@ -206,6 +206,16 @@ fn read_certs(param: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, 
         ));
     }
     Ok(certs)
+}
+
+/// The *ring* crypto provider. rustls 0.23.48 deprecates it for lacking
+/// post-quantum key exchange; ff keeps *ring* on purpose (it builds without
+/// a C toolchain, and sqlx here is built with it too), and allowing the
+/// deprecation in this one place keeps the builds of applications that
+/// resolve a fresh rustls free of warnings.
+#[allow(deprecated)]
+fn ring_provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
 }
 
 #[cfg(test)]

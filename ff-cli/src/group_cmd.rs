@@ -81,12 +81,12 @@ pub async fn run(args: GroupArgs) -> Result<()> {
 
 async fn status(args: StatusArgs) -> Result<()> {
     let opened = crate::backend_url::open(&args.backend).await?;
-    let store = opened.backend.group_store()?;
+    let store = opened.group_store()?;
     let view = store
         .view(&args.name)
         .await
         .with_context(|| format!("reading group {:?}", args.name))?;
-    let lags = lags(opened.backend.as_ref(), &view).await?;
+    let lags = lags(opened.as_ref(), &view).await?;
     if args.json {
         let members: Vec<_> = view
             .members

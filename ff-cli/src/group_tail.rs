@@ -6,6 +6,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use ff_core::backend::StreamBackend;
 use ff_core::engine_error::EngineError;
 use ff_core::group::{GroupConfig, GroupItem, GroupMember, GroupSpec};
 use ff_core::stream_events::event_to_json;
@@ -29,7 +30,7 @@ async fn units_for(args: &TailArgs, group: &str, opened: &Opened) -> Result<u32>
     if let Some(units) = args.units {
         return Ok(units);
     }
-    let store = opened.backend.group_store()?;
+    let store = opened.group_store()?;
     match store.view(group).await {
         Ok(view) => Ok(view.units),
         Err(EngineError::Validation { .. }) => Ok(DEFAULT_UNITS),
@@ -42,16 +43,15 @@ pub async fn run(args: TailArgs, group: String, opened: Opened) -> Result<()> {
     let filter = args.filter.to_filter(args.family)?;
     let units = units_for(&args, &group, &opened).await?;
     let spec = GroupSpec::new(group.clone(), args.family, units)?.with_filter(filter)?;
-    let start = resolve_from(&args.from, args.family, opened.backend.as_ref()).await?;
+    let start = resolve_from(&args.from, args.family, opened.as_ref()).await?;
     let member_id = args.member.clone().unwrap_or_else(default_member);
     let mut config = GroupConfig::default();
     if let Some(lease) = args.lease {
         config = GroupConfig::with_lease(lease);
     }
-    let mut member =
-        GroupMember::join_from(opened.backend.clone(), spec, &member_id, config, start)
-            .await
-            .with_context(|| format!("joining group {group:?} as {member_id:?}"))?;
+    let mut member = GroupMember::join_from(opened.clone(), spec, &member_id, config, start)
+        .await
+        .with_context(|| format!("joining group {group:?} as {member_id:?}"))?;
     eprintln!(
         "ff tail: member {} of group {group:?} ({units} units)",
         member.session()

@@ -18,7 +18,7 @@ const FILTER_VARS: [&str; 2] = ["FF_LOG", "RUST_LOG"];
 /// The filter when none is set: warnings from ff's crates, errors from
 /// everything else.
 const DEFAULT_FILTER: &str = "error,ff=warn,ff_cli=warn,ff_core=warn,ff_backend_memory=warn,\
-                              ff_backend_valkey=warn,ff_backend_postgres=warn,ff_http=warn";
+                              ff_backend_valkey=warn,ff_backend_postgres=warn,ff_http=warn,ffstream=warn";
 
 /// The filter from the environment; a malformed one is reported on stderr
 /// (one line) and the default used.

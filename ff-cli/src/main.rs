@@ -2,7 +2,6 @@
 //! Server-Sent Events, and benchmark backends.
 
 mod backend_url;
-mod backends;
 mod bench;
 mod demo;
 mod duration_arg;

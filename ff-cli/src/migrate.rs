@@ -4,7 +4,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use ff_backend_postgres::{PostgresBackend, PostgresConfig};
 
-use crate::backend_url::redact;
+use ff_core::redact::redact_url as redact;
 
 /// `ff migrate` options.
 #[derive(Args, Debug, Clone)]

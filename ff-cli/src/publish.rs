@@ -5,6 +5,7 @@ use std::io::BufRead;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use ff_core::backend::EventPublisher;
 use ff_core::stream_events::{new_event_from_json, EventMeta, Family, NewEvent};
 
 use crate::backend_url::Opened;
@@ -36,7 +37,7 @@ fn parse_line(line: &str, family: Family, lineno: usize) -> Result<(NewEvent, Ev
 pub async fn run(args: PublishArgs, opened: Opened) -> Result<()> {
     if let Some(event) = &args.event {
         let (draft, meta) = parse_line(event, args.family, 1)?;
-        let cursor = opened.publisher.publish(draft, meta).await?;
+        let cursor = opened.publish(draft, meta).await?;
         println!("{cursor}");
         return Ok(());
     }
@@ -64,10 +65,7 @@ async fn flush(opened: &Opened, batch: &mut Vec<(NewEvent, EventMeta)>) -> Resul
     if batch.is_empty() {
         return Ok(0);
     }
-    let cursors = opened
-        .publisher
-        .publish_batch(std::mem::take(batch))
-        .await?;
+    let cursors = opened.publish_batch(std::mem::take(batch)).await?;
     for c in &cursors {
         println!("{c}");
     }

@@ -142,18 +142,14 @@ pub async fn run(args: ServeArgs, opened: Opened) -> Result<()> {
         (Some(cert), Some(key)) => Some(TlsConfig::from_pem_files(cert, key)?),
         _ => None,
     };
-    let gateway = Gateway::new(
-        opened.backend.clone(),
-        Some(opened.publisher.clone()),
-        config,
-    );
+    let gateway = Gateway::new(opened.clone(), Some(opened.clone()), config);
     let listener =
         ff_http::bind(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!(
         "ff serve: listening on {scheme}://{local} (backend {}, open-file limit {}, at most {max_connections} connections)",
-        opened.label,
+        opened.label().to_owned(),
         limit.map_or("unchanged".to_owned(), |l| l.to_string())
     );
     let signal = async {

@@ -86,11 +86,8 @@ pub async fn run(args: TailArgs, opened: Opened) -> Result<()> {
         return crate::group_tail::run(args, group, opened).await;
     }
     let filter = args.filter.to_filter(args.family)?;
-    let start = resolve_from(&args.from, args.family, opened.backend.as_ref()).await?;
-    let mut stream = opened
-        .backend
-        .subscribe_family(args.family, start, &filter)
-        .await?;
+    let start = resolve_from(&args.from, args.family, opened.as_ref()).await?;
+    let mut stream = opened.subscribe_family(args.family, start, &filter).await?;
     let idle = args.idle_timeout;
     // Only a printed event puts off the idle deadline: a filtered stream's
     // checkpoints keep arriving while nothing matches.

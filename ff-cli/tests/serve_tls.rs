@@ -158,7 +158,7 @@ fn tls_connector(ca: &Path) -> tokio_rustls::TlsConnector {
     for cert in CertificateDer::pem_file_iter(ca).unwrap() {
         roots.add(cert.unwrap()).unwrap();
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(ring_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -405,4 +405,14 @@ async fn at_the_connection_cap_an_https_newcomer_gets_503_after_the_handshake() 
     let whole = head + &String::from_utf8_lossy(&rest);
     assert!(whole.contains("too_many_connections"), "{whole}");
     drop(streams);
+}
+
+/// The *ring* crypto provider. rustls 0.23.48 deprecates it for lacking
+/// post-quantum key exchange; ff keeps *ring* on purpose (it builds without
+/// a C toolchain, and sqlx here is built with it too), and allowing the
+/// deprecation in this one place keeps the builds of applications that
+/// resolve a fresh rustls free of warnings.
+#[allow(deprecated)]
+fn ring_provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
 }

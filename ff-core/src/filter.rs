@@ -1,7 +1,7 @@
 //! [`SubscriptionFilter`]: which events a subscription admits.
 
-use crate::engine_error::EngineError;
-use crate::stream_events::{EventKind, EventMeta, Family, StreamEvent};
+use crate::error::EngineError;
+use crate::event::{EventKind, EventMeta, Family, StreamEvent};
 use crate::types::ExecutionId;
 
 /// Which events a subscription admits. Every criterion is optional and
@@ -9,7 +9,7 @@ use crate::types::ExecutionId;
 ///
 /// ```
 /// use ff_core::filter::SubscriptionFilter;
-/// use ff_core::stream_events::{CompletionKind, EventKind};
+/// use ff_core::event::{CompletionKind, EventKind};
 /// let f = SubscriptionFilter::default()
 ///     .with_namespace("billing")
 ///     .with_tag("region", "eu")
@@ -126,8 +126,8 @@ impl SubscriptionFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stream_events::{CompletionKind, CompletionOutcome, LeaseHistoryKind, NewEvent};
-    use crate::stream_subscribe::StreamCursor;
+    use crate::cursor::StreamCursor;
+    use crate::event::{CompletionKind, CompletionOutcome, LeaseHistoryKind, NewEvent};
     use crate::types::TimestampMs;
 
     fn completion(outcome: CompletionOutcome) -> StreamEvent {

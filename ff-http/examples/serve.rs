@@ -1,7 +1,8 @@
-//! Serve the gateway over an in-memory backend, with a little demo traffic.
+//! Serve the gateway over the backend a URL names (`memory:` unless given),
+//! with a little demo traffic.
 //!
 //! ```text
-//! cargo run -p ff-http --example serve -- 127.0.0.1:8080
+//! cargo run -p ff-http --example serve -- 127.0.0.1:8080 [memory: | valkey://… | postgres://…]
 //! curl -N http://127.0.0.1:8080/v1/streams/completion
 //! ```
 //!
@@ -11,21 +12,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ff_backend_memory::MemoryBackend;
-use ff_core::backend::EventPublisher;
-use ff_core::stream_events::{CompletionOutcome, EventMeta, NewEvent};
-use ff_core::types::ExecutionId;
 use ff_http::{Auth, Gateway, GatewayConfig};
+use ffstream::{CompletionOutcome, EventMeta, EventPublisher, ExecutionId, NewEvent};
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8080".to_owned());
-    let backend = MemoryBackend::new();
+    let mut args = std::env::args().skip(1);
+    let addr = args.next().unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+    let url = args.next().unwrap_or_else(|| "memory:".to_owned());
+    // One handle subscribes for the gateway and publishes for it and the demo.
+    let backend = Arc::new(
+        ffstream::connect(&url)
+            .await
+            .map_err(std::io::Error::other)?,
+    );
     let gateway = Gateway::new(
-        Arc::new(backend.clone()),
-        Some(Arc::new(backend.clone())),
+        backend.clone(),
+        Some(backend.clone()),
         GatewayConfig::new(Auth::NoAuth),
     );
     tokio::spawn(async move {

@@ -86,7 +86,7 @@ impl TlsConfig {
         certs: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
     ) -> Result<Self, TlsError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(ring_provider());
         let mut server = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Config(e.to_string()))?
@@ -108,6 +108,16 @@ impl TlsConfig {
     pub(crate) fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
         tokio_rustls::TlsAcceptor::from(self.server.clone())
     }
+}
+
+/// The *ring* crypto provider. rustls 0.23.48 deprecates it for lacking
+/// post-quantum key exchange; ff keeps *ring* on purpose (it builds without
+/// a C toolchain, and sqlx here is built with it too), and allowing the
+/// deprecation in this one place keeps the builds of applications that
+/// resolve a fresh rustls free of warnings.
+#[allow(deprecated)]
+fn ring_provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
 }
 
 #[cfg(test)]

@@ -34,3 +34,36 @@ mod backend_store {
 
     ff_core::cursor_store_suite!(store, reopen: reopen);
 }
+
+/// The whole suite again through `ffstream::AnyBackend`, the handle
+/// `ffstream::connect` returns: it must behave exactly as the backend.
+mod through_ffstream {
+    use ff_tests::harness::memory::harness_through_ffstream as harness;
+
+    ff_core::conformance_suite!(harness, absent: [reconnect, cross_process]);
+
+    /// Consumer groups reach the backend's group store through the handle.
+    mod groups {
+        use ff_tests::harness::memory::harness_through_ffstream as harness;
+
+        ff_core::group_suite!(harness);
+    }
+
+    /// The handle's cursor store is the backend's.
+    mod cursor_store {
+        use ff_backend_memory::MemoryBackend;
+        use ffstream::AnyBackend;
+
+        async fn store() -> AnyBackend {
+            AnyBackend::from(MemoryBackend::new())
+        }
+
+        async fn reopen(store: AnyBackend) -> AnyBackend {
+            let another = store.clone();
+            drop(store);
+            another
+        }
+
+        ff_core::cursor_store_suite!(store, reopen: reopen);
+    }
+}

@@ -13,12 +13,13 @@ mod task;
 
 use std::sync::Arc;
 
-use ff_core::backend::{DeliveryItem, DeliveryStream};
+use ff_core::backend::{subscription_span, DeliveryItem, DeliveryStream};
 use ff_core::engine_error::EngineError;
 use ff_core::filter::SubscriptionFilter;
 use ff_core::stream_events::Family;
 use ff_core::stream_subscribe::{CursorStart, StreamCursor};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::backend::Inner;
 use crate::error::map_sqlx;
@@ -94,7 +95,11 @@ pub(crate) async fn subscribe(
         inner, family, read_sql, sql_filter, conn, &start, system, tx,
     )
     .with_two_phase(resolved.two_phase);
-    tokio::spawn(driver.run(initial));
+    tokio::spawn(
+        driver
+            .run(initial)
+            .instrument(subscription_span(crate::error::BACKEND, family)),
+    );
     Ok(Box::pin(SubscriptionStream::new(
         rx, family, base, filter, system,
     )))

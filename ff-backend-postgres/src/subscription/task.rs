@@ -263,7 +263,7 @@ impl Driver {
                 },
             }
         };
-        tracing::info!(family = %self.family, error = %lost, "ff: postgres subscription lost its connection while its consumer was busy");
+        tracing::warn!(family = %self.family, error = %lost, "ff: postgres subscription lost its connection while its consumer was busy");
         if let Some(conn) = self.conn.take() {
             conn.abandon();
         }
@@ -390,7 +390,7 @@ impl Driver {
 
     /// The connection is gone: drop it and reconnect.
     async fn lost(&mut self, e: sqlx::Error) -> Next {
-        tracing::info!(family = %self.family, error = %e, "ff: postgres subscription lost its connection; reconnecting");
+        tracing::warn!(family = %self.family, error = %e, "ff: postgres subscription lost its connection; reconnecting");
         if let Some(conn) = self.conn.take() {
             conn.abandon();
         }

@@ -25,13 +25,14 @@ mod wakeup;
 
 use std::sync::Arc;
 
-use ff_core::backend::{DeliveryItem, DeliveryStream};
+use ff_core::backend::{subscription_span, DeliveryItem, DeliveryStream};
 use ff_core::engine_error::EngineError;
 use ff_core::filter::SubscriptionFilter;
 use ff_core::stream_events::Family;
 use ff_core::stream_subscribe::{CursorStart, StreamCursor, ValkeyPosition, WitnessedPosition};
 use futures::future::try_join_all;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::expiry;
 use crate::inner::Inner;
@@ -292,6 +293,7 @@ async fn subscribe_followed(
     let merger = Merger::new(followed, positions, targets).with_witnesses(&witnesses);
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
     let pump = Pump::new(inner.clone(), merger, readers, tx, resume, initial);
-    let task = tokio::spawn(pump.run());
+    let span = subscription_span(crate::error::BACKEND, family);
+    let task = tokio::spawn(pump.run().instrument(span));
     Ok(Box::pin(Subscription::new(rx, task)))
 }

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use ff_core::backend::DeliveryItem;
+use ff_core::backend::{DeliveryItem, EventPublisher, StreamBackend};
 use ff_core::filter::SubscriptionFilter;
 use ff_core::stream_events::{CompletionOutcome, EventMeta, Family, NewEvent};
 use ff_core::stream_subscribe::StreamCursor;
@@ -36,14 +36,13 @@ pub async fn run(opened: &Opened, events: usize) -> Result<BenchReport> {
         let batch = (chunk_start..events.min(chunk_start + 1000))
             .map(draft)
             .collect();
-        opened.publisher.publish_batch(batch).await?;
+        opened.publish_batch(batch).await?;
     }
     let publish = events as f64 / started.elapsed().as_secs_f64();
 
     let sampler = RssSampler::start();
     let started = Instant::now();
     let mut sub = opened
-        .backend
         .subscribe_family(
             family,
             StreamCursor::beginning(),
@@ -65,7 +64,6 @@ pub async fn run(opened: &Opened, events: usize) -> Result<BenchReport> {
     drop(sub);
 
     let mut live = opened
-        .backend
         .subscribe_family(
             family,
             StreamCursor::empty(),
@@ -76,7 +74,7 @@ pub async fn run(opened: &Opened, events: usize) -> Result<BenchReport> {
     for i in 0..2000 {
         let sent = Instant::now();
         let (d, m) = draft(i);
-        opened.publisher.publish(d, m).await?;
+        opened.publish(d, m).await?;
         loop {
             match tokio::time::timeout(Duration::from_secs(5), live.next()).await {
                 Ok(Some(Ok(DeliveryItem::Event { .. }))) => break,
@@ -93,7 +91,7 @@ pub async fn run(opened: &Opened, events: usize) -> Result<BenchReport> {
     Ok(BenchReport {
         partitions: None,
         nodes: None,
-        backend: opened.label.clone(),
+        backend: opened.label().to_owned(),
         figures: vec![
             Figure::new("publish_events_per_sec", "events/s", publish, None),
             Figure::new("catch_up_events_per_sec", "events/s", catch_up, None),

@@ -298,7 +298,7 @@ pub async fn run(args: &SseBenchArgs) -> Result<BenchReport> {
         nodes: None,
         backend: format!(
             "ff serve over {}",
-            crate::backend_url::redact(&args.backend)
+            ff_core::redact::redact_url(&args.backend)
         ),
         figures,
     })

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use ff_core::backend::DeliveryItem;
+use ff_core::backend::{CursorStore, DeliveryItem, EventPublisher, StreamBackend};
 use ff_core::filter::SubscriptionFilter;
 use ff_core::stream_events::{CompletionKind, EventKind, Family};
 use ff_core::stream_subscribe::StreamCursor;
@@ -192,7 +192,6 @@ async fn resolve_tail(
     filter: &SubscriptionFilter,
 ) -> Result<StreamCursor> {
     let mut s = opened
-        .backend
         .subscribe_family(family, StreamCursor::empty(), filter)
         .await?;
     loop {
@@ -229,16 +228,16 @@ pub async fn run(args: DemoArgs, opened: Opened) -> Result<()> {
         let consumer_plan = consumer::Plan {
             wanted: vec![true; events.len()],
             events,
-            partitions: opened.partitions,
+            partitions: opened.partitions(),
         };
         let expected = consumer_plan.wanted.len() as u64;
         let name = format!("demo-{run_id}-{family}");
         let start = resolve_tail(&opened, family, &run_filter).await?;
-        opened.cursors.store(&name, &start).await?;
+        opened.store(&name, &start).await?;
         let pb = bar(&multi, expected, family.as_str());
         consumers.push(tokio::spawn(consumer::run(
-            opened.backend.clone(),
-            opened.cursors.clone(),
+            opened.clone(),
+            opened.clone(),
             name,
             family,
             run_filter.clone(),
@@ -254,17 +253,14 @@ pub async fn run(args: DemoArgs, opened: Opened) -> Result<()> {
             .map(|(d, m)| failures.matches_parts(d.kind(), d.execution_id(), m))
             .collect(),
         events: completions,
-        partitions: opened.partitions,
+        partitions: opened.partitions(),
     };
     let failures_start = resolve_tail(&opened, Family::Completion, &failures).await?;
     let failures_name = format!("demo-{run_id}-billing-failures");
-    opened
-        .cursors
-        .store(&failures_name, &failures_start)
-        .await?;
+    opened.store(&failures_name, &failures_start).await?;
     let filtered = tokio::spawn(consumer::run(
-        opened.backend.clone(),
-        opened.cursors.clone(),
+        opened.clone(),
+        opened.clone(),
         failures_name,
         Family::Completion,
         failures.clone(),
@@ -277,7 +273,6 @@ pub async fn run(args: DemoArgs, opened: Opened) -> Result<()> {
     let publish_bar = bar(&multi, plan.events.len() as u64, "published");
     for chunk in plan.events.chunks(args.batch.max(1)) {
         opened
-            .publisher
             .publish_batch(chunk.to_vec())
             .await
             .context("publishing the workload")?;
@@ -299,8 +294,8 @@ pub async fn run(args: DemoArgs, opened: Opened) -> Result<()> {
 
     let sum = |f: fn(&ConsumerReport) -> u64| families.iter().map(f).sum::<u64>();
     let report = DemoReport {
-        backend: opened.label.clone(),
-        partitions: opened.partitions,
+        backend: opened.label().to_owned(),
+        partitions: opened.partitions(),
         published: sum(|f| f.published),
         delivered: sum(|f| f.delivered),
         lost: sum(|f| f.lost),

@@ -5,9 +5,9 @@ use std::pin::Pin;
 
 use futures::Stream;
 
-use crate::engine_error::EngineError;
-use crate::stream_events::{EventMeta, StreamEvent};
-use crate::stream_subscribe::StreamCursor;
+use crate::cursor::StreamCursor;
+use crate::error::EngineError;
+use crate::event::{EventMeta, StreamEvent};
 
 /// One item of a delivery stream. Every cursor it carries resumes
 /// exactly after itself.

@@ -11,6 +11,7 @@
 
 mod delivery;
 mod reconnect;
+mod trace;
 mod typed;
 
 use std::sync::Arc;
@@ -19,16 +20,17 @@ use async_trait::async_trait;
 
 pub use delivery::{DeliveryItem, DeliveryStream};
 pub use reconnect::{Backoff, ReconnectPolicy, DEFAULT_JITTER_PERCENT};
+pub use trace::subscription_span;
 pub use typed::typed_subscription;
 
-use crate::engine_error::EngineError;
-use crate::filter::SubscriptionFilter;
-use crate::group::GroupStore;
-use crate::stream_events::{
+use crate::cursor::StreamCursor;
+use crate::error::EngineError;
+use crate::event::{
     CompletionOutcome, CompletionSubscription, EventMeta, Family, InstanceTagSubscription,
     LeaseHistorySubscription, NewEvent, SignalDeliveryEffect, SignalDeliverySubscription,
 };
-use crate::stream_subscribe::StreamCursor;
+use crate::filter::SubscriptionFilter;
+use crate::group::GroupStore;
 use crate::types::TimestampMs;
 
 /// What a family's stream currently retains.
@@ -58,10 +60,10 @@ impl StreamBounds {
 /// A source of typed, resumable event streams.
 ///
 /// ```no_run
-/// # async fn demo(backend: &dyn ff_core::backend::StreamBackend) -> Result<(), ff_core::engine_error::EngineError> {
+/// # async fn demo(backend: &dyn ff_core::backend::StreamBackend) -> Result<(), ff_core::error::EngineError> {
 /// use futures::StreamExt;
 /// use ff_core::filter::SubscriptionFilter;
-/// use ff_core::stream_subscribe::StreamCursor;
+/// use ff_core::cursor::StreamCursor;
 /// let mut sub = backend
 ///     .subscribe_completion(StreamCursor::beginning(), &SubscriptionFilter::default())
 ///     .await?;

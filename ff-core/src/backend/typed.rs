@@ -5,8 +5,8 @@ use std::pin::Pin;
 use futures::{stream, Stream, StreamExt};
 
 use crate::backend::{DeliveryItem, DeliveryStream};
-use crate::engine_error::EngineError;
-use crate::stream_events::FamilyEvent;
+use crate::error::EngineError;
+use crate::event::FamilyEvent;
 
 /// Keep only `E` events of a delivery stream, each with its metadata
 /// moved into it: `Corrupt` items become non-terminal `Err(Corrupt)`,

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::engine_error::EngineError;
+use crate::error::EngineError;
 
 /// Default lease: a crashed member's units move after about this long.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);

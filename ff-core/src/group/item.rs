@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
-use crate::engine_error::EngineError;
+use crate::cursor::StreamCursor;
+use crate::error::EngineError;
+use crate::event::{EventMeta, StreamEvent};
 use crate::group::store::{GroupStore, UnitLease};
-use crate::stream_events::{EventMeta, StreamEvent};
-use crate::stream_subscribe::StreamCursor;
 
 /// One item of a member's stream.
 #[derive(Debug)]

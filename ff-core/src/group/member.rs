@@ -27,14 +27,14 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::backend::StreamBackend;
-use crate::engine_error::EngineError;
+use crate::cursor::StreamCursor;
+use crate::error::EngineError;
 use crate::group::assign::assign;
 use crate::group::config::GroupConfig;
 use crate::group::item::{GroupItem, Hold};
 use crate::group::reader::{read_unit, ReaderFailed};
 use crate::group::spec::GroupSpec;
 use crate::group::store::{GroupStore, GroupView, GroupWake, UnitLease};
-use crate::stream_subscribe::StreamCursor;
 
 /// Items a member's readers may queue ahead of the consumer, in total.
 const QUEUE: usize = 256;
@@ -90,7 +90,7 @@ impl GroupMember {
         crate::group::spec::validate_group_name(id).map_err(|_| {
             EngineError::validation(format!(
                 "member id {} must be 1..=200 bytes without control characters",
-                crate::engine_error::excerpt(id)
+                crate::error::excerpt(id)
             ))
         })?;
         let store = backend.group_store()?;

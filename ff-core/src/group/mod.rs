@@ -24,10 +24,10 @@
 //! judges that cursor (a trimmed one is `CursorExpired` for that unit).
 //!
 //! ```no_run
-//! # async fn demo(backend: std::sync::Arc<dyn ff_core::backend::StreamBackend>) -> Result<(), ff_core::engine_error::EngineError> {
+//! # async fn demo(backend: std::sync::Arc<dyn ff_core::backend::StreamBackend>) -> Result<(), ff_core::error::EngineError> {
 //! use futures::StreamExt;
 //! use ff_core::group::{GroupConfig, GroupItem, GroupMember, GroupSpec};
-//! use ff_core::stream_events::Family;
+//! use ff_core::event::Family;
 //! let spec = GroupSpec::new("promoter", Family::Completion, 16)?;
 //! let mut member = GroupMember::join(backend, spec, "replica-1", GroupConfig::default()).await?;
 //! while let Some(item) = member.next().await {

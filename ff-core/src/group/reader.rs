@@ -15,7 +15,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::backend::{DeliveryItem, StreamBackend};
-use crate::engine_error::EngineError;
+use crate::error::EngineError;
 use crate::group::item::{Commit, GroupItem, Hold};
 use crate::group::spec::GroupSpec;
 

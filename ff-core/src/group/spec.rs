@@ -3,9 +3,9 @@
 //! The unit of an event depends only on its execution id and U, so every
 //! member (and every backend) puts an execution's events in the same unit.
 
-use crate::engine_error::{excerpt, EngineError};
+use crate::error::{excerpt, EngineError};
+use crate::event::Family;
 use crate::filter::SubscriptionFilter;
-use crate::stream_events::Family;
 use crate::types::ExecutionId;
 
 /// The most units a group may have (one per `{fp:N}` partition value).

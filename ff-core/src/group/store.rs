@@ -17,10 +17,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::Stream;
 
-use crate::engine_error::EngineError;
+use crate::cursor::StreamCursor;
+use crate::error::EngineError;
+use crate::event::Family;
 use crate::group::GroupSpec;
-use crate::stream_events::Family;
-use crate::stream_subscribe::StreamCursor;
 
 /// Wake-ups of a group: one item each time its membership or a unit's
 /// owner may have changed (a join, a leave, a release, an acquire).

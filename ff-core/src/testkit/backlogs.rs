@@ -3,9 +3,9 @@
 //! whose first read exactly reaches the subscribe-time head (or stops one
 //! short of it) is most likely to misplace its `CaughtUp`.
 
+use crate::cursor::StreamCursor;
+use crate::event::Family;
 use crate::filter::SubscriptionFilter;
-use crate::stream_events::Family;
-use crate::stream_subscribe::StreamCursor;
 use crate::testkit::harness::EventOrder;
 use crate::testkit::support::*;
 use crate::testkit::Harness;

@@ -5,10 +5,10 @@
 use futures::StreamExt;
 
 use crate::backend::DeliveryItem;
-use crate::engine_error::EngineError;
+use crate::cursor::{StreamCursor, MEMORY_BYTE, POSTGRES_BYTE, VALKEY_BYTE};
+use crate::error::EngineError;
+use crate::event::{CompletionKind, EventKind, Family, LeaseHistoryKind};
 use crate::filter::SubscriptionFilter;
-use crate::stream_events::{CompletionKind, EventKind, Family, LeaseHistoryKind};
-use crate::stream_subscribe::{StreamCursor, MEMORY_BYTE, POSTGRES_BYTE, VALKEY_BYTE};
 use crate::testkit::harness::{hook, Capability, EventOrder};
 use crate::testkit::support::*;
 use crate::testkit::Harness;
@@ -216,10 +216,7 @@ pub async fn corrupt_entries_are_flagged_and_the_stream_goes_on<H: Harness>(h: &
 async fn corrupt_among_partitions<H: Harness>(
     h: &H,
     family: Family,
-    drafts: &[(
-        crate::stream_events::NewEvent,
-        crate::stream_events::EventMeta,
-    )],
+    drafts: &[(crate::event::NewEvent, crate::event::EventMeta)],
     run: &str,
 ) {
     let order = h.event_order();

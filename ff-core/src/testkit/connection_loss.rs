@@ -9,9 +9,9 @@ use std::time::Duration;
 use tokio::time::{timeout, Instant};
 
 use crate::backend::DeliveryItem;
-use crate::engine_error::EngineError;
-use crate::stream_events::{EventMeta, Family, NewEvent, StreamEvent};
-use crate::stream_subscribe::StreamCursor;
+use crate::cursor::StreamCursor;
+use crate::error::EngineError;
+use crate::event::{EventMeta, Family, NewEvent, StreamEvent};
 use crate::testkit::harness::{hook, Capability, EventOrder};
 use crate::testkit::support::*;
 use crate::testkit::Harness;

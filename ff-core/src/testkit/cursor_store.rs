@@ -6,9 +6,9 @@
 use std::future::Future;
 
 use crate::backend::CursorStore;
-use crate::engine_error::EngineError;
-use crate::stream_events::Family;
-use crate::stream_subscribe::{encode_postgres, encode_valkey, StreamCursor, MAX_CURSOR_TEXT};
+use crate::cursor::{encode_postgres, encode_valkey, StreamCursor, MAX_CURSOR_TEXT};
+use crate::error::EngineError;
+use crate::event::Family;
 
 /// `store.load(name)`, panicking with the scenario on error.
 async fn load(store: &dyn CursorStore, name: &str, scenario: &str) -> Option<StreamCursor> {

@@ -4,9 +4,9 @@
 use futures::StreamExt;
 
 use crate::backend::DeliveryItem;
+use crate::cursor::StreamCursor;
+use crate::event::{EventMeta, Family, FamilyEvent, StreamEvent};
 use crate::filter::SubscriptionFilter;
-use crate::stream_events::{EventMeta, Family, FamilyEvent, StreamEvent};
-use crate::stream_subscribe::StreamCursor;
 use crate::testkit::harness::{hook, Capability, EventOrder};
 use crate::testkit::support::*;
 use crate::testkit::Harness;
@@ -222,10 +222,7 @@ async fn expect_live<H: Harness>(
     h: &H,
     family: Family,
     publisher: &dyn crate::backend::EventPublisher,
-    drafts: &[(
-        crate::stream_events::NewEvent,
-        crate::stream_events::EventMeta,
-    )],
+    drafts: &[(crate::event::NewEvent, crate::event::EventMeta)],
     from: &str,
 ) {
     let mut sub = subscribe(h, family, StreamCursor::empty(), &Default::default()).await;
@@ -320,7 +317,7 @@ pub async fn caught_up_is_yielded_exactly_once<H: Harness>(h: &H) {
 /// Read `n` items of a typed subscription, panicking on errors or timeout.
 async fn drain_typed<T>(
     mut sub: std::pin::Pin<
-        Box<dyn futures::Stream<Item = Result<T, crate::engine_error::EngineError>> + Send>,
+        Box<dyn futures::Stream<Item = Result<T, crate::error::EngineError>> + Send>,
     >,
     n: usize,
 ) -> Vec<T> {

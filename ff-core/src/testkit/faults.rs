@@ -6,9 +6,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::backend::DeliveryItem;
-use crate::engine_error::EngineError;
-use crate::stream_events::{EventMeta, Family, NewEvent};
-use crate::stream_subscribe::StreamCursor;
+use crate::cursor::StreamCursor;
+use crate::error::EngineError;
+use crate::event::{EventMeta, Family, NewEvent};
 use crate::testkit::harness::{hook, Capability, EventOrder};
 use crate::testkit::support::*;
 use crate::testkit::Harness;

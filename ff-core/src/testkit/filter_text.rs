@@ -4,9 +4,9 @@
 //! in trailing or leading spaces, or that a pattern language (SQL `LIKE`,
 //! globs, Lua patterns) would take for a wildcard.
 
+use crate::cursor::StreamCursor;
+use crate::event::{EventMeta, Family, NewEvent};
 use crate::filter::SubscriptionFilter;
-use crate::stream_events::{EventMeta, Family, NewEvent};
-use crate::stream_subscribe::StreamCursor;
 use crate::testkit::support::*;
 use crate::testkit::Harness;
 

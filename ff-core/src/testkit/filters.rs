@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use crate::backend::DeliveryItem;
+use crate::cursor::StreamCursor;
+use crate::event::record::Field;
+use crate::event::{EventMeta, Family, NewEvent};
 use crate::filter::SubscriptionFilter;
-use crate::stream_events::record::Field;
-use crate::stream_events::{EventMeta, Family, NewEvent};
-use crate::stream_subscribe::StreamCursor;
 use crate::testkit::harness::{hook, Capability, EventOrder};
 use crate::testkit::support::*;
 use crate::testkit::Harness;
@@ -116,7 +116,7 @@ fn non_canonical(
     exec: ExecutionId,
     run: &str,
 ) -> (Vec<(Field, String)>, (NewEvent, EventMeta)) {
-    let shapes: Vec<NewEvent> = crate::stream_events::sample_drafts()
+    let shapes: Vec<NewEvent> = crate::event::sample_drafts()
         .into_iter()
         .filter(|d| d.family() == family)
         .collect();

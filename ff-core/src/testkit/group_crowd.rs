@@ -12,10 +12,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::backend::EventPublisher;
-use crate::engine_error::EngineError;
+use crate::cursor::StreamCursor;
+use crate::error::EngineError;
+use crate::event::{CompletionOutcome, EventMeta, Family, NewEvent};
 use crate::group::{assign, Commit, GroupConfig, GroupItem, GroupMember, GroupSpec, GroupView};
-use crate::stream_events::{CompletionOutcome, EventMeta, Family, NewEvent};
-use crate::stream_subscribe::StreamCursor;
 use crate::testkit::Harness;
 use crate::types::ExecutionId;
 

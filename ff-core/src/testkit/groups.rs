@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::engine_error::EngineError;
+use crate::cursor::StreamCursor;
+use crate::error::EngineError;
 use crate::group::{GroupConfig, GroupMember, GroupSpec};
-use crate::stream_subscribe::StreamCursor;
 use crate::testkit::group_crowd::{
     converged, group_drafts, missing, publish, store_of, suite_config, Crowd, Seen, Stop, FAMILY,
 };

@@ -6,10 +6,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::backend::{EventPublisher, StreamBackend};
-use crate::engine_error::EngineError;
-use crate::stream_events::record::Field;
-use crate::stream_events::Family;
-use crate::stream_subscribe::StreamCursor;
+use crate::cursor::StreamCursor;
+use crate::error::EngineError;
+use crate::event::record::Field;
+use crate::event::Family;
 
 /// A backend under test, its publisher, and the fault hooks the suite uses
 /// to test retention, corruption, reconnection and foreign cursors

@@ -369,7 +369,7 @@ macro_rules! __ff_group_tests {
                     let harness = $make().await;
                     let store = $crate::testkit::Harness::backend(&harness).group_store();
                     assert!(
-                        matches!(store, Err($crate::engine_error::EngineError::Unavailable { .. })),
+                        matches!(store, Err($crate::error::EngineError::Unavailable { .. })),
                         "consumer groups are declared absent, but the backend has a group store: remove `absent: [groups]`"
                     );
                 });

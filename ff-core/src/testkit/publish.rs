@@ -1,9 +1,9 @@
 //! Publishing: batches are all-or-none; `bounds` and `cursor_at` agree with
 //! what was published.
 
-use crate::engine_error::EngineError;
-use crate::stream_events::Family;
-use crate::stream_subscribe::StreamCursor;
+use crate::cursor::StreamCursor;
+use crate::error::EngineError;
+use crate::event::Family;
 use crate::testkit::harness::EventOrder;
 use crate::testkit::support::*;
 use crate::testkit::Harness;

@@ -3,9 +3,9 @@
 //! refusals, and a position from which subscribing yields exactly what
 //! subscribing from the cursor itself yields.
 
-use crate::engine_error::EngineError;
-use crate::stream_events::Family;
-use crate::stream_subscribe::StreamCursor;
+use crate::cursor::StreamCursor;
+use crate::error::EngineError;
+use crate::event::Family;
 use crate::testkit::harness::EventOrder;
 use crate::testkit::support::*;
 use crate::testkit::Harness;

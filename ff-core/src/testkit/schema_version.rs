@@ -4,11 +4,11 @@
 //! with the next record (no retry of the same record, no end).
 
 use crate::backend::DeliveryItem;
-use crate::engine_error::EngineError;
+use crate::cursor::StreamCursor;
+use crate::error::EngineError;
+use crate::event::record::{Field, SCHEMA_VERSION};
+use crate::event::{EventMeta, Family, NewEvent};
 use crate::filter::SubscriptionFilter;
-use crate::stream_events::record::{Field, SCHEMA_VERSION};
-use crate::stream_events::{EventMeta, Family, NewEvent};
-use crate::stream_subscribe::StreamCursor;
 use crate::testkit::harness::{hook, Capability, EventOrder};
 use crate::testkit::support::*;
 use crate::testkit::Harness;

@@ -7,11 +7,11 @@ use futures::StreamExt;
 use tokio::time::{timeout_at, Instant};
 
 use crate::backend::{DeliveryItem, DeliveryStream, EventPublisher};
-use crate::engine_error::EngineError;
+use crate::cursor::StreamCursor;
+use crate::error::EngineError;
+use crate::event::record::Field;
+use crate::event::{EventMeta, Family, NewEvent, StreamEvent};
 use crate::filter::SubscriptionFilter;
-use crate::stream_events::record::Field;
-use crate::stream_events::{EventMeta, Family, NewEvent, StreamEvent};
-use crate::stream_subscribe::StreamCursor;
 use crate::testkit::harness::{hook, Capability, EventOrder};
 use crate::testkit::Harness;
 use crate::types::ExecutionId;
@@ -25,7 +25,7 @@ pub const LIVE_DEADLINE: Duration = Duration::from_secs(5);
 /// execution id and `("run", run)`, `("n", i)` tags, so delivered events
 /// can be matched to what was published.
 pub fn drafts(family: Family, n: usize, run: &str) -> Vec<(NewEvent, EventMeta)> {
-    let shapes: Vec<NewEvent> = crate::stream_events::sample_drafts()
+    let shapes: Vec<NewEvent> = crate::event::sample_drafts()
         .into_iter()
         .filter(|d| d.family() == family)
         .collect();
@@ -495,7 +495,7 @@ pub fn run_label(test: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stream_subscribe::encode_valkey;
+    use crate::cursor::encode_valkey;
 
     /// The drafts delivered in `order` (indexes into `drafts`).
     fn delivered(

@@ -14,6 +14,7 @@ use ff_core::stream_events::{EventMeta, Family};
 use ff_core::stream_subscribe::{decode_memory, encode_memory, CursorStart, StreamCursor};
 use ff_core::testkit::support::{drafts, publish_batch};
 use ff_core::testkit::Harness;
+use ffstream::AnyBackend;
 
 /// Records a memory subscription copies out per read.
 const BATCH: usize = 7;
@@ -22,6 +23,9 @@ const BATCH: usize = 7;
 pub struct MemoryHarness {
     /// The backend under test.
     pub backend: MemoryBackend,
+    /// Whether the suite reaches the backend through an
+    /// `ffstream::AnyBackend` handle rather than directly.
+    through_ffstream: bool,
 }
 
 fn build() -> MemoryBackend {
@@ -33,7 +37,19 @@ fn build() -> MemoryBackend {
 
 /// A fresh backend with a 100 ms checkpoint interval and tiny batches.
 pub async fn harness() -> MemoryHarness {
-    MemoryHarness { backend: build() }
+    MemoryHarness {
+        backend: build(),
+        through_ffstream: false,
+    }
+}
+
+/// [`harness`], with the suite subscribing and publishing through
+/// `ffstream`'s one handle: proves the handle forwards every method.
+pub async fn harness_through_ffstream() -> MemoryHarness {
+    MemoryHarness {
+        backend: build(),
+        through_ffstream: true,
+    }
 }
 
 /// Split a raw record's metadata fields off into an [`EventMeta`].
@@ -62,11 +78,17 @@ fn split_meta(
 #[async_trait]
 impl Harness for MemoryHarness {
     fn backend(&self) -> Arc<dyn StreamBackend> {
-        Arc::new(self.backend.clone())
+        match self.through_ffstream {
+            true => Arc::new(AnyBackend::from(self.backend.clone())),
+            false => Arc::new(self.backend.clone()),
+        }
     }
 
     fn publisher(&self) -> Arc<dyn EventPublisher> {
-        Arc::new(self.backend.clone())
+        match self.through_ffstream {
+            true => Arc::new(AnyBackend::from(self.backend.clone())),
+            false => Arc::new(self.backend.clone()),
+        }
     }
 
     fn checkpoint_interval(&self) -> Duration {

@@ -1,8 +1,8 @@
 //! The LeaseHistory family: the life of a lease on an execution.
 
-use crate::stream_events::EventMeta;
-use crate::stream_events::LeaseHistoryKind;
-use crate::stream_subscribe::StreamCursor;
+use crate::cursor::StreamCursor;
+use crate::event::EventMeta;
+use crate::event::LeaseHistoryKind;
 use crate::types::{ExecutionId, LeaseId, TimestampMs, WorkerInstanceId};
 
 /// A change in an execution's lease. `Option` fields are `None` only when the

@@ -5,19 +5,19 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::stream_events::record::Field;
-use crate::stream_events::{
+use crate::cursor::StreamCursor;
+use crate::event::record::Field;
+use crate::event::{
     CompletionEvent, CompletionOutcome, EventKind, Family, InstanceTagEvent, InstanceTagKind,
     LeaseHistoryEvent, LeaseHistoryKind, SignalDeliveryEffect, SignalDeliveryEvent, StreamEvent,
 };
-use crate::stream_subscribe::StreamCursor;
 use crate::types::{ExecutionId, LeaseId, SignalId, TimestampMs, WaitpointId, WorkerInstanceId};
 
 /// An event to publish: one variant per event shape of every family. The
 /// backend assigns its cursor and time when it is appended.
 ///
 /// ```
-/// use ff_core::stream_events::{CompletionOutcome, Family, NewEvent};
+/// use ff_core::event::{CompletionOutcome, Family, NewEvent};
 /// use ff_core::types::ExecutionId;
 /// let draft = NewEvent::completion(ExecutionId::new(3), CompletionOutcome::Success);
 /// assert_eq!(draft.family(), Family::Completion);

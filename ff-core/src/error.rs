@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::stream_subscribe::StreamCursor;
+use crate::cursor::StreamCursor;
 
 /// A boxed, shareable error source.
 pub type ErrorSource = Arc<dyn std::error::Error + Send + Sync + 'static>;
@@ -153,7 +153,7 @@ impl EngineError {
 /// prefix when long, so a 100 KB value never becomes a 100 KB message.
 ///
 /// ```
-/// use ff_core::engine_error::excerpt;
+/// use ff_core::error::excerpt;
 /// assert_eq!(excerpt("abc"), "\"abc\"");
 /// assert_eq!(excerpt(&"x".repeat(1000)), format!("\"{}…\" (1000 characters)", "x".repeat(40)));
 /// ```

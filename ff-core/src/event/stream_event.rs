@@ -1,11 +1,11 @@
 //! [`StreamEvent`]: an event of any family, and [`FamilyEvent`], the link
 //! from each family's type to its [`Family`].
 
-use crate::stream_events::{
+use crate::cursor::StreamCursor;
+use crate::event::{
     CompletionEvent, EventKind, EventMeta, Family, InstanceTagEvent, LeaseHistoryEvent, NewEvent,
     SignalDeliveryEvent,
 };
-use crate::stream_subscribe::StreamCursor;
 use crate::types::{ExecutionId, TimestampMs};
 
 /// An event of any of the four families.

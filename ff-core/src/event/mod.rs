@@ -3,13 +3,13 @@
 
 mod completion;
 mod draft;
-mod event;
 mod family;
 mod instance_tags;
 mod json;
 mod lease_history;
 pub mod record;
 mod signal_delivery;
+mod stream_event;
 
 use std::pin::Pin;
 
@@ -17,7 +17,6 @@ use futures::Stream;
 
 pub use completion::{CompletionEvent, CompletionOutcome};
 pub use draft::{EventMeta, NewEvent};
-pub use event::{FamilyEvent, StreamEvent};
 pub use family::{
     CompletionKind, EventKind, Family, InstanceTagKind, LeaseHistoryKind, SignalDeliveryKind,
     UnknownName,
@@ -26,8 +25,9 @@ pub use instance_tags::InstanceTagEvent;
 pub use json::{event_from_json, event_to_json, new_event_from_json, new_event_to_json};
 pub use lease_history::LeaseHistoryEvent;
 pub use signal_delivery::{SignalDeliveryEffect, SignalDeliveryEvent};
+pub use stream_event::{FamilyEvent, StreamEvent};
 
-use crate::engine_error::EngineError;
+use crate::error::EngineError;
 
 /// A typed LeaseHistory subscription.
 pub type LeaseHistorySubscription =

@@ -1,8 +1,8 @@
 //! The InstanceTags family: tags attached to and cleared from executions.
 
-use crate::stream_events::EventMeta;
-use crate::stream_events::InstanceTagKind;
-use crate::stream_subscribe::StreamCursor;
+use crate::cursor::StreamCursor;
+use crate::event::EventMeta;
+use crate::event::InstanceTagKind;
 use crate::types::{ExecutionId, TimestampMs};
 
 /// A tag change on an execution.

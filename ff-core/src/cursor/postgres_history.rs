@@ -14,11 +14,11 @@
 //! is unique, so cursors still compare by byte order
 //! ([`StreamCursor::position_cmp`]). `0x02` cursors stay readable.
 
-use crate::engine_error::EngineError;
-use crate::stream_events::Family;
-use crate::stream_subscribe::{
+use crate::cursor::{
     decode_postgres, CursorStart, PostgresPosition, StreamCursor, POSITIONED_LEN, POSTGRES_BYTE,
 };
+use crate::error::EngineError;
+use crate::event::Family;
 
 /// Byte 0 of Postgres cursors that carry their history.
 pub const POSTGRES_HISTORY_BYTE: u8 = 0x05;
@@ -128,7 +128,7 @@ pub fn decode_postgres_any(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stream_subscribe::encode_postgres;
+    use crate::cursor::encode_postgres;
     use std::cmp::Ordering;
 
     #[test]

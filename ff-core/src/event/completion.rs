@@ -1,8 +1,8 @@
 //! The Completion family: an execution reached a final outcome.
 
-use crate::stream_events::CompletionKind;
-use crate::stream_events::EventMeta;
-use crate::stream_subscribe::StreamCursor;
+use crate::cursor::StreamCursor;
+use crate::event::CompletionKind;
+use crate::event::EventMeta;
 use crate::types::{ExecutionId, TimestampMs};
 
 /// How an execution completed. Unknown wire strings become `Other(s)`, so a

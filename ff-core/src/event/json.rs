@@ -14,12 +14,12 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use crate::stream_events::record::{decode_new_event, json_kind, DecodeError, Field};
-use crate::stream_events::{
+use crate::cursor::StreamCursor;
+use crate::event::record::{decode_new_event, json_kind, DecodeError, Field};
+use crate::event::{
     CompletionEvent, EventMeta, Family, InstanceTagEvent, LeaseHistoryEvent, NewEvent,
     SignalDeliveryEvent, StreamEvent,
 };
-use crate::stream_subscribe::StreamCursor;
 use crate::types::TimestampMs;
 
 fn draft_object(draft: &NewEvent, meta: Option<&EventMeta>) -> Map<String, Value> {
@@ -52,8 +52,8 @@ fn draft_object(draft: &NewEvent, meta: Option<&EventMeta>) -> Map<String, Value
 /// The JSON object of a published event, with its metadata when given.
 ///
 /// ```
-/// use ff_core::stream_events::{event_to_json, CompletionEvent, CompletionOutcome, EventMeta};
-/// use ff_core::stream_subscribe::StreamCursor;
+/// use ff_core::event::{event_to_json, CompletionEvent, CompletionOutcome, EventMeta};
+/// use ff_core::cursor::StreamCursor;
 /// use ff_core::types::{ExecutionId, TimestampMs};
 /// let event = CompletionEvent::new(
 ///     StreamCursor::beginning(), ExecutionId::new(0), CompletionOutcome::Success, TimestampMs(7));
@@ -340,17 +340,14 @@ family_serde!(InstanceTagEvent, InstanceTags);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stream_subscribe::encode_memory;
+    use crate::cursor::encode_memory;
 
     #[test]
     fn every_variant_round_trips_through_json_with_metadata() {
         let meta = EventMeta::new()
             .with_namespace("billing")
             .with_tag("region", "eu");
-        for (i, draft) in crate::stream_events::sample_drafts()
-            .into_iter()
-            .enumerate()
-        {
+        for (i, draft) in crate::event::sample_drafts().into_iter().enumerate() {
             let cursor = encode_memory(draft.family(), 42, i as u64 + 1);
             let event = draft.into_event(cursor, TimestampMs(1_700_000_000_000 + i as i64));
             let json = event_to_json(&event, Some(&meta));
@@ -369,7 +366,7 @@ mod tests {
     fn other_keeps_the_raw_string_and_type_is_other() {
         let draft = NewEvent::completion(
             crate::types::ExecutionId::new(0),
-            crate::stream_events::CompletionOutcome::Other("timed_out".into()),
+            crate::event::CompletionOutcome::Other("timed_out".into()),
         );
         let json = new_event_to_json(&draft, &EventMeta::new());
         assert_eq!(json["type"], "other");
@@ -447,7 +444,7 @@ mod tests {
     fn tail_output_can_be_published_again_and_read_back_ignoring_new_keys() {
         let draft = NewEvent::completion(
             crate::types::ExecutionId::new(0),
-            crate::stream_events::CompletionOutcome::Failure,
+            crate::event::CompletionOutcome::Failure,
         );
         let event = draft.into_event(encode_memory(Family::Completion, 1, 1), TimestampMs(5));
         let mut json = event_to_json(&event, Some(&EventMeta::new()));

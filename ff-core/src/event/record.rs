@@ -3,14 +3,14 @@
 //!
 //! A backend exposes a stored entry (a Valkey field map, a Postgres row, a
 //! JSON object) through [`RecordAccess`]; [`decode_new_event`] turns it into
-//! a typed [`NewEvent`], which becomes a [`StreamEvent`](crate::stream_events::StreamEvent) once the backend
+//! a typed [`NewEvent`], which becomes a [`StreamEvent`](crate::event::StreamEvent) once the backend
 //! supplies the cursor and time. Unknown fields are ignored (DESIGN §3.9).
 
 use std::borrow::Cow;
 
 use uuid::Uuid;
 
-use crate::stream_events::{
+use crate::event::{
     CompletionOutcome, Family, InstanceTagKind, LeaseHistoryKind, NewEvent, SignalDeliveryEffect,
 };
 use crate::types::{ExecutionId, LeaseId, SignalId, WaitpointId, WorkerInstanceId};
@@ -308,7 +308,7 @@ mod tests {
 
     #[test]
     fn every_draft_round_trips_through_its_fields() {
-        for draft in crate::stream_events::sample_drafts() {
+        for draft in crate::event::sample_drafts() {
             let pairs: Vec<(&str, String)> = draft
                 .fields()
                 .into_iter()

@@ -112,7 +112,7 @@ impl Family {
     /// that hold one entry per family.
     ///
     /// ```
-    /// use ff_core::stream_events::Family;
+    /// use ff_core::event::Family;
     /// for family in Family::ALL {
     ///     assert_eq!(Family::ALL[family.index()], *family);
     /// }
@@ -150,7 +150,7 @@ impl Family {
 }
 
 name_enum!(
-    /// Kinds of [`LeaseHistoryEvent`](crate::stream_events::LeaseHistoryEvent): its variants.
+    /// Kinds of [`LeaseHistoryEvent`](crate::event::LeaseHistoryEvent): its variants.
     LeaseHistoryKind, "lease-history kind", {
         /// `Acquired`.
         Acquired => "acquired",
@@ -166,7 +166,7 @@ name_enum!(
 );
 
 name_enum!(
-    /// Kinds of [`CompletionEvent`](crate::stream_events::CompletionEvent): its outcomes.
+    /// Kinds of [`CompletionEvent`](crate::event::CompletionEvent): its outcomes.
     CompletionKind, "completion kind", {
         /// `CompletionOutcome::Success`.
         Success => "success",
@@ -180,7 +180,7 @@ name_enum!(
 );
 
 name_enum!(
-    /// Kinds of [`SignalDeliveryEvent`](crate::stream_events::SignalDeliveryEvent): its effects.
+    /// Kinds of [`SignalDeliveryEvent`](crate::event::SignalDeliveryEvent): its effects.
     SignalDeliveryKind, "signal-delivery kind", {
         /// `SignalDeliveryEffect::Satisfied`.
         Satisfied => "satisfied",
@@ -194,7 +194,7 @@ name_enum!(
 );
 
 name_enum!(
-    /// Kinds of [`InstanceTagEvent`](crate::stream_events::InstanceTagEvent): its variants.
+    /// Kinds of [`InstanceTagEvent`](crate::event::InstanceTagEvent): its variants.
     InstanceTagKind, "instance-tags kind", {
         /// `Attached`.
         Attached => "attached",

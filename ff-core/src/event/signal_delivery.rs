@@ -1,8 +1,8 @@
 //! The SignalDelivery family: a signal reached an execution.
 
-use crate::stream_events::EventMeta;
-use crate::stream_events::SignalDeliveryKind;
-use crate::stream_subscribe::StreamCursor;
+use crate::cursor::StreamCursor;
+use crate::event::EventMeta;
+use crate::event::SignalDeliveryKind;
 use crate::types::{ExecutionId, SignalId, TimestampMs, WaitpointId};
 
 /// What delivering a signal did. Unknown wire strings become `Other(s)`.

@@ -71,8 +71,8 @@ use bytes::Bytes;
 
 use super::varint;
 use super::{in_message, CursorStart, StreamCursor, ValkeyPosition, BEGINNING_BYTE, VALKEY_BYTE};
-use crate::engine_error::EngineError;
-use crate::stream_events::Family;
+use crate::error::EngineError;
+use crate::event::Family;
 
 /// Byte 0 of partitioned Valkey cursors.
 pub const VALKEY_PARTITIONED_BYTE: u8 = 0x04;
@@ -92,8 +92,8 @@ const LISTED_IN_ERRORS: usize = 8;
 /// the position of a partitioned Valkey cursor.
 ///
 /// ```
-/// use ff_core::stream_events::Family;
-/// use ff_core::stream_subscribe::{
+/// use ff_core::event::Family;
+/// use ff_core::cursor::{
 ///     decode_valkey_partitioned, encode_valkey_partitioned, CursorStart, PartitionedPosition,
 ///     ValkeyPosition,
 /// };

@@ -33,8 +33,8 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::engine_error::EngineError;
-use crate::stream_events::Family;
+use crate::error::EngineError;
+use crate::event::Family;
 
 mod partitioned;
 mod postgres_history;
@@ -71,7 +71,7 @@ pub const MAX_CURSOR_TEXT: usize = 9216;
 /// yields exactly the events after that event.
 ///
 /// ```
-/// use ff_core::stream_subscribe::StreamCursor;
+/// use ff_core::cursor::StreamCursor;
 /// let c: StreamCursor = "AwIAAAAAAAAAKgAAAAAAAAAH".parse().unwrap();
 /// assert_eq!(c.to_string(), "AwIAAAAAAAAAKgAAAAAAAAAH");
 /// assert!(StreamCursor::empty().is_tail());
@@ -158,8 +158,8 @@ impl StreamCursor {
     /// resumes from the join without repeating or skipping any event.
     ///
     /// ```
-    /// use ff_core::stream_events::Family;
-    /// use ff_core::stream_subscribe::{encode_valkey, StreamCursor};
+    /// use ff_core::event::Family;
+    /// use ff_core::cursor::{encode_valkey, StreamCursor};
     ///
     /// let a = encode_valkey(Family::Completion, 5, 0);
     /// let b = encode_valkey(Family::Completion, 7, 1);
@@ -235,7 +235,7 @@ impl FromStr for StreamCursor {
             .map_err(|_| {
                 EngineError::invalid_cursor(format!(
                     "{} is not unpadded base64url; pass a cursor exactly as ff printed it",
-                    crate::engine_error::excerpt(s)
+                    crate::error::excerpt(s)
                 ))
             })
     }
@@ -339,7 +339,7 @@ fn in_message(cursor: &StreamCursor) -> String {
     if text.len() <= 48 {
         text
     } else {
-        crate::engine_error::excerpt(&text)
+        crate::error::excerpt(&text)
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use ff_core::backend::{DeliveryItem, StreamBackend};
+use ff_core::backend::{DeliveryItem, EventPublisher, StreamBackend};
 use ff_core::filter::SubscriptionFilter;
 use ff_core::group::{
     assign, Commit, GroupConfig, GroupItem, GroupMember, GroupSpec, GroupStore, GroupView,
@@ -90,7 +90,7 @@ pub async fn run(args: &GroupBenchArgs) -> Result<BenchReport> {
     opened.close().await;
     let figures = result?;
     Ok(BenchReport {
-        backend: opened.label.clone(),
+        backend: opened.label().to_string(),
         partitions: None,
         nodes: None,
         figures,
@@ -166,29 +166,19 @@ async fn throughput(
     events: usize,
     run: &str,
 ) -> Result<(f64, f64)> {
-    let start = opened
-        .backend
-        .resolve_cursor(FAMILY, StreamCursor::empty())
-        .await?;
+    let start = opened.resolve_cursor(FAMILY, StreamCursor::empty()).await?;
     for from in (0..events).step_by(1000) {
         let batch = (from..events.min(from + 1000))
             .map(|n| draft(run, n as u64, n as u32 % units))
             .collect();
-        opened.publisher.publish_batch(batch).await?;
+        opened.publish_batch(batch).await?;
     }
-    let plain = plain_rate(
-        opened.backend.as_ref(),
-        &start,
-        events,
-        run,
-        deadline(config),
-    )
-    .await?;
+    let plain = plain_rate(opened.as_ref(), &start, events, run, deadline(config)).await?;
     let spec = GroupSpec::new(run, FAMILY, units)?;
     let until = deadline(config);
     let started = Instant::now();
     let mut member = GroupMember::join_from(
-        opened.backend.clone(),
+        opened.clone(),
         spec,
         "bench-throughput",
         config.clone(),
@@ -277,13 +267,13 @@ async fn churn(
     args: &GroupBenchArgs,
     run: &str,
 ) -> Result<Churn> {
-    let store = opened.backend.group_store()?;
+    let store = opened.group_store()?;
     let spec = GroupSpec::new(run, FAMILY, args.units)?;
     let all: BTreeSet<u32> = (0..args.units).collect();
-    let mut crowd = Crowd::new(opened.backend.clone(), spec, config.clone(), run);
+    let mut crowd = Crowd::new(opened.clone(), spec, config.clone(), run);
     let (stay, _) = crowd.join().await?;
     converged(store.as_ref(), run, 1, deadline(config)).await?;
-    let producer = Producer::start(opened.publisher.clone(), run, args.units, PRODUCE_EVERY);
+    let producer = Producer::start(opened.clone(), run, args.units, PRODUCE_EVERY);
     crowd
         .wait_delivering(stay, &all, Instant::now(), deadline(config))
         .await?;

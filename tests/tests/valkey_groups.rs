@@ -1,8 +1,8 @@
 //! The consumer-group suite against a real Valkey server and a real
 //! Valkey Cluster (each family one partition): a group's keys share one
 //! hash slot, and its wake-ups come from a stream on the node serving it.
-//! A family split into partitions has no groups yet: those tests are
-//! reported as ignored, and check that the backend says `Unavailable`.
+//! On a family split into partitions a unit is a partition: the whole
+//! suite runs there too, with one unit per partition.
 
 use ff_tests::harness::valkey::ValkeyHarness;
 use ff_tests::harness::valkey_cluster::ValkeyClusterHarness;
@@ -30,7 +30,7 @@ mod partitioned {
         ValkeyClusterHarness::new(6).await
     }
 
-    ff_core::group_suite!(harness, absent: [groups]);
+    ff_core::group_suite!(harness);
 }
 
 /// A failover that loses committed cursor writes moves a unit's cursor

@@ -19,7 +19,10 @@ use crate::testkit::group_crowd::{
 use crate::testkit::support::run_label;
 use crate::testkit::Harness;
 
-fn spec(test: &str, units: u32) -> GroupSpec {
+/// A group of `units` units — or, where the backend splits the family
+/// into partitions (a unit is then a partition), of one unit per partition.
+fn spec<H: Harness + ?Sized>(h: &H, test: &str, units: u32) -> GroupSpec {
+    let units = store_of(h).unit_partitions(FAMILY).map_or(units, u32::from);
     GroupSpec::new(run_label(test), FAMILY, units).expect("a valid group spec")
 }
 
@@ -60,7 +63,7 @@ async fn collect(
 /// is delivered exactly once, by the one member holding its unit, and the
 /// events of a unit arrive in publish order.
 pub async fn group_units_are_owned_exclusively_and_ordered<H: Harness + ?Sized>(h: &H) {
-    let spec = spec("exclusive", 6);
+    let spec = spec(h, "exclusive", 6);
     let mut crowd = Crowd::new(spec.clone(), suite_config());
     for _ in 0..3 {
         crowd.join(h, true).await;
@@ -134,7 +137,7 @@ pub async fn group_units_are_owned_exclusively_and_ordered<H: Harness + ?Sized>(
 /// was handed out but not committed, and what was never handed out —
 /// each unit in order.
 pub async fn group_resumes_each_unit_exactly_after_its_last_commit<H: Harness + ?Sized>(h: &H) {
-    let spec = spec("resume", 4);
+    let spec = spec(h, "resume", 4);
     let run = spec.name.clone();
     publish(h.publisher().as_ref(), group_drafts(&run, 0, 80)).await;
     let mut first = GroupMember::join_from(
@@ -185,9 +188,9 @@ pub async fn group_resumes_each_unit_exactly_after_its_last_commit<H: Harness + 
             total += 1;
         }
     }
-    for unit in 0..4u32 {
+    for unit in 0..spec.units {
         let expected: Vec<usize> = (0..80)
-            .filter(|n| (n % 13) as u32 % 4 == unit && !committed.contains(n))
+            .filter(|n| (n % 13) as u32 % spec.units == unit && !committed.contains(n))
             .collect();
         assert_eq!(
             got.get(&unit).cloned().unwrap_or_default(),
@@ -202,7 +205,7 @@ pub async fn group_resumes_each_unit_exactly_after_its_last_commit<H: Harness + 
 /// refused (`Fenced`) and the stored cursor is unchanged. A commit naming
 /// the current epoch but a stale previous cursor is refused too.
 pub async fn group_refuses_a_zombie_commit<H: Harness + ?Sized>(h: &H) {
-    let spec = spec("zombie", 1);
+    let spec = spec(h, "zombie", 1);
     let run = spec.name.clone();
     publish(h.publisher().as_ref(), group_drafts(&run, 0, 3)).await;
     let mut zombie = GroupMember::join_from(
@@ -214,7 +217,7 @@ pub async fn group_refuses_a_zombie_commit<H: Harness + ?Sized>(h: &H) {
     )
     .await
     .expect("join");
-    let handle = loop {
+    let (handle, zombie_n) = loop {
         let item = tokio::time::timeout(
             super::group_crowd::GROUP_DEADLINE,
             futures::StreamExt::next(&mut zombie),
@@ -222,16 +225,19 @@ pub async fn group_refuses_a_zombie_commit<H: Harness + ?Sized>(h: &H) {
         .await
         .expect("an event in time")
         .expect("the stream goes on");
-        if let crate::group::GroupItem::Event { commit, .. } = item {
-            break commit;
+        if let crate::group::GroupItem::Event { commit, meta, .. } = item {
+            break (commit, meta.tags["n"].parse::<usize>().unwrap());
         }
     };
+    let zombie_unit = handle.lease().unit;
     zombie.abort();
     let mut crowd = Crowd::new(spec.clone(), suite_config());
     crowd.join(h, false).await;
     loop {
-        if let Seen::Assigned { .. } = crowd.next("the unit's takeover").await {
-            break;
+        if let Seen::Assigned { unit, .. } = crowd.next("the unit's takeover").await {
+            if unit == zombie_unit {
+                break;
+            }
         }
     }
     let refused = handle.commit().await;
@@ -241,7 +247,7 @@ pub async fn group_refuses_a_zombie_commit<H: Harness + ?Sized>(h: &H) {
     );
     let store = store_of(h);
     let view = store.view(&spec.name).await.expect("view");
-    let unit = &view.unit_states[0];
+    let unit = &view.unit_states[zombie_unit as usize];
     assert_ne!(
         &unit.cursor,
         handle.cursor(),
@@ -249,7 +255,7 @@ pub async fn group_refuses_a_zombie_commit<H: Harness + ?Sized>(h: &H) {
     );
     let lease = crate::group::UnitLease::new(
         spec.name.clone(),
-        0,
+        zombie_unit,
         unit.owner.clone().expect("the new owner"),
         unit.epoch,
         StreamCursor::beginning(),
@@ -261,9 +267,12 @@ pub async fn group_refuses_a_zombie_commit<H: Harness + ?Sized>(h: &H) {
     );
     // The new owner gets the zombie's uncommitted event again.
     loop {
-        if let Seen::Event { n, .. } = crowd.next("the redelivered event").await {
+        if let Seen::Event { n, unit, .. } = crowd.next("the redelivered event").await {
+            if unit != zombie_unit {
+                continue;
+            }
             assert_eq!(
-                n, 0,
+                n, zombie_n,
                 "group: the new owner must start with the uncommitted event"
             );
             break;
@@ -274,18 +283,21 @@ pub async fn group_refuses_a_zombie_commit<H: Harness + ?Sized>(h: &H) {
 /// A member asking for another unit count than the group was created
 /// with is refused with an error naming both.
 pub async fn group_refuses_another_unit_count<H: Harness + ?Sized>(h: &H) {
-    let spec = spec("units", 4);
+    let spec = spec(h, "units", 4);
     let member = GroupMember::join(h.backend(), spec.clone(), "a", suite_config())
         .await
         .expect("join");
-    let other = GroupSpec::new(spec.name.clone(), FAMILY, 8).unwrap();
+    let (mine, others) = (spec.units, spec.units * 2);
+    let other = GroupSpec::new(spec.name.clone(), FAMILY, others).unwrap();
     let err = GroupMember::join(h.backend(), other, "b", suite_config())
         .await
         .expect_err("another unit count must be refused");
     let text = err.to_string();
     assert!(
-        matches!(err, EngineError::Validation { .. }) && text.contains('4') && text.contains('8'),
-        "group: the refusal must be Validation naming 4 and 8, got {err:?}"
+        matches!(err, EngineError::Validation { .. })
+            && text.contains(&mine.to_string())
+            && text.contains(&others.to_string()),
+        "group: the refusal must be Validation naming {mine} and {others}, got {err:?}"
     );
     drop(member);
 }
@@ -296,7 +308,7 @@ pub async fn group_hands_over_at_once_on_a_clean_leave<H: Harness + ?Sized>(h: &
     let config = GroupConfig::with_lease(Duration::from_secs(600))
         .checkpoint_interval(Duration::from_millis(100));
     for how in [Stop::Leave, Stop::Drop] {
-        let spec = spec("clean-leave", 4);
+        let spec = spec(h, "clean-leave", 4);
         let mut crowd = Crowd::new(spec.clone(), config.clone());
         let a = crowd.join(h, true).await;
         let b = crowd.join(h, true).await;
@@ -332,7 +344,7 @@ pub async fn group_hands_over_at_once_on_a_clean_leave<H: Harness + ?Sized>(h: &
 /// A crashed member's units move to the other member once its lease
 /// expired — never before the lease could have run out.
 pub async fn group_hands_over_a_crashed_members_units_after_its_lease<H: Harness + ?Sized>(h: &H) {
-    let spec = spec("crash", 4);
+    let spec = spec(h, "crash", 4);
     let mut crowd = Crowd::new(spec.clone(), suite_config());
     let a = crowd.join(h, true).await;
     let b = crowd.join(h, true).await;
@@ -385,7 +397,7 @@ pub async fn group_hands_over_a_crashed_members_units_after_its_lease<H: Harness
 /// every event is handled at least once, and each unit's events arrive in
 /// order within each holding.
 pub async fn group_loses_no_event_under_member_churn<H: Harness + ?Sized>(h: &H) {
-    let spec = spec("churn", 8);
+    let spec = spec(h, "churn", 8);
     let run = spec.name.clone();
     let publisher = h.publisher();
     let mut crowd = Crowd::new(spec.clone(), suite_config());
@@ -417,17 +429,43 @@ pub async fn group_loses_no_event_under_member_churn<H: Harness + ?Sized>(h: &H)
     );
 }
 
+/// The cursor a plain subscription from the beginning yields with event
+/// `n` of `run` (on a partitioned family: a position in every partition).
+async fn stream_cursor_of<H: Harness + ?Sized>(h: &H, run: &str, n: usize) -> StreamCursor {
+    use futures::StreamExt;
+    let mut sub = h
+        .backend()
+        .subscribe_family(
+            FAMILY,
+            StreamCursor::beginning(),
+            &crate::filter::SubscriptionFilter::default(),
+        )
+        .await
+        .expect("subscribe from the beginning");
+    let deadline = Instant::now() + super::group_crowd::GROUP_DEADLINE;
+    loop {
+        let item = tokio::time::timeout_at(deadline, sub.next())
+            .await
+            .expect("the event within the deadline")
+            .expect("the subscription goes on")
+            .expect("no subscription error");
+        if let crate::backend::DeliveryItem::Event { event, meta } = item {
+            if meta.tags.get("run").map(String::as_str) == Some(run)
+                && meta.tags.get("n").map(String::as_str) == Some(n.to_string().as_str())
+            {
+                return event.cursor().clone();
+            }
+        }
+    }
+}
+
 /// Retention that trims past a unit's committed cursor is that unit's
 /// `CursorExpired` (a `UnitFailed` item, the member's stream goes on),
 /// as for any subscription — never a silent skip to the oldest event.
 pub async fn group_reports_a_trimmed_units_cursor_as_expired<H: Harness + ?Sized>(h: &H) {
-    let spec = spec("trimmed", 1);
+    let spec = spec(h, "trimmed", 1);
     let run = spec.name.clone();
-    let cursors = h
-        .publisher()
-        .publish_batch(group_drafts(&run, 0, 10))
-        .await
-        .expect("publish");
+    publish(h.publisher().as_ref(), group_drafts(&run, 0, 40)).await;
     let mut first = GroupMember::join_from(
         h.backend(),
         spec.clone(),
@@ -437,7 +475,7 @@ pub async fn group_reports_a_trimmed_units_cursor_as_expired<H: Harness + ?Sized
     )
     .await
     .expect("join");
-    loop {
+    let (trimmed, k) = loop {
         let item = tokio::time::timeout(
             super::group_crowd::GROUP_DEADLINE,
             futures::StreamExt::next(&mut first),
@@ -445,27 +483,36 @@ pub async fn group_reports_a_trimmed_units_cursor_as_expired<H: Harness + ?Sized
         .await
         .expect("an event in time")
         .expect("the stream goes on");
-        if let crate::group::GroupItem::Event { commit, .. } = item {
+        if let crate::group::GroupItem::Event {
+            unit, commit, meta, ..
+        } = item
+        {
             commit.commit().await.expect("commit the first event");
-            break;
+            break (unit, meta.tags["n"].parse::<usize>().unwrap());
         }
-    }
+    };
     drop(first);
-    h.expire_before(FAMILY, &cursors[5])
+    // Trim up to the unit's second event after the committed one, so at
+    // least one of its events after the cursor is gone.
+    let cut = (k + 1..40)
+        .filter(|n| (n % 13) as u32 % spec.units == trimmed)
+        .nth(1)
+        .expect("two more events of the unit");
+    h.expire_before(FAMILY, &stream_cursor_of(h, &run, cut).await)
         .await
         .unwrap_or_else(|e| panic!("group suite: expire_before failed: {e}"));
     let mut crowd = Crowd::new(spec.clone(), suite_config());
     crowd.join(h, true).await;
     loop {
         match crowd.next("the unit's CursorExpired").await {
-            Seen::Failed { error, .. } => {
+            Seen::Failed { error, unit, .. } if unit == trimmed => {
                 assert!(
                     matches!(error, EngineError::CursorExpired { .. }),
                     "group: a trimmed unit cursor must fail with CursorExpired, got {error:?}"
                 );
                 break;
             }
-            Seen::Event { n, .. } => {
+            Seen::Event { n, unit, .. } if unit == trimmed => {
                 panic!("group: event {n} was delivered although the unit's cursor was trimmed")
             }
             _ => {}

@@ -519,3 +519,57 @@ pub async fn group_reports_a_trimmed_units_cursor_as_expired<H: Harness + ?Sized
         }
     }
 }
+
+/// A member takes over a unit whose committed cursor is far behind what
+/// it has already read for its other units (the unit's previous owner
+/// never committed): it still delivers every event of that unit after the
+/// committed cursor, none skipped because its reader was further on.
+pub async fn group_reads_a_unit_taken_behind_the_reader_from_its_cursor<H: Harness + ?Sized>(
+    h: &H,
+) {
+    let spec = spec(h, "behind", 4);
+    let run = spec.name.clone();
+    let total = 13 * 4;
+    let mut crowd = Crowd::new(spec.clone(), suite_config());
+    let a = crowd.join(h, true).await;
+    let b = crowd.join(h, false).await;
+    let view = converged(h, &spec.name, 2).await;
+    publish(h.publisher().as_ref(), group_drafts(&run, 0, total)).await;
+    let a_session = view
+        .members
+        .iter()
+        .find(|m| m.id() == format!("m{a}"))
+        .map(|m| m.session.clone());
+    let a_units: BTreeSet<u32> = view
+        .unit_states
+        .iter()
+        .filter(|u| u.owner == a_session)
+        .map(|u| u.unit)
+        .collect();
+    let unit_of = |n: usize| (n % 13) as u32 % spec.units;
+    let mut by_a: BTreeSet<usize> = BTreeSet::new();
+    let mut a_wants: BTreeSet<usize> = (0..total)
+        .filter(|n| a_units.contains(&unit_of(*n)))
+        .collect();
+    while !a_wants.is_subset(&by_a) {
+        if let Seen::Event { member, n, .. } = crowd.next("member a's own units").await {
+            if member == a {
+                by_a.insert(n);
+            }
+        }
+    }
+    // `b` committed nothing: its units go back to `a` at the cursors `a`
+    // committed before the hand-over, behind `a`'s reader.
+    crowd.stop(b, Stop::Drop).await;
+    a_wants = (0..total).collect();
+    while !a_wants.is_subset(&by_a) {
+        if let Seen::Event { member, n, .. } = crowd
+            .next("every event of the units taken back behind the reader")
+            .await
+        {
+            if member == a {
+                by_a.insert(n);
+            }
+        }
+    }
+}

@@ -127,3 +127,64 @@ async fn a_lost_cursor_write_gives_duplicates_never_a_skip() {
         "duplicates from the stored cursor, nothing skipped"
     );
 }
+
+/// A member reads the family once for every unit it holds: holding 8
+/// units costs one subscription connection (and one for the group's
+/// wake-ups), not one per unit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_reads_the_family_once_for_all_its_units() {
+    use ff_core::group::{GroupItem, GroupMember, GroupSpec};
+    use ff_core::stream_events::Family;
+    use ff_core::stream_subscribe::StreamCursor;
+    use ff_core::testkit::group_crowd::{group_drafts, publish, suite_config, GROUP_DEADLINE};
+    use ff_core::testkit::Harness;
+    use futures::StreamExt;
+    use std::collections::BTreeSet;
+
+    let h = harness().await;
+    let url = ff_tests::harness::valkey::server_url().await;
+    let mut admin = ff_backend_valkey::redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let name = format!("{}:sub", h.backend.client_name());
+    let mut subscriptions = async || -> usize {
+        let list: String = ff_backend_valkey::redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut admin)
+            .await
+            .expect("CLIENT LIST");
+        list.lines()
+            .filter(|line| line.split(' ').any(|kv| kv == format!("name={name}")))
+            .count()
+    };
+    let before = subscriptions().await;
+    publish(h.publisher().as_ref(), group_drafts("once", 0, 26)).await;
+    let spec = GroupSpec::new("once", Family::Completion, 8).unwrap();
+    let mut member = GroupMember::join_from(
+        h.backend(),
+        spec,
+        "m",
+        suite_config(),
+        StreamCursor::beginning(),
+    )
+    .await
+    .expect("join");
+    let mut units = BTreeSet::new();
+    while units.len() < 8 {
+        let item = tokio::time::timeout(GROUP_DEADLINE, member.next())
+            .await
+            .expect("an item within the deadline")
+            .expect("the stream goes on");
+        if let GroupItem::Event { unit, .. } = item {
+            units.insert(unit);
+        }
+    }
+    let during = subscriptions().await;
+    assert_eq!(
+        during - before,
+        2,
+        "a member holding 8 units must read through one subscription (plus its wake-ups)"
+    );
+}

@@ -31,6 +31,30 @@ mod partitioned {
     }
 
     ff_core::group_suite!(harness);
+
+    /// On a family split into 6 partitions a unit is a partition: a member
+    /// asking for 4 units is refused with an error naming both counts.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_unit_count_other_than_the_partition_count_is_refused() {
+        use ff_core::engine_error::EngineError;
+        use ff_core::group::{GroupMember, GroupSpec};
+        use ff_core::stream_events::Family;
+        use ff_core::testkit::group_crowd::suite_config;
+        use ff_core::testkit::Harness;
+
+        let h = harness().await;
+        let spec = GroupSpec::new("four", Family::Completion, 4).unwrap();
+        let err = GroupMember::join(h.backend(), spec, "m", suite_config())
+            .await
+            .expect_err("4 units on 6 partitions must be refused");
+        let text = err.to_string();
+        assert!(
+            matches!(err, EngineError::Validation { .. })
+                && text.contains("4 units")
+                && text.contains("6 partitions"),
+            "the refusal must be Validation naming 4 units and 6 partitions, got {err:?}"
+        );
+    }
 }
 
 /// A failover that loses committed cursor writes moves a unit's cursor

@@ -22,7 +22,10 @@
 //!   skip what they already queued, so nothing of theirs repeats, and the
 //!   added unit misses nothing. A unit added at or after the subscription's
 //!   position joins it without a restart. Restarts happen only when a unit
-//!   is acquired behind the reader — at a hand-over, not per event.
+//!   is acquired behind the reader — at a hand-over, not per event. Once a
+//!   unit's events up to the reader's position were all queued, the unit
+//!   *follows* the reader: its position is the reader's, so an event costs
+//!   one look at its own unit, whatever the number of units.
 //! - **Partitioned** (a unit is a partition): the subscription follows the
 //!   held partitions only, from a cursor naming each unit's own position,
 //!   which the backend judges partition by partition; acquiring or giving
@@ -85,14 +88,39 @@ pub(crate) enum Layout {
 /// One held unit, as the reader tracks it.
 struct Unit {
     hold: Arc<Hold>,
-    /// Everything of the unit up to here was queued (or committed).
+    /// Everything of the unit up to here was queued (or committed); while
+    /// `following`, the reader's own position is the unit's.
     position: StreamCursor,
+    /// Filtered units only: every event of the unit up to the reader's
+    /// position was queued, so the unit needs no look at other units'
+    /// events (one comparison per event of the unit, none per other).
+    following: bool,
+    /// The cursor of the last item queued (or the unit's start).
+    last: StreamCursor,
     /// Sequence of the last item queued.
     seq: u64,
-    /// Whether `position` moved past the last item queued.
-    scanned: bool,
     /// When the last item of the unit was queued (or it was added).
     quiet_since: Instant,
+}
+
+impl Unit {
+    /// The unit's position, given the reader's.
+    fn at<'a>(&'a self, read_at: &'a Option<StreamCursor>) -> &'a StreamCursor {
+        match (self.following, read_at) {
+            (true, Some(read_at)) => read_at,
+            _ => &self.position,
+        }
+    }
+
+    /// Record an item queued at `at`; answer its sequence.
+    fn queued(&mut self, at: &StreamCursor, following: bool) -> u64 {
+        self.seq += 1;
+        self.position = at.clone();
+        self.last = at.clone();
+        self.following = following;
+        self.quiet_since = Instant::now();
+        self.seq
+    }
 }
 
 /// The shared reader of one member.
@@ -301,9 +329,10 @@ impl SharedReader {
                 unit,
                 Unit {
                     hold,
+                    last: position.clone(),
                     position,
+                    following: false,
                     seq: 0,
-                    scanned: false,
                     quiet_since: Instant::now(),
                 },
             );
@@ -340,6 +369,10 @@ impl SharedReader {
         };
         match opened {
             Ok((stream, start)) => {
+                for u in self.units.values_mut() {
+                    u.position = u.at(&self.read_at).clone();
+                    u.following = false;
+                }
                 self.stream = Some(stream);
                 self.read_at = Some(start);
             }
@@ -352,10 +385,11 @@ impl SharedReader {
     fn least_position(&self) -> Option<StreamCursor> {
         let mut least: Option<&StreamCursor> = None;
         for u in self.units.values() {
+            let at = u.at(&self.read_at);
             least = Some(match least {
-                None => &u.position,
-                Some(l) => match compare(&u.position, l)? {
-                    Ordering::Less => &u.position,
+                None => at,
+                Some(l) => match compare(at, l)? {
+                    Ordering::Less => at,
                     _ => l,
                 },
             });
@@ -398,29 +432,17 @@ impl SharedReader {
                 let cursor = event.cursor().clone();
                 let owner = self.spec.unit_of(event.execution_id());
                 self.read_at = Some(cursor.clone());
-                if layout == Layout::Filtered {
-                    for (&unit, u) in self.units.iter_mut() {
-                        if unit != owner && compare(&cursor, &u.position) == Some(Ordering::Greater)
-                        {
-                            u.position = cursor.clone();
-                            u.scanned = true;
-                        }
-                    }
-                }
                 let Some(u) = self.units.get_mut(&owner) else {
                     return;
                 };
                 let Some(at) = project(layout, family, &cursor, owner) else {
                     return;
                 };
-                if !u.hold.is_active() || !is_after(&at, &u.position) {
+                if !u.hold.is_active() || !(u.following || is_after(&at, &u.position)) {
                     return;
                 }
-                u.seq += 1;
-                u.position = at.clone();
-                u.scanned = false;
-                u.quiet_since = Instant::now();
-                let commit = Commit::new(u.hold.clone(), u.seq, at);
+                let seq = u.queued(&at, layout == Layout::Filtered);
+                let commit = Commit::new(u.hold.clone(), seq, at);
                 self.pending.push(GroupItem::Event {
                     unit: owner,
                     event,
@@ -435,14 +457,11 @@ impl SharedReader {
                     let Some(at) = project(layout, family, &cursor, unit) else {
                         continue;
                     };
-                    if !u.hold.is_active() || !is_after(&at, &u.position) {
+                    if !u.hold.is_active() || !(u.following || is_after(&at, &u.position)) {
                         continue;
                     }
-                    u.seq += 1;
-                    u.position = at.clone();
-                    u.scanned = false;
-                    u.quiet_since = Instant::now();
-                    let commit = Commit::new(u.hold.clone(), u.seq, at);
+                    let seq = u.queued(&at, layout == Layout::Filtered);
+                    let commit = Commit::new(u.hold.clone(), seq, at);
                     self.pending.push(GroupItem::Corrupt {
                         unit,
                         detail: detail.clone(),
@@ -453,12 +472,15 @@ impl SharedReader {
             Some(Ok(other)) => {
                 let cursor = other.cursor().clone();
                 for (&unit, u) in self.units.iter_mut() {
+                    if u.following {
+                        continue;
+                    }
                     let Some(at) = project(layout, family, &cursor, unit) else {
                         continue;
                     };
                     if compare(&at, &u.position) == Some(Ordering::Greater) {
                         u.position = at;
-                        u.scanned = true;
+                        u.following = layout == Layout::Filtered;
                     }
                 }
                 self.read_at = Some(cursor);
@@ -479,13 +501,28 @@ impl SharedReader {
     fn checkpoints(&mut self) {
         let now = Instant::now();
         for (&unit, u) in self.units.iter_mut() {
-            if !u.scanned || !u.hold.is_active() || now < u.quiet_since + self.checkpoint_interval {
+            if !u.hold.is_active() || now < u.quiet_since + self.checkpoint_interval {
                 continue;
             }
-            u.seq += 1;
-            u.scanned = false;
-            u.quiet_since = now;
-            let commit = Commit::new(u.hold.clone(), u.seq, u.position.clone());
+            // A filtered unit ahead of the reader that the reader has since
+            // passed got none of its events meanwhile: it follows again.
+            if let (Layout::Filtered, false, Some(read_at)) =
+                (self.layout, u.following, &self.read_at)
+            {
+                if matches!(
+                    compare(read_at, &u.position),
+                    Some(Ordering::Greater | Ordering::Equal)
+                ) {
+                    u.following = true;
+                }
+            }
+            let at = u.at(&self.read_at).clone();
+            if compare(&at, &u.last) != Some(Ordering::Greater) {
+                continue;
+            }
+            let following = u.following;
+            let seq = u.queued(&at, following);
+            let commit = Commit::new(u.hold.clone(), seq, at);
             self.pending.push(GroupItem::Checkpoint { unit, commit });
         }
     }

@@ -39,7 +39,7 @@ use crate::stream_subscribe::StreamCursor;
 
 /// Batches the shared reader may queue ahead of the consumer (each at
 /// most [`BATCH`](super::reader::BATCH) items).
-const QUEUE: usize = 4;
+const QUEUE: usize = 2;
 /// Longest wait before a failed unit's subscription is opened again.
 const MAX_RETRY: Duration = Duration::from_secs(30);
 

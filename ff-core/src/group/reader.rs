@@ -66,7 +66,7 @@ use crate::stream_subscribe::{
 };
 
 /// Most items handed to the consumer at once.
-pub(crate) const BATCH: usize = 64;
+pub(crate) const BATCH: usize = 128;
 
 /// What a reader tells the driver when it stops reading a unit.
 #[derive(Debug)]

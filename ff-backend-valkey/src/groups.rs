@@ -9,6 +9,10 @@
 //! shares one hash slot and one script call sees them all atomically; the
 //! name is stored and checked, so two names that hash alike are refused.
 //!
+//! On a family split into P > 1 partitions a unit is a partition: the store
+//! says so ([`GroupStore::unit_partitions`]) and lets members subscribe to
+//! the partitions they hold.
+//!
 //! Invariants: as for every [`GroupStore`] — a heartbeat renews every lease
 //! of its member without touching the units, the epoch moves only when a
 //! unit changes hands, and a commit compares owner, epoch and the previous
@@ -19,7 +23,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use ff_core::backend::DeliveryStream;
 use ff_core::engine_error::EngineError;
+use ff_core::filter::SubscriptionFilter;
 use ff_core::group::{
     filter_text, rendezvous_score, validate_group_name, GroupSpec, GroupStore, GroupView,
     GroupWake, MemberInfo, UnitLease, UnitState,
@@ -317,5 +323,29 @@ impl GroupStore for ValkeyGroupStore {
     async fn watch(&self, group: &str) -> Result<GroupWake, EngineError> {
         let keys = self.keys(group);
         crate::group_wake::watch(self.inner.clone(), keys.keys[3].clone(), keys.slot).await
+    }
+
+    fn unit_partitions(&self, _family: Family) -> Option<u16> {
+        Some(self.inner.keys.partitions()).filter(|&p| p > 1)
+    }
+
+    async fn start_partitions(
+        &self,
+        family: Family,
+        partitions: &[u16],
+        cursor: StreamCursor,
+    ) -> Result<StreamCursor, EngineError> {
+        crate::subscribe::start_position(&self.inner, family, partitions, cursor).await
+    }
+
+    async fn subscribe_partitions(
+        &self,
+        family: Family,
+        partitions: &[u16],
+        cursor: StreamCursor,
+        filter: &SubscriptionFilter,
+    ) -> Result<DeliveryStream, EngineError> {
+        crate::subscribe::subscribe_partitions(&self.inner, family, partitions, cursor, filter)
+            .await
     }
 }

@@ -670,11 +670,6 @@ impl StreamBackend for ValkeyBackend {
     /// Groups over a family split into P > 1 partitions would need U = P
     /// units to keep a unit's order: not offered yet (`Unavailable`).
     fn group_store(&self) -> Result<Arc<dyn ff_core::group::GroupStore>, EngineError> {
-        if self.inner.keys.partitions() > 1 {
-            return Err(EngineError::unavailable(
-                "consumer groups on a family split into partitions (partitions > 1)",
-            ));
-        }
         Ok(Arc::new(ValkeyGroupStore::new(self.inner.clone())))
     }
 

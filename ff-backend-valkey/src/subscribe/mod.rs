@@ -121,6 +121,27 @@ pub(crate) async fn resolve(
     Ok(start_of(inner, &followed, cursor).await?.resume)
 }
 
+/// Where a subscription of `family`'s `partitions` from `cursor` starts,
+/// judged as subscribing judges it, as a cursor naming a position in each
+/// partition: the tail at each newest entry, the beginning just before
+/// each oldest retained entry, a position as itself.
+pub(crate) async fn start_position(
+    inner: &Arc<Inner>,
+    family: Family,
+    partitions: &[u16],
+    cursor: StreamCursor,
+) -> Result<StreamCursor, EngineError> {
+    let followed = Followed::some(family, inner.keys.partitions(), partitions)?;
+    let start = start_of(inner, &followed, cursor).await?;
+    let positions: Vec<ValkeyPosition> = start
+        .positions
+        .iter()
+        .zip(&start.states)
+        .map(|(p, state)| p.unwrap_or_else(|| expiry::oldest(state)))
+        .collect();
+    Ok(followed.encode_witnessed(&positions, &start.witnesses))
+}
+
 /// Where a subscription over `followed` from `cursor` starts, read once.
 struct Start {
     /// Each followed partition's state when the start was resolved.

@@ -3,7 +3,8 @@
 //! One task per member heartbeats, computes the assignment from the live
 //! members the store reports, acquires the units assigned to it that are
 //! free or whose owner expired, and drains then releases the ones assigned
-//! elsewhere; one reader task per held unit feeds the member's stream.
+//! elsewhere; one shared reader task ([`reader`](super::reader)) reads
+//! the family once for every held unit and feeds the member's stream.
 //!
 //! Invariants:
 //! - an item is handed out only while its hold is active and the member's
@@ -32,12 +33,13 @@ use crate::error::EngineError;
 use crate::group::assign::assign;
 use crate::group::config::GroupConfig;
 use crate::group::item::{GroupItem, Hold};
-use crate::group::reader::{read_unit, ReaderFailed};
+use crate::group::reader::{Layout, ReaderFailed, SharedReader};
 use crate::group::spec::GroupSpec;
 use crate::group::store::{GroupStore, GroupView, GroupWake, UnitLease};
 
-/// Items a member's readers may queue ahead of the consumer, in total.
-const QUEUE: usize = 256;
+/// Batches the shared reader may queue ahead of the consumer (each at
+/// most [`BATCH`](super::reader::BATCH) items).
+const QUEUE: usize = 2;
 /// Longest wait before a failed unit's subscription is opened again.
 const MAX_RETRY: Duration = Duration::from_secs(30);
 
@@ -46,7 +48,9 @@ const MAX_RETRY: Duration = Duration::from_secs(30);
 /// without waiting for commits); [`GroupMember::leave`] first waits for
 /// the events handed out to be committed.
 pub struct GroupMember {
-    items: mpsc::Receiver<GroupItem>,
+    items: mpsc::Receiver<Vec<GroupItem>>,
+    /// The rest of the batch being handed out.
+    batch: std::collections::VecDeque<GroupItem>,
     notices: mpsc::UnboundedReceiver<GroupItem>,
     leave: Option<oneshot::Sender<oneshot::Sender<Result<(), EngineError>>>>,
     driver: Option<JoinHandle<()>>,
@@ -94,6 +98,7 @@ impl GroupMember {
             ))
         })?;
         let store = backend.group_store()?;
+        let layout = layout_of(store.as_ref(), &spec)?;
         let start = backend.resolve_cursor(spec.family, start).await?;
         store.create_or_check(&spec, &start).await?;
         let wake = store.watch(&spec.name).await?;
@@ -104,8 +109,18 @@ impl GroupMember {
         let (fenced_tx, fenced_rx) = mpsc::unbounded_channel();
         let (failed_tx, failed_rx) = mpsc::unbounded_channel();
         let (drained_tx, drained_rx) = mpsc::unbounded_channel();
-        let driver = Driver {
+        let (add_tx, add_rx) = mpsc::unbounded_channel();
+        let reader = SharedReader::new(
             backend,
+            store.clone(),
+            spec.clone(),
+            layout,
+            config.checkpoint_interval,
+            item_tx.clone(),
+            failed_tx,
+        );
+        let reader = tokio::spawn(reader.run(add_rx));
+        let driver = Driver {
             store,
             spec,
             session: session.clone(),
@@ -114,12 +129,15 @@ impl GroupMember {
             item_tx,
             notice_tx,
             fenced_tx,
-            failed_tx,
             drained_tx,
+            reader,
+            add_tx,
+            added: Vec::new(),
         };
         let task = tokio::spawn(driver.run(wake, leave_rx, fenced_rx, failed_rx, drained_rx));
         Ok(Self {
             items,
+            batch: std::collections::VecDeque::new(),
             notices,
             leave: Some(leave_tx),
             driver: Some(task),
@@ -163,16 +181,17 @@ impl Stream for GroupMember {
             return Poll::Ready(Some(notice));
         }
         loop {
-            match self.items.poll_recv(cx) {
-                Poll::Ready(Some(item)) => {
-                    if let Some((hold, seq, event)) = item.hand_out() {
-                        if !hold.deliverable() {
-                            continue;
-                        }
-                        hold.handed(seq, event);
+            if let Some(item) = self.batch.pop_front() {
+                if let Some((hold, seq, event)) = item.hand_out() {
+                    if !hold.deliverable() {
+                        continue;
                     }
-                    return Poll::Ready(Some(item));
+                    hold.handed(seq, event);
                 }
+                return Poll::Ready(Some(item));
+            }
+            match self.items.poll_recv(cx) {
+                Poll::Ready(Some(batch)) => self.batch.extend(batch),
                 Poll::Ready(None) => {
                     return match self.notices.poll_recv(cx) {
                         Poll::Ready(n) => Poll::Ready(n),
@@ -217,7 +236,7 @@ fn backoff(failures: u32) -> Duration {
 }
 
 enum HeldState {
-    Reading(JoinHandle<()>),
+    Reading,
     Draining(JoinHandle<()>),
     Failed { retry_at: Instant },
 }
@@ -225,25 +244,53 @@ enum HeldState {
 impl Drop for Held {
     fn drop(&mut self) {
         self.hold.deactivate();
-        match &self.state {
-            HeldState::Reading(task) | HeldState::Draining(task) => task.abort(),
-            HeldState::Failed { .. } => {}
+        if let HeldState::Draining(task) = &self.state {
+            task.abort();
         }
     }
 }
 
+/// How `spec`'s units map onto `store`'s backend: on a family split into
+/// P > 1 partitions a unit is a partition, so U must be P.
+fn layout_of(store: &dyn GroupStore, spec: &GroupSpec) -> Result<Layout, EngineError> {
+    match store.unit_partitions(spec.family) {
+        Some(partitions) if partitions > 1 => {
+            if spec.units != u32::from(partitions) {
+                return Err(EngineError::validation(format!(
+                    "group {:?} asked for {} units, but this backend splits family {} into {partitions} \
+                     partitions and a unit is a partition: join with --units {partitions}",
+                    spec.name,
+                    spec.units,
+                    spec.family.as_str()
+                )));
+            }
+            Ok(Layout::Partitioned(partitions))
+        }
+        _ => Ok(Layout::Filtered),
+    }
+}
+
 struct Driver {
-    backend: Arc<dyn StreamBackend>,
     store: Arc<dyn GroupStore>,
     spec: GroupSpec,
     session: String,
     config: GroupConfig,
     held: HashMap<u32, Held>,
-    item_tx: mpsc::Sender<GroupItem>,
+    item_tx: mpsc::Sender<Vec<GroupItem>>,
     notice_tx: mpsc::UnboundedSender<GroupItem>,
     fenced_tx: mpsc::UnboundedSender<(u32, u64)>,
-    failed_tx: mpsc::UnboundedSender<ReaderFailed>,
     drained_tx: mpsc::UnboundedSender<(u32, u64)>,
+    /// The shared reader, and where newly held units are sent to it.
+    reader: JoinHandle<()>,
+    add_tx: mpsc::UnboundedSender<Vec<Arc<Hold>>>,
+    /// Units taken during the current step, sent to the reader together.
+    added: Vec<Arc<Hold>>,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 impl Driver {
@@ -264,6 +311,7 @@ impl Driver {
                 woken = false;
                 next_beat = Instant::now() + self.config.heartbeat;
                 self.step().await;
+                self.send_added();
             }
             let deadline = self.next_deadline(next_beat);
             let item_tx = self.item_tx.clone();
@@ -312,7 +360,7 @@ impl Driver {
         self.held
             .values()
             .map(|h| match h.state {
-                HeldState::Reading(_) => h.hold.deliver_until(),
+                HeldState::Reading => h.hold.deliver_until(),
                 HeldState::Failed { retry_at, .. } => retry_at,
                 HeldState::Draining(_) => next_beat,
             })
@@ -351,7 +399,7 @@ impl Driver {
         let Some(held) = self.held.get_mut(&failed.unit) else {
             return;
         };
-        if held.hold.lease.epoch != failed.epoch || !matches!(held.state, HeldState::Reading(_)) {
+        if held.hold.lease.epoch != failed.epoch || !matches!(held.state, HeldState::Reading) {
             return;
         }
         held.failures += 1;
@@ -395,7 +443,7 @@ impl Driver {
             let unit = state.unit;
             let mine = target.get(unit as usize).copied().flatten() == Some(me);
             match self.held.get(&unit).map(|h| &h.state) {
-                Some(HeldState::Reading(_)) if !mine => self.start_drain(unit),
+                Some(HeldState::Reading) if !mine => self.start_drain(unit),
                 Some(HeldState::Failed { retry_at, .. }) if !mine || *retry_at <= now => {
                     if mine {
                         self.retry(unit, until).await;
@@ -511,26 +559,22 @@ impl Driver {
             until,
             self.fenced_tx.clone(),
         ));
-        let reader = self.spawn_reader(hold.clone());
+        self.added.push(hold.clone());
         self.held.insert(
             unit,
             Held {
                 hold,
-                state: HeldState::Reading(reader),
+                state: HeldState::Reading,
                 failures,
             },
         );
     }
 
-    fn spawn_reader(&self, hold: Arc<Hold>) -> JoinHandle<()> {
-        tokio::spawn(read_unit(
-            self.backend.clone(),
-            self.spec.clone(),
-            hold,
-            self.config.checkpoint_interval,
-            self.item_tx.clone(),
-            self.failed_tx.clone(),
-        ))
+    /// Hand the units taken since the last call to the shared reader.
+    fn send_added(&mut self) {
+        if !self.added.is_empty() {
+            let _ = self.add_tx.send(std::mem::take(&mut self.added));
+        }
     }
 
     /// Stop reading `unit`, wait for what was handed out to be committed,
@@ -539,9 +583,6 @@ impl Driver {
         let Some(held) = self.held.get_mut(&unit) else {
             return;
         };
-        if let HeldState::Reading(reader) = &held.state {
-            reader.abort();
-        }
         let hold = held.hold.clone();
         hold.deactivate();
         let until = (Instant::now() + self.config.drain).min(hold.deliver_until());
@@ -559,10 +600,8 @@ impl Driver {
     /// Leave the group: optionally drain first, then release everything.
     async fn leave(&mut self, drain: bool) -> Result<(), EngineError> {
         let holds: Vec<Arc<Hold>> = self.held.values().map(|h| h.hold.clone()).collect();
+        self.reader.abort();
         for held in self.held.values() {
-            if let HeldState::Reading(reader) = &held.state {
-                reader.abort();
-            }
             held.hold.deactivate();
         }
         if drain {

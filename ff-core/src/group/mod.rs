@@ -19,9 +19,11 @@
 //! computes the leaderless assignment ([`assign`]), takes free or expired
 //! units, drains and releases the ones it gives up, and yields one stream
 //! of [`GroupItem`]s tagged with their unit, each event with a [`Commit`]
-//! handle. A unit's events are read through the backend's own
-//! `subscribe_family` from the unit's committed cursor, so the backend
-//! judges that cursor (a trimmed one is `CursorExpired` for that unit).
+//! handle. A member reads the family once for all the units it holds, through
+//! one backend subscription (on a partitioned Valkey family, of the
+//! partitions it holds: there a unit is a partition and U must be P); the
+//! backend judges each unit's committed cursor when the unit is taken (a
+//! trimmed one is `CursorExpired` for that unit alone).
 //!
 //! ```no_run
 //! # async fn demo(backend: std::sync::Arc<dyn ff_core::backend::StreamBackend>) -> Result<(), ff_core::error::EngineError> {

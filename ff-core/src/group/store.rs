@@ -17,9 +17,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::Stream;
 
+use crate::backend::DeliveryStream;
 use crate::cursor::StreamCursor;
 use crate::error::EngineError;
 use crate::event::Family;
+use crate::filter::SubscriptionFilter;
 use crate::group::GroupSpec;
 
 /// Wake-ups of a group: one item each time its membership or a unit's
@@ -237,4 +239,50 @@ pub trait GroupStore: Send + Sync {
 
     /// Wake-ups of `group` (see [`GroupWake`]).
     async fn watch(&self, group: &str) -> Result<GroupWake, EngineError>;
+
+    /// `Some(P)` when this backend splits `family` into P > 1 partitions:
+    /// a group's unit is then a partition (U must be P) and a member reads
+    /// only the partitions it holds, through
+    /// [`GroupStore::subscribe_partitions`]. `None` (the default) when the
+    /// family is one stream.
+    fn unit_partitions(&self, family: Family) -> Option<u16> {
+        let _ = family;
+        None
+    }
+
+    /// Judge `cursor` as a subscription of `family`'s `partitions` from it
+    /// would, and answer where that subscription starts as a cursor naming
+    /// a position in each of them: the tail resolved, `beginning()` just
+    /// before each partition's oldest retained entry. Refuses what
+    /// subscribing refuses (`CursorExpired`, `InvalidCursor`);
+    /// `Unavailable` where families are not partitioned.
+    async fn start_partitions(
+        &self,
+        family: Family,
+        partitions: &[u16],
+        cursor: StreamCursor,
+    ) -> Result<StreamCursor, EngineError> {
+        let _ = (family, partitions, cursor);
+        Err(EngineError::unavailable(format!(
+            "partition subscriptions on the {} backend",
+            self.backend_name()
+        )))
+    }
+
+    /// Subscribe to `family`'s `partitions` only, exactly after `cursor`
+    /// (a cursor naming each of them); `Unavailable` where families are
+    /// not partitioned.
+    async fn subscribe_partitions(
+        &self,
+        family: Family,
+        partitions: &[u16],
+        cursor: StreamCursor,
+        filter: &SubscriptionFilter,
+    ) -> Result<DeliveryStream, EngineError> {
+        let _ = (family, partitions, cursor, filter);
+        Err(EngineError::unavailable(format!(
+            "partition subscriptions on the {} backend",
+            self.backend_name()
+        )))
+    }
 }

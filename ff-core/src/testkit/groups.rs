@@ -19,7 +19,10 @@ use crate::testkit::group_crowd::{
 use crate::testkit::support::run_label;
 use crate::testkit::Harness;
 
-fn spec(test: &str, units: u32) -> GroupSpec {
+/// A group of `units` units — or, where the backend splits the family
+/// into partitions (a unit is then a partition), of one unit per partition.
+fn spec<H: Harness + ?Sized>(h: &H, test: &str, units: u32) -> GroupSpec {
+    let units = store_of(h).unit_partitions(FAMILY).map_or(units, u32::from);
     GroupSpec::new(run_label(test), FAMILY, units).expect("a valid group spec")
 }
 
@@ -60,7 +63,7 @@ async fn collect(
 /// is delivered exactly once, by the one member holding its unit, and the
 /// events of a unit arrive in publish order.
 pub async fn group_units_are_owned_exclusively_and_ordered<H: Harness + ?Sized>(h: &H) {
-    let spec = spec("exclusive", 6);
+    let spec = spec(h, "exclusive", 6);
     let mut crowd = Crowd::new(spec.clone(), suite_config());
     for _ in 0..3 {
         crowd.join(h, true).await;
@@ -134,7 +137,7 @@ pub async fn group_units_are_owned_exclusively_and_ordered<H: Harness + ?Sized>(
 /// was handed out but not committed, and what was never handed out —
 /// each unit in order.
 pub async fn group_resumes_each_unit_exactly_after_its_last_commit<H: Harness + ?Sized>(h: &H) {
-    let spec = spec("resume", 4);
+    let spec = spec(h, "resume", 4);
     let run = spec.name.clone();
     publish(h.publisher().as_ref(), group_drafts(&run, 0, 80)).await;
     let mut first = GroupMember::join_from(
@@ -192,9 +195,9 @@ pub async fn group_resumes_each_unit_exactly_after_its_last_commit<H: Harness + 
             total += 1;
         }
     }
-    for unit in 0..4u32 {
+    for unit in 0..spec.units {
         let expected: Vec<usize> = (0..80)
-            .filter(|n| (n % 13) as u32 % 4 == unit && !committed.contains(n))
+            .filter(|n| (n % 13) as u32 % spec.units == unit && !committed.contains(n))
             .collect();
         assert_eq!(
             got.get(&unit).cloned().unwrap_or_default(),
@@ -209,7 +212,7 @@ pub async fn group_resumes_each_unit_exactly_after_its_last_commit<H: Harness + 
 /// refused (`Fenced`) and the stored cursor is unchanged. A commit naming
 /// the current epoch but a stale previous cursor is refused too.
 pub async fn group_refuses_a_zombie_commit<H: Harness + ?Sized>(h: &H) {
-    let spec = spec("zombie", 1);
+    let spec = spec(h, "zombie", 1);
     let run = spec.name.clone();
     publish(h.publisher().as_ref(), group_drafts(&run, 0, 3)).await;
     let mut zombie = GroupMember::join_from(
@@ -221,7 +224,7 @@ pub async fn group_refuses_a_zombie_commit<H: Harness + ?Sized>(h: &H) {
     )
     .await
     .expect("join");
-    let handle = loop {
+    let (handle, zombie_n) = loop {
         let item = tokio::time::timeout(
             super::group_crowd::GROUP_DEADLINE,
             futures::StreamExt::next(&mut zombie),
@@ -229,16 +232,19 @@ pub async fn group_refuses_a_zombie_commit<H: Harness + ?Sized>(h: &H) {
         .await
         .expect("an event in time")
         .expect("the stream goes on");
-        if let crate::group::GroupItem::Event { commit, .. } = item {
-            break commit;
+        if let crate::group::GroupItem::Event { commit, meta, .. } = item {
+            break (commit, meta.tags["n"].parse::<usize>().unwrap());
         }
     };
+    let zombie_unit = handle.lease().unit;
     zombie.abort();
     let mut crowd = Crowd::new(spec.clone(), suite_config());
     crowd.join(h, false).await;
     loop {
-        if let Seen::Assigned { .. } = crowd.next("the unit's takeover").await {
-            break;
+        if let Seen::Assigned { unit, .. } = crowd.next("the unit's takeover").await {
+            if unit == zombie_unit {
+                break;
+            }
         }
     }
     let refused = handle.commit().await;
@@ -248,7 +254,7 @@ pub async fn group_refuses_a_zombie_commit<H: Harness + ?Sized>(h: &H) {
     );
     let store = store_of(h);
     let view = store.view(&spec.name).await.expect("view");
-    let unit = &view.unit_states[0];
+    let unit = &view.unit_states[zombie_unit as usize];
     assert_ne!(
         &unit.cursor,
         handle.cursor(),
@@ -256,7 +262,7 @@ pub async fn group_refuses_a_zombie_commit<H: Harness + ?Sized>(h: &H) {
     );
     let lease = crate::group::UnitLease::new(
         spec.name.clone(),
-        0,
+        zombie_unit,
         unit.owner.clone().expect("the new owner"),
         unit.epoch,
         StreamCursor::beginning(),
@@ -268,9 +274,12 @@ pub async fn group_refuses_a_zombie_commit<H: Harness + ?Sized>(h: &H) {
     );
     // The new owner gets the zombie's uncommitted event again.
     loop {
-        if let Seen::Event { n, .. } = crowd.next("the redelivered event").await {
+        if let Seen::Event { n, unit, .. } = crowd.next("the redelivered event").await {
+            if unit != zombie_unit {
+                continue;
+            }
             assert_eq!(
-                n, 0,
+                n, zombie_n,
                 "group: the new owner must start with the uncommitted event"
             );
             break;
@@ -281,18 +290,21 @@ pub async fn group_refuses_a_zombie_commit<H: Harness + ?Sized>(h: &H) {
 /// A member asking for another unit count than the group was created
 /// with is refused with an error naming both.
 pub async fn group_refuses_another_unit_count<H: Harness + ?Sized>(h: &H) {
-    let spec = spec("units", 4);
+    let spec = spec(h, "units", 4);
     let member = GroupMember::join(h.backend(), spec.clone(), "a", suite_config())
         .await
         .expect("join");
-    let other = GroupSpec::new(spec.name.clone(), FAMILY, 8).unwrap();
+    let (mine, others) = (spec.units, spec.units * 2);
+    let other = GroupSpec::new(spec.name.clone(), FAMILY, others).unwrap();
     let err = GroupMember::join(h.backend(), other, "b", suite_config())
         .await
         .expect_err("another unit count must be refused");
     let text = err.to_string();
     assert!(
-        matches!(err, EngineError::Validation { .. }) && text.contains('4') && text.contains('8'),
-        "group: the refusal must be Validation naming 4 and 8, got {err:?}"
+        matches!(err, EngineError::Validation { .. })
+            && text.contains(&mine.to_string())
+            && text.contains(&others.to_string()),
+        "group: the refusal must be Validation naming {mine} and {others}, got {err:?}"
     );
     drop(member);
 }
@@ -303,7 +315,7 @@ pub async fn group_hands_over_at_once_on_a_clean_leave<H: Harness + ?Sized>(h: &
     let config = GroupConfig::with_lease(Duration::from_secs(600))
         .checkpoint_interval(Duration::from_millis(100));
     for how in [Stop::Leave, Stop::Drop] {
-        let spec = spec("clean-leave", 4);
+        let spec = spec(h, "clean-leave", 4);
         let mut crowd = Crowd::new(spec.clone(), config.clone());
         let a = crowd.join(h, true).await;
         let b = crowd.join(h, true).await;
@@ -339,7 +351,7 @@ pub async fn group_hands_over_at_once_on_a_clean_leave<H: Harness + ?Sized>(h: &
 /// A crashed member's units move to the other member once its lease
 /// expired — never before the lease could have run out.
 pub async fn group_hands_over_a_crashed_members_units_after_its_lease<H: Harness + ?Sized>(h: &H) {
-    let spec = spec("crash", 4);
+    let spec = spec(h, "crash", 4);
     let mut crowd = Crowd::new(spec.clone(), suite_config());
     let a = crowd.join(h, true).await;
     let b = crowd.join(h, true).await;
@@ -392,7 +404,7 @@ pub async fn group_hands_over_a_crashed_members_units_after_its_lease<H: Harness
 /// every event is handled at least once, and each unit's events arrive in
 /// order within each holding.
 pub async fn group_loses_no_event_under_member_churn<H: Harness + ?Sized>(h: &H) {
-    let spec = spec("churn", 8);
+    let spec = spec(h, "churn", 8);
     let run = spec.name.clone();
     let publisher = h.publisher();
     let mut crowd = Crowd::new(spec.clone(), suite_config());
@@ -424,17 +436,43 @@ pub async fn group_loses_no_event_under_member_churn<H: Harness + ?Sized>(h: &H)
     );
 }
 
+/// The cursor a plain subscription from the beginning yields with event
+/// `n` of `run` (on a partitioned family: a position in every partition).
+async fn stream_cursor_of<H: Harness + ?Sized>(h: &H, run: &str, n: usize) -> StreamCursor {
+    use futures::StreamExt;
+    let mut sub = h
+        .backend()
+        .subscribe_family(
+            FAMILY,
+            StreamCursor::beginning(),
+            &crate::filter::SubscriptionFilter::default(),
+        )
+        .await
+        .expect("subscribe from the beginning");
+    let deadline = Instant::now() + super::group_crowd::GROUP_DEADLINE;
+    loop {
+        let item = tokio::time::timeout_at(deadline, sub.next())
+            .await
+            .expect("the event within the deadline")
+            .expect("the subscription goes on")
+            .expect("no subscription error");
+        if let crate::backend::DeliveryItem::Event { event, meta } = item {
+            if meta.tags.get("run").map(String::as_str) == Some(run)
+                && meta.tags.get("n").map(String::as_str) == Some(n.to_string().as_str())
+            {
+                return event.cursor().clone();
+            }
+        }
+    }
+}
+
 /// Retention that trims past a unit's committed cursor is that unit's
 /// `CursorExpired` (a `UnitFailed` item, the member's stream goes on),
 /// as for any subscription — never a silent skip to the oldest event.
 pub async fn group_reports_a_trimmed_units_cursor_as_expired<H: Harness + ?Sized>(h: &H) {
-    let spec = spec("trimmed", 1);
+    let spec = spec(h, "trimmed", 1);
     let run = spec.name.clone();
-    let cursors = h
-        .publisher()
-        .publish_batch(group_drafts(&run, 0, 10))
-        .await
-        .expect("publish");
+    publish(h.publisher().as_ref(), group_drafts(&run, 0, 40)).await;
     let mut first = GroupMember::join_from(
         h.backend(),
         spec.clone(),
@@ -444,7 +482,7 @@ pub async fn group_reports_a_trimmed_units_cursor_as_expired<H: Harness + ?Sized
     )
     .await
     .expect("join");
-    loop {
+    let (trimmed, k) = loop {
         let item = tokio::time::timeout(
             super::group_crowd::GROUP_DEADLINE,
             futures::StreamExt::next(&mut first),
@@ -452,27 +490,36 @@ pub async fn group_reports_a_trimmed_units_cursor_as_expired<H: Harness + ?Sized
         .await
         .expect("an event in time")
         .expect("the stream goes on");
-        if let crate::group::GroupItem::Event { commit, .. } = item {
+        if let crate::group::GroupItem::Event {
+            unit, commit, meta, ..
+        } = item
+        {
             commit.commit().await.expect("commit the first event");
-            break;
+            break (unit, meta.tags["n"].parse::<usize>().unwrap());
         }
-    }
+    };
     drop(first);
-    h.expire_before(FAMILY, &cursors[5])
+    // Trim up to the unit's second event after the committed one, so at
+    // least one of its events after the cursor is gone.
+    let cut = (k + 1..40)
+        .filter(|n| (n % 13) as u32 % spec.units == trimmed)
+        .nth(1)
+        .expect("two more events of the unit");
+    h.expire_before(FAMILY, &stream_cursor_of(h, &run, cut).await)
         .await
         .unwrap_or_else(|e| panic!("group suite: expire_before failed: {e}"));
     let mut crowd = Crowd::new(spec.clone(), suite_config());
     crowd.join(h, true).await;
     loop {
         match crowd.next("the unit's CursorExpired").await {
-            Seen::Failed { error, .. } => {
+            Seen::Failed { error, unit, .. } if unit == trimmed => {
                 assert!(
                     matches!(error, EngineError::CursorExpired { .. }),
                     "group: a trimmed unit cursor must fail with CursorExpired, got {error:?}"
                 );
                 break;
             }
-            Seen::Event { n, .. } => {
+            Seen::Event { n, unit, .. } if unit == trimmed => {
                 panic!("group: event {n} was delivered although the unit's cursor was trimmed")
             }
             _ => {}
@@ -488,7 +535,7 @@ pub async fn group_keeps_a_members_lease_and_epochs_across_heartbeats<H: Harness
     let store = store_of(h);
     // Only the store's granularity (milliseconds) is allowed for.
     let slack = Duration::from_millis(2);
-    let probe = spec("lease-length", 1);
+    let probe = spec(h, "lease-length", 1);
     store
         .create_or_check(&probe, &StreamCursor::beginning())
         .await
@@ -513,7 +560,7 @@ pub async fn group_keeps_a_members_lease_and_epochs_across_heartbeats<H: Harness
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let spec = spec("renew", 2);
+    let spec = spec(h, "renew", 2);
     let mut crowd = Crowd::new(spec.clone(), suite_config());
     crowd.join(h, true).await;
     let before = converged(h, &spec.name, 1).await;
@@ -545,5 +592,59 @@ pub async fn group_keeps_a_members_lease_and_epochs_across_heartbeats<H: Harness
             "group: unit {}'s owner or epoch moved across its holder's heartbeats",
             was.unit
         );
+    }
+}
+
+/// A member takes over a unit whose committed cursor is far behind what
+/// it has already read for its other units (the unit's previous owner
+/// never committed): it still delivers every event of that unit after the
+/// committed cursor, none skipped because its reader was further on.
+pub async fn group_reads_a_unit_taken_behind_the_reader_from_its_cursor<H: Harness + ?Sized>(
+    h: &H,
+) {
+    let spec = spec(h, "behind", 4);
+    let run = spec.name.clone();
+    let total = 13 * 4;
+    let mut crowd = Crowd::new(spec.clone(), suite_config());
+    let a = crowd.join(h, true).await;
+    let b = crowd.join(h, false).await;
+    let view = converged(h, &spec.name, 2).await;
+    publish(h.publisher().as_ref(), group_drafts(&run, 0, total)).await;
+    let a_session = view
+        .members
+        .iter()
+        .find(|m| m.id() == format!("m{a}"))
+        .map(|m| m.session.clone());
+    let a_units: BTreeSet<u32> = view
+        .unit_states
+        .iter()
+        .filter(|u| u.owner == a_session)
+        .map(|u| u.unit)
+        .collect();
+    let unit_of = |n: usize| (n % 13) as u32 % spec.units;
+    let mut by_a: BTreeSet<usize> = BTreeSet::new();
+    let mut a_wants: BTreeSet<usize> = (0..total)
+        .filter(|n| a_units.contains(&unit_of(*n)))
+        .collect();
+    while !a_wants.is_subset(&by_a) {
+        if let Seen::Event { member, n, .. } = crowd.next("member a's own units").await {
+            if member == a {
+                by_a.insert(n);
+            }
+        }
+    }
+    // `b` committed nothing: its units go back to `a` at the cursors `a`
+    // committed before the hand-over, behind `a`'s reader.
+    crowd.stop(b, Stop::Drop).await;
+    a_wants = (0..total).collect();
+    while !a_wants.is_subset(&by_a) {
+        if let Seen::Event { member, n, .. } = crowd
+            .next("every event of the units taken back behind the reader")
+            .await
+        {
+            if member == a {
+                by_a.insert(n);
+            }
+        }
     }
 }

@@ -41,7 +41,7 @@
 //! | batch atomicity | [`publish_batch_is_all_or_none`] |
 //! | bounds, cursor_at | [`bounds_and_cursor_at_agree_with_published_events`] |
 //! | resolve_cursor | [`resolve_cursor_matches_subscription`] |
-//! | §3.10 consumer groups | [`group_units_are_owned_exclusively_and_ordered`], [`group_resumes_each_unit_exactly_after_its_last_commit`], [`group_refuses_a_zombie_commit`], [`group_refuses_another_unit_count`], [`group_hands_over_at_once_on_a_clean_leave`], [`group_hands_over_a_crashed_members_units_after_its_lease`], [`group_keeps_a_members_lease_and_epochs_across_heartbeats`], [`group_loses_no_event_under_member_churn`], [`group_reports_a_trimmed_units_cursor_as_expired`] ([`group_suite!`](crate::group_suite)) |
+//! | §3.10 consumer groups | [`group_units_are_owned_exclusively_and_ordered`], [`group_resumes_each_unit_exactly_after_its_last_commit`], [`group_refuses_a_zombie_commit`], [`group_refuses_another_unit_count`], [`group_hands_over_at_once_on_a_clean_leave`], [`group_hands_over_a_crashed_members_units_after_its_lease`], [`group_keeps_a_members_lease_and_epochs_across_heartbeats`], [`group_loses_no_event_under_member_churn`], [`group_reports_a_trimmed_units_cursor_as_expired`], [`group_reads_a_unit_taken_behind_the_reader_from_its_cursor`] ([`group_suite!`](crate::group_suite)) |
 //! | §3.8 cursor store | [`cursor_store_round_trips`], [`cursor_store_last_writer_wins`], [`cursor_store_keeps_names_and_cursors_exactly`], [`cursor_store_survives_a_reopen`] |
 //!
 //! Tests that need an optional hook ([`Capability`]) fail when the hook
@@ -101,7 +101,8 @@ pub use groups::{
     group_hands_over_a_crashed_members_units_after_its_lease,
     group_hands_over_at_once_on_a_clean_leave,
     group_keeps_a_members_lease_and_epochs_across_heartbeats,
-    group_loses_no_event_under_member_churn, group_refuses_a_zombie_commit,
+    group_loses_no_event_under_member_churn,
+    group_reads_a_unit_taken_behind_the_reader_from_its_cursor, group_refuses_a_zombie_commit,
     group_refuses_another_unit_count, group_reports_a_trimmed_units_cursor_as_expired,
     group_resumes_each_unit_exactly_after_its_last_commit,
     group_units_are_owned_exclusively_and_ordered,
@@ -329,6 +330,7 @@ macro_rules! group_suite {
             group_keeps_a_members_lease_and_epochs_across_heartbeats,
             group_loses_no_event_under_member_churn,
             group_reports_a_trimmed_units_cursor_as_expired,
+            group_reads_a_unit_taken_behind_the_reader_from_its_cursor,
         );
     };
     ($make:path, absent: [groups $(,)?]) => {
@@ -342,6 +344,7 @@ macro_rules! group_suite {
             group_keeps_a_members_lease_and_epochs_across_heartbeats,
             group_loses_no_event_under_member_churn,
             group_reports_a_trimmed_units_cursor_as_expired,
+            group_reads_a_unit_taken_behind_the_reader_from_its_cursor,
         );
     };
 }

@@ -119,6 +119,7 @@ mod group_store;
 mod group_wake;
 mod held_back;
 mod history;
+mod inner;
 mod migrate;
 mod notify;
 mod partitions;

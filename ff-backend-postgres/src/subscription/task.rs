@@ -18,9 +18,9 @@ use ff_core::stream_subscribe::StreamCursor;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::backend::Inner;
 use crate::error::{is_connection_error, map_sqlx};
 use crate::history;
+use crate::inner::Inner;
 use crate::position::Pos;
 use crate::resolve::expiry;
 use crate::resolve::Resolved;

@@ -178,6 +178,7 @@ pub use config::{
 };
 pub use groups::ValkeyGroupStore;
 pub use limits::MAX_ENTRY_BYTES;
+pub use producer::{EntryOf, EntryWitness};
 /// The client crate, re-exported: [`ValkeyBackend::append_cmd`] returns its
 /// [`Cmd`](redis::Cmd) for callers' own pipelines.
 pub use redis;

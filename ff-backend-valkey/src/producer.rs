@@ -8,7 +8,7 @@
 use ff_core::backend::validate_new_event;
 use ff_core::engine_error::EngineError;
 use ff_core::stream_events::{EventMeta, Family, NewEvent};
-use ff_core::stream_subscribe::{encode_valkey, StreamCursor};
+use ff_core::stream_subscribe::StreamCursor;
 
 use crate::{id, partition, publish, witness, ValkeyBackend};
 
@@ -19,14 +19,15 @@ impl ValkeyBackend {
     /// `{fp:n}` on a cluster or with several partitions: with P equal to
     /// the engine's partition count that is the slot of the execution's
     /// own keys. Its reply is the entry id;
-    /// [`ValkeyBackend::cursor_of_entry`] turns it into the event's cursor.
+    /// [`ValkeyBackend::entry_id_cursor`] with [`EntryOf::Event`] turns it
+    /// into the event's cursor.
     /// Validates like a publish. Retention is not applied by this command:
     /// add [`ValkeyBackend::retention_cmd`] now and then, or call
     /// [`ValkeyBackend::apply_retention`].
     ///
     /// ```no_run
     /// # async fn demo(backend: ff_backend_valkey::ValkeyBackend) -> Result<(), Box<dyn std::error::Error>> {
-    /// use ff_backend_valkey::redis;
+    /// use ff_backend_valkey::{redis, EntryOf};
     /// use ff_core::stream_events::{CompletionOutcome, EventMeta, NewEvent};
     /// use ff_core::types::ExecutionId;
     ///
@@ -41,7 +42,8 @@ impl ValkeyBackend {
     ///     .add_command(backend.append_cmd(&event, &EventMeta::new())?)
     ///     .query_async(&mut conn)
     ///     .await?;
-    /// let cursor = backend.cursor_of_entry(&event, &EventMeta::new(), &entry_id)?;
+    /// let meta = EventMeta::new();
+    /// let cursor = backend.entry_id_cursor(&entry_id, EntryOf::Event { event: &event, meta: &meta })?;
     /// # let _ = cursor; Ok(()) }
     /// ```
     pub fn append_cmd(
@@ -58,60 +60,31 @@ impl ValkeyBackend {
         )
     }
 
-    /// The cursor of `event` with `meta`, appended with
-    /// [`ValkeyBackend::append_cmd`] under entry id `entry_id` (`ms-seq`,
-    /// as `XADD` replies): the cursor publish would have returned, with
-    /// the entry's witness.
-    pub fn cursor_of_entry(
+    /// The cursor of the stream entry `entry_id` (`ms-seq`, as `XADD`
+    /// replies), for the entry `entry` describes: the one function that
+    /// turns an entry id into a cursor. With several partitions the cursor
+    /// follows the entry's partition alone, and resumes a subscription of
+    /// it (or one filtered on an execution of it) exactly after the entry.
+    ///
+    /// Fails with `Validation` for a malformed id, a partition that does
+    /// not exist, or an event that would not validate.
+    pub fn entry_id_cursor(
         &self,
-        event: &NewEvent,
-        meta: &EventMeta,
         entry_id: &str,
+        entry: EntryOf<'_>,
     ) -> Result<StreamCursor, EngineError> {
-        let witness = publish::xadd_witness(&self.append_cmd(event, meta)?);
-        let partition = self.partition_of(event.execution_id());
-        self.cursor_of(event.family(), partition, entry_id, Some(witness))
-    }
-
-    /// The cursor of the entry `entry_id` (`ms-seq`) of `family`'s
-    /// partition `partition`, without the entry's witness: the entry's
-    /// position in its partition — with several partitions a cursor
-    /// following that one partition, which resumes a subscription of it
-    /// (or one filtered on an execution of it) exactly after the entry. It
-    /// resumes exactly, but cannot tell that entry from another given the
-    /// same id after a lossy failover: prefer
-    /// [`ValkeyBackend::raw_entry_cursor`] when the fields are known.
-    pub fn entry_cursor(
-        &self,
-        family: Family,
-        partition: u16,
-        entry_id: &str,
-    ) -> Result<StreamCursor, EngineError> {
-        self.cursor_of(family, partition, entry_id, None)
-    }
-
-    /// The cursor of the entry `entry_id` (`ms-seq`) of `family`'s
-    /// partition `partition` that another client appended with `fields`
-    /// (names and values, in the order written): the cursor subscriptions
-    /// deliver for it, with the entry's witness.
-    pub fn raw_entry_cursor<N: AsRef<[u8]>, V: AsRef<[u8]>>(
-        &self,
-        family: Family,
-        partition: u16,
-        entry_id: &str,
-        fields: &[(N, V)],
-    ) -> Result<StreamCursor, EngineError> {
-        let witness = witness::digest(fields.iter().flat_map(|(n, v)| [n.as_ref(), v.as_ref()]));
-        self.cursor_of(family, partition, entry_id, Some(witness))
-    }
-
-    fn cursor_of(
-        &self,
-        family: Family,
-        partition: u16,
-        entry_id: &str,
-        witness: Option<u32>,
-    ) -> Result<StreamCursor, EngineError> {
+        let (family, partition, witness) = match entry {
+            EntryOf::Event { event, meta } => (
+                event.family(),
+                self.partition_of(event.execution_id()),
+                Some(publish::xadd_witness(&self.append_cmd(event, meta)?)),
+            ),
+            EntryOf::Stored {
+                family,
+                partition,
+                witness,
+            } => (family, partition, witness.map(|w| w.0)),
+        };
         if partition >= self.partitions() {
             return Err(EngineError::validation(format!(
                 "partition {partition} does not exist: each family has {} partition(s)",
@@ -128,11 +101,65 @@ impl ValkeyBackend {
         ))
     }
 
-    /// The cursor of the `family` entry with id `entry_id` (`ms-seq`, as
-    /// `XADD` replies) when each family is one stream (P = 1), without the
-    /// entry's witness (see [`ValkeyBackend::entry_cursor`]); with several
-    /// partitions the cursor depends on the event's partition: use
-    /// [`ValkeyBackend::cursor_of_entry`].
+    /// The cursor of `event` with `meta`, appended under `entry_id`.
+    #[deprecated(note = "use entry_id_cursor(entry_id, EntryOf::Event { event, meta })")]
+    pub fn cursor_of_entry(
+        &self,
+        event: &NewEvent,
+        meta: &EventMeta,
+        entry_id: &str,
+    ) -> Result<StreamCursor, EngineError> {
+        self.entry_id_cursor(entry_id, EntryOf::Event { event, meta })
+    }
+
+    /// The cursor of the entry `entry_id` of `family`'s partition
+    /// `partition`, without the entry's witness.
+    #[deprecated(
+        note = "use entry_id_cursor(entry_id, EntryOf::Stored { family, partition, witness: None })"
+    )]
+    pub fn entry_cursor(
+        &self,
+        family: Family,
+        partition: u16,
+        entry_id: &str,
+    ) -> Result<StreamCursor, EngineError> {
+        self.entry_id_cursor(
+            entry_id,
+            EntryOf::Stored {
+                family,
+                partition,
+                witness: None,
+            },
+        )
+    }
+
+    /// The cursor of the entry `entry_id` of `family`'s partition
+    /// `partition` that another client appended with `fields`.
+    #[deprecated(
+        note = "use entry_id_cursor(entry_id, EntryOf::Stored { family, partition, witness: Some(EntryWitness::of_fields(fields)) })"
+    )]
+    pub fn raw_entry_cursor<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        family: Family,
+        partition: u16,
+        entry_id: &str,
+        fields: &[(N, V)],
+    ) -> Result<StreamCursor, EngineError> {
+        self.entry_id_cursor(
+            entry_id,
+            EntryOf::Stored {
+                family,
+                partition,
+                witness: Some(EntryWitness::of_fields(fields)),
+            },
+        )
+    }
+
+    /// The cursor of the `family` entry `entry_id` when each family is one
+    /// stream (P = 1), without the entry's witness.
+    #[deprecated(
+        note = "use entry_id_cursor(entry_id, EntryOf::Stored { family, partition: 0, witness: None })"
+    )]
     pub fn cursor_from_entry_id(
         &self,
         family: Family,
@@ -140,12 +167,63 @@ impl ValkeyBackend {
     ) -> Result<StreamCursor, EngineError> {
         if self.partitions() > 1 {
             return Err(EngineError::validation(format!(
-                "with partitions={} an entry id alone does not make a cursor; use cursor_of_entry(event, meta, entry_id)",
+                "with partitions={} an entry id alone does not make a cursor; use cursor_of_entry(event, meta, entry_id) or entry_id_cursor",
                 self.partitions()
             )));
         }
-        let at = parse_entry_id(entry_id)?;
-        Ok(encode_valkey(family, at.ms, at.seq))
+        self.entry_id_cursor(
+            entry_id,
+            EntryOf::Stored {
+                family,
+                partition: 0,
+                witness: None,
+            },
+        )
+    }
+}
+
+/// Which entry an entry id names, for [`ValkeyBackend::entry_id_cursor`].
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub enum EntryOf<'a> {
+    /// The entry [`ValkeyBackend::append_cmd`] wrote for `event` with
+    /// `meta`: its family and partition follow from the event, and the
+    /// cursor is the one a publish would have returned, with the entry's
+    /// witness.
+    Event {
+        /// The event appended.
+        event: &'a NewEvent,
+        /// Its metadata.
+        meta: &'a EventMeta,
+    },
+    /// An entry of `family`'s partition `partition` (below
+    /// [`ValkeyBackend::partitions`]) that another client wrote. With its
+    /// `witness` ([`EntryWitness::of_fields`]) the cursor is the one
+    /// subscriptions deliver; without, it resumes exactly but cannot tell
+    /// the entry from another given the same id after a lossy failover.
+    Stored {
+        /// The entry's family.
+        family: Family,
+        /// The entry's partition.
+        partition: u16,
+        /// The entry's witness, when its fields are known.
+        witness: Option<EntryWitness>,
+    },
+}
+
+/// The witness of a stream entry: a digest of its field names and values
+/// in the order written, by which a cursor tells its entry from another
+/// given the same id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryWitness(u32);
+
+impl EntryWitness {
+    /// The witness of an entry written with `fields` (names and values, in
+    /// the order written).
+    pub fn of_fields<N: AsRef<[u8]>, V: AsRef<[u8]>>(fields: &[(N, V)]) -> Self {
+        Self(witness::digest(
+            fields.iter().flat_map(|(n, v)| [n.as_ref(), v.as_ref()]),
+        ))
     }
 }
 

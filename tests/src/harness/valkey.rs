@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ff_backend_valkey::redis::{self, aio::MultiplexedConnection, Value};
-use ff_backend_valkey::{ValkeyBackend, ValkeyConfig};
+use ff_backend_valkey::{EntryOf, EntryWitness, ValkeyBackend, ValkeyConfig};
 use ff_core::backend::{EventPublisher, StreamBackend};
 use ff_core::engine_error::EngineError;
 use ff_core::stream_events::record::Field;
@@ -212,8 +212,14 @@ impl Harness for ValkeyHarness {
         } else {
             fields.iter().map(|(f, v)| (f.name(), v.as_str())).collect()
         };
-        self.backend
-            .raw_entry_cursor(family, 0, &String::from_utf8_lossy(&id), &written)
+        self.backend.entry_id_cursor(
+            &String::from_utf8_lossy(&id),
+            EntryOf::Stored {
+                family,
+                partition: 0,
+                witness: Some(EntryWitness::of_fields(&written)),
+            },
+        )
     }
 
     async fn kill_connections(&self) -> Result<(), EngineError> {

@@ -48,8 +48,9 @@ impl ValkeyBackend {
     /// `first_kept`'s position there; the entry at that position (with one
     /// partition: the event at `first_kept`) becomes the oldest retained,
     /// and cursors before it then yield `CursorExpired`. Returns the number
-    /// of entries removed.
-    pub async fn trim_before(
+    /// of entries removed. The same name and meaning as the other backends'
+    /// `prune_before`.
+    pub async fn prune_before(
         &self,
         family: Family,
         first_kept: &StreamCursor,
@@ -57,7 +58,7 @@ impl ValkeyBackend {
         let followed = Followed::all(family, self.partitions());
         let CursorStart::After(positions) = followed.decode(first_kept)? else {
             return Err(EngineError::validation(
-                "trim_before needs the cursor of an event, not tail or beginning",
+                "prune_before needs the cursor of an event, not tail or beginning",
             ));
         };
         let mut removed = 0;
@@ -73,6 +74,16 @@ impl ValkeyBackend {
             removed += self.run_trim(family, partition, cmd).await?;
         }
         Ok(removed)
+    }
+
+    /// The former name of [`ValkeyBackend::prune_before`].
+    #[deprecated(note = "renamed prune_before, as in the other backends")]
+    pub async fn trim_before(
+        &self,
+        family: Family,
+        first_kept: &StreamCursor,
+    ) -> Result<u64, EngineError> {
+        self.prune_before(family, first_kept).await
     }
 
     async fn run_trim(

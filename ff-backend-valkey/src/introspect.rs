@@ -69,7 +69,7 @@ impl ValkeyBackend {
         self.inner.keys.stream(family, partition)
     }
 
-    /// The hash the [`CursorStore`] writes: `{prefix}cursors`.
+    /// The hash the [`CursorStore`](ff_core::backend::CursorStore) writes: `{prefix}cursors`.
     pub fn cursors_key(&self) -> &str {
         self.inner.keys.cursors()
     }

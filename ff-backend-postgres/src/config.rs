@@ -45,7 +45,7 @@ pub struct PostgresConfig {
     pub held_back_poll: Duration,
     /// On servers that allow prepared transactions
     /// (`max_prepared_transactions > 0`), re-read at least this often: a
-    /// producer that uses two-phase commit cannot `NOTIFY` (see the README),
+    /// producer that uses two-phase commit cannot `NOTIFY` (see `docs/postgres.md`),
     /// and nothing else tells a subscriber when `COMMIT PREPARED` makes its
     /// events visible. Ignored on servers that allow none. Default 1 s.
     pub prepared_poll: Duration,

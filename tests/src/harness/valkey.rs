@@ -253,7 +253,7 @@ impl Harness for ValkeyHarness {
     /// cursor is refused only when it lies beyond this stream's head
     /// (`cursor_beyond_head`) or behind its trimmed history; an older one
     /// reads as a position here. So the capability is absent (declared in
-    /// the Valkey conformance files) and the README says so.
+    /// the Valkey conformance files) and docs/valkey.md says so.
     async fn foreign_cursor(&self, _family: Family) -> Result<StreamCursor, EngineError> {
         Err(EngineError::unavailable(
             "foreign_cursor (Valkey cursors carry no stream identity)",

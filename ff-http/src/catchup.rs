@@ -9,7 +9,7 @@
 //!
 //! A client is placed only at a [`Vouched`] position `p` — resolved by the
 //! backend when the client connected, or yielded by a hub since (see
-//! [`crate::vouched`]); no hub admits a cursor because its bytes sort
+//! [`crate::hub::vouched`]); no hub admits a cursor because its bytes sort
 //! inside the hub's window. It is placed, in order of preference:
 //! 1. on the live hub, when the live hub has seen every event after `p`
 //!    (its window starts at or before `p`);
@@ -43,8 +43,8 @@ use ff_core::stream_events::Family;
 use ff_core::stream_subscribe::StreamCursor;
 use tokio::sync::watch;
 
+use crate::hub::vouched::Vouched;
 use crate::hub::{at_or_before, covers, Hub, Joined, Role, Status};
-use crate::vouched::Vouched;
 
 /// A queued client.
 #[derive(Debug)]

@@ -39,10 +39,10 @@ use crate::encode::{self, PositionReason};
 use crate::errors::{self, ApiError};
 use crate::fanout::{self, Unplaced, WhenQueued};
 use crate::gateway::GatewayState;
+use crate::hub::vouched::Vouched;
 use crate::hub::{at_or_before, Hub, HubBody, HubItem, HubMsg, HubReceiver, Joined, StartError};
 use crate::metrics::Metrics;
 use crate::params::{Start, StreamParams};
-use crate::vouched::Vouched;
 
 /// Coalesce ready messages into one chunk up to about this many bytes (a
 /// single larger message is one chunk of its own). With the connection's

@@ -145,7 +145,6 @@ mod server;
 mod session;
 mod tls;
 mod viewer;
-mod vouched;
 
 pub use auth::{
     load_tokens_from_env, load_tokens_from_file, parse_tokens, Auth, Token, TokenError,

@@ -33,9 +33,9 @@ use ff_core::stream_events::Family;
 use tokio::sync::watch;
 
 use crate::catchup::CatchUpPool;
+use crate::hub::vouched::Vouched;
 use crate::hub::{wait_ready, Hub, Joined, Role, StartError};
 use crate::metrics::{HubStats, Metrics};
-use crate::vouched::Vouched;
 
 /// Settings of the hubs.
 #[derive(Clone, Debug)]

@@ -9,8 +9,8 @@ use tokio::time::Instant;
 
 use super::Hubs;
 use crate::catchup::{start_of, CatchUpPool, Decision, Waiter};
+use crate::hub::vouched::Vouched;
 use crate::hub::{wait_ready, Hub, Joined, StartError};
-use crate::vouched::Vouched;
 
 /// A client's place in the queue while [`place`] runs: left when `place`
 /// returns or its future is dropped (the client went away while queued),

@@ -15,7 +15,7 @@
 //! # Joining without gap or duplicate
 //!
 //! A client joins only at a [`Vouched`] position `p`: one the backend
-//! resolved for it, or one a hub yielded (see [`crate::vouched`]) — never a
+//! resolved for it, or one a hub yielded (see [`crate::hub::vouched`]) — never a
 //! cursor admitted because its bytes sort inside the window. It joins
 //! under the hub's state lock, which the hub also holds while it sends an
 //! item and advances `position`. If `base <= p`, the hub has seen every
@@ -44,6 +44,7 @@
 //! every placement.
 
 mod flow;
+pub(crate) mod vouched;
 
 use std::cmp::Ordering;
 use std::collections::VecDeque;
@@ -61,7 +62,7 @@ use tokio::time::Instant;
 
 use crate::encode;
 use crate::metrics::HubStats;
-use crate::vouched::Vouched;
+use vouched::Vouched;
 
 pub(crate) use flow::{hold_back, HubReceiver};
 use flow::{HoldBack, Member};

@@ -19,7 +19,7 @@ use ff_core::engine_error::EngineError;
 use ff_core::stream_events::Family;
 use ff_core::stream_subscribe::StreamCursor;
 
-use crate::hub::{at_or_before, HubItem, StartError};
+use super::{at_or_before, HubItem, StartError};
 
 /// A position the backend or a hub vouched for (see the module docs).
 #[derive(Clone, Debug, PartialEq, Eq)]

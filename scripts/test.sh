@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The workspace's test command (see README and DESIGN.md section 7).
+# The workspace's test command (see the README, and "How it is tested" in docs/design.md).
 #
 # Checks formatting (`cargo fmt --check`) and lints (`cargo clippy
 # --all-targets -D warnings`) first, so a slip fails in seconds; then

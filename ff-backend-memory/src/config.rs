@@ -11,7 +11,11 @@ pub const DEFAULT_RETENTION_BYTES: usize = 256 * 1024 * 1024;
 /// Default checkpoint interval.
 pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// Default number of records a subscription takes per lock.
-pub const DEFAULT_BATCH_SIZE: usize = 256;
+pub const DEFAULT_READ_BATCH: usize = 256;
+
+/// The former name of [`DEFAULT_READ_BATCH`].
+#[deprecated(note = "renamed DEFAULT_READ_BATCH, as in the other backends")]
+pub const DEFAULT_BATCH_SIZE: usize = DEFAULT_READ_BATCH;
 
 /// Builds a [`MemoryBackend`].
 ///
@@ -28,7 +32,7 @@ pub struct MemoryBackendBuilder {
     pub(crate) retention: usize,
     pub(crate) retention_bytes: usize,
     pub(crate) checkpoint_interval: Duration,
-    pub(crate) batch_size: usize,
+    pub(crate) read_batch: usize,
 }
 
 impl Default for MemoryBackendBuilder {
@@ -37,7 +41,7 @@ impl Default for MemoryBackendBuilder {
             retention: DEFAULT_RETENTION,
             retention_bytes: DEFAULT_RETENTION_BYTES,
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
-            batch_size: DEFAULT_BATCH_SIZE,
+            read_batch: DEFAULT_READ_BATCH,
         }
     }
 }
@@ -66,14 +70,20 @@ impl MemoryBackendBuilder {
 
     /// Records a subscription copies out per lock acquisition (memory per
     /// subscription is O(batch)). At least 1.
-    pub fn batch_size(mut self, records: usize) -> Self {
-        self.batch_size = records.max(1);
+    pub fn read_batch(mut self, records: usize) -> Self {
+        self.read_batch = records.max(1);
         self
+    }
+
+    /// The former name of [`read_batch`](Self::read_batch).
+    #[deprecated(note = "renamed read_batch, as in the other backends")]
+    pub fn batch_size(self, records: usize) -> Self {
+        self.read_batch(records)
     }
 
     /// Build the backend.
     pub fn build(self) -> MemoryBackend {
-        debug_assert!(self.retention >= 1 && self.batch_size >= 1);
+        debug_assert!(self.retention >= 1 && self.read_batch >= 1);
         MemoryBackend::from_builder(self)
     }
 }

@@ -55,8 +55,10 @@ use ff_core::stream_events::{EventMeta, Family, NewEvent};
 use ff_core::stream_subscribe::{decode_memory, encode_memory, CursorStart, StreamCursor};
 use ff_core::types::TimestampMs;
 
+#[allow(deprecated)]
+pub use config::DEFAULT_BATCH_SIZE;
 pub use config::{
-    MemoryBackendBuilder, DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_RETENTION,
+    MemoryBackendBuilder, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_READ_BATCH, DEFAULT_RETENTION,
     DEFAULT_RETENTION_BYTES,
 };
 pub use cursor_store::MemoryCursorStore;
@@ -194,9 +196,11 @@ impl MemoryBackend {
         Ok((start, after, head))
     }
 
-    /// Evict every event of `family` before the one at `cursor` (which
-    /// stays, as the oldest retained). Returns how many were evicted.
-    pub fn evict_before(
+    /// Remove every event of `family` before the one at `cursor` (which
+    /// stays, as the oldest retained); cursors before it then yield
+    /// `CursorExpired`. Returns how many were removed. The same name and
+    /// meaning as the other backends' `prune_before`.
+    pub fn prune_before(
         &self,
         family: Family,
         cursor: &StreamCursor,
@@ -204,9 +208,19 @@ impl MemoryBackend {
         match self.sequence_of(family, cursor)? {
             CursorStart::After(seq) => Ok(self.shared.log(family).lock().evict_before(seq)),
             _ => Err(EngineError::validation(
-                "evict_before needs the cursor of an event, not tail or beginning",
+                "prune_before needs the cursor of an event, not tail or beginning",
             )),
         }
+    }
+
+    /// The former name of [`prune_before`](Self::prune_before).
+    #[deprecated(note = "renamed prune_before, as in the other backends")]
+    pub fn evict_before(
+        &self,
+        family: Family,
+        cursor: &StreamCursor,
+    ) -> Result<usize, EngineError> {
+        self.prune_before(family, cursor)
     }
 
     /// Append a record given as wire fields (`execution_id`, `outcome`, ...),

@@ -108,7 +108,7 @@ impl Subscription {
                 self.ready
                     .push_back((self.scanned, DeliveryItem::Checkpoint { cursor }));
             }
-            if !self.ready.is_empty() || read == self.shared.config.batch_size {
+            if !self.ready.is_empty() || read == self.shared.config.read_batch {
                 continue; // more may be waiting: read on before sleeping
             }
             if self.scanned > self.reported {
@@ -146,7 +146,7 @@ impl Subscription {
         self.caught_up_if_reached();
         let batch = {
             let log = self.shared.log(self.family).lock();
-            match log.read_after(self.scanned, self.shared.config.batch_size) {
+            match log.read_after(self.scanned, self.shared.config.read_batch) {
                 Read::Records(r) => r,
                 Read::Expired { oldest } => {
                     return Err(self.expired(oldest, "evicted by the memory backend's retention"))

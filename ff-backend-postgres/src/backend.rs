@@ -19,6 +19,7 @@ use sqlx::{ConnectOptions, Row};
 use crate::config::PostgresConfig;
 use crate::error::{map_sqlx, redact_url, BACKEND};
 use crate::history;
+use crate::inner::Inner;
 use crate::migrate;
 use crate::notify::Notifier;
 use crate::pool::{with_conn, ConnPool};
@@ -37,19 +38,6 @@ use crate::url_params;
 #[derive(Clone)]
 pub struct PostgresBackend {
     pub(crate) inner: Arc<Inner>,
-}
-
-/// Shared state of a backend and its clones.
-pub(crate) struct Inner {
-    pub config: PostgresConfig,
-    pub names: SchemaNames,
-    /// Pooled connections (publishing, cursor store, queries); they set
-    /// `ff.defer_notify` and leave wake-ups to `notifier`.
-    pub pool: Arc<ConnPool>,
-    /// Options for subscription connections.
-    pub sub_options: PgConnectOptions,
-    pub statements: InsertStatements,
-    pub notifier: Notifier,
 }
 
 impl fmt::Debug for PostgresBackend {

@@ -32,7 +32,7 @@ pub struct PostgresConfig {
     /// at most [`MAX_SCHEMA_LEN`] bytes. Default `ff`.
     pub schema: String,
     /// Rows read per catch-up query (and the unit of buffering). Default 1000.
-    pub batch_size: usize,
+    pub read_batch: usize,
     /// How long a subscription may go without yielding before it yields a
     /// `Checkpoint` for rows it scanned but filtered out. Default 1 s.
     pub checkpoint_interval: Duration,
@@ -45,7 +45,7 @@ pub struct PostgresConfig {
     pub held_back_poll: Duration,
     /// On servers that allow prepared transactions
     /// (`max_prepared_transactions > 0`), re-read at least this often: a
-    /// producer that uses two-phase commit cannot `NOTIFY` (see the README),
+    /// producer that uses two-phase commit cannot `NOTIFY` (see `docs/postgres.md`),
     /// and nothing else tells a subscriber when `COMMIT PREPARED` makes its
     /// events visible. Ignored on servers that allow none. Default 1 s.
     pub prepared_poll: Duration,
@@ -99,7 +99,7 @@ impl Default for PostgresConfig {
     fn default() -> Self {
         Self {
             schema: "ff".to_owned(),
-            batch_size: 1000,
+            read_batch: 1000,
             checkpoint_interval: Duration::from_secs(1),
             safety_net_poll: Duration::from_secs(30),
             held_back_poll: Duration::from_millis(50),
@@ -131,10 +131,16 @@ impl PostgresConfig {
         self
     }
 
-    /// Read `batch_size` rows per catch-up query.
-    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
-        self.batch_size = batch_size;
+    /// Read `rows` rows per catch-up query.
+    pub fn with_read_batch(mut self, rows: usize) -> Self {
+        self.read_batch = rows;
         self
+    }
+
+    /// The former name of [`with_read_batch`](Self::with_read_batch).
+    #[deprecated(note = "renamed with_read_batch, as in the other backends")]
+    pub fn with_batch_size(self, rows: usize) -> Self {
+        self.with_read_batch(rows)
     }
 
     /// Set the checkpoint interval.
@@ -265,10 +271,10 @@ impl PostgresConfig {
                 name.chars().take(80).collect::<String>()
             )));
         }
-        if !(1..=100_000).contains(&self.batch_size) {
+        if !(1..=100_000).contains(&self.read_batch) {
             return Err(EngineError::validation(format!(
-                "batch_size must be 1..=100000, got {}",
-                self.batch_size
+                "read_batch must be 1..=100000, got {}",
+                self.read_batch
             )));
         }
         if self.pool_size == 0 {
@@ -362,10 +368,10 @@ mod tests {
     fn defaults_are_valid_and_bad_settings_are_named() {
         assert!(PostgresConfig::default().validate().is_ok());
         let err = PostgresConfig::default()
-            .with_batch_size(0)
+            .with_read_batch(0)
             .validate()
             .unwrap_err();
-        assert!(err.to_string().contains("batch_size"), "{err}");
+        assert!(err.to_string().contains("read_batch"), "{err}");
         let err = PostgresConfig::default()
             .with_application_name("x".repeat(60))
             .validate()

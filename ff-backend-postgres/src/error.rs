@@ -59,7 +59,7 @@ pub(crate) fn map_sqlx(e: sqlx::Error) -> EngineError {
                     " (the server refused the login: check the URL's user, password, sslmode and sslcert/sslkey; a server that admits only TLS refuses sslmode=disable)"
                 }
                 "42501" => {
-                    " (this role lacks a grant ff needs: as the schema's owner run `ff migrate --grant-consumer ROLE` or `--grant-publisher ROLE`; the README lists the grants)"
+                    " (this role lacks a grant ff needs: as the schema's owner run `ff migrate --grant-consumer ROLE` or `--grant-publisher ROLE`; docs/postgres.md lists the grants)"
                 }
                 _ => "",
             };

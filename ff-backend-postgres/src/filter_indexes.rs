@@ -58,7 +58,8 @@ fn creates(names: &SchemaNames, family: Family, concurrently: bool) -> Vec<(Stri
 impl PostgresBackend {
     /// Create the filter indexes of every family (without blocking
     /// writers), so that narrow filtered subscriptions read by index.
-    /// Writers pay for them on every insert; see the README's figures.
+    /// Writers pay for them on every insert; the README's benchmarks give
+    /// the cost.
     pub async fn create_filter_indexes(&self) -> Result<(), EngineError> {
         let names = &self.inner.names;
         for family in Family::ALL {

@@ -131,7 +131,7 @@ pub(crate) fn foreign_rows(resolved: &Resolved, family: Family) -> Option<Engine
              transaction ids below {}: the schema was restored from another cluster's dump, and \
              events written now would sort before the restored ones; advance this cluster's \
              transaction ids past them first (e.g. pg_resetwal --epoch on the stopped cluster; \
-             see the README)",
+             see docs/postgres.md)",
             head.xid, resolved.xmax
         ),
     })

@@ -55,9 +55,8 @@
 //! payload) unless the session set `ff.defer_notify = on` — the backend's
 //! own pool does, and notifies after commit instead, because a `NOTIFY`
 //! inside a transaction holds a cluster-wide lock through its commit and
-//! serialises concurrent committers (measured: single-event transactions
-//! from 4 connections ran at 0.4–0.65× the throughput of the same inserts
-//! without it). Subscriptions of the publishing backend instance are
+//! serialises concurrent committers (the README's benchmark section gives
+//! the cost). Subscriptions of the publishing backend instance are
 //! also woken in process, without the notification's round trip.
 //!
 //! Each subscription holds one connection of its own (`application_name`
@@ -119,6 +118,7 @@ mod group_store;
 mod group_wake;
 mod held_back;
 mod history;
+mod inner;
 mod migrate;
 mod notify;
 mod partitions;

@@ -12,7 +12,7 @@ use ff_core::stream_subscribe::MAX_PARTITIONS;
 
 /// Default key prefix.
 pub const DEFAULT_KEY_PREFIX: &str = "ff:";
-/// Default entries per catch-up read (measured: see the crate docs).
+/// Default entries per catch-up read (chosen by measurement with `ff bench`).
 pub const DEFAULT_READ_BATCH: usize = 1000;
 /// Default checkpoint interval.
 pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);

@@ -117,7 +117,7 @@ pub(crate) fn refusal(text: &str, account: &str) -> Option<String> {
         None => "run a command ff needs".to_owned(),
     };
     Some(format!(
-        "the account {account:?} may not {what} ({text}); grant the rights the README lists for its role"
+        "the account {account:?} may not {what} ({text}); grant the rights docs/valkey.md lists for its role"
     ))
 }
 

@@ -104,11 +104,11 @@
 //!
 //! ## Performance
 //!
-//! Measured with `ff bench` on a 2-core machine beside raw `redis`-crate
-//! loops in the same run: catch-up about 4x a raw `XREAD COUNT 1000` loop
-//! (about 400,000 vs 100,000 events/s), publish on par with raw pipelined
-//! `XADD`, live latency one server-side round trip above a raw
-//! `XREAD BLOCK`, and memory flat in the backlog size. What decided it:
+//! Catch-up is faster than a raw `XREAD COUNT 1000` loop, publishing on
+//! par with raw pipelined `XADD`, live latency one server-side round trip
+//! above a raw `XREAD BLOCK`, and memory flat in the backlog size; `ff
+//! bench` measures each beside a raw-client baseline, and the README's
+//! benchmark section gives the figures. What decided it:
 //!
 //! - subscriptions read with a lean RESP2 reader (`resp.rs`)
 //!   that tokenises a reply in place; the general-purpose client spent
@@ -128,6 +128,7 @@
 //! `ff_core::testkit`, which this backend passes against a real server and
 //! a real cluster, with one partition and with six.
 
+mod app_connection;
 mod bounds;
 mod config;
 mod connection;
@@ -139,10 +140,12 @@ mod group_wake;
 mod groups;
 mod id;
 mod inner;
+mod introspect;
 mod keys;
 mod layout;
 mod limits;
 mod partition;
+mod producer;
 mod publish;
 mod resp;
 #[cfg(test)]
@@ -153,6 +156,7 @@ mod stream_info;
 mod subscribe;
 mod tls;
 mod transport;
+mod trim;
 mod trim_record;
 mod url;
 mod witness;
@@ -161,15 +165,12 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use ff_core::backend::{
-    validate_new_event, CursorStore, DeliveryStream, EventPublisher, StreamBackend, StreamBounds,
-};
+use ff_core::backend::{CursorStore, DeliveryStream, EventPublisher, StreamBackend, StreamBounds};
 use ff_core::engine_error::EngineError;
 use ff_core::filter::SubscriptionFilter;
 use ff_core::stream_events::{EventMeta, Family, NewEvent};
-use ff_core::stream_subscribe::{encode_valkey, CursorStart, StreamCursor};
-use ff_core::types::{ExecutionId, TimestampMs};
-use redis::Value;
+use ff_core::stream_subscribe::StreamCursor;
+use ff_core::types::TimestampMs;
 
 pub use config::{
     Retention, ValkeyConfig, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_CLIENT_NAME, DEFAULT_KEY_PREFIX,
@@ -177,14 +178,13 @@ pub use config::{
 };
 pub use groups::ValkeyGroupStore;
 pub use limits::MAX_ENTRY_BYTES;
+pub use producer::{EntryOf, EntryWitness};
 /// The client crate, re-exported: [`ValkeyBackend::append_cmd`] returns its
 /// [`Cmd`](redis::Cmd) for callers' own pipelines.
 pub use redis;
 pub use routing::slot::{key_slot, SLOTS};
 
 use inner::Inner;
-use partition::Followed;
-use routing::Retry;
 use url::ServerUrl;
 
 /// The Valkey backend: [`StreamBackend`], [`EventPublisher`] and
@@ -256,64 +256,6 @@ impl ValkeyBackend {
         self.inner.url.redacted()
     }
 
-    /// Whether the URL reached a Valkey Cluster (rather than one server).
-    pub fn is_cluster(&self) -> bool {
-        self.inner.router.is_cluster()
-    }
-
-    /// The nodes serving data now (`host:port`): the cluster's primaries,
-    /// or the one server.
-    pub fn nodes(&self) -> Vec<String> {
-        self.inner
-            .router
-            .primaries()
-            .iter()
-            .map(ToString::to_string)
-            .collect()
-    }
-
-    /// The node (`host:port`) serving `key`'s hash slot now, as far as this
-    /// backend knows (`None` while no node serves it, e.g. mid-failover).
-    pub fn node_for_key(&self, key: &str) -> Option<String> {
-        self.inner
-            .router
-            .owner(key_slot(key.as_bytes()))
-            .map(|n| n.to_string())
-    }
-
-    /// P: how many partitions each family is split into.
-    pub fn partitions(&self) -> u16 {
-        self.inner.keys.partitions()
-    }
-
-    /// The partition events of `execution` go to: its `{fp:N}` modulo P.
-    pub fn partition_of(&self, execution: &ExecutionId) -> u16 {
-        partition::partition_of(execution, self.partitions())
-    }
-
-    /// The stream key of `family` (its partition 0 when it has several):
-    /// `{prefix}{family}`, e.g. `ff:completion`, or
-    /// `{prefix}{fp:0}:{family}` (see [`ValkeyBackend::partition_stream_key`]).
-    pub fn stream_key(&self, family: Family) -> &str {
-        self.inner.keys.stream(family, 0)
-    }
-
-    /// The stream key of `family`'s partition `partition` (below
-    /// [`ValkeyBackend::partitions`]): `{prefix}{fp:n}:{family}` on a
-    /// cluster or with several partitions, else `{prefix}{family}`.
-    ///
-    /// # Panics
-    ///
-    /// When `partition` is not below [`ValkeyBackend::partitions`].
-    pub fn partition_stream_key(&self, family: Family, partition: u16) -> &str {
-        assert!(
-            partition < self.partitions(),
-            "partition {partition} of {}",
-            self.partitions()
-        );
-        self.inner.keys.stream(family, partition)
-    }
-
     /// Subscribe to `family`'s partitions `partitions` only (numbers below
     /// [`ValkeyBackend::partitions`]), exactly after `cursor`: consumers
     /// that split the work each follow their share. The cursors it yields
@@ -331,334 +273,6 @@ impl ValkeyBackend {
     ) -> Result<DeliveryStream, EngineError> {
         subscribe::subscribe_partitions(&self.inner, family, partitions, cursor, filter).await
     }
-
-    /// The hash the [`CursorStore`] writes: `{prefix}cursors`.
-    pub fn cursors_key(&self) -> &str {
-        self.inner.keys.cursors()
-    }
-
-    /// The client name of the backend's shared connections (`CLIENT LIST`
-    /// on each node).
-    pub fn client_name(&self) -> &str {
-        &self.inner.config.client_name
-    }
-
-    /// The client name of each subscription's dedicated connections:
-    /// `{client_name}:sub`.
-    pub fn subscription_client_name(&self) -> String {
-        self.inner.subscription_client_name()
-    }
-
-    /// A new connection to the URL's server — the same address, TLS
-    /// settings, credentials and database — for the caller's own commands.
-    /// It is named `{client_name}:app` in `CLIENT LIST`. On a cluster it
-    /// reaches that one node: use [`ValkeyBackend::connection_for_key`] for
-    /// commands on keys.
-    pub async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, EngineError> {
-        let seed = self.inner.router.seed().clone();
-        self.open_app_connection(&seed).await
-    }
-
-    /// A new connection to the node serving `key`'s hash slot now (the
-    /// server itself when it is not a cluster), named `{client_name}:app`,
-    /// for a `MULTI`/`EXEC` around [`ValkeyBackend::append_cmd`] beside
-    /// your own keys in the same slot. It does not follow redirects: after
-    /// a resharding or failover, `MOVED` errors mean "ask again".
-    pub async fn connection_for_key(
-        &self,
-        key: &str,
-    ) -> Result<redis::aio::MultiplexedConnection, EngineError> {
-        let slot = key_slot(key.as_bytes());
-        let node = match self.inner.router.owner(slot) {
-            Some(node) => node,
-            None => {
-                self.inner.router.refresh().await;
-                self.inner.router.owner(slot).ok_or_else(|| {
-                    EngineError::transport(
-                        error::BACKEND,
-                        error::InContext::new(
-                            format!("connecting to the node serving {key:?}"),
-                            std::io::Error::other(format!(
-                                "no node of {} serves slot {slot} right now",
-                                self.inner.url.redacted()
-                            )),
-                        ),
-                    )
-                })?
-            }
-        };
-        self.open_app_connection(&node).await
-    }
-
-    /// A new connection to `node` (`host:port`, as [`ValkeyBackend::nodes`]
-    /// lists it) with the backend's TLS settings and credentials, named
-    /// `{client_name}:app`: for commands about that node itself (`INFO`,
-    /// `CLIENT LIST`).
-    pub async fn connection_to_node(
-        &self,
-        node: &str,
-    ) -> Result<redis::aio::MultiplexedConnection, EngineError> {
-        let addr = routing::NodeAddr::parse(node, "")
-            .filter(|a| !a.host.is_empty())
-            .ok_or_else(|| {
-                EngineError::validation(format!(
-                    "{:?} is not a node address (host:port)",
-                    node.chars().take(80).collect::<String>()
-                ))
-            })?;
-        self.open_app_connection(&addr).await
-    }
-
-    async fn open_app_connection(
-        &self,
-        node: &routing::NodeAddr,
-    ) -> Result<redis::aio::MultiplexedConnection, EngineError> {
-        let name = format!("{}:app", self.inner.config.client_name);
-        connection::open(
-            &self.inner.router.endpoint(node),
-            &name,
-            self.inner.config.connect_timeout,
-            self.inner.config.command_timeout,
-        )
-        .await
-        .map_err(|e| self.inner.fail(e, format!("connecting to {node}")))
-    }
-
-    /// The `XADD` that appends `event`, for a caller's own `MULTI`/`EXEC`
-    /// or script, so a state change and its event commit together. It goes
-    /// to the event's partition, whose stream key carries the hash tag
-    /// `{fp:n}` on a cluster or with several partitions: with P equal to
-    /// the engine's partition count that is the slot of the execution's
-    /// own keys. Its reply is the entry id;
-    /// [`ValkeyBackend::cursor_of_entry`] turns it into the event's cursor.
-    /// Validates like a publish. Retention is not applied by this command:
-    /// add [`ValkeyBackend::retention_cmd`] now and then, or call
-    /// [`ValkeyBackend::apply_retention`].
-    ///
-    /// ```no_run
-    /// # async fn demo(backend: ff_backend_valkey::ValkeyBackend) -> Result<(), Box<dyn std::error::Error>> {
-    /// use ff_backend_valkey::redis;
-    /// use ff_core::stream_events::{CompletionOutcome, EventMeta, NewEvent};
-    /// use ff_core::types::ExecutionId;
-    ///
-    /// let exec = ExecutionId::new(3);
-    /// let event = NewEvent::completion(exec, CompletionOutcome::Success);
-    /// let app_key = format!("app:{{fp:3}}:executions");
-    /// let mut conn = backend.connection_for_key(&app_key).await?;
-    /// let (entry_id,): (String,) = redis::pipe()
-    ///     .atomic()
-    ///     .hset(&app_key, exec.to_string(), "done")
-    ///     .ignore()
-    ///     .add_command(backend.append_cmd(&event, &EventMeta::new())?)
-    ///     .query_async(&mut conn)
-    ///     .await?;
-    /// let cursor = backend.cursor_of_entry(&event, &EventMeta::new(), &entry_id)?;
-    /// # let _ = cursor; Ok(()) }
-    /// ```
-    pub fn append_cmd(
-        &self,
-        event: &NewEvent,
-        meta: &EventMeta,
-    ) -> Result<redis::Cmd, EngineError> {
-        validate_new_event(event, meta)?;
-        let partition = self.partition_of(event.execution_id());
-        publish::xadd(
-            self.inner.keys.stream(event.family(), partition),
-            event,
-            meta,
-        )
-    }
-
-    /// The cursor of `event` with `meta`, appended with
-    /// [`ValkeyBackend::append_cmd`] under entry id `entry_id` (`ms-seq`,
-    /// as `XADD` replies): the cursor publish would have returned, with
-    /// the entry's witness.
-    pub fn cursor_of_entry(
-        &self,
-        event: &NewEvent,
-        meta: &EventMeta,
-        entry_id: &str,
-    ) -> Result<StreamCursor, EngineError> {
-        let witness = publish::xadd_witness(&self.append_cmd(event, meta)?);
-        let partition = self.partition_of(event.execution_id());
-        self.cursor_of(event.family(), partition, entry_id, Some(witness))
-    }
-
-    /// The cursor of the entry `entry_id` (`ms-seq`) of `family`'s
-    /// partition `partition`, without the entry's witness: the entry's
-    /// position in its partition — with several partitions a cursor
-    /// following that one partition, which resumes a subscription of it
-    /// (or one filtered on an execution of it) exactly after the entry. It
-    /// resumes exactly, but cannot tell that entry from another given the
-    /// same id after a lossy failover: prefer
-    /// [`ValkeyBackend::raw_entry_cursor`] when the fields are known.
-    pub fn entry_cursor(
-        &self,
-        family: Family,
-        partition: u16,
-        entry_id: &str,
-    ) -> Result<StreamCursor, EngineError> {
-        self.cursor_of(family, partition, entry_id, None)
-    }
-
-    /// The cursor of the entry `entry_id` (`ms-seq`) of `family`'s
-    /// partition `partition` that another client appended with `fields`
-    /// (names and values, in the order written): the cursor subscriptions
-    /// deliver for it, with the entry's witness.
-    pub fn raw_entry_cursor<N: AsRef<[u8]>, V: AsRef<[u8]>>(
-        &self,
-        family: Family,
-        partition: u16,
-        entry_id: &str,
-        fields: &[(N, V)],
-    ) -> Result<StreamCursor, EngineError> {
-        let witness = witness::digest(fields.iter().flat_map(|(n, v)| [n.as_ref(), v.as_ref()]));
-        self.cursor_of(family, partition, entry_id, Some(witness))
-    }
-
-    fn cursor_of(
-        &self,
-        family: Family,
-        partition: u16,
-        entry_id: &str,
-        witness: Option<u32>,
-    ) -> Result<StreamCursor, EngineError> {
-        if partition >= self.partitions() {
-            return Err(EngineError::validation(format!(
-                "partition {partition} does not exist: each family has {} partition(s)",
-                self.partitions()
-            )));
-        }
-        let at = parse_entry_id(entry_id)?;
-        Ok(partition::event_cursor(
-            family,
-            self.partitions(),
-            partition,
-            at,
-            witness,
-        ))
-    }
-
-    /// The cursor of the `family` entry with id `entry_id` (`ms-seq`, as
-    /// `XADD` replies) when each family is one stream (P = 1), without the
-    /// entry's witness (see [`ValkeyBackend::entry_cursor`]); with several
-    /// partitions the cursor depends on the event's partition: use
-    /// [`ValkeyBackend::cursor_of_entry`].
-    pub fn cursor_from_entry_id(
-        &self,
-        family: Family,
-        entry_id: &str,
-    ) -> Result<StreamCursor, EngineError> {
-        if self.partitions() > 1 {
-            return Err(EngineError::validation(format!(
-                "with partitions={} an entry id alone does not make a cursor; use cursor_of_entry(event, meta, entry_id)",
-                self.partitions()
-            )));
-        }
-        let at = parse_entry_id(entry_id)?;
-        Ok(encode_valkey(family, at.ms, at.seq))
-    }
-
-    /// The command that trims `family`'s stream (its partition 0) to its
-    /// configured retention (`None` when it keeps everything); its reply is
-    /// the number of entries removed. Publishes run it themselves about
-    /// every 100 ms per stream. With several partitions, use
-    /// [`ValkeyBackend::partition_retention_cmd`] for each.
-    pub fn retention_cmd(&self, family: Family) -> Option<redis::Cmd> {
-        self.partition_retention_cmd(family, 0)
-    }
-
-    /// [`ValkeyBackend::retention_cmd`] for `family`'s partition `partition`.
-    pub fn partition_retention_cmd(&self, family: Family, partition: u16) -> Option<redis::Cmd> {
-        retention::retention_cmd(
-            self.inner.keys.stream(family, partition),
-            self.inner.keys.trim_record(family, partition),
-            self.inner.config.retention(family),
-        )
-    }
-
-    /// Trim every partition of `family` to its configured retention now;
-    /// returns the number of entries removed.
-    pub async fn apply_retention(&self, family: Family) -> Result<u64, EngineError> {
-        let mut removed = 0;
-        for partition in 0..self.partitions() {
-            if let Some(cmd) = self.partition_retention_cmd(family, partition) {
-                removed += self.run_trim(family, partition, cmd).await?;
-            }
-        }
-        Ok(removed)
-    }
-
-    /// Remove, in every partition of `family`, the entries before
-    /// `first_kept`'s position there; the entry at that position (with one
-    /// partition: the event at `first_kept`) becomes the oldest retained,
-    /// and cursors before it then yield `CursorExpired`. Returns the number
-    /// of entries removed.
-    pub async fn trim_before(
-        &self,
-        family: Family,
-        first_kept: &StreamCursor,
-    ) -> Result<u64, EngineError> {
-        let followed = Followed::all(family, self.partitions());
-        let CursorStart::After(positions) = followed.decode(first_kept)? else {
-            return Err(EngineError::validation(
-                "trim_before needs the cursor of an event, not tail or beginning",
-            ));
-        };
-        let mut removed = 0;
-        for (&partition, &p) in followed.partitions().iter().zip(&positions) {
-            if p == id::ZERO {
-                continue;
-            }
-            let cmd = retention::trim_before_cmd(
-                self.inner.keys.stream(family, partition),
-                self.inner.keys.trim_record(family, partition),
-                p,
-            );
-            removed += self.run_trim(family, partition, cmd).await?;
-        }
-        Ok(removed)
-    }
-
-    async fn run_trim(
-        &self,
-        family: Family,
-        partition: u16,
-        cmd: redis::Cmd,
-    ) -> Result<u64, EngineError> {
-        let context = format!("trimming {}", self.inner.describe(family, partition));
-        // Trimming again to the same bound removes nothing more: safe to resend.
-        match self
-            .inner
-            .router
-            .command(
-                self.inner.keys.slot(family, partition),
-                &cmd,
-                Retry::Idempotent,
-            )
-            .await
-            .map_err(|e| self.inner.fail(e, &context))?
-        {
-            Value::Int(n) => Ok(u64::try_from(n).unwrap_or(0)),
-            Value::ServerError(e) => Err(self.inner.fail(e.into(), &context)),
-            other => Err(error::unexpected(
-                &context,
-                format!("the trim script returned {other:?}"),
-            )),
-        }
-    }
-}
-
-/// Parse an `XADD` reply id, or say it is not one.
-fn parse_entry_id(
-    entry_id: &str,
-) -> Result<ff_core::stream_subscribe::ValkeyPosition, EngineError> {
-    id::parse(entry_id.as_bytes()).ok_or_else(|| {
-        EngineError::validation(format!(
-            "{:?} is not a stream entry id (ms-seq)",
-            entry_id.chars().take(40).collect::<String>()
-        ))
-    })
 }
 
 #[async_trait]

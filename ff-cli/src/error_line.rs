@@ -93,8 +93,8 @@ fn hint(err: &anyhow::Error, line: &str) -> Option<&'static str> {
         || has("password authentication failed")
     {
         Some("authentication failed: check the user name and password in the URL")
-    } else if has("NOPERM") && !has("README") {
-        Some("the account lacks a permission ff needs: see the README's list of rights per role")
+    } else if has("NOPERM") && !has("docs/valkey.md") {
+        Some("the account lacks a permission ff needs: docs/valkey.md lists the rights per role")
     } else if io_kind == Some(std::io::ErrorKind::TimedOut)
         || has("within") && has("could not connect")
     {

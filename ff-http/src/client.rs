@@ -34,15 +34,15 @@ use serde_json::json;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::{Instant, Sleep};
 
-use crate::catchup::{self, WhenQueued};
 use crate::config::SlowClientPolicy;
 use crate::encode::{self, PositionReason};
 use crate::errors::{self, ApiError};
-use crate::fanout::{at_or_before, Hub, HubBody, HubItem, HubMsg, HubReceiver, Joined, StartError};
+use crate::fanout::{self, Unplaced, WhenQueued};
 use crate::gateway::GatewayState;
+use crate::hub::vouched::Vouched;
+use crate::hub::{at_or_before, Hub, HubBody, HubItem, HubMsg, HubReceiver, Joined, StartError};
 use crate::metrics::Metrics;
 use crate::params::{Start, StreamParams};
-use crate::vouched::Vouched;
 
 /// Coalesce ready messages into one chunk up to about this many bytes (a
 /// single larger message is one chunk of its own). With the connection's
@@ -89,7 +89,7 @@ enum Source {
 }
 
 /// The outcome of waiting for a place.
-type Placed = Result<(Arc<Hub>, Joined), catchup::Unplaced>;
+type Placed = Result<(Arc<Hub>, Joined), Unplaced>;
 
 enum Wake {
     Shutdown,
@@ -208,7 +208,7 @@ impl Client {
         let placed = match joined_tail {
             Some(placed) => Ok(placed),
             None => {
-                catchup::place(
+                fanout::place(
                     &client.state.hubs,
                     family,
                     &client.pos,
@@ -220,8 +220,8 @@ impl Client {
         };
         match placed {
             Ok((hub, joined)) => client.switch_to_hub(hub, joined),
-            Err(catchup::Unplaced::Queued) => client.queue(),
-            Err(catchup::Unplaced::Start(e)) => return Err(start_error(e, Some(parameter), retry)),
+            Err(Unplaced::Queued) => client.queue(),
+            Err(Unplaced::Start(e)) => return Err(start_error(e, Some(parameter), retry)),
         }
         encode::push_position(&mut client.out, client.pos.cursor(), PositionReason::Start);
         client.note_caught_up();
@@ -233,7 +233,7 @@ impl Client {
         let (hubs, family, pos) = (self.state.hubs.clone(), self.family, self.pos.clone());
         let wait = self.state.config.backend_timeout;
         self.source = Source::Queued(Box::pin(async move {
-            catchup::place(&hubs, family, &pos, wait, WhenQueued::Wait).await
+            fanout::place(&hubs, family, &pos, wait, WhenQueued::Wait).await
         }));
     }
 
@@ -554,10 +554,10 @@ impl Client {
     }
 
     /// No place could be found: tell the client why, and end.
-    fn unplaced(&mut self, unplaced: catchup::Unplaced) {
+    fn unplaced(&mut self, unplaced: Unplaced) {
         let e = match unplaced {
-            catchup::Unplaced::Start(e) => e,
-            catchup::Unplaced::Queued => StartError::Timeout,
+            Unplaced::Start(e) => e,
+            Unplaced::Queued => StartError::Timeout,
         };
         let e = start_error(e, Some("Last-Event-ID"), self.state.config.retry_after);
         let mut json = e.body();

@@ -116,8 +116,12 @@
 //! duplicate; a client that resumes within the hub's replay buffer (a
 //! reconnect after a blip) joins at once. A client too slow for the
 //! broadcast buffer is placed again from its position (or is closed, per
-//! [`SlowClientPolicy`]), so memory per client stays bounded. The design
-//! and its proof sketch are in `src/fanout.rs` and `src/catchup.rs`.
+//! [`SlowClientPolicy`]), so memory per client stays bounded. A client
+//! joins a shared reader only at a position the backend vouched for, under
+//! the reader's lock: it replays the events the reader kept after that
+//! position, then reads the reader's broadcast from where the replay ends,
+//! so the hand-over skips and repeats nothing. The HTTP guide
+//! (`docs/http.md` in the repository) describes the fan-out in full.
 //!
 //! Where next: [`GatewayConfig`] for every knob, [`Gateway`] for shutdown
 //! and metrics.
@@ -132,6 +136,7 @@ mod encode;
 mod errors;
 mod fanout;
 mod gateway;
+mod hub;
 mod listen;
 mod metrics;
 mod params;
@@ -140,7 +145,6 @@ mod server;
 mod session;
 mod tls;
 mod viewer;
-mod vouched;
 
 pub use auth::{
     load_tokens_from_env, load_tokens_from_file, parse_tokens, Auth, Token, TokenError,

@@ -1,4 +1,4 @@
-//! The least-privilege Valkey ACL accounts the README documents, as
+//! The least-privilege Valkey ACL accounts docs/valkey.md documents, as
 //! `ACL SETUSER` rules for a key prefix, so tests create exactly what a
 //! user is told to create.
 

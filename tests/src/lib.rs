@@ -19,3 +19,23 @@ pub mod support;
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeExamples;
+
+/// The Rust examples of the pages under `docs/`, compiled as doc tests so
+/// they stay true.
+#[cfg(doctest)]
+pub mod docs_examples {
+    #[doc = include_str!("../../docs/design.md")]
+    pub struct Design;
+    #[doc = include_str!("../../docs/valkey.md")]
+    pub struct Valkey;
+    #[doc = include_str!("../../docs/postgres.md")]
+    pub struct Postgres;
+    #[doc = include_str!("../../docs/http.md")]
+    pub struct Http;
+    #[doc = include_str!("../../docs/groups.md")]
+    pub struct Groups;
+    #[doc = include_str!("../../docs/writing-a-backend.md")]
+    pub struct WritingABackend;
+    #[doc = include_str!("../../docs/checker.md")]
+    pub struct Checker;
+}

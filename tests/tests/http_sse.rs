@@ -2257,7 +2257,7 @@ mod stall {
     }
 
     /// Stated memory a client that stops reading may hold in the gateway
-    /// (the README's figure: its connection's write buffer, its last chunk
+    /// (docs/http.md's figure: its connection's write buffer, its last chunk
     /// and allocator overhead).
     pub const PER_STALLED_CLIENT: usize = 80 * 1024;
 

@@ -266,7 +266,7 @@ async fn pruning_under_a_slow_consumer_is_cursor_expired_not_a_gap() {
         &url,
         config(ReconnectPolicy::default())
             .with_schema("faults_prune")
-            .with_batch_size(10),
+            .with_read_batch(10),
     )
     .await
     .expect("connect");

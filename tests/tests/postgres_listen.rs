@@ -58,7 +58,7 @@ async fn an_unpolled_subscription_keeps_the_notification_queue_from_growing() {
     let config = PostgresConfig::default()
         .with_schema("listen")
         .with_application_name("ff-listen")
-        .with_batch_size(10);
+        .with_read_batch(10);
     let backend = PostgresBackend::connect(&url, config)
         .await
         .expect("connect");

@@ -1,4 +1,4 @@
-//! Least-privilege ACL accounts (the rights the README lists, from
+//! Least-privilege ACL accounts (the rights docs/valkey.md lists, from
 //! `ff_tests::acl`): a publisher and a read-only consumer with only those
 //! rights do their whole job — publish and trim; subscribe, tail, read
 //! bounds and store a cursor — and an account missing any one right gets

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use ff_backend_valkey::redis::{self, aio::MultiplexedConnection};
-use ff_backend_valkey::{Retention, ValkeyBackend, ValkeyConfig};
+use ff_backend_valkey::{EntryOf, Retention, ValkeyBackend, ValkeyConfig};
 use ff_core::backend::{DeliveryItem, DeliveryStream, EventPublisher, StreamBackend};
 use ff_core::engine_error::EngineError;
 use ff_core::filter::SubscriptionFilter;
@@ -180,7 +180,15 @@ async fn an_append_inside_the_callers_transaction_commits_with_its_state_change(
         .query_async(&mut conn)
         .await
         .expect("MULTI/EXEC");
-    let cursor = b.cursor_of_entry(&event, &meta, &entry_id).expect("cursor");
+    let cursor = b
+        .entry_id_cursor(
+            &entry_id,
+            EntryOf::Event {
+                event: &event,
+                meta: &meta,
+            },
+        )
+        .expect("cursor");
     let mut sub = b
         .subscribe_completion(StreamCursor::beginning(), &SubscriptionFilter::default())
         .await
@@ -446,7 +454,14 @@ async fn the_largest_possible_entry_id_is_delivered_once_and_never_again() {
             .expect("XADD");
     }
     let max_cursor = b
-        .cursor_from_entry_id(Family::Completion, max)
+        .entry_id_cursor(
+            max,
+            EntryOf::Stored {
+                family: Family::Completion,
+                partition: 0,
+                witness: None,
+            },
+        )
         .expect("cursor");
 
     let mut from_beginning = subscribe(&b, Family::Completion, StreamCursor::beginning()).await;

@@ -4,7 +4,7 @@
 //! replica takes over), twice per test, and the migration of a partition's
 //! slot to another primary and back.
 //!
-//! The oracle (DESIGN §7), per partition: what the subscription delivered
+//! The oracle (see "How it is tested" in `docs/design.md`), per partition: what the subscription delivered
 //! equals what the cluster stores, each event once, in the stored order;
 //! every acknowledged publish is stored (publishes wait for one replica:
 //! `ValkeyConfig::with_replica_acks`); nothing is stored that was not

@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use ff_backend_valkey::{Retention, ValkeyBackend, ValkeyConfig};
+use ff_backend_valkey::{EntryOf, EntryWitness, Retention, ValkeyBackend, ValkeyConfig};
 use ff_core::backend::{
     DeliveryItem, DeliveryStream, EventPublisher, ReconnectPolicy, StreamBackend,
 };
@@ -476,7 +476,14 @@ async fn a_garbage_entry_mid_stream_is_one_corrupt_item_then_the_rest(transport:
     .await
     .expect("thread");
     let garbage = backend
-        .raw_entry_cursor(Family::Completion, 0, &garbage, &[("hello", "world")])
+        .entry_id_cursor(
+            &garbage,
+            EntryOf::Stored {
+                family: Family::Completion,
+                partition: 0,
+                witness: Some(EntryWitness::of_fields(&[("hello", "world")])),
+            },
+        )
         .expect("cursor");
     backend.publish_batch(batch(5..10)).await.expect("publish");
 

@@ -270,7 +270,10 @@ async fn the_last_entry_ffs_retention_removed_expires_once_another_client_trims_
             )
             .await
             .expect("publish");
-        assert_eq!(b.trim_before(FAMILY, &cursors[10]).await.expect("trim"), 10);
+        assert_eq!(
+            b.prune_before(FAMILY, &cursors[10]).await.expect("trim"),
+            10
+        );
         // ff's own trim is on the record: the last removed position lost nothing.
         let mut sub = subscribe(&b, cursors[9].clone()).await;
         assert_eq!(backlog(&mut sub).await, (10..20).collect::<Vec<_>>());
@@ -394,7 +397,10 @@ async fn the_last_entry_ffs_trim_removed_resumes_when_ids_have_gaps() {
             other => panic!("reading the stream: {other:?}"),
         }
     }
-    assert_eq!(b.trim_before(FAMILY, &cursors[10]).await.expect("trim"), 10);
+    assert_eq!(
+        b.prune_before(FAMILY, &cursors[10]).await.expect("trim"),
+        10
+    );
     let mut sub = subscribe(&b, cursors[9].clone()).await;
     assert_eq!(backlog(&mut sub).await, (10..20).collect::<Vec<_>>());
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use ff_backend_valkey::redis::{self, Value};
-use ff_backend_valkey::{key_slot, ValkeyBackend, ValkeyConfig};
+use ff_backend_valkey::{key_slot, EntryOf, ValkeyBackend, ValkeyConfig};
 use ff_core::backend::{DeliveryItem, DeliveryStream, EventPublisher, StreamBackend};
 use ff_core::engine_error::EngineError;
 use ff_core::filter::SubscriptionFilter;
@@ -360,8 +360,15 @@ async fn append_cmd_commits_with_the_executions_own_keys() {
         .query_async(&mut conn)
         .await
         .expect("one transaction in the execution's slot");
+    let meta = EventMeta::new();
     let cursor = b
-        .cursor_of_entry(&event, &EventMeta::new(), &entry_id)
+        .entry_id_cursor(
+            &entry_id,
+            EntryOf::Event {
+                event: &event,
+                meta: &meta,
+            },
+        )
         .expect("cursor");
     let filter = SubscriptionFilter::new().with_execution_id(exec);
     let mut sub = b
@@ -378,7 +385,9 @@ async fn append_cmd_commits_with_the_executions_own_keys() {
         .await
         .unwrap();
     assert_eq!(state, Value::BulkString(b"done".to_vec()));
-    match b.cursor_from_entry_id(Family::Completion, &entry_id) {
+    #[allow(deprecated)]
+    let from_id_alone = b.cursor_from_entry_id(Family::Completion, &entry_id);
+    match from_id_alone {
         Err(EngineError::Validation { detail }) => {
             assert!(detail.contains("cursor_of_entry"), "{detail}")
         }

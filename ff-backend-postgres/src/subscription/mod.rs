@@ -21,10 +21,10 @@ use ff_core::stream_subscribe::{CursorStart, StreamCursor};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use crate::backend::Inner;
 use crate::error::map_sqlx;
 use crate::filter_indexes;
 use crate::history;
+use crate::inner::Inner;
 use crate::pool::with_conn;
 use crate::position::{self, Given, Pos};
 use crate::resolve::Resolved;

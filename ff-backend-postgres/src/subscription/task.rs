@@ -18,9 +18,9 @@ use ff_core::stream_subscribe::StreamCursor;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::backend::Inner;
 use crate::error::{is_connection_error, map_sqlx};
 use crate::history;
+use crate::inner::Inner;
 use crate::position::Pos;
 use crate::resolve::expiry;
 use crate::resolve::Resolved;
@@ -157,7 +157,7 @@ impl Driver {
             return self.reconnect().await;
         };
         let config = &self.inner.config;
-        let batch_size = config.batch_size;
+        let batch_size = config.read_batch;
         conn.drain_notifications();
         self.local.borrow_and_update();
         let after = self.scan.unwrap_or(Pos::ORIGIN);

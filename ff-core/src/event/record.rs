@@ -4,7 +4,7 @@
 //! A backend exposes a stored entry (a Valkey field map, a Postgres row, a
 //! JSON object) through [`RecordAccess`]; [`decode_new_event`] turns it into
 //! a typed [`NewEvent`], which becomes a [`StreamEvent`](crate::event::StreamEvent) once the backend
-//! supplies the cursor and time. Unknown fields are ignored (DESIGN §3.9).
+//! supplies the cursor and time. Unknown fields are ignored (see "Evolution" in `docs/design.md`).
 
 use std::borrow::Cow;
 

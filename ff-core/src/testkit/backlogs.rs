@@ -25,7 +25,7 @@ pub fn backlog_sizes(read_batch: usize, read_ahead_limit: usize) -> Vec<usize> {
     sizes
 }
 
-/// §3.6: for every backlog size in [`backlog_sizes`], a subscription
+/// The delivery stream (`docs/design.md`): for every backlog size in [`backlog_sizes`], a subscription
 /// from the position where the previous backlog ended yields exactly that
 /// backlog, then `CaughtUp` carrying the last event's cursor — unfiltered
 /// and with a filter that admits every event. Under a per-partition order

@@ -21,7 +21,7 @@ fn foreign_format(ours: u8) -> u8 {
         .expect("another format")
 }
 
-/// §3.7.8: malformed cursors, cursors of another backend's format or
+/// Guarantee 8: malformed cursors, cursors of another backend's format or
 /// another family, and filters naming another family's kinds fail at
 /// subscribe time with `InvalidCursor` / `Validation`.
 pub async fn bad_cursors_are_rejected_at_subscribe<H: Harness>(h: &H) {
@@ -103,7 +103,7 @@ pub async fn bad_cursors_are_rejected_at_subscribe<H: Harness>(h: &H) {
     }
 }
 
-/// §3.3 / §5.1: a cursor another instance of the backend handed out (for
+/// Cursors (`docs/design.md`): a cursor another instance of the backend handed out (for
 /// an event this store never held) is refused — `InvalidCursor` at
 /// subscribe or `CursorExpired` — never taken as a position here: no
 /// event is delivered from it and it never waits endlessly.
@@ -126,7 +126,7 @@ pub async fn cursors_of_another_instance_are_refused<H: Harness>(h: &H) {
     }
 }
 
-/// §3.7.8: an undecodable stored record yields one `Corrupt` item with
+/// Guarantee 8: an undecodable stored record yields one `Corrupt` item with
 /// its cursor, and the stream goes on; resuming from that cursor skips
 /// it; the typed API reports it as a non-terminal error.
 pub async fn corrupt_entries_are_flagged_and_the_stream_goes_on<H: Harness>(h: &H) {

@@ -98,7 +98,7 @@ async fn stored_among<H: Harness>(
     indexes(&ours, attempts, "everything stored")
 }
 
-/// §3.7.5 for publishers: with no subscription open, a publish leaves a
+/// Guarantee 5 for publishers: with no subscription open, a publish leaves a
 /// connection that `connection_ids` lists; a publish racing
 /// `kill_connections` returns within the item deadline, `Ok` or a
 /// `Transport`/`Backend` error; the publisher works again afterwards; a

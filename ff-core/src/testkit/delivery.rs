@@ -12,7 +12,7 @@ use crate::testkit::support::*;
 use crate::testkit::Harness;
 use crate::types::ExecutionId;
 
-/// §3.7.1: one total order per family, consistent with the cursors, equal
+/// Guarantee 1: one total order per family, consistent with the cursors, equal
 /// to publish order, and the cursors publish returned are the delivered
 /// ones. Under a per-partition order: publish order within each partition,
 /// the delivered cursors increasing, and publish's cursors increasing
@@ -53,7 +53,7 @@ pub async fn order_is_total_and_matches_cursors<H: Harness>(h: &H) {
     }
 }
 
-/// §3.3: positions compare by their bytes, so a consumer (or the suite)
+/// "Cursors" (`docs/design.md`): positions compare by their bytes, so a consumer (or the suite)
 /// can order cursors without decoding them — also past the byte
 /// boundaries at 256 and 65,536 events, within one large batch and across
 /// separate publishes, for every family.
@@ -103,7 +103,7 @@ pub async fn cursors_compare_by_bytes_past_256_and_65536_events<H: Harness>(h: &
     }
 }
 
-/// §3.7.2: subscribing from any yielded cursor yields exactly the events
+/// Guarantee 2: subscribing from any yielded cursor yields exactly the events
 /// after it, including events appended while nobody was subscribed.
 pub async fn resume_from_any_cursor_yields_exactly_the_rest<H: Harness>(h: &H) {
     let run = run_label("resume");
@@ -150,7 +150,7 @@ pub async fn resume_from_any_cursor_yields_exactly_the_rest<H: Harness>(h: &H) {
     }
 }
 
-/// §3.7.3: a tail subscription yields every event committed after the
+/// Guarantee 3: a tail subscription yields every event committed after the
 /// subscribe call and none before; `beginning()` replays everything.
 pub async fn tail_yields_only_later_events<H: Harness>(h: &H) {
     let run = run_label("tail");
@@ -189,7 +189,7 @@ pub async fn tail_yields_only_later_events<H: Harness>(h: &H) {
     }
 }
 
-/// §3.7.4: a tailing subscriber receives each new event within 5 s, by
+/// Guarantee 4: a tailing subscriber receives each new event within 5 s, by
 /// wake-up rather than the (≥ 30 s) safety-net poll.
 pub async fn live_events_arrive_promptly<H: Harness>(h: &H) {
     assert_wakeups_not_polling(h);
@@ -258,7 +258,7 @@ async fn expect_live<H: Harness>(
     }
 }
 
-/// §3.7.4 across processes: an event another process publishes (a
+/// Guarantee 4 across processes: an event another process publishes (a
 /// publisher sharing nothing in-process with the subscriber) reaches a
 /// tailing subscriber within 5 s, by the backend's cross-process wake-up.
 pub async fn live_events_from_another_process_arrive_promptly<H: Harness>(h: &H) {
@@ -281,7 +281,7 @@ pub async fn live_events_from_another_process_arrive_promptly<H: Harness>(h: &H)
     }
 }
 
-/// §3.6: `CaughtUp` comes exactly once, right after the events committed
+/// The delivery stream (`docs/design.md`): `CaughtUp` comes exactly once, right after the events committed
 /// before the subscribe call (not after later ones), and never again.
 pub async fn caught_up_is_yielded_exactly_once<H: Harness>(h: &H) {
     let run = run_label("caughtup");

@@ -13,7 +13,7 @@ use crate::testkit::harness::{hook, Capability, EventOrder};
 use crate::testkit::support::*;
 use crate::testkit::Harness;
 
-/// §3.7.5: a lost connection is re-established and the stream continues
+/// Guarantee 5: a lost connection is re-established and the stream continues
 /// exactly after the last yielded event — or, before any event, after the
 /// position resolved at subscribe — invisibly to the consumer; and every
 /// connection the backend held was really replaced.
@@ -186,7 +186,7 @@ fn newest_of_each_partition(
         .collect()
 }
 
-/// §3.7.6: a consumer that reads slowly while a large backlog builds up
+/// Guarantee 6: a consumer that reads slowly while a large backlog builds up
 /// receives everything exactly once, in order; and a consumer that stops
 /// reading makes the subscription hold at most the harness's declared
 /// read-ahead, not the backlog (memory O(batch), not O(backlog)).
@@ -251,7 +251,7 @@ pub async fn slow_consumer_receives_a_large_backlog_exactly_once<H: Harness>(h: 
     );
 }
 
-/// §3.7.7: a cursor older than what is retained, or beyond the head,
+/// Guarantee 7: a cursor older than what is retained, or beyond the head,
 /// yields `CursorExpired` with the oldest retained position; a cursor
 /// whose next event is still retained is not expired; a trim that lands
 /// while a subscriber is mid-stream is `CursorExpired`, never a gap.
@@ -364,7 +364,7 @@ pub async fn expired_cursors_are_reported_never_skipped<H: Harness>(h: &H) {
     }
 }
 
-/// §3.7.10: dropping a subscription releases its connection and task
+/// Guarantee 10: dropping a subscription releases its connection and task
 /// promptly, also while it is blocked waiting for new events.
 pub async fn dropping_a_subscription_releases_it<H: Harness>(h: &H) {
     let base = h.open_subscriptions().await.expect("open_subscriptions");

@@ -47,7 +47,7 @@ fn lookalike_drafts(family: Family, run: &str) -> Vec<(NewEvent, EventMeta)> {
     out
 }
 
-/// §3.7.9: a namespace or tag filter admits exactly the events whose
+/// Guarantee 9: a namespace or tag filter admits exactly the events whose
 /// namespace, tag key or tag value equals it byte for byte: spellings
 /// that differ only in case, Unicode normalisation or surrounding spaces,
 /// or that read as wildcards in a pattern language, do not match each

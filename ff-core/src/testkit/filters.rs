@@ -55,7 +55,7 @@ async fn expect_filtered<H: Harness>(
     );
 }
 
-/// §3.7.9: each filter criterion — every kind of the family, `other`
+/// Guarantee 9: each filter criterion — every kind of the family, `other`
 /// included, alone and in pairs — and their combinations admit exactly the
 /// matching events, in order.
 pub async fn filters_admit_exactly_the_matching_events<H: Harness>(h: &H) {
@@ -157,7 +157,7 @@ fn non_canonical(
     (fields, (draft, meta))
 }
 
-/// §3.7.9 over records an outside producer wrote: upper-case UUIDs and
+/// Guarantee 9 over records an outside producer wrote: upper-case UUIDs and
 /// unknown outcome/effect strings decode to the same typed values as ff's
 /// own, and every filter treats them exactly as it treats those values
 /// (a filter on the execution id admits the upper-case spelling).
@@ -219,7 +219,7 @@ pub async fn filters_treat_non_canonical_records_like_canonical_ones<H: Harness>
     }
 }
 
-/// §3.6 / §3.7.9: while a filter admits nothing, `Checkpoint` items carry
+/// Guarantee 9 and the delivery stream's checkpoints: while a filter admits nothing, `Checkpoint` items carry
 /// the scanned position forward, and resuming from one skips exactly the
 /// filtered-out events.
 pub async fn checkpoints_advance_past_filtered_out_events<H: Harness>(h: &H) {

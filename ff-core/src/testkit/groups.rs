@@ -1,4 +1,4 @@
-//! The consumer-group suite (DESIGN §3.10): exclusive ownership, order
+//! The consumer-group suite (`docs/groups.md`): exclusive ownership, order
 //! per unit, exact resume after a hand-over, fencing, the fixed unit
 //! count, hand-over on a clean leave and after a crash, and no lost event
 //! under member churn. Every test runs over a backend's

@@ -54,7 +54,7 @@ pub trait Harness: Send + Sync + 'static {
     /// stopped reading: what it buffers (e.g. the read batch × the batches
     /// its channel holds, plus the batch in flight). The suite checks that
     /// a stalled subscription never holds more, so the bound is what keeps
-    /// memory O(batch) under any backlog (§3.7.6). Keep it well below 1,000.
+    /// memory O(batch) under any backlog (guarantee 6). Keep it well below 1,000.
     fn read_ahead_limit(&self) -> usize;
 
     /// The most events one read of a subscription fetches (the read batch

@@ -21,6 +21,9 @@
 //! ff_core::cursor_store_suite!(store, reopen: reopen);
 //! ```
 //!
+//! The numbered semantics are the guarantees of the design page
+//! (`docs/design.md` in the repository).
+//!
 //! | semantic | function |
 //! |---|---|
 //! | 1 order | [`order_is_total_and_matches_cursors`], [`cursors_compare_by_bytes_past_256_and_65536_events`] |
@@ -34,15 +37,15 @@
 //! | 9 filters | [`filters_admit_exactly_the_matching_events`], [`filters_treat_non_canonical_records_like_canonical_ones`], [`checkpoints_advance_past_filtered_out_events`], [`filtered_subscriptions_skip_long_rejected_runs_promptly`] |
 //! | 10 drop | [`dropping_a_subscription_releases_it`] |
 //! | 5 reconnect, publisher side | [`publishes_across_a_connection_loss_are_delivered_or_refused`] |
-//! | 8 / §3.9 schema version | [`records_of_an_unreadable_schema_version_are_corrupt`] |
+//! | 8 / evolution: schema version | [`records_of_an_unreadable_schema_version_are_corrupt`] |
 //! | 9 filters over text | [`filters_tell_apart_text_differing_only_in_case_or_normalisation`] |
 //! | `CaughtUp` once | [`caught_up_is_yielded_exactly_once`], [`caught_up_follows_backlogs_sized_around_the_read_batch`] |
 //! | typed API | [`typed_subscriptions_yield_each_family`] |
 //! | batch atomicity | [`publish_batch_is_all_or_none`] |
 //! | bounds, cursor_at | [`bounds_and_cursor_at_agree_with_published_events`] |
 //! | resolve_cursor | [`resolve_cursor_matches_subscription`] |
-//! | §3.10 consumer groups | [`group_units_are_owned_exclusively_and_ordered`], [`group_resumes_each_unit_exactly_after_its_last_commit`], [`group_refuses_a_zombie_commit`], [`group_refuses_another_unit_count`], [`group_hands_over_at_once_on_a_clean_leave`], [`group_hands_over_a_crashed_members_units_after_its_lease`], [`group_keeps_a_members_lease_and_epochs_across_heartbeats`], [`group_loses_no_event_under_member_churn`], [`group_reports_a_trimmed_units_cursor_as_expired`], [`group_reads_a_unit_taken_behind_the_reader_from_its_cursor`] ([`group_suite!`](crate::group_suite)) |
-//! | §3.8 cursor store | [`cursor_store_round_trips`], [`cursor_store_last_writer_wins`], [`cursor_store_keeps_names_and_cursors_exactly`], [`cursor_store_survives_a_reopen`] |
+//! | consumer groups | [`group_units_are_owned_exclusively_and_ordered`], [`group_resumes_each_unit_exactly_after_its_last_commit`], [`group_refuses_a_zombie_commit`], [`group_refuses_another_unit_count`], [`group_hands_over_at_once_on_a_clean_leave`], [`group_hands_over_a_crashed_members_units_after_its_lease`], [`group_keeps_a_members_lease_and_epochs_across_heartbeats`], [`group_loses_no_event_under_member_churn`], [`group_reports_a_trimmed_units_cursor_as_expired`], [`group_reads_a_unit_taken_behind_the_reader_from_its_cursor`] ([`group_suite!`](crate::group_suite)) |
+//! | cursor store | [`cursor_store_round_trips`], [`cursor_store_last_writer_wins`], [`cursor_store_keeps_names_and_cursors_exactly`], [`cursor_store_survives_a_reopen`] |
 //!
 //! Tests that need an optional hook ([`Capability`]) fail when the hook
 //! answers `Unavailable`, unless the macro's `absent:` list names the
@@ -312,7 +315,7 @@ macro_rules! __ff_cursor_store_tests {
     };
 }
 
-/// Expand to the consumer-group suite (§3.10), one test per function, each
+/// Expand to the consumer-group suite (`docs/groups.md`), one test per function, each
 /// building a fresh harness with `$make().await`. A backend that keeps no
 /// groups declares `absent: [groups]`: its tests are reported as ignored
 /// and, run with `--ignored`, check that `group_store()` answers

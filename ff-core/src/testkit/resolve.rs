@@ -36,7 +36,7 @@ async fn resolves_expired<H: Harness>(h: &H, family: Family, cursor: &StreamCurs
     }
 }
 
-/// §3.6 "Only a backend judges a cursor": `resolve_cursor` applies exactly
+/// "Only a backend judges a cursor" (`docs/design.md`): `resolve_cursor` applies exactly
 /// the proof a subscription applies. A cursor a subscription yielded
 /// resolves to itself, `beginning()` stays `beginning()`, the empty
 /// cursor resolves to a position from which a subscription yields exactly

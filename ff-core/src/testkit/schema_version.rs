@@ -1,4 +1,4 @@
-//! Semantic 8 and §3.9 over the schema version: a stored record whose
+//! Guarantee 8 and "Evolution" (`docs/design.md`) over the schema version: a stored record whose
 //! version field `v` this build cannot read — a higher number, `0`, a word
 //! — yields exactly one `Corrupt` with its cursor, and the stream goes on
 //! with the next record (no retry of the same record, no end).
@@ -46,7 +46,7 @@ enum Expected {
     Corrupt(String, StreamCursor),
 }
 
-/// §3.9: each record of an unreadable schema version — the next version,
+/// "Evolution" (`docs/design.md`): each record of an unreadable schema version — the next version,
 /// `0`, a word — between well-formed events yields one `Corrupt` (with
 /// and without a filter that the record's metadata matches), and the
 /// events around it arrive; resuming from the `Corrupt` cursor yields

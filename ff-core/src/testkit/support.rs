@@ -18,7 +18,7 @@ use crate::types::ExecutionId;
 
 /// How long any single expected item may take to arrive.
 pub const ITEM_DEADLINE: Duration = Duration::from_secs(10);
-/// The DESIGN's bound on live delivery latency.
+/// The bound on live delivery latency (guarantee 4 in `docs/design.md`).
 pub const LIVE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// `n` drafts of `family` cycling through its shapes, each with a fresh
@@ -373,7 +373,7 @@ pub fn drafts_of_one_partition(family: Family, n: usize, run: &str) -> Vec<(NewE
 }
 
 /// Assert cursors strictly increase — by [`StreamCursor::position_cmp`]
-/// and by their raw bytes alike (§3.3: positions compare by byte order;
+/// and by their raw bytes alike (positions compare by byte order, see "Cursors" in `docs/design.md`;
 /// only the partitioned Valkey format `0x04`, one position per partition,
 /// is ordered by `position_cmp` alone) — naming the first pair that does
 /// not.

@@ -31,7 +31,7 @@ pub struct MemoryHarness {
 fn build() -> MemoryBackend {
     MemoryBackend::builder()
         .checkpoint_interval(Duration::from_millis(100))
-        .batch_size(BATCH)
+        .read_batch(BATCH)
         .build()
 }
 
@@ -113,7 +113,7 @@ impl Harness for MemoryHarness {
         family: Family,
         cursor: &StreamCursor,
     ) -> Result<(), EngineError> {
-        self.backend.evict_before(family, cursor).map(|_| ())
+        self.backend.prune_before(family, cursor).map(|_| ())
     }
 
     async fn inject_raw(

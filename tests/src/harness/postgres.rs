@@ -82,7 +82,7 @@ pub fn config(schema: &str) -> PostgresConfig {
         .with_checkpoint_interval(CHECKPOINT_INTERVAL)
         .with_safety_net_poll(SAFETY_NET_POLL)
         .with_liveness_interval(LIVENESS_INTERVAL)
-        .with_batch_size(READ_BATCH)
+        .with_read_batch(READ_BATCH)
         .with_pool_size(4)
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ff_backend_valkey::redis::{self, aio::MultiplexedConnection, Value};
-use ff_backend_valkey::{ValkeyBackend, ValkeyConfig};
+use ff_backend_valkey::{EntryOf, EntryWitness, ValkeyBackend, ValkeyConfig};
 use ff_core::backend::{EventPublisher, StreamBackend};
 use ff_core::engine_error::EngineError;
 use ff_core::stream_events::record::Field;
@@ -187,7 +187,7 @@ impl Harness for ValkeyHarness {
         family: Family,
         cursor: &StreamCursor,
     ) -> Result<(), EngineError> {
-        self.backend.trim_before(family, cursor).await.map(drop)
+        self.backend.prune_before(family, cursor).await.map(drop)
     }
 
     async fn inject_raw(
@@ -212,8 +212,14 @@ impl Harness for ValkeyHarness {
         } else {
             fields.iter().map(|(f, v)| (f.name(), v.as_str())).collect()
         };
-        self.backend
-            .raw_entry_cursor(family, 0, &String::from_utf8_lossy(&id), &written)
+        self.backend.entry_id_cursor(
+            &String::from_utf8_lossy(&id),
+            EntryOf::Stored {
+                family,
+                partition: 0,
+                witness: Some(EntryWitness::of_fields(&written)),
+            },
+        )
     }
 
     async fn kill_connections(&self) -> Result<(), EngineError> {
@@ -247,7 +253,7 @@ impl Harness for ValkeyHarness {
     /// cursor is refused only when it lies beyond this stream's head
     /// (`cursor_beyond_head`) or behind its trimmed history; an older one
     /// reads as a position here. So the capability is absent (declared in
-    /// the Valkey conformance files) and the README says so.
+    /// the Valkey conformance files) and docs/valkey.md says so.
     async fn foreign_cursor(&self, _family: Family) -> Result<StreamCursor, EngineError> {
         Err(EngineError::unavailable(
             "foreign_cursor (Valkey cursors carry no stream identity)",

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ff_backend_valkey::redis::{self, aio::MultiplexedConnection, Value};
-use ff_backend_valkey::{ValkeyBackend, ValkeyConfig};
+use ff_backend_valkey::{EntryOf, EntryWitness, ValkeyBackend, ValkeyConfig};
 use ff_core::backend::{EventPublisher, StreamBackend};
 use ff_core::engine_error::EngineError;
 use ff_core::stream_events::record::Field;
@@ -210,7 +210,7 @@ impl Harness for ValkeyClusterHarness {
         family: Family,
         cursor: &StreamCursor,
     ) -> Result<(), EngineError> {
-        self.backend.trim_before(family, cursor).await.map(drop)
+        self.backend.prune_before(family, cursor).await.map(drop)
     }
 
     /// Appends to the partition of the record's execution id (partition 0
@@ -250,8 +250,14 @@ impl Harness for ValkeyClusterHarness {
         } else {
             fields.iter().map(|(f, v)| (f.name(), v.as_str())).collect()
         };
-        self.backend
-            .raw_entry_cursor(family, partition, &String::from_utf8_lossy(&id), &written)
+        self.backend.entry_id_cursor(
+            &String::from_utf8_lossy(&id),
+            EntryOf::Stored {
+                family,
+                partition,
+                witness: Some(EntryWitness::of_fields(&written)),
+            },
+        )
     }
 
     async fn kill_connections(&self) -> Result<(), EngineError> {

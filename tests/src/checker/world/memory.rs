@@ -28,7 +28,7 @@ impl MemoryWorld {
     pub fn start(rng: &mut StdRng) -> Self {
         let batch = [1, 7, 64, 512][rng.random_range(0..4)];
         let backend = MemoryBackend::builder()
-            .batch_size(batch)
+            .read_batch(batch)
             .checkpoint_interval(Duration::from_millis(200))
             .build();
         Self {
@@ -115,7 +115,7 @@ impl World for MemoryWorld {
                 let at = ff_core::stream_subscribe::encode_memory(family, oldest.0, cut);
                 let removed = self
                     .backend
-                    .evict_before(family, &at)
+                    .prune_before(family, &at)
                     .map_err(|e| e.to_string())?;
                 rec.note(format!(
                     "evicted {removed} {} events before seq {cut}",

@@ -69,7 +69,7 @@ impl PostgresWorld {
         let config = PostgresConfig::default()
             .with_schema(schema)
             .with_application_name("ff-checker")
-            .with_batch_size([1, 7, 256][rng.random_range(0..3)])
+            .with_read_batch([1, 7, 256][rng.random_range(0..3)])
             .with_checkpoint_interval(Duration::from_millis(200))
             .with_safety_net_poll(Duration::from_secs(30))
             .with_liveness_interval(Duration::from_secs(30));

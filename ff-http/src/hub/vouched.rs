@@ -10,7 +10,7 @@
 //! server lost sorts among the new history's positions, and a publish
 //! cursor the backend rewinds sorts after events the backend includes.
 //! Once vouched, positions of the one history compare by their bytes, and
-//! the window rules in [`crate::fanout`] do exactly that.
+//! the window rules in [`crate::hub`] do exactly that.
 
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use ff_core::engine_error::EngineError;
 use ff_core::stream_events::Family;
 use ff_core::stream_subscribe::StreamCursor;
 
-use crate::fanout::{at_or_before, HubItem, StartError};
+use super::{at_or_before, HubItem, StartError};
 
 /// A position the backend or a hub vouched for (see the module docs).
 #[derive(Clone, Debug, PartialEq, Eq)]

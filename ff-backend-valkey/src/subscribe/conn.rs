@@ -1,10 +1,8 @@
-//! [`Conn`]: a subscription's own connection (TCP or TLS, opened by
-//! [`Endpoint::connect`]), driven by the subscription's task itself (no
-//! separate I/O task, so a reply reaches the subscription without a
-//! hand-off), speaking RESP2 through [`crate::resp`], every reply bounded
-//! by what was asked ([`crate::limits`]). Requests
-//! can be pipelined: the next read is written before the current reply is
-//! decoded. Dropping it closes the socket.
+//! [`Conn`]: a connection of the subscription path (TCP or TLS, opened by
+//! [`Endpoint::connect`]), driven by the task that owns it (a stream's
+//! wake-up; or split into the halves of a [`super::node_conn::NodeConn`]),
+//! speaking RESP2 through [`crate::resp`], every reply bounded by what was
+//! asked ([`crate::limits`]). Dropping it closes the socket.
 
 use std::fmt;
 use std::io;
@@ -158,6 +156,11 @@ impl Conn {
                 )),
             ))),
         }
+    }
+
+    /// The socket and whatever was read from it past the last reply.
+    pub(crate) fn into_parts(self) -> (Stream, BytesMut) {
+        (self.stream, self.buf)
     }
 
     /// Queue one command (sent by [`Conn::flush`]).

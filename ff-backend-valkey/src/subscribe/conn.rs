@@ -63,6 +63,18 @@ impl ConnError {
     }
 }
 
+impl ConnError {
+    /// The same error (an I/O error's kind and text), for one more caller.
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            Self::Io(e) => Self::Io(io::Error::new(e.kind(), e.to_string())),
+            Self::Timeout(d) => Self::Timeout(*d),
+            Self::Protocol(why) => Self::Protocol(why.clone()),
+            Self::Server(msg) => Self::Server(msg.clone()),
+        }
+    }
+}
+
 impl From<io::Error> for ConnError {
     fn from(e: io::Error) -> Self {
         Self::Io(e)

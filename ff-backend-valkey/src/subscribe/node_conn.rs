@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::conn::{Conn, ConnError, Reply};
@@ -218,11 +218,24 @@ async fn read_reply(
     }
 }
 
+/// What a [`NodeConns`] knows of one node: the open connection, or the
+/// opening under way.
+#[derive(Default)]
+struct Slot {
+    conn: Weak<NodeConn>,
+    opening: Option<watch::Receiver<Option<Opened>>>,
+}
+
+/// The outcome of an opening, for every caller waiting on it.
+type Opened = Result<Arc<NodeConn>, Arc<ConnError>>;
+
 /// One backend's [`NodeConn`]s, one per node while a subscription holds
-/// it.
+/// it. An opening runs on a task of its own and callers wait for its
+/// outcome without holding any lock, so a caller that is not polled for
+/// a while (its subscription's consumer is slow) never holds up another.
 #[derive(Default)]
 pub(crate) struct NodeConns {
-    nodes: Mutex<HashMap<NodeAddr, Arc<tokio::sync::Mutex<Weak<NodeConn>>>>>,
+    nodes: Arc<Mutex<HashMap<NodeAddr, Slot>>>,
 }
 
 impl NodeConns {
@@ -235,29 +248,53 @@ impl NodeConns {
         name: &str,
         connect_timeout: Duration,
     ) -> Result<Arc<NodeConn>, ConnError> {
-        let slot = {
+        let mut opened = {
             let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
-            nodes.entry(node.clone()).or_default().clone()
+            let slot = nodes.entry(node.clone()).or_default();
+            if let Some(conn) = slot.conn.upgrade().filter(|c| !c.is_broken()) {
+                return Ok(conn);
+            }
+            match &slot.opening {
+                Some(opening) => opening.clone(),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    slot.opening = Some(rx.clone());
+                    let (nodes, node) = (Arc::downgrade(&self.nodes), node.clone());
+                    let (endpoint, name) = (endpoint.clone(), name.to_owned());
+                    tokio::spawn(async move {
+                        let result = NodeConn::open(&endpoint, &name, connect_timeout)
+                            .await
+                            .map(Arc::new);
+                        if let Some(nodes) = nodes.upgrade() {
+                            let mut nodes = nodes.lock().unwrap_or_else(|e| e.into_inner());
+                            let slot = nodes.entry(node).or_default();
+                            slot.opening = None;
+                            if let Ok(conn) = &result {
+                                slot.conn = Arc::downgrade(conn);
+                            }
+                        }
+                        let _ = tx.send(Some(result.map_err(Arc::new)));
+                    });
+                    rx
+                }
+            }
         };
-        let mut current = slot.lock().await;
-        if let Some(conn) = current.upgrade().filter(|c| !c.is_broken()) {
-            return Ok(conn);
+        let outcome = match opened.wait_for(Option::is_some).await {
+            Ok(outcome) => outcome.clone(),
+            Err(_) => None,
+        };
+        match outcome {
+            Some(Ok(conn)) => Ok(conn),
+            Some(Err(e)) => Err(e.duplicate()),
+            None => Err(closed()),
         }
-        let conn = Arc::new(NodeConn::open(endpoint, name, connect_timeout).await?);
-        *current = Arc::downgrade(&conn);
-        Ok(conn)
     }
 
     /// Hand out no connection to `node` that is open now (it was demoted
     /// or stopped answering: the next read opens a new one).
     pub(crate) fn discard(&self, node: &NodeAddr) {
-        let slot = self
-            .nodes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(node)
-            .cloned();
-        if let Some(conn) = slot.and_then(|s| s.try_lock().ok().and_then(|w| w.upgrade())) {
+        let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(conn) = nodes.get(node).and_then(|slot| slot.conn.upgrade()) {
             conn.discard();
         }
     }

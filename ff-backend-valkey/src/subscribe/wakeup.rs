@@ -235,6 +235,7 @@ async fn session(
     if *sessions > 1 {
         state.send_modify(|w| w.epoch += 1);
     }
+    tracing::debug!(family = %of.family, partition = of.partition, %node, sessions = *sessions, "ff valkey wake-up: connected");
     let block = inner.config.safety_net_poll;
     let limit = block + inner.config.command_timeout;
     loop {
@@ -290,7 +291,10 @@ async fn session(
                     });
                 }
             }
-            Err(e) => return lost(of, e, &node),
+            Err(e) => {
+                tracing::debug!(family = %of.family, partition = of.partition, %node, error = %e, "ff valkey wake-up: the wait failed");
+                return lost(of, e, &node);
+            }
         }
     }
 }

@@ -97,8 +97,9 @@ pub struct ValkeyConfig {
     pub safety_net_poll: Duration,
     /// How subscriptions re-establish lost connections.
     pub reconnect: ReconnectPolicy,
-    /// `CLIENT SETNAME` of the backend's connections; subscriptions'
-    /// dedicated connections are named `{client_name}:sub`.
+    /// `CLIENT SETNAME` of the backend's connections; the subscriptions'
+    /// wake-up connections are named `{client_name}:sub`, their read
+    /// connections `{client_name}:read`.
     pub client_name: String,
     /// Longest wait for a TCP connection and handshake.
     pub connect_timeout: Duration,

@@ -23,6 +23,8 @@ pub(crate) struct Inner {
     /// Where each slot is served, and the per-node shared connections.
     pub(crate) router: Arc<Router>,
     pub(crate) retention: RetentionClock,
+    /// The subscriptions' shared read connections and wake-ups.
+    pub(crate) subscriptions: crate::subscribe::Shared,
 }
 
 impl Inner {
@@ -81,6 +83,7 @@ impl Inner {
             keys,
             config,
             router,
+            subscriptions: crate::subscribe::Shared::default(),
         })
     }
 
@@ -95,9 +98,16 @@ impl Inner {
         crate::error::to_engine(e, self.account(), context)
     }
 
-    /// The client name of each subscription's own connection.
+    /// The client name of the subscriptions' wake-up connections (one
+    /// per followed stream) and of consumer groups' wake-ups.
     pub(crate) fn subscription_client_name(&self) -> String {
         format!("{}:sub", self.config.client_name)
+    }
+
+    /// The client name of the subscriptions' read connections (one per
+    /// node).
+    pub(crate) fn subscription_read_client_name(&self) -> String {
+        format!("{}:read", self.config.client_name)
     }
 
     /// "`key` on `url`" for error messages (the URL redacted).

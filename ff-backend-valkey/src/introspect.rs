@@ -80,8 +80,9 @@ impl ValkeyBackend {
         &self.inner.config.client_name
     }
 
-    /// The client name of each subscription's dedicated connections:
-    /// `{client_name}:sub`.
+    /// The client name of the subscriptions' wake-up connections, one per
+    /// followed stream (family × partition): `{client_name}:sub`. Their
+    /// read connections, one per node, are named `{client_name}:read`.
     pub fn subscription_client_name(&self) -> String {
         self.inner.subscription_client_name()
     }

@@ -71,6 +71,7 @@ type Script = dyn Fn(&Request) -> Answer + Send + Sync;
 pub struct HostileServer {
     port: u16,
     subscription_connections: Arc<AtomicUsize>,
+    read_connections: Arc<AtomicUsize>,
     written: Arc<Mutex<Vec<usize>>>,
     task: JoinHandle<()>,
 }
@@ -90,9 +91,11 @@ impl HostileServer {
         let port = listener.local_addr().expect("local address").port();
         let script: Arc<Script> = Arc::new(script);
         let subscription_connections = Arc::new(AtomicUsize::new(0));
+        let read_connections = Arc::new(AtomicUsize::new(0));
         let written = Arc::new(Mutex::new(Vec::new()));
         let task = {
             let subscription_connections = subscription_connections.clone();
+            let read_connections = read_connections.clone();
             let written = written.clone();
             tokio::spawn(async move {
                 while let Ok((socket, _)) = listener.accept().await {
@@ -100,6 +103,7 @@ impl HostileServer {
                         socket,
                         script: script.clone(),
                         subscription_connections: subscription_connections.clone(),
+                        read_connections: read_connections.clone(),
                         written: written.clone(),
                     };
                     tokio::spawn(connection.serve());
@@ -109,6 +113,7 @@ impl HostileServer {
         Self {
             port,
             subscription_connections,
+            read_connections,
             written,
             task,
         }
@@ -119,10 +124,16 @@ impl HostileServer {
         format!("valkey://127.0.0.1:{}", self.port)
     }
 
-    /// How many subscription connections (client name ending in `:sub`)
-    /// were opened.
+    /// How many subscription wake-up connections (client name ending in
+    /// `:sub`) were opened.
     pub fn subscription_connections(&self) -> usize {
         self.subscription_connections.load(Ordering::SeqCst)
+    }
+
+    /// How many subscription read connections (client name ending in
+    /// `:read`) were opened.
+    pub fn read_connections(&self) -> usize {
+        self.read_connections.load(Ordering::SeqCst)
     }
 
     /// Bytes written by each [`Answer::Endless`] so far.
@@ -138,6 +149,7 @@ struct Connection {
     socket: TcpStream,
     script: Arc<Script>,
     subscription_connections: Arc<AtomicUsize>,
+    read_connections: Arc<AtomicUsize>,
     written: Arc<Mutex<Vec<usize>>>,
 }
 
@@ -198,6 +210,9 @@ impl Connection {
                         command.get(1).map(|s| s.to_ascii_uppercase()) == Some("SETNAME".into());
                     if is_setname && command.get(2).is_some_and(|n| n.ends_with(":sub")) {
                         self.subscription_connections.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if is_setname && command.get(2).is_some_and(|n| n.ends_with(":read")) {
+                        self.read_connections.fetch_add(1, Ordering::SeqCst);
                     }
                     Answer::Bytes(b"+OK\r\n".to_vec())
                 }

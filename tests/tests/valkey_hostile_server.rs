@@ -124,7 +124,7 @@ async fn ids_that_go_backwards_or_repeat_are_never_delivered() {
         assert!(delivered.is_empty(), "{page:?}: delivered {delivered:?}");
         protocol_error(&error, "only move forward");
         assert_eq!(
-            server.subscription_connections(),
+            server.read_connections(),
             3,
             "{page:?}: reconnected, then gave up"
         );
@@ -144,7 +144,7 @@ async fn a_page_reply_of_the_wrong_shape_is_reconnected_to_then_refused() {
     assert!(delivered.is_empty(), "delivered {delivered:?}");
     protocol_error(&error, "EXEC returned");
     assert_eq!(
-        server.subscription_connections(),
+        server.read_connections(),
         3,
         "a malformed reply is reconnected to, then the reader gives up"
     );
@@ -266,7 +266,7 @@ async fn a_blocking_read_failing_after_every_page_read_exhausts_the_backoff() {
     assert_eq!(
         server.subscription_connections(),
         5,
-        "the first connection and four attempts: page reads did not reset the backoff"
+        "the first wake-up connection and four attempts: page reads did not reset the backoff"
     );
 }
 

@@ -85,10 +85,14 @@ fn invalid<T>(r: Result<T, EngineError>, needles: &[&str]) {
     }
 }
 
-/// How many subscription connections the backend holds on the cluster's
+/// How many subscription wake-up connections the backend holds on its
 /// nodes now.
 async fn subscription_connections(backend: &ValkeyBackend) -> usize {
-    let name = backend.subscription_client_name();
+    connections_named(backend, &backend.subscription_client_name()).await
+}
+
+/// How many connections named `name` are open on the backend's nodes now.
+async fn connections_named(backend: &ValkeyBackend, name: &str) -> usize {
     let mut n = 0;
     for node in backend.nodes() {
         let mut admin = redis::Client::open(format!("redis://{node}"))
@@ -112,18 +116,110 @@ async fn subscription_connections(backend: &ValkeyBackend) -> usize {
 /// Wait (with a deadline) until the backend holds `n` subscription
 /// connections: server-side lists lag a close.
 async fn expect_connections(backend: &ValkeyBackend, n: usize, what: &str) {
+    expect_named(backend, &backend.subscription_client_name(), n, what).await;
+}
+
+/// Wait (with a deadline) until `n` connections named `name` are open.
+async fn expect_named(backend: &ValkeyBackend, name: &str, n: usize, what: &str) {
     let deadline = Instant::now() + DEADLINE;
     loop {
-        let now = subscription_connections(backend).await;
+        let now = connections_named(backend, name).await;
         if now == n {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "{what}: {now} subscription connections, expected {n}"
+            "{what}: {now} connections named {name}, expected {n}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// 50 tail subscriptions over P = 8 on the server at `url`: every one gets
+/// an event published to each partition, while the backend holds one
+/// wake-up connection per partition and one read connection per node
+/// serving them — what one subscription holds — and dropping them all
+/// closes every one.
+async fn many_subscriptions_share_their_connections(url: &str) {
+    const SUBSCRIPTIONS: usize = 50;
+    const P: u16 = 8;
+    let b = ValkeyBackend::connect(url, config(P))
+        .await
+        .expect("connect");
+    let wake_ups = b.subscription_client_name();
+    let reads = format!("{}:read", b.client_name());
+    let nodes: BTreeSet<String> = (0..P)
+        .map(|n| {
+            b.node_for_key(b.partition_stream_key(Family::Completion, n))
+                .expect("a node serves the partition")
+        })
+        .collect();
+    let mut subs = Vec::new();
+    for _ in 0..SUBSCRIPTIONS {
+        let mut sub = b
+            .subscribe_family(
+                Family::Completion,
+                StreamCursor::empty(),
+                &Default::default(),
+            )
+            .await
+            .expect("subscribe");
+        let first = timeout_at(Instant::now() + DEADLINE, sub.next()).await;
+        assert!(matches!(first, Ok(Some(Ok(DeliveryItem::CaughtUp { .. })))));
+        subs.push(sub);
+    }
+    b.publish_batch(completions(P)).await.expect("publish");
+    for (i, sub) in subs.iter_mut().enumerate() {
+        let deadline = Instant::now() + DEADLINE;
+        let mut events = Vec::new();
+        while events.len() < usize::from(P) {
+            match timeout_at(deadline, sub.next()).await {
+                Ok(Some(Ok(DeliveryItem::Event { event, .. }))) => events.push(event),
+                Ok(Some(Ok(_))) => {}
+                other => panic!("subscription {i}: expected live events, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            partitions_of(&events, P),
+            (0..P).collect(),
+            "subscription {i}"
+        );
+    }
+    expect_named(
+        &b,
+        &wake_ups,
+        usize::from(P),
+        "wake-ups of 50 subscriptions over P = 8",
+    )
+    .await;
+    expect_named(
+        &b,
+        &reads,
+        nodes.len(),
+        "read connections of 50 subscriptions",
+    )
+    .await;
+    drop(subs);
+    expect_named(
+        &b,
+        &wake_ups,
+        0,
+        "wake-ups after dropping every subscription",
+    )
+    .await;
+    expect_named(
+        &b,
+        &reads,
+        0,
+        "read connections after dropping every subscription",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn subscriptions_hold_connections_per_partition_and_node_not_per_subscription() {
+    many_subscriptions_share_their_connections(&server_url().await).await;
+    many_subscriptions_share_their_connections(&cluster_url().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

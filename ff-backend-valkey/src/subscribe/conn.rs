@@ -1,10 +1,8 @@
-//! [`Conn`]: a subscription's own connection (TCP or TLS, opened by
-//! [`Endpoint::connect`]), driven by the subscription's task itself (no
-//! separate I/O task, so a reply reaches the subscription without a
-//! hand-off), speaking RESP2 through [`crate::resp`], every reply bounded
-//! by what was asked ([`crate::limits`]). Requests
-//! can be pipelined: the next read is written before the current reply is
-//! decoded. Dropping it closes the socket.
+//! [`Conn`]: a connection of the subscription path (TCP or TLS, opened by
+//! [`Endpoint::connect`]), driven by the task that owns it (a stream's
+//! wake-up; or split into the halves of a [`super::node_conn::NodeConn`]),
+//! speaking RESP2 through [`crate::resp`], every reply bounded by what was
+//! asked ([`crate::limits`]). Dropping it closes the socket.
 
 use std::fmt;
 use std::io;
@@ -61,6 +59,18 @@ impl ConnError {
             ]
             .iter()
             .any(|code| msg.starts_with(code)),
+        }
+    }
+}
+
+impl ConnError {
+    /// The same error (an I/O error's kind and text), for one more caller.
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            Self::Io(e) => Self::Io(io::Error::new(e.kind(), e.to_string())),
+            Self::Timeout(d) => Self::Timeout(*d),
+            Self::Protocol(why) => Self::Protocol(why.clone()),
+            Self::Server(msg) => Self::Server(msg.clone()),
         }
     }
 }
@@ -158,6 +168,11 @@ impl Conn {
                 )),
             ))),
         }
+    }
+
+    /// The socket and whatever was read from it past the last reply.
+    pub(crate) fn into_parts(self) -> (Stream, BytesMut) {
+        (self.stream, self.buf)
     }
 
     /// Queue one command (sent by [`Conn::flush`]).

@@ -2,10 +2,13 @@
 //! subscribe time), then hand the work to a [`pump`] task feeding a
 //! bounded channel.
 //!
-//! - [`conn`]: a reader's own connection (lean RESP2), which no other
-//!   subscription or command shares;
+//! - [`conn`]: a connection of the subscription path (lean RESP2);
+//! - [`node_conn`]: per node, the one connection every subscription of
+//!   the backend sends its paired reads on;
 //! - [`read`]: reads paired with `XINFO STREAM` in one transaction;
-//! - [`wakeup`]: the `XREAD BLOCK` wake-up;
+//! - [`wakeup`]: per followed stream, the one `XREAD BLOCK` wake-up every
+//!   subscription of the backend following it waits on;
+//! - [`session`]: following a slot's node, outages and their backoff;
 //! - [`reader`]: one partition: catch-up with read-ahead, live waits,
 //!   redirects, reconnection, expiry;
 //! - [`merge`]: the partitions' entries in one order, positions, markers;
@@ -14,12 +17,20 @@
 //!
 //! With one partition there is one reader and the merge passes its pages
 //! through: the single-stream subscription is the one-partition case.
+//!
+//! Connection budget: a backend holds one read connection per node and
+//! one wake-up connection per stream (family × partition) that at least
+//! one of its subscriptions follows, however many subscriptions there are
+//! ([`Shared`]); both close when the last subscription using them is
+//! dropped.
 
 mod conn;
 mod merge;
+mod node_conn;
 mod pump;
 mod read;
 mod reader;
+mod session;
 mod subscription;
 mod wakeup;
 
@@ -43,6 +54,14 @@ use merge::{lane_detail, Merger};
 use pump::Pump;
 use reader::Reader;
 use subscription::Subscription;
+
+/// What every subscription of a backend shares: the read connection to
+/// each node and the wake-up of each followed stream.
+#[derive(Default)]
+pub(crate) struct Shared {
+    pub(crate) conns: node_conn::NodeConns,
+    pub(crate) wakeups: wakeup::WakeUps,
+}
 
 /// Batches buffered between the pump and the consumer. With one more
 /// being merged, a page and a read-ahead page per partition, a

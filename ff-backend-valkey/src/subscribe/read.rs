@@ -13,11 +13,10 @@
 //! [`limits::entries_reply`]. Anything else is a protocol error, so a
 //! position only ever moves forward.
 
-use std::time::Duration;
-
 use ff_core::stream_subscribe::ValkeyPosition;
 
-use super::conn::{Conn, ConnError, Reply};
+use super::conn::{ConnError, Reply};
+use super::node_conn::Request;
 use crate::entry::{Entries, Fields};
 use crate::id;
 use crate::limits;
@@ -86,9 +85,9 @@ impl PageAsk {
     }
 }
 
-/// Queue the transaction reading what `ask` asks for together with
-/// `XINFO STREAM`.
-pub(crate) fn push_page_request(conn: &mut Conn, keys: &PageKeys, ask: PageAsk) {
+/// Add the transaction reading what `ask` asks for together with
+/// `XINFO STREAM` to `request`.
+pub(crate) fn push_page_request(request: &mut Request, keys: &PageKeys, ask: PageAsk) {
     let (start, end) = match ask.after {
         None => ("-".to_owned(), "+"),
         // Nothing can follow the largest id: an empty range (start > end),
@@ -98,7 +97,7 @@ pub(crate) fn push_page_request(conn: &mut Conn, keys: &PageKeys, ask: PageAsk) 
     };
     let key = keys.stream.as_bytes();
     let count = ask.count.to_string();
-    conn.push(&[b"MULTI"]);
+    request.push(&[b"MULTI"], limits::SMALL_REPLY);
     let xrange: [&[u8]; 6] = [
         b"XRANGE",
         key,
@@ -107,14 +106,20 @@ pub(crate) fn push_page_request(conn: &mut Conn, keys: &PageKeys, ask: PageAsk) 
         b"COUNT",
         count.as_bytes(),
     ];
-    conn.push(&xrange);
+    request.push(&xrange, limits::SMALL_REPLY);
     let xinfo: [&[u8]; 3] = [b"XINFO", b"STREAM", key];
-    conn.push(&xinfo);
+    request.push(&xinfo, limits::SMALL_REPLY);
     if let Some(at) = ask.probe() {
         let at = id::format(at);
-        conn.push(&[b"XRANGE", key, at.as_bytes(), at.as_bytes()]);
+        request.push(
+            &[b"XRANGE", key, at.as_bytes(), at.as_bytes()],
+            limits::SMALL_REPLY,
+        );
     }
-    conn.push(&[b"EXEC"]);
+    request.push(
+        &[b"EXEC"],
+        limits::entries_reply(ask.count + usize::from(ask.probe().is_some())),
+    );
 }
 
 /// Why a page could not be read.
@@ -140,36 +145,25 @@ impl From<ConnError> for PageError {
     }
 }
 
-/// Read the replies of the [`push_page_request`] that asked `ask`.
-pub(crate) async fn read_page(
-    conn: &mut Conn,
-    ask: PageAsk,
-    timeout: Duration,
-) -> Result<Page, PageError> {
-    let read = async {
-        // +OK, two +QUEUED (three with the probe), then EXEC's reply. An
-        // error before EXEC (say -LOADING after a restart) makes EXEC
-        // answer -EXECABORT; report the first one, which says why.
-        let mut first_error = None;
-        for _ in 0..3 + usize::from(ask.probe().is_some()) {
-            if let Err(e) = conn.read(limits::SMALL_REPLY).await?.check() {
-                first_error.get_or_insert(e);
-            }
+/// The page in the replies of the [`push_page_request`] that asked `ask`.
+pub(crate) fn read_page(mut replies: Vec<Reply>, ask: PageAsk) -> Result<Page, PageError> {
+    // +OK, two +QUEUED (three with the probe), then EXEC's reply. An
+    // error before EXEC (say -LOADING after a restart) makes EXEC answer
+    // -EXECABORT; report the first one, which says why.
+    let exec = replies
+        .pop()
+        .ok_or_else(|| malformed("no reply to the paired read"))?;
+    let mut first_error = None;
+    for reply in replies {
+        if let Err(e) = reply.check() {
+            first_error.get_or_insert(e);
         }
-        let exec = conn
-            .read(limits::entries_reply(
-                ask.count + usize::from(ask.probe().is_some()),
-            ))
-            .await?
-            .check();
-        match first_error {
-            Some(e) => Err(e),
-            None => exec,
-        }
-    };
-    let reply = tokio::time::timeout(timeout, read)
-        .await
-        .map_err(|_| ConnError::Timeout(timeout))??;
+    }
+    let exec = exec.check();
+    let reply = match first_error {
+        Some(e) => Err(e),
+        None => exec,
+    }?;
     let page = parse_page(reply, ask.probe())?;
     check_order(&page, ask).map_err(|why| PageError::Conn(ConnError::Protocol(why)))?;
     Ok(page)
@@ -240,21 +234,15 @@ fn parse_page(reply: Reply, probe: Option<ValkeyPosition>) -> Result<Page, PageE
     })
 }
 
-/// Queue `GET` of the trim record (see [`crate::stream_info`]).
-pub(crate) fn push_record_request(conn: &mut Conn, keys: &PageKeys) {
-    conn.push(&[b"GET", keys.record.as_bytes()]);
+/// Add `GET` of the trim record (see [`crate::stream_info`]) to `request`.
+pub(crate) fn push_record_request(request: &mut Request, keys: &PageKeys) {
+    request.push(&[b"GET", keys.record.as_bytes()], limits::SMALL_REPLY);
 }
 
-/// Read the reply of [`push_record_request`]: the record's text, `None`
-/// when the key does not exist.
-pub(crate) async fn read_record(
-    conn: &mut Conn,
-    timeout: Duration,
-) -> Result<Option<Vec<u8>>, PageError> {
-    let reply = tokio::time::timeout(timeout, conn.read(limits::SMALL_REPLY))
-        .await
-        .map_err(|_| ConnError::Timeout(timeout))??
-        .check()?;
+/// The record's text in the reply of [`push_record_request`], `None` when
+/// the key does not exist.
+pub(crate) fn read_record(reply: Reply) -> Result<Option<Vec<u8>>, PageError> {
+    let reply = reply.check()?;
     match reply.tokens.first() {
         Some(Token::Nil) => Ok(None),
         Some(Token::Bulk(r)) => Ok(Some(reply.bytes(r).to_vec())),

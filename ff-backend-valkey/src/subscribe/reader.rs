@@ -1,41 +1,38 @@
-//! [`Reader`]: one partition's stream, read on a connection of its own to
-//! the node serving it, always with exactly one paired read (`XRANGE` +
-//! `XINFO STREAM` of the stream's one key, see [`super::read`]) in flight
-//! — followed, only for a position at the trimmed edge, by `GET` of the
-//! trim record before anything else is sent:
+//! [`Reader`]: one partition's stream, read with paired reads (`XRANGE` +
+//! `XINFO STREAM` of the stream's one key, see [`super::read`]) on the
+//! backend's shared read connection to the node serving it
+//! ([`super::node_conn`]), always exactly one in flight — followed, only
+//! for a position at the trimmed edge, by `GET` of the trim record before
+//! anything else is sent:
 //!
 //! - catching up, the next page is requested before the current one is
 //!   decoded and handed over, so the server works meanwhile;
-//! - at the end of the stream, it sends `XREAD BLOCK` (the wake-up) with
-//!   the next paired read queued right behind it, so a new entry costs one
-//!   round trip. The wake-up's own entries are ignored: entries come only
-//!   from paired reads, whose expiry is judged on the state they saw.
+//! - at the end of the stream, it waits on the stream's shared
+//!   [wake-up](super::wakeup) for an id past its position (or a new
+//!   wake-up connection, or the safety-net poll), then reads again.
+//!   Interest is registered before each read (the wake-up's state is
+//!   taken then), so nothing appended after the read is missed.
 //!
 //! Following the cluster: `MOVED` sends it to the slot's new owner at
 //! once; `ASK` to the named node, every request preceded by `ASKING`,
 //! until the next reconnect; `TRYAGAIN`, `CLUSTERDOWN`, `LOADING`, a lost
 //! or refused connection are an outage: it reconnects with backoff
 //! (refreshing the topology first when a failover may be under way) and
-//! goes on exactly after the last entry it read. An outage ends only when
-//! a new connection proved itself — its reads moved the position forward,
-//! a live wait completed, or it kept working for [`PROVEN_AFTER`] after a
-//! successful read — so a server that answers one read and then fails at
-//! once does not reset the backoff. A server whose replies break the
-//! protocol (ids out of order, more than was asked) is reconnected to; if
-//! it keeps doing so, the reader fails with a terminal `Backend` error.
+//! goes on exactly after the last entry it read. A read after a wait goes
+//! to the slot's owner as the topology names it now. An outage ends only
+//! when a session proved itself — its reads moved the position forward,
+//! or it kept working for a while after a successful read (see
+//! [`super::session`]). A server whose replies break the protocol (ids
+//! out of order, more than was asked) has its connection replaced; if it
+//! keeps doing so, the reader fails with a terminal `Backend` error.
 //!
-//! A dead node: a wait for any reply (the wake-up's included) that lasts
-//! longer than the ping interval has the router check the node
-//! ([`crate::routing::Router::node_alive`]: a `PING` on the backend's
-//! shared connection, since a connection blocked in `XREAD BLOCK` runs
-//! nothing else); a node that does not answer within the ping timeout ends
-//! the session as a lost connection, so a stopped or black-holed node is
-//! left within seconds and its slots followed to the replica the cluster
-//! promotes. TCP keepalive on the socket notices a dropped path the same
-//! way. On a cluster, a slot whose owner just failed is not reconnected to
-//! until a topology refresh names another owner or a ping finds the node
-//! back; on a standalone server, the reconnect gets only the ping timeout
-//! to set up.
+//! A dead node: a wait for a reply that lasts longer than the ping
+//! interval has the router check the node
+//! ([`crate::routing::Router::node_alive`]); a node that does not answer
+//! within the ping timeout ends the session as a lost connection (and the
+//! shared read connection to it is replaced), so a stopped or black-holed
+//! node is left within seconds and its slots followed to the replica the
+//! cluster promotes.
 //!
 //! Invariant: the position only moves forward, over entries handed to the
 //! merge, and every read is judged before its entries are handed over —
@@ -47,42 +44,32 @@
 //! its end (a failover that lost acknowledged entries while new ones took
 //! their place).
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
-use ff_core::backend::Backoff;
 use ff_core::engine_error::EngineError;
 use ff_core::filter::SubscriptionFilter;
 use ff_core::stream_events::Family;
 use ff_core::stream_subscribe::{ValkeyPosition, WitnessedPosition};
-use tokio::time::Instant;
+use tokio::sync::watch;
 
-use super::conn::{Conn, ConnError};
+use super::conn::ConnError;
 use super::merge::{Decoded, Pending};
+use super::node_conn::{self, NodeConn, Replies, Request};
 use super::read::{
     push_page_request, push_record_request, read_page, read_record, Page, PageAsk, PageError,
     PageKeys,
 };
-use super::wakeup;
+use super::session::{unless_dead, End, Of, Outage, Stop};
+use super::wakeup::{Wake, WakeUp};
 use crate::entry;
-use crate::error::{server_error, unexpected, InContext, BACKEND};
+use crate::error::{unexpected, InContext, BACKEND};
 use crate::expiry::{self, Expired};
 use crate::id;
 use crate::inner::Inner;
 use crate::limits::{self, MAX_ENTRY_BYTES};
-use crate::routing::{redirect, NodeAddr, Redirect};
+use crate::routing::{NodeAddr, Redirect};
 use crate::stream_info::StreamState;
 use crate::witness;
-
-/// A connection that failed at least this long (or the policy's longest
-/// backoff, if longer) after a successful read had recovered: its failure
-/// starts a new outage.
-const PROVEN_AFTER: Duration = Duration::from_secs(5);
-
-/// Consecutive sessions ended by a protocol error, without progress,
-/// after which the reader fails with a terminal error.
-const MAX_PROTOCOL_ERRORS: u32 = 3;
 
 /// Consecutive redirects without a successful read after which a redirect
 /// counts as a failure (with backoff): the nodes disagree.
@@ -111,39 +98,9 @@ pub(crate) enum Output {
     GaveUp,
 }
 
-/// Why a session (a run of reads on one connection) ended.
-enum Stop {
-    /// Go to another node at once.
-    Redirect(Redirect),
-    /// The connection failed or the cluster cannot serve the slot yet:
-    /// reconnect with backoff. `protocol`: how the server broke the
-    /// protocol, if that was the failure; `refresh`: the topology may have
-    /// changed.
-    Lost {
-        error: EngineError,
-        protocol: Option<String>,
-        refresh: bool,
-    },
-    /// The position cannot be read after.
-    Expired {
-        after: ValkeyPosition,
-        expired: Expired,
-    },
-    /// A terminal error.
-    Fatal(EngineError),
-}
-
-/// A run of failed sessions: the backoff, and how many of them ended in a
-/// protocol error. Ends only when a session proves itself.
-#[derive(Default)]
-struct Outage {
-    backoff: Option<Backoff>,
-    protocol_errors: u32,
-}
-
-/// One connection and what it is for.
+/// The node reads go to, and on which connection.
 struct Session {
-    conn: Conn,
+    conn: Arc<NodeConn>,
     node: NodeAddr,
     /// Every request goes with `ASKING` (the slot is migrating to `node`).
     asking: bool,
@@ -175,17 +132,19 @@ pub(crate) struct Reader {
     /// that entry is still there.
     witness: Option<u32>,
     session: Option<Session>,
-    /// The paired read written and not yet read.
-    in_flight: Option<PageAsk>,
+    /// The paired read sent and not yet answered.
+    in_flight: Option<(PageAsk, Replies)>,
     /// The last read reached the end: the next one waits for a wake-up.
     at_end: bool,
     /// Where an `ASK` sent the next session.
     ask_to: Option<NodeAddr>,
     redirects: u32,
     outage: Outage,
-    /// When the current session's first read succeeded.
-    read_ok_at: Option<Instant>,
     anchor: Option<Anchor>,
+    /// The stream's wake-up, and its state when the last read was sent.
+    wake: Arc<WakeUp>,
+    woken: watch::Receiver<Wake>,
+    seen: Wake,
 }
 
 impl Reader {
@@ -216,6 +175,9 @@ impl Reader {
                 added,
                 read_since: 0,
             });
+        let wake = inner.subscriptions.wakeups.get(family, partition);
+        let mut woken = wake.watch();
+        let seen = woken.borrow_and_update().clone();
         Self {
             slot: inner.keys.slot(family, partition),
             inner,
@@ -232,8 +194,10 @@ impl Reader {
             ask_to: None,
             redirects: 0,
             outage: Outage::default(),
-            read_ok_at: None,
             anchor,
+            wake,
+            woken,
+            seen,
         }
     }
 
@@ -245,11 +209,12 @@ impl Reader {
         (self, output)
     }
 
-    fn context(&self) -> String {
-        format!(
-            "reading {}",
-            self.inner.describe(self.family, self.partition)
-        )
+    fn of(&self) -> Of<'_> {
+        Of {
+            inner: &self.inner,
+            family: self.family,
+            partition: self.partition,
+        }
     }
 
     async fn step(&mut self) -> Output {
@@ -264,6 +229,7 @@ impl Reader {
             self.at_end = false;
             match stop {
                 Stop::Fatal(e) => return Output::Failed(e),
+                Stop::GaveUp => return Output::GaveUp,
                 Stop::Expired { after, expired } => return Output::Expired { after, expired },
                 Stop::Redirect(redirect) if self.redirects < MAX_REDIRECTS => {
                     self.redirects += 1;
@@ -280,7 +246,7 @@ impl Reader {
                     let error = EngineError::transport(
                         BACKEND,
                         InContext::new(
-                            self.context(),
+                            self.of().context(),
                             std::io::Error::other(format!(
                                 "{} redirects in a row (last: {redirect:?})",
                                 self.redirects
@@ -289,8 +255,8 @@ impl Reader {
                     );
                     self.redirects = 0;
                     self.ask_to = None;
-                    if let Some(output) = self.back_off(error, None, true).await {
-                        return output;
+                    if let Some(end) = self.back_off(error, None, true).await {
+                        return end;
                     }
                 }
                 Stop::Lost {
@@ -299,185 +265,57 @@ impl Reader {
                     refresh,
                 } => {
                     self.ask_to = None;
-                    if let Some(output) = self.back_off(error, protocol, refresh).await {
-                        return output;
+                    if let Some(end) = self.back_off(error, protocol, refresh).await {
+                        return end;
                     }
                 }
             }
         }
     }
 
-    /// After a lost session: count it, wait, refresh the topology when
-    /// asked; `Some` when the reader must stop.
     async fn back_off(
         &mut self,
         error: EngineError,
         protocol: Option<String>,
         refresh: bool,
     ) -> Option<Output> {
-        let proven_after = PROVEN_AFTER.max(self.inner.config.reconnect.max_backoff);
-        if self
-            .read_ok_at
-            .take()
-            .is_some_and(|t| t.elapsed() >= proven_after)
-        {
-            self.recovered();
-        }
-        let policy = &self.inner.config.reconnect;
-        if let Some(why) = protocol {
-            self.outage.protocol_errors += 1;
-            if self.outage.protocol_errors >= MAX_PROTOCOL_ERRORS {
-                tracing::warn!(family = %self.family, partition = self.partition, %error, "ff valkey subscription: the server keeps breaking the protocol; giving up");
-                return Some(Output::Failed(EngineError::Backend {
-                    backend: BACKEND,
-                    detail: format!(
-                        "{}: the server sent invalid replies {} times in a row (last: {why}); is this a Valkey/Redis 7+ server, or is something in between altering replies?",
-                        self.context(),
-                        self.outage.protocol_errors,
-                    ),
-                }));
-            }
-        }
-        let backoff = self.outage.backoff.get_or_insert_with(|| {
-            tracing::warn!(family = %self.family, partition = self.partition, %error, "ff valkey subscription lost its connection; reconnecting");
-            policy.start()
-        });
-        let Some(delay) = backoff.next_delay() else {
-            tracing::warn!(
-                family = %self.family,
-                partition = self.partition,
-                attempts = backoff.attempts(),
-                %error,
-                "ff valkey subscription gave up reconnecting"
-            );
-            return Some(Output::GaveUp);
+        let of = Of {
+            inner: &self.inner,
+            family: self.family,
+            partition: self.partition,
         };
-        tracing::debug!(family = %self.family, partition = self.partition, ?delay, %error, "ff valkey subscription retrying");
-        let mut changes = self.inner.router.topology_changes();
-        if refresh {
-            // On a task of its own: this reader may not be polled again
-            // for a while (its consumer reads slowly), and must not hold
-            // up the refreshes other subscriptions wait for.
-            self.inner.router.schedule_refresh();
-        }
-        // A new topology (the promoted replica found) is worth a try at
-        // once; otherwise the jittered delay.
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            _ = changes.changed() => {}
-        }
-        None
+        self.outage
+            .back_off(of, error, protocol, refresh)
+            .await
+            .map(ended)
     }
 
-    /// The session proved the connection works: the outage is over.
-    fn recovered(&mut self) {
-        if self.outage.backoff.take().is_some() {
-            tracing::info!(family = %self.family, partition = self.partition, "ff valkey subscription reconnected");
-        }
-        self.outage.protocol_errors = 0;
-    }
-
-    /// A failed exchange on `node`: a redirect, an outage, or the end.
-    fn failed(&self, e: ConnError, node: &NodeAddr) -> Stop {
-        if let ConnError::Server(text) = &e {
-            if redirect::is_demotion(text) {
-                tracing::info!(
-                    family = %self.family,
-                    partition = self.partition,
-                    %node,
-                    reply = %text,
-                    cluster = self.inner.router.is_cluster(),
-                    "ff valkey subscription: the node was demoted to a replica (failover, REPLICAOF) while this subscription waited on it; reconnecting to the partition's primary (on a standalone server, to the same address)"
-                );
+    /// Make sure reads go to the slot's node now: a session on a
+    /// connection that failed, or on a node that no longer owns the slot,
+    /// is replaced.
+    async fn ensure_session(&mut self) -> Result<(), Stop> {
+        if let Some(session) = &self.session {
+            let owner_now = session.asking
+                || self.inner.router.owner(self.slot).as_ref() == Some(&session.node);
+            if owner_now && !session.conn.is_broken() {
+                return Ok(());
             }
-            match Redirect::classify_line(text, node) {
-                Some(Redirect::Wait { refresh }) => {
-                    return Stop::Lost {
-                        error: EngineError::transport(BACKEND, InContext::new(self.context(), e)),
-                        protocol: None,
-                        refresh,
-                    }
-                }
-                Some(redirect) => return Stop::Redirect(redirect),
-                None => {}
-            }
+            self.session = None;
         }
-        if e.is_transient() {
-            Stop::Lost {
-                protocol: match &e {
-                    ConnError::Protocol(why) => Some(why.clone()),
-                    _ => None,
-                },
-                refresh: matches!(e, ConnError::Io(_)),
-                error: EngineError::transport(BACKEND, InContext::new(self.context(), e)),
-            }
-        } else if let ConnError::Server(text) = &e {
-            Stop::Fatal(server_error(text, self.inner.account(), &self.context()))
-        } else {
-            Stop::Fatal(EngineError::Backend {
-                backend: BACKEND,
-                detail: format!("{}: {e}", self.context()),
-            })
-        }
-    }
-
-    /// Open a session to the slot's node (or where `ASK` sent it).
-    async fn open(&mut self) -> Result<(), Stop> {
-        let (node, asking) = match self.ask_to.clone() {
-            Some(node) => (node, true),
-            None => match self.inner.router.owner(self.slot) {
-                Some(node) => (node, false),
-                None => {
-                    return Err(Stop::Lost {
-                        error: EngineError::transport(
-                            BACKEND,
-                            InContext::new(
-                                self.context(),
-                                std::io::Error::other(format!(
-                                    "no node serves slot {} (is the cluster failing over?)",
-                                    self.slot
-                                )),
-                            ),
-                        ),
-                        protocol: None,
-                        refresh: true,
-                    })
-                }
-            },
-        };
+        let (node, asking, connect_timeout) = self.of().target(self.slot, self.ask_to.as_ref())?;
         let router = &self.inner.router;
-        if router.is_cluster() && !asking && router.is_suspect(&node) {
-            // Wait for the cluster to fail the node over (the refresh
-            // that follows each retry finds its successor), unless the
-            // ping sent meanwhile finds it back.
-            router.ping_soon(&node);
-            return Err(Stop::Lost {
-                error: EngineError::transport(
-                    BACKEND,
-                    InContext::new(
-                        self.context(),
-                        std::io::Error::other(format!(
-                            "{node}, which serves slot {}, answered no ping lately (is the cluster failing it over?)",
-                            self.slot
-                        )),
-                    ),
-                ),
-                protocol: None,
-                refresh: true,
-            });
-        }
-        let connect_timeout = if router.is_suspect(&node) {
-            self.inner.config.connect_timeout.min(router.ping_timeout())
-        } else {
-            self.inner.config.connect_timeout
-        };
-        let conn = Conn::open(
-            &router.endpoint(&node),
-            &self.inner.subscription_client_name(),
-            connect_timeout,
-        )
-        .await
-        .map_err(|e| self.failed(e, &node))?;
+        let conn = self
+            .inner
+            .subscriptions
+            .conns
+            .get(
+                &node,
+                &router.endpoint(&node),
+                &self.inner.subscription_read_client_name(),
+                connect_timeout,
+            )
+            .await
+            .map_err(|e| self.of().failed(e, &node))?;
         self.session = Some(Session {
             conn,
             node,
@@ -487,53 +325,71 @@ impl Reader {
         Ok(())
     }
 
-    /// Queue (not send) the paired read of the next page.
+    /// Send the paired read of the next page.
     fn ask_page(&mut self) {
         let ask = PageAsk {
             after: self.read,
             count: self.count,
             witness: self.witness,
         };
-        let session = self.session.as_mut().expect("a session");
+        let session = self.session.as_ref().expect("a session");
+        let mut request = Request::default();
         if session.asking {
-            session.conn.push(&[b"ASKING"]);
+            request.push(&[b"ASKING"], limits::SMALL_REPLY);
         }
-        push_page_request(&mut session.conn, &self.keys, ask);
-        self.in_flight = Some(ask);
+        push_page_request(&mut request, &self.keys, ask);
+        self.in_flight = Some((ask, session.conn.send(request)));
     }
 
-    /// One page: open a session if needed, send the read (behind a
-    /// wake-up when at the end) unless one is in flight, read and judge it.
-    async fn attempt(&mut self) -> Result<Output, Stop> {
-        if self.session.is_none() {
-            self.open().await?;
+    /// The replies of a request on the session's connection, within the
+    /// command timeout, unless the node is found dead first; `ASKING`'s
+    /// reply is checked and left out.
+    async fn exchange<T>(
+        &self,
+        replies: Replies,
+        then: impl FnOnce(Vec<super::conn::Reply>) -> Result<T, PageError>,
+    ) -> Result<T, Stop> {
+        let session = self.session.as_ref().expect("a session");
+        let asking = session.asking;
+        let timeout = self.inner.config.command_timeout;
+        let read = async {
+            let mut replies = node_conn::replies(replies, timeout).await?;
+            if asking && !replies.is_empty() {
+                replies.remove(0).check()?;
+            }
+            then(replies)
+        };
+        match unless_dead(&self.inner, &session.node, read).await {
+            Ok(value) => Ok(value),
+            Err(PageError::Conn(e)) => {
+                if !matches!(e, ConnError::Server(_)) {
+                    // Stuck, broken or breaking the protocol: no reader
+                    // sends on it again.
+                    session.conn.discard();
+                }
+                Err(self.of().failed(e, &session.node))
+            }
+            Err(PageError::Reply(why)) => Err(Stop::Fatal(unexpected(&self.of().context(), why))),
         }
+    }
+
+    /// One page: wait for a wake-up when at the end, make sure of the
+    /// session, send the read unless one is in flight, read and judge it.
+    async fn attempt(&mut self) -> Result<Output, Stop> {
         if self.in_flight.is_none() {
             if self.at_end {
                 self.wait_live().await?;
             } else {
-                self.ask_page();
-                self.flush().await?;
+                self.seen = self.woken.borrow_and_update().clone();
             }
+            self.ensure_session().await?;
+            self.ask_page();
         }
-        let ask = self.in_flight.take().expect("a read in flight");
-        let session = self.session.as_mut().expect("a session");
-        let node = session.node.clone();
-        let asking = session.asking;
-        let read = read_reply(
-            &mut session.conn,
-            asking,
-            ask,
-            self.inner.config.command_timeout,
-        );
-        let mut page = match unless_dead(&self.inner, &node, read).await {
-            Ok(page) => page,
-            Err(PageError::Conn(e)) => return Err(self.failed(e, &node)),
-            Err(PageError::Reply(why)) => {
-                return Err(Stop::Fatal(unexpected(&self.context(), why)))
-            }
-        };
-        self.read_ok_at.get_or_insert_with(Instant::now);
+        let (ask, replies) = self.in_flight.take().expect("a read in flight");
+        let mut page = self
+            .exchange(replies, |replies| read_page(replies, ask))
+            .await?;
+        self.outage.worked();
         self.redirects = 0;
         if let Some(after) = ask.after {
             if page.state.needs_record(after) {
@@ -550,15 +406,10 @@ impl Reader {
         self.check_history(&page, at_end, ask.after)?;
         if !at_end {
             // Read ahead: the server works on the next page while this one
-            // is decoded and merged. A failure to send it surfaces on the
-            // next call, which reconnects.
+            // is decoded and merged.
             self.read = page.last_id();
             self.witness = page.last_witness();
             self.ask_page();
-            if self.flush().await.is_err() {
-                self.session = None;
-                self.in_flight = None;
-            }
         }
         let output = self.decode(&page, at_end, ask.after)?;
         (self.read, self.witness) = match (page.last_id(), ask.after) {
@@ -569,102 +420,58 @@ impl Reader {
         self.at_end = at_end;
         let started_at = self.session.as_ref().and_then(|s| s.started_at);
         if self.read > started_at {
-            self.recovered();
+            let of = Of {
+                inner: &self.inner,
+                family: self.family,
+                partition: self.partition,
+            };
+            self.outage.recovered(of);
         }
         Ok(output)
     }
 
-    /// The trim record, read on the session's connection (nothing else is
-    /// in flight when it is asked for).
+    /// The trim record, read on the session's connection.
     async fn read_record(&mut self) -> Result<Option<Vec<u8>>, Stop> {
-        let timeout = self.inner.config.command_timeout;
-        let session = self.session.as_mut().expect("a session");
+        let session = self.session.as_ref().expect("a session");
+        let mut request = Request::default();
         if session.asking {
-            session.conn.push(&[b"ASKING"]);
+            request.push(&[b"ASKING"], limits::SMALL_REPLY);
         }
-        push_record_request(&mut session.conn, &self.keys);
-        self.flush().await?;
-        let session = self.session.as_mut().expect("a session");
-        let node = session.node.clone();
-        let asking = session.asking;
-        let read = async {
-            if asking {
-                tokio::time::timeout(timeout, session.conn.read(limits::SMALL_REPLY))
-                    .await
-                    .map_err(|_| ConnError::Timeout(timeout))??
-                    .check()?;
-            }
-            read_record(&mut session.conn, timeout).await
-        };
-        match unless_dead(&self.inner, &node, read).await {
-            Ok(record) => Ok(record),
-            Err(PageError::Conn(e)) => Err(self.failed(e, &node)),
-            Err(PageError::Reply(why)) => Err(Stop::Fatal(unexpected(&self.context(), why))),
-        }
+        push_record_request(&mut request, &self.keys);
+        let replies = session.conn.send(request);
+        self.exchange(replies, |mut replies| match replies.pop() {
+            Some(reply) => read_record(reply),
+            None => Err(PageError::Conn(ConnError::Protocol(
+                "no reply to GET of the trim record".into(),
+            ))),
+        })
+        .await
     }
 
-    async fn flush(&mut self) -> Result<(), Stop> {
-        let session = self.session.as_mut().expect("a session");
-        let node = session.node.clone();
-        match session.conn.flush().await {
-            Ok(()) => Ok(()),
-            Err(e) => Err(self.failed(e, &node)),
-        }
-    }
-
-    /// At the end: block until an entry after the position exists or the
-    /// safety-net poll passes, with the next paired read queued behind.
-    ///
-    /// A wait parked on a slot's old node learns nothing when the stream's
-    /// key migrates away (the server keeps it blocked until the slot's
-    /// ownership changes), so it also ends, and the reader reads again,
-    /// as soon as any request of this backend is redirected (`ASK`,
-    /// `MOVED`) for the slot.
+    /// At the end: wait until the stream's wake-up reports an id past the
+    /// position and past what woke the last read, a new wake-up
+    /// connection, or the safety-net poll. The wake-up's state is taken
+    /// before the read that follows is sent.
     async fn wait_live(&mut self) -> Result<(), Stop> {
         let after = self.read.expect("a position after the first read");
-        let block = self.inner.config.safety_net_poll;
-        let mut redirected = self.inner.router.redirects_of(self.slot);
-        redirected.mark_unchanged();
-        let session = self.session.as_mut().expect("a session");
-        if session.asking {
-            session.conn.push(&[b"ASKING"]);
+        let threshold = Some(after).max(self.seen.newest);
+        let epoch = self.seen.epoch;
+        self.wake.waiting_after(&self.inner, after);
+        let woke = self
+            .woken
+            .wait_for(|w| w.end.is_some() || w.epoch != epoch || w.newest > threshold);
+        let end = match tokio::time::timeout(self.inner.config.safety_net_poll, woke).await {
+            Ok(Ok(wake)) => wake.end.clone(),
+            // The safety-net poll: read anyway.
+            Ok(Err(_)) | Err(_) => None,
+        };
+        match end {
+            Some(End::Failed(e)) => return Err(Stop::Fatal(e)),
+            Some(End::GaveUp) => return Err(Stop::GaveUp),
+            None => {}
         }
-        wakeup::push_wait(&mut session.conn, &self.keys.stream, after, block);
-        self.ask_page();
-        self.flush().await?;
-        let session = self.session.as_mut().expect("a session");
-        let node = session.node.clone();
-        let limit = block + self.inner.config.command_timeout;
-        let woke = async {
-            if session.asking {
-                session.conn.read(limits::SMALL_REPLY).await?.check()?;
-            }
-            wakeup::read_wait(&mut session.conn, after, limit).await
-        };
-        // A redirect to the node this wait is on changes nothing for it.
-        let elsewhere = async {
-            loop {
-                if redirected.changed().await.is_err() {
-                    return std::future::pending().await;
-                }
-                if redirected.borrow_and_update().as_ref() != Some(&node) {
-                    return;
-                }
-            }
-        };
-        let woke = tokio::select! {
-            woke = unless_dead(&self.inner, &node, woke) => woke,
-            () = elsewhere => {
-                return Err(Stop::Redirect(Redirect::Wait { refresh: false }));
-            }
-        };
-        match woke {
-            Ok(_) => {
-                self.recovered();
-                Ok(())
-            }
-            Err(e) => Err(self.failed(e, &node)),
-        }
+        self.seen = self.woken.borrow_and_update().clone();
+        Ok(())
     }
 
     /// Check that the stream's history still contains what was read (see
@@ -724,7 +531,7 @@ impl Reader {
         let mut entries = Vec::with_capacity(page.len());
         let mut first = None;
         for raw in page.entries() {
-            let raw = raw.map_err(|why| Stop::Fatal(unexpected(&self.context(), why)))?;
+            let raw = raw.map_err(|why| Stop::Fatal(unexpected(&self.of().context(), why)))?;
             first.get_or_insert(raw.id);
             let decoded = if raw.size > MAX_ENTRY_BYTES {
                 Err(format!(
@@ -769,38 +576,10 @@ impl Reader {
     }
 }
 
-/// `read`, unless `node` is found dead first (see the module docs): then
-/// a lost connection naming the unanswered ping.
-async fn unless_dead<T, E: From<ConnError>>(
-    inner: &Inner,
-    node: &NodeAddr,
-    read: impl Future<Output = Result<T, E>>,
-) -> Result<T, E> {
-    tokio::select! {
-        result = read => result,
-        () = inner.router.until_dead(node) => {
-            let timeout = inner.router.ping_timeout();
-            tracing::debug!(%node, ?timeout, "ff valkey subscription: the node stopped answering; reconnecting");
-            Err(E::from(ConnError::Io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("{node} answered no PING within {timeout:?} (stopped, overloaded or cut off)"),
-            ))))
-        }
+/// A reader's output for the end of its stream.
+fn ended(end: End) -> Output {
+    match end {
+        End::Failed(e) => Output::Failed(e),
+        End::GaveUp => Output::GaveUp,
     }
-}
-
-/// Read the replies of a paired read (after `ASKING`'s, when asking).
-async fn read_reply(
-    conn: &mut Conn,
-    asking: bool,
-    ask: PageAsk,
-    timeout: Duration,
-) -> Result<Page, PageError> {
-    if asking {
-        tokio::time::timeout(timeout, conn.read(limits::SMALL_REPLY))
-            .await
-            .map_err(|_| ConnError::Timeout(timeout))??
-            .check()?;
-    }
-    read_page(conn, ask, timeout).await
 }

@@ -28,17 +28,21 @@ use futures::StreamExt;
 use tokio::task::JoinHandle;
 
 use super::cluster_admin::{self as admin, ClusterNode};
-use super::measure::{per_sec, ticker};
+use super::measure::{per_sec, percentiles_us, ticker};
 use super::report::Figure;
 
 /// Events per second the probe publishes.
 const PROBE_RATE: u64 = 200;
 /// How long the probe runs after an operation ends.
 const SETTLE: Duration = Duration::from_secs(2);
-/// Subscriptions opened to count sockets (the figure is scaled to 1,000).
-const SOCKET_SUBSCRIPTIONS: usize = 50;
+/// Subscriptions opened to count sockets and time live delivery.
+const SOCKET_SUBSCRIPTIONS: usize = 1000;
 /// Partitions of the socket count.
 const SOCKET_PARTITIONS: u16 = 64;
+/// Events published (at [`SOCKET_LIVE_RATE`] a second, one partition after
+/// another) while the subscriptions are open, each timed into every one.
+const SOCKET_LIVE_EVENTS: usize = 256;
+const SOCKET_LIVE_RATE: u64 = 64;
 /// Concurrent publishers and events each, for the replica-acks figure.
 const ACK_PUBLISHERS: usize = 16;
 const ACK_EVENTS_EACH: usize = 250;
@@ -46,8 +50,8 @@ const ACK_EVENTS_EACH: usize = 250;
 /// Measure every operations figure against the cluster at `url`.
 pub async fn run(url: &str, prefix: &str) -> anyhow::Result<Vec<Figure>> {
     let mut figures = Vec::new();
-    eprintln!("bench --operations: sockets of {SOCKET_SUBSCRIPTIONS} subscriptions over P = {SOCKET_PARTITIONS}");
-    figures.push(sockets(url, &format!("{prefix}sock:")).await?);
+    eprintln!("bench --operations: sockets and live latency of {SOCKET_SUBSCRIPTIONS} subscriptions over P = {SOCKET_PARTITIONS}");
+    figures.extend(sockets(url, &format!("{prefix}sock:")).await?);
     eprintln!("bench --operations: publishes waiting for a replica's ack vs not");
     figures.push(replica_acks(url, &format!("{prefix}acks:")).await?);
 
@@ -389,17 +393,20 @@ fn longest_gap(from: Instant, arrivals: &[Instant], to: Instant) -> Duration {
     longest
 }
 
-/// Sockets a process holds per 1,000 subscriptions over P = 64: the
-/// subscription connections named for this run on every primary, opened
-/// by [`SOCKET_SUBSCRIPTIONS`] tail subscriptions, scaled to 1,000.
-async fn sockets(url: &str, prefix: &str) -> anyhow::Result<Figure> {
+/// Sockets a process holds per 1,000 subscriptions over P = 64 — the
+/// subscription connections (wake-ups and reads) named for this run on
+/// every primary, opened by [`SOCKET_SUBSCRIPTIONS`] tail subscriptions,
+/// scaled to 1,000 — and the p99 latency from publish to receipt of
+/// [`SOCKET_LIVE_EVENTS`] events in every one of them.
+async fn sockets(url: &str, prefix: &str) -> anyhow::Result<Vec<Figure>> {
     let name = format!("ffbench-sock-{}", std::process::id());
     let config = ValkeyConfig::default()
         .with_key_prefix(prefix.to_owned())
         .with_client_name(name)
         .with_partitions(SOCKET_PARTITIONS);
     let backend = ValkeyBackend::connect(url, config).await?;
-    let mut subscriptions = Vec::new();
+    let sent: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let mut receivers = Vec::new();
     for _ in 0..SOCKET_SUBSCRIPTIONS {
         let mut sub = backend
             .subscribe_family(
@@ -408,10 +415,35 @@ async fn sockets(url: &str, prefix: &str) -> anyhow::Result<Figure> {
                 &SubscriptionFilter::default(),
             )
             .await?;
-        let _ = sub.next().await;
-        subscriptions.push(sub);
+        match sub.next().await {
+            Some(Ok(DeliveryItem::CaughtUp { .. })) => {}
+            other => anyhow::bail!("tail subscription began with {other:?}"),
+        }
+        let sent = sent.clone();
+        receivers.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(SOCKET_LIVE_EVENTS);
+            while latencies.len() < SOCKET_LIVE_EVENTS {
+                match sub.next().await {
+                    Some(Ok(DeliveryItem::Event { meta, .. })) => {
+                        let at = Instant::now();
+                        let n: usize = meta
+                            .tags
+                            .get("n")
+                            .and_then(|n| n.parse().ok())
+                            .context("an event without its number")?;
+                        let sent_at = sent.lock().unwrap_or_else(|e| e.into_inner())[n];
+                        latencies.push(at.saturating_duration_since(sent_at));
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(anyhow::Error::from(e)),
+                    None => anyhow::bail!("a live subscription ended"),
+                }
+            }
+            anyhow::Ok((latencies, sub))
+        }));
     }
     let sub_name = format!("name={} ", backend.subscription_client_name());
+    let read_name = format!("name={}:read ", backend.client_name());
     let count = || async {
         let mut total = 0usize;
         for addr in backend.nodes() {
@@ -420,10 +452,36 @@ async fn sockets(url: &str, prefix: &str) -> anyhow::Result<Figure> {
                 .arg("LIST")
                 .query_async(&mut conn)
                 .await?;
-            total += list.lines().filter(|l| l.contains(&sub_name)).count();
+            total += list
+                .lines()
+                .filter(|l| l.contains(&sub_name) || l.contains(&read_name))
+                .count();
         }
         anyhow::Ok(total)
     };
+    let mut tick = ticker(SOCKET_LIVE_RATE);
+    for n in 0..SOCKET_LIVE_EVENTS {
+        tick.tick().await;
+        let execution = ExecutionId::new((n % usize::from(SOCKET_PARTITIONS)) as u16);
+        sent.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Instant::now());
+        backend
+            .publish(
+                NewEvent::completion(execution, CompletionOutcome::Success),
+                EventMeta::new().with_tag("n", n.to_string()),
+            )
+            .await?;
+    }
+    let mut latencies = Vec::new();
+    let mut subscriptions = Vec::new();
+    for receiver in receivers {
+        let (mine, sub) = tokio::time::timeout(Duration::from_secs(60), receiver)
+            .await
+            .context("a live subscription did not receive every event within 60 s")???;
+        latencies.extend(mine);
+        subscriptions.push(sub);
+    }
     // Server-side counts lag the client: take the count once two
     // readings a moment apart agree.
     let mut last = usize::MAX;
@@ -437,12 +495,32 @@ async fn sockets(url: &str, prefix: &str) -> anyhow::Result<Figure> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop(subscriptions);
-    Ok(Figure::new(
-        "sockets_per_1000_subscriptions_p64",
-        "sockets",
-        counted as f64 * 1000.0 / SOCKET_SUBSCRIPTIONS as f64,
-        None,
-    ))
+    for n in 0..SOCKET_PARTITIONS {
+        let key = backend
+            .partition_stream_key(Family::Completion, n)
+            .to_owned();
+        if let Ok(mut conn) = backend.connection_for_key(&key).await {
+            let _: ff_backend_valkey::redis::RedisResult<()> = ff_backend_valkey::redis::cmd("DEL")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await;
+        }
+    }
+    let (_, p99) = percentiles_us(latencies);
+    Ok(vec![
+        Figure::new(
+            "sockets_per_1000_subscriptions_p64",
+            "sockets",
+            counted as f64 * 1000.0 / SOCKET_SUBSCRIPTIONS as f64,
+            None,
+        ),
+        Figure::new(
+            "live_p99_ms_1000_subscriptions_p64",
+            "ms",
+            p99 / 1000.0,
+            None,
+        ),
+    ])
 }
 
 /// Publish throughput with `with_replica_acks(1, 1 s)` divided by the

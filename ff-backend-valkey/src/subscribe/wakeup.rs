@@ -31,10 +31,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use ff_core::backend::subscription_span;
 use ff_core::stream_events::Family;
 use ff_core::stream_subscribe::ValkeyPosition;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use super::conn::{Conn, ConnError};
 use super::session::{self, End, Of, Outage, Stop};
@@ -93,12 +95,18 @@ impl WakeUp {
         });
         let mut task = self.task.lock().unwrap_or_else(|e| e.into_inner());
         if task.is_none() {
-            *task = Some(tokio::spawn(run(
-                inner.clone(),
-                self.state.clone(),
-                self.family,
-                self.partition,
-            )));
+            // Logged like the subscriptions it serves: its lost
+            // connection is theirs.
+            let span = subscription_span(crate::error::BACKEND, self.family);
+            *task = Some(tokio::spawn(
+                run(
+                    inner.clone(),
+                    self.state.clone(),
+                    self.family,
+                    self.partition,
+                )
+                .instrument(span),
+            ));
         }
     }
 

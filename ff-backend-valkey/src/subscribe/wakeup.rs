@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use ff_core::backend::subscription_span;
+use ff_core::engine_error::EngineError;
 use ff_core::stream_events::Family;
 use ff_core::stream_subscribe::ValkeyPosition;
 use tokio::sync::watch;
@@ -201,7 +202,14 @@ async fn run(inner: Arc<Inner>, state: Arc<watch::Sender<Wake>>, family: Family,
             } => outage.back_off(of, error, protocol, refresh).await,
             Stop::Fatal(e) => Some(End::Failed(e)),
             Stop::GaveUp => Some(End::GaveUp),
-            Stop::Expired { .. } => None,
+            // Only a reader judges positions; a wait never stops so.
+            Stop::Expired { .. } => Some(End::Failed(EngineError::Backend {
+                backend: crate::error::BACKEND,
+                detail: format!(
+                    "{}: internal error: a stream's wake-up stopped on an expired position, which only a read judges; please report it",
+                    of.context()
+                ),
+            })),
         };
         if let Some(end) = end {
             state.send_modify(|w| w.end = Some(end));
@@ -287,16 +295,20 @@ async fn session(
         match woke {
             Ok(id) => {
                 outage.worked();
-                outage.recovered(of);
                 *redirects = 0;
-                if let Some(id) = id {
+                let raised = id.is_some_and(|id| {
                     state.send_if_modified(|w| {
                         let raised = w.newest < Some(id);
                         if raised {
                             w.newest = Some(id);
                         }
                         raised
-                    });
+                    })
+                });
+                // Only progress proves the session: a server that answers
+                // once and then fails must not reset the backoff.
+                if raised {
+                    outage.recovered(of);
                 }
             }
             Err(e) => {

@@ -16,7 +16,7 @@ use clap::Args;
 use ff_core::backend::{DeliveryItem, EventPublisher, StreamBackend};
 use ff_core::filter::SubscriptionFilter;
 use ff_core::group::{
-    assign, Commit, GroupConfig, GroupItem, GroupMember, GroupSpec, GroupStore, GroupView,
+    Commit, GroupConfig, GroupItem, GroupMember, GroupSpec, GroupStore, GroupView,
 };
 use ff_core::stream_events::Family;
 use ff_core::stream_subscribe::StreamCursor;
@@ -364,13 +364,7 @@ async fn converged(
 ) -> Result<GroupView> {
     loop {
         let view = store.view(group).await?;
-        let sessions: Vec<&str> = view.members.iter().map(|m| m.session.as_str()).collect();
-        let target = assign(view.units, &sessions);
-        let settled = sessions.len() == members
-            && view.unit_states.iter().all(|u| {
-                u.owner_live && target[u.unit as usize].map(|i| sessions[i]) == u.owner.as_deref()
-            });
-        if settled {
+        if view.settled(members) {
             return Ok(view);
         }
         if Instant::now() > until {

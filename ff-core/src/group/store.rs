@@ -132,6 +132,24 @@ impl GroupView {
             unit_states,
         }
     }
+
+    /// Whether the group has settled on `members` live members, each unit
+    /// held by the live member the [assignment](crate::group::assign)
+    /// names: no hand-over is pending.
+    pub fn settled(&self, members: usize) -> bool {
+        let sessions: Vec<&str> = self.members.iter().map(|m| m.session.as_str()).collect();
+        let target = crate::group::assign(self.units, &sessions);
+        sessions.len() == members
+            && self.unit_states.iter().all(|u| {
+                u.owner_live
+                    && target
+                        .get(u.unit as usize)
+                        .copied()
+                        .flatten()
+                        .map(|i| sessions[i])
+                        == u.owner.as_deref()
+            })
+    }
 }
 
 /// A unit held by a member: what a commit names.

@@ -15,7 +15,7 @@ use crate::backend::EventPublisher;
 use crate::cursor::StreamCursor;
 use crate::error::EngineError;
 use crate::event::{CompletionOutcome, EventMeta, Family, NewEvent};
-use crate::group::{assign, Commit, GroupConfig, GroupItem, GroupMember, GroupSpec, GroupView};
+use crate::group::{Commit, GroupConfig, GroupItem, GroupMember, GroupSpec, GroupView};
 use crate::testkit::Harness;
 use crate::types::ExecutionId;
 
@@ -256,13 +256,7 @@ pub async fn converged<H: Harness + ?Sized>(h: &H, group: &str, members: usize) 
             .view(group)
             .await
             .unwrap_or_else(|e| panic!("group suite: reading group {group:?} failed: {e}"));
-        let sessions: Vec<&str> = view.members.iter().map(|m| m.session.as_str()).collect();
-        let target = assign(view.units, &sessions);
-        let done = sessions.len() == members
-            && view.unit_states.iter().all(|u| {
-                u.owner_live && target[u.unit as usize].map(|i| sessions[i]) == u.owner.as_deref()
-            });
-        if done {
+        if view.settled(members) {
             return view;
         }
         assert!(

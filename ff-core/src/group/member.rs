@@ -258,7 +258,7 @@ fn layout_of(store: &dyn GroupStore, spec: &GroupSpec) -> Result<Layout, EngineE
             if spec.units != u32::from(partitions) {
                 return Err(EngineError::validation(format!(
                     "group {:?} asked for {} units, but this backend splits family {} into {partitions} \
-                     partitions and a unit is a partition: join with --units {partitions}",
+                     partitions and a unit is a partition: join with {partitions} units",
                     spec.name,
                     spec.units,
                     spec.family.as_str()

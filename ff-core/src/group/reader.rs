@@ -412,7 +412,10 @@ impl SharedReader {
                 )));
             };
             let Some(at) = one.position(unit as u16) else {
-                continue;
+                return Err(EngineError::invalid_cursor(format!(
+                    "unit {unit}'s position {} does not cover its partition",
+                    u.position
+                )));
             };
             entries.push((unit as u16, at, one.witness(unit as u16)));
         }

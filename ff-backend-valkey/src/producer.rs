@@ -167,7 +167,7 @@ impl ValkeyBackend {
     ) -> Result<StreamCursor, EngineError> {
         if self.partitions() > 1 {
             return Err(EngineError::validation(format!(
-                "with partitions={} an entry id alone does not make a cursor; use cursor_of_entry(event, meta, entry_id) or entry_id_cursor",
+                "with partitions={} an entry id alone does not make a cursor; use entry_id_cursor with the entry's partition",
                 self.partitions()
             )));
         }

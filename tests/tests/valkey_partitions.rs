@@ -485,7 +485,7 @@ async fn append_cmd_commits_with_the_executions_own_keys() {
     let from_id_alone = b.cursor_from_entry_id(Family::Completion, &entry_id);
     match from_id_alone {
         Err(EngineError::Validation { detail }) => {
-            assert!(detail.contains("cursor_of_entry"), "{detail}")
+            assert!(detail.contains("entry_id_cursor"), "{detail}")
         }
         other => panic!("expected Validation, got {other:?}"),
     }

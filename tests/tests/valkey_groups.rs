@@ -152,18 +152,22 @@ async fn a_lost_cursor_write_gives_duplicates_never_a_skip() {
     );
 }
 
-/// A member reads the family once for every unit it holds: holding 8
-/// units costs one subscription connection (and one for the group's
-/// wake-ups), not one per unit.
+/// A member reads the family once for every unit it holds: reading a
+/// backlog for 8 units sends about as many commands as one plain
+/// subscription reading it, not one read of the whole family per unit.
+/// Counted on the backend's shared read connection (`tot-cmds` in
+/// `CLIENT LIST`), which only this test's subscriptions use.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_reads_the_family_once_for_all_its_units() {
     use ff_core::group::{GroupItem, GroupMember, GroupSpec};
     use ff_core::stream_events::Family;
     use ff_core::stream_subscribe::StreamCursor;
     use ff_core::testkit::group_crowd::{group_drafts, publish, suite_config, GROUP_DEADLINE};
+    use ff_core::testkit::support::{subscribe, until_caught_up};
     use ff_core::testkit::Harness;
     use futures::StreamExt;
     use std::collections::BTreeSet;
+    use tokio::time::Instant;
 
     let h = harness().await;
     let url = ff_tests::harness::valkey::server_url().await;
@@ -172,19 +176,49 @@ async fn a_member_reads_the_family_once_for_all_its_units() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let name = format!("{}:sub", h.backend.client_name());
-    let mut subscriptions = async || -> usize {
+    let name = format!("name={}:read", h.backend.client_name());
+    // (read connections, commands they were sent)
+    let mut reads = async || -> (usize, u64) {
         let list: String = ff_backend_valkey::redis::cmd("CLIENT")
             .arg("LIST")
             .query_async(&mut admin)
             .await
             .expect("CLIENT LIST");
-        list.lines()
-            .filter(|line| line.split(' ').any(|kv| kv == format!("name={name}")))
-            .count()
+        let mine: Vec<&str> = list
+            .lines()
+            .filter(|line| line.split(' ').any(|kv| kv == name))
+            .collect();
+        let commands = mine
+            .iter()
+            .flat_map(|line| line.split(' '))
+            .filter_map(|kv| kv.strip_prefix("tot-cmds="))
+            .map(|n| n.parse::<u64>().expect("a command count"))
+            .sum();
+        (mine.len(), commands)
     };
-    let before = subscriptions().await;
-    publish(h.publisher().as_ref(), group_drafts("once", 0, 26)).await;
+    const EVENTS: usize = 2_000;
+    publish(h.publisher().as_ref(), group_drafts("once", 0, EVENTS)).await;
+
+    let mut plain = subscribe(
+        &h,
+        Family::Completion,
+        StreamCursor::beginning(),
+        &Default::default(),
+    )
+    .await;
+    let (events, _) = until_caught_up(&mut plain, "the plain subscription's backlog").await;
+    assert_eq!(events.len(), EVENTS);
+    let (_, by_plain) = reads().await;
+    drop(plain);
+    let deadline = Instant::now() + GROUP_DEADLINE;
+    while reads().await.0 > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the read connection outlived its last subscription"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
     let spec = GroupSpec::new("once", Family::Completion, 8).unwrap();
     let mut member = GroupMember::join_from(
         h.backend(),
@@ -195,20 +229,22 @@ async fn a_member_reads_the_family_once_for_all_its_units() {
     )
     .await
     .expect("join");
-    let mut units = BTreeSet::new();
-    while units.len() < 8 {
+    let (mut units, mut handled) = (BTreeSet::new(), 0);
+    while handled < EVENTS {
         let item = tokio::time::timeout(GROUP_DEADLINE, member.next())
             .await
             .expect("an item within the deadline")
             .expect("the stream goes on");
         if let GroupItem::Event { unit, .. } = item {
             units.insert(unit);
+            handled += 1;
         }
     }
-    let during = subscriptions().await;
-    assert_eq!(
-        during - before,
-        2,
-        "a member holding 8 units must read through one subscription (plus its wake-ups)"
+    let (_, by_member) = reads().await;
+    assert_eq!(units.len(), 8, "the member holds every unit");
+    assert!(
+        by_member < 3 * by_plain,
+        "a member holding 8 units sent {by_member} commands to read a backlog one subscription \
+         read with {by_plain}: it must read the family once, not once per unit"
     );
 }

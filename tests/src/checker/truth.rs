@@ -99,6 +99,11 @@ impl Truth {
             if held.contains(&p.ck) || p.acked.is_none() {
                 continue;
             }
+            // Removed by retention, as read from the store one by one: it
+            // was part of the store's history when retention ran, whatever
+            // faults came before (say, acknowledged by the new primary after
+            // a lossy takeover, then pruned).
+            let known_removed = removed.get(&p.ck).copied();
             // Acknowledged while a lossy fault was under way: it reached the
             // new primary only if the new primary held it when it took over.
             let after_fault = p.acked.is_some_and(|a| {
@@ -107,11 +112,11 @@ impl Truth {
                     .any(|&(from, until)| a >= from && until.is_none_or(|u| a <= u))
             });
             let survived = state.survived.as_ref().map(|s| s.contains(&p.ck));
-            if after_fault && survived != Some(true) {
+            if known_removed.is_none() && after_fault && survived != Some(true) {
                 truth.forked.insert(p.ck);
                 continue;
             }
-            let pruned = removed.get(&p.ck).copied().or(
+            let pruned = known_removed.or(
                 match (p.pos, state.pruned_through.get(&(p.family, p.partition))) {
                     (Some(pos), Some(&through)) if pos <= through => Some(pos),
                     _ => None,
@@ -137,5 +142,79 @@ impl Truth {
             entries.sort_by_key(|e| e.pos);
         }
         truth
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use ff_core::types::ExecutionId;
+
+    use super::*;
+    use crate::checker::history::{FaultWindow, PublishPath, Published};
+
+    fn published(ck: Ck, acked_ms: u64) -> Published {
+        Published {
+            ck,
+            family: Family::Completion,
+            partition: 0,
+            execution: ExecutionId::new(0),
+            namespace: None,
+            path: PublishPath::Single,
+            started: Duration::from_millis(acked_ms - 1),
+            acked: Some(Duration::from_millis(acked_ms)),
+            finished: Duration::from_millis(acked_ms),
+            cursor: None,
+            pos: Some(PosKey(ck, 0)),
+            error: None,
+        }
+    }
+
+    fn stored(ck: Ck) -> StoredEvent {
+        StoredEvent {
+            ck,
+            partition: 0,
+            pos: PosKey(ck, 0),
+        }
+    }
+
+    /// Events 1..=4 acknowledged inside a lossy failover's window (100 to
+    /// 200 ms), with no record of what the new primary held: 1 was read
+    /// from the store by retention, 2 is retained, 3 and 4 are in neither.
+    fn lossy_run() -> (StoreState, History) {
+        let mut history = History::default();
+        history.faults.push(FaultWindow {
+            what: "kill -9 of the primary".into(),
+            from: Duration::from_millis(100),
+            until: Some(Duration::from_millis(200)),
+            lossy: true,
+            consumer: None,
+        });
+        for ck in 1..=4 {
+            history.published.insert(ck, published(ck, 100 + 10 * ck));
+        }
+        let mut state = StoreState::default();
+        state.removed.insert(Family::Completion, vec![stored(1)]);
+        state.stored.insert(Family::Completion, vec![stored(2)]);
+        state
+            .pruned_through
+            .insert((Family::Completion, 0), PosKey(3, 0));
+        (state, history)
+    }
+
+    #[test]
+    fn an_event_retention_read_from_the_store_is_history_even_after_a_lossy_failover() {
+        let (state, history) = lossy_run();
+        let truth = Truth::build(&state, &history);
+        let stream: Vec<(Ck, bool)> = truth.streams[&(Family::Completion, 0)]
+            .iter()
+            .map(|e| (e.ck, e.retained))
+            .collect();
+        assert_eq!(stream, vec![(1, false), (2, true)]);
+        // Behind the horizon but never seen in the store: it may have been
+        // lost in the failover before retention ran.
+        assert_eq!(truth.forked, HashSet::from([3, 4]));
+        assert!(truth.lost.is_empty());
     }
 }

@@ -13,8 +13,11 @@
 //!   returned and, where the backend orders by commit (`exact`), nothing
 //!   included that was acknowledged before the subscribe was called;
 //! - a publish's cursor: right after it where `exact`; on Postgres, events
-//!   at or before it may come again ("more, never fewer"), but none that
-//!   committed after the cursor was handed out may be skipped.
+//!   at or before it may come again ("more, never fewer"), but none whose
+//!   transaction began committing after both the cursor was handed out
+//!   and the subscribe returned (it was open at subscribe, so it cannot be
+//!   behind the start) may be skipped; one that committed before the
+//!   subscribe sorts where it sorts.
 //!
 //! A consumer that received an event of a forked history (one a lossy
 //! failover lost) must receive nothing of the new history before a
@@ -62,7 +65,11 @@ enum Logical {
         returned: Duration,
     },
     AfterEvent(Ck),
-    AfterPublish(Ck),
+    AfterPublish {
+        event: Ck,
+        /// When the subscribe from that cursor returned.
+        returned: Duration,
+    },
     AfterForked(Ck),
     /// Somewhere the oracle cannot place (a checkpoint a store gave back).
     Unknown,
@@ -205,7 +212,10 @@ impl Consumer<'_> {
                 returned: seg.returned.unwrap_or(seg.called),
             },
             FirstStart::Beginning => Logical::Beginning,
-            FirstStart::PublishCursor(ck) => Logical::AfterPublish(*ck),
+            FirstStart::PublishCursor(ck) => Logical::AfterPublish {
+                event: *ck,
+                returned: seg.returned.unwrap_or(seg.called),
+            },
         }
     }
 
@@ -407,13 +417,14 @@ impl Consumer<'_> {
                 }
                 Ok(())
             }
-            Logical::AfterPublish(e) => {
+            Logical::AfterPublish { event: e, returned } => {
                 let Some(origin) = self.published(*e) else {
                     return Err(format!("started from the cursor of unknown event {e}"));
                 };
                 let (Some(pos), Some(handed)) = (origin.pos, origin.acked) else {
                     return Ok(());
                 };
+                let since = handed.max(*returned);
                 let after = stream
                     .iter()
                     .position(|t| t.pos > pos)
@@ -434,10 +445,10 @@ impl Consumer<'_> {
                 }
                 match stream[..i0]
                     .iter()
-                    .find(|t| self.published(t.ck).is_some_and(|p| p.started > handed))
+                    .find(|t| self.published(t.ck).is_some_and(|p| p.started > since))
                 {
                     Some(skipped) => Err(format!(
-                        "from event {e}'s publish cursor, skipped event {}, committed after the cursor was handed out",
+                        "from event {e}'s publish cursor, skipped event {}, which began committing after the cursor was handed out and the subscribe returned",
                         skipped.ck
                     )),
                     None => Ok(()),
@@ -470,18 +481,21 @@ impl Consumer<'_> {
                 .filter(|t| self.published(t.ck).is_some_and(|p| p.started > *returned))
                 .map(|t| t.ck)
                 .collect(),
-            Logical::AfterPublish(e) => {
+            Logical::AfterPublish { event: e, returned } => {
                 let origin = self.published(*e);
                 let pos = origin
                     .and_then(|o| o.pos)
                     .unwrap_or(PosKey(u64::MAX, u64::MAX));
-                let handed = origin.and_then(|o| o.acked).unwrap_or(Duration::MAX);
+                let since = origin
+                    .and_then(|o| o.acked)
+                    .unwrap_or(Duration::MAX)
+                    .max(*returned);
                 stream
                     .iter()
                     .filter(|t| {
                         t.pos > pos
                             || (!self.exact
-                                && self.published(t.ck).is_some_and(|p| p.started > handed))
+                                && self.published(t.ck).is_some_and(|p| p.started > since))
                     })
                     .map(|t| t.ck)
                     .collect()
@@ -702,8 +716,19 @@ mod tests {
         consumer(
             &mut h,
             first.clone(),
-            vec![(SegmentStart::First(first), vec![2, 3, 4, 5, 6])],
+            vec![(SegmentStart::First(first.clone()), vec![2, 3, 4, 5, 6])],
         );
+        assert_eq!(check(&h, &t, false, true), vec![]);
+        // Subscribed from the cursor only after event 2 committed: event 2
+        // sorts before the cursor's event, so it is not after it.
+        let (mut h, t) = world(6);
+        h.published.get_mut(&2).expect("event 2").started = ms(200);
+        consumer(
+            &mut h,
+            first.clone(),
+            vec![(SegmentStart::First(first), vec![5, 6])],
+        );
+        h.consumers[0].1[0].returned = Some(ms(300));
         assert_eq!(check(&h, &t, false, true), vec![]);
     }
 

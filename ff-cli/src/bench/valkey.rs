@@ -241,7 +241,8 @@ async fn measure(
     events: usize,
 ) -> anyhow::Result<Vec<Figure>> {
     eprintln!("bench: publishing {events} events through ff and raw XADD");
-    let (ff_publish, raw_publish) = publish(backend, raw, raw_key, events).await?;
+    let published = publish(backend, raw, raw_key, events).await?;
+    let [ff_publish, raw_publish, raw_transaction] = published.rate;
 
     eprintln!("bench: catching up over {events} events");
     let (raw_catch_up, raw_rss) = raw_catch_up(raw, ff_key, events).await?;
@@ -251,12 +252,21 @@ async fn measure(
     let raw_live = raw_live(backend, raw, &format!("{raw_key}-live")).await?;
     let ff_live = ff_live(backend).await?;
 
-    Ok(vec![
+    let mut figures = vec![
         Figure::new(
             "publish_events_per_sec",
             "events/s",
             ff_publish,
             Some(raw_publish),
+        ),
+        // Beside raw `MULTI`/`EXEC`: a batch is all-or-none, and a
+        // transaction's replies come after the server ran all of it, where
+        // a plain pipeline's are read while the server still works.
+        Figure::new(
+            "publish_vs_raw_transaction_events_per_sec",
+            "events/s",
+            ff_publish,
+            Some(raw_transaction),
         ),
         Figure::new(
             "catch_up_events_per_sec",
@@ -267,7 +277,16 @@ async fn measure(
         Figure::new("live_p50_us", "us", ff_live.0, Some(raw_live.0)),
         Figure::new("live_p99_us", "us", ff_live.1, Some(raw_live.1)),
         Figure::new("catch_up_peak_rss_mib", "MiB", ff_rss, Some(raw_rss)),
-    ])
+    ];
+    // This process's CPU per published event: where the client, not the
+    // server, limits the rate, this is what the rates compare.
+    if let [Some(ff), Some(raw)] = published.client_cpu_us {
+        figures.insert(
+            2,
+            Figure::new("publish_client_cpu_us_per_event", "us", ff, Some(raw)),
+        );
+    }
+    Ok(figures)
 }
 
 /// The raw producer: the same fields ff writes, 1000 `XADD`s per pipeline.
@@ -295,32 +314,60 @@ fn raw_xadd(pipe: &mut redis::Pipeline, key: &str, n: usize) {
         .arg(meta.tags_json());
 }
 
-/// Publish `events` through ff (batches of [`PUBLISH_CHUNK`]) and with raw
-/// pipelined `XADD`s, alternating chunk by chunk so both see the same
-/// server state and machine load. Returns (ff, raw) events/s.
+/// What publishing measured, per side: ff's batches, the raw client's
+/// plain pipelines, and the raw client's `MULTI`/`EXEC` pipelines (what
+/// an all-or-none batch costs without ff).
+struct Publish {
+    /// Events/s: ff, raw pipeline, raw transaction.
+    rate: [f64; 3],
+    /// This process's CPU per event, in µs: ff, raw pipeline.
+    client_cpu_us: [Option<f64>; 2],
+}
+
+/// Publish `events` through ff (batches of [`PUBLISH_CHUNK`]), with raw
+/// pipelined `XADD`s and with the same pipelines in `MULTI`/`EXEC`,
+/// alternating chunk by chunk so all see the same server state and
+/// machine load.
 async fn publish(
     backend: &ValkeyBackend,
     raw: &mut MultiplexedConnection,
     raw_key: &str,
     events: usize,
-) -> anyhow::Result<(f64, f64)> {
-    let (mut ff_time, mut raw_time) = (Duration::ZERO, Duration::ZERO);
+) -> anyhow::Result<Publish> {
+    let mut time = [Duration::ZERO; 3];
+    let mut cpu = [Some(0u64); 2];
+    let mut add_cpu = |side: usize, before: Option<u64>| {
+        cpu[side] = (|| Some(cpu[side]? + own_cpu_ns()?.saturating_sub(before?)))();
+    };
     for start in (0..events).step_by(PUBLISH_CHUNK) {
         let chunk = start..(start + PUBLISH_CHUNK).min(events);
 
-        let started = Instant::now();
-        let mut pipe = redis::pipe();
-        for n in chunk.clone() {
-            raw_xadd(&mut pipe, raw_key, n);
+        for atomic in [false, true] {
+            let (started, before) = (Instant::now(), own_cpu_ns());
+            let mut pipe = redis::pipe();
+            if atomic {
+                pipe.atomic();
+            }
+            for n in chunk.clone() {
+                raw_xadd(&mut pipe, raw_key, n);
+            }
+            let _: Vec<String> = pipe.query_async(raw).await.context("raw XADD")?;
+            time[1 + usize::from(atomic)] += started.elapsed();
+            if !atomic {
+                add_cpu(1, before);
+            }
         }
-        let _: Vec<String> = pipe.query_async(raw).await.context("raw XADD")?;
-        raw_time += started.elapsed();
 
-        let started = Instant::now();
+        let (started, before) = (Instant::now(), own_cpu_ns());
         backend.publish_batch(chunk.map(draft).collect()).await?;
-        ff_time += started.elapsed();
+        time[0] += started.elapsed();
+        add_cpu(0, before);
     }
-    Ok((per_sec(events, ff_time), per_sec(events, raw_time)))
+    let per_event_us = |ns: Option<u64>| ns.map(|ns| ns as f64 / 1_000.0 / events as f64);
+    Ok(Publish {
+        rate: time.map(|t| per_sec(events, t)),
+        client_cpu_us: cpu.map(per_event_us),
+    })
 }
 
 /// What the raw loop decodes each entry into.

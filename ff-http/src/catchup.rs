@@ -10,7 +10,12 @@
 //! A client is placed only at a [`Vouched`] position `p` — resolved by the
 //! backend when the client connected, or yielded by a hub since (see
 //! [`crate::hub::vouched`]); no hub admits a cursor because its bytes sort
-//! inside the hub's window. It is placed, in order of preference:
+//! inside the hub's window, and no hub admits a position another hub
+//! yielded unless it has seen that position itself: around a lossy
+//! failover two hubs may read two histories, whose positions interleave
+//! by their bytes. A position no hub at hand admits is judged by the
+//! backend again, by a catch-up hub that subscribes from it (4). It is
+//! placed, in order of preference:
 //! 1. on the live hub, when the live hub has seen every event after `p`
 //!    (its window starts at or before `p`);
 //! 2. on a ready catch-up hub whose window holds `p` and that is not
@@ -25,15 +30,21 @@
 //!    holding back for a stalled client (it replays its window at once and
 //!    delivers on within one hold), or else on one whose window starts at
 //!    or before `p` but has not reached `p` (the client skips what it
-//!    delivers up to `p`): a queued client would wait for a reader to end;
+//!    delivers up to `p`; only for a position the backend vouched for,
+//!    since the hub has not seen `p`): a queued client would wait for a
+//!    reader to end;
 //! 6. otherwise it queues. When a catch-up hub ends, its slot goes to a new
 //!    hub from the *oldest* queued position, which every other queued
 //!    client can then join by 3: a reconnect storm is served in one pass.
 //!
-//! A catch-up hub hands its clients over to the live hub once it reaches the
-//! live hub's window, or to a catch-up hub ahead of it once it reaches that
-//! hub's window (so readers that meet share one slot, and the other frees
-//! for clients further behind), and ends when its last client has left.
+//! A catch-up hub hands its clients over to the live hub once the live hub
+//! has seen the catch-up hub's latest item, or to a catch-up hub ahead of
+//! it once that hub has (so readers that meet share one slot, and the
+//! other frees for clients further behind), and ends when its last client
+//! has left. Each client moves once the hub it goes to has seen its own
+//! position; a catch-up hub reading a history the other hub does not
+//! share never hands over, and its own subscription ends it with
+//! `CursorExpired` when it reconnects to the new history.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,6 +55,8 @@ use ff_core::stream_subscribe::StreamCursor;
 use tokio::sync::watch;
 
 use crate::hub::vouched::Vouched;
+#[cfg(test)]
+use crate::hub::HubMsg;
 use crate::hub::{at_or_before, covers, Hub, Joined, Role, Status};
 
 /// A queued client.
@@ -154,7 +167,7 @@ impl CatchUpPool {
             let Some((base, position)) = hub.window() else {
                 continue;
             };
-            if !hub.covers(p.cursor()) {
+            if !hub.admits(p) {
                 continue;
             }
             let pick = if hub.is_held_back() {
@@ -233,13 +246,14 @@ impl CatchUpPool {
         Decision::Queued
     }
 
-    /// Hand the catch-up `hub` over to a catch-up hub ahead of it whose
-    /// window holds its position (one that is neither handed over nor held
-    /// back for a stalled client), if there is one: its clients move there
-    /// at their own positions, and its slot frees once they have. Decided
-    /// under the pool's lock, so two hubs never hand over to each other.
+    /// Hand the catch-up `hub` over to a catch-up hub ahead of it that
+    /// admits its latest item ([`Hub::tip`]: it has seen it, see
+    /// [`Hub::admits`]) and is neither handed over nor held back for a
+    /// stalled client, if there is one: its clients move there at their
+    /// own positions, and its slot frees once they have. Decided under the
+    /// pool's lock, so two hubs never hand over to each other.
     pub fn hand_over_to_one_ahead(&self, hub: &Arc<Hub>) {
-        let Some((_, position)) = hub.window() else {
+        let Some(tip) = hub.tip() else {
             return;
         };
         let state = self.lock();
@@ -250,8 +264,8 @@ impl CatchUpPool {
                 && !h.is_closed()
                 && !h.is_handed_over()
                 && !h.is_held_back()
-                && h.covers(&position)
-                && h.window().is_some_and(|(_, p)| earlier(&position, &p))
+                && h.admits(&tip)
+                && h.window().is_some_and(|(_, p)| earlier(tip.cursor(), &p))
         });
         if let Some(ahead) = ahead {
             hub.hand_over(Some(ahead));
@@ -333,6 +347,76 @@ fn grant_oldest(state: &PoolState, family: Family) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ff_core::backend::DeliveryItem;
+    use ff_core::stream_events::{CompletionOutcome, EventMeta, NewEvent};
+    use ff_core::stream_subscribe::encode_memory;
+    use ff_core::types::{ExecutionId, TimestampMs};
+
+    fn c(seq: u64) -> StreamCursor {
+        encode_memory(Family::Completion, 1, seq)
+    }
+
+    fn event(seq: u64) -> DeliveryItem {
+        DeliveryItem::Event {
+            event: NewEvent::completion(ExecutionId::new(0), CompletionOutcome::Success)
+                .into_event(c(seq), TimestampMs(0)),
+            meta: EventMeta::new(),
+        }
+    }
+
+    /// A catch-up hub that is not run: the test delivers its items.
+    fn start(family: Family, start: Vouched) -> (Arc<Hub>, Joined) {
+        let hub = Arc::new(Hub::with_role(
+            family,
+            64,
+            16,
+            Role::CatchUp {
+                start: start.cursor().clone(),
+            },
+        ));
+        let joined = hub.join_as_creator(start);
+        (hub, joined)
+    }
+
+    #[test]
+    fn a_reader_hands_over_to_one_ahead_only_once_that_one_has_seen_its_latest_item() {
+        let family = Family::Completion;
+        let pool = CatchUpPool::new(3);
+        let created =
+            |from: u64| match pool.decide(&start, family, &Vouched::assumed(c(from)), &mut None) {
+                Decision::Created(hub, joined) => (hub, joined),
+                _ => panic!("a free slot starts a reader"),
+            };
+        // The reader ahead reads one history: 11, 13, 14.
+        let (ahead, _first) = created(10);
+        for seq in [11, 13, 14] {
+            ahead.deliver(event(seq));
+        }
+        // The reader behind reads another: its 12 sorts between the two,
+        // but the reader ahead never had it.
+        let (behind, mut second) = created(5);
+        behind.deliver(event(12));
+        pool.hand_over_to_one_ahead(&behind);
+        assert!(!behind.is_handed_over(), "handed over by byte order");
+        let mut pos = second.at.clone();
+        while let Ok(HubMsg::Item(item)) = second.rx.try_recv() {
+            pos = pos.advanced_by(&item).unwrap_or(pos);
+        }
+        assert_eq!(pos.cursor(), &c(12));
+        assert!(ahead.join_after(&pos).is_err());
+        assert!(!ahead.admits(&pos));
+        // Once it delivers an item the reader ahead has seen, it hands over.
+        behind.deliver(event(13));
+        pool.hand_over_to_one_ahead(&behind);
+        assert!(behind.is_handed_over());
+        assert!(behind
+            .successor()
+            .is_some_and(|successor| Arc::ptr_eq(&successor, &ahead)));
+        let moved = ahead
+            .join_after(&behind.tip().expect("a latest item"))
+            .expect("the reader ahead has seen it");
+        assert_eq!(moved.replay.len(), 1, "replays 14");
+    }
 
     #[test]
     fn beginning_comes_before_every_position() {

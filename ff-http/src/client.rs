@@ -245,8 +245,14 @@ impl Client {
         })
     }
 
+    /// Read `hub` from now on, at the position it admitted (now vouched
+    /// by it). Events passed over and not yet told are replayed and
+    /// filtered again from there.
     fn switch_to_hub(&mut self, hub: Arc<Hub>, joined: Joined) {
         Metrics::add(&self.state.metrics.shared_joins, 1);
+        self.pos = joined.at;
+        self.skipped = None;
+        self.checkpoint_at = None;
         self.source = Source::Hub {
             hub,
             rx: joined.rx,

@@ -5,8 +5,9 @@
 //! one is still open. It subscribes from the hub's start with no filter,
 //! delivers every item to the hub, holds a catch-up hub back for its
 //! slowest client (see [`crate::hub`]'s flow control), hands a catch-up
-//! hub over once it reaches the live hub's window or that of a catch-up
-//! hub ahead, and ends when idle, on shutdown, or on a terminal error.
+//! hub over once the live hub or a catch-up hub ahead has seen its latest
+//! item (reminding its clients whenever that hub has seen a later one),
+//! and ends when idle, on shutdown, or on a terminal error.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -19,14 +20,14 @@ use futures::StreamExt;
 use tokio::time::Instant;
 
 use super::Hubs;
-use crate::hub::{covers, hold_back, Hub, Role};
+use crate::hub::{hold_back, Hub, Role};
 use crate::metrics::{Metrics, SubscriptionGauge, SubscriptionKind};
 
 /// The hub task: subscribe from the hub's start, deliver every item, end
 /// when idle, on shutdown, or on a terminal error. A catch-up hub also
 /// holds back while its slowest client's buffer is full (up to a limit),
-/// hands over once it reaches the live hub's window, and ends as soon as
-/// its last client has left.
+/// hands over once the live hub has seen its latest item, and ends as
+/// soon as its last client has left.
 pub(super) async fn run_hub(hub: Arc<Hub>, hubs: Weak<Hubs>) {
     let Some(strong) = hubs.upgrade() else {
         hub.close();
@@ -83,6 +84,8 @@ pub(super) async fn run_hub(hub: Arc<Hub>, hubs: Weak<Hubs>) {
     }
     .max(1);
     let mut handed_over_at: Option<Instant> = None;
+    // The latest item the clients were told to move at.
+    let mut reminded: Option<StreamCursor> = None;
     loop {
         if catching_up && hub.tx.len() >= hold_at {
             if hold_back(&hub, hold_at, settings.timeout, &mut shutdown).await {
@@ -121,6 +124,9 @@ pub(super) async fn run_hub(hub: Arc<Hub>, hubs: Weak<Hubs>) {
                 }
             },
             _ = tick.tick() => {
+                if handed_over_at.is_some() {
+                    remind_stranded(&hub, &hubs, &mut reminded);
+                }
                 if let Some(at) = handed_over_at {
                     // Clients that have not moved to the live hub within
                     // the limit and read nothing meanwhile have stalled:
@@ -164,6 +170,7 @@ pub(super) async fn run_hub(hub: Arc<Hub>, hubs: Weak<Hubs>) {
                 }
                 if hub.is_handed_over() {
                     handed_over_at = Some(Instant::now());
+                    reminded = hub.tip().map(|tip| tip.cursor().clone());
                 }
             }
         }
@@ -180,15 +187,37 @@ fn kind_is_catch_up(kind: SubscriptionKind) -> bool {
     matches!(kind, SubscriptionKind::Own)
 }
 
-/// `true` when the catch-up `hub`'s position lies in the live hub's window.
+/// `true` when the live hub admits the catch-up `hub`'s latest item
+/// ([`Hub::tip`]): it has seen it, so the clients that have read
+/// everything can move (see [`Hub::admits`]). A live hub reading another
+/// history never does.
 fn reached_live(hub: &Hub, hubs: &Hubs) -> bool {
     let Some(live) = hubs.existing(hub.family()) else {
         return false;
     };
-    let (Some((live_base, _)), Some((_, position))) = (live.window(), hub.window()) else {
-        return false;
+    hub.tip().is_some_and(|tip| live.admits(&tip))
+}
+
+/// A handed-over hub's clients move when an item or the hand-over reaches
+/// them, to a hub that has seen their position; one that has read
+/// everything while that hub had not yet seen it would wait for the next
+/// item. Once the hub it was handed to has seen the latest item, tell its
+/// clients again (once per item).
+fn remind_stranded(hub: &Hub, hubs: &Weak<Hubs>, reminded: &mut Option<StreamCursor>) {
+    let Some(tip) = hub.tip() else {
+        return;
     };
-    covers(&live_base, &position)
+    if reminded.as_ref() == Some(tip.cursor()) {
+        return;
+    }
+    let target = match hub.successor() {
+        Some(ahead) => Some(ahead),
+        None => hubs.upgrade().and_then(|h| h.existing(hub.family())),
+    };
+    if target.is_some_and(|t| t.admits(&tip)) {
+        *reminded = Some(tip.cursor().clone());
+        hub.remind_handed_over();
+    }
 }
 
 /// Unregister an ended hub, whose backend stream is closed: this frees its

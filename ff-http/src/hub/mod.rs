@@ -16,21 +16,27 @@
 //!
 //! A client joins only at a [`Vouched`] position `p`: one the backend
 //! resolved for it, or one a hub yielded (see [`crate::hub::vouched`]) — never a
-//! cursor admitted because its bytes sort inside the window. It joins
+//! cursor admitted because its bytes sort inside the window. A position
+//! another hub yielded is admitted only when this hub has seen it itself
+//! (it is the hub's base or position, or the cursor of an item it kept;
+//! for a partitioned cursor, each partition's entry is one the hub saw in
+//! that partition): two hubs may read two histories around a lossy
+//! failover, and only positions of one history compare by their bytes. It joins
 //! under the hub's state lock, which the hub also holds while it sends an
 //! item and advances `position`. If `base <= p`, the hub has seen every
 //! event after `p` up to `position`, and the kept items after `p` are
 //! exactly those events; the broadcast receiver, subscribed under the same
 //! lock, yields exactly the items after `position`. So the client replays
 //! the kept items after `p`, then reads the receiver, skipping anything at
-//! or before `p`. A `p` beyond `position` (the backend vouched for a
-//! position the hub has not reached yet) joins with nothing to replay and
-//! skips items up to `p`.
+//! or before `p`. A `p` beyond `position` (the backend, or this hub,
+//! vouched for a position the hub has not reached yet) joins with nothing
+//! to replay and skips items up to `p`.
 //!
-//! A catch-up hub that reaches the live hub's window (its position at or
-//! after the live hub's base) is *handed over*: it tells its clients, which
-//! join the live hub at their own positions, and it ends once the last has
-//! left. So is one that reaches the window of a catch-up hub ahead of it
+//! A catch-up hub whose latest item the live hub has seen is *handed
+//! over*: it tells its clients, which join the live hub at their own
+//! positions once it has seen them too (it tells them again when it has
+//! seen a later item), and it ends once the last has left. So is one whose
+//! latest item a catch-up hub ahead of it has seen
 //! (see [`crate::catchup`]): its clients join that hub instead, and its
 //! slot frees for clients further behind. A client that falls behind the
 //! broadcast buffer (`Lagged`) is placed again from its last position. A
@@ -44,18 +50,19 @@
 //! every placement.
 
 mod flow;
+mod seen;
 pub(crate) mod vouched;
 
 use std::cmp::Ordering;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 use ff_core::backend::DeliveryItem;
 use ff_core::engine_error::EngineError;
 use ff_core::stream_events::{EventMeta, Family, StreamEvent};
-use ff_core::stream_subscribe::StreamCursor;
+use ff_core::stream_subscribe::{StreamCursor, VALKEY_PARTITIONED_BYTE};
 use ff_core::types::TimestampMs;
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
@@ -67,11 +74,25 @@ use vouched::Vouched;
 pub(crate) use flow::{hold_back, HubReceiver};
 use flow::{HoldBack, Member};
 
+/// A hub's identity, naming which hub vouched for a position (see
+/// [`vouched`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct HubId(u64);
+
+impl HubId {
+    fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        Self(NEXT.fetch_add(1, AtomicOrdering::Relaxed))
+    }
+}
+
 /// One item the hub delivers.
 #[derive(Debug)]
 pub(crate) struct HubItem {
     pub cursor: StreamCursor,
     pub body: HubBody,
+    /// The hub that delivered it.
+    pub hub: HubId,
 }
 
 /// What a hub item carries. Events are nearly every item, so they are
@@ -124,6 +145,8 @@ struct HubState {
     base: Option<StreamCursor>,
     position: Option<StreamCursor>,
     kept: VecDeque<Arc<HubItem>>,
+    /// The cursor of the latest item (event or corrupt entry) delivered.
+    tip: Option<StreamCursor>,
     closed: bool,
 }
 
@@ -146,6 +169,46 @@ impl HubState {
             Some(base) => covers(base, p),
         }
     }
+
+    /// `true` when the hub `me` may place a client at `p` (see the module
+    /// docs): it has seen every event after `p`, and `p` is a position of
+    /// its own history — the backend vouched for it, this hub did, or this
+    /// hub has itself seen it.
+    fn admits(&self, p: &Vouched, me: HubId, family: Family) -> bool {
+        self.covers(p.cursor())
+            && match p.by() {
+                None => true,
+                Some(by) => by == me || self.has_seen(p.cursor(), family),
+            }
+    }
+
+    /// The positions the hub has seen within its window, latest first:
+    /// its position, its kept items' cursors, its base.
+    fn seen_latest_first(&self) -> impl Iterator<Item = &StreamCursor> {
+        self.position
+            .iter()
+            .chain(self.kept.iter().rev().map(|item| &item.cursor))
+            .chain(self.base.iter())
+    }
+
+    /// `true` when the hub has seen the position `p` itself, within its
+    /// window. For a partitioned cursor, two hubs that merged the same
+    /// events in different orders reach different merged positions, so
+    /// each partition's entry (id and witness) must be one the hub saw in
+    /// that partition.
+    fn has_seen(&self, p: &StreamCursor, family: Family) -> bool {
+        if p.as_bytes().first() == Some(&VALKEY_PARTITIONED_BYTE) {
+            return seen::each_partition(family, p, self.seen_latest_first());
+        }
+        for seen in self.seen_latest_first() {
+            match seen.position_cmp(p) {
+                Some(Ordering::Equal) => return true,
+                Some(Ordering::Less) => return false,
+                _ => {}
+            }
+        }
+        false
+    }
 }
 
 /// A family's shared subscription, as seen by clients.
@@ -166,6 +229,7 @@ pub(crate) struct Hub {
     /// The catch-up hub ahead this one handed its clients over to (none:
     /// the live hub).
     successor: Mutex<Option<Weak<Hub>>>,
+    id: HubId,
     /// Wakes the hub task while it holds back for its slowest client.
     hold: Arc<HoldBack>,
     /// The clients' places, for detaching the stalled ones.
@@ -190,6 +254,9 @@ pub(crate) struct Joined {
     pub replay: VecDeque<Arc<HubItem>>,
     /// The hub's position at the join.
     pub position: Vouched,
+    /// The client's position, as admitted by the hub (see
+    /// [`Vouched::admitted_by`]).
+    pub at: Vouched,
     /// Whether the hub had, at the join, sent everything it catches up
     /// with: it is the live hub, it was handed over, or it had read its
     /// backend subscription's backlog. Otherwise its broadcast will say
@@ -254,6 +321,7 @@ impl Hub {
             handed_over: AtomicBool::new(false),
             backlog_read: AtomicBool::new(false),
             successor: Mutex::new(None),
+            id: HubId::next(),
             hold: Arc::new(HoldBack::new()),
             members: Mutex::new(Vec::new()),
             born: Instant::now(),
@@ -293,10 +361,13 @@ impl Hub {
     /// hub runs, so it never reads further ahead of it than its buffer
     /// allows.
     pub(crate) fn join_as_creator(&self, start: Vouched) -> Joined {
+        // The hub's own subscription judges `start` as it subscribes.
+        let start = start.admitted_by(self.id);
         let joined = Joined {
             rx: self.receiver(),
             replay: VecDeque::new(),
-            position: start,
+            position: start.clone(),
+            at: start,
             settled: false,
         };
         self.joined_ever.store(true, AtomicOrdering::Release);
@@ -344,7 +415,8 @@ impl Hub {
     }
 
     /// `true` when the hub has seen every event after `p` (see
-    /// [`HubState::covers`]).
+    /// [`HubState::covers`]); placement asks [`Hub::admits`].
+    #[cfg(test)]
     pub fn covers(&self, p: &StreamCursor) -> bool {
         self.lock().covers(p)
     }
@@ -357,19 +429,48 @@ impl Hub {
         }
         let position = state.position.clone().ok_or(JoinRefused::Gone)?;
         self.joined_ever.store(true, AtomicOrdering::Release);
+        let position = Vouched::reached_by_hub(self.id, position);
         Ok(Joined {
             rx: self.receiver(),
             replay: VecDeque::new(),
-            position: Vouched::reached_by_hub(position),
+            position: position.clone(),
+            at: position,
             settled: self.is_settled(),
         })
     }
 
-    /// Join exactly after the vouched position `after`, when the hub has
-    /// seen every event after it (it may lie beyond the hub's position:
-    /// the client then skips items up to it).
-    pub fn join_after(&self, after: &Vouched) -> Result<Joined, JoinRefused> {
-        let after = after.cursor();
+    /// The hub's identity.
+    #[cfg(test)]
+    pub(crate) fn id(&self) -> HubId {
+        self.id
+    }
+
+    /// `true` when the hub would admit a client at `p` now (see
+    /// [`Hub::join_after`]).
+    pub fn admits(&self, p: &Vouched) -> bool {
+        self.lock().admits(p, self.id, self.family)
+    }
+
+    /// Where a client that has read everything this hub delivered is: the
+    /// cursor of its latest item, or else its start (its position, for a
+    /// live hub), vouched by this hub.
+    pub fn tip(&self) -> Option<Vouched> {
+        let state = self.lock();
+        let tip = match (&state.tip, &self.role) {
+            (Some(tip), _) => tip.clone(),
+            (None, Role::CatchUp { start }) => start.clone(),
+            (None, Role::Live) => state.position.clone()?,
+        };
+        Some(Vouched::reached_by_hub(self.id, tip))
+    }
+
+    /// Join exactly after the vouched position `vouched`, when the hub
+    /// admits it (see [`HubState::admits`]): it has seen every event after
+    /// it (it may lie beyond the hub's position when the backend or this
+    /// hub vouched for it: the client then skips items up to it), and it is
+    /// a position of this hub's history.
+    pub fn join_after(&self, vouched: &Vouched) -> Result<Joined, JoinRefused> {
+        let after = vouched.cursor();
         let state = self.lock();
         if state.closed {
             return Err(JoinRefused::Gone);
@@ -377,7 +478,7 @@ impl Hub {
         let (Some(_), Some(position)) = (&state.base, &state.position) else {
             return Err(JoinRefused::Gone);
         };
-        if !state.covers(after) {
+        if !state.admits(vouched, self.id, self.family) {
             return Err(JoinRefused::OutOfWindow);
         }
         let newer = state
@@ -396,7 +497,8 @@ impl Hub {
         Ok(Joined {
             rx: self.receiver(),
             replay,
-            position: Vouched::reached_by_hub(position.clone()),
+            position: Vouched::reached_by_hub(self.id, position.clone()),
+            at: vouched.clone().admitted_by(self.id),
             settled: self.is_settled(),
         })
     }
@@ -443,6 +545,15 @@ impl Hub {
         }
     }
 
+    /// Tell the clients of a handed-over hub again that they should move
+    /// (the hub it was handed to has since seen where they are).
+    pub(crate) fn remind_handed_over(&self) {
+        let _state = self.lock();
+        if self.handed_over.load(AtomicOrdering::Acquire) {
+            let _ = self.tx.send(HubMsg::HandedOver);
+        }
+    }
+
     /// Deliver one item of the shared subscription.
     pub(crate) fn deliver(&self, item: DeliveryItem) {
         let cursor = item.cursor().clone();
@@ -466,7 +577,9 @@ impl Hub {
                 let item = Arc::new(HubItem {
                     cursor: cursor.clone(),
                     body,
+                    hub: self.id,
                 });
+                state.tip = Some(cursor.clone());
                 if self.keep == 0 {
                     state.base = Some(cursor.clone());
                 } else {
@@ -582,11 +695,20 @@ mod tests {
     use ff_core::types::ExecutionId;
 
     fn event(seq: u64) -> DeliveryItem {
+        event_at(encode_memory(Family::Completion, 1, seq))
+    }
+
+    fn event_at(cursor: StreamCursor) -> DeliveryItem {
         DeliveryItem::Event {
             event: NewEvent::completion(ExecutionId::new(0), CompletionOutcome::Success)
-                .into_event(encode_memory(Family::Completion, 1, seq), TimestampMs(0)),
+                .into_event(cursor, TimestampMs(0)),
             meta: EventMeta::new(),
         }
+    }
+
+    /// A position `hub` delivered.
+    fn by(hub: &Hub, cursor: StreamCursor) -> Vouched {
+        Vouched::reached_by_hub(hub.id(), cursor)
     }
 
     fn c(seq: u64) -> StreamCursor {
@@ -657,5 +779,87 @@ mod tests {
         hub.fail(EngineError::unavailable("x"));
         assert!(matches!(joined.rx.try_recv(), Ok(HubMsg::Failed(_))));
         assert_eq!(hub.join_tail().unwrap_err(), JoinRefused::Gone);
+    }
+
+    #[test]
+    fn a_hub_admits_a_position_another_hub_vouched_only_when_it_has_seen_it() {
+        // The live hub reads one history: 11 and 13 (its window).
+        let live = Hub::new(Family::Completion, 16, 8);
+        live.deliver(DeliveryItem::CaughtUp { cursor: c(10) });
+        live.deliver(event(11));
+        live.deliver(event(13));
+        // A catch-up hub reading another history delivered 12, which sorts
+        // between the live hub's 11 and 13 but was never one of its events.
+        let other = Hub::with_role(Family::Completion, 16, 8, Role::CatchUp { start: c(10) });
+        other.deliver(event(12));
+        let stranger = by(&other, c(12));
+        assert!(live.covers(&c(12)), "its bytes sort inside the window");
+        assert!(!live.admits(&stranger));
+        assert_eq!(
+            live.join_after(&stranger).unwrap_err(),
+            JoinRefused::OutOfWindow
+        );
+        // Nor is the other hub's latest item, so it would not hand over.
+        assert_eq!(other.tip(), Some(stranger));
+        // Positions the live hub has seen itself are admitted: its base, a
+        // kept item, its position.
+        for seen in [10, 11, 13] {
+            let joined = live.join_after(&by(&other, c(seen))).expect("seen");
+            assert_eq!(joined.at.cursor(), &c(seen));
+            assert_eq!(joined.at.by(), Some(live.id()), "now the live hub's");
+        }
+        // A position beyond its own is not seen yet.
+        assert!(live.join_after(&by(&other, c(14))).is_err());
+        // The backend judged the store itself, and the live hub its own
+        // history: those compare by their bytes.
+        assert!(live.join_after(&v(12)).is_ok());
+        assert!(live.join_after(&by(&live, c(12))).is_ok());
+        assert!(live.join_after(&v(14)).is_ok());
+    }
+
+    fn parts(family: Family, at: [(u64, Option<u32>); 2]) -> StreamCursor {
+        use ff_core::stream_subscribe::{
+            encode_valkey_partitioned, PartitionedPosition, ValkeyPosition,
+        };
+        let mut position =
+            PartitionedPosition::all_at(2, ValkeyPosition { ms: 0, seq: 0 }).unwrap();
+        for (partition, (ms, witness)) in (0u16..).zip(at) {
+            position
+                .set_witnessed(partition, ValkeyPosition { ms, seq: 0 }, witness)
+                .unwrap();
+        }
+        encode_valkey_partitioned(family, &position)
+    }
+
+    #[test]
+    fn a_partitioned_position_is_admitted_when_the_hub_saw_each_partitions_entry() {
+        let f = Family::Completion;
+        let w = |ms: u64| Some(ms as u32 + 1000);
+        let at = |a: u64, b: u64| parts(f, [(a, w(a)), (b, w(b))]);
+        // The live hub merged partition 0 first: (1,1) (3,1) (3,3) (5,3).
+        let live = Hub::new(f, 16, 8);
+        live.deliver(DeliveryItem::CaughtUp { cursor: at(1, 1) });
+        for cursor in [at(3, 1), at(3, 3), at(5, 3)] {
+            live.deliver(event_at(cursor));
+        }
+        let other = Hub::with_role(f, 16, 8, Role::CatchUp { start: at(1, 1) });
+        // Another hub merged partition 1 first: (1,3), a merged position
+        // the live hub never had, of entries it saw each.
+        assert!(live.join_after(&by(&other, at(1, 3))).is_ok());
+        assert!(live.join_after(&by(&other, at(5, 3))).is_ok());
+        // An entry of partition 0 between two of the live hub's (one of a
+        // lost history) is not, though the position sorts in the window.
+        let lost = at(4, 3);
+        assert!(live.covers(&lost));
+        assert!(live.join_after(&by(&other, lost.clone())).is_err());
+        assert!(
+            live.join_after(&Vouched::assumed(lost)).is_ok(),
+            "the backend's verdict"
+        );
+        // Nor is the live hub's entry id with another entry's witness.
+        let forged = parts(f, [(3, Some(7)), (3, w(3))]);
+        assert!(live.join_after(&by(&other, forged)).is_err());
+        // Nor one ahead of what it has seen in a partition.
+        assert!(live.join_after(&by(&other, at(5, 4))).is_err());
     }
 }

@@ -77,7 +77,7 @@ pub const MAX_CURSOR_TEXT: usize = 9216;
 /// assert!(StreamCursor::empty().is_tail());
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, Default)]
-pub struct StreamCursor(pub Bytes);
+pub struct StreamCursor(Bytes);
 
 impl StreamCursor {
     /// A cursor from raw bytes (no validation: backends validate at subscribe).
@@ -98,6 +98,16 @@ impl StreamCursor {
     /// The raw bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
+    }
+
+    /// The raw bytes as a [`Bytes`] sharing this cursor's buffer (no copy).
+    pub fn bytes(&self) -> Bytes {
+        self.0.clone()
+    }
+
+    /// The raw bytes, consuming the cursor (no copy).
+    pub fn into_bytes(self) -> Bytes {
+        self.0
     }
 
     /// `true` for the tail (empty) cursor.
@@ -578,7 +588,7 @@ mod tests {
             "lease-history",
         );
         let good = encode_memory(f, 1, 1);
-        let truncated = StreamCursor::new(good.0.slice(..17));
+        let truncated = StreamCursor::new(good.bytes().slice(..17));
         assert_invalid(decode_memory(&truncated, f), "17 bytes");
         let mut long = good.as_bytes().to_vec();
         long.push(0);
@@ -657,7 +667,7 @@ mod tests {
             old
         );
         assert_invalid(
-            decode_valkey(&StreamCursor::new(witnessed.0.slice(..20)), f),
+            decode_valkey(&StreamCursor::new(witnessed.bytes().slice(..20)), f),
             "18 or 22 bytes",
         );
         assert_invalid(
@@ -665,7 +675,7 @@ mod tests {
             "completion stream, not lease-history",
         );
         assert_invalid(
-            decode_memory(&StreamCursor::new(witnessed.0.clone()), f),
+            decode_memory(&StreamCursor::new(witnessed.bytes()), f),
             "Valkey",
         );
 

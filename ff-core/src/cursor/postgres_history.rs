@@ -163,9 +163,9 @@ mod tests {
         let mut long_plain = plain.as_bytes().to_vec();
         long_plain.extend_from_slice(&[0; 16]);
         for wrong in [
-            StreamCursor::new(c.0.slice(..33)),
-            StreamCursor::new(c.0.slice(..18)),
-            StreamCursor::new(plain.0.slice(..17)),
+            StreamCursor::new(c.bytes().slice(..33)),
+            StreamCursor::new(c.bytes().slice(..18)),
+            StreamCursor::new(plain.bytes().slice(..17)),
             StreamCursor::new(long_plain),
         ] {
             match decode_postgres_any(&wrong, f) {

@@ -43,6 +43,13 @@ pub const MAX_CURSOR_TEXT: usize = 9216;
 /// assert_eq!(c.to_string(), "AwIAAAAAAAAAKgAAAAAAAAAH");
 /// assert!(StreamCursor::empty().is_tail());
 /// ```
+///
+/// Its bytes are private: a consumer keeps, prints and compares cursors,
+/// and only a backend's codec reads what is inside.
+///
+/// ```compile_fail
+/// let bytes = ff_core::StreamCursor::empty().0;
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash, Default)]
 pub struct StreamCursor(Bytes);
 

@@ -36,6 +36,7 @@
 //! ```
 
 mod config;
+pub mod cursor_codec;
 mod cursor_store;
 mod group_store;
 mod log;
@@ -48,11 +49,12 @@ use async_trait::async_trait;
 use ff_core::backend::{
     validate_new_event, CursorStore, DeliveryStream, EventPublisher, StreamBackend, StreamBounds,
 };
+use ff_core::cursor::codec::CursorStart;
+use ff_core::cursor::StreamCursor;
 use ff_core::engine_error::EngineError;
 use ff_core::filter::SubscriptionFilter;
 use ff_core::group::GroupStore;
 use ff_core::stream_events::{EventMeta, Family, NewEvent};
-use ff_core::stream_subscribe::{decode_memory, encode_memory, CursorStart, StreamCursor};
 use ff_core::types::TimestampMs;
 
 #[allow(deprecated)]
@@ -64,6 +66,7 @@ pub use config::{
 pub use cursor_store::MemoryCursorStore;
 pub use group_store::MemoryGroupStore;
 
+use cursor_codec::{decode_memory, encode_memory};
 use log::{FamilyLog, RecordBody, Retention};
 use subscription::Subscription;
 

@@ -10,11 +10,12 @@ use ff_core::engine_error::EngineError;
 use ff_core::filter::SubscriptionFilter;
 use ff_core::stream_events::record::decode_new_event;
 use ff_core::stream_events::Family;
-use ff_core::stream_subscribe::{encode_memory, StreamCursor};
+use ff_core::stream_subscribe::StreamCursor;
 use futures::stream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::cursor_codec::encode_memory;
 use crate::log::{Read, Record, RecordBody};
 use crate::Shared;
 

@@ -108,6 +108,7 @@
 
 mod backend;
 mod config;
+pub mod cursor_codec;
 mod cursor_store;
 mod decode;
 mod error;

@@ -22,9 +22,10 @@ use std::hash::{Hash, Hasher};
 
 use ff_core::engine_error::EngineError;
 use ff_core::stream_events::Family;
-use ff_core::stream_subscribe::{
-    decode_postgres_any, encode_postgres_history, CursorStart, PostgresCursor,
-    PostgresHistoryPosition, StreamCursor,
+use ff_core::stream_subscribe::{CursorStart, StreamCursor};
+
+use crate::cursor_codec::{
+    decode_postgres_any, encode_postgres_history, PostgresCursor, PostgresHistoryPosition,
 };
 
 /// The largest row id; `(xid, AFTER_EVERY_ID)` sorts after every row of `xid`.
@@ -159,19 +160,14 @@ pub(crate) fn decode(
             },
             system: None,
         }),
-        // Every format this crate knows is listed above.
-        CursorStart::After(_) => {
-            return Err(EngineError::invalid_cursor(format!(
-                "cursor {cursor} is of a Postgres format this build does not read"
-            )))
-        }
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ff_core::stream_subscribe::encode_postgres;
+    use crate::cursor_codec::encode_postgres;
+    use ff_core::cursor::codec::{encode_positioned, MEMORY_BYTE};
 
     const SYSTEM: u64 = 7_000_000_000_000_000_001;
 
@@ -216,7 +212,7 @@ mod tests {
 
     #[test]
     fn foreign_cursors_are_invalid() {
-        let c = ff_core::stream_subscribe::encode_memory(Family::Completion, 1, 1);
+        let c = encode_positioned(MEMORY_BYTE, Family::Completion, 1, 1);
         assert!(matches!(
             decode(&c, Family::Completion),
             Err(EngineError::InvalidCursor { .. })

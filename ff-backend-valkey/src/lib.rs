@@ -132,6 +132,7 @@ mod app_connection;
 mod bounds;
 mod config;
 mod connection;
+pub mod cursor_codec;
 mod cursor_store;
 mod entry;
 mod error;

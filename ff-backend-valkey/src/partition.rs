@@ -20,14 +20,16 @@
 //! partition — so a position beyond a stream's newest id always means the
 //! stream lost history.
 
+use ff_core::cursor::codec::{
+    decode_valkey_partitioned, encode_valkey_partitioned, CursorStart, PartitionedPosition,
+    ValkeyPosition,
+};
+use ff_core::cursor::StreamCursor;
 use ff_core::engine_error::EngineError;
 use ff_core::stream_events::Family;
-use ff_core::stream_subscribe::{
-    decode_valkey_partitioned, decode_valkey_witnessed, encode_valkey_partitioned,
-    encode_valkey_witnessed, CursorStart, PartitionedPosition, StreamCursor, ValkeyPosition,
-    WitnessedPosition,
-};
 use ff_core::types::ExecutionId;
+
+use crate::cursor_codec::{decode_valkey_witnessed, encode_valkey_witnessed, WitnessedPosition};
 
 /// The partition of an event of execution `execution` when families are
 /// split into `partitions`: the `N` of its `{fp:N}` modulo P.
@@ -209,7 +211,7 @@ impl Followed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ff_core::stream_subscribe::encode_valkey;
+    use crate::cursor_codec::encode_valkey;
 
     fn at(ms: u64, seq: u64) -> ValkeyPosition {
         ValkeyPosition { ms, seq }

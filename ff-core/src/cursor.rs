@@ -1,28 +1,17 @@
 //! [`StreamCursor`]: an opaque, backend-versioned resume position.
 //!
-//! Byte 0 names the backend and format version, byte 1 the family, the rest
-//! the position, so a cursor can never be misread by another backend or used
-//! on another family's stream. The text form is unpadded base64url.
+//! A consumer treats a cursor as a token: it takes one from each event (or
+//! checkpoint), persists it, prints or parses its text form, and hands it
+//! back to resume exactly after that event. Two positions of one backend
+//! and family can be compared ([`StreamCursor::position_cmp`]) and merged
+//! ([`StreamCursor::position_join`]); nothing else about a cursor is the
+//! consumer's business.
 //!
-//! | byte 0 | backend | layout |
-//! |---|---|---|
-//! | (empty) | any | tail: "after everything committed at subscribe time" |
-//! | `0x00` | any | beginning: everything still retained |
-//! | `0x01` | Valkey | family ++ entry-id ms (u64 BE) ++ entry-id seq (u64 BE) [++ the entry's witness (u32 BE)] |
-//! | `0x02` | Postgres | family ++ xid8 (u64 BE) ++ row id (u64 BE) |
-//! | `0x03` | memory | family ++ instance epoch (u64 BE) ++ sequence (u64 BE) |
-//! | `0x04` | Valkey, partitioned | family ++ partition count ++ one entry id per followed partition ([`partitioned`](self#partitioned-cursors)) |
-//! | `0x05` | Postgres | family ++ system identifier ++ xid8 ++ row id ++ row `at` (u64 BE each); see [`encode_postgres_history`] |
-//! | `0x80`–`0xFE` | third-party backends | theirs (`0xFF` reserved) |
-//!
-//! # Partitioned cursors
-//!
-//! A family split into partitions has one position per partition, so its
-//! cursors ([`PartitionedPosition`], [`encode_valkey_partitioned`],
-//! [`decode_valkey_partitioned`]) are ordered partially: `position_cmp`
-//! answers only when one cursor is at or before the other in every
-//! partition, and their bytes do not sort by position. Every other format
-//! compares by its bytes.
+//! Byte 0 names the backend and format, byte 1 the family, the rest the
+//! position, so a cursor can never be misread by another backend or used
+//! on another family's stream. The text form is unpadded base64url. Every
+//! layout is given once, in `docs/design.md` ("Cursors"); a backend builds
+//! and reads its cursors with the [`codec`] module.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -36,48 +25,33 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::error::EngineError;
 use crate::event::Family;
 
-mod partitioned;
-mod postgres_history;
-mod varint;
+pub mod codec;
 
-pub use partitioned::{
-    decode_valkey_partitioned, encode_valkey_partitioned, PartitionedPosition, MAX_PARTITIONS,
-    VALKEY_PARTITIONED_BYTE,
-};
-pub use postgres_history::{
-    decode_postgres_any, encode_postgres_history, PostgresCursor, PostgresHistoryPosition,
-    POSTGRES_HISTORY_BYTE, POSTGRES_HISTORY_LEN,
-};
+use codec::{BEGINNING_BYTE, POSITIONED_LEN, VALKEY_BYTE, VALKEY_PARTITIONED_BYTE};
 
-/// Byte 0 of the beginning cursor.
-pub const BEGINNING_BYTE: u8 = 0x00;
-/// Byte 0 of Valkey single-stream cursors.
-pub const VALKEY_BYTE: u8 = 0x01;
-/// Byte 0 of Postgres cursors.
-pub const POSTGRES_BYTE: u8 = 0x02;
-/// Byte 0 of memory-backend cursors.
-pub const MEMORY_BYTE: u8 = 0x03;
-/// Length of every built-in positioned cursor of two `u64`s.
-pub const POSITIONED_LEN: usize = 18;
-/// Length of a Valkey single-stream cursor (`0x01`) whose position carries
-/// the witness of the entry it names: the 18 bytes and a `u32`.
-pub const VALKEY_WITNESSED_LEN: usize = 22;
 /// The longest cursor text `FromStr` accepts: room for any partitioned
 /// cursor (witnesses included), while a megabyte of junk is refused before
-/// it is decoded.
+/// it is decoded. A store that keeps cursor text needs this much room.
 pub const MAX_CURSOR_TEXT: usize = 9216;
 
 /// An opaque resume position. Subscribing with a cursor an event carried
 /// yields exactly the events after that event.
 ///
 /// ```
-/// use ff_core::cursor::StreamCursor;
+/// use ff_core::StreamCursor;
 /// let c: StreamCursor = "AwIAAAAAAAAAKgAAAAAAAAAH".parse().unwrap();
 /// assert_eq!(c.to_string(), "AwIAAAAAAAAAKgAAAAAAAAAH");
 /// assert!(StreamCursor::empty().is_tail());
 /// ```
+///
+/// Its bytes are private: a consumer keeps, prints and compares cursors,
+/// and only a backend's codec reads what is inside.
+///
+/// ```compile_fail
+/// let bytes = ff_core::StreamCursor::empty().0;
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash, Default)]
-pub struct StreamCursor(pub Bytes);
+pub struct StreamCursor(Bytes);
 
 impl StreamCursor {
     /// A cursor from raw bytes (no validation: backends validate at subscribe).
@@ -98,6 +72,16 @@ impl StreamCursor {
     /// The raw bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
+    }
+
+    /// The raw bytes as a [`Bytes`] sharing this cursor's buffer (no copy).
+    pub fn bytes(&self) -> Bytes {
+        self.0.clone()
+    }
+
+    /// The raw bytes, consuming the cursor (no copy).
+    pub fn into_bytes(self) -> Bytes {
+        self.0
     }
 
     /// `true` for the tail (empty) cursor.
@@ -138,7 +122,7 @@ impl StreamCursor {
             return None;
         }
         if a[0] == VALKEY_PARTITIONED_BYTE {
-            return partitioned::compare_cursors(a, b);
+            return codec::compare_partitioned(a, b);
         }
         if a[0] == VALKEY_BYTE && a.len() >= POSITIONED_LEN && b.len() >= POSITIONED_LEN {
             return valkey_cmp(a, b);
@@ -158,11 +142,11 @@ impl StreamCursor {
     /// resumes from the join without repeating or skipping any event.
     ///
     /// ```
-    /// use ff_core::event::Family;
-    /// use ff_core::cursor::{encode_valkey, StreamCursor};
+    /// use ff_core::StreamCursor;
     ///
-    /// let a = encode_valkey(Family::Completion, 5, 0);
-    /// let b = encode_valkey(Family::Completion, 7, 1);
+    /// // Two positions of one memory-backend stream, as events carried them.
+    /// let a: StreamCursor = "AwIAAAAAAAAAAQAAAAAAAAAF".parse().unwrap();
+    /// let b: StreamCursor = "AwIAAAAAAAAAAQAAAAAAAAAH".parse().unwrap();
     /// assert_eq!(a.position_join(&b), Some(b.clone()));
     /// assert_eq!(a.position_join(&StreamCursor::beginning()), None);
     /// ```
@@ -172,7 +156,7 @@ impl StreamCursor {
             return None;
         }
         if a[0] == VALKEY_PARTITIONED_BYTE {
-            return partitioned::join_cursors(a, b);
+            return codec::join_partitioned(a, b);
         }
         if a[0] == VALKEY_BYTE && a.len() >= POSITIONED_LEN && b.len() >= POSITIONED_LEN {
             // At the same entry, the one that carries its witness.
@@ -254,261 +238,9 @@ impl<'de> Deserialize<'de> for StreamCursor {
     }
 }
 
-/// Where a decoded cursor says to start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CursorStart<P> {
-    /// After everything committed at subscribe time.
-    Tail,
-    /// From the oldest retained event.
-    Beginning,
-    /// Exactly after position `P`.
-    After(P),
-}
-
-/// Who issues cursors whose byte 0 is `byte`.
-fn issuer(byte: u8) -> String {
-    match byte {
-        VALKEY_BYTE => "the Valkey backend".into(),
-        POSTGRES_BYTE | POSTGRES_HISTORY_BYTE => "the Postgres backend".into(),
-        MEMORY_BYTE => "the memory backend".into(),
-        VALKEY_PARTITIONED_BYTE => "the Valkey backend with partitioned families".into(),
-        0x80..=0xFE => format!("a third-party backend (format 0x{byte:02x})"),
-        _ => format!("no known backend (unknown format 0x{byte:02x})"),
-    }
-}
-
-/// Decode any built-in 18-byte cursor for `family` whose byte 0 is `format`:
-/// tail and beginning are accepted for every backend; anything else of the
-/// wrong backend, family, length or version is `InvalidCursor`.
-pub fn decode_positioned(
-    cursor: &StreamCursor,
-    format: u8,
-    family: Family,
-) -> Result<CursorStart<(u64, u64)>, EngineError> {
-    let b = cursor.as_bytes();
-    if b.is_empty() {
-        return Ok(CursorStart::Tail);
-    }
-    if b[0] == BEGINNING_BYTE {
-        if b.len() == 1 {
-            return Ok(CursorStart::Beginning);
-        }
-        return Err(EngineError::invalid_cursor(format!(
-            "cursor {cursor} starts like the beginning cursor but has {} extra bytes",
-            b.len() - 1
-        )));
-    }
-    if b[0] != format {
-        return Err(wrong_backend(cursor, b[0], format));
-    }
-    if b.len() != POSITIONED_LEN {
-        let lengths = match format {
-            VALKEY_BYTE => format!("{POSITIONED_LEN} or {VALKEY_WITNESSED_LEN} bytes"),
-            POSTGRES_BYTE => postgres_history::accepted_lengths(),
-            _ => format!("{POSITIONED_LEN} bytes"),
-        };
-        return Err(EngineError::invalid_cursor(format!(
-            "cursor {cursor} is {} bytes long; cursors of {} are {lengths} (truncated or corrupted?)",
-            b.len(),
-            issuer(format),
-        )));
-    }
-    match Family::from_cursor_byte(b[1]) {
-        Some(f) if f == family => {}
-        Some(f) => {
-            return Err(EngineError::invalid_cursor(format!(
-                "cursor {cursor} belongs to the {f} stream, not {family}"
-            )))
-        }
-        None => {
-            return Err(EngineError::invalid_cursor(format!(
-                "cursor {cursor} names unknown family byte {}",
-                b[1]
-            )))
-        }
-    }
-    let hi = u64::from_be_bytes(b[2..10].try_into().expect("8 bytes"));
-    let lo = u64::from_be_bytes(b[10..18].try_into().expect("8 bytes"));
-    Ok(CursorStart::After((hi, lo)))
-}
-
-/// A cursor as an error message shows it: its text, abbreviated and quoted
-/// when it is long (a partitioned cursor can be kilobytes).
-fn in_message(cursor: &StreamCursor) -> String {
-    let text = cursor.to_string();
-    if text.len() <= 48 {
-        text
-    } else {
-        crate::error::excerpt(&text)
-    }
-}
-
-/// The error for a cursor whose byte 0 is `found` given to the backend of
-/// format `expected`.
-fn wrong_backend(cursor: &StreamCursor, found: u8, expected: u8) -> EngineError {
-    let shown = in_message(cursor);
-    if found == VALKEY_PARTITIONED_BYTE && expected == VALKEY_BYTE {
-        let count = partitioned::partition_count(cursor)
-            .map_or_else(|| "partitions=P".to_string(), |p| format!("partitions={p}"));
-        return EngineError::invalid_cursor(format!(
-            "cursor {shown} is a partitioned Valkey cursor ({count}), but this backend keeps \
-             each family in one stream (partitions=1): connect with {count} to use it, or start \
-             from the tail or the beginning"
-        ));
-    }
-    EngineError::invalid_cursor(format!(
-        "cursor {shown} was issued by {}, but this is {}: use a cursor this backend issued, or \
-         start from the tail or the beginning",
-        issuer(found),
-        issuer(expected),
-    ))
-}
-
-/// Encode a built-in 18-byte cursor.
-pub fn encode_positioned(format: u8, family: Family, hi: u64, lo: u64) -> StreamCursor {
-    let mut b = Vec::with_capacity(POSITIONED_LEN);
-    b.push(format);
-    b.push(family.cursor_byte());
-    b.extend_from_slice(&hi.to_be_bytes());
-    b.extend_from_slice(&lo.to_be_bytes());
-    StreamCursor(Bytes::from(b))
-}
-
-/// A Valkey stream entry id `ms-seq`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ValkeyPosition {
-    /// Milliseconds part.
-    pub ms: u64,
-    /// Sequence part.
-    pub seq: u64,
-}
-
-/// A Postgres outbox position: (transaction id, row id).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PostgresPosition {
-    /// The writing transaction's xid8.
-    pub xid: u64,
-    /// The row id.
-    pub id: u64,
-}
-
-/// A memory-backend position: (instance epoch, sequence).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct MemoryPosition {
-    /// Random per backend instance.
-    pub epoch: u64,
-    /// Sequence within the family's log (first event is 1).
-    pub seq: u64,
-}
-
-/// A Valkey entry id and, when the position names an entry it read or
-/// wrote, that entry's witness: a digest of its fields, which tells the
-/// entry from another one given the same id later (a lossy failover).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct WitnessedPosition {
-    /// The entry id.
-    pub at: ValkeyPosition,
-    /// The entry's witness; `None` for positions that name no entry
-    /// (before the first, an empty stream's newest id) or cursors that
-    /// carry none.
-    pub witness: Option<u32>,
-}
-
-/// Encode a Valkey cursor for entry id `ms-seq`.
-pub fn encode_valkey(family: Family, ms: u64, seq: u64) -> StreamCursor {
-    encode_positioned(VALKEY_BYTE, family, ms, seq)
-}
-
-/// Encode a Valkey cursor for `position`: 22 bytes with its witness, the
-/// 18 of [`encode_valkey`] without.
-pub fn encode_valkey_witnessed(family: Family, position: WitnessedPosition) -> StreamCursor {
-    let at = position.at;
-    let cursor = encode_valkey(family, at.ms, at.seq);
-    match position.witness {
-        None => cursor,
-        Some(w) => {
-            let mut b = Vec::with_capacity(VALKEY_WITNESSED_LEN);
-            b.extend_from_slice(cursor.as_bytes());
-            b.extend_from_slice(&w.to_be_bytes());
-            StreamCursor(Bytes::from(b))
-        }
-    }
-}
-
-/// Decode a cursor given to the Valkey backend (with or without a witness,
-/// which this drops).
-pub fn decode_valkey(
-    cursor: &StreamCursor,
-    family: Family,
-) -> Result<CursorStart<ValkeyPosition>, EngineError> {
-    Ok(match decode_valkey_witnessed(cursor, family)? {
-        CursorStart::Tail => CursorStart::Tail,
-        CursorStart::Beginning => CursorStart::Beginning,
-        CursorStart::After(p) => CursorStart::After(p.at),
-    })
-}
-
-/// Decode a cursor given to the Valkey backend with the witness it carries:
-/// 18 bytes (none) or 22.
-pub fn decode_valkey_witnessed(
-    cursor: &StreamCursor,
-    family: Family,
-) -> Result<CursorStart<WitnessedPosition>, EngineError> {
-    let b = cursor.as_bytes();
-    let (positioned, witness) = match b {
-        [VALKEY_BYTE, ..] if b.len() == VALKEY_WITNESSED_LEN => {
-            let (head, w) = b.split_at(POSITIONED_LEN);
-            let w = u32::from_be_bytes(w.try_into().expect("4 bytes"));
-            (StreamCursor(cursor.0.slice(..head.len())), Some(w))
-        }
-        _ => (cursor.clone(), None),
-    };
-    Ok(match decode_positioned(&positioned, VALKEY_BYTE, family)? {
-        CursorStart::Tail => CursorStart::Tail,
-        CursorStart::Beginning => CursorStart::Beginning,
-        CursorStart::After((ms, seq)) => CursorStart::After(WitnessedPosition {
-            at: ValkeyPosition { ms, seq },
-            witness,
-        }),
-    })
-}
-
-/// Encode a Postgres cursor for row `(xid, id)`.
-pub fn encode_postgres(family: Family, xid: u64, id: u64) -> StreamCursor {
-    encode_positioned(POSTGRES_BYTE, family, xid, id)
-}
-
-/// Decode a cursor given to the Postgres backend.
-pub fn decode_postgres(
-    cursor: &StreamCursor,
-    family: Family,
-) -> Result<CursorStart<PostgresPosition>, EngineError> {
-    Ok(match decode_positioned(cursor, POSTGRES_BYTE, family)? {
-        CursorStart::Tail => CursorStart::Tail,
-        CursorStart::Beginning => CursorStart::Beginning,
-        CursorStart::After((xid, id)) => CursorStart::After(PostgresPosition { xid, id }),
-    })
-}
-
-/// Encode a memory-backend cursor.
-pub fn encode_memory(family: Family, epoch: u64, seq: u64) -> StreamCursor {
-    encode_positioned(MEMORY_BYTE, family, epoch, seq)
-}
-
-/// Decode a cursor given to the memory backend.
-pub fn decode_memory(
-    cursor: &StreamCursor,
-    family: Family,
-) -> Result<CursorStart<MemoryPosition>, EngineError> {
-    Ok(match decode_positioned(cursor, MEMORY_BYTE, family)? {
-        CursorStart::Tail => CursorStart::Tail,
-        CursorStart::Beginning => CursorStart::Beginning,
-        CursorStart::After((epoch, seq)) => CursorStart::After(MemoryPosition { epoch, seq }),
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use super::codec::{encode_positioned, MEMORY_BYTE, POSTGRES_BYTE};
     use super::*;
 
     fn assert_invalid(r: Result<impl fmt::Debug, EngineError>, needle: &str) {
@@ -520,82 +252,27 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_codec_round_trips_for_every_family() {
-        for f in Family::ALL.iter().copied() {
-            let v = encode_valkey(f, 1_700_000_000_000, 3);
-            assert_eq!(
-                decode_valkey(&v, f).unwrap(),
-                CursorStart::After(ValkeyPosition {
-                    ms: 1_700_000_000_000,
-                    seq: 3
-                })
-            );
-            let p = encode_postgres(f, 77, u64::MAX);
-            assert_eq!(
-                decode_postgres(&p, f).unwrap(),
-                CursorStart::After(PostgresPosition {
-                    xid: 77,
-                    id: u64::MAX
-                })
-            );
-            let m = encode_memory(f, 9, 0);
-            assert_eq!(
-                decode_memory(&m, f).unwrap(),
-                CursorStart::After(MemoryPosition { epoch: 9, seq: 0 })
-            );
-            for c in [v, p, m] {
-                assert_eq!(c.family(), Some(f));
-                assert_eq!(c.to_string().parse::<StreamCursor>().unwrap(), c);
-                assert_eq!(c.as_bytes().len(), POSITIONED_LEN);
-            }
-        }
+    /// A Valkey single-stream cursor for `ms-seq`, with `witness` appended.
+    fn valkey(f: Family, ms: u64, seq: u64, witness: Option<u32>) -> StreamCursor {
+        let mut b = encode_positioned(VALKEY_BYTE, f, ms, seq)
+            .as_bytes()
+            .to_vec();
+        b.extend(witness.map(u32::to_be_bytes).into_iter().flatten());
+        StreamCursor::new(b)
     }
 
     #[test]
-    fn tail_and_beginning_decode_on_every_backend() {
-        let f = Family::Completion;
-        assert_eq!(
-            decode_valkey(&StreamCursor::empty(), f).unwrap(),
-            CursorStart::Tail
-        );
-        assert_eq!(
-            decode_postgres(&StreamCursor::beginning(), f).unwrap(),
-            CursorStart::Beginning
-        );
+    fn tail_and_beginning_have_fixed_texts() {
         assert_eq!(StreamCursor::empty().to_string(), "");
         assert_eq!("".parse::<StreamCursor>().unwrap(), StreamCursor::empty());
         assert_eq!(StreamCursor::beginning().to_string(), "AA");
+        assert!(StreamCursor::beginning().is_beginning());
+        assert_eq!(StreamCursor::beginning().family(), None);
+        assert_eq!(format!("{:?}", StreamCursor::empty()), "StreamCursor(tail)");
     }
 
     #[test]
-    fn foreign_backend_family_length_and_version_are_invalid() {
-        let f = Family::Completion;
-        assert_invalid(decode_valkey(&encode_postgres(f, 1, 1), f), "Postgres");
-        assert_invalid(decode_memory(&encode_valkey(f, 1, 1), f), "Valkey");
-        assert_invalid(
-            decode_valkey(&encode_valkey(Family::LeaseHistory, 1, 1), f),
-            "lease-history",
-        );
-        let good = encode_memory(f, 1, 1);
-        let truncated = StreamCursor::new(good.0.slice(..17));
-        assert_invalid(decode_memory(&truncated, f), "17 bytes");
-        let mut long = good.as_bytes().to_vec();
-        long.push(0);
-        assert_invalid(decode_memory(&StreamCursor::new(long), f), "19 bytes");
-        let mut unknown_version = good.as_bytes().to_vec();
-        unknown_version[0] = 0x7f;
-        assert_invalid(
-            decode_memory(&StreamCursor::new(unknown_version), f),
-            "0x7f",
-        );
-        let mut bad_family = good.as_bytes().to_vec();
-        bad_family[1] = 9;
-        assert_invalid(decode_memory(&StreamCursor::new(bad_family), f), "family");
-        assert_invalid(
-            decode_memory(&StreamCursor::new(vec![0u8, 1]), f),
-            "beginning",
-        );
+    fn text_that_is_not_a_cursor_is_invalid() {
         assert_invalid("not base64!".parse::<StreamCursor>(), "base64url");
         let too_long = "A".repeat(MAX_CURSOR_TEXT + 4);
         assert_invalid(too_long.parse::<StreamCursor>(), "9220");
@@ -609,83 +286,31 @@ mod tests {
     #[test]
     fn positions_compare_by_byte_order_within_one_stream() {
         let f = Family::SignalDelivery;
-        let a = encode_valkey(f, 5, u64::MAX);
-        let b = encode_valkey(f, 6, 0);
+        let a = valkey(f, 5, u64::MAX, None);
+        let b = valkey(f, 6, 0, None);
         assert_eq!(a.position_cmp(&b), Some(Ordering::Less));
         assert_eq!(b.position_cmp(&a), Some(Ordering::Greater));
         assert_eq!(a.position_cmp(&a), Some(Ordering::Equal));
-        assert_eq!(a.position_cmp(&encode_postgres(f, 5, 0)), None);
+        let postgres = encode_positioned(POSTGRES_BYTE, f, 5, 0);
+        assert_eq!(a.position_cmp(&postgres), None);
         assert_eq!(
-            a.position_cmp(&encode_valkey(Family::Completion, 5, 0)),
+            a.position_cmp(&valkey(Family::Completion, 5, 0, None)),
             None
         );
         assert_eq!(StreamCursor::beginning().position_cmp(&a), None);
+        let m = |seq| encode_positioned(MEMORY_BYTE, f, 1, seq);
+        assert_eq!(m(5).position_join(&m(9)), Some(m(9)));
+        assert_eq!(m(9).position_join(&m(5)), Some(m(9)));
     }
 
     #[test]
-    fn valkey_cursors_carry_a_witness_and_old_ones_still_decode() {
+    fn a_valkey_witness_orders_nothing_but_tells_histories_apart() {
         let f = Family::Completion;
-        let at = ValkeyPosition { ms: 1000, seq: 5 };
-        let old = encode_valkey(f, 1000, 5);
-        let witnessed = encode_valkey_witnessed(
-            f,
-            WitnessedPosition {
-                at,
-                witness: Some(0x0102_0304),
-            },
-        );
-        assert_eq!(old.as_bytes().len(), POSITIONED_LEN);
-        assert_eq!(witnessed.as_bytes().len(), VALKEY_WITNESSED_LEN);
-        assert_eq!(&witnessed.as_bytes()[..POSITIONED_LEN], old.as_bytes());
-        assert_eq!(
-            decode_valkey_witnessed(&old, f).unwrap(),
-            CursorStart::After(WitnessedPosition { at, witness: None })
-        );
-        assert_eq!(
-            decode_valkey_witnessed(&witnessed, f).unwrap(),
-            CursorStart::After(WitnessedPosition {
-                at,
-                witness: Some(0x0102_0304)
-            })
-        );
-        assert_eq!(
-            decode_valkey(&witnessed, f).unwrap(),
-            CursorStart::After(at)
-        );
-        assert_eq!(
-            encode_valkey_witnessed(f, WitnessedPosition { at, witness: None }),
-            old
-        );
-        assert_invalid(
-            decode_valkey(&StreamCursor::new(witnessed.0.slice(..20)), f),
-            "18 or 22 bytes",
-        );
-        assert_invalid(
-            decode_valkey(&witnessed, Family::LeaseHistory),
-            "completion stream, not lease-history",
-        );
-        assert_invalid(
-            decode_memory(&StreamCursor::new(witnessed.0.clone()), f),
-            "Valkey",
-        );
-
-        // The witness orders nothing; at one id, two witnesses are two
-        // histories.
-        let other = encode_valkey_witnessed(
-            f,
-            WitnessedPosition {
-                at,
-                witness: Some(9),
-            },
-        );
-        let later = encode_valkey(f, 1000, 6);
-        let earlier = encode_valkey_witnessed(
-            f,
-            WitnessedPosition {
-                at: ValkeyPosition { ms: 1000, seq: 4 },
-                witness: Some(u32::MAX),
-            },
-        );
+        let old = valkey(f, 1000, 5, None);
+        let witnessed = valkey(f, 1000, 5, Some(0x0102_0304));
+        let other = valkey(f, 1000, 5, Some(9));
+        let later = valkey(f, 1000, 6, None);
+        let earlier = valkey(f, 1000, 4, Some(u32::MAX));
         assert_eq!(old.position_cmp(&witnessed), Some(Ordering::Equal));
         assert_eq!(witnessed.position_cmp(&old), Some(Ordering::Equal));
         assert_eq!(witnessed.position_cmp(&witnessed), Some(Ordering::Equal));
@@ -699,9 +324,18 @@ mod tests {
 
     #[test]
     fn cursor_serde_is_its_text() {
-        let c = encode_memory(Family::InstanceTags, 3, 4);
+        let c = encode_positioned(MEMORY_BYTE, Family::InstanceTags, 3, 4);
         let json = serde_json::to_string(&c).unwrap();
         assert_eq!(json, format!("\"{c}\""));
         assert_eq!(serde_json::from_str::<StreamCursor>(&json).unwrap(), c);
+    }
+
+    #[test]
+    fn bytes_accessors_share_the_buffer() {
+        let c = encode_positioned(MEMORY_BYTE, Family::Completion, 1, 2);
+        assert_eq!(c.bytes().as_ref(), c.as_bytes());
+        assert_eq!(c.bytes().as_ptr(), c.as_bytes().as_ptr());
+        let raw = c.as_bytes().to_vec();
+        assert_eq!(c.into_bytes().as_ref(), raw.as_slice());
     }
 }

@@ -41,7 +41,8 @@
 //! - [`types`] — ids ([`ExecutionId`], ...).
 //! - [`event`] — the four families, their kinds, drafts for publishing,
 //!   JSON, and the shared record decoder.
-//! - [`cursor`] — the cursor and its per-backend codecs.
+//! - [`cursor`] — the cursor; [`cursor::codec`] builds and reads its bytes
+//!   (for backend authors).
 //! - [`filter`] — [`SubscriptionFilter`].
 //! - [`error`] — [`EngineError`].
 //! - [`redact`] — one URL redactor, so no credential reaches a message.
@@ -83,8 +84,11 @@ pub mod stream_events {
     pub use crate::event::*;
 }
 
-/// [`cursor`] under its original-design path, `ff_core::stream_subscribe`.
+/// [`cursor`] and [`cursor::codec`] under their original-design path,
+/// `ff_core::stream_subscribe`. The codec of a built-in backend's own
+/// format is in that backend's crate (`cursor_codec`).
 pub mod stream_subscribe {
+    pub use crate::cursor::codec::*;
     pub use crate::cursor::*;
 }
 

@@ -420,8 +420,8 @@ mod tests {
 
     #[test]
     fn beginning_comes_before_every_position() {
-        let a = ff_core::stream_subscribe::encode_memory(Family::Completion, 1, 5);
-        let b = ff_core::stream_subscribe::encode_memory(Family::Completion, 1, 9);
+        let a = ff_backend_memory::cursor_codec::encode_memory(Family::Completion, 1, 5);
+        let b = ff_backend_memory::cursor_codec::encode_memory(Family::Completion, 1, 9);
         assert!(earlier(&StreamCursor::beginning(), &a));
         assert!(!earlier(&a, &StreamCursor::beginning()));
         assert!(earlier(&a, &b) && !earlier(&b, &a) && !earlier(&a, &a));

@@ -132,9 +132,9 @@ fn push_message(out: &mut Vec<u8>, id: Option<&StreamCursor>, event: Option<&str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ff_backend_memory::cursor_codec::encode_memory;
     use ff_core::stream_events::Family;
     use ff_core::stream_events::{CompletionOutcome, NewEvent};
-    use ff_core::stream_subscribe::encode_memory;
     use ff_core::types::{ExecutionId, TimestampMs};
 
     #[test]

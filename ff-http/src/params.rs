@@ -235,8 +235,8 @@ pub(crate) fn parse_stream_params(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ff_backend_memory::cursor_codec::encode_memory;
     use ff_core::stream_events::CompletionKind;
-    use ff_core::stream_subscribe::encode_memory;
 
     fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

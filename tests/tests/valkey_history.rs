@@ -340,7 +340,7 @@ async fn cursors_without_a_witness_still_resume_exactly() {
     let key = backend.stream_key(Family::Completion).to_owned();
     write_original(&mut admin, &key).await;
     // An 18-byte cursor, as builds before witnesses issued.
-    let old = ff_core::stream_subscribe::encode_valkey(Family::Completion, 1000, 3);
+    let old = ff_backend_valkey::cursor_codec::encode_valkey(Family::Completion, 1000, 3);
     assert_eq!(old.as_bytes().len(), 18);
     let mut sub = backend
         .subscribe_family(Family::Completion, old, &Default::default())

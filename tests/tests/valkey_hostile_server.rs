@@ -11,12 +11,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ff_backend_valkey::cursor_codec::decode_valkey;
 use ff_backend_valkey::{ValkeyBackend, ValkeyConfig};
 use ff_core::backend::{DeliveryItem, DeliveryStream, ReconnectPolicy, StreamBackend};
 use ff_core::engine_error::EngineError;
 use ff_core::filter::SubscriptionFilter;
 use ff_core::stream_events::Family;
-use ff_core::stream_subscribe::{decode_valkey, CursorStart, StreamCursor, ValkeyPosition};
+use ff_core::stream_subscribe::{CursorStart, StreamCursor, ValkeyPosition};
 use ff_tests::hostile_valkey::{entry, page_reply, state_reply, Answer, HostileServer, Request};
 use futures::StreamExt;
 use tokio::time::{timeout_at, Instant};

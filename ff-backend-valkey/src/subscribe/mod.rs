@@ -40,11 +40,12 @@ use ff_core::backend::{subscription_span, DeliveryItem, DeliveryStream};
 use ff_core::engine_error::EngineError;
 use ff_core::filter::SubscriptionFilter;
 use ff_core::stream_events::Family;
-use ff_core::stream_subscribe::{CursorStart, StreamCursor, ValkeyPosition, WitnessedPosition};
+use ff_core::stream_subscribe::{CursorStart, StreamCursor, ValkeyPosition};
 use futures::future::try_join_all;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use crate::cursor_codec::WitnessedPosition;
 use crate::expiry;
 use crate::inner::Inner;
 use crate::partition::{partition_of, Followed};

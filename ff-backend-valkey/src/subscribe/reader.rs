@@ -49,8 +49,10 @@ use std::sync::Arc;
 use ff_core::engine_error::EngineError;
 use ff_core::filter::SubscriptionFilter;
 use ff_core::stream_events::Family;
-use ff_core::stream_subscribe::{ValkeyPosition, WitnessedPosition};
+use ff_core::stream_subscribe::ValkeyPosition;
 use tokio::sync::watch;
+
+use crate::cursor_codec::WitnessedPosition;
 
 use super::conn::ConnError;
 use super::merge::{Decoded, Pending};

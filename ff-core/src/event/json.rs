@@ -340,7 +340,11 @@ family_serde!(InstanceTagEvent, InstanceTags);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cursor::encode_memory;
+    use crate::cursor::codec::{encode_positioned, MEMORY_BYTE};
+
+    fn encode_memory(family: Family, epoch: u64, seq: u64) -> StreamCursor {
+        encode_positioned(MEMORY_BYTE, family, epoch, seq)
+    }
 
     #[test]
     fn every_variant_round_trips_through_json_with_metadata() {

@@ -56,10 +56,10 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::backend::{DeliveryItem, DeliveryStream, StreamBackend};
-use crate::cursor::{
+use crate::cursor::codec::{
     decode_valkey_partitioned, encode_valkey_partitioned, CursorStart, PartitionedPosition,
-    StreamCursor,
 };
+use crate::cursor::StreamCursor;
 use crate::error::EngineError;
 use crate::group::item::{Commit, GroupItem, Hold};
 use crate::group::spec::GroupSpec;

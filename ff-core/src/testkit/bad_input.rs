@@ -5,7 +5,8 @@
 use futures::StreamExt;
 
 use crate::backend::DeliveryItem;
-use crate::cursor::{StreamCursor, MEMORY_BYTE, POSTGRES_BYTE, VALKEY_BYTE};
+use crate::cursor::codec::{MEMORY_BYTE, POSTGRES_BYTE, VALKEY_BYTE};
+use crate::cursor::StreamCursor;
 use crate::error::EngineError;
 use crate::event::{CompletionKind, EventKind, Family, LeaseHistoryKind};
 use crate::filter::SubscriptionFilter;

@@ -6,7 +6,8 @@
 use std::future::Future;
 
 use crate::backend::CursorStore;
-use crate::cursor::{encode_postgres, encode_valkey, StreamCursor, MAX_CURSOR_TEXT};
+use crate::cursor::codec::{encode_positioned, POSTGRES_BYTE, VALKEY_BYTE};
+use crate::cursor::{StreamCursor, MAX_CURSOR_TEXT};
 use crate::error::EngineError;
 use crate::event::Family;
 
@@ -37,10 +38,10 @@ pub async fn cursor_store_round_trips(store: &dyn CursorStore) {
         "cursor store: load of a name never stored returned {never:?}, expected None"
     );
     let cursors = [
-        encode_valkey(Family::Completion, 1_700_000_000_000, 5),
+        encode_positioned(VALKEY_BYTE, Family::Completion, 1_700_000_000_000, 5),
         StreamCursor::beginning(),
         StreamCursor::empty(),
-        encode_postgres(Family::LeaseHistory, 9, u64::MAX),
+        encode_positioned(POSTGRES_BYTE, Family::LeaseHistory, 9, u64::MAX),
     ];
     for c in &cursors {
         save(store, &name, c, "round trip").await;
@@ -79,7 +80,7 @@ pub async fn cursor_store_round_trips(store: &dyn CursorStore) {
 pub async fn cursor_store_last_writer_wins(store: &dyn CursorStore) {
     let name = format!("race-{}", uuid::Uuid::new_v4().simple());
     let written: Vec<StreamCursor> = (0..20)
-        .map(|i| encode_valkey(Family::SignalDelivery, i, i))
+        .map(|i| encode_positioned(VALKEY_BYTE, Family::SignalDelivery, i, i))
         .collect();
     let results = futures::future::join_all(written.iter().map(|c| store.store(&name, c))).await;
     for (i, r) in results.into_iter().enumerate() {
@@ -189,14 +190,17 @@ where
     let expected: Vec<(String, StreamCursor)> = vec![
         (
             format!("{base}-positioned"),
-            encode_valkey(Family::Completion, 1_700_000_000_000, 7),
+            encode_positioned(VALKEY_BYTE, Family::Completion, 1_700_000_000_000, 7),
         ),
         (format!("{base}-tail"), StreamCursor::empty()),
         (format!("{base}-beginning"), StreamCursor::beginning()),
-        (burst.clone(), encode_postgres(Family::InstanceTags, 3, 99)),
+        (
+            burst.clone(),
+            encode_positioned(POSTGRES_BYTE, Family::InstanceTags, 3, 99),
+        ),
     ];
     for i in 0..25 {
-        let c = encode_postgres(Family::InstanceTags, 3, i);
+        let c = encode_positioned(POSTGRES_BYTE, Family::InstanceTags, 3, i);
         save(&store, &burst, &c, "a burst of writes before a reopen").await;
     }
     for (name, cursor) in &expected {
@@ -218,7 +222,7 @@ where
         never.is_none(),
         "cursor store: after a reopen, a name never stored loaded {never:?}"
     );
-    let later = encode_valkey(Family::LeaseHistory, 42, 1);
+    let later = encode_positioned(VALKEY_BYTE, Family::LeaseHistory, 42, 1);
     save(&store, &burst, &later, "through the reopened store").await;
     let got = load(&store, &burst, "through the reopened store").await;
     assert_eq!(

@@ -495,7 +495,7 @@ pub fn run_label(test: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cursor::encode_valkey;
+    use crate::cursor::codec::{encode_positioned, VALKEY_BYTE};
 
     /// The drafts delivered in `order` (indexes into `drafts`).
     fn delivered(
@@ -506,7 +506,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(n, &i)| {
-                let cursor = encode_valkey(Family::Completion, n as u64 + 1, 0);
+                let cursor = encode_positioned(VALKEY_BYTE, Family::Completion, n as u64 + 1, 0);
                 (
                     drafts[i]
                         .0

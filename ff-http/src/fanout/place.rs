@@ -264,9 +264,9 @@ mod tests {
         assert!(from_start.covers(&StreamCursor::beginning()));
         // A position before that event (say, one since trimmed) is the
         // backend's to judge, not the reader's to accept.
-        let before_first = ff_core::stream_subscribe::encode_memory(
+        let before_first = ff_backend_memory::cursor_codec::encode_memory(
             family,
-            match ff_core::stream_subscribe::decode_memory(&c[0], family).unwrap() {
+            match ff_backend_memory::cursor_codec::decode_memory(&c[0], family).unwrap() {
                 ff_core::stream_subscribe::CursorStart::After(p) => p.epoch,
                 other => panic!("{other:?}"),
             },

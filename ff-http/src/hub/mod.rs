@@ -690,8 +690,8 @@ pub(crate) async fn wait_ready(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ff_backend_memory::cursor_codec::encode_memory;
     use ff_core::stream_events::{CompletionOutcome, NewEvent};
-    use ff_core::stream_subscribe::encode_memory;
     use ff_core::types::ExecutionId;
 
     fn event(seq: u64) -> DeliveryItem {

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use ff_backend_memory::cursor_codec::{decode_memory, encode_memory};
 use ff_backend_memory::MemoryBackend;
 use ff_core::backend::{EventPublisher, StreamBackend};
 use ff_core::engine_error::EngineError;
 use ff_core::stream_events::record::Field;
 use ff_core::stream_events::{EventMeta, Family};
-use ff_core::stream_subscribe::{decode_memory, encode_memory, CursorStart, StreamCursor};
+use ff_core::stream_subscribe::{CursorStart, StreamCursor};
 use ff_core::testkit::support::{drafts, publish_batch};
 use ff_core::testkit::Harness;
 use ffstream::AnyBackend;

@@ -12,6 +12,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use ff_backend_postgres::cursor_codec::{
+    decode_postgres_any, encode_postgres, encode_postgres_history, PostgresCursor,
+    PostgresHistoryPosition,
+};
 use ff_backend_postgres::sqlx::postgres::PgRow;
 use ff_backend_postgres::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use ff_backend_postgres::sqlx::{self, PgPool, Row};
@@ -20,10 +24,7 @@ use ff_core::backend::{EventPublisher, StreamBackend};
 use ff_core::engine_error::EngineError;
 use ff_core::stream_events::record::Field;
 use ff_core::stream_events::Family;
-use ff_core::stream_subscribe::{
-    decode_postgres_any, encode_postgres, encode_postgres_history, CursorStart, PostgresCursor,
-    PostgresHistoryPosition, StreamCursor,
-};
+use ff_core::stream_subscribe::{CursorStart, StreamCursor};
 use ff_core::testkit::support::{drafts, publish_batch, ITEM_DEADLINE};
 use ff_core::testkit::Harness;
 use tokio::sync::{Mutex, OwnedMutexGuard};

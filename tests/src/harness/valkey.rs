@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use ff_backend_valkey::cursor_codec::{decode_valkey, encode_valkey};
 use ff_backend_valkey::redis::{self, aio::MultiplexedConnection, Value};
 use ff_backend_valkey::{EntryOf, EntryWitness, ValkeyBackend, ValkeyConfig};
 use ff_core::backend::{EventPublisher, StreamBackend};
 use ff_core::engine_error::EngineError;
 use ff_core::stream_events::record::Field;
 use ff_core::stream_events::Family;
-use ff_core::stream_subscribe::{decode_valkey, encode_valkey, CursorStart, StreamCursor};
+use ff_core::stream_subscribe::{CursorStart, StreamCursor};
 use ff_core::testkit::Harness;
 
 use crate::support;

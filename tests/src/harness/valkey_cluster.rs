@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use ff_backend_valkey::cursor_codec::{decode_valkey, encode_valkey};
 use ff_backend_valkey::redis::{self, aio::MultiplexedConnection, Value};
 use ff_backend_valkey::{EntryOf, EntryWitness, ValkeyBackend, ValkeyConfig};
 use ff_core::backend::{EventPublisher, StreamBackend};
@@ -15,8 +16,8 @@ use ff_core::engine_error::EngineError;
 use ff_core::stream_events::record::Field;
 use ff_core::stream_events::Family;
 use ff_core::stream_subscribe::{
-    decode_valkey, decode_valkey_partitioned, encode_valkey, encode_valkey_partitioned,
-    CursorStart, PartitionedPosition, StreamCursor, ValkeyPosition,
+    decode_valkey_partitioned, encode_valkey_partitioned, CursorStart, PartitionedPosition,
+    StreamCursor, ValkeyPosition,
 };
 use ff_core::testkit::{EventOrder, Harness};
 use ff_core::types::ExecutionId;

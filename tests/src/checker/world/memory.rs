@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use ff_backend_memory::cursor_codec::{decode_memory, encode_memory};
 use ff_backend_memory::MemoryBackend;
 use ff_core::backend::{CursorStore, StreamBackend};
 use ff_core::engine_error::EngineError;
 use ff_core::stream_events::{EventMeta, Family, NewEvent};
-use ff_core::stream_subscribe::{decode_memory, CursorStart, StreamCursor};
+use ff_core::stream_subscribe::{CursorStart, StreamCursor};
 use rand::rngs::StdRng;
 use rand::Rng;
 
@@ -112,7 +113,7 @@ impl World for MemoryWorld {
                 if cut <= oldest.1 + 1 {
                     return Ok(());
                 }
-                let at = ff_core::stream_subscribe::encode_memory(family, oldest.0, cut);
+                let at = encode_memory(family, oldest.0, cut);
                 let removed = self
                     .backend
                     .prune_before(family, &at)

@@ -6,13 +6,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use ff_backend_postgres::cursor_codec::{decode_postgres_any, PostgresCursor};
 use ff_backend_postgres::sqlx::postgres::{PgPool, PgPoolOptions};
 use ff_backend_postgres::sqlx::{self, Row};
 use ff_backend_postgres::{PostgresBackend, PostgresConfig};
 use ff_core::backend::{CursorStore, EventPublisher, StreamBackend};
 use ff_core::engine_error::EngineError;
 use ff_core::stream_events::{EventMeta, Family, NewEvent};
-use ff_core::stream_subscribe::{decode_postgres_any, CursorStart, PostgresCursor, StreamCursor};
+use ff_core::stream_subscribe::{CursorStart, StreamCursor};
 use futures::future::{BoxFuture, FutureExt};
 use rand::rngs::StdRng;
 use rand::Rng;

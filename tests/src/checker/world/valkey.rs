@@ -7,14 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use ff_backend_valkey::cursor_codec::decode_valkey_witnessed;
 use ff_backend_valkey::{ValkeyBackend, ValkeyConfig};
 use ff_core::backend::{CursorStore, DeliveryStream, EventPublisher, StreamBackend};
 use ff_core::engine_error::EngineError;
 use ff_core::filter::SubscriptionFilter;
 use ff_core::stream_events::{EventMeta, Family, NewEvent};
-use ff_core::stream_subscribe::{
-    decode_valkey_partitioned, decode_valkey_witnessed, CursorStart, StreamCursor,
-};
+use ff_core::stream_subscribe::{decode_valkey_partitioned, CursorStart, StreamCursor};
 use rand::rngs::StdRng;
 use rand::Rng;
 

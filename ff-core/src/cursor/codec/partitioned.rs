@@ -43,8 +43,8 @@
 //! P = 256 partitions, and under 3,900 characters for any subset.
 //! Whatever the ids and witnesses, a cursor stays within 6,189 bytes
 //! (8,252 characters): within the text limit of
-//! [`StreamCursor`](super::StreamCursor)'s `FromStr`, so every cursor this
-//! module encodes can be parsed back.
+//! [`StreamCursor`]'s `FromStr` ([`MAX_CURSOR_TEXT`](crate::cursor::MAX_CURSOR_TEXT)),
+//! so every cursor this module encodes can be parsed back.
 //!
 //! # Invariants
 //!
@@ -67,15 +67,13 @@
 
 use std::cmp::Ordering;
 
-use bytes::Bytes;
-
 use super::varint;
-use super::{in_message, CursorStart, StreamCursor, ValkeyPosition, BEGINNING_BYTE, VALKEY_BYTE};
+use super::{
+    in_message, CursorStart, StreamCursor, ValkeyPosition, BEGINNING_BYTE, VALKEY_BYTE,
+    VALKEY_PARTITIONED_BYTE,
+};
 use crate::error::EngineError;
 use crate::event::Family;
-
-/// Byte 0 of partitioned Valkey cursors.
-pub const VALKEY_PARTITIONED_BYTE: u8 = 0x04;
 
 /// The most partitions a family can be split into.
 pub const MAX_PARTITIONS: u16 = 256;
@@ -93,7 +91,7 @@ const LISTED_IN_ERRORS: usize = 8;
 ///
 /// ```
 /// use ff_core::event::Family;
-/// use ff_core::cursor::{
+/// use ff_core::cursor::codec::{
 ///     decode_valkey_partitioned, encode_valkey_partitioned, CursorStart, PartitionedPosition,
 ///     ValkeyPosition,
 /// };
@@ -527,7 +525,7 @@ fn partition_list(partitions: impl Iterator<Item = u16>) -> String {
 
 /// Encode a partitioned Valkey cursor for `position` on `family`.
 pub fn encode_valkey_partitioned(family: Family, position: &PartitionedPosition) -> StreamCursor {
-    StreamCursor(Bytes::from(position.encode(family)))
+    StreamCursor::new(position.encode(family))
 }
 
 /// Decodes a `0x04` cursor of any family; `Err` says what is wrong with it.
@@ -544,7 +542,7 @@ pub(super) fn parse_cursor(bytes: &[u8]) -> Result<(Family, PartitionedPosition)
 }
 
 /// The partial order of two `0x04` cursors (see the module docs).
-pub(super) fn compare_cursors(a: &[u8], b: &[u8]) -> Option<Ordering> {
+pub(crate) fn compare_cursors(a: &[u8], b: &[u8]) -> Option<Ordering> {
     let (family_a, a) = parse_cursor(a).ok()?;
     let (family_b, b) = parse_cursor(b).ok()?;
     if family_a != family_b {
@@ -555,7 +553,7 @@ pub(super) fn compare_cursors(a: &[u8], b: &[u8]) -> Option<Ordering> {
 
 /// The componentwise later of two `0x04` cursors over the same family, P
 /// and partition set; `None` otherwise.
-pub(super) fn join_cursors(a: &[u8], b: &[u8]) -> Option<StreamCursor> {
+pub(crate) fn join_cursors(a: &[u8], b: &[u8]) -> Option<StreamCursor> {
     let (family, a) = parse_cursor(a).ok()?;
     let (family_b, b) = parse_cursor(b).ok()?;
     if family != family_b
@@ -658,10 +656,24 @@ mod tests {
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
-    use super::super::{
-        decode_valkey, encode_postgres, encode_valkey, MAX_CURSOR_TEXT, MEMORY_BYTE,
-    };
+    use super::super::{decode_positioned, encode_positioned, MEMORY_BYTE, POSTGRES_BYTE};
     use super::*;
+    use crate::cursor::MAX_CURSOR_TEXT;
+
+    fn encode_valkey(family: Family, ms: u64, seq: u64) -> StreamCursor {
+        encode_positioned(VALKEY_BYTE, family, ms, seq)
+    }
+
+    fn encode_postgres(family: Family, xid: u64, id: u64) -> StreamCursor {
+        encode_positioned(POSTGRES_BYTE, family, xid, id)
+    }
+
+    fn decode_valkey(
+        cursor: &StreamCursor,
+        family: Family,
+    ) -> Result<CursorStart<(u64, u64)>, EngineError> {
+        decode_positioned(cursor, VALKEY_BYTE, family)
+    }
 
     const NOW_MS: u64 = 1_763_920_000_000;
 

@@ -1,7 +1,12 @@
-//! The Postgres cursor that carries its history (`0x05`).
+//! The Postgres backend's cursor formats: `0x05`, which carries the
+//! history it was read from, and the older `0x02`, still read.
 //!
-//! Layout: `0x05` ++ family ++ system identifier (u64 BE) ++ xid8 (u64 BE)
-//! ++ row id (u64 BE) ++ the row's `at` in ms (u64 BE): 34 bytes.
+//! `0x02` ++ family ++ xid8 (u64 BE) ++ row id (u64 BE): 18 bytes.
+//! `0x05` ++ family ++ system identifier (u64 BE) ++ xid8 (u64 BE) ++ row
+//! id (u64 BE) ++ the row's `at` in ms (u64 BE): 34 bytes.
+//!
+//! Public for tests and tools that build or read this backend's cursors; a
+//! consumer never needs it.
 //!
 //! Transaction ids and row ids are handed out again by a database whose
 //! history diverged from the one a cursor was read in (a copy promoted
@@ -12,18 +17,29 @@
 //! with which the server proves it holds the very row the cursor names.
 //! Within one history the system identifier is constant and `(xid, id)`
 //! is unique, so cursors still compare by byte order
-//! ([`StreamCursor::position_cmp`]). `0x02` cursors stay readable.
+//! (`StreamCursor::position_cmp`). Invariant: a cursor of another backend,
+//! family or length is an `InvalidCursor` naming what is wrong, and the
+//! message for a wrong length names both formats.
 
-use crate::cursor::{
-    decode_postgres, CursorStart, PostgresPosition, StreamCursor, POSITIONED_LEN, POSTGRES_BYTE,
+use ff_core::cursor::codec::{
+    decode_positioned, encode_positioned, expect_family, invalid_length, CursorStart,
+    POSITIONED_LEN, POSTGRES_BYTE, POSTGRES_HISTORY_BYTE,
 };
-use crate::error::EngineError;
-use crate::event::Family;
+use ff_core::cursor::StreamCursor;
+use ff_core::error::EngineError;
+use ff_core::event::Family;
 
-/// Byte 0 of Postgres cursors that carry their history.
-pub const POSTGRES_HISTORY_BYTE: u8 = 0x05;
 /// Length of a `0x05` cursor.
 pub const POSTGRES_HISTORY_LEN: usize = 34;
+
+/// A Postgres outbox position: (transaction id, row id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PostgresPosition {
+    /// The writing transaction's xid8.
+    pub xid: u64,
+    /// The row id.
+    pub id: u64,
+}
 
 /// A Postgres outbox position with the history it was read from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -62,6 +78,27 @@ pub enum PostgresCursor {
     History(PostgresHistoryPosition),
 }
 
+/// Encode a `0x02` Postgres cursor for row `(xid, id)`.
+pub fn encode_postgres(family: Family, xid: u64, id: u64) -> StreamCursor {
+    encode_positioned(POSTGRES_BYTE, family, xid, id)
+}
+
+/// Decode a `0x02` cursor given to the Postgres backend.
+pub fn decode_postgres(
+    cursor: &StreamCursor,
+    family: Family,
+) -> Result<CursorStart<PostgresPosition>, EngineError> {
+    let b = cursor.as_bytes();
+    if b.first() == Some(&POSTGRES_BYTE) && b.len() != POSITIONED_LEN {
+        return Err(wrong_length(cursor));
+    }
+    Ok(match decode_positioned(cursor, POSTGRES_BYTE, family)? {
+        CursorStart::Tail => CursorStart::Tail,
+        CursorStart::Beginning => CursorStart::Beginning,
+        CursorStart::After((xid, id)) => CursorStart::After(PostgresPosition { xid, id }),
+    })
+}
+
 /// Encode a `0x05` Postgres cursor.
 pub fn encode_postgres_history(family: Family, p: PostgresHistoryPosition) -> StreamCursor {
     let mut b = Vec::with_capacity(POSTGRES_HISTORY_LEN);
@@ -73,11 +110,15 @@ pub fn encode_postgres_history(family: Family, p: PostgresHistoryPosition) -> St
     StreamCursor::new(b)
 }
 
-/// The lengths of Postgres cursors, with their formats, for messages.
-pub(crate) fn accepted_lengths() -> String {
-    format!(
-        "{POSITIONED_LEN} bytes (format 0x{POSTGRES_BYTE:02x}) or {POSTGRES_HISTORY_LEN} bytes \
-         (format 0x{POSTGRES_HISTORY_BYTE:02x}, with its history)"
+/// The error for a Postgres cursor of neither length, naming both formats.
+fn wrong_length(cursor: &StreamCursor) -> EngineError {
+    invalid_length(
+        cursor,
+        POSTGRES_BYTE,
+        &format!(
+            "{POSITIONED_LEN} bytes (format 0x{POSTGRES_BYTE:02x}) or {POSTGRES_HISTORY_LEN} \
+             bytes (format 0x{POSTGRES_HISTORY_BYTE:02x}, with its history)"
+        ),
     )
 }
 
@@ -95,27 +136,9 @@ pub fn decode_postgres_any(
         });
     }
     if b.len() != POSTGRES_HISTORY_LEN {
-        return Err(EngineError::invalid_cursor(format!(
-            "cursor {cursor} is {} bytes long; cursors of the Postgres backend are {} \
-             (truncated or corrupted?)",
-            b.len(),
-            accepted_lengths()
-        )));
+        return Err(wrong_length(cursor));
     }
-    match Family::from_cursor_byte(b[1]) {
-        Some(f) if f == family => {}
-        Some(f) => {
-            return Err(EngineError::invalid_cursor(format!(
-                "cursor {cursor} belongs to the {f} stream, not {family}"
-            )))
-        }
-        None => {
-            return Err(EngineError::invalid_cursor(format!(
-                "cursor {cursor} names unknown family byte {}",
-                b[1]
-            )))
-        }
-    }
+    expect_family(cursor, family)?;
     let word = |i: usize| {
         let start = 2 + 8 * i;
         u64::from_be_bytes(b[start..start + 8].try_into().expect("8 bytes"))
@@ -127,9 +150,31 @@ pub fn decode_postgres_any(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::cursor::encode_postgres;
     use std::cmp::Ordering;
+
+    use ff_core::cursor::codec::VALKEY_BYTE;
+
+    use super::*;
+
+    #[test]
+    fn plain_cursors_round_trip_for_every_family() {
+        for f in Family::ALL.iter().copied() {
+            let p = encode_postgres(f, 77, u64::MAX);
+            assert_eq!(
+                decode_postgres(&p, f).unwrap(),
+                CursorStart::After(PostgresPosition {
+                    xid: 77,
+                    id: u64::MAX
+                })
+            );
+            assert_eq!(p.family(), Some(f));
+            assert_eq!(p.as_bytes().len(), POSITIONED_LEN);
+        }
+        assert_eq!(
+            decode_postgres(&StreamCursor::beginning(), Family::Completion).unwrap(),
+            CursorStart::Beginning
+        );
+    }
 
     #[test]
     fn history_cursors_round_trip_and_plain_ones_stay_readable() {
@@ -162,24 +207,35 @@ mod tests {
         let plain = encode_postgres(f, 2, 3);
         let mut long_plain = plain.as_bytes().to_vec();
         long_plain.extend_from_slice(&[0; 16]);
+        let long_plain = StreamCursor::new(long_plain);
+        let short_plain = StreamCursor::new(plain.bytes().slice(..17));
+        let names_both_formats = |r: Result<(), EngineError>| match r {
+            Err(EngineError::InvalidCursor { detail }) => assert!(
+                detail.contains("18 bytes (format 0x02) or 34 bytes (format 0x05"),
+                "{detail}"
+            ),
+            other => panic!("expected InvalidCursor, got {other:?}"),
+        };
         for wrong in [
-            StreamCursor::new(c.0.slice(..33)),
-            StreamCursor::new(c.0.slice(..18)),
-            StreamCursor::new(plain.0.slice(..17)),
-            StreamCursor::new(long_plain),
+            StreamCursor::new(c.bytes().slice(..33)),
+            StreamCursor::new(c.bytes().slice(..18)),
+            short_plain.clone(),
+            long_plain.clone(),
         ] {
-            match decode_postgres_any(&wrong, f) {
-                Err(EngineError::InvalidCursor { detail }) => assert!(
-                    detail.contains("18 bytes (format 0x02) or 34 bytes (format 0x05"),
-                    "{detail}"
-                ),
-                other => panic!("expected InvalidCursor, got {other:?}"),
-            }
+            names_both_formats(decode_postgres_any(&wrong, f).map(|_| ()));
+        }
+        for wrong in [short_plain, long_plain] {
+            names_both_formats(decode_postgres(&wrong, f).map(|_| ()));
         }
         assert!(matches!(
             decode_postgres_any(&c, Family::InstanceTags),
             Err(EngineError::InvalidCursor { .. })
         ));
+        let valkey = encode_positioned(VALKEY_BYTE, f, 1, 1);
+        match decode_postgres_any(&valkey, f) {
+            Err(EngineError::InvalidCursor { detail }) => assert!(detail.contains("Valkey")),
+            other => panic!("expected InvalidCursor, got {other:?}"),
+        }
     }
 
     #[test]

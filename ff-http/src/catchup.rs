@@ -347,9 +347,9 @@ fn grant_oldest(state: &PoolState, family: Family) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ff_backend_memory::cursor_codec::encode_memory;
     use ff_core::backend::DeliveryItem;
     use ff_core::stream_events::{CompletionOutcome, EventMeta, NewEvent};
-    use ff_core::stream_subscribe::encode_memory;
     use ff_core::types::{ExecutionId, TimestampMs};
 
     fn c(seq: u64) -> StreamCursor {

@@ -12,6 +12,7 @@ pub mod checker;
 pub mod group_process;
 pub mod harness;
 pub mod hostile_valkey;
+pub mod http_client;
 pub mod mutant;
 pub mod support;
 

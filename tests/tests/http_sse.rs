@@ -1990,7 +1990,7 @@ macro_rules! http_suite {
         http_suite!($make, absent: []);
     };
     ($make:path, absent: [$($absent:ident),* $(,)?]) => {
-        const _: () = { $( let _ = crate::capability::$absent; )* };
+        const _: () = { $( let _ = capability::$absent; )* };
         http_suite_list!(http_suite_tests! { $make; [$($absent)*]; });
     };
 }
@@ -2029,7 +2029,7 @@ macro_rules! http_suite_test {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $name() {
             let harness = $make().await;
-            crate::suite::$name(&harness).await;
+            suite::$name(&harness).await;
         }
     };
 }
@@ -2077,10 +2077,21 @@ async fn a_thousand_stalled_clients_over_memory_hold_a_bounded_amount_of_memory_
     if std::env::var_os(ALONE).is_none() {
         // Resident memory is the whole process's: measure it in a process
         // of its own, where no other test allocates meanwhile.
-        let name = "a_thousand_stalled_clients_over_memory_hold_a_bounded_amount_of_memory_each";
+        let test = "a_thousand_stalled_clients_over_memory_hold_a_bounded_amount_of_memory_each";
+        // The test's path inside its binary, wherever this file sits.
+        let name = match module_path!().split_once("::") {
+            Some((_, module)) => format!("{module}::{test}"),
+            None => test.to_owned(),
+        };
         let status = tokio::task::spawn_blocking(move || {
             std::process::Command::new(std::env::current_exe().expect("the test binary"))
-                .args(["--exact", name, "--test-threads", "1", "--nocapture"])
+                .args([
+                    "--exact",
+                    name.as_str(),
+                    "--test-threads",
+                    "1",
+                    "--nocapture",
+                ])
                 .env(ALONE, "1")
                 .status()
         })
@@ -2116,6 +2127,7 @@ async fn an_unreachable_backend_is_503_with_retry_after() {
 
 /// The wire-level behaviours again over a real Valkey server.
 mod over_valkey {
+    use super::{capability, suite};
     use ff_tests::harness::valkey::ValkeyHarness;
 
     async fn valkey_harness() -> ValkeyHarness {
@@ -2128,7 +2140,7 @@ mod over_valkey {
     async fn a_reconnect_storm_is_served_exactly_once_within_the_bound() {
         use ff_core::testkit::Harness;
         let h = valkey_harness().await;
-        crate::storm::a_reconnect_storm_is_served_exactly_once_within_the_subscription_bound(
+        super::storm::a_reconnect_storm_is_served_exactly_once_within_the_subscription_bound(
             h.backend(),
             h.publisher(),
             300,
@@ -2149,7 +2161,7 @@ mod over_valkey {
             ValkeyBackend::connect(&ff_tests::harness::valkey::server_url().await, config)
                 .await
                 .expect("connect");
-        crate::suite::a_partitioned_client_ahead_in_one_partition_gets_each_event_once(
+        super::suite::a_partitioned_client_ahead_in_one_partition_gets_each_event_once(
             std::sync::Arc::new(backend.clone()),
             std::sync::Arc::new(backend),
         )
@@ -2161,6 +2173,7 @@ mod over_valkey {
 
 /// The wire-level behaviours again over a real PostgreSQL server.
 mod over_postgres {
+    use super::{capability, suite};
     use ff_tests::harness::postgres::PostgresHarness;
 
     async fn postgres_harness() -> PostgresHarness {
@@ -2201,7 +2214,7 @@ mod over_postgres {
         .expect("connect");
         let admin = ff_tests::harness::postgres::admin_pool(&server.url()).await;
         let application = backend.config().subscription_application_name();
-        let sessions: crate::storm::SessionCounter = std::sync::Arc::new(move || {
+        let sessions: super::storm::SessionCounter = std::sync::Arc::new(move || {
             let (admin, application) = (admin.clone(), application.clone());
             Box::pin(async move {
                 let n: i64 = ff_backend_postgres::sqlx::query_scalar(
@@ -2214,7 +2227,7 @@ mod over_postgres {
                 n as usize
             })
         });
-        crate::storm::a_reconnect_storm_is_served_exactly_once_within_the_subscription_bound(
+        super::storm::a_reconnect_storm_is_served_exactly_once_within_the_subscription_bound(
             std::sync::Arc::new(backend.clone()),
             std::sync::Arc::new(backend),
             1_000,
@@ -2244,8 +2257,10 @@ mod over_postgres {
         use ff_core::types::ExecutionId;
         use ff_tests::harness::postgres::{config, own_server, PostgresHarness};
 
-        use crate::suite::{config as gateway_config, events, ids, open_started, serve_backend};
-        use crate::wire;
+        use super::super::suite::{
+            config as gateway_config, events, ids, open_started, serve_backend,
+        };
+        use super::super::wire;
 
         const WAIT: Duration = Duration::from_secs(10);
         const PATH: &str = "/v1/streams/completion";

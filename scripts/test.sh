@@ -12,7 +12,7 @@
 #     redis-server on PATH; else apt `redis-server` (Debian's has TLS; the
 #     tests start their own processes and ignore any service it starts);
 #   * chromium for the browser test, via apt (skipped with FF_SKIP_BROWSER=1);
-#   * openssl and util-linux's `script` (TLS and terminal-logging tests), via apt;
+#   * util-linux's `script` (terminal-logging tests), via apt;
 #   * libfaketime (the checker runs Valkey on a frozen clock), via apt `faketime`.
 # A server named by FF_TEST_VALKEY_URL / FF_TEST_POSTGRES_URL is used instead
 # of a local one (its binaries are then not needed; fault tests that must kill
@@ -237,9 +237,7 @@ else
     fi
 fi
 
-# `ff serve`'s TLS tests make a throwaway CA with the openssl command; the
-# logging tests run `ff` on a pseudo-terminal with util-linux's `script`.
-command -v openssl >/dev/null 2>&1 || apt_install openssl
+# The logging tests run `ff` on a pseudo-terminal with util-linux's `script`.
 command -v script >/dev/null 2>&1 || apt_install bsdutils
 # The fault-injection checker runs Valkey servers on a frozen wall clock.
 [[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 || $(uname -m) != x86_64 ]] ||

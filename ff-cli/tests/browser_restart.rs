@@ -5,6 +5,7 @@
 //! highlighted, pause/resume, the chart, the behind/caught-up indicator),
 //! and what it keeps stays bounded however many events arrive.
 
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -13,9 +14,9 @@ use ff_core::backend::EventPublisher;
 use ff_core::stream_events::{CompletionOutcome, EventMeta, NewEvent};
 use ff_core::types::ExecutionId;
 use ff_tests::browser::{skip_browser_tests, Chromium, Page};
+use ff_tests::http_client;
 use ff_tests::support::ValkeyServer;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
@@ -66,16 +67,8 @@ async fn wait_healthy(port: u16) {
 }
 
 async fn healthz(port: u16) -> bool {
-    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return false;
-    };
-    let req = "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-    if s.write_all(req.as_bytes()).await.is_err() {
-        return false;
-    }
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf)).await;
-    buf.starts_with(b"HTTP/1.1 200")
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    http_client::status_of(addr, "/healthz", Duration::from_secs(2)).await == Some(200)
 }
 
 async fn viewer_events(browser: &mut Chromium, page: &Page) -> Vec<String> {
@@ -189,24 +182,20 @@ async fn post_events(port: u16, events: &[Value]) -> Vec<String> {
 /// `POST` a JSON array of `family` events to `ff serve` (no auth).
 async fn post_family(port: u16, family: &str, events: &[Value]) -> Vec<String> {
     let body = Value::from(events.to_vec()).to_string();
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
-    let req = format!(
-        "POST /v1/streams/{family} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.expect("send");
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
-        .await
-        .expect("publish answered in time")
-        .expect("read");
-    let text = String::from_utf8_lossy(&buf);
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    let json: Value =
-        serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap_or("")).expect("JSON reply");
-    json["cursors"]
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        http_client::request(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            "POST",
+            &format!("/v1/streams/{family}"),
+            &[("Content-Type", "application/json")],
+            Some(body.as_bytes()),
+        ),
+    )
+    .await
+    .expect("publish answered in time");
+    assert_eq!(response.status, 200, "{}", response.text());
+    response.json()["cursors"]
         .as_array()
         .expect("cursors")
         .iter()

@@ -2,11 +2,12 @@
 //! a real TLS server (Redis 7.0 with TLS, certificates from a throwaway CA
 //! made by the test support), and the one-line errors of a wrong scheme.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use ff_tests::http_client;
 use ff_tests::support::{TlsServerOptions, ValkeyServer};
 
 use common::ff;
@@ -105,22 +106,32 @@ fn serve_takes_a_tls_url() {
         let _ = child.wait();
         panic!("ff serve did not start over TLS: {seen}");
     };
-    let mut http = TcpStream::connect(&addr).expect("connect to ff serve");
-    http.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    write!(
-        http,
-        "POST /v1/streams/completion HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{EVENT}",
-        EVENT.len()
-    )
-    .expect("POST");
-    let mut response = String::new();
-    let _ = http.read_to_string(&mut response);
+    let addr: SocketAddr = addr.parse().expect("ff serve's listen address");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let response = runtime.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            http_client::request(
+                addr,
+                "POST",
+                "/v1/streams/completion",
+                &[("Content-Type", "application/json")],
+                Some(EVENT.as_bytes()),
+            ),
+        )
+        .await
+    });
     let _ = child.kill();
     let _ = child.wait();
-    assert!(
-        response.starts_with("HTTP/1.1 200"),
-        "publish through ff serve over TLS: {response}"
+    let response = response.expect("ff serve answered the publish in time");
+    assert_eq!(
+        response.status,
+        200,
+        "publish through ff serve over TLS: {}",
+        response.text()
     );
     assert_eq!(tail(&url, 1).len(), 1, "the event was stored");
 }

@@ -3,7 +3,13 @@
 //! times out slow bodies, slow headers and idle connections, caps its
 //! connections with a clear answer, and its memory stays flat meanwhile.
 //! Every wait is a deadline on a condition, never a timing threshold.
+//!
+//! Well-behaved requests go through the suite's shared client
+//! (`ff_tests::http_client`); the hostile ones are written by hand on the
+//! socket, since half a head, a stalled body or a lying `Content-Length`
+//! is exactly what a real client never sends.
 
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -12,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
+use ff_tests::http_client;
 use ff_tests::support::serve_process::start_listening;
 
 /// Deadline for anything the server must do promptly.
@@ -127,13 +134,8 @@ impl Serve {
 /// `GET /healthz` on a fresh connection: the status, or `None` if the
 /// server did not answer.
 async fn healthz(port: u16) -> Option<u16> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    let req = "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-    s.write_all(req.as_bytes()).await.ok()?;
-    let head = tokio::time::timeout(Duration::from_secs(5), read_head(&mut s))
-        .await
-        .ok()??;
-    status_of(&head)
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    http_client::status_of(addr, "/healthz", Duration::from_secs(5)).await
 }
 
 /// Read until the end of a response head; returns everything read (the

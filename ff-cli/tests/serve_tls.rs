@@ -1,7 +1,7 @@
 //! `ff serve --tls-cert --tls-key` terminates TLS itself (rustls) and marks
 //! the session cookie `Secure`; behind a proxy, `--secure-cookie` and a
 //! trusted `X-Forwarded-Proto` do the same over plain HTTP. Certificates
-//! come from a throwaway CA made with the `openssl` command.
+//! come from the suite's throwaway test CA (`ff_tests::support::tls_ca`).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -16,6 +16,7 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 use ff_tests::support::serve_process::start_listening;
+use ff_tests::support::{tls_ca, ServerCert, TlsFiles};
 
 const WAIT: Duration = Duration::from_secs(15);
 const READ: &str = "read-token-aaaaaaaaaaaaaaaa";
@@ -33,10 +34,6 @@ impl Scratch {
         std::fs::create_dir_all(&dir).expect("scratch dir");
         Self(dir)
     }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
 }
 
 impl Drop for Scratch {
@@ -45,91 +42,11 @@ impl Drop for Scratch {
     }
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("the `openssl` command is needed to make test certificates");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA (`ca.pem`) and a leaf for localhost/127.0.0.1 (`cert.pem`,
-/// `key.pem`) signed by it, plus an unrelated key (`other-key.pem`).
-fn make_certs(dir: &Path) {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=ff test CA",
-    ]);
-    openssl(dir, &ca);
-    let mut csr = vec!["req"];
-    csr.extend(ec);
-    csr.extend([
-        "-keyout",
-        "key.pem",
-        "-out",
-        "leaf.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    openssl(dir, &csr);
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "cert.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "leaf.ext",
-        ],
-    );
-    let mut other = vec!["req", "-x509"];
-    other.extend(ec);
-    other.extend([
-        "-keyout",
-        "other-key.pem",
-        "-out",
-        "other.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=other",
-    ]);
-    openssl(dir, &other);
+/// A CA (`ca`) and a leaf for localhost/127.0.0.1 (`server_cert`,
+/// `server_key`) signed by it, plus a key that belongs to neither
+/// (`client_key`), from the suite's one test CA.
+fn make_certs(dir: &Path) -> TlsFiles {
+    tls_ca::make(dir, ServerCert::Valid).expect("make the test certificates")
 }
 
 fn serve_command(dir: &Path, extra: &[&str]) -> Command {
@@ -234,15 +151,15 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ff_serve_terminates_tls_and_marks_the_session_cookie_secure() {
     let dir = Scratch::new("tls");
-    make_certs(&dir.0);
-    let cert = dir.path("cert.pem").display().to_string();
-    let key = dir.path("key.pem").display().to_string();
+    let files = make_certs(&dir.0);
+    let cert = files.server_cert.display().to_string();
+    let key = files.server_key.display().to_string();
     let (mut child, port) = start_listening(serve_command(
         &dir.0,
         &["--tls-cert", &cert, "--tls-key", &key],
     ))
     .await;
-    let connector = tls_connector(&dir.path("ca.pem"));
+    let connector = tls_connector(&files.ca);
     let health = "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
     wait_up(&mut child, || async {
         match TcpStream::connect(("127.0.0.1", port)).await {
@@ -286,9 +203,9 @@ async fn ff_serve_terminates_tls_and_marks_the_session_cookie_secure() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_that_does_not_match_the_certificate_fails_at_startup_in_one_line() {
     let dir = Scratch::new("tls-mismatch");
-    make_certs(&dir.0);
-    let cert = dir.path("cert.pem").display().to_string();
-    let key = dir.path("other-key.pem").display().to_string();
+    let files = make_certs(&dir.0);
+    let cert = files.server_cert.display().to_string();
+    let key = files.client_key.display().to_string();
     let child = serve_command(&dir.0, &["--tls-cert", &cert, "--tls-key", &key])
         .spawn()
         .unwrap();
@@ -347,9 +264,9 @@ async fn behind_a_proxy_forwarded_https_marks_the_cookie_secure_only_when_truste
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_connection_cap_an_https_newcomer_gets_503_after_the_handshake() {
     let dir = Scratch::new("tls-cap");
-    make_certs(&dir.0);
-    let cert = dir.path("cert.pem").display().to_string();
-    let key = dir.path("key.pem").display().to_string();
+    let files = make_certs(&dir.0);
+    let cert = files.server_cert.display().to_string();
+    let key = files.server_key.display().to_string();
     let (mut child, port) = start_listening(serve_command(
         &dir.0,
         &[
@@ -362,7 +279,7 @@ async fn at_the_connection_cap_an_https_newcomer_gets_503_after_the_handshake() 
         ],
     ))
     .await;
-    let connector = tls_connector(&dir.path("ca.pem"));
+    let connector = tls_connector(&files.ca);
     let health = "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
     wait_up(&mut child, || async {
         match TcpStream::connect(("127.0.0.1", port)).await {

@@ -5,6 +5,17 @@
 //! mid-stream. [`support`] starts the servers: throwaway Valkey and Postgres
 //! processes on free loopback ports, or the external ones named by
 //! `FF_TEST_VALKEY_URL` / `FF_TEST_POSTGRES_URL`. No server is mocked.
+//!
+//! Every test binary links every backend, so the integration tests are one
+//! binary per area (`tests/tests/<area>/main.rs`: `memory`, `mutant`,
+//! `valkey`, `valkey_cluster`, `postgres`, `http`), each test file a module
+//! of it: `cargo test -p ff-tests --test valkey valkey_history::` runs one
+//! file. Tests in one binary share its servers, so a test that inspects a
+//! shared server picks out its own clients, keys or schema. `checker` (the
+//! fault-injection checker's seed budget) and `group_faults` (member
+//! processes killed over every backend) are areas of one file each;
+//! `tracing_levels` must be a process of its own, since it installs the
+//! global tracing subscriber and reads every line the process logs.
 
 pub mod acl;
 pub mod browser;
@@ -12,6 +23,7 @@ pub mod checker;
 pub mod group_process;
 pub mod harness;
 pub mod hostile_valkey;
+pub mod http_client;
 pub mod mutant;
 pub mod support;
 

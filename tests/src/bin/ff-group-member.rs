@@ -1,5 +1,5 @@
 //! One consumer-group member as a process of its own, for the group fault
-//! tests (`tests/tests/group_faults_*.rs`), which kill, stop and churn
+//! tests (`tests/tests/group_faults.rs`), which kill, stop and churn
 //! these processes.
 //!
 //! For every event it records an effect, then commits the unit's position:

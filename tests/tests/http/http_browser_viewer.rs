@@ -15,6 +15,7 @@ use ff_core::stream_events::{CompletionOutcome, EventMeta, NewEvent};
 use ff_core::types::ExecutionId;
 use ff_http::{Auth, Gateway, GatewayConfig};
 use ff_tests::browser::{skip_browser_tests, Chromium, Page};
+use ff_tests::http_client;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -349,16 +350,10 @@ async fn a_filtered_viewer_resumes_from_its_position_after_a_503_at_the_client_c
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut other = TcpStream::connect(addr).await.expect("connect");
-    other
-        .write_all(
-            b"GET /v1/streams/completion HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n",
-        )
-        .await
-        .expect("send");
-    let mut head = [0u8; 12];
-    other.read_exact(&mut head).await.expect("read");
-    assert_eq!(&head, b"HTTP/1.1 200", "the other client is admitted");
+    let other = match http_client::open_sse(addr, "/v1/streams/completion", &[]).await {
+        Ok(admitted) => admitted,
+        Err(refused) => panic!("the other client is refused: {}", refused.everything()),
+    };
     // Events 100–102, published while the page cannot get a place.
     let mut want = publish(&backend, CompletionOutcome::Failure, 3).await;
     proxy.set_mode(Mode::Forward);

@@ -2208,7 +2208,12 @@ mod over_postgres {
         assert_eq!(server.psql("SHOW max_connections").unwrap(), "25");
         let backend = ff_backend_postgres::PostgresBackend::connect(
             &server.url(),
-            ff_tests::harness::postgres::config("storm"),
+            // A thousand resolves queue for the small pool at once: on a
+            // loaded machine the last wait past the default 10 s for a free
+            // connection, which this test (the subscription bound, exactly
+            // once) is not about.
+            ff_tests::harness::postgres::config("storm")
+                .with_connect_timeout(std::time::Duration::from_secs(60)),
         )
         .await
         .expect("connect");
